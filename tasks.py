@@ -1,0 +1,98 @@
+"""ovmfgen tasks. A thin shell: each task parses its options and calls the package.
+
+`invoke --list` shows them; `python -m ovmfgen ...` offers the same without invoke.
+"""
+
+from invoke import task
+
+from ovmfgen.cli import guard
+
+
+@task
+def setup(c, force=False):
+    """Make this machine ready: apt packages, the pinned edk2 tree, BaseTools (idempotent, cached)."""
+    from ovmfgen import setup as stage
+
+    guard(stage.setup_all, force=force)
+
+
+@task(help={"k": "only tests matching this pytest -k expression", "fast": "skip integration tests"})
+def test(c, k=None, fast=False):
+    """Run the test suite (unit + integration: real edk2 build and QEMU boot)."""
+    from ovmfgen import testrun
+
+    guard(testrun.run_tests, keyword=k, fast=fast)
+
+
+@task(help={"platform": "platform name (platforms/NAME.yaml)", "output": "output directory"})
+def render(c, platform, output=None):
+    """Render platforms/PLATFORM.yaml into XenOvmf.dsc/.fdf (atomic, write only if changed)."""
+    from ovmfgen import render as stage
+
+    guard(stage.render_command, platform, output)
+
+
+@task(name="import", help={"dsc": "upstream .dsc", "fdf": "upstream .fdf", "output": "YAML to write"})
+def import_platform(c, dsc, fdf, output):
+    """Turn an existing edk2 platform (.dsc + .fdf) into a platform YAML."""
+    from ovmfgen import importer
+
+    guard(importer.import_command, dsc, fdf, output)
+
+
+@task(help={"platform": "platform name", "against": "upstream .dsc to compare with", "fdf": "upstream .fdf"})
+def diff(c, platform, against, fdf=None):
+    """Semantic diff of a platform against an upstream DSC/FDF; exit 1 on an unexplained delta."""
+    from ovmfgen import semantic
+
+    guard(semantic.diff_command, platform, against, fdf)
+
+
+@task(
+    iterable=["define"],
+    help={
+        "platform": "platform name",
+        "target": "DEBUG, RELEASE or NOOPT",
+        "fd_size": "1M, 2M or 4M",
+        "define": "NAME=VALUE passed to the build as -D (repeatable)",
+        "jobs": "parallel build jobs",
+        "force": "rebuild even when nothing changed",
+        "ccache": "use ccache as the compiler cache",
+        "version_string": "PcdFirmwareVersionString override",
+        "release_date": "PcdFirmwareReleaseDateString override",
+    },
+)
+def build(c, platform, target="DEBUG", fd_size=None, define=None, jobs=None, force=False, ccache=False,
+          version_string=None, release_date=None):
+    """Render, build with stuart (offline), make the PVH ELF and publish to dist/PLATFORM/TARGET/."""
+    from ovmfgen import build as stage
+
+    guard(stage.build_command, platform=platform, target=target, fd_size=fd_size, defines=define or [],
+          jobs=jobs, force=force, ccache=ccache, version_string=version_string, release_date=release_date)
+
+
+@task(help={"fd": "input FD", "output": "ELF to write", "base": "load address (default 0x100000)"})
+def elf(c, fd, output, base="0x100000"):
+    """Turn a built FD into a PVH-bootable ELF (header computed from the image)."""
+    from ovmfgen import elf as stage
+
+    guard(stage.elf_command, fd, output, base)
+
+
+@task(name="check-elf", help={"elf": "ELF image to check"})
+def check_elf(c, elf):
+    """Predict whether Xen's libxc/libelf and QEMU's PVH loader accept an ELF (one line per rule)."""
+    from ovmfgen import elf as stage
+
+    guard(stage.check_elf_command, elf)
+
+
+@task(help={
+    "platform": "platform name", "target": "build target", "entry": "pvh, reset or both",
+    "on": "qemu (default) or xen", "image": "firmware file (default: the published ELF)",
+})
+def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=None):
+    """Boot the published firmware in QEMU (PVH and/or reset-vector entry) or under real Xen."""
+    from ovmfgen import boot as stage
+
+    guard(stage.boot_command, platform=platform, target=target, entry=entry, on=on, image=image)
