@@ -1,0 +1,671 @@
+"""Load ``platforms/NAME.yaml`` into the model, with a source location on every node.
+
+The YAML is read as a node graph (``yaml.compose``) rather than constructed, so that
+
+* every scalar stays text exactly as written (``0x8000004F`` is not turned into an int,
+  ``TRUE`` not into a bool) and the shape checks below say what they expected;
+* every error points at ``platforms/x.yaml:LINE:COL``;
+* duplicate keys are errors instead of silently taking the last value.
+
+Three conveniences are resolved here, so later stages see one plain platform:
+``extends:`` (inherit another platform file), ``- use: NAME`` (splice a shared fragment from
+``platforms/common/*.yaml``) and feature switches (``when:`` blocks and ``${var}`` values).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from ovmfgen.errors import Location, OvmfgenError, display_path
+from ovmfgen.model import (
+    FEATURES, Block, Branch, BuildOption, Comment, Component, Conditional, Define, Delta, ElfSpec,
+    ErrorDirective, Field, Inf, Include, LibraryMapping, Override, Pcd, Platform, Raw, Region,
+    RegionContent, RegionPcds, ReservedRegion, Section, SetPcd, Statement, SubSection, Upstream,
+)
+from ovmfgen.paths import PLATFORMS_DIR
+from ovmfgen.syntax import split_pcd_value
+
+TOP_KEYS = ("extends", "description", "copyright", "platform", "features", "upstream", "deltas", "elf", "overrides",
+            "publish", "fragments", "dsc", "fdf")
+PLATFORM_KEYS = ("files", "name", "guid", "version", "dsc_specification", "output_directory",
+                 "supported_architectures", "build_targets", "skuid_identifier", "fields")
+HEADER_FIELDS = {
+    # platform: key -> DSC [Defines] header field, in upstream's order
+    "name": "PLATFORM_NAME",
+    "guid": "PLATFORM_GUID",
+    "version": "PLATFORM_VERSION",
+    "dsc_specification": "DSC_SPECIFICATION",
+    "output_directory": "OUTPUT_DIRECTORY",
+    "supported_architectures": "SUPPORTED_ARCHITECTURES",
+    "build_targets": "BUILD_TARGETS",
+    "skuid_identifier": "SKUID_IDENTIFIER",
+}
+DELTA_KINDS = ("define", "library", "component", "pcd", "build-option", "fv", "fd", "fd-region", "file")
+DIRECTIVE_KEYS = ("comment", "include", "define", "field", "set", "error", "raw", "block", "if", "ifdef",
+                  "ifndef", "when", "use", "region", "pcds", "fv", "data", "file", "reserved", "INF")
+_VAR_RE = re.compile(r"\$\{([^}]*)\}")
+_HEX_RE = re.compile(r"^(0x[0-9A-Fa-f]+|\d+)$")
+
+
+def _where(node: Node, path: str) -> Location:
+    mark = node.start_mark
+    return Location(path, mark.line + 1, mark.column + 1)
+
+
+@dataclass(frozen=True)
+class _Doc:
+    """One YAML file: its composed root and the path shown in messages."""
+
+    root: MappingNode
+    path: str
+
+
+class _Ctx:
+    """State while turning one platform's nodes into the model."""
+
+    def __init__(self, platform_name: str, fragments: dict[str, tuple[Node, str]], variables: dict[str, str],
+                 features: dict[str, str]) -> None:
+        self.platform_name = platform_name
+        self.fragments = fragments
+        self.variables = variables
+        self.features = features
+        self.using: list[str] = []
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files and checking shapes
+
+
+def read_yaml(path: Path) -> _Doc:
+    """Compose ``path`` into nodes, reporting YAML syntax errors and duplicate keys with locations."""
+    shown = display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise OvmfgenError(f"no such platform file: {shown}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OvmfgenError(f"cannot read {shown}: {exc}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = Location(shown, mark.line + 1, mark.column + 1) if mark else Location(shown)
+        raise OvmfgenError(f"invalid YAML: {exc.problem or exc.context}", loc) from None
+    except yaml.YAMLError as exc:
+        raise OvmfgenError(f"invalid YAML: {exc}", Location(shown)) from None
+    if root is None:
+        raise OvmfgenError("empty platform file", Location(shown, 1, 1))
+    if not isinstance(root, MappingNode):
+        raise OvmfgenError("expected a mapping at the top level", _where(root, shown))
+    _check_duplicates(root, shown)
+    return _Doc(root, shown)
+
+
+def _check_duplicates(node: Node, path: str) -> None:
+    if isinstance(node, MappingNode):
+        seen: dict[str, Node] = {}
+        for key, value in node.value:
+            if isinstance(key, ScalarNode):
+                if key.value in seen:
+                    first = seen[key.value].start_mark.line + 1
+                    raise OvmfgenError(f"duplicate key '{key.value}' (first defined on line {first})",
+                                       _where(key, path))
+                seen[key.value] = key
+            _check_duplicates(value, path)
+    elif isinstance(node, SequenceNode):
+        for item in node.value:
+            _check_duplicates(item, path)
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    return f"'{node.value}'" if node.value != "" else "an empty value"
+
+
+def _mapping(node: Node, path: str, what: str, allowed: tuple[str, ...] | None = None) -> dict[str, tuple[Node, Node]]:
+    """A mapping node as {key: (key_node, value_node)}, rejecting unknown keys when ``allowed`` is given."""
+    if not isinstance(node, MappingNode):
+        raise OvmfgenError(f"{what} must be a mapping, got {_kind(node)}", _where(node, path))
+    out: dict[str, tuple[Node, Node]] = {}
+    for key, value in node.value:
+        if not isinstance(key, ScalarNode):
+            raise OvmfgenError(f"{what}: keys must be plain text", _where(key, path))
+        if allowed is not None and key.value not in allowed:
+            raise OvmfgenError(f"unknown key '{key.value}' in {what} (expected one of: {', '.join(allowed)})",
+                               _where(key, path))
+        out[key.value] = (key, value)
+    return out
+
+
+def _seq(node: Node, path: str, what: str) -> list[Node]:
+    if not isinstance(node, SequenceNode):
+        raise OvmfgenError(f"{what} must be a list, got {_kind(node)}", _where(node, path))
+    return list(node.value)
+
+
+def _text(node: Node, path: str, what: str, allow_empty: bool = False) -> str:
+    if not isinstance(node, ScalarNode):
+        raise OvmfgenError(f"{what} must be text, got {_kind(node)}", _where(node, path))
+    if node.tag not in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:bool",
+                        "tag:yaml.org,2002:float", "tag:yaml.org,2002:null") and node.tag.startswith("!"):
+        raise OvmfgenError(f"{what}: YAML tags are not supported ({node.tag})", _where(node, path))
+    if not node.value.strip() and not allow_empty:
+        raise OvmfgenError(f"{what} must not be empty", _where(node, path))
+    return node.value
+
+
+def _int(node: Node, path: str, what: str) -> int:
+    text = _text(node, path, what).strip()
+    if not _HEX_RE.match(text):
+        raise OvmfgenError(f"{what}: expected an integer (decimal or 0x hex), got '{text}'", _where(node, path))
+    return int(text, 0)
+
+
+def _single(node: Node, path: str, what: str) -> tuple[Node, Node]:
+    """A one-key mapping item (``- Key: value``) as (key node, value node)."""
+    if not isinstance(node, MappingNode) or not node.value:
+        raise OvmfgenError(f"{what} must be a one-key mapping, got {_kind(node)}", _where(node, path))
+    return node.value[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fragments, extends, features
+
+
+def load_fragments(common_dir: Path) -> dict[str, tuple[Node, str]]:
+    """All named fragments of ``platforms/common/*.yaml`` (names are global; duplicates are errors)."""
+    out: dict[str, tuple[Node, str]] = {}
+    if not common_dir.is_dir():
+        return out
+    for path in sorted(common_dir.glob("*.yaml")):
+        doc = read_yaml(path)
+        top = _mapping(doc.root, doc.path, "a fragment file", ("description", "fragments"))
+        if "fragments" not in top:
+            continue
+        for name, (knode, vnode) in _mapping(top["fragments"][1], doc.path, "fragments").items():
+            if name in out:
+                raise OvmfgenError(f"fragment '{name}' is already defined in {out[name][1]}", _where(knode, doc.path))
+            out[name] = (vnode, doc.path)
+    return out
+
+
+def _resolve_extends(doc: _Doc, platforms_dir: Path, chain: tuple[str, ...]) -> dict[str, tuple[Node, str]]:
+    """Top-level keys of ``doc`` merged over those of the platform it extends (child wins per key;
+    ``platform``/``features``/``elf``/``upstream`` merge key by key; ``deltas``/``overrides`` concatenate)."""
+    top = _mapping(doc.root, doc.path, "the platform file", TOP_KEYS)
+    own = {k: (v, doc.path) for k, (_, v) in top.items()}
+    if "extends" not in top:
+        return own
+    knode, vnode = top["extends"]
+    parent_name = _text(vnode, doc.path, "extends").strip()
+    parent_path = platforms_dir / (parent_name if parent_name.endswith(".yaml") else parent_name + ".yaml")
+    shown = display_path(parent_path)
+    if shown in chain:
+        cycle = " -> ".join([*chain, shown])
+        raise OvmfgenError(f"extends cycle: {cycle}", _where(vnode, doc.path))
+    if not parent_path.is_file():
+        raise OvmfgenError(f"extends target not found: {shown}", _where(vnode, doc.path))
+    parent = _resolve_extends(read_yaml(parent_path), platforms_dir, (*chain, shown))
+    merged = dict(parent)
+    for key, (node, path) in own.items():
+        if key == "extends":
+            continue
+        if key in ("platform", "features", "elf", "upstream") and key in parent:
+            merged[key] = (_merge_mappings(parent[key][0], node), path)
+        elif key in ("deltas", "overrides") and key in parent:
+            merged[key] = (_concat_seqs(parent[key][0], node), path)
+        else:
+            merged[key] = (node, path)
+    return merged
+
+
+def _merge_mappings(base: Node, over: Node) -> Node:
+    if not isinstance(base, MappingNode) or not isinstance(over, MappingNode):
+        return over
+    keys = {k.value: i for i, (k, _) in enumerate(base.value) if isinstance(k, ScalarNode)}
+    items = list(base.value)
+    for k, v in over.value:
+        if isinstance(k, ScalarNode) and k.value in keys:
+            items[keys[k.value]] = (k, v)
+        else:
+            items.append((k, v))
+    return MappingNode(base.tag, items, over.start_mark, over.end_mark)
+
+
+def _concat_seqs(base: Node, over: Node) -> Node:
+    if not isinstance(base, SequenceNode) or not isinstance(over, SequenceNode):
+        return over
+    return SequenceNode(base.tag, [*base.value, *over.value], over.start_mark, over.end_mark)
+
+
+def feature_variables(features: dict[str, str]) -> dict[str, str]:
+    """The ``${var}`` values a platform's features provide to its DSC/FDF text."""
+    fd_kb = {"1": "1024", "2": "2048", "4": "4096"}[features["fd_size"]]
+    return {
+        "fd_size_kb": fd_kb,
+        "fd_size": features["fd_size"],
+        "network": "TRUE" if features["network"] == "true" else "FALSE",
+        "shell": "TRUE" if features["shell"] == "true" else "FALSE",
+        "timer": features["timer"],
+        "debug_output": features["debug_output"],
+    }
+
+
+def _features(node: Node | None, path: str) -> dict[str, str]:
+    values = {name: allowed[0] for name, allowed in FEATURES.items()}
+    if node is None:
+        return values
+    for name, (knode, vnode) in _mapping(node, path, "features", tuple(FEATURES)).items():
+        value = _text(vnode, path, f"feature '{name}'").strip().lower()
+        if name == "fd_size":
+            value = value.upper().removesuffix("M").removesuffix("MIB").removesuffix("MB").lower()
+        if value not in FEATURES[name]:
+            raise OvmfgenError(f"feature '{name}': '{vnode.value}' is not one of: {', '.join(FEATURES[name])}",
+                               _where(vnode, path))
+        values[name] = value
+    return values
+
+
+def _subst(text: str, node: Node, path: str, ctx: _Ctx) -> str:
+    def repl(m: re.Match[str]) -> str:
+        name = m.group(1).strip()
+        if name not in ctx.variables:
+            raise OvmfgenError(f"unknown variable '${{{name}}}' (expected one of: {', '.join(sorted(ctx.variables))})",
+                               _where(node, path))
+        return ctx.variables[name]
+
+    return _VAR_RE.sub(repl, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Statements
+
+
+def _value(node: Node, path: str, what: str, ctx: _Ctx, allow_empty: bool = False) -> str:
+    return _subst(_text(node, path, what, allow_empty=allow_empty), node, path, ctx).strip()
+
+
+def _split_assign(text: str, node: Node, path: str, what: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise OvmfgenError(f"{what}: expected 'NAME = VALUE', got '{text}'", _where(node, path))
+    return name.strip(), value.strip()
+
+
+def _body(node: Node, path: str, ctx: _Ctx, kind: str, what: str) -> tuple[Statement, ...]:
+    out: list[Statement] = []
+    for item in _seq(node, path, what):
+        out.extend(_statement(item, path, ctx, kind))
+    return tuple(out)
+
+
+def _statement(node: Node, path: str, ctx: _Ctx, kind: str) -> Iterator[Statement]:
+    """One body item -> statements (``when``/``use`` can yield zero or many)."""
+    loc = _where(node, path)
+    if isinstance(node, ScalarNode):
+        text = _value(node, path, "statement", ctx)
+        if kind == "Components":
+            yield Component(text, loc=loc)
+            return
+        raise OvmfgenError(f"a bare value is only allowed in Components sections (in [{kind}] write "
+                           f"'- Name: value' or a directive)", loc)
+    if not isinstance(node, MappingNode) or not node.value:
+        raise OvmfgenError(f"statement must be a mapping or text, got {_kind(node)}", loc)
+    keys = _mapping(node, path, "statement")
+    first = next(iter(keys))
+    if first in ("if", "ifdef", "ifndef"):
+        yield _conditional(node, path, ctx, kind)
+        return
+    if first == "when":
+        yield from _when(node, path, ctx, kind)
+        return
+    if first == "use":
+        yield from _use(node, path, ctx, kind)
+        return
+    if first == "region" or (kind == "FD" and first in ("pcds", "fv", "data", "file", "reserved")):
+        yield from _region(node, path, ctx)
+        return
+    if first == "inf" and kind == "Components":
+        yield _component(node, path, ctx)
+        return
+    if len(keys) != 1:
+        extra = list(keys)[1]
+        raise OvmfgenError(f"unexpected key '{extra}' after '{first}' (one statement per list item)",
+                           _where(keys[extra][0], path))
+    knode, vnode = keys[first]
+    if first == "comment":
+        yield Comment(_value(vnode, path, "comment", ctx, allow_empty=True), loc=loc)
+    elif first == "include":
+        yield Include(_value(vnode, path, "include", ctx), loc=loc)
+    elif first == "define":
+        yield Define(*_split_assign(_value(vnode, path, "define", ctx), vnode, path, "define"), loc=loc)
+    elif first == "field":
+        yield Field(*_split_assign(_value(vnode, path, "field", ctx), vnode, path, "field"), loc=loc)
+    elif first == "set":
+        yield SetPcd(*_split_assign(_value(vnode, path, "set", ctx), vnode, path, "set"), loc=loc)
+    elif first == "error":
+        yield ErrorDirective(_value(vnode, path, "error", ctx), loc=loc)
+    elif first == "raw":
+        yield Raw(_value(vnode, path, "raw", ctx), loc=loc)
+    elif first == "block":
+        yield Block(_subst(_text(vnode, path, "block"), vnode, path, ctx).strip("\n"), loc=loc)
+    elif first == "INF":
+        words = _value(vnode, path, "INF", ctx).split()
+        yield Inf(words[-1], " ".join(words[:-1]), loc=loc)
+    else:
+        yield _entry(first, knode, vnode, path, ctx, kind, loc)
+
+
+def _entry(key: str, knode: Node, vnode: Node, path: str, ctx: _Ctx, kind: str, loc: Location) -> Statement:
+    """``- Key: value`` read by the section's grammar."""
+    value = _value(vnode, path, f"'{key}'", ctx, allow_empty=True)
+    if kind == "LibraryClasses":
+        if not re.match(r"^\w+$", key):
+            raise OvmfgenError(f"'{key}' is not a library class name", _where(knode, path))
+        if not value:
+            raise OvmfgenError(f"library class '{key}' needs an INF path", _where(vnode, path))
+        return LibraryMapping(key, value, loc=loc)
+    if kind.startswith("Pcds"):
+        if not re.match(r"^\w+\.\w+$", key):
+            raise OvmfgenError(f"'{key}' is not a PCD name (expected TokenSpaceGuid.PcdName)", _where(knode, path))
+        parts = split_pcd_value(value)
+        return Pcd(key, parts[0], tuple(parts[1:]), loc=loc)
+    if kind == "BuildOptions":
+        if key.endswith("=="):
+            return BuildOption(key[:-2].strip(), value, replace=True, loc=loc)
+        return BuildOption(key, value, loc=loc)
+    if kind in ("Defines", "FV", "FD", "Capsule", "OptionRom") or kind.startswith("Defines"):
+        return Field(key, value, loc=loc)
+    expected = ", ".join(k for k in DIRECTIVE_KEYS if k not in ("region", "pcds", "fv", "data", "file", "reserved"))
+    raise OvmfgenError(f"unknown key '{key}' in [{kind}] (expected one of: {expected})", _where(knode, path))
+
+
+def _conditional(node: Node, path: str, ctx: _Ctx, kind: str) -> Conditional:
+    keys = _mapping(node, path, "conditional")
+    first = next(iter(keys))
+    allowed = (first, "then", "elif", "else")
+    for key, (knode, _) in keys.items():
+        if key not in allowed:
+            raise OvmfgenError(f"unknown key '{key}' in {first} block (expected one of: {', '.join(allowed)})",
+                               _where(knode, path))
+    if "then" not in keys:
+        raise OvmfgenError(f"'{first}' needs a 'then:' list", _where(node, path))
+    branches = [Branch(first, _value(keys[first][1], path, first, ctx), _body(keys["then"][1], path, ctx, kind, "then"),
+                       loc=_where(node, path))]
+    if "elif" in keys:
+        for item in _seq(keys["elif"][1], path, "elif"):
+            sub = _mapping(item, path, "elif item", ("if", "then"))
+            if "if" not in sub or "then" not in sub:
+                raise OvmfgenError("each elif item needs 'if:' and 'then:'", _where(item, path))
+            branches.append(Branch("elseif", _value(sub["if"][1], path, "if", ctx),
+                                   _body(sub["then"][1], path, ctx, kind, "then"), loc=_where(item, path)))
+    orelse = _body(keys["else"][1], path, ctx, kind, "else") if "else" in keys else None
+    return Conditional(tuple(branches), orelse, loc=_where(node, path))
+
+
+def _when(node: Node, path: str, ctx: _Ctx, kind: str) -> Iterator[Statement]:
+    """``when: {feature: value}`` is decided now, from the platform's features (fixed choices)."""
+    keys = _mapping(node, path, "when block", ("when", "then", "else"))
+    if "then" not in keys:
+        raise OvmfgenError("'when' needs a 'then:' list", _where(node, path))
+    cond = _mapping(keys["when"][1], path, "when", tuple(FEATURES))
+    match = True
+    for name, (knode, vnode) in cond.items():
+        wanted = [_text(v, path, f"when {name}").strip().lower() for v in
+                  (_seq(vnode, path, f"when {name}") if isinstance(vnode, SequenceNode) else [vnode])]
+        for w in wanted:
+            if w not in FEATURES[name]:
+                raise OvmfgenError(f"when: '{w}' is not a value of feature '{name}' (expected one of: "
+                                   f"{', '.join(FEATURES[name])})", _where(vnode, path))
+        match = match and ctx.features[name] in wanted
+    # Both arms are converted so that mistakes in the unused one are still reported.
+    then = _body(keys["then"][1], path, ctx, kind, "then")
+    orelse = _body(keys["else"][1], path, ctx, kind, "else") if "else" in keys else ()
+    yield from then if match else orelse
+
+
+def _use(node: Node, path: str, ctx: _Ctx, kind: str) -> Iterator[Statement]:
+    keys = _mapping(node, path, "use", ("use",))
+    vnode = keys["use"][1]
+    name = _text(vnode, path, "use").strip()
+    if name not in ctx.fragments:
+        known = ", ".join(sorted(ctx.fragments)) or "none defined"
+        raise OvmfgenError(f"unknown fragment '{name}' (known: {known})", _where(vnode, path))
+    if name in ctx.using:
+        raise OvmfgenError(f"fragment cycle: {' -> '.join([*ctx.using, name])}", _where(vnode, path))
+    frag, frag_path = ctx.fragments[name]
+    ctx.using.append(name)
+    try:
+        yield from _body(frag, frag_path, ctx, kind, f"fragment '{name}'")
+    finally:
+        ctx.using.pop()
+
+
+def _region(node: Node, path: str, ctx: _Ctx) -> Iterator[Statement]:
+    keys = _mapping(node, path, "FD region", ("region", "pcds", "fv", "data", "file", "reserved", "comment"))
+    loc = _where(node, path)
+    if "comment" in keys:
+        yield Comment(_value(keys["comment"][1], path, "comment", ctx, allow_empty=True), loc=loc)
+    if "region" in keys:
+        vnode = keys["region"][1]
+        offset, sep, size = _value(vnode, path, "region", ctx).partition("|")
+        if not sep:
+            raise OvmfgenError(f"region: expected 'OFFSET|SIZE', got '{vnode.value}'", _where(vnode, path))
+        for part in (offset.strip(), size.strip()):
+            if not (_HEX_RE.match(part) or re.match(r"^\$\(\w+\)$", part)):
+                raise OvmfgenError(f"region: '{part}' is not a number or $(MACRO)", _where(vnode, path))
+        yield Region(offset.strip(), size.strip(), loc=loc)
+    if "reserved" in keys:
+        yield ReservedRegion(_value(keys["reserved"][1], path, "reserved", ctx), loc=loc)
+    if "pcds" in keys:
+        vnode = keys["pcds"][1]
+        base, sep, size = _value(vnode, path, "pcds", ctx).partition("|")
+        if not sep:
+            raise OvmfgenError(f"pcds: expected 'BasePcd|SizePcd', got '{vnode.value}'", _where(vnode, path))
+        yield RegionPcds(base.strip(), size.strip(), loc=loc)
+    for key in ("fv", "data", "file"):
+        if key in keys:
+            vnode = keys[key][1]
+            text = _subst(_text(vnode, path, key), vnode, path, ctx).strip("\n").rstrip()
+            yield RegionContent(key.upper(), text.strip() if key != "data" else text, loc=loc)
+
+
+_SUBSECTION_KINDS = ("LibraryClasses", "PcdsFixedAtBuild", "PcdsFeatureFlag", "PcdsPatchableInModule",
+                     "PcdsDynamic", "PcdsDynamicEx", "BuildOptions", "Defines")
+
+
+def _component(node: Node, path: str, ctx: _Ctx) -> Component:
+    keys = _mapping(node, path, "component", ("inf", *_SUBSECTION_KINDS))
+    inf = _value(keys["inf"][1], path, "inf", ctx)
+    subs = []
+    for key, (knode, vnode) in keys.items():
+        if key == "inf":
+            continue
+        subs.append(SubSection(key, _body(vnode, path, ctx, key, key), loc=_where(knode, path)))
+    return Component(inf, tuple(subs), loc=_where(node, path))
+
+
+def _sections(node: Node, path: str, ctx: _Ctx, what: str) -> tuple[Section, ...]:
+    out: list[Section] = []
+    for item in _seq(node, path, what):
+        if isinstance(item, MappingNode) and item.value and isinstance(item.value[0][0], ScalarNode) \
+                and item.value[0][0].value == "use":
+            keys = _mapping(item, path, "use", ("use",))
+            name = _text(keys["use"][1], path, "use").strip()
+            if name not in ctx.fragments:
+                raise OvmfgenError(f"unknown fragment '{name}' (known: {', '.join(sorted(ctx.fragments))})",
+                                   _where(keys["use"][1], path))
+            frag, frag_path = ctx.fragments[name]
+            out.extend(_sections(frag, frag_path, ctx, f"fragment '{name}'"))
+            continue
+        knode, vnode = _single(item, path, f"{what} section")
+        if len(item.value) != 1:
+            raise OvmfgenError(f"one section per list item (found '{item.value[1][0].value}' after "
+                               f"'{knode.value}')", _where(item.value[1][0], path))
+        header = _text(knode, path, "section header").strip()
+        if not re.match(r"^[A-Za-z][\w.$()\- ,]*$", header):
+            raise OvmfgenError(f"'{header}' is not a section header", _where(knode, path))
+        kind = header.split(",")[0].strip().split(".")[0]
+        body = () if isinstance(vnode, ScalarNode) and vnode.value == "" else _body(vnode, path, ctx, kind, header)
+        out.append(Section(", ".join(h.strip() for h in header.split(",")), body, loc=_where(knode, path)))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The platform
+
+
+def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
+                  feature_overrides: Mapping[str, str] | None = None) -> Platform:
+    """Load a platform by name (``xen-pvh`` -> platforms/xen-pvh.yaml) or path, checked for shape.
+
+    ``feature_overrides`` replaces feature values (e.g. ``{"debug_output": "hypervisor-console"}``
+    from the command line) before ``when:`` blocks are decided.
+    """
+    path = Path(name_or_path)
+    if path.suffix != ".yaml":
+        path = platforms_dir / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in platforms_dir.glob("*.yaml"))) or "none"
+            raise OvmfgenError(f"unknown platform '{name_or_path}' (known: {known})")
+    doc = read_yaml(path)
+    top = _resolve_extends(doc, path.parent, (doc.path,))
+    fragments = load_fragments(path.parent / "common")
+    if "fragments" in top:
+        fnode, fpath = top["fragments"]
+        for fname, (knode, vnode) in _mapping(fnode, fpath, "fragments").items():
+            if fname in fragments:
+                raise OvmfgenError(f"fragment '{fname}' is already defined in {fragments[fname][1]}",
+                                   _where(knode, fpath))
+            fragments[fname] = (vnode, fpath)
+
+    def get(key: str) -> tuple[Node, str] | tuple[None, str]:
+        return top.get(key, (None, doc.path))
+
+    fnode, fpath = get("features")
+    features = _features(fnode, fpath)
+    for fname, fvalue in (feature_overrides or {}).items():
+        if fname not in FEATURES or fvalue not in FEATURES[fname]:
+            allowed = ", ".join(f"{k}={'|'.join(v)}" for k, v in FEATURES.items())
+            raise OvmfgenError(f"bad feature override '{fname}={fvalue}' (expected one of: {allowed})")
+        features[fname] = fvalue
+    ctx = _Ctx(path.stem, fragments, feature_variables(features), features)
+
+    pnode, ppath = get("platform")
+    if pnode is None:
+        raise OvmfgenError("missing 'platform:' (name, guid, files, ...)", Location(doc.path, 1, 1))
+    pkeys = _mapping(pnode, ppath, "platform", PLATFORM_KEYS)
+    for required in ("files", "name", "guid"):
+        if required not in pkeys:
+            raise OvmfgenError(f"platform: missing '{required}'", _where(pnode, ppath))
+    files = _value(pkeys["files"][1], ppath, "platform.files", ctx)
+    if files.startswith("/") or ".." in files.split("/") or not re.match(r"^[\w./-]+$", files):
+        raise OvmfgenError(f"platform.files must be a relative path like OvmfPkg/XenOvmf, got '{files}'",
+                           _where(pkeys["files"][1], ppath))
+    package_dir, _, dsc_name = files.rpartition("/")
+    header: list[Statement] = []
+    for key, field_name in HEADER_FIELDS.items():
+        if key not in pkeys:
+            continue
+        knode, vnode = pkeys[key]
+        if isinstance(vnode, SequenceNode):
+            value = "|".join(_value(v, ppath, f"platform.{key}", ctx) for v in vnode.value)
+        else:
+            value = _value(vnode, ppath, f"platform.{key}", ctx)
+        if key == "guid" and not re.match(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$", value):
+            raise OvmfgenError(f"platform.guid: '{value}' is not a GUID", _where(vnode, ppath))
+        header.append(Field(field_name, value, loc=_where(knode, ppath)))
+    if "fields" in pkeys:
+        for key, (knode, vnode) in _mapping(pkeys["fields"][1], ppath, "platform.fields").items():
+            header.append(Field(key, _value(vnode, ppath, f"platform.fields.{key}", ctx), loc=_where(knode, ppath)))
+    header.append(Field("FLASH_DEFINITION", f"{files}.fdf", loc=_where(pkeys["files"][0], ppath)))
+
+    dnode, dpath = get("dsc")
+    if dnode is None:
+        raise OvmfgenError("missing 'dsc:' sections", Location(doc.path, 1, 1))
+    dsc = _sections(dnode, dpath, ctx, "dsc")
+    if not dsc or dsc[0].header != "Defines":
+        where = dsc[0].loc if dsc else _where(dnode, dpath)
+        raise OvmfgenError("the first dsc section must be 'Defines'", where)
+    dsc = (Section("Defines", (*header, *dsc[0].body), loc=dsc[0].loc), *dsc[1:])
+
+    fnode_, fpath_ = get("fdf")
+    fdf = _sections(fnode_, fpath_, ctx, "fdf") if fnode_ is not None else ()
+
+    deltas = []
+    dnode2, dpath2 = get("deltas")
+    if dnode2 is not None:
+        for item in _seq(dnode2, dpath2, "deltas"):
+            keys = _mapping(item, dpath2, "delta", ("kind", "subject", "reason"))
+            for req in ("kind", "subject", "reason"):
+                if req not in keys:
+                    raise OvmfgenError(f"delta: missing '{req}'", _where(item, dpath2))
+            kind = _text(keys["kind"][1], dpath2, "delta kind").strip()
+            if kind not in DELTA_KINDS:
+                raise OvmfgenError(f"delta kind '{kind}' is not one of: {', '.join(DELTA_KINDS)}",
+                                   _where(keys["kind"][1], dpath2))
+            deltas.append(Delta(kind, _text(keys["subject"][1], dpath2, "delta subject").strip(),
+                                " ".join(_text(keys["reason"][1], dpath2, "delta reason").split()),
+                                loc=_where(item, dpath2)))
+
+    upstream = None
+    unode, upath = get("upstream")
+    if unode is not None:
+        ukeys = _mapping(unode, upath, "upstream", ("dsc", "fdf"))
+        if "dsc" not in ukeys or "fdf" not in ukeys:
+            raise OvmfgenError("upstream: needs 'dsc' and 'fdf'", _where(unode, upath))
+        upstream = Upstream(_text(ukeys["dsc"][1], upath, "upstream.dsc").strip(),
+                            _text(ukeys["fdf"][1], upath, "upstream.fdf").strip())
+
+    elf = None
+    enode, epath = get("elf")
+    if enode is not None:
+        ekeys = _mapping(enode, epath, "elf", ("base", "header_region"))
+        base = _int(ekeys["base"][1], epath, "elf.base") if "base" in ekeys else 0x100000
+        regions: list[tuple[int, int]] = []
+        if "header_region" in ekeys:
+            for size, (knode, vnode) in _mapping(ekeys["header_region"][1], epath, "elf.header_region").items():
+                mib = size.upper().removesuffix("M").removesuffix("MB").removesuffix("MIB")
+                if mib not in ("1", "2", "4"):
+                    raise OvmfgenError(f"elf.header_region: FD size '{size}' is not one of 1M, 2M, 4M",
+                                       _where(knode, epath))
+                regions.append((int(mib) * 1024, _int(vnode, epath, f"elf.header_region.{size}")))
+        elf = ElfSpec(base, tuple(sorted(regions)))
+
+    overrides = []
+    onode, opath = get("overrides")
+    if onode is not None:
+        for item in _seq(onode, opath, "overrides"):
+            overrides.append(Override(_text(item, opath, "override path").strip(), loc=_where(item, opath)))
+
+    fd_name = "OVMF"
+    pubnode, pubpath = get("publish")
+    if pubnode is not None:
+        pkeys2 = _mapping(pubnode, pubpath, "publish", ("fd",))
+        if "fd" in pkeys2:
+            fd_name = _text(pkeys2["fd"][1], pubpath, "publish.fd").strip()
+
+    cnode, cpath = get("copyright")
+    copyright_lines = tuple(_text(c, cpath, "copyright line").strip() for c in _seq(cnode, cpath, "copyright")) \
+        if cnode is not None else ()
+    desc_node, desc_path = get("description")
+    description = " ".join(_text(desc_node, desc_path, "description").split()) if desc_node is not None else ""
+    return Platform(
+        name=path.stem, source=doc.path, dsc_name=dsc_name, package_dir=package_dir, description=description,
+        features=tuple(sorted(features.items())), dsc=dsc, fdf=fdf, deltas=tuple(deltas), upstream=upstream,
+        elf=elf, overrides=tuple(overrides), fd_name=fd_name, copyright=copyright_lines, loc=Location(doc.path, 1, 1),
+    )
+
+
+def list_platforms(platforms_dir: Path = PLATFORMS_DIR) -> list[str]:
+    """Names of the platforms in ``platforms/`` (sorted)."""
+    return sorted(p.stem for p in platforms_dir.glob("*.yaml"))

@@ -1,0 +1,452 @@
+"""Check a platform against the edk2 tree before any EDK2 tool runs.
+
+What the YAML shape cannot tell (``load`` checked that) but the tree can:
+
+* every INF and ``!include`` path exists in the workspace (overrides) or the edk2 tree;
+* every library class a component needs (per its INF, for its module type, through the library
+  instances it pulls in) has a mapping;
+* every PCD the platform sets is declared in a DEC of the packages it builds;
+* FD regions neither overlap nor run past the FD, and the PVH ELF header region can hold the header.
+
+edk2toollib's parsers do the reading (DscParser for the effective library scopes and component
+overrides, InfParser, DecParser, FdfParser for FDF macros); errors point at the YAML statement.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ovmfgen.errors import Location, OvmfgenError
+from ovmfgen.model import (
+    Component, Conditional, Field, Inf, Include, LibraryMapping, Pcd, Platform, Region, RegionPcds,
+    ReservedRegion, Section, SetPcd, Statement, walk,
+)
+from ovmfgen.paths import OVERRIDES_DIR
+
+ARCH = "X64"
+FD_SIZES_KB = (1024, 2048, 4096)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where paths resolve: the platform's overrides first, then the edk2 tree."""
+
+    roots: tuple[Path, ...]
+
+    def find(self, rel: str) -> Path | None:
+        """The file ``rel`` (workspace-relative, as written in a DSC/FDF) or None."""
+        if not rel or "$(" in rel:
+            return None
+        for root in self.roots:
+            candidate = root / rel
+            if candidate.is_file():
+                return candidate
+        return None
+
+
+class _IfdefElseFix:
+    """Mixin fixing edk2toollib 0.21's ``!ifdef``/``!ifndef`` ... ``!else``.
+
+    Its ProcessConditional pushes an ifdef's result without marking the block as already taken,
+    so the ``!else`` branch is active too and its DEFINEs win (``-D FD_SIZE_4MB`` still yields
+    FD_SIZE_IN_KB = 2048 on OvmfXen.dsc). Decide ifdef/ifndef here and record "taken" properly.
+    """
+
+    def ProcessConditional(self, text: str) -> bool:  # noqa: N802 - edk2toollib's name
+        tokens = text.split()
+        if len(tokens) == 2 and tokens[0].lower() in ("!ifdef", "!ifndef"):
+            defined = tokens[1] != self._MacroNotDefinedValue  # type: ignore[attr-defined]
+            value = defined if tokens[0].lower() == "!ifdef" else not defined
+            self.PushConditional(value, value)  # type: ignore[attr-defined]
+            return True
+        return super().ProcessConditional(text)  # type: ignore[misc]
+
+
+def dsc_parser() -> object:
+    """An edk2toollib DscParser with ovmfgen's conditional fix."""
+    from edk2toollib.uefi.edk2.parsers.dsc_parser import DscParser
+
+    class _Dsc(_IfdefElseFix, DscParser):
+        pass
+
+    return _Dsc()
+
+
+def fdf_parser() -> object:
+    """An edk2toollib FdfParser with ovmfgen's conditional fix."""
+    from edk2toollib.uefi.edk2.parsers.fdf_parser import FdfParser
+
+    class _Fdf(_IfdefElseFix, FdfParser):
+        pass
+
+    return _Fdf()
+
+
+def _quiet_edk2toollib() -> None:
+    # edk2toollib logs every unresolved macro at WARNING; our own messages say what matters.
+    logging.getLogger("edk2toollib").setLevel(logging.CRITICAL)
+    for name in ("DscParser", "FdfParser", "InfParser", "DecParser", "Edk2Path"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _overrides_root(platform: Platform) -> Path:
+    return OVERRIDES_DIR / platform.name
+
+
+def check_overrides(platform: Platform, overrides_root: Path | None = None) -> None:
+    """Every override must be a file inside overrides/<platform>/ (no ``..``, absolute paths or escaping links)."""
+    root = (overrides_root or _overrides_root(platform))
+    for ov in platform.overrides:
+        rel = ov.path
+        if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
+            raise OvmfgenError(f"override path must be relative to overrides/{platform.name}/: {rel}", ov.loc)
+        if ".." in Path(rel).parts:
+            raise OvmfgenError(f"override path must stay inside overrides/{platform.name}/: {rel}", ov.loc)
+        target = root / rel
+        try:
+            resolved = target.resolve(strict=True)
+        except (FileNotFoundError, RuntimeError):
+            raise OvmfgenError(f"override not found: overrides/{platform.name}/{rel}", ov.loc) from None
+        if not resolved.is_relative_to(root.resolve()):
+            raise OvmfgenError(f"override overrides/{platform.name}/{rel} is a link leaving overrides/", ov.loc)
+        if not resolved.is_file():
+            raise OvmfgenError(f"override must be a file: overrides/{platform.name}/{rel}", ov.loc)
+
+
+def _all_statements(sections: tuple[Section, ...]) -> Iterator[tuple[Section, Statement]]:
+    for section in sections:
+        for stmt in walk(section.body):
+            yield section, stmt
+
+
+def check_paths(platform: Platform, ws: Workspace) -> None:
+    """Every INF and include the platform names exists (all ``!if`` branches, not just the active one)."""
+    for section, stmt in _all_statements(platform.dsc + platform.fdf):
+        if isinstance(stmt, Component):
+            path, what = stmt.inf, "component INF"
+        elif isinstance(stmt, LibraryMapping):
+            path, what = stmt.inf, f"library instance for {stmt.lib_class}"
+        elif isinstance(stmt, Inf):
+            path, what = stmt.path, "INF"
+        elif isinstance(stmt, Include):
+            path, what = stmt.path, "include file"
+        else:
+            continue
+        if "$(" in path:
+            continue  # macro paths are resolved by EDK2 itself
+        if ws.find(path) is None:
+            raise OvmfgenError(f"{what} not found in the edk2 tree or overrides: {path}", stmt.loc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Library classes
+
+
+class Infos:
+    """InfParser results, parsed once per path."""
+
+    def __init__(self, ws: Workspace, edk2_path: object) -> None:
+        self.ws = ws
+        self.edk2_path = edk2_path
+        self.cache: dict[str, object] = {}
+
+    def get(self, rel: str) -> object | None:
+        if rel in self.cache:
+            return self.cache[rel]
+        from edk2toollib.uefi.edk2.parsers.inf_parser import InfParser
+
+        found = self.ws.find(rel)
+        info = None
+        if found is not None:
+            parser = InfParser()
+            parser.SetEdk2Path(self.edk2_path)
+            parser.SetInputVars({"ARCH": ARCH})
+            parser.ParseFile(str(found))
+            info = parser
+        self.cache[rel] = info
+        return info
+
+
+def _needed_classes(info: object) -> list[str]:
+    # [LibraryClasses] plus [LibraryClasses.X64]; other architectures' sections do not apply.
+    scoped = getattr(info, "ScopedLibraryDict", {})
+    out = []
+    for entry in [*scoped.get("common", []), *scoped.get(ARCH.lower(), [])]:
+        name = entry.split("|")[0].strip()
+        if name:
+            out.append(name)
+    return out
+
+
+class MissingLibrary(Exception):
+    """A library class with no instance for a component's module type."""
+
+    def __init__(self, lib_class: str, component: str, module_type: str, needed_by: str) -> None:
+        super().__init__(lib_class)
+        self.lib_class, self.component, self.module_type, self.needed_by = lib_class, component, module_type, needed_by
+
+    def message(self) -> str:
+        via = "" if self.needed_by == self.component else f" (needed by {self.needed_by})"
+        return f"library class {self.lib_class} has no mapping for {self.component} ({self.module_type}){via}"
+
+
+def component_libraries(dsc_parser: object, infos: Infos, component: tuple) -> tuple[str, dict[str, str]]:
+    """(module type, {library class: instance INF}) for one DscParser component, resolved transitively.
+
+    EDK2's precedence: the component's own <LibraryClasses>, then [LibraryClasses.ARCH.MODULE_TYPE],
+    [LibraryClasses.common.MODULE_TYPE], [LibraryClasses.ARCH], [LibraryClasses]. Raises MissingLibrary.
+    """
+    scoped: dict[str, list[str]] = getattr(dsc_parser, "ScopedLibraryDict", {})
+    inf_rel, _arch, overrides = component[0], component[1], component[2]
+    info = infos.get(inf_rel)
+    if info is None:
+        return "", {}
+    module_type = str(getattr(info, "Dict", {}).get("MODULE_TYPE", "")).upper()
+
+    def lookup(lib_class: str) -> str | None:
+        lc = lib_class.lower()
+        if lc in overrides and isinstance(overrides[lc], str):
+            return overrides[lc]
+        mt = module_type.lower()
+        for scope in (f"{ARCH.lower()}.{mt}", f"common.{mt}", ARCH.lower(), "common"):
+            entries = scoped.get(f"{scope}.{lc}")
+            if entries:
+                return entries[-1]
+        return None
+
+    todo: list[tuple[str, str]] = [(c, inf_rel) for c in _needed_classes(info)]
+    for null_lib in overrides.get("NULL", []) or []:
+        todo.extend((c, null_lib) for c in _needed_classes(infos.get(null_lib) or object()))
+    resolved: dict[str, str] = {}
+    while todo:
+        lib_class, needed_by = todo.pop()
+        if lib_class in resolved:
+            continue
+        instance = lookup(lib_class)
+        if instance is None:
+            raise MissingLibrary(lib_class, inf_rel, module_type, needed_by)
+        resolved[lib_class] = instance
+        inst_info = infos.get(instance)
+        if inst_info is not None:
+            todo.extend((c, instance) for c in _needed_classes(inst_info))
+    return module_type, dict(sorted(resolved.items()))
+
+
+def check_libraries(platform: Platform, dsc_parser: object, infos: Infos) -> None:
+    """Every library class needed, transitively, by each component has a mapping for its module type."""
+    comp_locs = {stmt.inf: stmt.loc for _, stmt in _all_statements(platform.dsc) if isinstance(stmt, Component)}
+    for comp in getattr(dsc_parser, "Components", []):
+        try:
+            _, resolved = component_libraries(dsc_parser, infos, comp)
+        except MissingLibrary as missing:
+            raise OvmfgenError(missing.message(), comp_locs.get(comp[0])) from None
+        for lib_class, instance in resolved.items():
+            if infos.get(instance) is None:
+                raise OvmfgenError(f"library instance not found for {lib_class}: {instance}", comp_locs.get(comp[0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# PCDs
+
+
+def check_pcds(platform: Platform, infos: Infos, edk2_path: object) -> None:
+    """Every PCD the platform sets (any section, any branch) is declared in a DEC of its packages."""
+    from edk2toollib.uefi.edk2.parsers.dec_parser import DecParser
+
+    packages: set[str] = set()
+    for info in infos.cache.values():
+        if info is not None:
+            packages.update(getattr(info, "PackagesUsed", []))
+    declared: set[str] = set()
+    for dec in sorted(packages):
+        found = infos.ws.find(dec)
+        if found is None:
+            continue
+        parser = DecParser()
+        parser.SetEdk2Path(edk2_path)
+        parser.ParseFile(str(found))
+        for entry in parser.Pcds:
+            declared.add(f"{entry.token_space_name}.{entry.name}")
+    for _, stmt in _all_statements(platform.dsc + platform.fdf):
+        names: list[str] = []
+        if isinstance(stmt, Pcd):
+            names = [stmt.name]
+        elif isinstance(stmt, SetPcd):
+            names = [stmt.name]
+        elif isinstance(stmt, RegionPcds):
+            names = [stmt.base, stmt.size]
+        for name in names:
+            if name not in declared:
+                raise OvmfgenError(f"PCD {name} is not declared in any DEC of the platform's packages "
+                                   f"({', '.join(sorted(packages)) or 'none'})", stmt.loc)
+
+
+# ---------------------------------------------------------------------------------------------
+# FD layout
+
+
+def _fdf_macros(fdf_rel: str, ws_root: Path, edk2_path: object, fd_size_kb: int) -> dict[str, str]:
+    parser = fdf_parser()
+    parser.SetEdk2Path(edk2_path)
+    parser.SetInputVars({"FD_SIZE_IN_KB": str(fd_size_kb), "ARCH": ARCH, "TARGET": "DEBUG"})
+    parser.ParseFile(str(ws_root / fdf_rel))
+    return {**parser.LocalVars, **parser.InputVars}
+
+
+def _expand(text: str, macros: dict[str, str]) -> str:
+    for _ in range(8):
+        new = re.sub(r"\$\((\w+)\)", lambda m: macros.get(m.group(1), m.group(0)), text)
+        if new == text:
+            break
+        text = new
+    return text
+
+
+def _active(body: tuple[Statement, ...], evaluate: object) -> Iterator[Statement]:
+    """Statements of ``body`` in force for the macros ``evaluate`` knows (``!if`` decided)."""
+    for stmt in body:
+        if isinstance(stmt, Conditional):
+            chosen = stmt.orelse or ()
+            for br in stmt.branches:
+                if evaluate(br.directive, br.expr):  # type: ignore[operator]
+                    chosen = br.body
+                    break
+            yield from _active(chosen, evaluate)
+        else:
+            yield stmt
+
+
+def _evaluator(macros: dict[str, str]) -> object:
+    from edk2toollib.uefi.edk2.parsers.base_parser import HashFileParser
+
+    probe = HashFileParser("ovmfgen")
+    probe.LocalVars = dict(macros)
+
+    def evaluate(directive: str, expr: str) -> bool:
+        if directive in ("ifdef", "ifndef"):
+            name = expr.strip()
+            name = name[2:-1] if name.startswith("$(") and name.endswith(")") else name
+            defined = name in macros
+            return defined if directive == "ifdef" else not defined
+        try:
+            return bool(probe.EvaluateConditional(f"!if {expr}"))
+        except Exception:  # noqa: BLE001 - an expression edk2toollib cannot evaluate
+            return False
+
+    return evaluate
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text.strip(), 0)
+    except ValueError:
+        return None
+
+
+def check_fd_layout(platform: Platform, ws_root: Path, edk2_path: object) -> None:
+    """FD regions inside the FD and not overlapping; the ELF header region large enough, per FD size."""
+    from ovmfgen import elf
+
+    fd_section = next((s for s in platform.fdf if s.header == f"FD.{platform.fd_name}"), None)
+    if fd_section is None:
+        raise OvmfgenError(f"the FDF has no [FD.{platform.fd_name}] section to publish", platform.loc)
+    header_len = len(elf.pvh_header(2 * 1024 * 1024))
+    sizes = [kb for kb, _ in platform.elf.header_region] if platform.elf else [int(platform.feature("fd_size")) * 1024]
+    for fd_kb in sizes or FD_SIZES_KB:
+        macros = _fdf_macros(platform.fdf_path, ws_root, edk2_path, fd_kb)
+        evaluate = _evaluator(macros)
+        size_text = next((_expand(s.value, macros) for s in _active(fd_section.body, evaluate)
+                          if isinstance(s, Field) and s.name.lower() == "size"), None)
+        fd_size = _int(size_text) if size_text else None
+        if fd_size is None:
+            raise OvmfgenError(f"[FD.{platform.fd_name}] Size does not evaluate to a number for a {fd_kb} KiB FD "
+                               f"(got '{size_text}')", fd_section.loc)
+        regions: list[tuple[int, int, Location | None, bool]] = []
+        for stmt in _active(fd_section.body, evaluate):
+            if isinstance(stmt, Region):
+                off, size = _int(_expand(stmt.offset, macros)), _int(_expand(stmt.size, macros))
+                if off is None or size is None:
+                    raise OvmfgenError(f"FD region {stmt.offset}|{stmt.size} does not evaluate to numbers for a "
+                                       f"{fd_kb} KiB FD", stmt.loc)
+                regions.append((off, size, stmt.loc, False))
+            elif isinstance(stmt, ReservedRegion) and regions:
+                off, size, loc, _ = regions[-1]
+                regions[-1] = (off, size, loc, True)
+        for off, size, loc, _ in regions:
+            if off + size > fd_size:
+                raise OvmfgenError(f"FD region 0x{off:x}|0x{size:x} ends at 0x{off + size:x}, past the end of the "
+                                   f"{fd_kb} KiB FD (0x{fd_size:x})", loc)
+        ordered = sorted(regions, key=lambda r: r[0])
+        for (a_off, a_size, _, _), (b_off, b_size, b_loc, _) in zip(ordered, ordered[1:]):
+            if b_off < a_off + a_size:
+                raise OvmfgenError(f"FD region 0x{b_off:x}|0x{b_size:x} overlaps region 0x{a_off:x}|0x{a_size:x} "
+                                   f"for a {fd_kb} KiB FD", b_loc)
+        if platform.elf is not None:
+            reserved = [(off, size, loc) for off, size, loc, res in regions if res]
+            want = platform.elf.reserved_for(fd_kb)
+            if not reserved or reserved[0][0] != 0:
+                raise OvmfgenError(f"no region at FD offset 0 is reserved for the PVH ELF header for a {fd_kb} KiB FD "
+                                   "(mark it with 'reserved: PVH ELF header')", fd_section.loc)
+            _, rsize, rloc = reserved[0]
+            if rsize < header_len:
+                raise OvmfgenError(f"the ELF header region (0x{rsize:x} bytes) cannot hold the PVH ELF header "
+                                   f"({header_len} bytes) for a {fd_kb} KiB FD", rloc)
+            if want is not None and want != rsize:
+                raise OvmfgenError(f"elf.header_region says 0x{want:x} for a {fd_kb} KiB FD but the reserved region is "
+                                   f"0x{rsize:x}", rloc)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_workspace(platform: Platform, root: Path) -> Path:
+    """Lay out a workspace at ``root``: rendered files under their package dir plus the overrides."""
+    import shutil
+
+    from ovmfgen.render import render
+
+    rendered = render(platform)
+    pkg = root / platform.package_dir
+    pkg.mkdir(parents=True, exist_ok=True)
+    for name, data in rendered.files().items():
+        (pkg / name).write_bytes(data)
+    ov_root = _overrides_root(platform)
+    for ov in platform.overrides:
+        target = root / ov.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ov_root / ov.path, target)
+    return root
+
+
+def validate(platform: Platform, edk2_root: Path | None = None) -> None:
+    """Run every check; the first problem raises ``OvmfgenError`` located in the YAML."""
+    from edk2toollib.uefi.edk2.path_utilities import Edk2Path
+
+    if edk2_root is None:
+        from ovmfgen.edk2 import locate
+
+        edk2_root = locate().root
+    _quiet_edk2toollib()
+    check_overrides(platform)
+    with tempfile.TemporaryDirectory(prefix="ovmfgen-validate-") as tmp:
+        ws_root = prepare_workspace(platform, Path(tmp))
+        ws = Workspace((ws_root, edk2_root))
+        check_paths(platform, ws)
+        edk2_path = Edk2Path(str(ws_root), [str(edk2_root)])
+        dsc = dsc_parser()
+        dsc.SetEdk2Path(edk2_path)
+        dsc.SetInputVars({"TARGET": "DEBUG", "ARCH": ARCH, "TOOL_CHAIN_TAG": "GCC5"})
+        try:
+            dsc.ParseFile(platform.dsc_path)
+        except Exception as exc:  # noqa: BLE001 - edk2toollib raises bare exceptions on bad input
+            raise OvmfgenError(f"edk2toollib cannot parse the rendered DSC: {exc}", platform.loc) from None
+        infos = Infos(ws, edk2_path)
+        check_libraries(platform, dsc, infos)
+        check_pcds(platform, infos, edk2_path)
+        if platform.fdf:
+            check_fd_layout(platform, ws_root, edk2_path)
