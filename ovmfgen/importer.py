@@ -52,7 +52,7 @@ def dump_yaml(data: Any) -> str:
                      allow_unicode=True)
 
 
-def _items(body: tuple[Statement, ...], kind: str) -> list[Any]:
+def _items(body: tuple[Statement, ...], kind: str, inc: Any = None) -> list[Any]:
     out: list[Any] = []
     i = 0
     while i < len(body):
@@ -75,16 +75,16 @@ def _items(body: tuple[Statement, ...], kind: str) -> list[Any]:
                 i += 1
             out.append(item)
             continue
-        out.append(_item(stmt, kind))
+        out.append(_item(stmt, kind, inc))
         i += 1
     return out
 
 
-def _item(stmt: Statement, kind: str) -> Any:
+def _item(stmt: Statement, kind: str, inc: Any = None) -> Any:
     if isinstance(stmt, Comment):
         return {"comment": stmt.text}
     if isinstance(stmt, Include):
-        return {"include": stmt.path}
+        return {"include": inc(stmt.path) if inc else stmt.path}
     if isinstance(stmt, Define):
         return {"define": f"{stmt.name} = {stmt.value}"}
     if isinstance(stmt, Field):
@@ -108,15 +108,15 @@ def _item(stmt: Statement, kind: str) -> Any:
         for sub in stmt.subsections:
             if sub.kind in item:
                 raise OvmfgenError(f"component {stmt.inf} has two <{sub.kind}> blocks; merge them first", stmt.loc)
-            item[sub.kind] = _items(sub.body, sub.kind)
+            item[sub.kind] = _items(sub.body, sub.kind, inc)
         return item
     if isinstance(stmt, Conditional):
         first = stmt.branches[0]
-        cond: dict[str, Any] = {first.directive: first.expr, "then": _items(first.body, kind)}
+        cond: dict[str, Any] = {first.directive: first.expr, "then": _items(first.body, kind, inc)}
         if len(stmt.branches) > 1:
-            cond["elif"] = [{"if": br.expr, "then": _items(br.body, kind)} for br in stmt.branches[1:]]
+            cond["elif"] = [{"if": br.expr, "then": _items(br.body, kind, inc)} for br in stmt.branches[1:]]
         if stmt.orelse is not None:
-            cond["else"] = _items(stmt.orelse, kind)
+            cond["else"] = _items(stmt.orelse, kind, inc)
         return cond
     if isinstance(stmt, RegionPcds):
         return {"pcds": f"{stmt.base}|{stmt.size}"}
@@ -135,15 +135,33 @@ def _item(stmt: Statement, kind: str) -> Any:
     raise TypeError(f"cannot import {type(stmt).__name__}")  # pragma: no cover - every kind is handled
 
 
-def _sections(sections: tuple[Section, ...]) -> list[dict[str, Any]]:
-    return [{s.header: _items(s.body, s.kind)} for s in sections]
+def _sections(sections: tuple[Section, ...], inc: Any = None) -> list[dict[str, Any]]:
+    return [{s.header: _items(s.body, s.kind, inc)} for s in sections]
 
 
 _PLATFORM_KEY = {field: key for key, field in HEADER_FIELDS.items()}
 
 
-def platform_yaml(dsc_text: str, fdf_text: str, dsc_rel: str, fdf_rel: str, description: str = "") -> str:
-    """The platform YAML for DSC/FDF text (``*_rel``: their paths relative to the edk2 tree)."""
+def _include_fixer(tree: Path | None, rel: str) -> Any:
+    """Includes written relative to the including file become workspace-relative.
+
+    EDK2 also looks beside the including file; the generated files live in another directory
+    (the build workspace), so ``CloudHvDefines.fdf.inc`` must become ``OvmfPkg/CloudHv/CloudHvDefines.fdf.inc``.
+    """
+    base = Path(rel).parent
+
+    def fix(path: str) -> str:
+        if tree is None or "$(" in path or (tree / path).is_file():
+            return path
+        beside = base / path
+        return beside.as_posix() if (tree / beside).is_file() else path
+
+    return fix
+
+
+def platform_yaml(dsc_text: str, fdf_text: str, dsc_rel: str, fdf_rel: str, description: str = "",
+                  tree: Path | None = None) -> str:
+    """The platform YAML for DSC/FDF text (``*_rel``: their paths relative to the edk2 tree ``tree``)."""
     dsc = parse_dsc(dsc_text, dsc_rel)
     fdf = parse_fdf(fdf_text, fdf_rel)
     if not dsc or dsc[0].header != "Defines":
@@ -176,8 +194,9 @@ def platform_yaml(dsc_text: str, fdf_text: str, dsc_rel: str, fdf_rel: str, desc
     doc["description"] = description or f"Imported from {dsc_rel} and {fdf_rel}."
     doc["platform"] = platform
     doc["upstream"] = {"dsc": dsc_rel, "fdf": fdf_rel}
-    doc["dsc"] = [{"Defines": _items(tuple(rest), "Defines")}, *_sections(dsc[1:])]
-    doc["fdf"] = _sections(fdf)
+    dsc_inc, fdf_inc = _include_fixer(tree, dsc_rel), _include_fixer(tree, fdf_rel)
+    doc["dsc"] = [{"Defines": _items(tuple(rest), "Defines", dsc_inc)}, *_sections(dsc[1:], dsc_inc)]
+    doc["fdf"] = _sections(fdf, fdf_inc)
     header = (f"# Imported by ovmfgen from {dsc_rel} and {fdf_rel}.\n"
               "# Statement for statement the upstream platform; refactor freely (fragments, features, deltas).\n")
     return header + dump_yaml(doc)
@@ -207,6 +226,13 @@ def _resolve_input(path: str) -> tuple[Path, str]:
     raise OvmfgenError(f"no such file: {path}")
 
 
+def locate_tree() -> Path:
+    """The edk2 tree imports are resolved against."""
+    from ovmfgen.edk2 import locate
+
+    return locate().root
+
+
 def import_command(dsc: str, fdf: str, output: str) -> None:
     """``invoke import``: write platforms YAML for an upstream DSC/FDF pair (atomically)."""
     from ovmfgen.errors import display_path
@@ -217,7 +243,8 @@ def import_command(dsc: str, fdf: str, output: str) -> None:
     dsc_path, dsc_rel = _resolve_input(dsc)
     fdf_path, fdf_rel = _resolve_input(fdf)
     text = platform_yaml(dsc_path.read_text(encoding="utf-8", errors="replace"),
-                         fdf_path.read_text(encoding="utf-8", errors="replace"), dsc_rel, fdf_rel)
+                         fdf_path.read_text(encoding="utf-8", errors="replace"), dsc_rel, fdf_rel,
+                         tree=locate_tree())
     out = Path(output)
     if out.suffix != ".yaml":
         raise OvmfgenError(f"output must be a .yaml file: {output}")

@@ -269,7 +269,8 @@ def _features(node: Node | None, path: str) -> dict[str, str]:
         if name == "fd_size":
             value = value.upper().removesuffix("M").removesuffix("MIB").removesuffix("MB").lower()
         if value not in FEATURES[name]:
-            raise OvmfgenError(f"feature '{name}': '{vnode.value}' is not one of: {', '.join(FEATURES[name])}",
+            shown = [f"{v}M" for v in sorted(FEATURES[name])] if name == "fd_size" else FEATURES[name]
+            raise OvmfgenError(f"feature '{name}': '{vnode.value}' is not one of: {', '.join(shown)}",
                                _where(vnode, path))
         values[name] = value
     return values
@@ -539,7 +540,13 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
             raise OvmfgenError(f"unknown platform '{name_or_path}' (known: {known})")
     doc = read_yaml(path)
     top = _resolve_extends(doc, path.parent, (doc.path,))
-    fragments = load_fragments(path.parent / "common")
+    # Shared fragments live in platforms/common/; a platform elsewhere (tests) may add its own common/.
+    fragments = load_fragments(PLATFORMS_DIR / "common")
+    if (path.parent / "common").resolve() != (PLATFORMS_DIR / "common").resolve():
+        for fname, value in load_fragments(path.parent / "common").items():
+            if fname in fragments:
+                raise OvmfgenError(f"fragment '{fname}' is already defined in {fragments[fname][1]}")
+            fragments[fname] = value
     if "fragments" in top:
         fnode, fpath = top["fragments"]
         for fname, (knode, vnode) in _mapping(fnode, fpath, "fragments").items():

@@ -87,7 +87,7 @@ def _fd_regions(fdf_text: str, fdf_rel: str, ws: Workspace, macros: Mapping[str,
         if section.kind != "FD":
             continue
         current: str | None = None
-        for stmt in _expand_includes(_active(section.body, evaluate), ws, evaluate):
+        for stmt in _expand_includes(_active(section.body, evaluate), ws, evaluate, Path(fdf_rel).parent):
             if isinstance(stmt, Region):
                 off, size = _expand(stmt.offset, dict(macros)), _expand(stmt.size, dict(macros))
                 current = f"{section.header} {_num(off)}|{_num(size)}"
@@ -124,15 +124,16 @@ def _data_digest(text: str) -> str:
     return f"DATA[{len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]}]"
 
 
-def _expand_includes(stmts: Iterator[Statement], ws: Workspace, evaluate: object) -> Iterator[Statement]:
+def _expand_includes(stmts: Iterator[Statement], ws: Workspace, evaluate: object, base: Path) -> Iterator[Statement]:
+    """``!include`` inside an FD section expanded (EDK2 also looks beside the including file)."""
     for stmt in stmts:
         if isinstance(stmt, Include):
-            found = ws.find(stmt.path)
+            found = ws.find(stmt.path) or ws.find((base / stmt.path).as_posix())
             if found is None:
                 continue
             inner = parse_fdf("[FD.INCLUDED]\n" + found.read_text(encoding="utf-8", errors="replace"), stmt.path)
             for sec in inner:
-                yield from _expand_includes(_active(sec.body, evaluate), ws, evaluate)
+                yield from _expand_includes(_active(sec.body, evaluate), ws, evaluate, Path(stmt.path).parent)
         else:
             yield stmt
 

@@ -423,16 +423,46 @@ def prepare_workspace(platform: Platform, root: Path) -> Path:
     return root
 
 
-def validate(platform: Platform, edk2_root: Path | None = None) -> None:
-    """Run every check; the first problem raises ``OvmfgenError`` located in the YAML."""
+def _cache_key(platform: Platform, edk2_digest: str) -> str:
+    """What a validation result depends on: the rendered files, the overrides, the tree, this checker."""
+    import hashlib
+
+    from ovmfgen.render import render
+
+    h = hashlib.sha256()
+    for name, data in render(platform).files().items():
+        h.update(name.encode() + b"\0" + data + b"\0")
+    ov_root = _overrides_root(platform)
+    for ov in sorted(platform.overrides, key=lambda o: o.path):
+        h.update(ov.path.encode() + b"\0" + (ov_root / ov.path).read_bytes() + b"\0")
+    h.update(edk2_digest.encode())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()
+
+
+def validate(platform: Platform, edk2_root: Path | None = None, use_cache: bool = True) -> None:
+    """Run every check; the first problem raises ``OvmfgenError`` located in the YAML.
+
+    A passing result is remembered (build/.validated/) under a key over everything the checks read,
+    so unchanged platforms re-render fast; any change to YAML, overrides, tree or checker re-runs it.
+    """
     from edk2toollib.uefi.edk2.path_utilities import Edk2Path
 
+    from ovmfgen.paths import BUILD_DIR
+
+    digest = ""
     if edk2_root is None:
         from ovmfgen.edk2 import locate
 
-        edk2_root = locate().root
-    _quiet_edk2toollib()
+        tree = locate()
+        edk2_root, digest = tree.root, tree.digest
     check_overrides(platform)
+    marker = None
+    if use_cache and digest:
+        marker = BUILD_DIR / ".validated" / f"{platform.name}-{_cache_key(platform, digest)}"
+        if marker.is_file():
+            return
+    _quiet_edk2toollib()
     with tempfile.TemporaryDirectory(prefix="ovmfgen-validate-") as tmp:
         ws_root = prepare_workspace(platform, Path(tmp))
         ws = Workspace((ws_root, edk2_root))
@@ -450,3 +480,9 @@ def validate(platform: Platform, edk2_root: Path | None = None) -> None:
         check_pcds(platform, infos, edk2_path)
         if platform.fdf:
             check_fd_layout(platform, ws_root, edk2_path)
+    if marker is not None:
+        # Old markers of this platform are stale now; keep just the current one.
+        for old in marker.parent.glob(f"{platform.name}-*") if marker.parent.is_dir() else ():
+            old.unlink(missing_ok=True)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()

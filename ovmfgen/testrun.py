@@ -1,0 +1,44 @@
+"""``invoke test``: make sure the machine is set up, then run pytest over tests/ (streamed, not captured)."""
+
+from __future__ import annotations
+
+import sys
+
+from ovmfgen import paths
+from ovmfgen.errors import OvmfgenError
+from ovmfgen.run import run
+from ovmfgen.setup import setup_all
+
+# pytest's exit codes (pytest.ExitCode), for the error line.
+PYTEST_EXIT = {1: "tests failed", 2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}
+
+
+class TestsFailed(OvmfgenError):
+    """pytest exited non-zero; ``exit_code`` is its status (the CLI exits with it)."""
+
+    __test__ = False  # not a test class, whatever its name says
+
+    def __init__(self, exit_code: int) -> None:
+        self.exit_code = exit_code
+        super().__init__(f"pytest: {PYTEST_EXIT.get(exit_code, 'failed')} (exit {exit_code})")
+
+
+def pytest_argv(keyword: str | None = None, fast: bool = False) -> list[str]:
+    """The pytest command line: all of tests/ (integration and xen included) unless ``fast``."""
+    argv = [sys.executable, "-m", "pytest", str(paths.REPO_ROOT / "tests")]
+    if fast:
+        argv += ["-m", "not integration and not xen"]
+    if keyword:
+        argv += ["-k", keyword]
+    return argv
+
+
+def run_tests(keyword: str | None = None, fast: bool = False) -> None:
+    """Run ``setup_all()`` (a quick no-op once ready), then pytest; raise TestsFailed unless it passes.
+
+    Exit 5 (no tests collected) counts as a failure: a run that tested nothing has not passed.
+    """
+    setup_all()
+    proc = run(pytest_argv(keyword, fast), cwd=paths.REPO_ROOT, capture=False, check=False)
+    if proc.returncode != 0:
+        raise TestsFailed(proc.returncode)

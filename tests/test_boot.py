@@ -1,0 +1,243 @@
+"""The boot stage without QEMU: the command line, and verdicts on real captured logs (tests/data/boot/)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from ovmfgen import boot
+from ovmfgen.boot import BootError, BootResult, Verdict, classify_log, qemu_argv
+from ovmfgen.errors import OvmfgenError
+
+DATA = Path(__file__).parent / "data" / "boot"
+ALL_MILESTONES = ("sec", "pei_core", "xen_platform_pei", "xen_not_detected")
+
+
+def log(name: str) -> str:
+    return (DATA / name).read_bytes().decode("utf-8")
+
+
+# --- qemu_argv ------------------------------------------------------------------------------------
+
+def _value(argv: list[str], option: str) -> str:
+    return argv[argv.index(option) + 1]
+
+
+def test_qemu_argv_pvh_loads_the_elf_as_a_kernel():
+    argv = qemu_argv(Path("/d/ovmf.elf"), "pvh", Path("/d/boot-pvh.log"))
+    assert argv[0] == "qemu-system-x86_64"
+    assert _value(argv, "-kernel") == "/d/ovmf.elf"
+    assert "-bios" not in argv
+    assert _value(argv, "-accel") == "tcg"
+    assert _value(argv, "-m") == "512"
+    assert _value(argv, "-debugcon") == "file:/d/boot-pvh.log"
+    assert _value(argv, "-global") == "isa-debugcon.iobase=0x402"
+    assert _value(argv, "-display") == "none"
+    assert _value(argv, "-net") == "none"
+    assert "-no-reboot" in argv
+
+
+def test_qemu_argv_reset_maps_the_same_image_as_bios():
+    argv = qemu_argv(Path("/d/ovmf.elf"), "reset", Path("/d/boot-reset.log"), memory_mb=256)
+    assert _value(argv, "-bios") == "/d/ovmf.elf"
+    assert "-kernel" not in argv
+    assert _value(argv, "-m") == "256"
+    pvh = qemu_argv(Path("/d/ovmf.elf"), "pvh", Path("/d/boot-reset.log"), memory_mb=256)
+    # Only the way the image is handed to QEMU differs between the two entries.
+    assert [a for a in argv if a != "-bios"] == [a for a in pvh if a != "-kernel"]
+
+
+def test_qemu_argv_never_uses_kvm():
+    argv = qemu_argv(Path("x.elf"), "pvh", Path("x.log"))
+    assert "-enable-kvm" not in argv
+    assert not any("kvm" in a for a in argv)
+
+
+def test_qemu_argv_escapes_commas_in_the_log_path():
+    argv = qemu_argv(Path("x.elf"), "pvh", Path("/a,b/boot.log"))
+    assert _value(argv, "-debugcon") == "file:/a,,b/boot.log"
+
+
+def test_qemu_argv_rejects_unknown_entry():
+    with pytest.raises(OvmfgenError, match="unknown boot entry 'hvm'"):
+        qemu_argv(Path("x.elf"), "hvm", Path("x.log"))
+
+
+# --- classify_log on real logs --------------------------------------------------------------------
+
+def test_pvh_log_reaches_xen_platform_pei():
+    r = classify_log(log("pvh-reached.log"), "pvh")
+    assert r.verdict is Verdict.REACHED_XEN_PLATFORM_PEI
+    assert r.ok
+    assert r.proven_entry == "pvh"
+    assert r.milestones == ALL_MILESTONES
+    assert r.decisive_line == "ERROR: Xen isn't detected"
+    assert r.boot_fv == 0x2CC000  # SECFV at 1 MiB + 0x1CC000 in RAM
+    assert "SeaBIOS pvh.bin" in r.detail
+
+
+def test_reset_log_reaches_xen_platform_pei():
+    r = classify_log(log("reset-reached.log"), "reset")
+    assert r.verdict is Verdict.REACHED_XEN_PLATFORM_PEI
+    assert r.proven_entry == "reset"
+    assert r.milestones == ALL_MILESTONES
+    assert r.decisive_line == "ERROR: Xen isn't detected"
+    assert r.boot_fv == 0xFFFCC000  # SECFV in flash just below 4 GiB
+    assert "reset vector" in r.detail
+
+
+def test_the_two_paths_are_told_apart():
+    # The same firmware printing the same PEI lines: only SEC's boot FV (and SeaBIOS) tells them apart.
+    pvh = classify_log(log("pvh-reached.log"), "reset")
+    assert pvh.verdict is Verdict.WRONG_ENTRY
+    assert pvh.proven_entry == "pvh"
+    assert pvh.decisive_line == "SecCoreStartupWithStack(0x2CC000, 0x820000)"
+    reset = classify_log(log("reset-reached.log"), "pvh")
+    assert reset.verdict is Verdict.WRONG_ENTRY
+    assert reset.proven_entry == "reset"
+    assert reset.decisive_line == "SecCoreStartupWithStack(0xFFFCC000, 0x820000)"
+    assert not pvh.ok and not reset.ok
+
+
+def test_wrong_entry_is_known_from_the_sec_line_alone():
+    first = log("reset-reached.log").splitlines(keepends=True)[0]
+    assert classify_log(first, "pvh").verdict is Verdict.WRONG_ENTRY
+    assert classify_log(first, "reset").verdict is Verdict.STALLED
+
+
+def test_firmware_assert_before_pei_core():
+    r = classify_log(log("reset-assert.log"), "reset")
+    assert r.verdict is Verdict.FIRMWARE_ERROR
+    assert r.decisive_line == "ASSERT PeCoffGetEntryPoint.c(158): Pe32Data != ((void *) 0)"
+    assert r.milestones == ("sec",)
+    assert "after sec" in r.detail
+
+
+def test_assert_after_xen_not_detected_is_the_expected_end():
+    # Both real logs go on with XenPlatformPei's ASSERT after the final line: still a success.
+    text = log("reset-reached.log")
+    assert "ASSERT Platform.c" in text
+    assert classify_log(text, "reset").ok
+
+
+def test_triple_fault_after_seabios_is_a_stall_with_the_last_line():
+    r = classify_log(log("pvh-triple-fault.log"), "pvh", returncode=0)
+    assert r.verdict is Verdict.STALLED
+    assert r.decisive_line == "Booting from ca00:003c"
+    assert r.milestones == ()
+    assert r.proven_entry is None
+    assert "triple-fault" in r.detail and "SeaBIOS handed over" in r.detail
+
+
+def test_qemu_sigfpe_on_p_align_zero():
+    # Captured: QEMU 7.2 -kernel with upstream's p_align 0 dies of SIGFPE before the guest runs.
+    r = classify_log("", "pvh", returncode=-signal.SIGFPE)
+    assert r.verdict is Verdict.QEMU_FAILED
+    assert r.decisive_line == "QEMU died of SIGFPE"
+    assert "p_align" in r.detail
+    assert r.returncode == -8
+
+
+def test_qemu_error_message_is_the_decisive_line():
+    out = (DATA / "pvh-no-note.qemu.txt").read_text()
+    r = classify_log("", "pvh", returncode=1, qemu_output=out)
+    assert r.verdict is Verdict.QEMU_FAILED
+    assert r.decisive_line == "qemu-system-x86_64: Error loading uncompressed kernel without PVH ELF Note"
+    assert r.detail == "QEMU exited with status 1"
+
+
+def test_bios_load_failure_gets_a_hint():
+    r = classify_log("", "reset", returncode=1, qemu_output="qemu: could not load PC BIOS 'x.elf'\n")
+    assert r.verdict is Verdict.QEMU_FAILED
+    assert "multiple of 64 KiB" in r.detail
+
+
+def _truncated(name: str, through: str) -> str:
+    lines = log(name).splitlines(keepends=True)
+    end = next(i for i, line in enumerate(lines) if through in line)
+    return "".join(lines[: end + 1])
+
+
+def test_stall_after_xen_platform_pei_loaded():
+    text = _truncated("reset-reached.log", "Platform PEIM Loaded")
+    r = classify_log(text, "reset", stalled_for=30)
+    assert r.verdict is Verdict.STALLED
+    assert r.decisive_line == "Platform PEIM Loaded"
+    assert r.milestones == ("sec", "pei_core", "xen_platform_pei")
+    assert "no output for 30 s" in r.detail
+
+
+def test_timeout_while_still_printing():
+    text = _truncated("pvh-reached.log", "PcdPeim.efi")
+    r = classify_log(text, "pvh", timed_out=True)
+    assert r.verdict is Verdict.TIMEOUT
+    assert r.decisive_line.endswith("PcdPeim.efi")
+    assert r.milestones == ("sec", "pei_core")
+
+
+def test_timeout_with_no_output():
+    r = classify_log("", "reset", timed_out=True)
+    assert r.verdict is Verdict.TIMEOUT
+    assert r.decisive_line == ""
+    assert "no debug output" in r.detail
+
+
+def test_final_line_without_the_chain_is_unproven():
+    text = log("reset-reached.log").replace("XenPlatformPei.efi", "SomethingElse.efi")
+    r = classify_log(text, "reset")
+    assert r.verdict is Verdict.UNPROVEN
+    assert "xen_platform_pei" in r.detail
+
+
+def test_milestones_must_come_in_order():
+    lines = log("reset-reached.log").splitlines(keepends=True)
+    final = next(i for i, line in enumerate(lines) if "Xen isn't detected" in line)
+    reordered = [lines[0], lines[final], *lines[1:final]]
+    r = classify_log("".join(reordered), "reset")
+    assert r.verdict is Verdict.UNPROVEN
+
+
+def test_crlf_and_lf_logs_classify_the_same():
+    text = log("reset-reached.log")
+    assert "\r\n" in text
+    assert classify_log(text.replace("\r\n", "\n"), "reset") == classify_log(text, "reset")
+
+
+def test_summary_is_one_line():
+    r = classify_log(log("pvh-reached.log"), "pvh")
+    line = r.summary()
+    assert "\n" not in line
+    assert line.startswith("pvh: REACHED_XEN_PLATFORM_PEI")
+
+
+# --- boot_command's checks that need no QEMU -------------------------------------------------------
+
+def test_boot_command_without_published_image(tmp_path, monkeypatch):
+    monkeypatch.setattr(boot, "DIST_DIR", tmp_path)
+    with pytest.raises(OvmfgenError, match=r"no published firmware at .*xen-pvh/DEBUG/ovmf.elf.*invoke build"):
+        boot.boot_command()
+
+
+def test_boot_command_rejects_release_and_bad_options(tmp_path):
+    with pytest.raises(OvmfgenError, match="RELEASE build prints no DEBUG log"):
+        boot.boot_command(target="RELEASE")
+    with pytest.raises(OvmfgenError, match="unknown boot entry 'hvm'"):
+        boot.boot_command(entry="hvm")
+    with pytest.raises(OvmfgenError, match="unknown boot host 'kvm'"):
+        boot.boot_command(on="kvm")
+
+
+def test_boot_error_carries_the_tail():
+    err = BootError("boot failed: pvh STALLED", "--- last lines ---\nBooting from ca00:003c")
+    assert str(err) == "error: boot failed: pvh STALLED"
+    assert err.tail().endswith("Booting from ca00:003c")
+    assert isinstance(err, OvmfgenError)
+
+
+def test_boot_result_is_frozen():
+    r = classify_log("", "pvh", timed_out=True)
+    assert isinstance(r, BootResult)
+    with pytest.raises(AttributeError):
+        r.verdict = Verdict.REACHED_XEN_PLATFORM_PEI  # type: ignore[misc]

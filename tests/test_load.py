@@ -1,0 +1,86 @@
+"""Loading platform YAML: features, when blocks, fragments, extends, variables, locations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ovmfgen.errors import OvmfgenError
+from ovmfgen.load import load_platform
+from ovmfgen.model import Define, Field, LibraryMapping, walk
+from ovmfgen.paths import REPO_ROOT
+
+MINI = (REPO_ROOT / "tests" / "data" / "platforms" / "mini.yaml").read_text()
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_scalars_stay_text(tmp_path: Path) -> None:
+    # 0x8000004F and TRUE must reach the DSC exactly as written, not as int/bool.
+    text = MINI.replace("PcdMaximumLinkedListLength: 0", "PcdMaximumLinkedListLength: 0x8000004F")
+    p = load_platform(write(tmp_path, "m", text), platforms_dir=tmp_path)
+    pcds = [s for sec in p.dsc for s in walk(sec.body) if type(s).__name__ == "Pcd"]
+    assert pcds[0].value == "0x8000004F"
+
+
+def test_header_fields_and_flash_definition(tmp_path: Path) -> None:
+    p = load_platform(write(tmp_path, "m", MINI), platforms_dir=tmp_path)
+    fields = {s.name: s.value for s in p.dsc[0].body if isinstance(s, Field)}
+    assert fields["PLATFORM_NAME"] == "Mini"
+    assert fields["SUPPORTED_ARCHITECTURES"] == "X64"
+    assert fields["FLASH_DEFINITION"] == "OvmfPkg/Mini.fdf"
+    assert p.dsc_path == "OvmfPkg/Mini.dsc"
+
+
+def test_when_selects_by_feature(tmp_path: Path) -> None:
+    block = ("      - when:\n          timer: lapic\n        then:\n          - define: T = lapic\n"
+             "        else:\n          - define: T = other\n")
+    text = MINI.replace("      - define: MINI_SWITCH = FALSE\n", block)
+    for timer, want in (("lapic", "lapic"), ("acpi", "other")):
+        p = load_platform(write(tmp_path, "m", text.replace("  fd_size: 2M\n", f"  fd_size: 2M\n  timer: {timer}\n")),
+                          platforms_dir=tmp_path)
+        defines = [s for s in p.dsc[0].body if isinstance(s, Define)]
+        assert defines == [Define("T", want)]
+
+
+def test_feature_override_and_variables(tmp_path: Path) -> None:
+    text = MINI.replace("MINI_SWITCH = FALSE", "FD = ${fd_size_kb}")
+    p = load_platform(write(tmp_path, "m", text), platforms_dir=tmp_path, feature_overrides={"fd_size": "4"})
+    assert Define("FD", "4096") in p.dsc[0].body
+    with pytest.raises(OvmfgenError, match="bad feature override"):
+        load_platform(write(tmp_path, "m", text), platforms_dir=tmp_path, feature_overrides={"fd_size": "3"})
+
+
+def test_fragments_are_spliced(tmp_path: Path) -> None:
+    p = load_platform("xen-pvh")
+    timer = [s for sec in p.dsc for s in walk(sec.body) if isinstance(s, LibraryMapping) and s.lib_class == "TimerLib"]
+    assert [t.inf for t in timer] == ["MdePkg/Library/SecPeiDxeTimerLibCpu/SecPeiDxeTimerLibCpu.inf"]
+    fv = next(s for s in p.fdf if s.header == "FV.SECFV")
+    assert Field("READ_LOCK_STATUS", "TRUE") in fv.body
+
+
+def test_extends_merges_and_child_wins(tmp_path: Path) -> None:
+    write(tmp_path, "base", MINI)
+    child = "extends: base\nplatform:\n  name: Child\n"
+    p = load_platform(write(tmp_path, "child", child), platforms_dir=tmp_path)
+    fields = {s.name: s.value for s in p.dsc[0].body if isinstance(s, Field)}
+    assert fields["PLATFORM_NAME"] == "Child"
+    assert fields["PLATFORM_GUID"] == "11111111-2222-3333-4444-555555555555"
+    assert p.name == "child"
+
+
+def test_locations_point_into_yaml(tmp_path: Path) -> None:
+    p = load_platform(write(tmp_path, "m", MINI), platforms_dir=tmp_path)
+    comp = next(s for sec in p.dsc for s in walk(sec.body) if type(s).__name__ == "Component")
+    line = MINI.split("\n")[comp.loc.line - 1]
+    assert "OvmfPkg/ResetVector/ResetVector.inf" in line
+
+
+def test_unknown_platform_lists_known() -> None:
+    with pytest.raises(OvmfgenError, match=r"unknown platform 'nope' \(known: .*xen-pvh"):
+        load_platform("nope")
