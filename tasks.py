@@ -49,26 +49,37 @@ def diff(c, platform, against, fdf=None):
 
 
 @task(
-    iterable=["define"],
+    iterable=["define", "feature"],
     help={
         "platform": "platform name",
         "target": "DEBUG, RELEASE or NOOPT",
-        "fd_size": "1M, 2M or 4M",
+        "fd_size": "1M, 2M or 4M (default: the platform's fd_size feature)",
         "define": "NAME=VALUE passed to the build as -D (repeatable)",
+        "feature": "NAME=VALUE feature override, e.g. debug_output=hypervisor-console (repeatable)",
         "jobs": "parallel build jobs",
         "force": "rebuild even when nothing changed",
+        "clean": "remove the workspace first (a from-scratch build)",
         "ccache": "use ccache as the compiler cache",
         "version_string": "PcdFirmwareVersionString override",
         "release_date": "PcdFirmwareReleaseDateString override",
     },
 )
-def build(c, platform, target="DEBUG", fd_size=None, define=None, jobs=None, force=False, ccache=False,
-          version_string=None, release_date=None):
+def build(c, platform, target="DEBUG", fd_size=None, define=None, feature=None, jobs=None, force=False,
+          clean=False, ccache=False, version_string=None, release_date=None):
     """Render, build with stuart (offline), make the PVH ELF and publish to dist/PLATFORM/TARGET/."""
     from ovmfgen import build as stage
 
     guard(stage.build_command, platform=platform, target=target, fd_size=fd_size, defines=define or [],
-          jobs=jobs, force=force, ccache=ccache, version_string=version_string, release_date=release_date)
+          features=feature or [], jobs=jobs, force=force, ccache=ccache, version_string=version_string,
+          release_date=release_date, clean=clean)
+
+
+@task(help={"platform": "platform name", "target": "build target", "output": "results JSON (default bench/results.json)"})
+def bench(c, platform="xen-pvh", target="DEBUG", output=None):
+    """Time ovmfgen against raw EDK2 `build`: no-op, clean build, ccache warm vs cold (~15 min)."""
+    from ovmfgen import bench as stage
+
+    guard(stage.bench_command, platform=platform, target=target, output=output)
 
 
 @task(help={"fd": "input FD", "output": "ELF to write", "base": "load address (default 0x100000)"})
