@@ -1,0 +1,368 @@
+"""Unit tests of ovmfgen.xen: log classification on captured real logs, generated text, cache keys."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ovmfgen import xen
+from ovmfgen.errors import OvmfgenError
+from ovmfgen.xen import Verdict, classify_xen_run
+
+DATA = Path(__file__).parent / "data" / "xen"
+
+
+def load(name: str) -> str:
+    return (DATA / name).read_text(encoding="utf-8", errors="replace")
+
+
+def classify_capture(stem: str, rc: int | None = 0) -> xen.XenBootResult:
+    serial = load(f"{stem}.serial.log")
+    return classify_xen_run(serial, xen.extract_guest_console(serial), rc)
+
+
+# --- classification on captured logs ------------------------------------------------------------
+
+
+def test_shell_reached_capture():
+    r = classify_capture("shell")
+    assert r.verdict is Verdict.SHELL_REACHED, r
+    assert r.ok
+    assert r.shell_seconds is not None and 0 < r.shell_seconds < 120
+    guest = xen.extract_guest_console(load("shell.serial.log"))
+    assert "Shell>" in guest
+    assert xen.GUEST_PREFIX not in guest
+
+
+def test_assert_capture_gives_the_assert_line():
+    r = classify_capture("assert")
+    assert r.verdict is Verdict.FW_ASSERT, r
+    assert r.detail.startswith("ASSERT")
+    assert ".c(" in r.detail  # file(line): the line a developer needs
+
+
+def test_triple_fault_capture_is_a_crash():
+    r = classify_capture("triplefault")
+    assert r.verdict is Verdict.GUEST_CRASHED, r
+    assert "Triple fault" in r.detail
+
+
+def test_guest_gone_capture():
+    r = classify_capture("gone")
+    assert r.verdict is Verdict.GUEST_GONE, r
+
+
+def test_create_failed_capture_is_gone_with_xl_error():
+    r = classify_capture("createfailed")
+    assert r.verdict is Verdict.GUEST_GONE, r
+    assert r.detail.startswith("xl create failed")
+
+
+def test_timeout_capture():
+    r = classify_capture("timeout")
+    assert r.verdict is Verdict.TIMEOUT, r
+    assert "dom0" in r.detail
+
+
+def test_timeout_when_qemu_was_killed_after_xl_create():
+    r = classify_capture("timeout-killed", rc=None)
+    assert r.verdict is Verdict.TIMEOUT, r
+    # the same log with QEMU having exited by itself: dom0 never reported, nothing to conclude
+    assert classify_capture("timeout-killed", rc=0).verdict is Verdict.HARNESS_FAILURE
+
+
+def test_qemu_abort_is_harness_failure_even_after_shell():
+    serial = load("shell.serial.log")
+    r = classify_xen_run(serial, xen.extract_guest_console(serial), -6)
+    assert r.verdict is Verdict.HARNESS_FAILURE
+    assert "reached the shell" in r.detail
+    assert not r.ok
+
+
+def test_captured_qemu_abort_is_harness_failure():
+    # QEMU 7.2 died (SIGABRT) with the guest at its shell's startup countdown, without -icount.
+    r = classify_capture("qemu-abort", rc=-6)
+    assert r.verdict is Verdict.HARNESS_FAILURE, r
+    assert "-6" in r.detail
+
+
+def test_qemu_abort_mid_boot_is_harness_failure():
+    serial = load("shell.serial.log")
+    cut = serial[: serial.index(xen.EVENT + " created")]
+    r = classify_xen_run(cut, "", 134)
+    assert r.verdict is Verdict.HARNESS_FAILURE
+
+
+def test_killed_before_dom0_reached_xl_is_harness_failure():
+    serial = load("shell.serial.log")
+    cut = serial[: serial.index(xen.EVENT + " create ")]
+    assert classify_xen_run(cut, "", None).verdict is Verdict.HARNESS_FAILURE
+
+
+def test_killed_after_xl_create_without_shell_is_timeout():
+    serial = load("shell.serial.log")
+    cut = serial[: serial.index(xen.EVENT + " created")]
+    assert classify_xen_run(cut, "", None).verdict is Verdict.TIMEOUT
+
+
+def test_dom0_ended_without_result_is_harness_failure():
+    assert classify_xen_run("(XEN) Xen version 4.17\n", "", 0).verdict is Verdict.HARNESS_FAILURE
+
+
+def test_dom0_own_lines_are_not_guest_asserts():
+    # (d0) is dom0; only guest domains' debug lines can carry a firmware ASSERT.
+    serial = "(XEN) (d0) ASSERT something\nOVMFGEN-EVENT create 1.0\nOVMFGEN-RESULT gone\n"
+    assert classify_xen_run(serial, "", 0).verdict is Verdict.GUEST_GONE
+
+
+def test_assert_wins_over_everything_but_a_dead_qemu():
+    serial = ("(XEN) d1v0 Triple fault\n(d1) ASSERT [PlatformPei] /x/y.c(12): FALSE\n"
+              "OVMFGEN-EVENT create 3.5\nOVMFGEN-RESULT crashed\n")
+    r = classify_xen_run(serial, "", 0)
+    assert r.verdict is Verdict.FW_ASSERT
+    assert r.detail == "ASSERT [PlatformPei] /x/y.c(12): FALSE"
+    assert classify_xen_run(serial, "", -6).verdict is Verdict.HARNESS_FAILURE
+
+
+def test_xen_panic_is_harness_failure():
+    serial = "(XEN) ****************************************\n(XEN) Panic on CPU 0:\nOVMFGEN-RESULT timeout\n"
+    assert classify_xen_run(serial, "", 0).verdict is Verdict.HARNESS_FAILURE
+
+
+def test_every_verdict_has_a_capture():
+    assert {classify_capture(s).verdict for s in
+            ("shell", "assert", "triplefault", "gone", "timeout")} | {Verdict.HARNESS_FAILURE} \
+        == set(Verdict)
+
+
+# --- generated text ------------------------------------------------------------------------------
+
+
+def test_xl_config_text():
+    assert xen.xl_config("/ovmfgen/ovmf.elf") == (
+        'name = "ovmfgen-pvh"\n'
+        'type = "pvh"\n'
+        'kernel = "/ovmfgen/ovmf.elf"\n'
+        "memory = 256\n"
+        "vcpus = 1\n"
+        'cpus = "1"\n'
+        'on_poweroff = "destroy"\n'
+        'on_reboot = "destroy"\n'
+        'on_crash = "preserve"\n'
+        'timer_mode = "no_missed_ticks_pending"\n'
+    )
+    assert "memory = 32\n" in xen.xl_config("/k", memory_mib=32)
+    # dom0 sits on pCPU 0, the guest on pCPU 1
+    assert "dom0_vcpus_pin" in xen.XEN_CMDLINE and "dom0_max_vcpus=1" in xen.XEN_CMDLINE
+
+
+def test_qemu_argv(tmp_path):
+    argv = xen.qemu_argv(Path("/c/xen-4.17"), Path("/t/vmlinuz"), Path("/t/dom0.cpio"), tmp_path / "s.log")
+    assert argv[0] == "qemu-system-x86_64"
+    joined = " ".join(argv)
+    for piece in ("-accel tcg", "-icount shift=0,sleep=off", "-cpu max,-smap,-smep,-rdtscp", "-smp 2",
+                  "-m 2048", "-no-reboot",
+                  "-nodefaults", "-display none", "-vga none", "-monitor none", "-kernel /c/xen-4.17"):
+        assert piece in joined
+    assert argv[argv.index("-serial") + 1] == f"file:{tmp_path / 's.log'}"
+    append = argv[argv.index("-append") + 1]
+    assert "dom0_mem=1024M,max:1024M" in append and "console=com1" in append and "noreboot" in append
+    assert argv[argv.index("-initrd") + 1] == \
+        "/t/vmlinuz console=hvc0 earlyprintk=xen rdinit=/init,/t/dom0.cpio"
+    retry = xen.qemu_argv(Path("/x"), Path("/t/v"), Path("/t/i"), Path("/s"), icount_shift=1)
+    assert retry[retry.index("-icount") + 1] == "shift=1,sleep=off"
+    assert xen.QEMU_ICOUNT_SHIFTS[0] != xen.QEMU_ICOUNT_SHIFTS[1]
+
+
+def test_guest_deadline_leaves_dom0_time_to_report():
+    assert xen.guest_deadline_s(300) * xen.WALL_PER_GUEST_SECOND + xen.DOM0_OVERHEAD_S <= 300
+    assert xen.guest_deadline_s(10) == xen.MIN_GUEST_TIMEOUT_S
+
+
+def test_qemu_argv_rejects_module_paths_qemu_would_split():
+    with pytest.raises(OvmfgenError):
+        xen.qemu_argv(Path("/x"), Path("/a b/vmlinuz"), Path("/t/i"), Path("/s"))
+    with pytest.raises(OvmfgenError):
+        xen.qemu_argv(Path("/x"), Path("/t/vmlinuz"), Path("/t/a,b"), Path("/s"))
+
+
+def test_dom0_scripts_are_valid_sh(tmp_path):
+    for name, text in (("init", xen.dom0_init_script()), ("test.sh", xen.dom0_test_script(120))):
+        p = tmp_path / name
+        p.write_text(text)
+        subprocess.run(["sh", "-n", str(p)], check=True)
+    init = xen.dom0_init_script()
+    assert init.index("insmod /ovmfgen/modules/xen-privcmd.ko") < init.index("insmod /ovmfgen/modules/xenfs.ko")
+    assert "mount -t xenfs xenfs /proc/xen" in init
+    assert "xenconsoled --log=all --log-dir=/var/log/xen/console" in init
+    assert "deadline=$(( $(now) + 120 ))" in xen.dom0_test_script(120)
+
+
+def _read_newc(data: bytes) -> dict[str, tuple[int, bytes]]:
+    out, pos = {}, 0
+    while True:
+        hdr = data[pos:pos + 110]
+        assert hdr[:6] == b"070701"
+        f = [int(hdr[6 + 8 * i: 14 + 8 * i], 16) for i in range(13)]
+        mode, size, namesize = f[1], f[6], f[11]
+        name = data[pos + 110: pos + 110 + namesize - 1].decode()
+        pos += 110 + namesize
+        pos += -pos % 4
+        body = data[pos: pos + size]
+        pos += size
+        pos += -pos % 4
+        if name == "TRAILER!!!":
+            assert pos == len(data)
+            return out
+        out[name] = (mode, body)
+
+
+def test_newc_archive_round_trip_and_cpio_reads_it(tmp_path):
+    data = xen.newc_archive([("d", 0o040755, b""), ("d/f", 0o100644, b"hello"), ("/x", 0o100755, b"12345678")])
+    assert data == xen.newc_archive([("d", 0o040755, b""), ("d/f", 0o100644, b"hello"),
+                                     ("/x", 0o100755, b"12345678")])  # deterministic
+    got = _read_newc(data)
+    assert got == {"d": (0o040755, b""), "d/f": (0o100644, b"hello"), "x": (0o100755, b"12345678")}
+    if subprocess.run(["which", "cpio"], capture_output=True).returncode == 0:
+        listing = subprocess.run(["cpio", "-t", "--quiet"], input=data, capture_output=True, check=True)
+        assert listing.stdout.decode().split() == ["d", "d/f", "x"]
+
+
+def test_overlay_cpio_carries_init_modules_firmware_and_config(tmp_path):
+    mods = tmp_path / "modules"
+    mods.mkdir()
+    for m in xen.DOM0_MODULES:
+        (mods / f"{m}.ko").write_bytes(m.encode())
+    image = tmp_path / "ovmf.elf"
+    image.write_bytes(b"\x7fELF" + b"\0" * 60)
+    got = _read_newc(xen.overlay_cpio(image, mods, 200))
+    assert got["init"][0] == 0o100755 and got["init"][1].startswith(b"#!/bin/sh")
+    assert got["ovmfgen/ovmf.elf"][1] == image.read_bytes()
+    assert got["ovmfgen/modules/xenfs.ko"][1] == b"xenfs"
+    assert b'kernel = "/ovmfgen/ovmf.elf"' in got["ovmfgen/guest.cfg"][1]
+    assert b"+ 200 ))" in got["ovmfgen/test.sh"][1]
+
+
+# --- apt sources and versions ----------------------------------------------------------------------
+
+DEB822 = """\
+Types: deb
+# a comment
+URIs: http://mirror.example/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://mirror.example/debian-security
+Suites: bookworm-security
+Components: main
+
+Types: deb-src
+URIs: http://src.example/debian
+Suites: bookworm
+Components: main
+"""
+
+ONE_LINE = """\
+# deb http://old.example/debian bookworm main
+deb [arch=amd64 signed-by=/k.gpg] http://one.example/debian/ bookworm main contrib
+deb http://one.example/debian-security bookworm-security main
+deb-src http://one.example/debian bookworm main
+"""
+
+
+def test_mirrors_from_deb822():
+    assert xen.debian_mirrors(xen.parse_apt_sources(DEB822)) == \
+        ("http://mirror.example/debian", "http://mirror.example/debian-security")
+
+
+def test_mirrors_from_one_line_format():
+    assert xen.debian_mirrors(xen.parse_apt_sources(ONE_LINE)) == \
+        ("http://one.example/debian", "http://one.example/debian-security")
+
+
+def test_mirrors_read_from_an_etc_apt_tree(tmp_path):
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(DEB822)
+    (tmp_path / "sources.list.d" / "other.list.disabled").write_text("deb http://no.example/ bookworm main\n")
+    assert xen.debian_mirrors(xen.read_apt_sources(tmp_path))[0] == "http://mirror.example/debian"
+
+
+def test_no_bookworm_source_is_an_error():
+    with pytest.raises(OvmfgenError):
+        xen.debian_mirrors(xen.parse_apt_sources("deb http://x.example/debian trixie main\n"))
+    assert xen.debian_mirrors(xen.parse_apt_sources("deb http://x.example/debian bookworm main\n"))[1] is None
+
+
+def test_this_machines_mirror_is_derived_not_written():
+    # The repository names no mirror host: whatever is found comes from /etc/apt.
+    src = Path(xen.__file__).read_text()
+    assert "deb.debian.org" not in src
+    if Path("/etc/apt").is_dir() and xen.pick_mirror(xen.read_apt_sources(), "bookworm"):
+        main, _ = xen.debian_mirrors()
+        assert main.startswith(("http://", "https://"))
+
+
+APT_SHOW = """\
+Package: linux-image-amd64
+Source: linux-signed-amd64 (6.1.192+2)
+Version: 6.1.192-2
+Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)
+Description: Linux for 64-bit PCs (meta-package)
+ continuation line
+
+Package: xen-utils-4.17
+Version: 4.17.7+13-g2445b30a44-0+deb12u1
+Depends: libc6 (>= 2.35), python3
+"""
+
+
+def test_apt_show_parsing_and_kernel_package():
+    recs = xen.parse_apt_show(APT_SHOW)
+    assert recs["xen-utils-4.17"]["Version"] == "4.17.7+13-g2445b30a44-0+deb12u1"
+    assert xen.kernel_package(recs["linux-image-amd64"]) == "linux-image-6.1.0-56-amd64"
+    with pytest.raises(OvmfgenError):
+        xen.kernel_package({"Depends": "linux-headers-amd64"})
+
+
+def test_cache_key_follows_the_tools_version_only():
+    a = xen.XenVersions("4.17.7", "4.17.7", "linux-image-6.1.0-56-amd64", "6.1.192-2")
+    assert a.rootfs_key() == xen.XenVersions("4.17.7", "4.17.7", "linux-image-6.1.0-57-amd64", "6.1.200-1").rootfs_key()
+    assert a.rootfs_key() != xen.XenVersions("4.17.7", "4.17.8", "linux-image-6.1.0-56-amd64", "6.1.192-2").rootfs_key()
+    assert len(a.rootfs_key()) == 16
+
+
+def test_safe_name():
+    assert xen.safe_name("1:7.2+dfsg-7+deb12u18+b3") == "1_7.2+dfsg-7+deb12u18+b3"
+
+
+def test_result_line_and_shell_seconds():
+    r = xen.XenBootResult(Verdict.SHELL_REACHED, "ok", create_at=10.0, shell_at=17.25, qemu_seconds=38.2,
+                          qemu_max_rss_mib=2700.0)
+    assert r.shell_seconds == 7.25
+    line = xen.format_result(r)
+    assert line.startswith("xen: SHELL_REACHED") and "7.2 s after xl create" in line and "38.2 s" in line
+
+
+def test_boot_xen_command_without_image_names_the_build(tmp_path, monkeypatch):
+    monkeypatch.setattr(xen, "DIST_DIR", tmp_path)
+    with pytest.raises(OvmfgenError, match="invoke build --platform xen-pvh"):
+        xen.boot_xen_command("xen-pvh", "DEBUG")
+
+
+def test_ensure_host_packages_installs_only_missing(monkeypatch):
+    calls = []
+
+    def fake_run(argv, **kw):
+        calls.append(list(map(str, argv)))
+        out = "installed" if argv[-1] == "present" else ""
+        return subprocess.CompletedProcess(argv, 0 if argv[-1] == "present" else 1, out)
+
+    monkeypatch.setattr(xen, "run", fake_run)
+    xen.ensure_host_packages(["present", "absent"])
+    installs = [c for c in calls if c[0] == "apt-get"]
+    assert len(installs) == 1 and installs[0][-1] == "absent" and "present" not in installs[0]
+
