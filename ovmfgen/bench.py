@@ -1,0 +1,167 @@
+"""``invoke bench``: ovmfgen's build measured against EDK2's own ``build`` of the same DSC, in one run.
+
+Three comparisons, each against its goal:
+
+* no-op: ``invoke build --platform P`` with everything published vs EDK2's no-op ``build -p <dsc>``
+  in a raw workspace that has just built (goal: <= 1 s and >= 20x faster);
+* clean build: ``invoke build --clean`` (render, stuart, ELF, checks, publish) vs a raw ``build``
+  of the same rendered DSC from an empty Build/ (goal: <= 1.05x);
+* ccache: a clean ``--ccache`` build with a warm cache vs one with a cold cache (goal: <= 0.4x).
+
+The raw workspace (``build/<platform>.bench-raw/``) holds the same rendered files and Conf/ from
+BaseTools' templates, and is built with the same ``-D``/``--pcd`` arguments ovmfgen passes. It takes
+about four full builds (~15-20 minutes on 2 cores); results go to ``bench/results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ovmfgen import build, paths
+from ovmfgen.errors import OvmfgenError, display_path
+from ovmfgen.run import run
+from ovmfgen.ui import say
+
+RESULTS = paths.REPO_ROOT / "bench" / "results.json"
+NOOP_RUNS = 3
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One measured command."""
+
+    label: str
+    seconds: float
+
+
+def _invoke_argv(*args: str) -> list[str]:
+    """``invoke ARGS`` as a user types it (the invoke next to this Python, else ``python -m invoke``)."""
+    beside = Path(sys.executable).parent / "invoke"
+    exe = [str(beside)] if beside.is_file() else ([shutil.which("invoke")] if shutil.which("invoke") else None)
+    return [*(exe or [sys.executable, "-m", "invoke"]), *args]
+
+
+def _timed(label: str, argv: list[str], env: dict[str, str] | None = None, log: Path | None = None,
+           cwd: Path | None = None) -> Timing:
+    say(f"bench: {label}")
+    t0 = time.monotonic()
+    proc = run(argv, cwd=cwd or paths.REPO_ROOT, env=env, check=False, stdout_path=log,
+               capture=log is None)
+    seconds = time.monotonic() - t0
+    if proc.returncode != 0:
+        where = f" (log: {display_path(log)})" if log else ""
+        raise OvmfgenError(f"bench step '{label}' failed with exit {proc.returncode}{where}")
+    say(f"bench: {label}: {seconds:.2f} s")
+    return Timing(label, seconds)
+
+
+def raw_workspace(p: build.Plan) -> Path:
+    """A plain EDK2 workspace with the same rendered files (and overrides), Conf/ from the templates."""
+    ws = p.workspace.parent / f"{p.workspace.name}.bench-raw"
+    for rel, data in {**p.rendered, **p.overrides}.items():
+        target = ws / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    conf = ws / "Conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    for name in ("target", "tools_def", "build_rule"):
+        shutil.copyfile(p.edk2_tools / "Conf" / f"{name}.template", conf / f"{name}.txt")
+    return ws
+
+
+def raw_build_argv(p: build.Plan) -> list[str]:
+    """EDK2's ``build`` with what ovmfgen's stuart run passes (minus the report ovmfgen asks for)."""
+    argv = ["build", "-p", p.platform.dsc_path, "-a", build.ARCH, "-t", build.TOOL_CHAIN, "-b", p.request.target,
+            "-n", str(p.request.jobs or os.cpu_count() or 1)]
+    for key, value in sorted(p.defines.items()):
+        argv += ["-D", f"{key}={value}"]
+    for pcd in build.pcd_arguments(p.version_string, p.release_date):
+        argv += ["--pcd", pcd]
+    return argv
+
+
+def raw_env(p: build.Plan, ws: Path) -> dict[str, str]:
+    """The environment edksetup.sh would give: WORKSPACE, PACKAGES_PATH, EDK_TOOLS_PATH, CONF_PATH, PATH."""
+    env = dict(os.environ)
+    env.update({
+        "WORKSPACE": str(ws), "PACKAGES_PATH": str(p.edk2_root), "EDK_TOOLS_PATH": str(p.edk2_tools),
+        "CONF_PATH": str(ws / "Conf"), "PYTHON_COMMAND": sys.executable,
+        # edksetup.sh (BuildEnv) pins Python's hash seed; without it AutoGen output changes every run
+        # and a no-op build recompiles everything.
+        "PYTHONHASHSEED": "1",
+        "PATH": f"{p.edk2_tools / 'BinWrappers' / 'PosixLike'}{os.pathsep}{env.get('PATH', '')}",
+    })
+    return env
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def bench_command(platform: str = "xen-pvh", target: str = "DEBUG", output: str | None = None) -> dict:
+    """``invoke bench``: run the comparisons, print a table, write the results JSON; returns the results."""
+    request = build.make_request(platform, target)
+    p = build.plan(request)
+    logs = p.workspace.parent / f"{p.workspace.name}.bench-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    ws = raw_workspace(p)
+    env = raw_env(p, ws)
+    argv = raw_build_argv(p)
+    say(f"bench: raw EDK2 workspace {display_path(ws)}: {' '.join(argv)}")
+
+    # Clean builds: raw first, then ovmfgen (same machine state: no ccache for either).
+    shutil.rmtree(ws / "Build", ignore_errors=True)
+    shutil.rmtree(ws / "Conf" / ".cache", ignore_errors=True)
+    raw_clean = _timed("raw EDK2 build, clean", argv, env, logs / "raw-clean.log", cwd=ws)
+    raw_noop = statistics.median(
+        _timed(f"raw EDK2 build, no-op #{i + 1}", argv, env, logs / f"raw-noop-{i}.log", cwd=ws).seconds
+        for i in range(NOOP_RUNS))
+    ours_clean = _timed("invoke build --clean", _invoke_argv("build", "--platform", platform, "--target", target,
+                                                             "--clean"), log=logs / "ovmfgen-clean.log")
+    ours_noop = statistics.median(
+        _timed(f"invoke build, no-op #{i + 1}", _invoke_argv("build", "--platform", platform, "--target", target))
+        .seconds for i in range(NOOP_RUNS))
+
+    # ccache: cold (emptied cache) then warm, both from a clean workspace.
+    shutil.rmtree(build.ccache_dir(), ignore_errors=True)
+    cc_argv = _invoke_argv("build", "--platform", platform, "--target", target, "--clean", "--ccache")
+    cold = _timed("invoke build --clean --ccache (cold cache)", cc_argv, log=logs / "ccache-cold.log")
+    warm = _timed("invoke build --clean --ccache (warm cache)", cc_argv, log=logs / "ccache-warm.log")
+
+    speedup = raw_noop / ours_noop if ours_noop else float("inf")
+    clean_ratio = ours_clean.seconds / raw_clean.seconds
+    cc_ratio = warm.seconds / cold.seconds
+    results = {
+        "platform": platform, "target": target, "jobs": request.jobs or os.cpu_count(),
+        "noop": {"ovmfgen_s": round(ours_noop, 3), "edk2_s": round(raw_noop, 3), "speedup": round(speedup, 1),
+                 "goal": "ovmfgen <= 1 s and >= 20x faster", "met": ours_noop <= 1.0 and speedup >= 20},
+        "clean": {"ovmfgen_s": round(ours_clean.seconds, 1), "edk2_s": round(raw_clean.seconds, 1),
+                  "ratio": round(clean_ratio, 3), "goal": "<= 1.05x", "met": clean_ratio <= 1.05},
+        "ccache": {"warm_s": round(warm.seconds, 1), "cold_s": round(cold.seconds, 1), "ratio": round(cc_ratio, 3),
+                   "goal": "<= 0.4x", "met": cc_ratio <= 0.4},
+    }
+    rows = [
+        ("no-op build", f"{ours_noop:.2f} s", f"{raw_noop:.2f} s", f"{speedup:.0f}x faster", "<=1 s, >=20x",
+         _verdict(results["noop"]["met"])),
+        ("clean build", f"{ours_clean.seconds:.0f} s", f"{raw_clean.seconds:.0f} s", f"{clean_ratio:.2f}x",
+         "<=1.05x", _verdict(results["clean"]["met"])),
+        ("ccache warm vs cold", f"{warm.seconds:.0f} s", f"{cold.seconds:.0f} s", f"{cc_ratio:.2f}x", "<=0.4x",
+         _verdict(results["ccache"]["met"])),
+    ]
+    header = ("measure", "ovmfgen", "EDK2/cold", "ratio", "goal", "")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    out = Path(output) if output else RESULTS
+    from ovmfgen.fsutil import atomic_write_bytes
+
+    atomic_write_bytes(out, (json.dumps(results, indent=2) + "\n").encode())
+    say(f"bench: results in {display_path(out)}")
+    return results

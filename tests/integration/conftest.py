@@ -1,0 +1,35 @@
+"""Session fixtures for integration tests: real builds of xen-pvh, published once per session.
+
+``published_xen_pvh`` is a from-scratch build (``--clean``) of xen-pvh DEBUG with the default
+features: the build test checks it, the QEMU boot tests boot it. ``published_xen_pvh_hvcon`` is the
+``debug_output=hypervisor-console`` variant (its own workspace and dist dir) the Xen boot test needs;
+it is an ordinary build, so a no-op when already published from the same inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ovmfgen import build
+
+HVCON = ("debug_output=hypervisor-console",)
+
+
+@pytest.fixture(scope="session")
+def xen_pvh_clean_build() -> build.BuildResult:
+    """Build xen-pvh DEBUG from a clean workspace (once per session) and publish it."""
+    return build.build(build.make_request("xen-pvh", "DEBUG", clean=True))
+
+
+@pytest.fixture(scope="session")
+def published_xen_pvh(xen_pvh_clean_build: build.BuildResult) -> Path:
+    """dist/xen-pvh/DEBUG/ (OVMF.fd, ovmf.elf, build.log, manifest.json)."""
+    return xen_pvh_clean_build.dist
+
+
+@pytest.fixture(scope="session")
+def published_xen_pvh_hvcon() -> Path:
+    """dist/xen-pvh/DEBUG-hvcon/: the build whose DEBUG output goes to Xen's console (port 0xe9)."""
+    return build.build_command("xen-pvh", "DEBUG", features=HVCON)

@@ -1,0 +1,571 @@
+"""ovmfgen.build without an edk2 build: input hash, variants, manifest, failure summaries, lock,
+atomic publish, the stuart command line and the stuart settings module's build parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from ovmfgen import build, paths
+from ovmfgen.build import Layout, Progress, make_request, plan
+from ovmfgen.edk2 import Edk2Tree
+from ovmfgen.errors import OvmfgenError
+
+FAKE_IDENTITY = {"schema": 1, "tag": "edk2-stable202502", "commit": "f" * 40, "release_date": "2025-02-21",
+                 "source": "debian"}
+FAKE_TOOLS = {"gcc": "gcc (Debian 12.2.0-14) 12.2.0", "binutils": "GNU ld 2.40", "nasm": "NASM version 2.16.01",
+              "iasl": "ASL+ Optimizing Compiler/Disassembler version 20200925"}
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    """A private copy of platforms/ with empty overrides/, build/ and dist/ roots."""
+    (tmp_path / "platforms").mkdir()
+    for yaml_file in paths.PLATFORMS_DIR.glob("*.yaml"):  # platforms/common/ is shared by load_platform
+        shutil.copy(yaml_file, tmp_path / "platforms")
+    for d in ("overrides", "build", "dist"):
+        (tmp_path / d).mkdir()
+    return Layout(tmp_path / "platforms", tmp_path / "overrides", tmp_path / "build", tmp_path / "dist")
+
+
+@pytest.fixture
+def fake_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
+    """locate() and the tool versions, fixed (and changeable by the test through the returned dict)."""
+    state = {"identity": dict(FAKE_IDENTITY), "tools": dict(FAKE_TOOLS)}
+    root = tmp_path / "edk2"
+    root.mkdir()
+
+    def fake_locate(repo_root=None):
+        return Edk2Tree(root=root, basetools=tmp_path / "bt" / "BaseTools", identity=dict(state["identity"]))
+
+    monkeypatch.setattr("ovmfgen.edk2.locate", fake_locate)
+    monkeypatch.setattr(build, "tool_versions", lambda: dict(state["tools"]))
+    return state
+
+
+def _hash(layout: Layout, **kw) -> str:
+    return plan(make_request("xen-pvh", **kw), layout).input_hash
+
+
+# ---------------------------------------------------------------------------------------------
+# Input hash
+
+
+def test_input_hash_is_stable(layout: Layout, fake_env: dict) -> None:
+    a = plan(make_request("xen-pvh"), layout)
+    b = plan(make_request("xen-pvh"), layout)
+    assert a.input_hash == b.input_hash and len(a.input_hash) == 64
+    # Knobs that do not change the firmware do not change the hash.
+    assert _hash(layout, jobs=1) == _hash(layout, jobs=7) == a.input_hash
+    assert _hash(layout, ccache=True) == a.input_hash
+    # The explicit default is the default.
+    assert _hash(layout, fd_size="2M") == a.input_hash
+    assert _hash(layout, features=["debug_output=debugcon"]) == a.input_hash
+
+
+@pytest.mark.parametrize("change", [
+    {"target": "RELEASE"},
+    {"fd_size": "4M"},
+    {"defines": ["SECURE_BOOT_ENABLE=TRUE"]},
+    {"features": ["debug_output=hypervisor-console"]},
+    {"features": ["shell=false"]},
+    {"version_string": "my-build-1"},
+    {"release_date": "01/02/2030"},
+])
+def test_input_hash_sees_each_option(layout: Layout, fake_env: dict, change: dict) -> None:
+    assert _hash(layout, **change) != _hash(layout)
+
+
+def test_input_hash_sees_identity_tools_version_overrides_and_yaml(layout: Layout, fake_env: dict,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    base = _hash(layout)
+    fake_env["identity"]["commit"] = "e" * 40
+    assert _hash(layout) != base
+    fake_env["identity"] = dict(FAKE_IDENTITY)
+    assert _hash(layout) == base
+    fake_env["tools"]["nasm"] = "NASM version 2.16.03"
+    assert _hash(layout) != base
+    fake_env["tools"] = dict(FAKE_TOOLS)
+    monkeypatch.setattr(build, "__version__", "9.9.9")
+    assert _hash(layout) != base
+    monkeypatch.setattr(build, "__version__", "0.1.0")
+    assert _hash(layout) == base
+
+    # A YAML edit changes the rendered DSC, hence the hash.
+    yaml_path = layout.platforms_dir / "xen-pvh.yaml"
+    original = yaml_path.read_text()
+    yaml_path.write_text(original.replace("description: >-", "description: >-\n  Edited.", 1))
+    edited = _hash(layout)
+    assert edited != base
+    yaml_path.write_text(original)
+
+    # An override file: its presence and its content.
+    ov_rel = "OvmfPkg/Include/Dsc/OvmfTpmDefines.dsc.inc"
+    yaml_path.write_text(original + f"\noverrides:\n  - {ov_rel}\n")
+    target = layout.overrides_dir / "xen-pvh" / ov_rel
+    target.parent.mkdir(parents=True)
+    target.write_text("# one\n")
+    one = _hash(layout)
+    target.write_text("# two\n")
+    two = _hash(layout)
+    assert len({base, one, two}) == 3
+
+
+def test_version_stamps(layout: Layout, fake_env: dict) -> None:
+    p = plan(make_request("xen-pvh"), layout)
+    assert p.version_string == "edk2-stable202502-ovmfgen-0.1.0"
+    assert p.release_date == "02/21/2025"
+    assert p.inputs["version_string"] == p.version_string and p.inputs["release_date"] == p.release_date
+    q = plan(make_request("xen-pvh", version_string="v1", release_date="03/04/2026"), layout)
+    assert (q.version_string, q.release_date) == ("v1", "03/04/2026")
+    for bad in ('has"quote', "a=b", "back\\slash"):
+        with pytest.raises(OvmfgenError):
+            make_request("xen-pvh", version_string=bad)
+    assert build.smbios_date("2025-02-21") == "02/21/2025"
+    assert build.pcd_arguments("v", "d") == [
+        "gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareVersionString=Lv\\0",
+        "gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareReleaseDateString=Ld\\0",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Options and variants
+
+
+def test_request_normalisation() -> None:
+    r = make_request("xen-pvh", target="release", fd_size="4m", defines=["B=2", "A"], features=["shell=false"],
+                     jobs="3")
+    assert (r.target, r.fd_size, r.jobs) == ("RELEASE", 4, 3)
+    assert r.defines == (("A", "TRUE"), ("B", "2"))
+    assert r.features == (("shell", "false"),)
+    assert make_request("xen-pvh", defines=["FD_SIZE_1MB=TRUE"]).fd_size == 1
+    assert make_request("xen-pvh", features=["fd_size=4"]).fd_size == 4
+    for kw in ({"target": "FAST"}, {"fd_size": "3M"}, {"defines": ["1X=2"]}, {"defines": ["A=b c"]},
+               {"defines": ["A=b=c"]}, {"fd_size": "2M", "defines": ["FD_SIZE_4MB=TRUE"]}, {"jobs": "0"}):
+        with pytest.raises(OvmfgenError):
+            make_request("xen-pvh", **kw)
+
+
+def test_dist_dir_rule(layout: Layout) -> None:
+    d = layout.dist_root / "xen-pvh"
+    assert build.dist_dir("xen-pvh", "DEBUG", layout=layout) == d / "DEBUG"
+    assert build.dist_dir("xen-pvh", "release", layout=layout) == d / "RELEASE"
+    assert build.dist_dir("xen-pvh", "DEBUG", "2M", {"debug_output": "debugcon"}, layout=layout) == d / "DEBUG"
+    assert build.dist_dir("xen-pvh", "DEBUG", "4M", layout=layout) == d / "DEBUG-4M"
+    assert build.dist_dir("xen-pvh", "DEBUG", None, {"debug_output": "hypervisor-console"}, layout=layout) \
+        == d / "DEBUG-hvcon"
+    assert build.dist_dir("xen-pvh", "DEBUG", "1M", {"shell": "false", "debug_output": "hypervisor-console"},
+                          layout=layout) == d / "DEBUG-1M-hvcon-noshell"
+    with_define = build.dist_dir("xen-pvh", "DEBUG", defines={"X": "1"}, layout=layout)
+    assert with_define.name.startswith("DEBUG-D") and len(with_define.name) == len("DEBUG-D") + 8
+    assert build.dist_dir("xen-pvh", "DEBUG", defines={"X": "2"}, layout=layout) != with_define
+    assert build.variant_suffix({"fd_size": "2"}, 2, {"odd_feature": "some value"}) == "oddfeature-somevalue"
+
+
+def test_plan_places_variants_apart(layout: Layout, fake_env: dict) -> None:
+    default = plan(make_request("xen-pvh"), layout)
+    hvcon = plan(make_request("xen-pvh", features=["debug_output=hypervisor-console"]), layout)
+    big = plan(make_request("xen-pvh", fd_size="4M"), layout)
+    assert default.workspace == layout.build_root / "xen-pvh"
+    assert default.dist == layout.dist_root / "xen-pvh" / "DEBUG"
+    assert hvcon.workspace == layout.build_root / "xen-pvh.hvcon" and hvcon.dist.name == "DEBUG-hvcon"
+    assert big.workspace == layout.build_root / "xen-pvh.4M" and big.dist.name == "DEBUG-4M"
+    assert hvcon.dist == build.dist_dir("xen-pvh", "DEBUG", None, {"debug_output": "hypervisor-console"},
+                                        layout=layout)
+    # The variant's DSC really differs (what the Xen boot test needs).
+    assert b"DEBUG_ON_HYPERVISOR_CONSOLE" in hvcon.rendered["OvmfPkg/XenOvmf.dsc"]
+    assert big.defines["FD_SIZE_4MB"] == "TRUE" and "FD_SIZE_2MB" not in big.defines
+    assert default.defines == {"FD_SIZE_2MB": "TRUE"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The stuart command and the settings module
+
+
+def test_stuart_command_line(layout: Layout, fake_env: dict) -> None:
+    p = plan(make_request("xen-pvh", jobs=3, defines=["SECURE_BOOT_ENABLE=TRUE"]), layout)
+    argv = p.stuart_argv()
+    assert Path(argv[0]).name == "stuart_build"
+    assert argv[1:3] == ["-c", str(build.STUART_PLATFORM)]
+
+    def opt(name: str) -> str:
+        return argv[argv.index(name) + 1]
+
+    assert opt("--workspace") == str(p.workspace) and p.workspace.name.startswith("xen-pvh.D")  # -D: a variant
+    assert opt("--edk2") == str(p.edk2_root) and opt("--edk-tools-path") == str(p.edk2_tools)
+    assert opt("--dsc") == "OvmfPkg/XenOvmf.dsc" and opt("--arch") == "X64" and opt("--name") == "XenOvmf"
+    pcds = [argv[i + 1] for i, a in enumerate(argv) if a == "--pcd"]
+    assert pcds == build.pcd_arguments(p.version_string, p.release_date)
+    for item in ("TARGET=DEBUG", "TOOL_CHAIN_TAG=GCC5", "MAX_CONCURRENT_THREAD_NUMBER=3",
+                 "BLD_*_FD_SIZE_2MB=TRUE", "BLD_*_SECURE_BOOT_ENABLE=TRUE"):
+        assert item in argv
+    assert "--ccache-dir" not in argv
+    cc = plan(make_request("xen-pvh", ccache=True), layout).stuart_argv()
+    assert cc[cc.index("--ccache-dir") + 1] == str(build.ccache_dir())
+
+
+def test_settings_module_build_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stuart_platform.PlatformBuilder composes edk2's `build` arguments, --pcd included, shell-safe."""
+    import shlex
+
+    from edk2toolext.environment.var_dict import VarDict
+
+    from ovmfgen import stuart_platform
+
+    monkeypatch.setattr(sys, "argv", ["stuart_build", "--workspace", "/ws"])
+    b = stuart_platform.PlatformBuilder()
+    assert b.GetWorkspaceRoot() == "/ws"
+    b.env = VarDict()
+    b.Pcds = build.pcd_arguments("edk2-x-ovmfgen-1", "02/21/2025")
+    for key, value in {"TARGET": "DEBUG", "TOOL_CHAIN_TAG": "GCC5", "ACTIVE_PLATFORM": "OvmfPkg/XenOvmf.dsc",
+                       "TARGET_ARCH": "X64", "MAX_CONCURRENT_THREAD_NUMBER": "2", "BUILDREPORTING": "TRUE",
+                       "BUILDREPORT_FILE": "/ws/Build/R.TXT", "BUILDREPORT_TYPES": "FLASH",
+                       "BLD_*_FD_SIZE_2MB": "TRUE"}.items():
+        b.env.SetValue(key, value, "test")
+    params = b.BuildParameters()
+    assert params == ["-p", "OvmfPkg/XenOvmf.dsc", "-b", "DEBUG", "-t", "GCC5", "-n", "2", "-a", "X64",
+                      "-y", "/ws/Build/R.TXT", "-Y", "FLASH", "-D", "FD_SIZE_2MB=TRUE",
+                      "--pcd", b.Pcds[0], "--pcd", b.Pcds[1]]
+    # RunCmd hands the string to a shell: it must split back into exactly these arguments.
+    assert shlex.split(shlex.join(params)) == params
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifest
+
+
+def test_manifest_schema(layout: Layout, fake_env: dict) -> None:
+    p = plan(make_request("xen-pvh"), layout)
+    outputs = {"OVMF.fd": b"\xff" * 4096, "ovmf.elf": b"\x7fELF" + b"\0" * 60, "build.log": b"log\n"}
+    fv = {"DXEFV": {"size": 10, "used": 4, "free": 6, "percent_full": 40.0}}
+    m = build.make_manifest(p, outputs, fv, {"base": "0x100000"}, 123.46)
+    assert tuple(m) == build.MANIFEST_KEYS
+    assert m["platform"] == "xen-pvh" and m["target"] == "DEBUG" and m["fd_size"] == "2M"
+    assert m["input_hash"] == p.input_hash and m["edk2"]["commit"] == "f" * 40
+    assert m["tools"] == FAKE_TOOLS and m["build_seconds"] == 123.5
+    assert m["outputs"]["OVMF.fd"] == {"sha256": build.sha256_bytes(outputs["OVMF.fd"]), "size": 4096}
+    assert m["fv_usage"] == fv and m["version_string"] == p.version_string
+    assert json.loads(json.dumps(m)) == m
+    # outputs_intact checks size and content.
+    d = layout.dist_root / "x"
+    d.mkdir()
+    for name, data in outputs.items():
+        (d / name).write_bytes(data)
+    assert build.outputs_intact(d, m)
+    (d / "build.log").write_bytes(b"LOG\n")  # same size, other content
+    assert not build.outputs_intact(d, m)
+    (d / "build.log").unlink()
+    assert not build.outputs_intact(d, m)
+
+
+REPORT = textwrap.dedent("""\
+    Firmware Device (FD)
+    FD Name:            OVMF
+    Base Address:       0xFFE00000
+    Size:               0x200000 (2048K)
+    >------<
+    Fd Region
+    Type:               FV
+    Base Address:       0x20000
+    Size:               0x1AC000 (1712K)
+    Fv Name:            FVMAIN_COMPACT (71.0% Full)
+    Occupied Size:      0x12FF90 (1216K)
+    Free Size:          0x7C070 (496K)
+    Offset     Module
+    >------<
+    Nested FV
+    Type:               FV
+    Base Address:       0x0
+    Size:               0xE0000 (896K)
+    Fv Name:            PEIFV (21.6% Full)
+    Occupied Size:      0x30728 (194K)
+    Free Size:          0xAF8D8 (702K)
+    Firmware Device (FD)
+    FD Name:            OVMF_CODE
+    Size:               0x1AC000 (1712K)
+    Fv Name:            FVMAIN_COMPACT (71.0% Full)
+    Occupied Size:      0x1 (0K)
+    Free Size:          0x1 (0K)
+    """)
+
+
+def test_fv_usage_from_report_and_log() -> None:
+    usage = build.fv_usage_from_report(REPORT)
+    assert usage == {
+        "FVMAIN_COMPACT": {"size": 0x1AC000, "used": 0x12FF90, "free": 0x7C070, "percent_full": 71.0},
+        "PEIFV": {"size": 0xE0000, "used": 0x30728, "free": 0xAF8D8, "percent_full": 21.6},
+    }
+    log = ("INFO - FV Space Information\n"
+           "INFO - SECFV [10%Full] 212992 (0x34000) total, 22224 (0x56d0) used, 190768 (0x2e930) free\n")
+    assert build.fv_usage_from_log(log) == {
+        "SECFV": {"size": 212992, "used": 22224, "free": 190768, "percent_full": 10.0}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Failure summaries
+
+WS = "/w/build/xen-pvh"
+EDK2 = "/c/edk2/tree"
+
+GCC_FAILURE = f"""\
+INFO - Building ... {EDK2}/MdePkg/Library/BasePrintLib/BasePrintLib.inf [X64]
+INFO - "gcc" -MMD -MF {WS}/Build/XenOvmf/DEBUG_GCC5/X64/MdePkg/Library/BasePrintLib/BasePrintLib/OUTPUT/PrintLib.obj.deps -c {EDK2}/MdePkg/Library/BasePrintLib/PrintLib.c
+INFO - Building ... {EDK2}/MdePkg/Library/BaseLib/BaseLib.inf [X64]
+INFO - {WS}/OvmfPkg/Fancy/Fancy.c: In function 'FancyEntry':
+INFO - {WS}/OvmfPkg/Fancy/Fancy.c:42:3: error: 'Broken' undeclared (first use in this function)
+INFO -    42 |   Broken = 1;
+INFO -       |   ^~~~~~
+INFO - {WS}/OvmfPkg/Fancy/Fancy.c:43:1: error: expected ';' before '}}' token
+INFO - make: *** [GNUmakefile:352: {WS}/Build/XenOvmf/DEBUG_GCC5/X64/OvmfPkg/Fancy/Fancy/OUTPUT/Fancy.obj] Error 1
+INFO -
+INFO - build.py...
+INFO -  : error 7000: Failed to execute command
+INFO - \tmake tbuild [{WS}/Build/XenOvmf/DEBUG_GCC5/X64/OvmfPkg/Fancy/Fancy]
+INFO -
+INFO - build.py...
+INFO -  : error F002: Failed to build module
+INFO - \t{WS}/OvmfPkg/Fancy/Fancy.inf [X64, GCC5, DEBUG]
+INFO -
+INFO - - Failed -
+ERROR - Compiler #error from {WS}/OvmfPkg/Fancy/Fancy.c 'Broken' undeclared
+CRITICAL - Build failed
+ERROR - Error
+"""
+
+AUTOGEN_FAILURE = f"""\
+INFO - Processing meta-data .......
+INFO - build.py...
+INFO - {WS}/OvmfPkg/XenOvmf.dsc(512): error 4000: Instance of library class [NoSuchLib] is not found
+INFO - \tin [{EDK2}/OvmfPkg/XenPlatformPei/XenPlatformPei.inf] [X64]
+INFO - \tconsumed by module [{EDK2}/OvmfPkg/XenPlatformPei/XenPlatformPei.inf]
+INFO -
+INFO - - Failed -
+CRITICAL - Build failed
+"""
+
+
+def test_summary_of_a_gcc_error() -> None:
+    roots = (Path(WS), Path(EDK2))
+    f = build.summarize_failure(GCC_FAILURE, roots)
+    assert f.module == "OvmfPkg/Fancy/Fancy.inf"
+    assert f.message == "'Broken' undeclared (first use in this function)"
+    assert str(f.location) == "OvmfPkg/Fancy/Fancy.c:42:3"
+    # An override is reported where the user edits it.
+    mapped = build.summarize_failure(GCC_FAILURE, roots, {"OvmfPkg/Fancy/Fancy.c": paths.REPO_ROOT / "overrides/x/F.c"})
+    assert str(mapped.location) == "overrides/x/F.c:42:3"
+    text = str(build.BuildFailed(f.one_line("xen-pvh DEBUG", "build/x/build-DEBUG.log"), f.location))
+    assert text == ("OvmfPkg/Fancy/Fancy.c:42:3: error: xen-pvh DEBUG: 'Broken' undeclared (first use in this "
+                    "function) (module OvmfPkg/Fancy/Fancy.inf, log build/x/build-DEBUG.log)")
+
+
+def test_summary_of_an_autogen_error() -> None:
+    f = build.summarize_failure(AUTOGEN_FAILURE, (Path(WS), Path(EDK2)))
+    assert f.message.startswith("AutoGen error 4000: Instance of library class [NoSuchLib] is not found")
+    assert "OvmfPkg/XenPlatformPei/XenPlatformPei.inf" in f.message
+    assert str(f.location) == "OvmfPkg/XenOvmf.dsc:512"
+
+
+def test_summary_of_a_command_line_pcd_error() -> None:
+    """A real edk2 message with no location (from a malformed --pcd)."""
+    log = ("INFO - build.py...\n"
+           "INFO -  : error 3000: PCD [gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareVersionString] Value \"L\"\"x\"\"\",  "
+           "Type: VOID*, Value: L\"\"x\"\", Syntax error, the rest of expression cannot be evaluated: [x]\n"
+           "INFO - \nINFO - - Failed -\n")
+    f = build.summarize_failure(log)
+    assert f.message.startswith("AutoGen error 3000: PCD [gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareVersionString]")
+    assert f.location is None and f.module is None
+
+
+def test_summary_without_edk2_output() -> None:
+    f = build.summarize_failure("SECTION - Kicking off build\nCRITICAL - ParseDscFile failed\nERROR - Error\n")
+    assert f.message == "stuart: ParseDscFile failed"
+    assert build.summarize_failure("").message.startswith("the build failed")
+
+
+def test_progress_counts_modules(tmp_path: Path) -> None:
+    import io
+
+    out = io.StringIO()
+    prog = Progress("xen-pvh DEBUG", interactive=False, stream=out, every=0)
+    prog.feed("INFO - ....... done!", lambda: 3)
+    prog.feed(f"INFO - Building ... {EDK2}/A/A.inf [X64]")
+    prog.feed(f"INFO - Building ... {EDK2}/B/B.inf [X64]")
+    prog.feed(f"INFO - Building ... {EDK2}/B/B.inf [X64]")
+    assert (prog.done, prog.total) == (2, 3)
+    assert "2/3 modules (66%)" in out.getvalue().splitlines()[-1]
+    prog.feed("INFO - Generating FVMAIN_COMPACT FV")
+    assert prog.phase == "GenFds"
+    tty = io.StringIO()
+    bar = Progress("x", interactive=True, stream=tty)
+    bar.total = 4
+    bar.done = 2
+    bar.show(force=True)
+    bar.close()
+    assert "\r" in tty.getvalue() and "[##############..............] " in tty.getvalue()
+    ws = tmp_path / "X64"
+    for mod in ("a/A", "b/B"):
+        (ws / mod).mkdir(parents=True)
+        (ws / mod / "GNUmakefile").write_text("")
+    assert build.count_module_makefiles(ws) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Lock
+
+LOCK_HOLDER = """
+import sys, time
+from pathlib import Path
+from ovmfgen.build import workspace_lock
+with workspace_lock(Path(sys.argv[1]), "test"):
+    Path(sys.argv[2]).write_text(str(time.time()))
+    time.sleep(float(sys.argv[3]))
+    Path(sys.argv[2]).write_text(Path(sys.argv[2]).read_text() + " " + str(time.time()))
+"""
+
+
+def test_lock_serialises_two_processes(tmp_path: Path) -> None:
+    lock = tmp_path / "locks" / "ws.lock"
+    env = {**os.environ, "PYTHONPATH": str(paths.REPO_ROOT)}
+    first = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(lock), str(tmp_path / "a"), "1.5"], env=env)
+    deadline = time.time() + 20
+    while not (tmp_path / "a").exists():
+        assert time.time() < deadline
+        time.sleep(0.02)
+    second = subprocess.run([sys.executable, "-c", LOCK_HOLDER, str(lock), str(tmp_path / "b"), "0"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert first.wait(timeout=60) == 0 and second.returncode == 0, second.stderr
+    assert "waiting for lock" in second.stderr and f"(pid {first.pid})" in second.stderr
+    a_start, a_end = map(float, (tmp_path / "a").read_text().split())
+    b_start = float((tmp_path / "b").read_text().split()[0])
+    assert b_start >= a_end > a_start
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic publish
+
+
+def _files(tag: str) -> dict[str, bytes]:
+    return {"OVMF.fd": tag.encode() * 100, "ovmf.elf": tag.encode() * 50, "manifest.json": b'{"t": "%s"}' % tag.encode()}
+
+
+def _read(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in d.iterdir()}
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_publish_replaces_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool) -> None:
+    if not exchange:
+        monkeypatch.setattr(build, "_exchange", lambda a, b: False)  # the fsutil.replace_dir fallback
+    final = tmp_path / "dist" / "xen-pvh" / "DEBUG"
+    build.publish(_files("old"), final)
+    assert _read(final) == _files("old")
+    build.publish(_files("new"), final)
+    assert _read(final) == _files("new")
+    assert sorted(p.name for p in final.parent.iterdir()) == ["DEBUG"]
+
+
+def test_failure_mid_publish_leaves_the_old_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    final = tmp_path / "dist" / "xen-pvh" / "DEBUG"
+    build.publish(_files("old"), final)
+    before = _read(final)
+
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def failing_fsync(fd: int) -> None:  # dies after the first file is staged
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(build.os, "fsync", failing_fsync)
+    with pytest.raises(OSError):
+        build.publish(_files("new"), final)
+    assert _read(final) == before
+    assert sorted(p.name for p in final.parent.iterdir()) == ["DEBUG"]  # no staging left behind
+
+    # The swap itself failing also leaves the old artifacts.
+    monkeypatch.setattr(build.os, "fsync", real_fsync)
+
+    def failing_exchange(a: Path, b: Path) -> bool:
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(build, "_exchange", failing_exchange)
+    with pytest.raises(OSError):
+        build.publish(_files("new"), final)
+    assert _read(final) == before
+
+
+def test_recover_after_a_killed_publish(tmp_path: Path) -> None:
+    final = tmp_path / "dist" / "xen-pvh" / "DEBUG"
+    final.parent.mkdir(parents=True)
+    # Killed between replace_dir's two renames: only the old copy exists, plus a half-written staging dir.
+    old = final.parent / ".DEBUG.old"
+    old.mkdir()
+    (old / "OVMF.fd").write_bytes(b"good")
+    staging = final.parent / ".DEBUG.staging-999999"
+    staging.mkdir()
+    (staging / "OVMF.fd").write_bytes(b"half")
+    build.recover_dist(final)
+    assert (final / "OVMF.fd").read_bytes() == b"good"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["DEBUG"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The no-op path and the workspace
+
+
+def test_noop_when_published_manifest_matches(layout: Layout, fake_env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = plan(make_request("xen-pvh"), layout)
+    files = {"OVMF.fd": b"fd", "ovmf.elf": b"elf", "build.log": b"log"}
+    manifest = build.make_manifest(p, files, {}, None, 1.0)
+    build.publish({**files, "manifest.json": json.dumps(manifest).encode()}, p.dist)
+
+    def no_build(*a, **k):
+        raise AssertionError("must not build")
+
+    monkeypatch.setattr(build, "run_stuart", no_build)
+    monkeypatch.setattr("ovmfgen.validate.validate", no_build)
+    result = build.build(make_request("xen-pvh"), layout)
+    assert result.noop and result.dist == p.dist
+    # A changed input is not a no-op (and the build is attempted: here it is refused).
+    with pytest.raises(AssertionError, match="must not build"):
+        build.build(make_request("xen-pvh", version_string="other"), layout)
+    # Nor is a damaged artifact.
+    (p.dist / "ovmf.elf").write_bytes(b"ELF")
+    with pytest.raises(AssertionError, match="must not build"):
+        build.build(make_request("xen-pvh"), layout)
+
+
+def test_prepare_workspace_writes_and_prunes_overrides(layout: Layout, fake_env: dict) -> None:
+    yaml_path = layout.platforms_dir / "xen-pvh.yaml"
+    original = yaml_path.read_text()
+    ov_rel = "OvmfPkg/Include/Dsc/OvmfTpmDefines.dsc.inc"
+    yaml_path.write_text(original + f"\noverrides:\n  - {ov_rel}\n")
+    src = layout.overrides_dir / "xen-pvh" / ov_rel
+    src.parent.mkdir(parents=True)
+    src.write_text("# override\n")
+    p = plan(make_request("xen-pvh"), layout)
+    written = build.prepare_workspace(p)
+    assert set(written) == {"OvmfPkg/XenOvmf.dsc", "OvmfPkg/XenOvmf.fdf", ov_rel}
+    assert (p.workspace / ov_rel).read_text() == "# override\n"
+    assert build.prepare_workspace(p) == []  # unchanged: nothing rewritten (EDK2 sees no change)
+    yaml_path.write_text(original)
+    q = plan(make_request("xen-pvh"), layout)
+    build.prepare_workspace(q)
+    assert not (q.workspace / ov_rel).exists()  # would otherwise still shadow edk2's file
+
+
+def test_ccache_missing_is_one_clear_line(layout: Layout, fake_env: dict, monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    monkeypatch.setattr(build, "CCACHE_MASQUERADE", tmp_path / "no-ccache")
+    with pytest.raises(OvmfgenError, match=r"--ccache needs Debian's ccache .*invoke setup"):
+        build.build(make_request("xen-pvh", ccache=True), layout)
