@@ -107,3 +107,40 @@ def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=N
     from ovmfgen import boot as stage
 
     guard(stage.boot_command, platform=platform, target=target, entry=entry, on=on, image=image)
+
+
+@task(help={
+    "platform": "platform name", "output": "output directory (default dist/patches/PLATFORM/)",
+    "signoff": "'Name <email>' for Signed-off-by (default: git config user.name/user.email)",
+    "check_each": "git am onto a pristine edk2 tree and build after every commit",
+})
+def patch(c, platform="xen-pvh", output=None, signoff=None, check_each=False):
+    """The platform as an upstream edk2 patch series (PatchCheck.py-clean, Cc: from GetMaintainer.py)."""
+    from ovmfgen import patch as stage
+
+    guard(stage.patch_command, platform, output=output, signoff=signoff, check_each_commit=check_each)
+
+
+@task(
+    iterable=["match", "exclude", "cell", "merge"],
+    help={
+        "matrix": "matrix file (default nightly.yaml)", "jobs": "cells at once (processes)",
+        "out": "history directory (default nightly/)", "list": "list the cells and exit",
+        "match": "only cells whose name contains this (repeatable)", "exclude": "skip cells containing this",
+        "cell": "exactly this cell (repeatable)", "quiet": "one status line per cell (full output in its log)",
+        "date": "the night's date, YYYY-MM-DD (default today)", "keep": "nights of history to keep",
+        "repro": "reproducibility cell: auto (rotation), none, or a cell name", "repro_only": "only that check",
+        "install_root": "lay out firmware + firmware.json under DIR", "emit": "write a CI workflow: github or gitlab",
+        "merge": "merge these nights/cells into the report instead of building (repeatable)",
+        "threads": "build threads per cell (default: CPUs / jobs)",
+    },
+)
+def nightly(c, matrix=None, jobs=None, out=None, list=False, match=None, exclude=None, cell=None, quiet=False,
+            date=None, keep=14, repro="auto", repro_only=False, install_root=None, emit=None, merge=None,
+            threads=None):
+    """Build the nightly matrix, check and boot each cell, write nightly/<date>/ and nightly/index.html."""
+    from ovmfgen import nightly as stage
+
+    guard(stage.nightly_command, matrix=matrix, jobs=jobs, out=out, match=match or [], exclude=exclude or [],
+          cell=cell or [], list_cells=list, quiet=quiet, date=date, keep=keep, repro=repro, repro_only=repro_only,
+          install_root=install_root, emit_kind=emit, merge_dirs=merge or [], threads=threads)

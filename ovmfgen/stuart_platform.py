@@ -130,6 +130,10 @@ class PlatformBuilder(UefiBuilder, BuildSettingsManager):
         self.env.SetValue("EDK_TOOLS_PATH", tools, "ovmfgen: BaseTools built out of tree")
         shell.set_shell_var("BASE_TOOLS_PATH", tools)
         shell.set_shell_var("CONF_PATH", os.path.join(self.Workspace, "Conf"))
+        # As edksetup.sh does: BaseTools derives each module's stack cookie values from Python's
+        # string hashing, so a random hash seed rewrites every AutoGen.h and an incremental build
+        # recompiles everything.
+        shell.set_shell_var("PYTHONHASHSEED", "1")
         shell.insert_path(os.path.join(tools, "BinWrappers", "PosixLike"))
         if self.CcacheDir:
             if not os.path.isdir(CCACHE_MASQUERADE):
