@@ -33,7 +33,7 @@ from ovmfgen.fsutil import atomic_write_bytes, replace_dir, write_if_changed
 from ovmfgen.run import CommandError, run
 from ovmfgen.ui import say
 
-APT_PACKAGES = ("nasm", "acpica-tools", "uuid-dev", "build-essential", "dpkg-dev", "qemu-system-x86", "ccache")
+APT_PACKAGES = ("nasm", "acpica-tools", "uuid-dev", "build-essential", "dpkg-dev", "qemu-system-x86", "ccache", "mtools", "dosfstools")
 
 # Suites of the Debian archive proper. An entry serving one of these (and `main`) is the Debian archive;
 # -security/-updates/-backports suites and third-party repositories ("nodistro", "cloud-sdk-...") are not.
@@ -261,9 +261,9 @@ def missing_apt_packages(packages: tuple[str, ...] = APT_PACKAGES) -> list[str]:
     return [p for p in packages if p not in installed]
 
 
-def ensure_apt_packages() -> bool:
-    """Install the missing APT_PACKAGES (apt-get update only then). Returns True if it did something."""
-    missing = missing_apt_packages()
+def ensure_apt_packages(packages: tuple[str, ...] = APT_PACKAGES) -> bool:
+    """Install the missing ``packages`` (apt-get update only then). Returns True if it did something."""
+    missing = missing_apt_packages(packages)
     if not missing:
         return False
     if os.geteuid() != 0:
@@ -277,7 +277,7 @@ def ensure_apt_packages() -> bool:
         log = _log_failure("apt-install", exc)
         raise OvmfgenError(f"apt-get could not install {' '.join(missing)}: {_first_error(exc.output)} "
                            f"(full output: {log})") from None
-    still = missing_apt_packages()
+    still = missing_apt_packages(packages)
     if still:
         raise OvmfgenError(f"apt-get ran but these packages are still not installed: {' '.join(still)}")
     return True

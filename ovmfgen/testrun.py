@@ -7,7 +7,10 @@ import sys
 from ovmfgen import paths
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.run import run
-from ovmfgen.setup import setup_all
+from ovmfgen.setup import ensure_apt_packages, setup_all
+
+# What only the integration tests need: a browser to open the nightly report the way a person would.
+TEST_APT_PACKAGES = ("chromium",)
 
 # pytest's exit codes (pytest.ExitCode), for the error line.
 PYTEST_EXIT = {1: "tests failed", 2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}
@@ -39,6 +42,8 @@ def run_tests(keyword: str | None = None, fast: bool = False) -> None:
     Exit 5 (no tests collected) counts as a failure: a run that tested nothing has not passed.
     """
     setup_all()
+    if not fast:
+        ensure_apt_packages(TEST_APT_PACKAGES)
     proc = run(pytest_argv(keyword, fast), cwd=paths.REPO_ROOT, capture=False, check=False)
     if proc.returncode != 0:
         raise TestsFailed(proc.returncode)
