@@ -283,6 +283,18 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
+def _preflight(image: Path | str, out_dir: Path | str) -> tuple[Path, Path]:
+    """The image (absolute) and a created output dir, or one clear error before QEMU starts."""
+    image = Path(image).resolve()
+    if not image.is_file():
+        raise OvmfgenError(f"no firmware image at {display_path(image)}")
+    if shutil.which(QEMU) is None:
+        raise OvmfgenError(f"{QEMU} not found: install the qemu-system-x86 package (invoke setup)")
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return image, out_dir
+
+
 def boot_qemu(image: Path, entry: str, out_dir: Path, timeout: float = 90,
               stall_seconds: float = STALL_SECONDS, memory_mb: int = 512) -> BootResult:
     """Boot ``image`` in QEMU (TCG) through ``entry`` and judge its DEBUG log.
@@ -293,13 +305,7 @@ def boot_qemu(image: Path, entry: str, out_dir: Path, timeout: float = 90,
     and renamed when QEMU is gone).
     """
     _check_entry(entry)
-    image = Path(image).resolve()
-    if not image.is_file():
-        raise OvmfgenError(f"no firmware image at {display_path(image)}")
-    if shutil.which(QEMU) is None:
-        raise OvmfgenError(f"{QEMU} not found: install the qemu-system-x86 package (invoke setup)")
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    image, out_dir = _preflight(image, out_dir)
     final_log = out_dir / f"boot-{entry}.log"
 
     # QEMU writes the log under a temporary name; it is renamed once QEMU is gone.
@@ -593,13 +599,7 @@ def boot_qemu_shell(image: Path, out_dir: Path, timeout: float = SHELL_TIMEOUT_S
     console) and ``boot-shell-debug.log`` (the DEBUG log, port 0x402). QEMU is stopped as soon as
     the marker appears, the firmware ASSERTs, or ``timeout`` seconds pass.
     """
-    image = Path(image)
-    if not image.is_file():
-        raise OvmfgenError(f"no firmware image at {display_path(image)}")
-    if shutil.which(QEMU) is None:
-        raise OvmfgenError(f"{QEMU} not found: install the qemu-system-x86 package (invoke setup)")
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    image, out_dir = _preflight(image, out_dir)
     vars_fd, code_fd = split_unified_fd(image.read_bytes())
     # The pair as shipped (OVMF_VARS.fd stays the pristine template) and the VM's private copy of
     # the variable store, which the firmware writes to while it boots.

@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import IO
 
 from ovmfgen import __version__, paths
+from ovmfgen.fsutil import sha256_file
 from ovmfgen.errors import Location, OvmfgenError, display_path
 from ovmfgen.model import Platform
 from ovmfgen.run import popen, quote, run
@@ -295,15 +296,6 @@ def workspace_dir(platform: str, suffix: str, layout: Layout | None = None) -> P
 def sha256_bytes(data: bytes) -> str:
     """Hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's content."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _first_line(argv: Sequence[str], pick: int = 0) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -29,7 +28,7 @@ from pathlib import Path
 from ovmfgen import edk2, paths
 from ovmfgen.edk2 import PIN, Edk2Tree
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.fsutil import atomic_write_bytes, replace_dir, write_if_changed
+from ovmfgen.fsutil import atomic_write_bytes, replace_dir, sha256_file, write_if_changed
 from ovmfgen.run import CommandError, run
 from ovmfgen.ui import say
 
@@ -177,15 +176,6 @@ def deb_src_entry(archive: AptSource, suite: str = PIN.suite) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # small helpers
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 (hex) of a file's content."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def clean_stale(directory: Path) -> list[Path]:

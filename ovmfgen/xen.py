@@ -42,6 +42,7 @@ from pathlib import Path
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import atomic_write_bytes, replace_dir
 from ovmfgen.paths import DIST_DIR, cache_dir
+from ovmfgen.setup import AptSource, ensure_apt_packages, read_apt_sources
 from ovmfgen.run import CommandError, popen, run
 from ovmfgen.ui import say
 
@@ -430,78 +431,18 @@ def overlay_cpio(image: Path, modules_dir: Path, guest_timeout_s: int,
 # --- apt: mirrors, versions, downloads ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AptSource:
-    """One ``deb`` line (or deb822 stanza, one per URI/suite) of the machine's apt sources."""
-
-    uri: str
-    suite: str
-    components: tuple[str, ...]
-
-
-def parse_apt_sources(text: str) -> list[AptSource]:
-    """Parse apt sources, one-line (``deb [opts] URI SUITE COMP...``) or deb822 (``Types: deb``)."""
-    sources: list[AptSource] = []
-    if re.search(r"^\s*(Types|URIs)\s*:", text, re.M | re.I):
-        for stanza in re.split(r"\n\s*\n", text):
-            fields: dict[str, str] = {}
-            key = None
-            for line in stanza.splitlines():
-                if not line.strip() or line.lstrip().startswith("#"):
-                    continue
-                if line[0].isspace() and key:
-                    fields[key] += " " + line.strip()
-                    continue
-                k, _, v = line.partition(":")
-                key = k.strip().lower()
-                fields[key] = v.strip()
-            if "deb" not in fields.get("types", "").split():
-                continue
-            if fields.get("enabled", "yes").lower() == "no":
-                continue
-            comps = tuple(fields.get("components", "").split())
-            for uri in fields.get("uris", "").split():
-                for suite in fields.get("suites", "").split():
-                    sources.append(AptSource(uri.rstrip("/"), suite, comps))
-        return sources
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line.startswith("deb "):
-            continue
-        words = line.split()[1:]
-        if words and words[0].startswith("["):
-            while words and not words[0].endswith("]"):
-                words.pop(0)
-            words = words[1:]
-        if len(words) >= 2:
-            sources.append(AptSource(words[0].rstrip("/"), words[1], tuple(words[2:])))
-    return sources
-
-
-def read_apt_sources(etc_apt: Path = Path("/etc/apt")) -> list[AptSource]:
-    """All enabled ``deb`` sources of this machine (sources.list and sources.list.d/*)."""
-    files = [etc_apt / "sources.list"]
-    d = etc_apt / "sources.list.d"
-    if d.is_dir():
-        files += sorted(p for p in d.iterdir() if p.suffix in (".list", ".sources"))
-    sources: list[AptSource] = []
-    for f in files:
-        if f.is_file():
-            sources += parse_apt_sources(f.read_text(encoding="utf-8", errors="replace"))
-    return sources
-
-
 def pick_mirror(sources: Sequence[AptSource], suite: str) -> str | None:
-    """The URI of the first source carrying ``suite``'s main component (None if there is none)."""
+    """The URI of the first binary (``deb``) source carrying ``suite``'s main component, or None."""
     for s in sources:
-        if s.suite == suite and "main" in s.components and not s.uri.startswith(("cdrom:", "file:")):
-            return s.uri
+        if "deb" in s.types and suite in s.suites and "main" in s.components \
+                and not s.uri.startswith(("cdrom:", "file:")):
+            return s.uri.rstrip("/")
     return None
 
 
 def debian_mirrors(sources: Sequence[AptSource] | None = None) -> tuple[str, str | None]:
     """(bookworm mirror, bookworm-security mirror or None), taken from the machine's apt sources."""
-    sources = read_apt_sources() if sources is None else sources
+    sources = read_apt_sources() if sources is None else sources  # the setup stage's reader
     main = pick_mirror(sources, SUITE)
     if main is None:
         raise OvmfgenError(f"no apt source for Debian {SUITE} main in /etc/apt: cannot fetch Xen packages")
@@ -583,23 +524,8 @@ def safe_name(version: str) -> str:
 
 
 def ensure_host_packages(packages: Sequence[str] = HOST_PACKAGES) -> None:
-    """apt-get install whichever of ``packages`` is not installed (checked with dpkg-query)."""
-    missing = []
-    for p in packages:
-        proc = run(["dpkg-query", "-W", "-f=${db:Status-Status}", p], check=False)
-        if proc.returncode != 0 or proc.stdout.strip() != "installed":
-            missing.append(p)
-    if not missing:
-        return
-    say(f"installing {' '.join(missing)} (apt)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    try:
-        run(["apt-get", "install", "-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=600",
-             *missing], env=env, timeout=1200)
-    except CommandError:
-        run(["apt-get", "update"], timeout=600)
-        run(["apt-get", "install", "-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=600",
-             *missing], env=env, timeout=1200)
+    """apt-get install whichever of ``packages`` is missing (the setup stage's installer)."""
+    ensure_apt_packages(tuple(packages))
 
 
 def _apt_download(package: str, version: str, dest: Path) -> Path:

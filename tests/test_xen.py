@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen import xen
+from ovmfgen import setup, xen
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.xen import Verdict, classify_xen_run
 
@@ -275,12 +275,12 @@ deb-src http://one.example/debian bookworm main
 
 
 def test_mirrors_from_deb822():
-    assert xen.debian_mirrors(xen.parse_apt_sources(DEB822)) == \
+    assert xen.debian_mirrors(setup.parse_deb822_sources(DEB822, 'test')) == \
         ("http://mirror.example/debian", "http://mirror.example/debian-security")
 
 
 def test_mirrors_from_one_line_format():
-    assert xen.debian_mirrors(xen.parse_apt_sources(ONE_LINE)) == \
+    assert xen.debian_mirrors(setup.parse_one_line_sources(ONE_LINE, 'test')) == \
         ("http://one.example/debian", "http://one.example/debian-security")
 
 
@@ -288,20 +288,20 @@ def test_mirrors_read_from_an_etc_apt_tree(tmp_path):
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list.d" / "debian.sources").write_text(DEB822)
     (tmp_path / "sources.list.d" / "other.list.disabled").write_text("deb http://no.example/ bookworm main\n")
-    assert xen.debian_mirrors(xen.read_apt_sources(tmp_path))[0] == "http://mirror.example/debian"
+    assert xen.debian_mirrors(setup.read_apt_sources(tmp_path))[0] == "http://mirror.example/debian"
 
 
 def test_no_bookworm_source_is_an_error():
     with pytest.raises(OvmfgenError):
-        xen.debian_mirrors(xen.parse_apt_sources("deb http://x.example/debian trixie main\n"))
-    assert xen.debian_mirrors(xen.parse_apt_sources("deb http://x.example/debian bookworm main\n"))[1] is None
+        xen.debian_mirrors(setup.parse_one_line_sources("deb http://x.example/debian trixie main\n", "t"))
+    assert xen.debian_mirrors(setup.parse_one_line_sources("deb http://x.example/debian bookworm main\n", "t"))[1] is None
 
 
 def test_this_machines_mirror_is_derived_not_written():
     # The repository names no mirror host: whatever is found comes from /etc/apt.
     src = Path(xen.__file__).read_text()
     assert "deb.debian.org" not in src
-    if Path("/etc/apt").is_dir() and xen.pick_mirror(xen.read_apt_sources(), "bookworm"):
+    if Path("/etc/apt").is_dir() and xen.pick_mirror(setup.read_apt_sources(), "bookworm"):
         main, _ = xen.debian_mirrors()
         assert main.startswith(("http://", "https://"))
 
@@ -353,16 +353,8 @@ def test_boot_xen_command_without_image_names_the_build(tmp_path, monkeypatch):
         xen.boot_xen_command("xen-pvh", "DEBUG")
 
 
-def test_ensure_host_packages_installs_only_missing(monkeypatch):
-    calls = []
-
-    def fake_run(argv, **kw):
-        calls.append(list(map(str, argv)))
-        out = "installed" if argv[-1] == "present" else ""
-        return subprocess.CompletedProcess(argv, 0 if argv[-1] == "present" else 1, out)
-
-    monkeypatch.setattr(xen, "run", fake_run)
-    xen.ensure_host_packages(["present", "absent"])
-    installs = [c for c in calls if c[0] == "apt-get"]
-    assert len(installs) == 1 and installs[0][-1] == "absent" and "present" not in installs[0]
-
+def test_ensure_host_packages_uses_the_setup_installer(monkeypatch):
+    asked = []
+    monkeypatch.setattr(xen, "ensure_apt_packages", lambda packages: asked.append(packages))
+    xen.ensure_host_packages()
+    assert asked == [tuple(xen.HOST_PACKAGES)]
