@@ -123,8 +123,7 @@ def render_command(platform_name: str, output: str | None = None) -> None:
     from ovmfgen.validate import validate
 
     platform = load_platform(platform_name)
-    validate(platform)
-    rendered = render(platform)
+    rendered = validate(platform)
     out_dir = Path(output) if output else default_output_dir(platform)
     written = write_outputs(rendered, out_dir)
     for name in rendered.files():

@@ -21,7 +21,8 @@ from ovmfgen.errors import OvmfgenError
 from ovmfgen.model import Include, Platform, Region, RegionContent, RegionPcds, ReservedRegion, Statement
 from ovmfgen.syntax import parse_fdf
 from ovmfgen.validate import (
-    ARCH, Infos, MissingLibrary, Workspace, _active, dsc_parser, fdf_parser, _evaluator, _expand, _quiet_edk2toollib, component_libraries,
+    ARCH, Infos, MissingLibrary, Workspace, active_statements, component_libraries, conditional_evaluator,
+    dsc_parser, expand_macros, fdf_parser, quiet_edk2toollib,
 )
 
 CONFIGURATIONS: tuple[tuple[tuple[str, str], ...], ...] = (
@@ -81,15 +82,15 @@ _PATH_DEFINES = {"WORKSPACE", "PACKAGES_PATH"}
 
 def _fd_regions(fdf_text: str, fdf_rel: str, ws: Workspace, macros: Mapping[str, str]) -> dict[str, str]:
     """Regions of every FD section: "FD.NAME offset|size" -> content, for the macros in force."""
-    evaluate = _evaluator(dict(macros))
+    evaluate = conditional_evaluator(dict(macros))
     out: dict[str, str] = {}
     for section in parse_fdf(fdf_text, fdf_rel):
         if section.kind != "FD":
             continue
         current: str | None = None
-        for stmt in _expand_includes(_active(section.body, evaluate), ws, evaluate, Path(fdf_rel).parent):
+        for stmt in _expand_includes(active_statements(section.body, evaluate), ws, evaluate, Path(fdf_rel).parent):
             if isinstance(stmt, Region):
-                off, size = _expand(stmt.offset, dict(macros)), _expand(stmt.size, dict(macros))
+                off, size = expand_macros(stmt.offset, dict(macros)), expand_macros(stmt.size, dict(macros))
                 current = f"{section.header} {_num(off)}|{_num(size)}"
                 out[current] = "(erased)"
             elif current is not None and isinstance(stmt, RegionPcds):
@@ -133,7 +134,7 @@ def _expand_includes(stmts: Iterator[Statement], ws: Workspace, evaluate: object
                 continue
             inner = parse_fdf("[FD.INCLUDED]\n" + found.read_text(encoding="utf-8", errors="replace"), stmt.path)
             for sec in inner:
-                yield from _expand_includes(_active(sec.body, evaluate), ws, evaluate, Path(stmt.path).parent)
+                yield from _expand_includes(active_statements(sec.body, evaluate), ws, evaluate, Path(stmt.path).parent)
         else:
             yield stmt
 
@@ -142,7 +143,7 @@ def resolve(dsc_rel: str, fdf_rel: str, ws: Workspace, defines: Mapping[str, str
     """The ``View`` of a DSC/FDF pair (paths relative to ``ws``) under ``defines``."""
     from edk2toollib.uefi.edk2.path_utilities import Edk2Path
 
-    _quiet_edk2toollib()
+    quiet_edk2toollib()
     edk2_path = Edk2Path(str(ws.roots[0]), [str(r) for r in ws.roots[1:]])
     base_vars = {"TARGET": "DEBUG", "ARCH": ARCH, "TOOL_CHAIN_TAG": "GCC5", **defines}
     dsc = dsc_parser()

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ovmfgen.errors import Location, OvmfgenError
 from ovmfgen.model import (
@@ -27,6 +28,9 @@ from ovmfgen.model import (
     ReservedRegion, Section, SetPcd, Statement, walk,
 )
 from ovmfgen.paths import OVERRIDES_DIR
+
+if TYPE_CHECKING:
+    from ovmfgen.render import Rendered
 
 ARCH = "X64"
 FD_SIZES_KB = (1024, 2048, 4096)
@@ -87,7 +91,8 @@ def fdf_parser() -> object:
     return _Fdf()
 
 
-def _quiet_edk2toollib() -> None:
+def quiet_edk2toollib() -> None:
+    """Silence edk2toollib's per-line warnings while ovmfgen parses."""
     # edk2toollib logs every unresolved macro at WARNING; our own messages say what matters.
     logging.getLogger("edk2toollib").setLevel(logging.CRITICAL)
     for name in ("DscParser", "FdfParser", "InfParser", "DecParser", "Edk2Path"):
@@ -298,7 +303,8 @@ def _fdf_macros(fdf_rel: str, ws_root: Path, edk2_path: object, fd_size_kb: int)
     return {**parser.LocalVars, **parser.InputVars}
 
 
-def _expand(text: str, macros: dict[str, str]) -> str:
+def expand_macros(text: str, macros: dict[str, str]) -> str:
+    """``$(NAME)`` references in ``text`` replaced from ``macros`` (nested ones too; unknown ones kept)."""
     for _ in range(8):
         new = re.sub(r"\$\((\w+)\)", lambda m: macros.get(m.group(1), m.group(0)), text)
         if new == text:
@@ -307,7 +313,7 @@ def _expand(text: str, macros: dict[str, str]) -> str:
     return text
 
 
-def _active(body: tuple[Statement, ...], evaluate: object) -> Iterator[Statement]:
+def active_statements(body: tuple[Statement, ...], evaluate: object) -> Iterator[Statement]:
     """Statements of ``body`` in force for the macros ``evaluate`` knows (``!if`` decided)."""
     for stmt in body:
         if isinstance(stmt, Conditional):
@@ -316,12 +322,13 @@ def _active(body: tuple[Statement, ...], evaluate: object) -> Iterator[Statement
                 if evaluate(br.directive, br.expr):  # type: ignore[operator]
                     chosen = br.body
                     break
-            yield from _active(chosen, evaluate)
+            yield from active_statements(chosen, evaluate)
         else:
             yield stmt
 
 
-def _evaluator(macros: dict[str, str]) -> object:
+def conditional_evaluator(macros: dict[str, str]) -> object:
+    """A ``(directive, expr) -> bool`` function deciding ``!if``/``!ifdef``/``!ifndef`` with edk2toollib."""
     from edk2toollib.uefi.edk2.parsers.base_parser import HashFileParser
 
     probe = HashFileParser("ovmfgen")
@@ -359,17 +366,17 @@ def check_fd_layout(platform: Platform, ws_root: Path, edk2_path: object) -> Non
     sizes = [kb for kb, _ in platform.elf.header_region] if platform.elf else [int(platform.feature("fd_size")) * 1024]
     for fd_kb in sizes or FD_SIZES_KB:
         macros = _fdf_macros(platform.fdf_path, ws_root, edk2_path, fd_kb)
-        evaluate = _evaluator(macros)
-        size_text = next((_expand(s.value, macros) for s in _active(fd_section.body, evaluate)
+        evaluate = conditional_evaluator(macros)
+        size_text = next((expand_macros(s.value, macros) for s in active_statements(fd_section.body, evaluate)
                           if isinstance(s, Field) and s.name.lower() == "size"), None)
         fd_size = _int(size_text) if size_text else None
         if fd_size is None:
             raise OvmfgenError(f"[FD.{platform.fd_name}] Size does not evaluate to a number for a {fd_kb} KiB FD "
                                f"(got '{size_text}')", fd_section.loc)
         regions: list[tuple[int, int, Location | None, bool]] = []
-        for stmt in _active(fd_section.body, evaluate):
+        for stmt in active_statements(fd_section.body, evaluate):
             if isinstance(stmt, Region):
-                off, size = _int(_expand(stmt.offset, macros)), _int(_expand(stmt.size, macros))
+                off, size = _int(expand_macros(stmt.offset, macros)), _int(expand_macros(stmt.size, macros))
                 if off is None or size is None:
                     raise OvmfgenError(f"FD region {stmt.offset}|{stmt.size} does not evaluate to numbers for a "
                                        f"{fd_kb} KiB FD", stmt.loc)
@@ -404,13 +411,13 @@ def check_fd_layout(platform: Platform, ws_root: Path, edk2_path: object) -> Non
 # ---------------------------------------------------------------------------------------------
 
 
-def prepare_workspace(platform: Platform, root: Path) -> Path:
+def prepare_workspace(platform: Platform, root: Path, rendered: Rendered | None = None) -> Path:
     """Lay out a workspace at ``root``: rendered files under their package dir plus the overrides."""
     import shutil
 
     from ovmfgen.render import render
 
-    rendered = render(platform)
+    rendered = rendered or render(platform)
     pkg = root / platform.package_dir
     pkg.mkdir(parents=True, exist_ok=True)
     for name, data in rendered.files().items():
@@ -423,14 +430,14 @@ def prepare_workspace(platform: Platform, root: Path) -> Path:
     return root
 
 
-def _cache_key(platform: Platform, edk2_digest: str) -> str:
+def _cache_key(platform: Platform, edk2_digest: str, rendered: Rendered | None = None) -> str:
     """What a validation result depends on: the rendered files, the overrides, the tree, this checker."""
     import hashlib
 
     from ovmfgen.render import render
 
     h = hashlib.sha256()
-    for name, data in render(platform).files().items():
+    for name, data in (rendered or render(platform)).files().items():
         h.update(name.encode() + b"\0" + data + b"\0")
     ov_root = _overrides_root(platform)
     for ov in sorted(platform.overrides, key=lambda o: o.path):
@@ -440,16 +447,19 @@ def _cache_key(platform: Platform, edk2_digest: str) -> str:
     return h.hexdigest()
 
 
-def validate(platform: Platform, edk2_root: Path | None = None, use_cache: bool = True) -> None:
+def validate(platform: Platform, edk2_root: Path | None = None, use_cache: bool = True) -> Rendered:
     """Run every check; the first problem raises ``OvmfgenError`` located in the YAML.
 
+    Returns the rendered files the checks ran on (rendered once, so callers need not render again).
     A passing result is remembered (build/.validated/) under a key over everything the checks read,
     so unchanged platforms re-render fast; any change to YAML, overrides, tree or checker re-runs it.
     """
     from edk2toollib.uefi.edk2.path_utilities import Edk2Path
 
     from ovmfgen.paths import BUILD_DIR
+    from ovmfgen.render import render
 
+    rendered = render(platform)
     digest = ""
     if edk2_root is None:
         from ovmfgen.edk2 import locate
@@ -459,12 +469,12 @@ def validate(platform: Platform, edk2_root: Path | None = None, use_cache: bool 
     check_overrides(platform)
     marker = None
     if use_cache and digest:
-        marker = BUILD_DIR / ".validated" / f"{platform.name}-{_cache_key(platform, digest)}"
+        marker = BUILD_DIR / ".validated" / f"{platform.name}-{_cache_key(platform, digest, rendered)}"
         if marker.is_file():
-            return
-    _quiet_edk2toollib()
+            return rendered
+    quiet_edk2toollib()
     with tempfile.TemporaryDirectory(prefix="ovmfgen-validate-") as tmp:
-        ws_root = prepare_workspace(platform, Path(tmp))
+        ws_root = prepare_workspace(platform, Path(tmp), rendered)
         ws = Workspace((ws_root, edk2_root))
         check_paths(platform, ws)
         edk2_path = Edk2Path(str(ws_root), [str(edk2_root)])
@@ -486,3 +496,4 @@ def validate(platform: Platform, edk2_root: Path | None = None, use_cache: bool 
             old.unlink(missing_ok=True)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
+    return rendered
