@@ -88,7 +88,7 @@ PCD_VERSION = "gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareVersionString"
 PCD_RELEASE_DATE = "gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareReleaseDateString"
 STUART_PLATFORM = Path(__file__).resolve().parent / "stuart_platform.py"
 # The modules whose code shapes the artifacts: a change to them invalidates the no-op.
-RECIPE_MODULES = ("build.py", "stuart_platform.py", "elf.py")
+RECIPE_MODULES = ("build.py", "stuart_platform.py", "linkcache.py", "elf.py")
 PROGRESS_EVERY_S = 15.0                  # plain progress lines (no TTY / CI)
 
 FEATURE_TAGS = {
@@ -430,8 +430,10 @@ class Plan:
                 "--arch", ARCH, "--name", self.platform.header_field("PLATFORM_NAME") or req.platform]
         for pcd in pcd_arguments(self.version_string, self.release_date):
             argv += ["--pcd", pcd]
+        # Same cookies for every build of this platform and target: reproducible, cache-friendly.
+        argv += ["--stack-cookie-seed", f"{self.platform.name}/{req.target}"]
         if req.ccache:
-            argv += ["--ccache-dir", str(ccache_dir())]
+            argv += ["--ccache-dir", str(ccache_dir()), "--link-cache-dir", str(link_cache_dir())]
         argv += [f"TARGET={req.target}", f"TOOL_CHAIN_TAG={TOOL_CHAIN}",
                  f"MAX_CONCURRENT_THREAD_NUMBER={req.jobs or os.cpu_count() or 1}"]
         argv += [f"BLD_*_{k}={v}" for k, v in sorted(self.defines.items())]
@@ -452,6 +454,11 @@ def stuart_build_executable() -> str:
 def ccache_dir() -> Path:
     """CCACHE_DIR for --ccache builds: under ovmfgen's cache."""
     return paths.cache_dir() / "ccache"
+
+
+def link_cache_dir() -> Path:
+    """Where --ccache builds cache LTO links (ovmfgen/linkcache.py): beside ccache's directory."""
+    return paths.cache_dir() / "linkcache"
 
 
 def plan(request: Request, layout: Layout | None = None) -> Plan:
@@ -1148,6 +1155,10 @@ def build(request: Request, layout: Layout | None = None) -> BuildResult:
         if rc != 0:
             fail = summarize_failure(log_text, (p.workspace, p.edk2_root), _source_map(p))
             raise BuildFailed(fail.one_line(label, display_path(p.log_path)), fail.location)
+        if request.ccache:
+            from ovmfgen import linkcache
+
+            linkcache.trim(str(link_cache_dir()))  # ccache bounds itself (max_size); this one is ours to bound
         files = post_build(p, log_text, time.monotonic() - t_build)
         publish(files, p.dist)
         manifest = json.loads(files[MANIFEST])

@@ -7,7 +7,7 @@ that ``ovmfgen.build`` prints (and that a person can rerun by hand, unchanged)::
         --workspace build/xen-pvh --edk2 <edk2 tree> --edk-tools-path <BaseTools> \\
         --dsc OvmfPkg/XenOvmf.dsc --arch X64 --name XenOvmf \\
         --pcd gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareVersionString=L"..." \\
-        [--ccache-dir DIR] \\
+        --stack-cookie-seed xen-pvh/DEBUG [--ccache-dir DIR --link-cache-dir DIR] \\
         TARGET=DEBUG TOOL_CHAIN_TAG=GCC5 MAX_CONCURRENT_THREAD_NUMBER=2 BLD_*_FD_SIZE_2MB=TRUE
 
 Why it is written this way:
@@ -19,6 +19,10 @@ Why it is written this way:
   self-describing environment finds nothing to fetch and nasm/iasl come from the system.
 * BaseTools are built out of tree, so this module sets EDK_TOOLS_PATH, CONF_PATH and PATH itself
   (upstream gets them from BaseTools' ``*_path_env.yaml`` files, which point into the edk2 tree).
+* Stack cookies are derived from ``--stack-cookie-seed``: edk2's ``build`` draws a fresh random
+  list for every clean build (``StackCookieValues{32,64}.json`` in the build directory), which
+  changes every module's AutoGen.h, defeats compiler caches and makes two clean builds differ.
+  The values are as public as the image they are compiled into, so determinism costs nothing.
 * ``--pcd`` is not something ``UefiBuilder.Build`` can pass, so ``Build`` composes the same ``build``
   parameters upstream does and adds the PCDs (version stamping, as distributions do).
 
@@ -29,9 +33,12 @@ It deliberately imports nothing from ovmfgen, so it runs in any Python that has 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import shlex
+import shutil
 import sys
 
 from edk2toolext.environment import shell_environment
@@ -41,6 +48,7 @@ from edk2toolext.invocables.edk2_platform_build import BuildSettingsManager
 DEFAULT_TOOL_CHAIN = "GCC5"
 REPORT_TYPES = "FLASH"          # FD/FV layout and usage: what ovmfgen's manifest records
 CCACHE_MASQUERADE = "/usr/lib/ccache"  # Debian's ccache: gcc & co. as symlinks to ccache
+STACK_COOKIE_COUNT = 100                # as BaseTools' GenerateStackCookieValues
 
 
 def _early_option(name: str, default: str | None = None) -> str | None:
@@ -69,6 +77,8 @@ class PlatformBuilder(UefiBuilder, BuildSettingsManager):
         self.PlatformName = None
         self.Pcds: list[str] = []
         self.CcacheDir = None
+        self.StackCookieSeed = None
+        self.LinkCacheDir = None
 
     # -- BuildSettingsManager -------------------------------------------------------------------
 
@@ -84,6 +94,10 @@ class PlatformBuilder(UefiBuilder, BuildSettingsManager):
         parserObj.add_argument("--pcd", action="append", default=[], help="TokenSpace.PcdName=VALUE for `build --pcd`")
         parserObj.add_argument("--ccache-dir", dest="ccache_dir", default=None,
                                help=f"compile through ccache ({CCACHE_MASQUERADE} first on PATH) with this CCACHE_DIR")
+        parserObj.add_argument("--link-cache-dir", dest="link_cache_dir", default=None,
+                               help="with --ccache-dir: also cache LTO links of .dll files here (ovmfgen/linkcache.py)")
+        parserObj.add_argument("--stack-cookie-seed", dest="stack_cookie_seed", default=None,
+                               help="derive the stack cookie values from this text (default: edk2's random ones)")
 
     def RetrieveCommandLineOptions(self, args: argparse.Namespace) -> None:
         """Keep the parsed options."""
@@ -95,6 +109,8 @@ class PlatformBuilder(UefiBuilder, BuildSettingsManager):
         self.PlatformName = args.name
         self.Pcds = list(args.pcd)
         self.CcacheDir = os.path.abspath(args.ccache_dir) if args.ccache_dir else None
+        self.StackCookieSeed = args.stack_cookie_seed
+        self.LinkCacheDir = os.path.abspath(args.link_cache_dir) if args.link_cache_dir else None
 
     def GetWorkspaceRoot(self) -> str:
         """The ovmfgen workspace (rendered files, overrides, Conf/, Build/)."""
@@ -130,9 +146,9 @@ class PlatformBuilder(UefiBuilder, BuildSettingsManager):
         self.env.SetValue("EDK_TOOLS_PATH", tools, "ovmfgen: BaseTools built out of tree")
         shell.set_shell_var("BASE_TOOLS_PATH", tools)
         shell.set_shell_var("CONF_PATH", os.path.join(self.Workspace, "Conf"))
-        # As edksetup.sh does: BaseTools derives each module's stack cookie values from Python's
-        # string hashing, so a random hash seed rewrites every AutoGen.h and an incremental build
-        # recompiles everything.
+        # As edksetup.sh does: BaseTools picks each module's stack cookie from its list by Python's
+        # string hash of the module GUID, so a random hash seed rewrites every AutoGen.h and an
+        # incremental build recompiles everything.
         shell.set_shell_var("PYTHONHASHSEED", "1")
         shell.insert_path(os.path.join(tools, "BinWrappers", "PosixLike"))
         if self.CcacheDir:
@@ -143,13 +159,50 @@ class PlatformBuilder(UefiBuilder, BuildSettingsManager):
             shell.set_shell_var("CCACHE_DIR", self.CcacheDir)
             # Hits across workspaces: paths under the workspace are hashed relative to it.
             shell.set_shell_var("CCACHE_BASEDIR", self.Workspace)
+            # edk2 compiles with -MMD: ccache's depend mode hashes the sources and the headers gcc
+            # lists instead of running the preprocessor on every lookup (a hit costs a few ms, not 40).
+            shell.set_shell_var("CCACHE_DEPEND", "true")
             shell.insert_path(CCACHE_MASQUERADE)
+            if self.LinkCacheDir:
+                wrapper_dir = self._link_cache_wrapper()
+                if wrapper_dir is None:
+                    logging.critical("--link-cache-dir needs gcc and ccache on PATH")
+                    return 1
+                shell.insert_path(wrapper_dir)
         self.env.SetValue("ACTIVE_PLATFORM", self.Dsc, "ovmfgen: --dsc")
         self.env.SetValue("TARGET_ARCH", self.Arch, "ovmfgen: --arch")
         if self.env.GetValue("TOOL_CHAIN_TAG") is None:
             self.env.SetValue("TOOL_CHAIN_TAG", DEFAULT_TOOL_CHAIN, "ovmfgen: default tool chain")
         self.env.SetValue("BUILDREPORTING", "TRUE", "ovmfgen: the manifest records FV usage")
         self.env.SetValue("BUILDREPORT_TYPES", REPORT_TYPES, "ovmfgen: FD/FV report")
+        return 0
+
+    def _link_cache_wrapper(self) -> str | None:
+        """Write ``<workspace>/.ovmfgen/bin/gcc`` (links through the link cache, the rest through ccache)."""
+        linkcache = _load_beside("linkcache")
+        bin_dir = os.path.join(self.Workspace, ".ovmfgen", "bin")
+        skip = {os.path.realpath(bin_dir), os.path.realpath(CCACHE_MASQUERADE)}
+        search = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
+                                 if d and os.path.realpath(d) not in skip)
+        real_gcc = shutil.which("gcc", path=search)
+        ccache = shutil.which("ccache", path=search)
+        if not real_gcc or not ccache:
+            return None
+        os.makedirs(self.LinkCacheDir, exist_ok=True)
+        text = linkcache.wrapper_script(sys.executable, os.path.abspath(linkcache.__file__), self.LinkCacheDir,
+                                        linkcache.tools_identity(real_gcc), real_gcc, ccache)
+        os.makedirs(bin_dir, exist_ok=True)
+        path = os.path.join(bin_dir, "gcc")
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(path + ".tmp", 0o755)
+        os.replace(path + ".tmp", path)
+        return bin_dir
+
+    def PlatformPreBuild(self) -> int:
+        """Seed the stack cookie lists (with --stack-cookie-seed) before edk2's ``build`` draws random ones."""
+        if self.StackCookieSeed is not None:
+            write_stack_cookies(self.env.GetValue("BUILD_OUTPUT_BASE"), self.StackCookieSeed)
         return 0
 
     def BuildParameters(self) -> list[str]:
@@ -179,3 +232,38 @@ class PlatformBuilder(UefiBuilder, BuildSettingsManager):
         """
         self.env.SetValue("EDK_BUILD_PARAMS", shlex.join(self.BuildParameters()), "ovmfgen: build parameters")
         return UefiBuilder.Build(self)
+
+
+def _load_beside(name: str):
+    """Import ``<name>.py`` from this file's directory (stuart loads this module by path, not as ovmfgen's)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_ovmfgen_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def stack_cookie_values(seed: str, bits: int) -> list[int]:
+    """``STACK_COOKIE_COUNT`` values below ``2**bits - 1`` (BaseTools' range), derived from ``seed``."""
+    limit = (1 << bits) - 1
+    return [int.from_bytes(hashlib.sha256(f"{seed}/{bits}/{i}".encode()).digest()[:bits // 8], "big") % limit
+            for i in range(STACK_COOKIE_COUNT)]
+
+
+def write_stack_cookies(build_dir: str, seed: str) -> None:
+    """Write ``StackCookieValues{32,64}.json`` into ``build_dir`` where they differ (BaseTools keeps existing ones)."""
+    os.makedirs(build_dir, exist_ok=True)
+    for bits in (32, 64):
+        path = os.path.join(build_dir, f"StackCookieValues{bits}.json")
+        text = json.dumps(stack_cookie_values(seed, bits))
+        try:
+            with open(path, encoding="utf-8") as f:
+                if f.read() == text:
+                    continue
+        except OSError:
+            pass
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)

@@ -207,9 +207,11 @@ def test_stuart_command_line(layout: Layout, fake_env: dict) -> None:
     for item in ("TARGET=DEBUG", "TOOL_CHAIN_TAG=GCC5", "MAX_CONCURRENT_THREAD_NUMBER=3",
                  "BLD_*_FD_SIZE_2MB=TRUE", "BLD_*_SECURE_BOOT_ENABLE=TRUE"):
         assert item in argv
-    assert "--ccache-dir" not in argv
+    assert opt("--stack-cookie-seed") == "xen-pvh/DEBUG"
+    assert "--ccache-dir" not in argv and "--link-cache-dir" not in argv
     cc = plan(make_request("xen-pvh", ccache=True), layout).stuart_argv()
     assert cc[cc.index("--ccache-dir") + 1] == str(build.ccache_dir())
+    assert cc[cc.index("--link-cache-dir") + 1] == str(build.link_cache_dir())
 
 
 def test_settings_module_build_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -236,6 +238,42 @@ def test_settings_module_build_parameters(monkeypatch: pytest.MonkeyPatch) -> No
                       "--pcd", b.Pcds[0], "--pcd", b.Pcds[1]]
     # RunCmd hands the string to a shell: it must split back into exactly these arguments.
     assert shlex.split(shlex.join(params)) == params
+
+
+def test_stack_cookies_come_from_the_seed(tmp_path: Path) -> None:
+    """The cookie lists BaseTools would draw at random, derived instead (same seed, same firmware)."""
+    from edk2toolext.environment.var_dict import VarDict
+
+    from ovmfgen import stuart_platform
+
+    v64 = stuart_platform.stack_cookie_values("xen-pvh/DEBUG", 64)
+    v32 = stuart_platform.stack_cookie_values("xen-pvh/DEBUG", 32)
+    assert len(v64) == len(v32) == 100 and len(set(v64)) == len(set(v32)) == 100
+    assert all(0 <= v < 2**64 - 1 for v in v64) and all(0 <= v < 2**32 - 1 for v in v32)  # secrets.randbelow's range
+    assert max(v64) > 2**63  # the whole range is used, not only small numbers
+    assert v64 == stuart_platform.stack_cookie_values("xen-pvh/DEBUG", 64)
+    assert set(v64).isdisjoint(stuart_platform.stack_cookie_values("xen-pvh/RELEASE", 64))
+
+    # PlatformPreBuild writes them where edk2's build looks (BUILD_OUTPUT_BASE), before build runs.
+    out = tmp_path / "Build" / "XenOvmf" / "DEBUG_GCC5"
+    b = stuart_platform.PlatformBuilder()
+    b.env = VarDict()
+    b.env.SetValue("BUILD_OUTPUT_BASE", str(out), "test")
+    b.StackCookieSeed = "xen-pvh/DEBUG"
+    assert b.PlatformPreBuild() == 0
+    assert json.loads((out / "StackCookieValues64.json").read_text()) == v64
+    assert json.loads((out / "StackCookieValues32.json").read_text()) == v32
+    stamp = (out / "StackCookieValues64.json").stat().st_mtime_ns
+    time.sleep(0.01)
+    assert b.PlatformPreBuild() == 0
+    assert (out / "StackCookieValues64.json").stat().st_mtime_ns == stamp  # unchanged: not rewritten
+    b.StackCookieSeed = "other"
+    b.PlatformPreBuild()
+    assert json.loads((out / "StackCookieValues64.json").read_text()) == \
+        stuart_platform.stack_cookie_values("other", 64)
+    b.StackCookieSeed = None  # no seed: edk2's own random lists
+    shutil.rmtree(out)
+    assert b.PlatformPreBuild() == 0 and not out.exists()
 
 
 # ---------------------------------------------------------------------------------------------

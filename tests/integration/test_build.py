@@ -1,8 +1,10 @@
 """`invoke build` for real: a clean stuart build of xen-pvh, its manifest, the no-op path, the printed
-stuart command on its own, a compile error's one-line summary, and the workspace lock.
+stuart command on its own, the seeded stack cookies, a warm `--ccache` rebuild, a compile error's
+one-line summary, and the workspace lock.
 
 Full builds are expensive (~3-5 minutes on 2 cores): the clean build is the session fixture the QEMU
-boot tests share; the others here are incremental or fail early.
+boot tests share; the `--ccache` test adds one cold and one warm build; the others here are
+incremental or fail early.
 """
 
 from __future__ import annotations
@@ -97,6 +99,50 @@ def test_printed_stuart_command_rebuilds_the_workspace_alone(xen_pvh_clean_build
     assert proc.returncode == 0, proc.stdout[-3000:]
     fd = paths.BUILD_DIR / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC5" / "FV" / "OVMF.fd"
     assert build.sha256_file(fd) == m["outputs"]["OVMF.fd"]["sha256"]
+
+
+def test_stack_cookies_are_the_seeded_ones(xen_pvh_clean_build: build.BuildResult) -> None:
+    """The clean build used the cookie lists derived from its seed, not edk2's random ones."""
+    from ovmfgen import stuart_platform
+
+    out = paths.BUILD_DIR / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC5"
+    values = stuart_platform.stack_cookie_values("xen-pvh/DEBUG", 64)
+    assert json.loads((out / "StackCookieValues64.json").read_text()) == values
+    autogen = (out / "X64" / "OvmfPkg" / "XenPlatformPei" / "XenPlatformPei" / "DEBUG" / "AutoGen.h").read_text()
+    cookie = next(line.split()[2] for line in autogen.splitlines() if line.startswith("#define STACK_COOKIE_VALUE"))
+    assert int(cookie.rstrip("ULL"), 16) in values
+
+
+def _ccache_stats(ccache_dir: Path) -> dict[str, int]:
+    proc = subprocess.run(["ccache", "--dir", str(ccache_dir), "--print-stats"], capture_output=True, text=True,
+                          check=True)
+    return {k: int(v) for k, v in (line.split("\t") for line in proc.stdout.splitlines()) if v.isdigit()}
+
+
+def test_warm_ccache_rebuild_reuses_everything_and_gives_the_same_firmware(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--clean --ccache` twice with private caches: the second compiles and links nothing, same bytes."""
+    ccache_dir, link_dir = tmp_path / "ccache", tmp_path / "linkcache"
+    monkeypatch.setattr(build, "ccache_dir", lambda: ccache_dir)
+    monkeypatch.setattr(build, "link_cache_dir", lambda: link_dir)
+    layout = build.Layout(paths.PLATFORMS_DIR, paths.OVERRIDES_DIR, tmp_path / "build", tmp_path / "dist")
+    request = build.make_request("xen-pvh", clean=True, ccache=True)
+
+    cold = build.build(request, layout)
+    entries = sorted(p.name for p in link_dir.glob("??/*"))
+    assert len(entries) >= 100  # every module's LTO link (DXE drivers, PEIMs, SEC, the Shell) was stored
+    cold_stats = _ccache_stats(ccache_dir)
+    assert cold_stats["direct_cache_miss"] > 1000
+
+    warm = build.build(request, layout)
+    assert not warm.noop
+    for name in ("OVMF.fd", "ovmf.elf"):
+        assert warm.manifest["outputs"][name] == cold.manifest["outputs"][name], name
+    # Every link was restored (none stored anew) and every compile was a ccache hit.
+    assert sorted(p.name for p in link_dir.glob("??/*")) == entries
+    warm_stats = _ccache_stats(ccache_dir)
+    assert warm_stats["direct_cache_miss"] == cold_stats["direct_cache_miss"]
+    assert warm_stats["direct_cache_hit"] - cold_stats["direct_cache_hit"] == cold_stats["direct_cache_miss"]
 
 
 def _broken_layout(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[build.Layout, Path]:
