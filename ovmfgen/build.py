@@ -471,11 +471,11 @@ def plan(request: Request, layout: Layout | None = None) -> Plan:
     from ovmfgen.render import render
 
     lay = layout or Layout()
-    defaults = dict(_default_features(request.platform, lay.platforms_dir))
     overrides = dict(request.features)
     if request.fd_size is not None:
         overrides["fd_size"] = str(request.fd_size)
     platform = load_platform(request.platform, lay.platforms_dir, feature_overrides=overrides)
+    defaults = dict(platform.default_features)
     features = dict(platform.features)
     fd_size = int(features.get("fd_size", "2"))
     suffix = variant_suffix(defaults, fd_size, features, dict(request.defines))

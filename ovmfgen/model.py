@@ -297,7 +297,7 @@ class Platform:
     dsc_name: str                   # base name of the generated .dsc/.fdf, e.g. XenOvmf
     package_dir: str                # where the generated files live, e.g. OvmfPkg
     description: str
-    features: tuple[tuple[str, str], ...]
+    features: tuple[tuple[str, str], ...]   # in effect: the YAML's values with any overrides applied
     dsc: tuple[Section, ...]
     fdf: tuple[Section, ...]
     deltas: tuple[Delta, ...] = ()
@@ -306,6 +306,7 @@ class Platform:
     overrides: tuple[Override, ...] = ()
     fd_name: str = "OVMF"           # the FD the build publishes
     copyright: tuple[str, ...] = () # copyright lines carried into the generated files' header
+    default_features: tuple[tuple[str, str], ...] = ()  # as the YAML sets them, before overrides
     loc: Location | None = _loc()
 
     @property

@@ -84,3 +84,37 @@ def test_locations_point_into_yaml(tmp_path: Path) -> None:
 def test_unknown_platform_lists_known() -> None:
     with pytest.raises(OvmfgenError, match=r"unknown platform 'nope' \(known: .*xen-pvh"):
         load_platform("nope")
+
+
+def _shape(node: object) -> object:
+    """A composed node as plain data: kind, tag, scalar value, start line and column, children."""
+    import yaml
+
+    mark = node.start_mark
+    head = (type(node).__name__, node.tag, mark.line, mark.column)
+    if isinstance(node, yaml.MappingNode):
+        return (*head, [(_shape(k), _shape(v)) for k, v in node.value])
+    if isinstance(node, yaml.SequenceNode):
+        return (*head, [_shape(v) for v in node.value])
+    return (*head, node.value)
+
+
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "platforms").rglob("*.yaml")) +
+                         [REPO_ROOT / "tests" / "data" / "platforms" / "mini.yaml"], ids=lambda p: p.name)
+def test_libyaml_composes_the_same_nodes_and_locations(path: Path) -> None:
+    """load composes with libyaml for speed; every message's line:col must stay what PyYAML gives."""
+    import yaml
+
+    if not getattr(yaml, "__with_libyaml__", False):
+        pytest.skip("PyYAML without libyaml: load uses the pure-Python loader only")
+    text = path.read_text()
+    assert _shape(yaml.compose(text, Loader=yaml.CSafeLoader)) == _shape(yaml.compose(text, Loader=yaml.SafeLoader))
+
+
+def test_a_yaml_error_is_reported_as_pyyaml_words_it(tmp_path: Path) -> None:
+    """libyaml words its errors differently: the error path recomposes with PyYAML's own loader."""
+    path = write(tmp_path, "bad", "platform:\n  name: x\n  files: [a\n")
+    with pytest.raises(OvmfgenError) as ei:
+        load_platform(path, platforms_dir=tmp_path)
+    assert str(ei.value) == (f"{ei.value.location.path}:4:1: error: invalid YAML: "
+                             "expected ',' or ']', but got '<stream end>'")
