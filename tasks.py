@@ -24,8 +24,10 @@ def test(c, k=None, fast=False):
     guard(testrun.run_tests, keyword=k, fast=fast)
 
 
+# A task parameter without a default is positional in invoke, and a positional eats the next word,
+# `--help` included: `platform` defaults to xen-pvh so that `invoke build --help` shows the help.
 @task(help={"platform": "platform name (platforms/NAME.yaml)", "output": "output directory"})
-def render(c, platform, output=None):
+def render(c, platform="xen-pvh", output=None):
     """Render platforms/PLATFORM.yaml into XenOvmf.dsc/.fdf (atomic, write only if changed)."""
     from ovmfgen import render as stage
 
@@ -59,12 +61,12 @@ def diff(c, platform, against, fdf=None):
         "jobs": "parallel build jobs",
         "force": "rebuild even when nothing changed",
         "clean": "remove the workspace first (a from-scratch build)",
-        "ccache": "use ccache as the compiler cache",
+        "ccache": "compile through ccache and cache LTO links (fast clean rebuilds)",
         "version_string": "PcdFirmwareVersionString override",
         "release_date": "PcdFirmwareReleaseDateString override",
     },
 )
-def build(c, platform, target="DEBUG", fd_size=None, define=None, feature=None, jobs=None, force=False,
+def build(c, platform="xen-pvh", target="DEBUG", fd_size=None, define=None, feature=None, jobs=None, force=False,
           clean=False, ccache=False, version_string=None, release_date=None):
     """Render, build with stuart (offline), make the PVH ELF and publish to dist/PLATFORM/TARGET/."""
     from ovmfgen import build as stage

@@ -607,3 +607,12 @@ def test_ccache_missing_is_one_clear_line(layout: Layout, fake_env: dict, monkey
     monkeypatch.setattr(build, "CCACHE_MASQUERADE", tmp_path / "no-ccache")
     with pytest.raises(OvmfgenError, match=r"--ccache needs Debian's ccache .*invoke setup"):
         build.build(make_request("xen-pvh", ccache=True), layout)
+
+
+@pytest.mark.parametrize("task", ["build", "render"])
+def test_task_help_is_help(task: str) -> None:
+    """`--help` after the task shows its options (not taken as the platform's name)."""
+    proc = subprocess.run([sys.executable, "-m", "ovmfgen", task, "--help"], cwd=paths.REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Usage: python -m ovmfgen [--core-opts] " + task) and "--platform" in proc.stdout
