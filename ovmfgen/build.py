@@ -236,7 +236,7 @@ def _default_features(platform: str, platforms_dir: Path) -> tuple[tuple[str, st
 def _default_features_cached(platform: str, platforms_dir: Path, _stamp: int) -> tuple[tuple[str, str], ...]:
     from ovmfgen.load import load_platform
 
-    return load_platform(platform, platforms_dir).features
+    return load_platform(platform, platforms_dir).default_features
 
 
 def _feature_tag(name: str, value: str) -> str:
