@@ -11,7 +11,7 @@ from ovmfgen.cli import guard
 @task
 def setup(c, force=False):
     """Make this machine ready: apt packages, the pinned edk2 tree, BaseTools (idempotent, cached)."""
-    from ovmfgen import setup as stage
+    from ovmfgen.host import setup as stage
 
     guard(stage.setup_all, force=force)
 
@@ -19,7 +19,7 @@ def setup(c, force=False):
 @task(help={"k": "only tests matching this pytest -k expression", "fast": "skip integration tests"})
 def test(c, k=None, fast=False):
     """Run the test suite (unit + integration: real edk2 build and QEMU boot)."""
-    from ovmfgen import testrun
+    from ovmfgen.host import testrun
 
     guard(testrun.run_tests, keyword=k, fast=fast)
 
@@ -29,7 +29,7 @@ def test(c, k=None, fast=False):
 @task(help={"platform": "platform name (platforms/NAME.yaml)", "output": "output directory"})
 def render(c, platform="xen-pvh", output=None):
     """Render platforms/PLATFORM.yaml into XenOvmf.dsc/.fdf (atomic, write only if changed)."""
-    from ovmfgen import render as stage
+    from ovmfgen.platform import render as stage
 
     guard(stage.render_command, platform, output)
 
@@ -37,7 +37,7 @@ def render(c, platform="xen-pvh", output=None):
 @task(name="import", help={"dsc": "upstream .dsc", "fdf": "upstream .fdf", "output": "YAML to write"})
 def import_platform(c, dsc, fdf, output):
     """Turn an existing edk2 platform (.dsc + .fdf) into a platform YAML."""
-    from ovmfgen import importer
+    from ovmfgen.platform import importer
 
     guard(importer.import_command, dsc, fdf, output)
 
@@ -45,9 +45,9 @@ def import_platform(c, dsc, fdf, output):
 @task(help={"platform": "platform name", "against": "upstream .dsc to compare with", "fdf": "upstream .fdf"})
 def diff(c, platform, against, fdf=None):
     """Semantic diff of a platform against an upstream DSC/FDF; exit 1 on an unexplained delta."""
-    from ovmfgen import semantic
+    from ovmfgen.platform import diff as stage
 
-    guard(semantic.diff_command, platform, against, fdf)
+    guard(stage.diff_command, platform, against, fdf)
 
 
 @task(
@@ -69,7 +69,7 @@ def diff(c, platform, against, fdf=None):
 def build(c, platform="xen-pvh", target="DEBUG", fd_size=None, define=None, feature=None, jobs=None, force=False,
           clean=False, ccache=False, version_string=None, release_date=None):
     """Render, build with stuart (offline), make the PVH ELF and publish to dist/PLATFORM/TARGET/."""
-    from ovmfgen import build as stage
+    from ovmfgen.build import core as stage
 
     guard(stage.build_command, platform=platform, target=target, fd_size=fd_size, defines=define or [],
           features=feature or [], jobs=jobs, force=force, ccache=ccache, version_string=version_string,
@@ -79,7 +79,7 @@ def build(c, platform="xen-pvh", target="DEBUG", fd_size=None, define=None, feat
 @task(help={"platform": "platform name", "target": "build target", "output": "results JSON (default bench/results.json)"})
 def bench(c, platform="xen-pvh", target="DEBUG", output=None):
     """Time ovmfgen against raw EDK2 `build`: no-op, clean build, ccache warm vs cold (~15 min)."""
-    from ovmfgen import bench as stage
+    from ovmfgen.build import bench as stage
 
     guard(stage.bench_command, platform=platform, target=target, output=output)
 
@@ -106,7 +106,7 @@ def check_elf(c, elf):
 })
 def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=None):
     """Boot the published firmware in QEMU (PVH and/or reset-vector entry) or under real Xen."""
-    from ovmfgen import boot as stage
+    from ovmfgen.boot import qemu as stage
 
     guard(stage.boot_command, platform=platform, target=target, entry=entry, on=on, image=image)
 
@@ -118,7 +118,7 @@ def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=N
 })
 def patch(c, platform="xen-pvh", output=None, signoff=None, check_each=False):
     """The platform as an upstream edk2 patch series (PatchCheck.py-clean, Cc: from GetMaintainer.py)."""
-    from ovmfgen import patch as stage
+    from ovmfgen.patch import core as stage
 
     guard(stage.patch_command, platform, output=output, signoff=signoff, check_each_commit=check_each)
 
@@ -141,7 +141,7 @@ def nightly(c, matrix=None, jobs=None, out=None, list=False, match=None, exclude
             date=None, keep=14, repro="auto", repro_only=False, install_root=None, emit=None, merge=None,
             threads=None):
     """Build the nightly matrix, check and boot each cell, write nightly/<date>/ and nightly/index.html."""
-    from ovmfgen import nightly as stage
+    from ovmfgen.nightly import core as stage
 
     guard(stage.nightly_command, matrix=matrix, jobs=jobs, out=out, match=match or [], exclude=exclude or [],
           cell=cell or [], list_cells=list, quiet=quiet, date=date, keep=keep, repro=repro, repro_only=repro_only,

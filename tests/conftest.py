@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen import edk2
+from ovmfgen.edk2 import tree as edk2
 
 # A stand-in for BaseTools/Source/C/GNUmakefile: "builds" each of $(APPLICATIONS) into bin/, recording
 # EDK2_PATH, so a test can see that the build ran out of the tree with the right arguments.
@@ -96,7 +96,7 @@ def fake_downloads(tmp_path: Path) -> Callable[..., tuple[Path, dict]]:
         deb = make_tar_xz(downloads / deb_name, {
             "debian/binary-check.remove": b"BaseTools/Bin/GccLto/liblto-arm.a\nIntelFsp2Pkg/x.raw\n",
         })
-        from ovmfgen.setup import sha256_file
+        from ovmfgen.host.setup import sha256_file
 
         record = {
             "package": "edk2", "version": "2025.02-1", "suite": "trixie",

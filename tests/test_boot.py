@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen import boot
-from ovmfgen.boot import BootError, BootResult, Verdict, classify_log, qemu_argv
+from ovmfgen.boot import qemu as boot
+from ovmfgen.boot.qemu import BootError, BootResult, Verdict, classify_log, qemu_argv
 from ovmfgen.errors import OvmfgenError
 
 DATA = Path(__file__).parent / "data" / "boot"

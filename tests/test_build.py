@@ -1,4 +1,4 @@
-"""ovmfgen.build without an edk2 build: input hash, variants, manifest, failure summaries, lock,
+"""ovmfgen.build.core without an edk2 build: input hash, variants, manifest, failure summaries, lock,
 atomic publish, the stuart command line and the stuart settings module's build parameters."""
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen import build, paths
-from ovmfgen.build import Layout, Progress, make_request, plan
-from ovmfgen.edk2 import Edk2Tree
+from ovmfgen import paths
+from ovmfgen.build import core as build
+from ovmfgen.build.core import Layout, Progress, make_request, plan
+from ovmfgen.edk2.tree import Edk2Tree
 from ovmfgen.errors import OvmfgenError
 
 FAKE_IDENTITY = {"schema": 1, "tag": "edk2-stable202502", "commit": "f" * 40, "release_date": "2025-02-21",
@@ -46,7 +47,7 @@ def fake_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
     def fake_locate(repo_root=None):
         return Edk2Tree(root=root, basetools=tmp_path / "bt" / "BaseTools", identity=dict(state["identity"]))
 
-    monkeypatch.setattr("ovmfgen.edk2.locate", fake_locate)
+    monkeypatch.setattr("ovmfgen.edk2.tree.locate", fake_locate)
     monkeypatch.setattr(build, "tool_versions", lambda: dict(state["tools"]))
     return state
 
@@ -220,7 +221,7 @@ def test_settings_module_build_parameters(monkeypatch: pytest.MonkeyPatch) -> No
 
     from edk2toolext.environment.var_dict import VarDict
 
-    from ovmfgen import stuart_platform
+    from ovmfgen.build.child import stuart_platform
 
     monkeypatch.setattr(sys, "argv", ["stuart_build", "--workspace", "/ws"])
     b = stuart_platform.PlatformBuilder()
@@ -244,7 +245,7 @@ def test_stack_cookies_come_from_the_seed(tmp_path: Path) -> None:
     """The cookie lists BaseTools would draw at random, derived instead (same seed, same firmware)."""
     from edk2toolext.environment.var_dict import VarDict
 
-    from ovmfgen import stuart_platform
+    from ovmfgen.build.child import stuart_platform
 
     v64 = stuart_platform.stack_cookie_values("xen-pvh/DEBUG", 64)
     v32 = stuart_platform.stack_cookie_values("xen-pvh/DEBUG", 32)
@@ -461,7 +462,7 @@ def test_progress_counts_modules(tmp_path: Path) -> None:
 LOCK_HOLDER = """
 import sys, time
 from pathlib import Path
-from ovmfgen.build import workspace_lock
+from ovmfgen.build.core import workspace_lock
 with workspace_lock(Path(sys.argv[1]), "test"):
     Path(sys.argv[2]).write_text(str(time.time()))
     time.sleep(float(sys.argv[3]))
@@ -571,7 +572,7 @@ def test_noop_when_published_manifest_matches(layout: Layout, fake_env: dict, mo
         raise AssertionError("must not build")
 
     monkeypatch.setattr(build, "run_stuart", no_build)
-    monkeypatch.setattr("ovmfgen.validate.validate", no_build)
+    monkeypatch.setattr("ovmfgen.platform.validate.validate", no_build)
     result = build.build(make_request("xen-pvh"), layout)
     assert result.noop and result.dist == p.dist
     # A changed input is not a no-op (and the build is attempted: here it is refused).

@@ -1,4 +1,4 @@
-"""ovmfgen.edk2: the pin, locate()'s resolution order, the recorded identity and its digest."""
+"""ovmfgen.edk2.tree: the pin, locate()'s resolution order, the recorded identity and its digest."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen import edk2, setup
-from ovmfgen.edk2 import PIN, Edk2Tree
+from ovmfgen.edk2 import tree as edk2
+from ovmfgen.host import setup
+from ovmfgen.edk2.tree import PIN, Edk2Tree
 from ovmfgen.errors import OvmfgenError
 
 

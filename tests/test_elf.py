@@ -205,16 +205,16 @@ def test_header_for_unsupported_size() -> None:
 
 
 def _edk2_root() -> Path | None:
-    """The edk2 tree: ovmfgen.edk2.locate(), else $OVMFGEN_EDK2, the setup cache, the dev machine's tree."""
+    """The edk2 tree: ovmfgen.edk2.tree.locate(), else $OVMFGEN_EDK2, the setup cache, the dev machine's tree."""
     try:
-        from ovmfgen import edk2
+        from ovmfgen.edk2 import tree as edk2
 
         return edk2.locate().root
     except (ImportError, AttributeError, OvmfgenError):
         pass
     candidates = [os.environ.get("OVMFGEN_EDK2")]
     try:
-        from ovmfgen import edk2
+        from ovmfgen.edk2 import tree as edk2
 
         candidates += [str(edk2.debian_tree_root()), str(edk2.submodule_root())]
     except (ImportError, AttributeError):

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen.importer import platform_yaml
-from ovmfgen.load import load_platform
-from ovmfgen.model import Comment, Include
-from ovmfgen.render import render_dsc, render_fdf
-from ovmfgen.semantic import CONFIGURATIONS, diff_files
-from ovmfgen.syntax import parse_dsc, parse_fdf
-from ovmfgen.validate import Workspace, prepare_workspace
+from ovmfgen.platform.importer import platform_yaml
+from ovmfgen.platform.load import load_platform
+from ovmfgen.platform.model import Comment, Include
+from ovmfgen.platform.render import render_dsc, render_fdf
+from ovmfgen.platform.diff import CONFIGURATIONS, diff_files
+from ovmfgen.platform.syntax import parse_dsc, parse_fdf
+from ovmfgen.platform.validate import Workspace, prepare_workspace
 
 PLATFORMS = [
     ("OvmfPkg/OvmfXen.dsc", "OvmfPkg/OvmfXen.fdf"),
@@ -56,7 +56,7 @@ def test_round_trip_semantics(dsc: str, fdf: str, tmp_path: Path, edk2_tree) -> 
     per_config = diff_files(ours, theirs, CONFIGURATIONS)
     assert per_config == {label: [] for label in per_config}
     # The comparison is not vacuous: the views hold the platform's content.
-    from ovmfgen.semantic import resolve
+    from ovmfgen.platform.diff import resolve
 
     view = resolve(dsc, fdf, Workspace((tree,)), {})
     assert len(view.components) > 50 and len(view.libraries) > 500 and view.fd_regions and view.fvs

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.load import load_platform
-from ovmfgen.model import Define, Field, LibraryMapping, walk
+from ovmfgen.platform.load import load_platform
+from ovmfgen.platform.model import Define, Field, LibraryMapping, walk
 from ovmfgen.paths import REPO_ROOT
 
 MINI = (REPO_ROOT / "tests" / "data" / "platforms" / "mini.yaml").read_text()

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ovmfgen import boot, nightly
+from ovmfgen.boot import qemu as boot
+from ovmfgen.nightly import core as nightly
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.nightly import Cell, InstallSpec, NightlyFailed, Options
+from ovmfgen.nightly.core import Cell, InstallSpec, NightlyFailed, Options
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,7 +46,7 @@ def test_the_shipped_matrix_parses_and_covers_the_required_cells():
     assert by["xen-pvh-DEBUG-2M"].boot == ("pvh", "reset") and by["xen-pvh-DEBUG-4M"].boot == ("pvh", "reset")
     assert by["qemu-x64-DEBUG"].platform == "qemu-x64" and by["qemu-x64-DEBUG"].boot == ("shell",)
     xen = by["xen-pvh-DEBUG-hvcon-xenboot"]
-    assert xen.optional and xen.boot == ("xen",) and xen.requires == "ovmfgen.xen"
+    assert xen.optional and xen.boot == ("xen",) and xen.requires == "ovmfgen.boot.xen"
     assert "debug_output=hypervisor-console" in xen.features
     assert all(c.ccache for c in m.cells)
     assert set(m.repro_rotate) <= set(by) and m.repro_rotate
@@ -527,8 +528,8 @@ def test_fat_image_holds_the_startup_script(tmp_path: Path):
 # --- the qemu-x64 platform -------------------------------------------------------------------------
 
 def test_qemu_x64_shares_the_common_fragments_and_lists_its_deltas():
-    from ovmfgen.load import load_platform
-    from ovmfgen.model import Block, Field, LibraryMapping
+    from ovmfgen.platform.load import load_platform
+    from ovmfgen.platform.model import Block, Field, LibraryMapping
 
     text = (REPO / "platforms" / "qemu-x64.yaml").read_text()
     assert text.count("- use: fv-attributes") == 4 and "- use: ovmf-rules" in text and "- use: timer-library" in text
@@ -554,10 +555,10 @@ def test_qemu_x64_shares_the_common_fragments_and_lists_its_deltas():
 
 def test_qemu_x64_matches_upstream_but_for_its_listed_deltas():
     """`invoke diff --platform qemu-x64 --against edk2/OvmfPkg/OvmfPkgX64.dsc` exits 0 (needs the edk2 tree)."""
-    from ovmfgen.edk2 import locate
-    from ovmfgen.load import load_platform
-    from ovmfgen.semantic import diff_platform
-    from ovmfgen.validate import validate
+    from ovmfgen.edk2.tree import locate
+    from ovmfgen.platform.load import load_platform
+    from ovmfgen.platform.diff import diff_platform
+    from ovmfgen.platform.validate import validate
 
     try:
         tree = locate().root

@@ -1,4 +1,4 @@
-"""ovmfgen.patch: the upstream edk2 patch series (fast: no edk2 build; uses the set-up edk2 tree)."""
+"""ovmfgen.patch.core: the upstream edk2 patch series (fast: no edk2 build; uses the set-up edk2 tree)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen import edk2, elf, patch
+from ovmfgen import elf
+from ovmfgen.edk2 import tree as edk2
+from ovmfgen.patch import core as patch
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.load import load_platform
-from ovmfgen.model import Comment, Conditional, Include, Region, RegionContent, ReservedRegion, walk
+from ovmfgen.platform.load import load_platform
+from ovmfgen.platform.model import Comment, Conditional, Include, Region, RegionContent, ReservedRegion, walk
 from ovmfgen.paths import REPO_ROOT
-from ovmfgen.syntax import parse_fdf, strip_comment
+from ovmfgen.platform.syntax import parse_fdf, strip_comment
 
 SIGNER = "Test Submitter <submitter@example.com>"
 MIB = 1 << 20

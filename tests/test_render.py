@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen.load import load_platform
+from ovmfgen.platform.load import load_platform
 from ovmfgen.paths import REPO_ROOT
-from ovmfgen.render import render, render_dsc, write_outputs
+from ovmfgen.platform.render import render, render_dsc, write_outputs
 
 GOLDEN = REPO_ROOT / "tests" / "golden"
 VARIANTS = {

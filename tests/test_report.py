@@ -7,7 +7,8 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
-from ovmfgen import nightly, report
+from ovmfgen.nightly import core as nightly
+from ovmfgen.nightly import report
 
 SVG = "{http://www.w3.org/2000/svg}"
 

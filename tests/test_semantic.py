@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ovmfgen.load import load_platform
+from ovmfgen.platform.load import load_platform
 from ovmfgen.paths import REPO_ROOT
-from ovmfgen.semantic import diff_platform
+from ovmfgen.platform.diff import diff_platform
 
 
 def test_xen_pvh_shows_only_listed_deltas(edk2_tree) -> None:

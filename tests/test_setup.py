@@ -1,4 +1,4 @@
-"""ovmfgen.setup: apt source derivation, checksum checks, atomic unpack/BaseTools, the no-op rerun."""
+"""ovmfgen.host.setup: apt source derivation, checksum checks, atomic unpack/BaseTools, the no-op rerun."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen import edk2, setup
-from ovmfgen.edk2 import PIN
+from ovmfgen.edk2 import tree as edk2
+from ovmfgen.host import setup
+from ovmfgen.edk2.tree import PIN
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.setup import SourceRelease
+from ovmfgen.host.setup import SourceRelease
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -217,7 +218,7 @@ def test_cached_downloads_rejects_a_corrupted_tarball(tmp_path: Path) -> None:
 KILL_CHILD = """\
 import sys, tarfile, time
 from pathlib import Path
-from ovmfgen import setup
+from ovmfgen.host import setup
 count = 0
 real = tarfile.TarFile._extract_member
 def slow(self, *a, **k):
@@ -344,11 +345,11 @@ def test_setup_all_twice_second_is_a_quick_noop(capsys: pytest.CaptureFixture[st
     assert (tree.basetools / "Source/C/bin/GenFw").is_file()
 
 
-# ---- ovmfgen.testrun (the `invoke test` runner)
+# ---- ovmfgen.host.testrun (the `invoke test` runner)
 
 
 def test_pytest_argv_fast_deselects_integration_and_xen() -> None:
-    from ovmfgen import testrun
+    from ovmfgen.host import testrun
 
     full = testrun.pytest_argv()
     assert full[1:3] == ["-m", "pytest"] and full[3].endswith("tests") and "-m" not in full[4:]
@@ -360,7 +361,8 @@ def test_run_tests_passes_fails_and_treats_no_tests_as_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A real pytest child over a tiny suite: pass -> None, fail -> exit 1, nothing collected -> exit 5."""
-    from ovmfgen import paths, testrun
+    from ovmfgen import paths
+    from ovmfgen.host import testrun
 
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests/test_tiny.py").write_text(

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.load import load_platform
+from ovmfgen.platform.load import load_platform
 from ovmfgen.paths import REPO_ROOT
-from ovmfgen.validate import validate
+from ovmfgen.platform.validate import validate
 
 INVALID = sorted((REPO_ROOT / "tests" / "invalid").glob("*.yaml"))
 MINI = REPO_ROOT / "tests" / "data" / "platforms" / "mini.yaml"
@@ -56,7 +56,7 @@ def test_cli_error_is_one_line_and_writes_nothing(tmp_path: Path, edk2_tree) -> 
 def test_validation_cache_is_keyed_on_content(tmp_path: Path, edk2_tree, monkeypatch: pytest.MonkeyPatch) -> None:
     # A passing validation is remembered; a change to the platform must run the checks again.
     import ovmfgen.paths
-    import ovmfgen.validate as v
+    import ovmfgen.platform.validate as v
 
     monkeypatch.setattr(ovmfgen.paths, "BUILD_DIR", tmp_path)
     platform = load_platform(MINI, platforms_dir=MINI.parent)

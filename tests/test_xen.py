@@ -1,4 +1,4 @@
-"""Unit tests of ovmfgen.xen: log classification on captured real logs, generated text, cache keys."""
+"""Unit tests of ovmfgen.boot.xen: log classification on captured real logs, generated text, cache keys."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen import setup, xen
+from ovmfgen.host import setup
+from ovmfgen.boot import xen
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.xen import Verdict, classify_xen_run
+from ovmfgen.boot.xen import Verdict, classify_xen_run
 
 DATA = Path(__file__).parent / "data" / "xen"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen import build
+from ovmfgen.build import core as build
 
 HVCON = ("debug_output=hypervisor-console",)
 

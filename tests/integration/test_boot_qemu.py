@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen.boot import ENTRIES, Verdict, boot_qemu
+from ovmfgen.boot.qemu import ENTRIES, Verdict, boot_qemu
 
 pytestmark = [
     pytest.mark.integration,

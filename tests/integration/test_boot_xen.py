@@ -1,6 +1,6 @@
 """Boot truth on real Xen: the xen-pvh ELF reaches the UEFI Shell as a PVH guest of Xen 4.17.
 
-Xen runs nested under QEMU TCG with a Debian dom0 (see ovmfgen/xen.py). The first run on a
+Xen runs nested under QEMU TCG with a Debian dom0 (see ovmfgen/boot/xen.py). The first run on a
 machine builds the cache (hypervisor, dom0 kernel, dom0 root file system: about a minute);
 each boot then takes ~30-40 s of QEMU and ~2.5 GB of RAM.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from ovmfgen import xen
-from ovmfgen.xen import Verdict
+from ovmfgen.boot import xen
+from ovmfgen.boot.xen import Verdict
 
 pytestmark = [
     pytest.mark.integration,

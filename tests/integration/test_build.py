@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen import build, edk2, elf, paths
+from ovmfgen import elf, paths
+from ovmfgen.build import core as build
+from ovmfgen.edk2 import tree as edk2
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +105,7 @@ def test_printed_stuart_command_rebuilds_the_workspace_alone(xen_pvh_clean_build
 
 def test_stack_cookies_are_the_seeded_ones(xen_pvh_clean_build: build.BuildResult) -> None:
     """The clean build used the cookie lists derived from its seed, not edk2's random ones."""
-    from ovmfgen import stuart_platform
+    from ovmfgen.build.child import stuart_platform
 
     out = paths.BUILD_DIR / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC5"
     values = stuart_platform.stack_cookie_values("xen-pvh/DEBUG", 64)
@@ -165,7 +167,7 @@ def _broken_layout(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[build.L
     broken = src.replace("EFI_STATUS  Status;", "EFI_STATUS  Status;\n  ovmfgen_deliberate_error = 1;", 1)
     assert broken != src
     (ov / "DriverEntryPoint.c").write_text(broken)
-    monkeypatch.setattr("ovmfgen.validate.OVERRIDES_DIR", overrides)
+    monkeypatch.setattr("ovmfgen.platform.validate.OVERRIDES_DIR", overrides)
     return build.Layout(platforms, overrides, root / "build", root / "dist"), ov / "DriverEntryPoint.c"
 
 

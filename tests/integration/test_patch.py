@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen import boot, edk2, elf, patch
+from ovmfgen import elf
+from ovmfgen.boot import qemu as boot
+from ovmfgen.edk2 import tree as edk2
+from ovmfgen.patch import core as patch
 
 pytestmark = pytest.mark.integration
 

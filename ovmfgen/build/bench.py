@@ -7,7 +7,7 @@ Three comparisons, each against its goal:
 * clean build: ``invoke build --clean`` (render, stuart, ELF, checks, publish) vs a raw ``build``
   of the same rendered DSC from an empty Build/ (goal: <= 1.05x);
 * ccache: a clean ``--ccache`` build with warm caches vs one with cold caches (goal: <= 0.4x); ``--ccache``
-  means ccache for compiles and ovmfgen's link cache for the LTO links (``ovmfgen/linkcache.py``).
+  means ccache for compiles and ovmfgen's link cache for the LTO links (``ovmfgen/build/child/linkcache.py``).
 
 The raw workspace (``build/<platform>.bench-raw/``) holds the same rendered files and Conf/ from
 BaseTools' templates, and is built with the same ``-D``/``--pcd`` arguments ovmfgen passes. It takes
@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovmfgen import build, paths
+from ovmfgen import paths
+from ovmfgen.build import core as build
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.run import run
 from ovmfgen.ui import say

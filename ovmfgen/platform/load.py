@@ -23,13 +23,13 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ovmfgen.errors import Location, OvmfgenError, display_path
-from ovmfgen.model import (
+from ovmfgen.platform.model import (
     FEATURES, Block, Branch, BuildOption, Comment, Component, Conditional, Define, Delta, ElfSpec,
     ErrorDirective, Field, Inf, Include, LibraryMapping, Override, Pcd, Platform, Raw, Region,
     RegionContent, RegionPcds, ReservedRegion, Section, SetPcd, Statement, SubSection, Upstream,
 )
 from ovmfgen.paths import PLATFORMS_DIR
-from ovmfgen.syntax import split_pcd_value
+from ovmfgen.platform.syntax import split_pcd_value
 
 TOP_KEYS = ("extends", "description", "copyright", "platform", "features", "upstream", "deltas", "elf", "overrides",
             "publish", "fragments", "dsc", "fdf")

@@ -13,13 +13,13 @@ from typing import Any
 import yaml
 
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.load import HEADER_FIELDS
-from ovmfgen.model import (
+from ovmfgen.platform.load import HEADER_FIELDS
+from ovmfgen.platform.model import (
     Block, BuildOption, Comment, Component, Conditional, Define, ErrorDirective, Field, Inf, Include,
     LibraryMapping, Pcd, Raw, Region, RegionContent, RegionPcds, ReservedRegion, Section, SetPcd,
     Statement,
 )
-from ovmfgen.syntax import parse_dsc, parse_fdf
+from ovmfgen.platform.syntax import parse_dsc, parse_fdf
 
 _FIELD_SECTIONS = ("Defines", "FD", "FV", "Capsule", "OptionRom")
 
@@ -204,7 +204,7 @@ def platform_yaml(dsc_text: str, fdf_text: str, dsc_rel: str, fdf_rel: str, desc
 
 def _resolve_input(path: str) -> tuple[Path, str]:
     """An input path and its path relative to the edk2 tree (``edk2/...`` maps to the located tree)."""
-    from ovmfgen.edk2 import locate
+    from ovmfgen.edk2.tree import locate
     from ovmfgen.paths import REPO_ROOT
 
     tree = locate().root
@@ -228,7 +228,7 @@ def _resolve_input(path: str) -> tuple[Path, str]:
 
 def locate_tree() -> Path:
     """The edk2 tree imports are resolved against."""
-    from ovmfgen.edk2 import locate
+    from ovmfgen.edk2.tree import locate
 
     return locate().root
 
@@ -237,7 +237,7 @@ def import_command(dsc: str, fdf: str, output: str) -> None:
     """``invoke import``: write platforms YAML for an upstream DSC/FDF pair (atomically)."""
     from ovmfgen.errors import display_path
     from ovmfgen.fsutil import write_if_changed
-    from ovmfgen.load import load_platform
+    from ovmfgen.platform.load import load_platform
     from ovmfgen.ui import say
 
     dsc_path, dsc_rel = _resolve_input(dsc)

@@ -38,7 +38,7 @@ from ovmfgen.run import popen
 from ovmfgen.ui import say
 
 if TYPE_CHECKING:
-    from ovmfgen.xen import XenBootResult
+    from ovmfgen.boot.xen import XenBootResult
 
 ENTRIES = ("pvh", "reset")
 QEMU = "qemu-system-x86_64"
@@ -392,10 +392,10 @@ def boot_command(platform: str = "xen-pvh", target: str = "DEBUG", entry: str = 
 
     ``image`` defaults to ``dist/<platform>/<target>/ovmf.elf``; the logs are saved beside it. Prints
     one verdict line per entry and raises ``BootError`` (exit 1, log tails shown) if any failed.
-    ``on="xen"`` boots under real Xen instead (``ovmfgen.xen.boot_xen_command``, returning its result).
+    ``on="xen"`` boots under real Xen instead (``ovmfgen.boot.xen.boot_xen_command``, returning its result).
     """
     if on == "xen":
-        from ovmfgen import xen  # lazily: only this path needs it
+        from ovmfgen.boot import xen  # lazily: only this path needs it
 
         return xen.boot_xen_command(platform=platform, target=target, image=image)
     if on != "qemu":

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from ovmfgen.errors import Location, OvmfgenError
-from ovmfgen.model import (
+from ovmfgen.platform.model import (
     Block, BuildOption, Comment, Component, Conditional, Define, ErrorDirective, Field, Inf, Include,
     LibraryMapping, Pcd, Raw, Region, RegionContent, RegionPcds, Section, SetPcd, Statement, SubSection,
     Branch,

@@ -1,7 +1,7 @@
 """Where the edk2 tree is, which edk2 it is, and where its BaseTools are.
 
 ``locate()`` answers on every render/build, so it only reads small files: the identity recorded by
-``ovmfgen.setup`` (``identity.json``) and the BaseTools completion marker. It never hashes the tree.
+``ovmfgen.host.setup`` (``identity.json``) and the BaseTools completion marker. It never hashes the tree.
 
 Three sources, in this order:
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from ovmfgen.model import Platform
+from ovmfgen.platform.model import Platform
 from ovmfgen.paths import BUILD_DIR, TEMPLATES_DIR
 
 _FIELD_WIDTH = {"Defines": 30, "FD": 13, "FV": 18}
@@ -118,9 +118,9 @@ def default_output_dir(platform: Platform) -> Path:
 def render_command(platform_name: str, output: str | None = None) -> None:
     """``invoke render``: load, validate, render and write XenOvmf.dsc/.fdf (nothing written on error)."""
     from ovmfgen.errors import display_path
-    from ovmfgen.load import load_platform
+    from ovmfgen.platform.load import load_platform
     from ovmfgen.ui import say
-    from ovmfgen.validate import validate
+    from ovmfgen.platform.validate import validate
 
     platform = load_platform(platform_name)
     rendered = validate(platform)

@@ -70,7 +70,7 @@ from typing import IO
 from ovmfgen import __version__, paths
 from ovmfgen.fsutil import sha256_file
 from ovmfgen.errors import Location, OvmfgenError, display_path
-from ovmfgen.model import Platform
+from ovmfgen.platform.model import Platform
 from ovmfgen.run import popen, quote, run
 from ovmfgen.ui import is_interactive, say
 
@@ -86,9 +86,9 @@ STATE_DIR = ".ovmfgen"                  # inside a workspace: what ovmfgen itsel
 CCACHE_MASQUERADE = Path("/usr/lib/ccache")
 PCD_VERSION = "gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareVersionString"
 PCD_RELEASE_DATE = "gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareReleaseDateString"
-STUART_PLATFORM = Path(__file__).resolve().parent / "stuart_platform.py"
+STUART_PLATFORM = Path(__file__).resolve().parent / "child" / "stuart_platform.py"
 # The modules whose code shapes the artifacts: a change to them invalidates the no-op.
-RECIPE_MODULES = ("build.py", "stuart_platform.py", "linkcache.py", "elf.py")
+RECIPE_MODULES = ("build/core.py", "build/child/stuart_platform.py", "build/child/linkcache.py", "elf.py")
 PROGRESS_EVERY_S = 15.0                  # plain progress lines (no TTY / CI)
 
 FEATURE_TAGS = {
@@ -234,7 +234,7 @@ def _default_features(platform: str, platforms_dir: Path) -> tuple[tuple[str, st
 
 @lru_cache(maxsize=16)
 def _default_features_cached(platform: str, platforms_dir: Path, _stamp: int) -> tuple[tuple[str, str], ...]:
-    from ovmfgen.load import load_platform
+    from ovmfgen.platform.load import load_platform
 
     return load_platform(platform, platforms_dir).default_features
 
@@ -323,7 +323,7 @@ def tool_versions() -> dict[str, str]:
 def recipe_digest() -> str:
     """sha256 over the ovmfgen modules whose code shapes the artifacts."""
     h = hashlib.sha256()
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent
     for name in RECIPE_MODULES:
         h.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
     return h.hexdigest()
@@ -457,7 +457,7 @@ def ccache_dir() -> Path:
 
 
 def link_cache_dir() -> Path:
-    """Where --ccache builds cache LTO links (ovmfgen/linkcache.py): beside ccache's directory."""
+    """Where --ccache builds cache LTO links (ovmfgen/build/child/linkcache.py): beside ccache's directory."""
     return paths.cache_dir() / "linkcache"
 
 
@@ -466,9 +466,9 @@ def plan(request: Request, layout: Layout | None = None) -> Plan:
 
     Cheap (no edk2 tooling is imported): the no-op check runs on this alone.
     """
-    from ovmfgen.edk2 import locate
-    from ovmfgen.load import load_platform
-    from ovmfgen.render import render
+    from ovmfgen.edk2.tree import locate
+    from ovmfgen.platform.load import load_platform
+    from ovmfgen.platform.render import render
 
     lay = layout or Layout()
     overrides = dict(request.features)
@@ -1142,7 +1142,7 @@ def build(request: Request, layout: Layout | None = None) -> BuildResult:
             # Built by whoever held the lock before us.
             say(f"{label}: up to date, nothing to do ({display_path(p.dist)})")
             return BuildResult(p.dist, read_manifest(p.dist) or {}, True, time.monotonic() - t0)
-        from ovmfgen.validate import validate
+        from ovmfgen.platform.validate import validate
 
         validate(p.platform, p.edk2_root)
         if request.clean and p.workspace.exists():
@@ -1156,7 +1156,7 @@ def build(request: Request, layout: Layout | None = None) -> BuildResult:
             fail = summarize_failure(log_text, (p.workspace, p.edk2_root), _source_map(p))
             raise BuildFailed(fail.one_line(label, display_path(p.log_path)), fail.location)
         if request.ccache:
-            from ovmfgen import linkcache
+            from ovmfgen.build.child import linkcache
 
             linkcache.trim(str(link_cache_dir()))  # ccache bounds itself (max_size); this one is ours to bound
         files = post_build(p, log_text, time.monotonic() - t_build)

@@ -5,7 +5,7 @@ What one night does
 ``nightly.yaml`` declares the cells (platform, target, FD size, features, boot tests). For each
 selected cell, in its own process and at most ``--jobs`` at a time:
 
-1. **build** - ``ovmfgen.build`` with the compiler cache on (one ccache directory and one BaseTools
+1. **build** - ``ovmfgen.build.core`` with the compiler cache on (one ccache directory and one BaseTools
    for every cell: both come from ovmfgen's cache). A cell whose inputs are already published is a
    no-op; its artifacts (OVMF.fd, ovmf.elf, manifest.json, build.log) are linked into the night.
 2. **check-elf** (cells with a PVH ELF) - every loader rule of ``ovmfgen.elf.check_elf``.
@@ -26,7 +26,7 @@ the night records whether the firmware outputs are byte-identical and, if not, w
 FFS/EFI files differ.
 
 History: ``<out>/<date>/summary.json`` (with ``cells/<name>/`` holding each cell's log, artifacts
-and boot logs) and ``<out>/index.html`` (``ovmfgen.report``), keeping the last ``--keep`` nights.
+and boot logs) and ``<out>/index.html`` (``ovmfgen.nightly.report``), keeping the last ``--keep`` nights.
 The date is an input (``--date``, default today); it names the night and nothing else: no date or
 time enters the firmware (its version string and release date come from the edk2 release).
 
@@ -93,7 +93,7 @@ class Cell:
     boot: tuple[str, ...] = ()                 # pvh, reset, shell, xen
     description: str = ""
     optional: bool = False                     # only when --match/--cell names it
-    requires: str | None = None                # a module that must be importable (e.g. ovmfgen.xen)
+    requires: str | None = None                # a module that must be importable (e.g. ovmfgen.boot.xen)
     ccache: bool = True
     timeout: float | None = None               # per boot, seconds (None: the boot's default)
 
@@ -193,7 +193,7 @@ def _cell_name(platform: str, target: str, fd_size: str | None, features: Sequen
 
 def parse_matrix(data: object, path: str = "nightly.yaml") -> Matrix:
     """Check and convert nightly.yaml's data (see the file itself for the format)."""
-    from ovmfgen.build import parse_assignments, parse_fd_size, parse_target
+    from ovmfgen.build.core import parse_assignments, parse_fd_size, parse_target
 
     top = _mapping(data, "the matrix", path, TOP_KEYS)
     defaults = _mapping(top.get("defaults") or {}, "defaults", path, CELL_KEYS)
@@ -372,7 +372,9 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
 
     ``cell_dir`` is ``<night>/cells/<name>``: paths in the record are relative to the night.
     """
-    from ovmfgen import boot, build, elf
+    from ovmfgen import elf
+    from ovmfgen.boot import qemu as boot
+    from ovmfgen.build import core as build
 
     cell_dir = Path(cell_dir).resolve()
     night = cell_dir.parent.parent
@@ -448,7 +450,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
                 _step(steps, "boot-shell", do_shell)
             elif kind == "xen":
                 def do_xen() -> tuple[bool, str, dict]:
-                    from ovmfgen import xen
+                    from ovmfgen.boot import xen
 
                     if not elf_path.is_file():
                         raise OvmfgenError("the build published no ovmf.elf to boot")
@@ -582,7 +584,7 @@ def run_repro(cell: Cell, repro_dir: Path, threads: int | None = None, keep_work
     The workspaces live under ``build/.nightly-repro/`` (same file system as the normal ones) at
     paths of different lengths, and are removed afterwards unless ``keep_workspaces``.
     """
-    from ovmfgen import build
+    from ovmfgen.build import core as build
 
     repro_dir = Path(repro_dir).resolve()
     repro_dir.mkdir(parents=True, exist_ok=True)
@@ -640,7 +642,7 @@ class _Job:
 
 
 def _child_argv(kind: str, cell: Cell, out_dir: Path, threads: int | None) -> list[str]:
-    argv = [sys.executable, "-m", "ovmfgen.nightly", kind, "--spec", json.dumps(cell.to_json(), sort_keys=True),
+    argv = [sys.executable, "-m", "ovmfgen.nightly.core", kind, "--spec", json.dumps(cell.to_json(), sort_keys=True),
             "--dir", str(out_dir)]
     if threads:
         argv += ["--threads", str(threads)]
@@ -837,7 +839,7 @@ def merge(inputs: Sequence[str | Path], out: Path, date: str | None = None, keep
     cell of the same name the later input wins. The inputs must agree on the date unless ``date``
     is given.
     """
-    from ovmfgen import report
+    from ovmfgen.nightly import report
 
     summaries = find_summaries(inputs)
     loaded = []
@@ -975,7 +977,7 @@ def install(summary: Mapping[str, object], night: Path, root: Path, specs: Seque
             code = arts.get("OVMF_CODE.fd")
             vars_ = arts.get("OVMF_VARS.fd")
             if not (code and vars_):
-                from ovmfgen.boot import split_unified_fd
+                from ovmfgen.boot.qemu import split_unified_fd
 
                 fd_rel = arts.get("OVMF.fd")
                 if not fd_rel:
@@ -1047,7 +1049,7 @@ def github_workflow(matrix: Matrix, cells: Sequence[Cell], matrix_path: str = "n
         {"name": "ovmfgen", "run": "python3 -m venv /opt/venv && /opt/venv/bin/pip install -e . && "
                                    "echo /opt/venv/bin >> \"$GITHUB_PATH\""},
         {"name": "edk2 tree and BaseTools", "uses": "actions/cache@v4",
-         "with": {"path": "~/.cache/ovmfgen/edk2", "key": "edk2-${{ hashFiles('ovmfgen/edk2.py', 'ovmfgen/setup.py') }}"}},
+         "with": {"path": "~/.cache/ovmfgen/edk2", "key": "edk2-${{ hashFiles('ovmfgen/edk2/tree.py', 'ovmfgen/host/setup.py') }}"}},
         {"name": "Setup (edk2, BaseTools, apt packages)", "run": "invoke setup"},
         {"name": "Compiler cache", "uses": "actions/cache@v4",
          "with": {"path": "~/.cache/ovmfgen/ccache", "key": "ccache-${{ github.job }}-${{ github.run_id }}",
@@ -1193,7 +1195,7 @@ def default_jobs() -> int:
 
 def run_night(matrix: Matrix, cells: Sequence[Cell], opts: Options) -> dict:
     """Run ``cells`` (and tonight's reproducibility check) into ``opts.out/<date>/``; refresh the report."""
-    from ovmfgen import report
+    from ovmfgen.nightly import report
 
     date = parse_date(opts.date)
     out = Path(opts.out).resolve()
@@ -1312,14 +1314,14 @@ def _raise_on_failures(summary: Mapping[str, object]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The cell process: python -m ovmfgen.nightly cell|repro --spec JSON --dir DIR [--threads N]
+# The cell process: python -m ovmfgen.nightly.core cell|repro --spec JSON --dir DIR [--threads N]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of a cell's process: run it and write ``<dir>/result.json`` (always)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m ovmfgen.nightly", description="one nightly cell (internal)")
+    parser = argparse.ArgumentParser(prog="python -m ovmfgen.nightly.core", description="one nightly cell (internal)")
     parser.add_argument("kind", choices=("cell", "repro"))
     parser.add_argument("--spec", required=True, help="the cell as JSON")
     parser.add_argument("--dir", required=True, help="the cell's directory")

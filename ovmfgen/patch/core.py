@@ -51,7 +51,7 @@ from pathlib import Path
 
 from ovmfgen import elf, paths
 from ovmfgen.errors import OvmfgenError, display_path
-from ovmfgen.model import Conditional, Include, Platform, ReservedRegion, Section, Statement
+from ovmfgen.platform.model import Conditional, Include, Platform, ReservedRegion, Section, Statement
 from ovmfgen.run import CommandError, run
 from ovmfgen.ui import say
 
@@ -206,7 +206,7 @@ def in_tree_text(text: str) -> str:
 
 def in_tree_files(platform: Platform) -> dict[str, bytes]:
     """The platform's DSC and FDF for the edk2 tree (path -> CRLF bytes), FDF including the ELF header."""
-    from ovmfgen.render import render
+    from ovmfgen.platform.render import render
 
     rendered = render(in_tree_platform(platform))
     return {
@@ -878,8 +878,8 @@ def default_output_dir(platform_name: str) -> Path:
 def generate(platform_name: str, out_dir: Path | None = None, signoff: str | None = None,
              validate_platform: bool = True) -> Generated:
     """Load (and validate) the platform and write its upstream series for the pinned edk2 to ``out_dir``."""
-    from ovmfgen.edk2 import PIN, locate
-    from ovmfgen.load import load_platform
+    from ovmfgen.edk2.tree import PIN, locate
+    from ovmfgen.platform.load import load_platform
 
     signer = parse_signoff(signoff) if signoff is not None else default_signoff()
     platform = load_platform(platform_name)
@@ -887,7 +887,7 @@ def generate(platform_name: str, out_dir: Path | None = None, signoff: str | Non
     check_writable(out)
     tree = locate()
     if validate_platform:
-        from ovmfgen.validate import validate
+        from ovmfgen.platform.validate import validate
 
         validate(platform)
     ident = tree.identity
@@ -1044,7 +1044,7 @@ def _first_error(log: Path) -> str:
     except OSError:
         return "no log"
     try:
-        from ovmfgen.build import summarize_failure
+        from ovmfgen.build.core import summarize_failure
 
         return summarize_failure(text).message
     except Exception:  # noqa: BLE001 - the summary is a convenience; fall back to the log's error lines
@@ -1079,8 +1079,8 @@ def verify_series(patch_dir: Path, work: Path, platform_name: str, each: bool = 
     involved in the build: upstream's ``build`` with EDK_TOOLS_PATH = the pinned BaseTools, WORKSPACE =
     the clone, Conf from the BaseTools templates.
     """
-    from ovmfgen.edk2 import PIN, locate
-    from ovmfgen.load import load_platform
+    from ovmfgen.edk2.tree import PIN, locate
+    from ovmfgen.platform.load import load_platform
 
     platform = load_platform(platform_name)
     tree = locate()

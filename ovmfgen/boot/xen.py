@@ -42,7 +42,7 @@ from pathlib import Path
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import atomic_write_bytes, replace_dir
 from ovmfgen.paths import DIST_DIR, cache_dir
-from ovmfgen.setup import AptSource, ensure_apt_packages, read_apt_sources
+from ovmfgen.host.setup import AptSource, ensure_apt_packages, read_apt_sources
 from ovmfgen.run import CommandError, popen, run
 from ovmfgen.ui import say
 
@@ -288,7 +288,7 @@ def dom0_init_script() -> str:
     insmods = "\n".join(f"insmod /ovmfgen/modules/{m}.ko || echo 'ovmfgen: insmod {m} failed'"
                         for m in DOM0_MODULES)
     return f"""#!/bin/sh
-# dom0 /init written by ovmfgen.xen: bring up Xen's dom0 services, run the test, power off.
+# dom0 /init written by ovmfgen.boot.xen: bring up Xen's dom0 services, run the test, power off.
 # The versioned tools first: xen-init-dom0 has no wrapper in /usr/sbin.
 export PATH=/usr/lib/xen-{XEN_SERIES}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
@@ -317,7 +317,7 @@ sleep 30
 def dom0_test_script(guest_timeout_s: int, name: str = GUEST_NAME) -> str:
     """The dom0 test: ``xl create`` the guest, wait for its shell prompt (or death), report."""
     return f"""#!/bin/sh
-# Written by ovmfgen.xen. Prints {EVENT}/{RESULT} lines that classify_xen_run reads.
+# Written by ovmfgen.boot.xen. Prints {EVENT}/{RESULT} lines that classify_xen_run reads.
 NAME={name}
 LOG=/var/log/xen/console/guest-$NAME.log
 ev() {{ echo "{EVENT} $1 $(cut -d' ' -f1 /proc/uptime)"; }}

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ovmfgen.errors import Location, OvmfgenError
-from ovmfgen.model import (
+from ovmfgen.platform.model import (
     Component, Conditional, Field, Inf, Include, LibraryMapping, Pcd, Platform, Region, RegionPcds,
     ReservedRegion, Section, SetPcd, Statement, walk,
 )
 from ovmfgen.paths import OVERRIDES_DIR
 
 if TYPE_CHECKING:
-    from ovmfgen.render import Rendered
+    from ovmfgen.platform.render import Rendered
 
 ARCH = "X64"
 FD_SIZES_KB = (1024, 2048, 4096)
@@ -415,7 +415,7 @@ def prepare_workspace(platform: Platform, root: Path, rendered: Rendered | None 
     """Lay out a workspace at ``root``: rendered files under their package dir plus the overrides."""
     import shutil
 
-    from ovmfgen.render import render
+    from ovmfgen.platform.render import render
 
     rendered = rendered or render(platform)
     pkg = root / platform.package_dir
@@ -434,7 +434,7 @@ def _cache_key(platform: Platform, edk2_digest: str, rendered: Rendered | None =
     """What a validation result depends on: the rendered files, the overrides, the tree, this checker."""
     import hashlib
 
-    from ovmfgen.render import render
+    from ovmfgen.platform.render import render
 
     h = hashlib.sha256()
     for name, data in (rendered or render(platform)).files().items():
@@ -457,12 +457,12 @@ def validate(platform: Platform, edk2_root: Path | None = None, use_cache: bool 
     from edk2toollib.uefi.edk2.path_utilities import Edk2Path
 
     from ovmfgen.paths import BUILD_DIR
-    from ovmfgen.render import render
+    from ovmfgen.platform.render import render
 
     rendered = render(platform)
     digest = ""
     if edk2_root is None:
-        from ovmfgen.edk2 import locate
+        from ovmfgen.edk2.tree import locate
 
         tree = locate()
         edk2_root, digest = tree.root, tree.digest

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.model import Include, Platform, Region, RegionContent, RegionPcds, ReservedRegion, Statement
-from ovmfgen.syntax import parse_fdf
-from ovmfgen.validate import (
+from ovmfgen.platform.model import Include, Platform, Region, RegionContent, RegionPcds, ReservedRegion, Statement
+from ovmfgen.platform.syntax import parse_fdf
+from ovmfgen.platform.validate import (
     ARCH, Infos, MissingLibrary, Workspace, active_statements, component_libraries, conditional_evaluator,
     dsc_parser, expand_macros, fdf_parser, quiet_edk2toollib,
 )
@@ -239,7 +239,7 @@ def _delta_matches(delta_kind: str, delta_subject: str, diff: Difference) -> boo
 def diff_platform(platform: Platform, against_dsc: Path, against_fdf: Path, edk2_root: Path
                   ) -> tuple[dict[str, list[Difference]], list[Difference], list[str]]:
     """(differences per configuration, unexplained ones, listed deltas never observed)."""
-    from ovmfgen.validate import prepare_workspace
+    from ovmfgen.platform.validate import prepare_workspace
 
     with tempfile.TemporaryDirectory(prefix="ovmfgen-diff-") as tmp:
         ws_root = prepare_workspace(platform, Path(tmp))
@@ -300,10 +300,10 @@ def format_report(platform: Platform, per_config: dict[str, list[Difference]], u
 
 def diff_command(platform_name: str, against: str, fdf: str | None = None) -> None:
     """``invoke diff``: print the semantic differences; exit 1 on an unexplained one (or a stale delta)."""
-    from ovmfgen.edk2 import locate
-    from ovmfgen.importer import _resolve_input
-    from ovmfgen.load import load_platform
-    from ovmfgen.validate import validate
+    from ovmfgen.edk2.tree import locate
+    from ovmfgen.platform.importer import _resolve_input
+    from ovmfgen.platform.load import load_platform
+    from ovmfgen.platform.validate import validate
 
     platform = load_platform(platform_name)
     validate(platform)

@@ -25,8 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovmfgen import edk2, paths
-from ovmfgen.edk2 import PIN, Edk2Tree
+from ovmfgen import paths
+from ovmfgen.edk2 import tree as edk2
+from ovmfgen.edk2.tree import PIN, Edk2Tree
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.fsutil import atomic_write_bytes, replace_dir, sha256_file, write_if_changed
 from ovmfgen.run import CommandError, run
