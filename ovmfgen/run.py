@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,12 @@ from pathlib import Path
 from ovmfgen.errors import OvmfgenError
 
 log = logging.getLogger("ovmfgen.run")
+
+# What callers of ``popen`` pass for its streams, so that no other module imports subprocess.
+DEVNULL = subprocess.DEVNULL
+PIPE = subprocess.PIPE
+STDOUT = subprocess.STDOUT
+Process = subprocess.Popen
 
 TAIL_LINES = 20
 
@@ -95,3 +102,38 @@ def popen(
     args = [str(a) for a in argv]
     log.info("$ %s%s", quote(args), f"   (in {cwd})" if cwd else "")
     return subprocess.Popen(args, cwd=cwd, env=None if env is None else dict(env), text=True, **kwargs)  # type: ignore[call-overload]
+
+
+def wait(proc: subprocess.Popen[str], timeout: float | None = None) -> int | None:
+    """Wait up to ``timeout`` seconds for ``proc``; its exit status, or None if it is still running."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def stop(
+    proc: subprocess.Popen[str],
+    *,
+    signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGKILL),
+    grace: float = 5.0,
+    group: bool = False,
+) -> int:
+    """Stop ``proc``: send each of ``signals`` in turn, waiting ``grace`` seconds after each.
+
+    ``group`` signals the process group (for a child started with ``start_new_session``), so its
+    own children stop too. Returns the exit status; after the last signal it waits without limit.
+    """
+    for n, sig in enumerate(signals):
+        if proc.poll() is not None:
+            break
+        try:
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+        except ProcessLookupError:
+            break
+        if wait(proc, None if n == len(signals) - 1 else grace) is not None:
+            break
+    return proc.wait()

@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.paths import DIST_DIR
-from ovmfgen.run import popen
+from ovmfgen.run import DEVNULL, STDOUT, popen, stop
 from ovmfgen.ui import say
 
 if TYPE_CHECKING:
@@ -271,18 +270,6 @@ def classify_log(
     return result(Verdict.STALLED, last, f"{why}; {stage}" if lines else f"{why}; the log is empty")
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    """Stop QEMU: SIGTERM, then SIGKILL if it does not go."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def _preflight(image: Path | str, out_dir: Path | str) -> tuple[Path, Path]:
     """The image (absolute) and a created output dir, or one clear error before QEMU starts."""
     image = Path(image).resolve()
@@ -320,7 +307,7 @@ def boot_qemu(image: Path, entry: str, out_dir: Path, timeout: float = 90,
     stalled_for: float | None = None
     start = time.monotonic()
     try:
-        proc = popen(argv, stdin=subprocess.DEVNULL, stdout=qemu_out, stderr=subprocess.STDOUT)
+        proc = popen(argv, stdin=DEVNULL, stdout=qemu_out, stderr=STDOUT)
         try:
             last_growth = start
             failed_at: float | None = None
@@ -351,7 +338,7 @@ def boot_qemu(image: Path, entry: str, out_dir: Path, timeout: float = 90,
                     time.sleep(POLL_SECONDS)
             duration = time.monotonic() - start
         finally:
-            _stop(proc)
+            stop(proc)
         # Whatever QEMU wrote between the last read and its end belongs in the saved log.
         text = tmp_log.read_bytes().decode("utf-8", errors="replace")
         os.replace(tmp_log, final_log)
@@ -617,7 +604,7 @@ def boot_qemu_shell(image: Path, out_dir: Path, timeout: float = SHELL_TIMEOUT_S
     timed_out = False
     start = time.monotonic()
     try:
-        proc = popen(argv, stdin=subprocess.DEVNULL, stdout=qemu_out, stderr=subprocess.STDOUT)
+        proc = popen(argv, stdin=DEVNULL, stdout=qemu_out, stderr=STDOUT)
         try:
             while True:
                 serial = serial_log.read_bytes().decode("utf-8", errors="replace")
@@ -634,7 +621,7 @@ def boot_qemu_shell(image: Path, out_dir: Path, timeout: float = SHELL_TIMEOUT_S
                 time.sleep(0.2)
             duration = time.monotonic() - start
         finally:
-            _stop(proc)
+            stop(proc)
         qemu_out.seek(0)
         output = "".join(l for l in qemu_out.readlines() if "terminating on signal" not in l)
     finally:

@@ -30,7 +30,7 @@ import json
 import os
 import re
 import shutil
-import subprocess
+import signal
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -43,7 +43,7 @@ from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import atomic_write_bytes, replace_dir
 from ovmfgen.paths import DIST_DIR, cache_dir
 from ovmfgen.host.setup import AptSource, ensure_apt_packages, read_apt_sources
-from ovmfgen.run import CommandError, popen, run
+from ovmfgen.run import DEVNULL, STDOUT, CommandError, popen, run, stop, wait
 from ovmfgen.ui import say
 
 # --- What we run: Debian bookworm's Xen 4.17 ------------------------------------------------------
@@ -752,24 +752,20 @@ def _run_qemu(argv: list[str], qemu_log: Path, timeout: float) -> tuple[int | No
     start = time.monotonic()
     peak: int | None = None
     with open(qemu_log, "w", encoding="utf-8", errors="replace") as log:
-        proc = popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        proc = popen(argv, stdin=DEVNULL, stdout=log, stderr=STDOUT)
         try:
             while True:
-                try:
-                    rc = proc.wait(timeout=1.0)
+                rc = wait(proc, 1.0)
+                if rc is not None:
                     return rc, time.monotonic() - start, peak
-                except subprocess.TimeoutExpired:
-                    hwm = _peak_rss_kib(proc.pid)
-                    if hwm is not None:
-                        peak = max(peak or 0, hwm)
-                    if time.monotonic() - start > timeout:
-                        proc.kill()
-                        proc.wait()
-                        return None, time.monotonic() - start, peak
+                hwm = _peak_rss_kib(proc.pid)
+                if hwm is not None:
+                    peak = max(peak or 0, hwm)
+                if time.monotonic() - start > timeout:
+                    stop(proc, signals=(signal.SIGKILL,))
+                    return None, time.monotonic() - start, peak
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop(proc, signals=(signal.SIGKILL,))
 
 
 def guest_deadline_s(timeout: float) -> int:

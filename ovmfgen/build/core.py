@@ -55,8 +55,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -71,7 +69,7 @@ from ovmfgen import __version__, paths
 from ovmfgen.fsutil import sha256_file
 from ovmfgen.errors import Location, OvmfgenError, display_path
 from ovmfgen.platform.model import Platform
-from ovmfgen.run import popen, quote, run
+from ovmfgen.run import PIPE, STDOUT, popen, quote, run, stop
 from ovmfgen.ui import is_interactive, say
 
 TARGETS = ("DEBUG", "RELEASE", "NOOPT")
@@ -1024,15 +1022,15 @@ def run_stuart(p: Plan, lock: Lock | None = None, progress: Progress | None = No
     prog = progress or Progress(f"{p.platform.name} {p.request.target}")
     try:
         # Its own session: on an interrupt we stop stuart *and* edk2's build/make/gcc under it.
-        proc = popen(argv, cwd=p.workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = popen(argv, cwd=p.workspace, env=env, stdout=PIPE, stderr=STDOUT,
                      errors="replace", bufsize=1, pass_fds=pass_fds, start_new_session=True)
     except OSError as exc:
         raise OvmfgenError(f"cannot start stuart_build: {exc}") from None
     chunks: list[str] = []
-    stop = threading.Event()
+    done = threading.Event()
 
     def tick() -> None:  # keep the bar/lines moving through long silent steps (LTO links, GenFds)
-        while not stop.wait(1.0):
+        while not done.wait(1.0):
             prog.show()
 
     ticker = threading.Thread(target=tick, name="ovmfgen-progress", daemon=True)
@@ -1046,31 +1044,15 @@ def run_stuart(p: Plan, lock: Lock | None = None, progress: Progress | None = No
                 prog.feed(line, lambda: count_module_makefiles(arch_dir))
             rc = proc.wait()
     except BaseException:
-        _stop_group(proc)
+        stop(proc, group=True)  # stuart and edk2's build/make/gcc under it
         raise
     finally:
-        stop.set()
+        done.set()
         ticker.join()
         prog.close()
         if lock is not None:
             os.set_inheritable(lock.fd, False)
     return rc, "".join(chunks)
-
-
-def _stop_group(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
-    """Stop the process group we started for stuart: SIGTERM, then SIGKILL after ``grace`` seconds."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=grace)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    if proc.poll() is None:
-        proc.wait()
 
 
 def _source_map(p: Plan) -> dict[str, Path]:

@@ -43,7 +43,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -57,7 +56,7 @@ import yaml
 from ovmfgen import paths
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import atomic_write_bytes, replace_dir
-from ovmfgen.run import popen
+from ovmfgen.run import DEVNULL, PIPE, STDOUT, Process, popen, stop, wait
 from ovmfgen.ui import say
 
 SCHEMA = 1
@@ -636,7 +635,7 @@ class _Job:
     label: str
     argv: list[str]
     out_dir: Path
-    proc: subprocess.Popen[str] | None = None
+    proc: Process[str] | None = None
     reader: threading.Thread | None = None
     started: float = 0.0
 
@@ -688,8 +687,8 @@ def run_jobs(jobs: Sequence[_Job], parallel: int, quiet: bool,
                 (job.out_dir / RESULT).unlink(missing_ok=True)
                 (job.out_dir / CELL_LOG).write_text("", encoding="utf-8")
                 job.started = time.monotonic()
-                job.proc = popen(job.argv, cwd=paths.REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, errors="replace", bufsize=1)
+                job.proc = popen(job.argv, cwd=paths.REPO_ROOT, env=env, stdin=DEVNULL,
+                                 stdout=PIPE, stderr=STDOUT, errors="replace", bufsize=1)
                 job.reader = threading.Thread(target=_pump, args=(job, quiet, lock), daemon=True)
                 job.reader.start()
                 running.append(job)
@@ -716,10 +715,8 @@ def run_jobs(jobs: Sequence[_Job], parallel: int, quiet: bool,
                 job.proc.send_signal(signal.SIGINT)
         for job in running:
             if job.proc is not None:
-                try:
-                    job.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    job.proc.kill()
+                if wait(job.proc, 30) is None:
+                    stop(job.proc, signals=(signal.SIGKILL,))
         raise
     return results
 
