@@ -1,4 +1,4 @@
-"""Unit tests of ovmfgen.boot.xen: log classification on captured real logs, generated text, cache keys."""
+"""Unit tests of the ovmfgen.boot.xen package: log classification on captured real logs, generated text, cache keys."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ovmfgen.host import setup
-from ovmfgen.boot import xen
+from ovmfgen.boot.xen import debian, guests, nested, verdicts
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.boot.xen import Verdict, classify_xen_run
 
@@ -19,9 +19,9 @@ def load(name: str) -> str:
     return (DATA / name).read_text(encoding="utf-8", errors="replace")
 
 
-def classify_capture(stem: str, rc: int | None = 0) -> xen.XenBootResult:
+def classify_capture(stem: str, rc: int | None = 0) -> verdicts.XenBootResult:
     serial = load(f"{stem}.serial.log")
-    return classify_xen_run(serial, xen.extract_guest_console(serial), rc)
+    return classify_xen_run(serial, verdicts.extract_guest_console(serial), rc)
 
 
 # --- classification on captured logs ------------------------------------------------------------
@@ -32,9 +32,9 @@ def test_shell_reached_capture():
     assert r.verdict is Verdict.SHELL_REACHED, r
     assert r.ok
     assert r.shell_seconds is not None and 0 < r.shell_seconds < 120
-    guest = xen.extract_guest_console(load("shell.serial.log"))
+    guest = verdicts.extract_guest_console(load("shell.serial.log"))
     assert "Shell>" in guest
-    assert xen.GUEST_PREFIX not in guest
+    assert verdicts.GUEST_PREFIX not in guest
 
 
 def test_assert_capture_gives_the_assert_line():
@@ -76,7 +76,7 @@ def test_timeout_when_qemu_was_killed_after_xl_create():
 
 def test_qemu_abort_is_harness_failure_even_after_shell():
     serial = load("shell.serial.log")
-    r = classify_xen_run(serial, xen.extract_guest_console(serial), -6)
+    r = classify_xen_run(serial, verdicts.extract_guest_console(serial), -6)
     assert r.verdict is Verdict.HARNESS_FAILURE
     assert "reached the shell" in r.detail
     assert not r.ok
@@ -91,20 +91,20 @@ def test_captured_qemu_abort_is_harness_failure():
 
 def test_qemu_abort_mid_boot_is_harness_failure():
     serial = load("shell.serial.log")
-    cut = serial[: serial.index(xen.EVENT + " created")]
+    cut = serial[: serial.index(verdicts.EVENT + " created")]
     r = classify_xen_run(cut, "", 134)
     assert r.verdict is Verdict.HARNESS_FAILURE
 
 
 def test_killed_before_dom0_reached_xl_is_harness_failure():
     serial = load("shell.serial.log")
-    cut = serial[: serial.index(xen.EVENT + " create ")]
+    cut = serial[: serial.index(verdicts.EVENT + " create ")]
     assert classify_xen_run(cut, "", None).verdict is Verdict.HARNESS_FAILURE
 
 
 def test_killed_after_xl_create_without_shell_is_timeout():
     serial = load("shell.serial.log")
-    cut = serial[: serial.index(xen.EVENT + " created")]
+    cut = serial[: serial.index(verdicts.EVENT + " created")]
     assert classify_xen_run(cut, "", None).verdict is Verdict.TIMEOUT
 
 
@@ -142,7 +142,7 @@ def test_every_verdict_has_a_capture():
 
 
 def test_xl_config_text():
-    assert xen.xl_config("/ovmfgen/ovmf.elf") == (
+    assert guests.xl_config("/ovmfgen/ovmf.elf") == (
         'name = "ovmfgen-pvh"\n'
         'type = "pvh"\n'
         'kernel = "/ovmfgen/ovmf.elf"\n'
@@ -154,13 +154,13 @@ def test_xl_config_text():
         'on_crash = "preserve"\n'
         'timer_mode = "no_missed_ticks_pending"\n'
     )
-    assert "memory = 32\n" in xen.xl_config("/k", memory_mib=32)
+    assert "memory = 32\n" in guests.xl_config("/k", memory_mib=32)
     # dom0 sits on pCPU 0, the guest on pCPU 1
-    assert "dom0_vcpus_pin" in xen.XEN_CMDLINE and "dom0_max_vcpus=1" in xen.XEN_CMDLINE
+    assert "dom0_vcpus_pin" in nested.XEN_CMDLINE and "dom0_max_vcpus=1" in nested.XEN_CMDLINE
 
 
 def test_qemu_argv(tmp_path):
-    argv = xen.qemu_argv(Path("/c/xen-4.17"), Path("/t/vmlinuz"), Path("/t/dom0.cpio"), tmp_path / "s.log")
+    argv = nested.qemu_argv(Path("/c/xen-4.17"), Path("/t/vmlinuz"), Path("/t/dom0.cpio"), tmp_path / "s.log")
     assert argv[0] == "qemu-system-x86_64"
     joined = " ".join(argv)
     for piece in ("-accel tcg", "-icount shift=0,sleep=off", "-cpu max,-smap,-smep,-rdtscp", "-smp 2",
@@ -172,33 +172,33 @@ def test_qemu_argv(tmp_path):
     assert "dom0_mem=1024M,max:1024M" in append and "console=com1" in append and "noreboot" in append
     assert argv[argv.index("-initrd") + 1] == \
         "/t/vmlinuz console=hvc0 earlyprintk=xen rdinit=/init,/t/dom0.cpio"
-    retry = xen.qemu_argv(Path("/x"), Path("/t/v"), Path("/t/i"), Path("/s"), icount_shift=1)
+    retry = nested.qemu_argv(Path("/x"), Path("/t/v"), Path("/t/i"), Path("/s"), icount_shift=1)
     assert retry[retry.index("-icount") + 1] == "shift=1,sleep=off"
-    assert xen.QEMU_ICOUNT_SHIFTS[0] != xen.QEMU_ICOUNT_SHIFTS[1]
+    assert nested.QEMU_ICOUNT_SHIFTS[0] != nested.QEMU_ICOUNT_SHIFTS[1]
 
 
 def test_guest_deadline_leaves_dom0_time_to_report():
-    assert xen.guest_deadline_s(300) * xen.WALL_PER_GUEST_SECOND + xen.DOM0_OVERHEAD_S <= 300
-    assert xen.guest_deadline_s(10) == xen.MIN_GUEST_TIMEOUT_S
+    assert nested.guest_deadline_s(300) * nested.WALL_PER_GUEST_SECOND + nested.DOM0_OVERHEAD_S <= 300
+    assert nested.guest_deadline_s(10) == nested.MIN_GUEST_TIMEOUT_S
 
 
 def test_qemu_argv_rejects_module_paths_qemu_would_split():
     with pytest.raises(OvmfgenError):
-        xen.qemu_argv(Path("/x"), Path("/a b/vmlinuz"), Path("/t/i"), Path("/s"))
+        nested.qemu_argv(Path("/x"), Path("/a b/vmlinuz"), Path("/t/i"), Path("/s"))
     with pytest.raises(OvmfgenError):
-        xen.qemu_argv(Path("/x"), Path("/t/vmlinuz"), Path("/t/a,b"), Path("/s"))
+        nested.qemu_argv(Path("/x"), Path("/t/vmlinuz"), Path("/t/a,b"), Path("/s"))
 
 
 def test_dom0_scripts_are_valid_sh(tmp_path):
-    for name, text in (("init", xen.dom0_init_script()), ("test.sh", xen.dom0_test_script(120))):
+    for name, text in (("init", guests.dom0_init_script()), ("test.sh", guests.dom0_test_script(120))):
         p = tmp_path / name
         p.write_text(text)
         subprocess.run(["sh", "-n", str(p)], check=True)
-    init = xen.dom0_init_script()
+    init = guests.dom0_init_script()
     assert init.index("insmod /ovmfgen/modules/xen-privcmd.ko") < init.index("insmod /ovmfgen/modules/xenfs.ko")
     assert "mount -t xenfs xenfs /proc/xen" in init
     assert "xenconsoled --log=all --log-dir=/var/log/xen/console" in init
-    assert "deadline=$(( $(now) + 120 ))" in xen.dom0_test_script(120)
+    assert "deadline=$(( $(now) + 120 ))" in guests.dom0_test_script(120)
 
 
 def _read_newc(data: bytes) -> dict[str, tuple[int, bytes]]:
@@ -221,8 +221,8 @@ def _read_newc(data: bytes) -> dict[str, tuple[int, bytes]]:
 
 
 def test_newc_archive_round_trip_and_cpio_reads_it(tmp_path):
-    data = xen.newc_archive([("d", 0o040755, b""), ("d/f", 0o100644, b"hello"), ("/x", 0o100755, b"12345678")])
-    assert data == xen.newc_archive([("d", 0o040755, b""), ("d/f", 0o100644, b"hello"),
+    data = guests.newc_archive([("d", 0o040755, b""), ("d/f", 0o100644, b"hello"), ("/x", 0o100755, b"12345678")])
+    assert data == guests.newc_archive([("d", 0o040755, b""), ("d/f", 0o100644, b"hello"),
                                      ("/x", 0o100755, b"12345678")])  # deterministic
     got = _read_newc(data)
     assert got == {"d": (0o040755, b""), "d/f": (0o100644, b"hello"), "x": (0o100755, b"12345678")}
@@ -234,11 +234,11 @@ def test_newc_archive_round_trip_and_cpio_reads_it(tmp_path):
 def test_overlay_cpio_carries_init_modules_firmware_and_config(tmp_path):
     mods = tmp_path / "modules"
     mods.mkdir()
-    for m in xen.DOM0_MODULES:
+    for m in debian.DOM0_MODULES:
         (mods / f"{m}.ko").write_bytes(m.encode())
     image = tmp_path / "ovmf.elf"
     image.write_bytes(b"\x7fELF" + b"\0" * 60)
-    got = _read_newc(xen.overlay_cpio(image, mods, 200))
+    got = _read_newc(guests.overlay_cpio(image, mods, 200))
     assert got["init"][0] == 0o100755 and got["init"][1].startswith(b"#!/bin/sh")
     assert got["ovmfgen/ovmf.elf"][1] == image.read_bytes()
     assert got["ovmfgen/modules/xenfs.ko"][1] == b"xenfs"
@@ -276,12 +276,12 @@ deb-src http://one.example/debian bookworm main
 
 
 def test_mirrors_from_deb822():
-    assert xen.debian_mirrors(setup.parse_deb822_sources(DEB822, 'test')) == \
+    assert debian.debian_mirrors(setup.parse_deb822_sources(DEB822, 'test')) == \
         ("http://mirror.example/debian", "http://mirror.example/debian-security")
 
 
 def test_mirrors_from_one_line_format():
-    assert xen.debian_mirrors(setup.parse_one_line_sources(ONE_LINE, 'test')) == \
+    assert debian.debian_mirrors(setup.parse_one_line_sources(ONE_LINE, 'test')) == \
         ("http://one.example/debian", "http://one.example/debian-security")
 
 
@@ -289,21 +289,21 @@ def test_mirrors_read_from_an_etc_apt_tree(tmp_path):
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list.d" / "debian.sources").write_text(DEB822)
     (tmp_path / "sources.list.d" / "other.list.disabled").write_text("deb http://no.example/ bookworm main\n")
-    assert xen.debian_mirrors(setup.read_apt_sources(tmp_path))[0] == "http://mirror.example/debian"
+    assert debian.debian_mirrors(setup.read_apt_sources(tmp_path))[0] == "http://mirror.example/debian"
 
 
 def test_no_bookworm_source_is_an_error():
     with pytest.raises(OvmfgenError):
-        xen.debian_mirrors(setup.parse_one_line_sources("deb http://x.example/debian trixie main\n", "t"))
-    assert xen.debian_mirrors(setup.parse_one_line_sources("deb http://x.example/debian bookworm main\n", "t"))[1] is None
+        debian.debian_mirrors(setup.parse_one_line_sources("deb http://x.example/debian trixie main\n", "t"))
+    assert debian.debian_mirrors(setup.parse_one_line_sources("deb http://x.example/debian bookworm main\n", "t"))[1] is None
 
 
 def test_this_machines_mirror_is_derived_not_written():
     # The repository names no mirror host: whatever is found comes from /etc/apt.
-    src = Path(xen.__file__).read_text()
+    src = "".join(p.read_text() for p in sorted(Path(debian.__file__).parent.glob("*.py")))
     assert "deb.debian.org" not in src
-    if Path("/etc/apt").is_dir() and xen.pick_mirror(setup.read_apt_sources(), "bookworm"):
-        main, _ = xen.debian_mirrors()
+    if Path("/etc/apt").is_dir() and debian.pick_mirror(setup.read_apt_sources(), "bookworm"):
+        main, _ = debian.debian_mirrors()
         assert main.startswith(("http://", "https://"))
 
 
@@ -322,40 +322,40 @@ Depends: libc6 (>= 2.35), python3
 
 
 def test_apt_show_parsing_and_kernel_package():
-    recs = xen.parse_apt_show(APT_SHOW)
+    recs = debian.parse_apt_show(APT_SHOW)
     assert recs["xen-utils-4.17"]["Version"] == "4.17.7+13-g2445b30a44-0+deb12u1"
-    assert xen.kernel_package(recs["linux-image-amd64"]) == "linux-image-6.1.0-56-amd64"
+    assert debian.kernel_package(recs["linux-image-amd64"]) == "linux-image-6.1.0-56-amd64"
     with pytest.raises(OvmfgenError):
-        xen.kernel_package({"Depends": "linux-headers-amd64"})
+        debian.kernel_package({"Depends": "linux-headers-amd64"})
 
 
 def test_cache_key_follows_the_tools_version_only():
-    a = xen.XenVersions("4.17.7", "4.17.7", "linux-image-6.1.0-56-amd64", "6.1.192-2")
-    assert a.rootfs_key() == xen.XenVersions("4.17.7", "4.17.7", "linux-image-6.1.0-57-amd64", "6.1.200-1").rootfs_key()
-    assert a.rootfs_key() != xen.XenVersions("4.17.7", "4.17.8", "linux-image-6.1.0-56-amd64", "6.1.192-2").rootfs_key()
+    a = debian.XenVersions("4.17.7", "4.17.7", "linux-image-6.1.0-56-amd64", "6.1.192-2")
+    assert a.rootfs_key() == debian.XenVersions("4.17.7", "4.17.7", "linux-image-6.1.0-57-amd64", "6.1.200-1").rootfs_key()
+    assert a.rootfs_key() != debian.XenVersions("4.17.7", "4.17.8", "linux-image-6.1.0-56-amd64", "6.1.192-2").rootfs_key()
     assert len(a.rootfs_key()) == 16
 
 
 def test_safe_name():
-    assert xen.safe_name("1:7.2+dfsg-7+deb12u18+b3") == "1_7.2+dfsg-7+deb12u18+b3"
+    assert debian.safe_name("1:7.2+dfsg-7+deb12u18+b3") == "1_7.2+dfsg-7+deb12u18+b3"
 
 
 def test_result_line_and_shell_seconds():
-    r = xen.XenBootResult(Verdict.SHELL_REACHED, "ok", create_at=10.0, shell_at=17.25, qemu_seconds=38.2,
+    r = verdicts.XenBootResult(Verdict.SHELL_REACHED, "ok", create_at=10.0, shell_at=17.25, qemu_seconds=38.2,
                           qemu_max_rss_mib=2700.0)
     assert r.shell_seconds == 7.25
-    line = xen.format_result(r)
+    line = verdicts.format_result(r)
     assert line.startswith("xen: SHELL_REACHED") and "7.2 s after xl create" in line and "38.2 s" in line
 
 
 def test_boot_xen_command_without_image_names_the_build(tmp_path, monkeypatch):
-    monkeypatch.setattr(xen, "DIST_DIR", tmp_path)
+    monkeypatch.setattr(nested, "DIST_DIR", tmp_path)
     with pytest.raises(OvmfgenError, match="invoke build --platform xen-pvh"):
-        xen.boot_xen_command("xen-pvh", "DEBUG")
+        nested.boot_xen_command("xen-pvh", "DEBUG")
 
 
 def test_ensure_host_packages_uses_the_setup_installer(monkeypatch):
     asked = []
-    monkeypatch.setattr(xen, "ensure_apt_packages", lambda packages: asked.append(packages))
-    xen.ensure_host_packages()
-    assert asked == [tuple(xen.HOST_PACKAGES)]
+    monkeypatch.setattr(debian, "ensure_apt_packages", lambda packages: asked.append(packages))
+    debian.ensure_host_packages()
+    assert asked == [tuple(debian.HOST_PACKAGES)]

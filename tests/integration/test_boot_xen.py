@@ -1,6 +1,6 @@
 """Boot truth on real Xen: the xen-pvh ELF reaches the UEFI Shell as a PVH guest of Xen 4.17.
 
-Xen runs nested under QEMU TCG with a Debian dom0 (see ovmfgen/boot/xen.py). The first run on a
+Xen runs nested under QEMU TCG with a Debian dom0 (see ovmfgen/boot/xen/). The first run on a
 machine builds the cache (hypervisor, dom0 kernel, dom0 root file system: about a minute);
 each boot then takes ~30-40 s of QEMU and ~2.5 GB of RAM.
 """
@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from ovmfgen.boot import xen
-from ovmfgen.boot.xen import Verdict
+from ovmfgen.boot.xen import Verdict, format_result, nested
 
 pytestmark = [
     pytest.mark.integration,
@@ -48,12 +47,12 @@ def test_xen_pvh_debug_reaches_shell_under_xen(published_xen_pvh_hvcon: Path):
     _, size, _ = _load_and_entry(elf)
     assert size == 2 * 1024 * 1024, f"expected the 2 MiB FD, PT_LOAD is {size:#x} bytes"
 
-    result = xen.boot_xen(elf, elf.parent, timeout=600)  # roomy: CI machines are loaded
-    print(xen.format_result(result))
+    result = nested.boot_xen(elf, elf.parent, timeout=600)  # roomy: CI machines are loaded
+    print(format_result(result))
 
     assert result.verdict is Verdict.SHELL_REACHED, f"{result.verdict}: {result.detail} (see {result.serial_log})"
-    assert result.serial_log == elf.parent / xen.SERIAL_LOG_NAME and result.serial_log.is_file()
-    guest = (elf.parent / xen.GUEST_LOG_NAME).read_text(errors="replace")
+    assert result.serial_log == elf.parent / nested.SERIAL_LOG_NAME and result.serial_log.is_file()
+    guest = (elf.parent / nested.GUEST_LOG_NAME).read_text(errors="replace")
     assert "UEFI Interactive Shell" in guest and "Shell>" in guest
     serial = result.serial_log.read_text(errors="replace")
     # The firmware's debug output reached Xen's console (DEBUG_ON_HYPERVISOR_CONSOLE): the PVH entry ran.
@@ -71,7 +70,7 @@ def test_broken_pvh_entry_is_reported_as_a_crash(published_xen_pvh_hvcon: Path, 
         fh.seek(entry + delta)
         fh.write(b"\x0f\x0b")  # ud2 before any IDT exists: #UD -> #DF -> triple fault
 
-    result = xen.boot_xen(broken, tmp_path / "out", timeout=400)
-    print(xen.format_result(result))
+    result = nested.boot_xen(broken, tmp_path / "out", timeout=400)
+    print(format_result(result))
     assert result.verdict is Verdict.GUEST_CRASHED, f"{result.verdict}: {result.detail}"
     assert "Triple fault" in result.detail

@@ -1,0 +1,33 @@
+"""Boot truth on real Xen: run a PVH ELF as a guest of Xen 4.17, itself running nested under QEMU TCG.
+
+The pieces all come from Debian bookworm packages and are cached under ``cache_dir()/xen``:
+
+* the hypervisor (``xen-hypervisor-4.17-amd64``), gunzipped, because QEMU's multiboot loader wants
+  the plain ELF;
+* a dom0 kernel (the ``linux-image-<abi>-amd64`` that ``linux-image-amd64`` depends on) and the five
+  Xen driver modules dom0 needs (privcmd, xenfs, evtchn, gntdev, gntalloc);
+* a dom0 root file system (debootstrap minbase + ``xen-utils-4.17`` from bookworm and
+  bookworm-security, so the tools match the hypervisor), packed once as a newc cpio (~155 MB).
+
+Each entry is keyed by the package versions apt reports, so it is rebuilt only when those change.
+Per run, a small second cpio is appended to the big one: ``/init`` (brings up dom0's Xen services),
+the firmware and the test script. QEMU boots Xen with dom0 = that kernel + initramfs; dom0 runs
+``xl create`` on the firmware as a ``type="pvh"`` guest and watches its PV console for the UEFI Shell
+prompt. Everything dom0 prints goes to Xen's console, so a single serial log holds the hypervisor's
+messages, the guest's debug output (``(d1) ...``, when the firmware writes debug output to the
+hypervisor console port 0xe9), dom0's events and, at the end, the guest console copied out.
+
+The package, one job per module (imports flow downwards only):
+
+* ``verdicts``: the markers dom0 prints, ``Verdict``/``XenBootResult`` and ``classify_xen_run``, which
+  turns the logs into exactly one verdict (a pure function, unit-tested on captured logs);
+* ``debian``: package names, apt mirrors (from the machine's apt sources), candidate versions;
+* ``cache``: the cache entries (hypervisor, dom0 kernel + modules, dom0 root file system);
+* ``guests``: the generated xl config, dom0 /init and test script, and the per-run overlay cpio;
+* ``nested``: the QEMU run itself, ``boot_xen`` (runs it all) and ``boot_xen_command`` (the CLI entry).
+"""
+
+from ovmfgen.boot.xen.nested import boot_xen, boot_xen_command
+from ovmfgen.boot.xen.verdicts import Verdict, XenBootResult, classify_xen_run, format_result
+
+__all__ = ["Verdict", "XenBootResult", "boot_xen", "boot_xen_command", "classify_xen_run", "format_result"]

@@ -1,0 +1,234 @@
+"""The Xen boot cache under ``cache_dir()/xen``: hypervisor, dom0 kernel + modules, dom0 root file system."""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ovmfgen.boot.xen.debian import (
+    DEBOOTSTRAP_INCLUDE,
+    DOM0_MODULES,
+    HYPERVISOR_PACKAGE,
+    ROOTFS_RECIPE,
+    ROOTFS_STRIP,
+    SECURITY_SUITE,
+    SUITE,
+    UTILS_PACKAGE,
+    XEN_SERIES,
+    XenVersions,
+    _apt_download,
+    debian_mirrors,
+    ensure_host_packages,
+    query_versions,
+    safe_name,
+)
+from ovmfgen.errors import OvmfgenError
+from ovmfgen.fsutil import atomic_write_bytes, replace_dir
+from ovmfgen.paths import cache_dir
+from ovmfgen.run import run
+from ovmfgen.ui import say
+
+# --- The cache ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class XenAssets:
+    """Everything a Xen boot needs besides the firmware, all inside the cache."""
+
+    xen: Path            # the hypervisor, plain ELF (multiboot)
+    dom0_kernel: Path    # vmlinuz
+    modules_dir: Path    # the DOM0_MODULES as <name>.ko
+    rootfs_cpio: Path    # dom0's root file system, newc cpio
+    versions: XenVersions
+
+
+def xen_cache_dir() -> Path:
+    """Where the Xen boot assets live (inside ovmfgen's cache; safe to delete)."""
+    return cache_dir() / "xen"
+
+
+@contextmanager
+def _cache_lock(root: Path) -> Iterator[None]:
+    """Serialize cache preparation between concurrent ovmfgen runs."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _staging(root: Path, name: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+
+
+def _drop_siblings(root: Path, prefix: str, keep: Path) -> None:
+    """Remove older entries of the same kind (each dom0 cpio is ~155 MB)."""
+    for p in root.glob(f"{prefix}-*"):
+        if p != keep and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _stamp(d: Path, info: dict[str, object]) -> None:
+    atomic_write_bytes(d / "stamp.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _prepare_hypervisor(root: Path, v: XenVersions) -> Path:
+    final = root / f"hypervisor-{safe_name(v.hypervisor)}"
+    xen = final / f"xen-{XEN_SERIES}"
+    if (final / "stamp.json").is_file() and xen.is_file():
+        return xen
+    say(f"xen cache: hypervisor {v.hypervisor}")
+    stage = _staging(root, "hypervisor")
+    try:
+        deb = _apt_download(HYPERVISOR_PACKAGE, v.hypervisor, stage / "dl")
+        run(["dpkg", "-x", deb, stage / "x"])
+        gz = stage / "x" / "boot" / f"xen-{XEN_SERIES}-amd64.gz"
+        if not gz.is_file():
+            raise OvmfgenError(f"{deb.name} has no boot/{gz.name}")
+        with gzip.open(gz, "rb") as src:
+            data = src.read()
+        if data[:4] != b"\x7fELF":
+            raise OvmfgenError(f"{gz.name} does not hold an ELF image")
+        (stage / xen.name).write_bytes(data)
+        shutil.rmtree(stage / "dl")
+        shutil.rmtree(stage / "x")
+        _stamp(stage, {"package": HYPERVISOR_PACKAGE, "version": v.hypervisor})
+        replace_dir(stage, final)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _drop_siblings(root, "hypervisor", final)
+    return xen
+
+
+def _prepare_kernel(root: Path, v: XenVersions) -> tuple[Path, Path]:
+    final = root / f"kernel-{safe_name(v.kernel_package)}-{safe_name(v.kernel)}"
+    if (final / "stamp.json").is_file():
+        return final / "vmlinuz", final / "modules"
+    say(f"xen cache: dom0 kernel {v.kernel_package} {v.kernel}")
+    stage = _staging(root, "kernel")
+    try:
+        deb = _apt_download(v.kernel_package, v.kernel, stage / "dl")
+        x = stage / "x"
+        run(["dpkg", "-x", deb, x])
+        vmlinuz = sorted((x / "boot").glob("vmlinuz-*"))
+        if not vmlinuz:
+            raise OvmfgenError(f"{deb.name} has no boot/vmlinuz-*")
+        shutil.copyfile(vmlinuz[0], stage / "vmlinuz")
+        mods = stage / "modules"
+        mods.mkdir()
+        found = {p.name[:-3]: p for p in (x / "lib" / "modules").glob("*/kernel/drivers/xen/**/*.ko")}
+        for m in DOM0_MODULES:
+            if m not in found:
+                raise OvmfgenError(f"{deb.name} has no module {m}.ko under drivers/xen (built in?)")
+            shutil.copyfile(found[m], mods / f"{m}.ko")
+        shutil.rmtree(stage / "dl")
+        shutil.rmtree(x)
+        _stamp(stage, {"package": v.kernel_package, "version": v.kernel})
+        replace_dir(stage, final)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _drop_siblings(root, "kernel", final)
+    return final / "vmlinuz", final / "modules"
+
+
+def _chroot_apt_install(rootfs: Path, packages: Sequence[str]) -> None:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LANG": "C.UTF-8",
+           "HOME": "/root"}
+    # The mirror may be a dated snapshot whose Release files are past Valid-Until, as on the host.
+    opts = ["-o", "Acquire::Check-Valid-Until=false"]
+    run(["chroot", rootfs, "apt-get", *opts, "update"], env=env, timeout=900)
+    run(["chroot", rootfs, "apt-get", *opts, "install", "-y", "--no-install-recommends", *packages],
+        env=env, timeout=1800)
+
+
+def _pack_cpio(tree: Path, out: Path) -> None:
+    """Pack ``tree`` as a newc cpio (sorted names, for a stable archive) with GNU cpio."""
+    names: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(tree):
+        rel = os.path.relpath(dirpath, tree)
+        if rel != ".":
+            names.append(rel)
+        # A symlink to a directory (bookworm's merged /bin, /lib, /sbin -> usr/...) is listed among
+        # dirnames but never walked: archive it as the link it is.
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        dirnames[:] = sorted(d for d in dirnames if d not in links)
+        names += [os.path.join(rel, f) if rel != "." else f for f in sorted(filenames + links)]
+    run(["cpio", "--create", "--format=newc", "--null", "--reproducible", "--quiet", "-O", out],
+        cwd=tree, input_text="\0".join(names) + "\0", timeout=900)
+
+
+def _prepare_rootfs(root: Path, v: XenVersions) -> Path:
+    final = root / f"dom0-{v.rootfs_key()}"
+    cpio = final / "dom0.cpio"
+    if (final / "stamp.json").is_file() and cpio.is_file():
+        return cpio
+    if os.geteuid() != 0:
+        raise OvmfgenError("building the Xen dom0 root file system (debootstrap, chroot) needs root")
+    main, security = debian_mirrors()
+    say(f"xen cache: dom0 root file system (debootstrap {SUITE} + {UTILS_PACKAGE} {v.utils}); "
+        "a few minutes, once")
+    stage = _staging(root, "dom0")
+    rootfs = stage / "root"
+    try:
+        run(["debootstrap", "--variant=minbase", f"--include={','.join(DEBOOTSTRAP_INCLUDE)}", SUITE,
+             rootfs, main], timeout=1800)
+        lines = [f"deb {main} {SUITE} main"]
+        if security:
+            lines.append(f"deb {security} {SECURITY_SUITE} main")
+        else:
+            say(f"no {SECURITY_SUITE} apt source on this machine: dom0 gets {SUITE}'s Xen tools")
+        (rootfs / "etc/apt/sources.list").write_text("\n".join(lines) + "\n")
+        # No daemons may start inside the chroot while packages install.
+        policy = rootfs / "usr/sbin/policy-rc.d"
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        _chroot_apt_install(rootfs, [f"{UTILS_PACKAGE}={v.utils}"])
+        policy.unlink()
+        got = run(["chroot", rootfs, "dpkg-query", "-W", "-f=${Version}", UTILS_PACKAGE]).stdout.strip()
+        for rel in ROOTFS_STRIP:
+            d = rootfs / rel
+            if d.is_dir():
+                shutil.rmtree(d)
+                d.mkdir()
+        (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+        _pack_cpio(rootfs, stage / "dom0.cpio")
+        shutil.rmtree(rootfs)
+        _stamp(stage, {"suite": SUITE, "utils": got, "recipe": ROOTFS_RECIPE, "key": v.rootfs_key()})
+        replace_dir(stage, final)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _drop_siblings(root, "dom0", final)
+    return cpio
+
+
+def prepare_xen_cache() -> XenAssets:
+    """Make sure the cache holds Xen, dom0's kernel + modules and dom0's root file system.
+
+    Idempotent; each entry is keyed by the package versions apt reports and rebuilt only when
+    they change; built in a temp dir and renamed into place. Needs root (apt, debootstrap, chroot).
+    """
+    root = xen_cache_dir()
+    with _cache_lock(root):
+        ensure_host_packages()
+        v = query_versions()
+        if v.hypervisor != v.utils:
+            say(f"note: {HYPERVISOR_PACKAGE} {v.hypervisor} and {UTILS_PACKAGE} {v.utils} differ")
+        xen = _prepare_hypervisor(root, v)
+        vmlinuz, modules = _prepare_kernel(root, v)
+        cpio = _prepare_rootfs(root, v)
+    return XenAssets(xen, vmlinuz, modules, cpio, v)
+
+

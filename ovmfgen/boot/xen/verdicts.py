@@ -1,0 +1,182 @@
+"""Verdicts of a boot under Xen: the markers dom0 prints, and the pure log classification."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+# Markers the dom0 side prints on its console (which Xen copies to the serial log).
+EVENT = "OVMFGEN-EVENT"
+RESULT = "OVMFGEN-RESULT"
+XL_PREFIX = "OVMFGEN-XL| "
+GUEST_PREFIX = "OVMFGEN-G| "
+GUEST_BEGIN = "OVMFGEN-GUEST-CONSOLE-BEGIN"
+GUEST_END = "OVMFGEN-GUEST-CONSOLE-END"
+
+# --- Verdicts -------------------------------------------------------------------------------------
+
+
+class Verdict(str, Enum):
+    """The one outcome of a boot under Xen."""
+
+    SHELL_REACHED = "SHELL_REACHED"    # the guest printed the UEFI Shell prompt on its PV console
+    FW_ASSERT = "FW_ASSERT"            # the firmware hit an ASSERT (detail: the ASSERT line)
+    GUEST_CRASHED = "GUEST_CRASHED"    # Xen saw the guest crash (triple fault, domain_crash, state c)
+    GUEST_GONE = "GUEST_GONE"          # the domain vanished (or was never created) without a shell
+    TIMEOUT = "TIMEOUT"                # still running, no shell, when time ran out
+    HARNESS_FAILURE = "HARNESS_FAILURE"  # QEMU/Xen/dom0 failed: says nothing about the firmware
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class XenBootResult:
+    """What a boot under Xen showed. ``detail`` explains the verdict in one line."""
+
+    verdict: Verdict
+    detail: str = ""
+    #: dom0 uptime (s) at ``xl create`` and when the shell prompt was seen; None when unknown.
+    create_at: float | None = None
+    shell_at: float | None = None
+    #: Filled in by ``boot_xen``: wall time and peak RSS of the QEMU run, attempts made, the logs.
+    qemu_seconds: float | None = None
+    qemu_max_rss_mib: float | None = None
+    attempts: int = 1
+    serial_log: Path | None = None
+    guest_log: Path | None = None
+    guest_console: str = field(default="", repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True only for SHELL_REACHED."""
+        return self.verdict is Verdict.SHELL_REACHED
+
+    @property
+    def shell_seconds(self) -> float | None:
+        """Seconds from ``xl create`` to the shell prompt (dom0's clock)."""
+        if self.create_at is None or self.shell_at is None:
+            return None
+        return round(self.shell_at - self.create_at, 2)
+
+
+# --- Log classification (pure) --------------------------------------------------------------------
+
+_ASSERT_RE = re.compile(r"ASSERT[ _\[(].*")
+_EVENT_RE = re.compile(rf"{EVENT} (\S+) ([0-9.]+)")
+_RESULT_RE = re.compile(rf"{RESULT} (\S+)")
+_TRIPLE_RE = re.compile(r"\(XEN\).*\bd\d+v\d+ Triple fault.*")
+_DOMAIN_CRASH_RE = re.compile(r"\(XEN\).*(?:domain_crash|Domain \d+ crashed|crashed on CPU).*", re.I)
+_XEN_PANIC_RE = re.compile(r"\(XEN\) (?:\*+ )?Panic on CPU.*|\(XEN\) FATAL .*")
+_DOM0_PANIC_RE = re.compile(r"Kernel panic - not syncing.*")
+_SHELL_RE = re.compile(r"Shell>")
+
+
+def extract_guest_console(serial_log: str) -> str:
+    """The guest console dom0 copied into the serial log (between the BEGIN/END markers)."""
+    lines: list[str] = []
+    inside = False
+    for raw in serial_log.splitlines():
+        line = raw.rstrip("\r")
+        if GUEST_BEGIN in line:
+            inside, lines = True, []
+            continue
+        if GUEST_END in line:
+            inside = False
+            continue
+        if inside:
+            pos = line.find(GUEST_PREFIX)
+            if pos >= 0:
+                lines.append(line[pos + len(GUEST_PREFIX):])
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _guest_lines(serial_log: str) -> list[str]:
+    """Guest debug lines Xen printed as ``(d1) ...`` (domain 0 is dom0 itself, excluded)."""
+    out = []
+    for line in serial_log.splitlines():
+        m = re.search(r"\(d([1-9]\d*)\) ?(.*)", line)
+        if m:
+            out.append(m.group(2).rstrip("\r"))
+    return out
+
+
+def classify_xen_run(serial_log: str, guest_console: str, qemu_returncode: int | None) -> XenBootResult:
+    """Turn one Xen-in-QEMU run's logs into exactly one verdict.
+
+    ``serial_log`` is Xen's serial console (hypervisor lines, ``(d1)`` guest debug lines, dom0's
+    console with the ``OVMFGEN-*`` markers); ``guest_console`` the guest's PV console log;
+    ``qemu_returncode`` QEMU's exit status, or None when it was killed because time ran out.
+    A QEMU that died by itself is a HARNESS_FAILURE whatever the guest had shown: such a run counts
+    neither as a firmware pass nor as a firmware failure.
+    """
+    events: dict[str, float] = {}
+    for m in _EVENT_RE.finditer(serial_log):
+        events.setdefault(m.group(1), float(m.group(2)))
+    results = _RESULT_RE.findall(serial_log)
+    result = results[-1] if results else None
+    timing = {"create_at": events.get("create"), "shell_at": events.get("shell")}
+    shell_seen = "shell" in events or bool(_SHELL_RE.search(guest_console))
+
+    if qemu_returncode not in (None, 0):
+        seen = " (the guest had reached the shell)" if shell_seen else ""
+        return XenBootResult(Verdict.HARNESS_FAILURE,
+                             f"QEMU exited with status {qemu_returncode}{seen}", **timing)
+    panic = _XEN_PANIC_RE.search(serial_log)
+    if panic:
+        return XenBootResult(Verdict.HARNESS_FAILURE, f"Xen died: {panic.group(0).strip()}", **timing)
+
+    for line in _guest_lines(serial_log):
+        m = _ASSERT_RE.search(line)
+        if m:
+            return XenBootResult(Verdict.FW_ASSERT, m.group(0).strip(), **timing)
+    if result == "assert":
+        return XenBootResult(Verdict.FW_ASSERT, "xl dmesg showed a guest ASSERT (line not in the serial log)",
+                             **timing)
+    if shell_seen:
+        return XenBootResult(Verdict.SHELL_REACHED, "UEFI Shell prompt on the guest's PV console", **timing)
+
+    crash = _TRIPLE_RE.search(serial_log) or _DOMAIN_CRASH_RE.search(serial_log)
+    if result == "crashed" or crash:
+        why = crash.group(0).strip() if crash else "xl list shows the domain crashed"
+        return XenBootResult(Verdict.GUEST_CRASHED, why, **timing)
+    if result == "create-failed":
+        errors = [ln.split(XL_PREFIX, 1)[1].strip() for ln in serial_log.splitlines() if XL_PREFIX in ln]
+        worst = next((e for e in errors if "error" in e.lower()), errors[-1] if errors else "")
+        return XenBootResult(Verdict.GUEST_GONE, f"xl create failed: {worst}".rstrip(": "), **timing)
+    if result == "gone":
+        return XenBootResult(Verdict.GUEST_GONE, "the domain went away without reaching the shell", **timing)
+    if result == "timeout":
+        return XenBootResult(Verdict.TIMEOUT, "no shell prompt before dom0's deadline", **timing)
+    if qemu_returncode is None:
+        if "create" in events:
+            return XenBootResult(Verdict.TIMEOUT, "no shell prompt before the QEMU run timed out", **timing)
+        return XenBootResult(Verdict.HARNESS_FAILURE, "dom0 never reached xl create before the timeout",
+                             **timing)
+    dom0_panic = _DOM0_PANIC_RE.search(serial_log)
+    if dom0_panic:
+        return XenBootResult(Verdict.HARNESS_FAILURE, f"dom0 died: {dom0_panic.group(0).strip()}", **timing)
+    return XenBootResult(Verdict.HARNESS_FAILURE, "dom0 ended without reporting a result", **timing)
+
+
+def format_result(result: XenBootResult) -> str:
+    """One line for people: verdict, detail, timings."""
+    parts = [f"xen: {result.verdict}"]
+    if result.detail:
+        parts.append(f"({result.detail})")
+    timings = []
+    if result.shell_seconds is not None:
+        timings.append(f"shell {result.shell_seconds:.1f} s after xl create")
+    if result.qemu_seconds is not None:
+        timings.append(f"QEMU run {result.qemu_seconds:.1f} s")
+    if result.qemu_max_rss_mib is not None:
+        timings.append(f"peak RSS {result.qemu_max_rss_mib:.0f} MiB")
+    if result.attempts > 1:
+        timings.append(f"{result.attempts} attempts")
+    if timings:
+        parts.append("- " + ", ".join(timings))
+    return " ".join(parts)
+
+
