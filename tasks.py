@@ -69,7 +69,7 @@ def diff(c, platform, against, fdf=None):
 def build(c, platform="xen-pvh", target="DEBUG", fd_size=None, define=None, feature=None, jobs=None, force=False,
           clean=False, ccache=False, version_string=None, release_date=None):
     """Render, build with stuart (offline), make the PVH ELF and publish to dist/PLATFORM/TARGET/."""
-    from ovmfgen.build import core as stage
+    from ovmfgen.build import command as stage
 
     guard(stage.build_command, platform=platform, target=target, fd_size=fd_size, defines=define or [],
           features=feature or [], jobs=jobs, force=force, ccache=ccache, version_string=version_string,

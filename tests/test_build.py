@@ -1,4 +1,4 @@
-"""ovmfgen.build.core without an edk2 build: input hash, variants, manifest, failure summaries, lock,
+"""ovmfgen.build (request, layout, plan, manifest, diagnose, publish, command) without an edk2 build: input hash, variants, manifest, failure summaries, lock,
 atomic publish, the stuart command line and the stuart settings module's build parameters."""
 
 from __future__ import annotations
@@ -15,8 +15,18 @@ from pathlib import Path
 import pytest
 
 from ovmfgen import paths
-from ovmfgen.build import core as build
-from ovmfgen.build.core import Layout, Progress, make_request, plan
+from ovmfgen.build import command as build_cmd
+from ovmfgen.build import diagnose as build_diagnose
+from ovmfgen.build import layout as build_layout
+from ovmfgen.build import manifest as build_manifest
+from ovmfgen.build import plan as build_plan
+from ovmfgen.build import publish as build_publish
+from ovmfgen.build import stuart as build_stuart
+from ovmfgen.build import workspace as build_workspace
+from ovmfgen.build.layout import Layout
+from ovmfgen.build.plan import plan
+from ovmfgen.build.request import make_request
+from ovmfgen.build.stuart import Progress
 from ovmfgen.edk2.tree import Edk2Tree
 from ovmfgen.errors import OvmfgenError
 
@@ -48,7 +58,7 @@ def fake_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
         return Edk2Tree(root=root, basetools=tmp_path / "bt" / "BaseTools", identity=dict(state["identity"]))
 
     monkeypatch.setattr("ovmfgen.edk2.tree.locate", fake_locate)
-    monkeypatch.setattr(build, "tool_versions", lambda: dict(state["tools"]))
+    monkeypatch.setattr(build_plan, "tool_versions", lambda: dict(state["tools"]))
     return state
 
 
@@ -95,9 +105,9 @@ def test_input_hash_sees_identity_tools_version_overrides_and_yaml(layout: Layou
     fake_env["tools"]["nasm"] = "NASM version 2.16.03"
     assert _hash(layout) != base
     fake_env["tools"] = dict(FAKE_TOOLS)
-    monkeypatch.setattr(build, "__version__", "9.9.9")
+    monkeypatch.setattr(build_plan, "__version__", "9.9.9")
     assert _hash(layout) != base
-    monkeypatch.setattr(build, "__version__", "0.1.0")
+    monkeypatch.setattr(build_plan, "__version__", "0.1.0")
     assert _hash(layout) == base
 
     # A YAML edit changes the rendered DSC, hence the hash.
@@ -130,8 +140,8 @@ def test_version_stamps(layout: Layout, fake_env: dict) -> None:
     for bad in ('has"quote', "a=b", "back\\slash"):
         with pytest.raises(OvmfgenError):
             make_request("xen-pvh", version_string=bad)
-    assert build.smbios_date("2025-02-21") == "02/21/2025"
-    assert build.pcd_arguments("v", "d") == [
+    assert build_plan.smbios_date("2025-02-21") == "02/21/2025"
+    assert build_plan.pcd_arguments("v", "d") == [
         "gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareVersionString=Lv\\0",
         "gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareReleaseDateString=Ld\\0",
     ]
@@ -157,18 +167,18 @@ def test_request_normalisation() -> None:
 
 def test_dist_dir_rule(layout: Layout) -> None:
     d = layout.dist_root / "xen-pvh"
-    assert build.dist_dir("xen-pvh", "DEBUG", layout=layout) == d / "DEBUG"
-    assert build.dist_dir("xen-pvh", "release", layout=layout) == d / "RELEASE"
-    assert build.dist_dir("xen-pvh", "DEBUG", "2M", {"debug_output": "debugcon"}, layout=layout) == d / "DEBUG"
-    assert build.dist_dir("xen-pvh", "DEBUG", "4M", layout=layout) == d / "DEBUG-4M"
-    assert build.dist_dir("xen-pvh", "DEBUG", None, {"debug_output": "hypervisor-console"}, layout=layout) \
+    assert build_layout.dist_dir("xen-pvh", "DEBUG", layout=layout) == d / "DEBUG"
+    assert build_layout.dist_dir("xen-pvh", "release", layout=layout) == d / "RELEASE"
+    assert build_layout.dist_dir("xen-pvh", "DEBUG", "2M", {"debug_output": "debugcon"}, layout=layout) == d / "DEBUG"
+    assert build_layout.dist_dir("xen-pvh", "DEBUG", "4M", layout=layout) == d / "DEBUG-4M"
+    assert build_layout.dist_dir("xen-pvh", "DEBUG", None, {"debug_output": "hypervisor-console"}, layout=layout) \
         == d / "DEBUG-hvcon"
-    assert build.dist_dir("xen-pvh", "DEBUG", "1M", {"shell": "false", "debug_output": "hypervisor-console"},
+    assert build_layout.dist_dir("xen-pvh", "DEBUG", "1M", {"shell": "false", "debug_output": "hypervisor-console"},
                           layout=layout) == d / "DEBUG-1M-hvcon-noshell"
-    with_define = build.dist_dir("xen-pvh", "DEBUG", defines={"X": "1"}, layout=layout)
+    with_define = build_layout.dist_dir("xen-pvh", "DEBUG", defines={"X": "1"}, layout=layout)
     assert with_define.name.startswith("DEBUG-D") and len(with_define.name) == len("DEBUG-D") + 8
-    assert build.dist_dir("xen-pvh", "DEBUG", defines={"X": "2"}, layout=layout) != with_define
-    assert build.variant_suffix({"fd_size": "2"}, 2, {"odd_feature": "some value"}) == "oddfeature-somevalue"
+    assert build_layout.dist_dir("xen-pvh", "DEBUG", defines={"X": "2"}, layout=layout) != with_define
+    assert build_layout.variant_suffix({"fd_size": "2"}, 2, {"odd_feature": "some value"}) == "oddfeature-somevalue"
 
 
 def test_plan_places_variants_apart(layout: Layout, fake_env: dict) -> None:
@@ -179,7 +189,7 @@ def test_plan_places_variants_apart(layout: Layout, fake_env: dict) -> None:
     assert default.dist == layout.dist_root / "xen-pvh" / "DEBUG"
     assert hvcon.workspace == layout.build_root / "xen-pvh.hvcon" and hvcon.dist.name == "DEBUG-hvcon"
     assert big.workspace == layout.build_root / "xen-pvh.4M" and big.dist.name == "DEBUG-4M"
-    assert hvcon.dist == build.dist_dir("xen-pvh", "DEBUG", None, {"debug_output": "hypervisor-console"},
+    assert hvcon.dist == build_layout.dist_dir("xen-pvh", "DEBUG", None, {"debug_output": "hypervisor-console"},
                                         layout=layout)
     # The variant's DSC really differs (what the Xen boot test needs).
     assert b"DEBUG_ON_HYPERVISOR_CONSOLE" in hvcon.rendered["OvmfPkg/XenOvmf.dsc"]
@@ -195,7 +205,7 @@ def test_stuart_command_line(layout: Layout, fake_env: dict) -> None:
     p = plan(make_request("xen-pvh", jobs=3, defines=["SECURE_BOOT_ENABLE=TRUE"]), layout)
     argv = p.stuart_argv()
     assert Path(argv[0]).name == "stuart_build"
-    assert argv[1:3] == ["-c", str(build.STUART_PLATFORM)]
+    assert argv[1:3] == ["-c", str(build_plan.STUART_PLATFORM)]
 
     def opt(name: str) -> str:
         return argv[argv.index(name) + 1]
@@ -204,15 +214,15 @@ def test_stuart_command_line(layout: Layout, fake_env: dict) -> None:
     assert opt("--edk2") == str(p.edk2_root) and opt("--edk-tools-path") == str(p.edk2_tools)
     assert opt("--dsc") == "OvmfPkg/XenOvmf.dsc" and opt("--arch") == "X64" and opt("--name") == "XenOvmf"
     pcds = [argv[i + 1] for i, a in enumerate(argv) if a == "--pcd"]
-    assert pcds == build.pcd_arguments(p.version_string, p.release_date)
+    assert pcds == build_plan.pcd_arguments(p.version_string, p.release_date)
     for item in ("TARGET=DEBUG", "TOOL_CHAIN_TAG=GCC5", "MAX_CONCURRENT_THREAD_NUMBER=3",
                  "BLD_*_FD_SIZE_2MB=TRUE", "BLD_*_SECURE_BOOT_ENABLE=TRUE"):
         assert item in argv
     assert opt("--stack-cookie-seed") == "xen-pvh/DEBUG"
     assert "--ccache-dir" not in argv and "--link-cache-dir" not in argv
     cc = plan(make_request("xen-pvh", ccache=True), layout).stuart_argv()
-    assert cc[cc.index("--ccache-dir") + 1] == str(build.ccache_dir())
-    assert cc[cc.index("--link-cache-dir") + 1] == str(build.link_cache_dir())
+    assert cc[cc.index("--ccache-dir") + 1] == str(build_plan.ccache_dir())
+    assert cc[cc.index("--link-cache-dir") + 1] == str(build_plan.link_cache_dir())
 
 
 def test_settings_module_build_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,7 +237,7 @@ def test_settings_module_build_parameters(monkeypatch: pytest.MonkeyPatch) -> No
     b = stuart_platform.PlatformBuilder()
     assert b.GetWorkspaceRoot() == "/ws"
     b.env = VarDict()
-    b.Pcds = build.pcd_arguments("edk2-x-ovmfgen-1", "02/21/2025")
+    b.Pcds = build_plan.pcd_arguments("edk2-x-ovmfgen-1", "02/21/2025")
     for key, value in {"TARGET": "DEBUG", "TOOL_CHAIN_TAG": "GCC5", "ACTIVE_PLATFORM": "OvmfPkg/XenOvmf.dsc",
                        "TARGET_ARCH": "X64", "MAX_CONCURRENT_THREAD_NUMBER": "2", "BUILDREPORTING": "TRUE",
                        "BUILDREPORT_FILE": "/ws/Build/R.TXT", "BUILDREPORT_TYPES": "FLASH",
@@ -285,12 +295,12 @@ def test_manifest_schema(layout: Layout, fake_env: dict) -> None:
     p = plan(make_request("xen-pvh"), layout)
     outputs = {"OVMF.fd": b"\xff" * 4096, "ovmf.elf": b"\x7fELF" + b"\0" * 60, "build.log": b"log\n"}
     fv = {"DXEFV": {"size": 10, "used": 4, "free": 6, "percent_full": 40.0}}
-    m = build.make_manifest(p, outputs, fv, {"base": "0x100000"}, 123.46)
-    assert tuple(m) == build.MANIFEST_KEYS
+    m = build_manifest.make_manifest(p, outputs, fv, {"base": "0x100000"}, 123.46)
+    assert tuple(m) == build_manifest.MANIFEST_KEYS
     assert m["platform"] == "xen-pvh" and m["target"] == "DEBUG" and m["fd_size"] == "2M"
     assert m["input_hash"] == p.input_hash and m["edk2"]["commit"] == "f" * 40
     assert m["tools"] == FAKE_TOOLS and m["build_seconds"] == 123.5
-    assert m["outputs"]["OVMF.fd"] == {"sha256": build.sha256_bytes(outputs["OVMF.fd"]), "size": 4096}
+    assert m["outputs"]["OVMF.fd"] == {"sha256": build_plan.sha256_bytes(outputs["OVMF.fd"]), "size": 4096}
     assert m["fv_usage"] == fv and m["version_string"] == p.version_string
     assert json.loads(json.dumps(m)) == m
     # outputs_intact checks size and content.
@@ -298,11 +308,11 @@ def test_manifest_schema(layout: Layout, fake_env: dict) -> None:
     d.mkdir()
     for name, data in outputs.items():
         (d / name).write_bytes(data)
-    assert build.outputs_intact(d, m)
+    assert build_manifest.outputs_intact(d, m)
     (d / "build.log").write_bytes(b"LOG\n")  # same size, other content
-    assert not build.outputs_intact(d, m)
+    assert not build_manifest.outputs_intact(d, m)
     (d / "build.log").unlink()
-    assert not build.outputs_intact(d, m)
+    assert not build_manifest.outputs_intact(d, m)
 
 
 REPORT = textwrap.dedent("""\
@@ -337,14 +347,14 @@ REPORT = textwrap.dedent("""\
 
 
 def test_fv_usage_from_report_and_log() -> None:
-    usage = build.fv_usage_from_report(REPORT)
+    usage = build_manifest.fv_usage_from_report(REPORT)
     assert usage == {
         "FVMAIN_COMPACT": {"size": 0x1AC000, "used": 0x12FF90, "free": 0x7C070, "percent_full": 71.0},
         "PEIFV": {"size": 0xE0000, "used": 0x30728, "free": 0xAF8D8, "percent_full": 21.6},
     }
     log = ("INFO - FV Space Information\n"
            "INFO - SECFV [10%Full] 212992 (0x34000) total, 22224 (0x56d0) used, 190768 (0x2e930) free\n")
-    assert build.fv_usage_from_log(log) == {
+    assert build_manifest.fv_usage_from_log(log) == {
         "SECFV": {"size": 212992, "used": 22224, "free": 190768, "percent_full": 10.0}}
 
 
@@ -393,20 +403,20 @@ CRITICAL - Build failed
 
 def test_summary_of_a_gcc_error() -> None:
     roots = (Path(WS), Path(EDK2))
-    f = build.summarize_failure(GCC_FAILURE, roots)
+    f = build_diagnose.summarize_failure(GCC_FAILURE, roots)
     assert f.module == "OvmfPkg/Fancy/Fancy.inf"
     assert f.message == "'Broken' undeclared (first use in this function)"
     assert str(f.location) == "OvmfPkg/Fancy/Fancy.c:42:3"
     # An override is reported where the user edits it.
-    mapped = build.summarize_failure(GCC_FAILURE, roots, {"OvmfPkg/Fancy/Fancy.c": paths.REPO_ROOT / "overrides/x/F.c"})
+    mapped = build_diagnose.summarize_failure(GCC_FAILURE, roots, {"OvmfPkg/Fancy/Fancy.c": paths.REPO_ROOT / "overrides/x/F.c"})
     assert str(mapped.location) == "overrides/x/F.c:42:3"
-    text = str(build.BuildFailed(f.one_line("xen-pvh DEBUG", "build/x/build-DEBUG.log"), f.location))
+    text = str(build_cmd.BuildFailed(f.one_line("xen-pvh DEBUG", "build/x/build-DEBUG.log"), f.location))
     assert text == ("OvmfPkg/Fancy/Fancy.c:42:3: error: xen-pvh DEBUG: 'Broken' undeclared (first use in this "
                     "function) (module OvmfPkg/Fancy/Fancy.inf, log build/x/build-DEBUG.log)")
 
 
 def test_summary_of_an_autogen_error() -> None:
-    f = build.summarize_failure(AUTOGEN_FAILURE, (Path(WS), Path(EDK2)))
+    f = build_diagnose.summarize_failure(AUTOGEN_FAILURE, (Path(WS), Path(EDK2)))
     assert f.message.startswith("AutoGen error 4000: Instance of library class [NoSuchLib] is not found")
     assert "OvmfPkg/XenPlatformPei/XenPlatformPei.inf" in f.message
     assert str(f.location) == "OvmfPkg/XenOvmf.dsc:512"
@@ -418,15 +428,15 @@ def test_summary_of_a_command_line_pcd_error() -> None:
            "INFO -  : error 3000: PCD [gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareVersionString] Value \"L\"\"x\"\"\",  "
            "Type: VOID*, Value: L\"\"x\"\", Syntax error, the rest of expression cannot be evaluated: [x]\n"
            "INFO - \nINFO - - Failed -\n")
-    f = build.summarize_failure(log)
+    f = build_diagnose.summarize_failure(log)
     assert f.message.startswith("AutoGen error 3000: PCD [gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareVersionString]")
     assert f.location is None and f.module is None
 
 
 def test_summary_without_edk2_output() -> None:
-    f = build.summarize_failure("SECTION - Kicking off build\nCRITICAL - ParseDscFile failed\nERROR - Error\n")
+    f = build_diagnose.summarize_failure("SECTION - Kicking off build\nCRITICAL - ParseDscFile failed\nERROR - Error\n")
     assert f.message == "stuart: ParseDscFile failed"
-    assert build.summarize_failure("").message.startswith("the build failed")
+    assert build_diagnose.summarize_failure("").message.startswith("the build failed")
 
 
 def test_progress_counts_modules(tmp_path: Path) -> None:
@@ -453,7 +463,7 @@ def test_progress_counts_modules(tmp_path: Path) -> None:
     for mod in ("a/A", "b/B"):
         (ws / mod).mkdir(parents=True)
         (ws / mod / "GNUmakefile").write_text("")
-    assert build.count_module_makefiles(ws) == 2
+    assert build_stuart.count_module_makefiles(ws) == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,7 +472,7 @@ def test_progress_counts_modules(tmp_path: Path) -> None:
 LOCK_HOLDER = """
 import sys, time
 from pathlib import Path
-from ovmfgen.build.core import workspace_lock
+from ovmfgen.build.workspace import workspace_lock
 with workspace_lock(Path(sys.argv[1]), "test"):
     Path(sys.argv[2]).write_text(str(time.time()))
     time.sleep(float(sys.argv[3]))
@@ -502,18 +512,18 @@ def _read(d: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("exchange", [True, False])
 def test_publish_replaces_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool) -> None:
     if not exchange:
-        monkeypatch.setattr(build, "_exchange", lambda a, b: False)  # the fsutil.replace_dir fallback
+        monkeypatch.setattr(build_publish, "_exchange", lambda a, b: False)  # the fsutil.replace_dir fallback
     final = tmp_path / "dist" / "xen-pvh" / "DEBUG"
-    build.publish(_files("old"), final)
+    build_publish.publish(_files("old"), final)
     assert _read(final) == _files("old")
-    build.publish(_files("new"), final)
+    build_publish.publish(_files("new"), final)
     assert _read(final) == _files("new")
     assert sorted(p.name for p in final.parent.iterdir()) == ["DEBUG"]
 
 
 def test_failure_mid_publish_leaves_the_old_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     final = tmp_path / "dist" / "xen-pvh" / "DEBUG"
-    build.publish(_files("old"), final)
+    build_publish.publish(_files("old"), final)
     before = _read(final)
 
     real_fsync = os.fsync
@@ -525,21 +535,21 @@ def test_failure_mid_publish_leaves_the_old_dist(tmp_path: Path, monkeypatch: py
             raise OSError(28, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(build.os, "fsync", failing_fsync)
+    monkeypatch.setattr(build_publish.os, "fsync", failing_fsync)
     with pytest.raises(OSError):
-        build.publish(_files("new"), final)
+        build_publish.publish(_files("new"), final)
     assert _read(final) == before
     assert sorted(p.name for p in final.parent.iterdir()) == ["DEBUG"]  # no staging left behind
 
     # The swap itself failing also leaves the old artifacts.
-    monkeypatch.setattr(build.os, "fsync", real_fsync)
+    monkeypatch.setattr(build_publish.os, "fsync", real_fsync)
 
     def failing_exchange(a: Path, b: Path) -> bool:
         raise OSError(5, "I/O error")
 
-    monkeypatch.setattr(build, "_exchange", failing_exchange)
+    monkeypatch.setattr(build_publish, "_exchange", failing_exchange)
     with pytest.raises(OSError):
-        build.publish(_files("new"), final)
+        build_publish.publish(_files("new"), final)
     assert _read(final) == before
 
 
@@ -553,7 +563,7 @@ def test_recover_after_a_killed_publish(tmp_path: Path) -> None:
     staging = final.parent / ".DEBUG.staging-999999"
     staging.mkdir()
     (staging / "OVMF.fd").write_bytes(b"half")
-    build.recover_dist(final)
+    build_publish.recover_dist(final)
     assert (final / "OVMF.fd").read_bytes() == b"good"
     assert sorted(p.name for p in final.parent.iterdir()) == ["DEBUG"]
 
@@ -565,23 +575,23 @@ def test_recover_after_a_killed_publish(tmp_path: Path) -> None:
 def test_noop_when_published_manifest_matches(layout: Layout, fake_env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     p = plan(make_request("xen-pvh"), layout)
     files = {"OVMF.fd": b"fd", "ovmf.elf": b"elf", "build.log": b"log"}
-    manifest = build.make_manifest(p, files, {}, None, 1.0)
-    build.publish({**files, "manifest.json": json.dumps(manifest).encode()}, p.dist)
+    manifest = build_manifest.make_manifest(p, files, {}, None, 1.0)
+    build_publish.publish({**files, "manifest.json": json.dumps(manifest).encode()}, p.dist)
 
     def no_build(*a, **k):
         raise AssertionError("must not build")
 
-    monkeypatch.setattr(build, "run_stuart", no_build)
+    monkeypatch.setattr(build_cmd, "run_stuart", no_build)
     monkeypatch.setattr("ovmfgen.platform.validate.validate", no_build)
-    result = build.build(make_request("xen-pvh"), layout)
+    result = build_cmd.build(make_request("xen-pvh"), layout)
     assert result.noop and result.dist == p.dist
     # A changed input is not a no-op (and the build is attempted: here it is refused).
     with pytest.raises(AssertionError, match="must not build"):
-        build.build(make_request("xen-pvh", version_string="other"), layout)
+        build_cmd.build(make_request("xen-pvh", version_string="other"), layout)
     # Nor is a damaged artifact.
     (p.dist / "ovmf.elf").write_bytes(b"ELF")
     with pytest.raises(AssertionError, match="must not build"):
-        build.build(make_request("xen-pvh"), layout)
+        build_cmd.build(make_request("xen-pvh"), layout)
 
 
 def test_prepare_workspace_writes_and_prunes_overrides(layout: Layout, fake_env: dict) -> None:
@@ -593,21 +603,21 @@ def test_prepare_workspace_writes_and_prunes_overrides(layout: Layout, fake_env:
     src.parent.mkdir(parents=True)
     src.write_text("# override\n")
     p = plan(make_request("xen-pvh"), layout)
-    written = build.prepare_workspace(p)
+    written = build_workspace.prepare_workspace(p)
     assert set(written) == {"OvmfPkg/XenOvmf.dsc", "OvmfPkg/XenOvmf.fdf", ov_rel}
     assert (p.workspace / ov_rel).read_text() == "# override\n"
-    assert build.prepare_workspace(p) == []  # unchanged: nothing rewritten (EDK2 sees no change)
+    assert build_workspace.prepare_workspace(p) == []  # unchanged: nothing rewritten (EDK2 sees no change)
     yaml_path.write_text(original)
     q = plan(make_request("xen-pvh"), layout)
-    build.prepare_workspace(q)
+    build_workspace.prepare_workspace(q)
     assert not (q.workspace / ov_rel).exists()  # would otherwise still shadow edk2's file
 
 
 def test_ccache_missing_is_one_clear_line(layout: Layout, fake_env: dict, monkeypatch: pytest.MonkeyPatch,
                                           tmp_path: Path) -> None:
-    monkeypatch.setattr(build, "CCACHE_MASQUERADE", tmp_path / "no-ccache")
+    monkeypatch.setattr(build_cmd, "CCACHE_MASQUERADE", tmp_path / "no-ccache")
     with pytest.raises(OvmfgenError, match=r"--ccache needs Debian's ccache .*invoke setup"):
-        build.build(make_request("xen-pvh", ccache=True), layout)
+        build_cmd.build(make_request("xen-pvh", ccache=True), layout)
 
 
 @pytest.mark.parametrize("task", ["build", "render"])
@@ -617,3 +627,11 @@ def test_task_help_is_help(task: str) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("Usage: python -m ovmfgen [--core-opts] " + task) and "--platform" in proc.stdout
+
+
+def test_recipe_modules_exist() -> None:
+    """Every module the no-op hash covers is a real file (a moved module would silently drop out)."""
+    root = Path(build_plan.__file__).resolve().parent.parent
+    missing = [name for name in build_plan.RECIPE_MODULES if not (root / name).is_file()]
+    assert not missing
+    assert "build/command.py" in build_plan.RECIPE_MODULES

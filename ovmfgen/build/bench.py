@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen import paths
-from ovmfgen.build import core as build
+from ovmfgen.build.plan import ARCH, TOOL_CHAIN, Plan, ccache_dir, link_cache_dir, pcd_arguments, plan
+from ovmfgen.build.request import make_request
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.run import run
 from ovmfgen.ui import say
@@ -64,7 +65,7 @@ def _timed(label: str, argv: list[str], env: dict[str, str] | None = None, log: 
     return Timing(label, seconds)
 
 
-def raw_workspace(p: build.Plan) -> Path:
+def raw_workspace(p: Plan) -> Path:
     """A plain EDK2 workspace with the same rendered files (and overrides), Conf/ from the templates."""
     ws = p.workspace.parent / f"{p.workspace.name}.bench-raw"
     for rel, data in {**p.rendered, **p.overrides}.items():
@@ -78,18 +79,18 @@ def raw_workspace(p: build.Plan) -> Path:
     return ws
 
 
-def raw_build_argv(p: build.Plan) -> list[str]:
+def raw_build_argv(p: Plan) -> list[str]:
     """EDK2's ``build`` with what ovmfgen's stuart run passes (minus the report ovmfgen asks for)."""
-    argv = ["build", "-p", p.platform.dsc_path, "-a", build.ARCH, "-t", build.TOOL_CHAIN, "-b", p.request.target,
+    argv = ["build", "-p", p.platform.dsc_path, "-a", ARCH, "-t", TOOL_CHAIN, "-b", p.request.target,
             "-n", str(p.request.jobs or os.cpu_count() or 1)]
     for key, value in sorted(p.defines.items()):
         argv += ["-D", f"{key}={value}"]
-    for pcd in build.pcd_arguments(p.version_string, p.release_date):
+    for pcd in pcd_arguments(p.version_string, p.release_date):
         argv += ["--pcd", pcd]
     return argv
 
 
-def raw_env(p: build.Plan, ws: Path) -> dict[str, str]:
+def raw_env(p: Plan, ws: Path) -> dict[str, str]:
     """The environment edksetup.sh would give: WORKSPACE, PACKAGES_PATH, EDK_TOOLS_PATH, CONF_PATH, PATH."""
     env = dict(os.environ)
     env.update({
@@ -109,8 +110,8 @@ def _verdict(ok: bool) -> str:
 
 def bench_command(platform: str = "xen-pvh", target: str = "DEBUG", output: str | None = None) -> dict:
     """``invoke bench``: run the comparisons, print a table, write the results JSON; returns the results."""
-    request = build.make_request(platform, target)
-    p = build.plan(request)
+    request = make_request(platform, target)
+    p = plan(request)
     logs = p.workspace.parent / f"{p.workspace.name}.bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
     ws = raw_workspace(p)
@@ -132,7 +133,7 @@ def bench_command(platform: str = "xen-pvh", target: str = "DEBUG", output: str 
         .seconds for i in range(NOOP_RUNS))
 
     # ccache: cold (both caches --ccache uses emptied) then warm, both from a clean workspace.
-    for cache in (build.ccache_dir(), build.link_cache_dir()):
+    for cache in (ccache_dir(), link_cache_dir()):
         shutil.rmtree(cache, ignore_errors=True)
     cc_argv = _invoke_argv("build", "--platform", platform, "--target", target, "--clean", "--ccache")
     cold = _timed("invoke build --clean --ccache (cold cache)", cc_argv, log=logs / "ccache-cold.log")

@@ -5,7 +5,7 @@ What one night does
 ``nightly.yaml`` declares the cells (platform, target, FD size, features, boot tests). For each
 selected cell, in its own process and at most ``--jobs`` at a time:
 
-1. **build** - ``ovmfgen.build.core`` with the compiler cache on (one ccache directory and one BaseTools
+1. **build** - ``ovmfgen.build`` with the compiler cache on (one ccache directory and one BaseTools
    for every cell: both come from ovmfgen's cache). A cell whose inputs are already published is a
    no-op; its artifacts (OVMF.fd, ovmf.elf, manifest.json, build.log) are linked into the night.
 2. **check-elf** (cells with a PVH ELF) - every loader rule of ``ovmfgen.elf.check_elf``.
@@ -192,7 +192,7 @@ def _cell_name(platform: str, target: str, fd_size: str | None, features: Sequen
 
 def parse_matrix(data: object, path: str = "nightly.yaml") -> Matrix:
     """Check and convert nightly.yaml's data (see the file itself for the format)."""
-    from ovmfgen.build.core import parse_assignments, parse_fd_size, parse_target
+    from ovmfgen.build.request import parse_assignments, parse_fd_size, parse_target
 
     top = _mapping(data, "the matrix", path, TOP_KEYS)
     defaults = _mapping(top.get("defaults") or {}, "defaults", path, CELL_KEYS)
@@ -373,7 +373,9 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
     """
     from ovmfgen import elf
     from ovmfgen.boot import qemu as boot
-    from ovmfgen.build import core as build
+    from ovmfgen.build import command as build_cmd
+    from ovmfgen.build import layout as build_layout
+    from ovmfgen.build import request as build_request
 
     cell_dir = Path(cell_dir).resolve()
     night = cell_dir.parent.parent
@@ -386,9 +388,9 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
     built: dict = {}
 
     def do_build() -> tuple[bool, str, dict]:
-        req = build.make_request(cell.platform, cell.target, cell.fd_size, cell.defines, cell.features,
-                                 jobs=threads, ccache=cell.ccache)
-        result = build.build(req)
+        req = build_request.make_request(cell.platform, cell.target, cell.fd_size, cell.defines, cell.features,
+                                         jobs=threads, ccache=cell.ccache)
+        result = build_cmd.build(req)
         built["result"] = result
         manifest = result.manifest
         art = cell_dir / "artifacts"
@@ -401,7 +403,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
             "fd_size", "features", "defines", "version_string", "release_date", "input_hash", "edk2", "build_seconds",
             "stuart_command", "jobs", "ccache")}
         record["sizes"] = {n: o.get("size") for n, o in (manifest.get("outputs") or {}).items()
-                           if n != build.LOG_NAME}
+                           if n != build_layout.LOG_NAME}
         record["fv_usage"] = manifest.get("fv_usage") or {}
         record["fd_size"] = manifest.get("fd_size") or cell.fd_size
         how = "up to date (no-op)" if result.noop else f"built in {result.seconds:.0f} s"
@@ -410,7 +412,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
 
     if _step(steps, "build", do_build):
         art = cell_dir / "artifacts"
-        elf_path = art / build.ELF_NAME
+        elf_path = art / build_layout.ELF_NAME
         fd_path = next((art / n for n in record["artifacts"] if n.endswith(".fd")), None)
         if elf_path.is_file():
             def do_check() -> tuple[bool, str, dict]:
@@ -583,7 +585,10 @@ def run_repro(cell: Cell, repro_dir: Path, threads: int | None = None, keep_work
     The workspaces live under ``build/.nightly-repro/`` (same file system as the normal ones) at
     paths of different lengths, and are removed afterwards unless ``keep_workspaces``.
     """
-    from ovmfgen.build import core as build
+    from ovmfgen.build import command as build_cmd
+    from ovmfgen.build import layout as build_layout
+    from ovmfgen.build import plan as build_plan
+    from ovmfgen.build import request as build_request
 
     repro_dir = Path(repro_dir).resolve()
     repro_dir.mkdir(parents=True, exist_ok=True)
@@ -593,12 +598,12 @@ def run_repro(cell: Cell, repro_dir: Path, threads: int | None = None, keep_work
     try:
         outs = []
         for tag in ("a", "second-path"):
-            lay = build.Layout(build_root=root / tag / "build", dist_root=root / tag / "dist")
-            req = build.make_request(cell.platform, cell.target, cell.fd_size, cell.defines, cell.features,
-                                     jobs=threads, clean=True, ccache=False)
+            lay = build_layout.Layout(build_root=root / tag / "build", dist_root=root / tag / "dist")
+            req = build_request.make_request(cell.platform, cell.target, cell.fd_size, cell.defines, cell.features,
+                                             jobs=threads, clean=True, ccache=False)
             say(f"reproducibility: building {cell.name} from scratch in {display_path(lay.build_root)}")
-            result = build.build(req, lay)
-            plan = build.plan(req, lay)
+            result = build_cmd.build(req, lay)
+            plan = build_plan.plan(req, lay)
             outs.append((plan.output_base, result.dist))
             record["builds"].append({"workspace": display_path(plan.workspace), "seconds": round(result.seconds, 1)})
         cmp = compare_build_outputs(outs[0][0], outs[1][0], outs[0][1], outs[1][1])

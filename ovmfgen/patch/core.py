@@ -1044,7 +1044,7 @@ def _first_error(log: Path) -> str:
     except OSError:
         return "no log"
     try:
-        from ovmfgen.build.core import summarize_failure
+        from ovmfgen.build.diagnose import summarize_failure
 
         return summarize_failure(text).message
     except Exception:  # noqa: BLE001 - the summary is a convenience; fall back to the log's error lines

@@ -12,19 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen.build import core as build
+from ovmfgen.build import command as build_cmd
+from ovmfgen.build import request as build_request
 
 HVCON = ("debug_output=hypervisor-console",)
 
 
 @pytest.fixture(scope="session")
-def xen_pvh_clean_build() -> build.BuildResult:
+def xen_pvh_clean_build() -> build_cmd.BuildResult:
     """Build xen-pvh DEBUG from a clean workspace (once per session) and publish it."""
-    return build.build(build.make_request("xen-pvh", "DEBUG", clean=True))
+    return build_cmd.build(build_request.make_request("xen-pvh", "DEBUG", clean=True))
 
 
 @pytest.fixture(scope="session")
-def published_xen_pvh(xen_pvh_clean_build: build.BuildResult) -> Path:
+def published_xen_pvh(xen_pvh_clean_build: build_cmd.BuildResult) -> Path:
     """dist/xen-pvh/DEBUG/ (OVMF.fd, ovmf.elf, build.log, manifest.json)."""
     return xen_pvh_clean_build.dist
 
@@ -32,4 +33,4 @@ def published_xen_pvh(xen_pvh_clean_build: build.BuildResult) -> Path:
 @pytest.fixture(scope="session")
 def published_xen_pvh_hvcon() -> Path:
     """dist/xen-pvh/DEBUG-hvcon/: the build whose DEBUG output goes to Xen's console (port 0xe9)."""
-    return build.build_command("xen-pvh", "DEBUG", features=HVCON)
+    return build_cmd.build_command("xen-pvh", "DEBUG", features=HVCON)

@@ -22,8 +22,13 @@ from pathlib import Path
 import pytest
 
 from ovmfgen import elf, paths
-from ovmfgen.build import core as build
+from ovmfgen.build import command as build_cmd
+from ovmfgen.build import layout as build_layout
+from ovmfgen.build import manifest as build_manifest
+from ovmfgen.build import plan as build_plan
+from ovmfgen.build import request as build_request
 from ovmfgen.edk2 import tree as edk2
+from ovmfgen.fsutil import sha256_file
 
 pytestmark = pytest.mark.integration
 
@@ -34,11 +39,11 @@ def _manifest(dist: Path) -> dict:
     return json.loads((dist / "manifest.json").read_text())
 
 
-def test_clean_build_publishes_what_its_manifest_says(xen_pvh_clean_build: build.BuildResult) -> None:
+def test_clean_build_publishes_what_its_manifest_says(xen_pvh_clean_build: build_cmd.BuildResult) -> None:
     result = xen_pvh_clean_build
     assert not result.noop
     dist = result.dist
-    assert dist == build.dist_dir("xen-pvh", "DEBUG") == paths.DIST_DIR / "xen-pvh" / "DEBUG"
+    assert dist == build_layout.dist_dir("xen-pvh", "DEBUG") == paths.DIST_DIR / "xen-pvh" / "DEBUG"
     m = _manifest(dist)
     assert m == result.manifest
     assert (m["platform"], m["target"], m["fd_size"], m["toolchain"]) == ("xen-pvh", "DEBUG", "2M", "GCC5")
@@ -46,8 +51,8 @@ def test_clean_build_publishes_what_its_manifest_says(xen_pvh_clean_build: build
     assert set(m["outputs"]) == {"OVMF.fd", "ovmf.elf", "build.log"}
     for name, rec in m["outputs"].items():
         data = (dist / name).read_bytes()
-        assert rec == {"sha256": build.sha256_bytes(data), "size": len(data)}, name
-    assert build.outputs_intact(dist, m)
+        assert rec == {"sha256": build_plan.sha256_bytes(data), "size": len(data)}, name
+    assert build_manifest.outputs_intact(dist, m)
 
     fd = (dist / "OVMF.fd").read_bytes()
     image = (dist / "ovmf.elf").read_bytes()
@@ -74,9 +79,9 @@ def test_clean_build_publishes_what_its_manifest_says(xen_pvh_clean_build: build
     assert ", ".join(str(ord(c)) for c in m["release_date"]) in autogen
 
 
-def test_rebuild_is_a_noop(xen_pvh_clean_build: build.BuildResult) -> None:
+def test_rebuild_is_a_noop(xen_pvh_clean_build: build_cmd.BuildResult) -> None:
     before = _manifest(xen_pvh_clean_build.dist)
-    again = build.build(build.make_request("xen-pvh"))
+    again = build_cmd.build(build_request.make_request("xen-pvh"))
     assert again.noop and again.dist == xen_pvh_clean_build.dist
     assert again.seconds < 1.0, f"no-op took {again.seconds:.2f} s"
     assert _manifest(again.dist) == before
@@ -90,7 +95,7 @@ def test_rebuild_is_a_noop(xen_pvh_clean_build: build.BuildResult) -> None:
     assert wall < 5, f"`python -m ovmfgen build` no-op took {wall:.2f} s"
 
 
-def test_printed_stuart_command_rebuilds_the_workspace_alone(xen_pvh_clean_build: build.BuildResult,
+def test_printed_stuart_command_rebuilds_the_workspace_alone(xen_pvh_clean_build: build_cmd.BuildResult,
                                                              tmp_path: Path) -> None:
     """The command in the log/manifest, run by hand (other cwd, bare environment), rebuilds the same FD."""
     m = _manifest(xen_pvh_clean_build.dist)
@@ -100,10 +105,10 @@ def test_printed_stuart_command_rebuilds_the_workspace_alone(xen_pvh_clean_build
                           text=True, errors="replace", timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:]
     fd = paths.BUILD_DIR / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC5" / "FV" / "OVMF.fd"
-    assert build.sha256_file(fd) == m["outputs"]["OVMF.fd"]["sha256"]
+    assert sha256_file(fd) == m["outputs"]["OVMF.fd"]["sha256"]
 
 
-def test_stack_cookies_are_the_seeded_ones(xen_pvh_clean_build: build.BuildResult) -> None:
+def test_stack_cookies_are_the_seeded_ones(xen_pvh_clean_build: build_cmd.BuildResult) -> None:
     """The clean build used the cookie lists derived from its seed, not edk2's random ones."""
     from ovmfgen.build.child import stuart_platform
 
@@ -125,18 +130,19 @@ def test_warm_ccache_rebuild_reuses_everything_and_gives_the_same_firmware(tmp_p
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """`--clean --ccache` twice with private caches: the second compiles and links nothing, same bytes."""
     ccache_dir, link_dir = tmp_path / "ccache", tmp_path / "linkcache"
-    monkeypatch.setattr(build, "ccache_dir", lambda: ccache_dir)
-    monkeypatch.setattr(build, "link_cache_dir", lambda: link_dir)
-    layout = build.Layout(paths.PLATFORMS_DIR, paths.OVERRIDES_DIR, tmp_path / "build", tmp_path / "dist")
-    request = build.make_request("xen-pvh", clean=True, ccache=True)
+    monkeypatch.setattr(build_plan, "ccache_dir", lambda: ccache_dir)
+    monkeypatch.setattr(build_plan, "link_cache_dir", lambda: link_dir)
+    monkeypatch.setattr(build_cmd, "link_cache_dir", lambda: link_dir)  # the trim after the build
+    layout = build_layout.Layout(paths.PLATFORMS_DIR, paths.OVERRIDES_DIR, tmp_path / "build", tmp_path / "dist")
+    request = build_request.make_request("xen-pvh", clean=True, ccache=True)
 
-    cold = build.build(request, layout)
+    cold = build_cmd.build(request, layout)
     entries = sorted(p.name for p in link_dir.glob("??/*"))
     assert len(entries) >= 100  # every module's LTO link (DXE drivers, PEIMs, SEC, the Shell) was stored
     cold_stats = _ccache_stats(ccache_dir)
     assert cold_stats["direct_cache_miss"] > 1000
 
-    warm = build.build(request, layout)
+    warm = build_cmd.build(request, layout)
     assert not warm.noop
     for name in ("OVMF.fd", "ovmf.elf"):
         assert warm.manifest["outputs"][name] == cold.manifest["outputs"][name], name
@@ -147,7 +153,7 @@ def test_warm_ccache_rebuild_reuses_everything_and_gives_the_same_firmware(tmp_p
     assert warm_stats["direct_cache_hit"] - cold_stats["direct_cache_hit"] == cold_stats["direct_cache_miss"]
 
 
-def _broken_layout(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[build.Layout, Path]:
+def _broken_layout(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[build_layout.Layout, Path]:
     """A private copy of xen-pvh whose override of UefiDriverEntryPoint (built early) does not compile."""
     module = "MdePkg/Library/UefiDriverEntryPoint"
     names = ("UefiDriverEntryPoint.inf", "DriverEntryPoint.c", "UefiDriverEntryPoint.uni")
@@ -168,10 +174,10 @@ def _broken_layout(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[build.L
     assert broken != src
     (ov / "DriverEntryPoint.c").write_text(broken)
     monkeypatch.setattr("ovmfgen.platform.validate.OVERRIDES_DIR", overrides)
-    return build.Layout(platforms, overrides, root / "build", root / "dist"), ov / "DriverEntryPoint.c"
+    return build_layout.Layout(platforms, overrides, root / "build", root / "dist"), ov / "DriverEntryPoint.c"
 
 
-def test_compile_error_is_one_line_and_the_previous_dist_stays(xen_pvh_clean_build: build.BuildResult,
+def test_compile_error_is_one_line_and_the_previous_dist_stays(xen_pvh_clean_build: build_cmd.BuildResult,
                                                                tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     layout, broken_file = _broken_layout(tmp_path, monkeypatch)
@@ -180,8 +186,8 @@ def test_compile_error_is_one_line_and_the_previous_dist_stays(xen_pvh_clean_bui
     shutil.copytree(xen_pvh_clean_build.dist, previous)
     before = {p.name: p.read_bytes() for p in previous.iterdir()}
 
-    with pytest.raises(build.BuildFailed) as ei:
-        build.build(build.make_request("xen-pvh"), layout)
+    with pytest.raises(build_cmd.BuildFailed) as ei:
+        build_cmd.build(build_request.make_request("xen-pvh"), layout)
     text = str(ei.value)
     assert "\n" not in text
     # path:line:col of the file the user edits (the override, not the workspace copy), the module, the cause.
@@ -194,7 +200,7 @@ def test_compile_error_is_one_line_and_the_previous_dist_stays(xen_pvh_clean_bui
     assert sorted(p.name for p in previous.parent.iterdir()) == ["DEBUG"]
 
 
-def test_a_second_build_waits_for_the_lock(xen_pvh_clean_build: build.BuildResult) -> None:
+def test_a_second_build_waits_for_the_lock(xen_pvh_clean_build: build_cmd.BuildResult) -> None:
     """Two forced builds of the same workspace (each an incremental edk2 run): the second waits."""
     before = _manifest(xen_pvh_clean_build.dist)["outputs"]["OVMF.fd"]
     cmd = [sys.executable, "-m", "ovmfgen", "build", "--platform", "xen-pvh", "--force"]
@@ -226,5 +232,5 @@ def test_a_second_build_waits_for_the_lock(xen_pvh_clean_build: build.BuildResul
     assert first_done == len(lines) - 1  # the first finished its publish; the second then built on its own
     assert "published" in second.stderr.splitlines()[-1], second.stderr
     after = _manifest(xen_pvh_clean_build.dist)
-    assert build.outputs_intact(xen_pvh_clean_build.dist, after)
+    assert build_manifest.outputs_intact(xen_pvh_clean_build.dist, after)
     assert after["outputs"]["OVMF.fd"] == before  # same inputs, same firmware

@@ -1,7 +1,7 @@
 """stuart settings module for every ovmfgen platform: ``stuart_build -c ovmfgen/build/child/stuart_platform.py ...``.
 
 One generic module, not one per platform: everything platform-specific arrives on the command line
-that ``ovmfgen.build.core`` prints (and that a person can rerun by hand, unchanged)::
+that ``ovmfgen.build.plan`` composes (and that a person can rerun by hand, unchanged)::
 
     stuart_build -c ovmfgen/build/child/stuart_platform.py \\
         --workspace build/xen-pvh --edk2 <edk2 tree> --edk-tools-path <BaseTools> \\

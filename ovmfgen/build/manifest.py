@@ -1,0 +1,134 @@
+"""The published ``manifest.json`` (read, compare: the no-op check; make) and the FV usage it records."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from ovmfgen.build.diagnose import strip_log_prefix
+from ovmfgen.build.plan import ARCH, TOOL_CHAIN, Plan, sha256_bytes
+from ovmfgen.fsutil import sha256_file
+from ovmfgen.run import quote
+
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = 1
+
+def read_manifest(dist: Path) -> dict | None:
+    """The manifest published in ``dist`` (None when absent or unreadable)."""
+    try:
+        data = json.loads((dist / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def outputs_intact(dist: Path, manifest: Mapping[str, object]) -> bool:
+    """True when every output the manifest lists is in ``dist`` with its recorded size and sha256."""
+    outputs = manifest.get("outputs")
+    if not isinstance(outputs, dict) or not outputs:
+        return False
+    for name, rec in outputs.items():
+        path = dist / name
+        try:
+            if not isinstance(rec, dict) or path.stat().st_size != rec.get("size"):
+                return False
+            if sha256_file(path) != rec.get("sha256"):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def up_to_date(p: Plan) -> bool:
+    """The published artifacts were built from exactly these inputs and are intact."""
+    manifest = read_manifest(p.dist)
+    return bool(manifest) and manifest.get("input_hash") == p.input_hash and outputs_intact(p.dist, manifest)
+
+
+MANIFEST_KEYS = (
+    "schema", "platform", "target", "toolchain", "arch", "fd_size", "defines", "features", "version_string",
+    "release_date", "input_hash", "inputs", "edk2", "tools", "outputs", "fv_usage", "elf", "build_seconds",
+    "stuart_command", "jobs", "ccache",
+)
+
+
+def make_manifest(p: Plan, outputs: Mapping[str, bytes], fv_usage: Mapping[str, dict], elf_info: dict | None,
+                  seconds: float) -> dict:
+    """The manifest.json content (keys: ``MANIFEST_KEYS``)."""
+    ident = p.edk2_identity
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "platform": p.platform.name,
+        "target": p.request.target,
+        "toolchain": TOOL_CHAIN,
+        "arch": ARCH,
+        "fd_size": f"{p.fd_size}M",
+        "defines": dict(sorted(p.defines.items())),
+        "features": dict(sorted(p.features.items())),
+        "version_string": p.version_string,
+        "release_date": p.release_date,
+        "input_hash": p.input_hash,
+        "inputs": p.inputs,
+        "edk2": {"tag": ident.get("tag"), "commit": ident.get("commit"), "source": ident.get("source"),
+                 "release_date": ident.get("release_date"), "digest": p.inputs["edk2"]},
+        "tools": dict(p.tools),
+        "outputs": {name: {"sha256": sha256_bytes(data), "size": len(data)} for name, data in outputs.items()},
+        "fv_usage": {k: dict(v) for k, v in fv_usage.items()},
+        "elf": elf_info,
+        "build_seconds": round(seconds, 1),
+        "stuart_command": quote(p.stuart_argv()),
+        "jobs": p.request.jobs or os.cpu_count() or 1,
+        "ccache": p.request.ccache,
+    }
+
+_REPORT_FV = re.compile(r"^Fv Name:\s+(\S+)\s+\(([\d.]+)% Full\)")
+_REPORT_SIZE = re.compile(r"^Size:\s+(0x[0-9A-Fa-f]+)")
+_REPORT_OCCUPIED = re.compile(r"^Occupied Size:\s+(0x[0-9A-Fa-f]+)")
+_REPORT_FREE = re.compile(r"^Free Size:\s+(0x[0-9A-Fa-f]+)")
+_LOG_FV = re.compile(r"^(\S+) \[(\d+)%Full\] (\d+) \(0x[0-9a-fA-F]+\) total, (\d+) \(0x[0-9a-fA-F]+\) used, "
+                     r"(\d+) \(0x[0-9a-fA-F]+\) free")
+
+
+def fv_usage_from_report(text: str) -> dict[str, dict]:
+    """Per FV: size, used, free (bytes) and percent full, from a ``-Y FLASH`` build report."""
+    usage: dict[str, dict] = {}
+    size: int | None = None
+    current: str | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        m = _REPORT_SIZE.match(line)
+        if m:
+            size = int(m.group(1), 16)
+            continue
+        m = _REPORT_FV.match(line)
+        if m:
+            current = m.group(1)
+            if current not in usage:
+                usage[current] = {"size": size, "used": None, "free": None, "percent_full": float(m.group(2))}
+            else:
+                current = None  # the same FV again inside another FD
+            continue
+        if current:
+            m = _REPORT_OCCUPIED.match(line)
+            if m:
+                usage[current]["used"] = int(m.group(1), 16)
+                continue
+            m = _REPORT_FREE.match(line)
+            if m:
+                usage[current]["free"] = int(m.group(1), 16)
+                current = None
+    return dict(sorted(usage.items()))
+
+
+def fv_usage_from_log(text: str) -> dict[str, dict]:
+    """The same from the build log's "FV Space Information" lines (when there is no report)."""
+    usage = {}
+    for raw in text.splitlines():
+        m = _LOG_FV.match(strip_log_prefix(raw).strip())
+        if m:
+            usage[m.group(1)] = {"size": int(m.group(3)), "used": int(m.group(4)), "free": int(m.group(5)),
+                                 "percent_full": float(m.group(2))}
+    return dict(sorted(usage.items()))

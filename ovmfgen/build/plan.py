@@ -1,0 +1,267 @@
+"""The build plan: everything decided before building (paths, the stuart command, the inputs, their hash).
+
+No-op
+-----
+The input hash covers the rendered files, the override files, the edk2 identity digest, the tool
+versions (gcc, binutils, nasm, iasl), target, FD size, defines, features, version stamps, ovmfgen's
+version and the code that shapes the artifacts. When it equals the published manifest's and the
+published files still match their recorded sha256, the build says so and returns (no lock, no
+validation, no edk2 tooling imported). ``--force`` builds anyway (EDK2's own incremental build).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ovmfgen import __version__, paths
+from ovmfgen.build.layout import Layout, variant_suffix, workspace_dir
+from ovmfgen.build.request import Request
+from ovmfgen.errors import OvmfgenError
+from ovmfgen.platform.model import Platform
+from ovmfgen.run import run
+
+TOOL_CHAIN = "GCC5"
+ARCH = "X64"
+STATE_DIR = ".ovmfgen"                  # inside a workspace: what ovmfgen itself keeps there
+PCD_VERSION = "gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareVersionString"
+PCD_RELEASE_DATE = "gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareReleaseDateString"
+STUART_PLATFORM = Path(__file__).resolve().parent / "child" / "stuart_platform.py"
+# The modules whose code shapes the artifacts: a change to them invalidates the no-op.
+RECIPE_MODULES = ("build/request.py", "build/plan.py", "build/workspace.py", "build/stuart.py", "build/manifest.py",
+                  "build/publish.py", "build/command.py", "build/child/stuart_platform.py",
+                  "build/child/linkcache.py", "elf.py")
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _first_line(argv: Sequence[str], pick: int = 0) -> str:
+    try:
+        proc = run(argv, check=False)
+    except OvmfgenError:
+        return "missing"
+    lines = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip()]
+    if proc.returncode != 0 or not lines:
+        return "missing"
+    return lines[min(pick, len(lines) - 1)]
+
+
+def tool_versions() -> dict[str, str]:
+    """The version lines of the tools that shape the firmware (gcc, binutils, nasm, iasl)."""
+    return {
+        "gcc": _first_line(["gcc", "--version"]),
+        "binutils": _first_line(["ld", "--version"]),
+        "nasm": _first_line(["nasm", "-v"]),
+        # iasl -v: a banner whose second line carries the version.
+        "iasl": _first_line(["iasl", "-v"], pick=1),
+    }
+
+
+def recipe_digest() -> str:
+    """sha256 over the ovmfgen modules whose code shapes the artifacts."""
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent.parent
+    for name in RECIPE_MODULES:
+        h.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def input_hash(inputs: Mapping[str, object]) -> str:
+    """sha256 of the canonical JSON of ``inputs`` (sorted keys, no spaces)."""
+    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return sha256_bytes(text.encode("utf-8"))
+
+
+def default_version_string(identity: Mapping[str, object]) -> str:
+    """``<edk2 tag or commit>-ovmfgen-<version>``, as distributions stamp theirs."""
+    tag = identity.get("tag")
+    commit = str(identity.get("commit") or "")
+    base = str(tag) if tag else (f"edk2-{commit[:12]}" if commit else "edk2-unknown")
+    return f"{base}-ovmfgen-{__version__}"
+
+
+def smbios_date(iso: str) -> str:
+    """``2025-02-21`` -> ``02/21/2025`` (SMBIOS type 0 BIOS release date format)."""
+    m = re.match(r"^(\d{4})-(\d{2})-(\d{2})$", iso.strip())
+    if not m:
+        raise OvmfgenError(f"bad release date '{iso}': expected YYYY-MM-DD")
+    return f"{m.group(2)}/{m.group(3)}/{m.group(1)}"
+
+
+def default_release_date(identity: Mapping[str, object], edk2_root: Path) -> str:
+    """The edk2 release date (from its identity, else the checkout's commit date), SMBIOS format."""
+    iso = identity.get("release_date")
+    if not iso:
+        proc = None
+        try:
+            proc = run(["git", "-C", edk2_root, "log", "-1", "--format=%cs", "HEAD"], check=False)
+        except OvmfgenError:
+            pass
+        if proc is None or proc.returncode != 0 or not proc.stdout.strip():
+            raise OvmfgenError(f"cannot tell the release date of the edk2 tree at {edk2_root}: pass --release-date")
+        iso = proc.stdout.strip()
+    return smbios_date(str(iso))
+
+
+def pcd_arguments(version_string: str, release_date: str) -> list[str]:
+    """``--pcd`` values for the version stamps, as Fedora's edk2-build.py writes them (``L<text>\\0``)."""
+    return [f"{PCD_VERSION}=L{version_string}\\0", f"{PCD_RELEASE_DATE}=L{release_date}\\0"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before building: paths, the stuart command, the inputs and their hash."""
+
+    request: Request
+    platform: Platform
+    layout: Layout
+    suffix: str
+    workspace: Path
+    dist: Path
+    rendered: dict[str, bytes]
+    overrides: dict[str, bytes]
+    edk2_root: Path
+    edk2_tools: Path
+    edk2_identity: dict
+    fd_size: int                            # MiB
+    features: dict[str, str]                # effective features
+    defines: dict[str, str]                 # every -D passed (FD_SIZE_xMB included)
+    version_string: str
+    release_date: str
+    tools: dict[str, str]
+    inputs: dict = field(hash=False)
+    input_hash: str = ""
+
+    @property
+    def output_base(self) -> Path:
+        """EDK2's BUILD_OUTPUT_BASE: ``<workspace>/<OUTPUT_DIRECTORY>/<TARGET>_<TOOLCHAIN>``."""
+        out = self.platform.header_field("OUTPUT_DIRECTORY") or "Build"
+        return self.workspace / out / f"{self.request.target}_{TOOL_CHAIN}"
+
+    @property
+    def fd_path(self) -> Path:
+        """The FD the build publishes."""
+        return self.output_base / "FV" / f"{self.platform.fd_name}.fd"
+
+    @property
+    def report_path(self) -> Path:
+        """The build report stuart asks for (BUILDREPORT_FILE)."""
+        return self.output_base / "BUILD_REPORT.TXT"
+
+    @property
+    def log_path(self) -> Path:
+        """Where this build's console output is captured (published as build.log)."""
+        return self.workspace / STATE_DIR / f"build-{self.request.target}.log"
+
+    @property
+    def fd_file_name(self) -> str:
+        """``OVMF.fd``."""
+        return f"{self.platform.fd_name}.fd"
+
+    def stuart_argv(self) -> list[str]:
+        """The exact stuart command, complete: rerunnable by hand in the prepared workspace."""
+        req = self.request
+        argv = [stuart_build_executable(), "-c", str(STUART_PLATFORM),
+                "--workspace", str(self.workspace), "--edk2", str(self.edk2_root),
+                "--edk-tools-path", str(self.edk2_tools), "--dsc", self.platform.dsc_path,
+                "--arch", ARCH, "--name", self.platform.header_field("PLATFORM_NAME") or req.platform]
+        for pcd in pcd_arguments(self.version_string, self.release_date):
+            argv += ["--pcd", pcd]
+        # Same cookies for every build of this platform and target: reproducible, cache-friendly.
+        argv += ["--stack-cookie-seed", f"{self.platform.name}/{req.target}"]
+        if req.ccache:
+            argv += ["--ccache-dir", str(ccache_dir()), "--link-cache-dir", str(link_cache_dir())]
+        argv += [f"TARGET={req.target}", f"TOOL_CHAIN_TAG={TOOL_CHAIN}",
+                 f"MAX_CONCURRENT_THREAD_NUMBER={req.jobs or os.cpu_count() or 1}"]
+        argv += [f"BLD_*_{k}={v}" for k, v in sorted(self.defines.items())]
+        return argv
+
+
+def stuart_build_executable() -> str:
+    """``stuart_build`` of the Python running ovmfgen (its venv), else the one on PATH."""
+    beside = Path(sys.executable).parent / "stuart_build"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("stuart_build")
+    if not found:
+        raise OvmfgenError("stuart_build not found: install edk2-pytool-extensions (pip install -e .)")
+    return found
+
+
+def ccache_dir() -> Path:
+    """CCACHE_DIR for --ccache builds: under ovmfgen's cache."""
+    return paths.cache_dir() / "ccache"
+
+
+def link_cache_dir() -> Path:
+    """Where --ccache builds cache LTO links (ovmfgen/build/child/linkcache.py): beside ccache's directory."""
+    return paths.cache_dir() / "linkcache"
+
+
+def plan(request: Request, layout: Layout | None = None) -> Plan:
+    """Load and render the platform, read overrides, the edk2 identity and tool versions; hash them.
+
+    Cheap (no edk2 tooling is imported): the no-op check runs on this alone.
+    """
+    from ovmfgen.edk2.tree import locate
+    from ovmfgen.platform.load import load_platform
+    from ovmfgen.platform.render import render
+
+    lay = layout or Layout()
+    overrides = dict(request.features)
+    if request.fd_size is not None:
+        overrides["fd_size"] = str(request.fd_size)
+    platform = load_platform(request.platform, lay.platforms_dir, feature_overrides=overrides)
+    defaults = dict(platform.default_features)
+    features = dict(platform.features)
+    fd_size = int(features.get("fd_size", "2"))
+    suffix = variant_suffix(defaults, fd_size, features, dict(request.defines))
+    workspace = workspace_dir(platform.name, suffix, lay)
+    dist = lay.dist_root / platform.name / (f"{request.target}-{suffix}" if suffix else request.target)
+    rendered = {f"{platform.package_dir}/{name}": data for name, data in render(platform).files().items()}
+    override_root = lay.overrides_dir / platform.name
+    override_files: dict[str, bytes] = {}
+    for ov in platform.overrides:
+        try:
+            override_files[ov.path] = (override_root / ov.path).read_bytes()
+        except OSError as exc:
+            raise OvmfgenError(f"cannot read override overrides/{platform.name}/{ov.path}: "
+                               f"{exc.strerror or exc}", ov.loc) from None
+    tree = locate()
+    version_string = request.version_string or default_version_string(tree.identity)
+    release_date = request.release_date or default_release_date(tree.identity, tree.root)
+    defines = {f"FD_SIZE_{fd_size}MB": "TRUE", **dict(request.defines)}
+    tools = tool_versions()
+    inputs = {
+        "ovmfgen": __version__,
+        "recipe": recipe_digest(),
+        "platform": platform.name,
+        "target": request.target,
+        "toolchain": TOOL_CHAIN,
+        "arch": ARCH,
+        "fd_size": f"{fd_size}M",
+        "defines": dict(sorted(defines.items())),
+        "features": dict(sorted(features.items())),
+        "version_string": version_string,
+        "release_date": release_date,
+        "rendered": {k: sha256_bytes(v) for k, v in sorted(rendered.items())},
+        "overrides": {k: sha256_bytes(v) for k, v in sorted(override_files.items())},
+        "edk2": tree.digest,
+        "tools": tools,
+    }
+    return Plan(
+        request=request, platform=platform, layout=lay, suffix=suffix, workspace=workspace, dist=dist,
+        rendered=rendered, overrides=override_files, edk2_root=tree.root, edk2_tools=tree.basetools,
+        edk2_identity=tree.identity, fd_size=fd_size, features=features, defines=defines,
+        version_string=version_string, release_date=release_date, tools=tools, inputs=inputs,
+        input_hash=input_hash(inputs),
+    )

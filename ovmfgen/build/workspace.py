@@ -1,0 +1,75 @@
+"""The build workspace: its per-workspace lock and the rendered files + overrides written into it.
+
+Locking
+-------
+A per-workspace ``fcntl`` lock serialises builds of the same workspace; the stuart child inherits
+it, so a killed ovmfgen does not let a second build into a workspace still being written.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ovmfgen.build.plan import STATE_DIR, Plan
+from ovmfgen.errors import display_path
+from ovmfgen.ui import say
+
+
+@dataclass
+class Lock:
+    """An acquired per-workspace lock (an open, flocked file)."""
+
+    path: Path
+    fd: int
+
+
+@contextmanager
+def workspace_lock(path: Path, what: str) -> Iterator[Lock]:
+    """Hold an exclusive ``fcntl`` lock on ``path``; say "waiting for lock" when someone else has it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = ""
+            try:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            except OSError:
+                pass
+            say(f"waiting for lock {display_path(path)}: another build of {what} is running"
+                + (f" (pid {holder})" if holder.isdigit() else ""))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield Lock(path, fd)
+    finally:
+        os.close(fd)  # releases the lock (unless a child inherited it: then when that child exits too)
+
+def prepare_workspace(p: Plan) -> list[str]:
+    """Write the rendered files and overrides into the workspace (only where changed).
+
+    Overrides the platform no longer lists are removed (they would still shadow edk2's files).
+    Returns the workspace-relative paths written.
+    """
+    from ovmfgen.fsutil import atomic_write_bytes, write_if_changed
+
+    ws = p.workspace
+    written = [rel for rel, data in p.rendered.items() if write_if_changed(ws / rel, data)]
+    state = ws / STATE_DIR / "overrides.json"
+    try:
+        previous = json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = []
+    for rel in previous if isinstance(previous, list) else []:
+        if rel not in p.overrides and rel not in p.rendered:
+            (ws / rel).unlink(missing_ok=True)
+    written += [rel for rel, data in p.overrides.items() if write_if_changed(ws / rel, data)]
+    atomic_write_bytes(state, (json.dumps(sorted(p.overrides), indent=1) + "\n").encode())
+    return written
