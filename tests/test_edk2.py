@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ovmfgen.edk2 import releases
 from ovmfgen.edk2 import tree as edk2
 from ovmfgen.host import setup
 from ovmfgen.edk2.tree import PIN, Edk2Tree
@@ -38,7 +40,33 @@ def test_pin_matches_the_repository_submodule_gitlink() -> None:
 def test_nothing_set_up_is_one_line_pointing_at_setup(isolated_cache: Path, tmp_path: Path) -> None:
     with pytest.raises(OvmfgenError) as ei:
         edk2.locate(repo_root=tmp_path)
-    assert str(ei.value) == "error: edk2 tree not set up: run `invoke setup`"
+    assert str(ei.value) == "error: edk2 tree edk2-stable202502 not set up: run `invoke setup`"
+    with pytest.raises(OvmfgenError) as ei:
+        edk2.locate("edk2-stable202605", repo_root=tmp_path)
+    assert str(ei.value) == ("error: edk2 tree edk2-stable202605 not set up: "
+                             "run `invoke setup --edk2 edk2-stable202605`")
+
+
+def test_known_releases_table() -> None:
+    assert releases.KNOWN_TAGS == ("edk2-stable202502", "edk2-stable202605")
+    assert releases.DEFAULT_TAG == "edk2-stable202502" and releases.NEWEST_TAG == "edk2-stable202605"
+    new = releases.release("edk2-stable202605")
+    assert new.commit == "b03a21a63e3bd001f52c527e5a57feddb53a690b" and new.release_date == "2026-05-08"
+    assert new.tarball == "edk2-stable202605.tar.xz" and new.topdir == "edk2-stable202605" and new.debian is None
+    assert new.sha256 == "c7e8d6e3d98affdc2d9c64b5eabcd53e75be108ab383826628c9f67baca7508c"
+    old = releases.release(releases.DEFAULT_TAG)
+    assert (old.tarball, old.sha256, old.topdir) == (PIN.orig_tarball, PIN.orig_sha256, PIN.orig_topdir)
+    assert releases.by_commit(new.commit) == new and releases.by_commit("0" * 40) is None
+    for r in releases.RELEASES.values():
+        assert len(r.commit) == 40 and len(r.sha256) == 64 and r.size > 0
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", r.release_date)
+
+
+def test_unknown_tag_is_one_line(isolated_cache: Path, tmp_path: Path) -> None:
+    with pytest.raises(OvmfgenError) as ei:
+        edk2.locate("edk2-stable209912", repo_root=tmp_path)
+    assert str(ei.value) == ("error: unknown edk2 tag 'edk2-stable209912' "
+                             "(known: edk2-stable202502, edk2-stable202605)")
 
 
 @pytest.fixture
@@ -58,6 +86,8 @@ def test_locate_returns_the_recorded_identity(debian_tree: Path, tmp_path: Path)
     assert recorded["source"] == "debian" and recorded["tag"] == PIN.tag and recorded["commit"] == PIN.commit
     assert recorded["changes"] == list(edk2.CHANGES)
     assert recorded["debian"]["version"] == "2025.02-1"
+    assert tree.tag == PIN.tag and tree.release_date == "2025-02-21"
+    assert edk2.locate(releases.DEFAULT_TAG, repo_root=tmp_path) == tree
     assert set(recorded["debian"]["tarballs"]) == {PIN.orig_tarball, "edk2_2025.02-1.debian.tar.xz"}
 
 
@@ -137,3 +167,29 @@ def test_initialised_submodule_wins_over_the_debian_cache(
     # An empty submodule directory (a fresh clone) is not initialised: the Debian tree is used.
     assert not edk2.submodule_initialised(tmp_path / "other")
     assert edk2.locate(repo_root=tmp_path / "other").identity["source"] == "debian"
+
+
+def test_tree_names_itself_without_a_tag() -> None:
+    tree = Edk2Tree(Path("/t"), Path("/bt"), {"tag": None, "commit": "ab" * 20, "release_date": "2026-01-02"})
+    assert tree.tag == "edk2-abababababab" and tree.release_date == "2026-01-02"
+    assert Edk2Tree(Path("/t"), Path("/bt"), {}).tag == "edk2-unknown"
+    with pytest.raises(OvmfgenError, match="no recorded release date .*invoke setup"):
+        Edk2Tree(Path("/t"), Path("/bt"), {"tag": "x"}).release_date
+
+
+def test_a_named_tag_uses_the_provided_tree_only_when_it_has_that_tag(
+    debian_tree: Path, fake_git_edk2, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    root = fake_git_edk2("dev-edk2")
+    monkeypatch.setenv("OVMFGEN_EDK2", str(root))
+    # Not set up yet: the env tree is what the developer meant, so the error points at its setup.
+    with pytest.raises(OvmfgenError, match="BaseTools not built for OVMFGEN_EDK2=.*`invoke setup --edk2 "
+                                           "edk2-stable202605`"):
+        edk2.locate("edk2-stable202605", repo_root=tmp_path)
+    setup.ensure_local_tree(root.resolve(), "env")
+    env_tree = edk2.locate(repo_root=tmp_path)
+    assert env_tree.identity["source"] == "env"
+    # Set up under no tag: a named tag is served by the cache.
+    assert edk2.locate(PIN.tag, repo_root=tmp_path).identity["source"] == "debian"
+    with pytest.raises(OvmfgenError, match="edk2 tree edk2-stable202605 not set up"):
+        edk2.locate("edk2-stable202605", repo_root=tmp_path)

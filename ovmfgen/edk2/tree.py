@@ -1,23 +1,25 @@
-"""Where the edk2 tree is, which edk2 it is, and where its BaseTools are.
+"""Where an edk2 tree is, which edk2 it is, and where its BaseTools are.
 
-``locate()`` answers on every render/build, so it only reads small files: the identity recorded by
-``ovmfgen.host.setup`` (``identity.json``) and the BaseTools completion marker. It never hashes the tree.
+``locate(tag)`` answers on every render/build, so it only reads small files: the identity recorded by
+``invoke setup`` (``identity.json``) and the BaseTools completion marker. It never hashes the tree.
 
-Three sources, in this order:
+Which tree serves ``tag`` (None: the default tree, ``releases.DEFAULT_TAG``), in this order:
 
-1. ``$OVMFGEN_EDK2``: a developer's own edk2 checkout ("env");
-2. the ``edk2`` submodule of this repository, when initialised ("submodule");
-3. the Debian orig tarball of the pinned release, unpacked in the cache ("debian").
+1. ``$OVMFGEN_EDK2``: a developer's own edk2 checkout ("env"): the default tree, and the tree of the
+   tag it was set up under (``git describe``, or the tag the developer stated);
+2. the ``edk2`` submodule of this repository, when initialised ("submodule"): likewise;
+3. the cache's tree of a known release (``releases.RELEASES``), unpacked from its verified tarball
+   ("tarball", from ``$OVMFGEN_EDK2_TARBALLS``) or Debian's source package ("debian").
 
 Cache layout (``paths.cache_dir()``)::
 
-    edk2/edk2-stable202502/          the pinned Debian tree
-        tree/                        upstream's content, unpacked from the verified orig tarball
+    edk2/<tag>/                      one known release, e.g. edk2-stable202502, edk2-stable202605
+        tree/                        the release's content, unpacked from its verified tarball
         basetools/BaseTools/         BaseTools copied out of the tree and built there
         basetools/.complete          marker: the BaseTools build finished
         identity.json                written last: the tree is complete
     edk2/local-<hash of path>/       for a submodule or $OVMFGEN_EDK2 tree: identity.json, basetools/
-    edk2/downloads/                  the verified tarballs and what the signed index said of them
+    edk2/downloads/                  the verified Debian tarballs and what the signed index said of them
     apt/                             the private apt configuration used to fetch them
 """
 
@@ -30,13 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ovmfgen import paths
+from ovmfgen.edk2.releases import (  # noqa: F401  (KNOWN_TAGS, NEWEST_TAG: re-exported for callers)
+    DEFAULT_TAG, KNOWN_TAGS, NEWEST_TAG, RELEASES, UPSTREAM_URL, Release, release, setup_hint,
+)
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.run import run
 
 
 @dataclass(frozen=True)
 class Pin:
-    """The one edk2 release ovmfgen builds against."""
+    """The default release as Debian ships it (kept for the code written before ``releases``)."""
 
     tag: str
     commit: str
@@ -47,26 +52,19 @@ class Pin:
     orig_tarball: str
     orig_sha256: str
     orig_size: int
-    # The tag commit's date: every file that is not from a submodule carries this mtime in Debian's orig
-    # tarball (its get-orig-source uses `git archive`, which stamps the commit time), 2025-02-21 00:50:36 UTC.
     release_date: str
     # The top-level directory inside the orig tarball.
     orig_topdir: str
 
 
-PIN = Pin(
-    tag="edk2-stable202502",
-    commit="fbe0805b2091393406952e84724188f8c1941837",
-    url="https://github.com/tianocore/edk2.git",
-    debian_source="edk2",
-    upstream_version="2025.02",
-    suite="trixie",
-    orig_tarball="edk2_2025.02.orig.tar.xz",
-    orig_sha256="b63b6053d6d89c74d9291f9e96fde1584be99e6fb9c169ba9511505129d6b049",
-    orig_size=29646336,
-    release_date="2025-02-21",
-    orig_topdir="edk2-2025.02",
-)
+def _pin(r: Release) -> Pin:
+    assert r.debian is not None
+    return Pin(tag=r.tag, commit=r.commit, url=UPSTREAM_URL, debian_source=r.debian.package,
+               upstream_version=r.debian.upstream_version, suite=r.debian.suite, orig_tarball=r.tarball,
+               orig_sha256=r.sha256, orig_size=r.size, release_date=r.release_date, orig_topdir=r.topdir)
+
+
+PIN = _pin(RELEASES[DEFAULT_TAG])
 
 # The one change ovmfgen makes to how edk2 is built (recorded in every identity).
 CHANGES = (
@@ -96,7 +94,7 @@ BASETOOLS_DIR = "basetools"
 BASETOOLS_MARKER = ".complete"
 IDENTITY_SCHEMA = 1
 
-SETUP_HINT = "run `invoke setup`"
+SETUP_HINT = setup_hint(None)
 
 
 @dataclass(frozen=True)
@@ -112,6 +110,24 @@ class Edk2Tree:
         """sha256 of the canonical JSON of ``identity``: what the build's input hash uses."""
         return identity_digest(self.identity)
 
+    @property
+    def tag(self) -> str:
+        """The tree's name: its release tag (``edk2-stable202502``), else ``git describe`` or the commit."""
+        tag = self.identity.get("tag")
+        if tag:
+            return str(tag)
+        commit = str(self.identity.get("commit") or "")
+        return f"edk2-{commit[:12]}" if commit else "edk2-unknown"
+
+    @property
+    def release_date(self) -> str:
+        """The release date (YYYY-MM-DD): the tag's, else the checkout's commit date, as set up."""
+        date = self.identity.get("release_date")
+        if not date:
+            raise OvmfgenError(f"the edk2 tree at {self.root} has no recorded release date "
+                               f"(set up by an older ovmfgen): {SETUP_HINT}")
+        return str(date)
+
 
 def identity_digest(identity: dict) -> str:
     """sha256 (hex) of ``identity`` as canonical JSON (sorted keys, no spaces, UTF-8)."""
@@ -124,13 +140,18 @@ def edk2_cache() -> Path:
     return paths.cache_dir() / "edk2"
 
 
+def tree_dir(tag: str = DEFAULT_TAG) -> Path:
+    """The cache directory of a known release's tree (``tree/``, ``basetools/``, ``identity.json``)."""
+    return edk2_cache() / release(tag).tag
+
+
 def debian_dir() -> Path:
-    """The cache directory of the pinned tree unpacked from Debian's orig tarball."""
-    return edk2_cache() / PIN.tag
+    """The cache directory of the default tree (unpacked from Debian's orig tarball)."""
+    return tree_dir(DEFAULT_TAG)
 
 
 def debian_tree_root() -> Path:
-    """Where the pinned Debian tree is unpacked."""
+    """Where the default Debian tree is unpacked."""
     return debian_dir() / "tree"
 
 
@@ -195,44 +216,72 @@ def basetools_path(directory: Path) -> Path:
     return directory / BASETOOLS_DIR / "BaseTools"
 
 
-def locate(repo_root: Path | None = None) -> Edk2Tree:
-    """Find the edk2 tree to build against: ``$OVMFGEN_EDK2``, else the submodule, else the Debian cache.
+def locate(tag: str | None = None, repo_root: Path | None = None) -> Edk2Tree:
+    """The edk2 tree of ``tag`` (None: the default tree), ready to build with.
 
-    Raises OvmfgenError (pointing at ``invoke setup``) when the chosen tree has no recorded identity or
-    no BaseTools. ``repo_root`` is for tests (default: this repository).
+    A tree the developer provides comes first: ``$OVMFGEN_EDK2``, else an initialised ``edk2`` submodule.
+    It is the default tree, and the tree of ``tag`` when its recorded identity has that tag; otherwise
+    the tree of a known ``tag`` is the one ``invoke setup --edk2 TAG`` unpacked in the cache. Raises a
+    one-line OvmfgenError for an unknown tag and for a tree that is not set up (pointing at ``invoke
+    setup``). ``repo_root`` is for tests (default: this repository).
     """
     override = os.environ.get("OVMFGEN_EDK2")
     if override:
         root = Path(override).expanduser()
         if not (root / "OvmfPkg").is_dir():
             raise OvmfgenError(f"OVMFGEN_EDK2={override} is not an edk2 tree (no OvmfPkg/)")
-        return _locate_local(root.resolve(), "env", f"OVMFGEN_EDK2={override}")
+        root = root.resolve()
+        if _serves(root, tag, "env"):
+            return _locate_local(root, "env", f"OVMFGEN_EDK2={override}", tag)
     if submodule_initialised(repo_root):
-        return _locate_local(submodule_root(repo_root).resolve(), "submodule", "the edk2 submodule")
-    directory = debian_dir()
+        root = submodule_root(repo_root).resolve()
+        if _serves(root, tag, "submodule"):
+            return _locate_local(root, "submodule", "the edk2 submodule", tag)
+    wanted = release(tag or DEFAULT_TAG).tag
+    hint = setup_hint(wanted)
+    directory = tree_dir(wanted)
     identity = read_identity(directory)
-    root = debian_tree_root()
+    root = directory / "tree"
     if identity is None or not (root / "OvmfPkg").is_dir():
         if directory.exists():
-            raise OvmfgenError(f"edk2 tree in {directory} is incomplete (interrupted setup?): {SETUP_HINT}")
-        raise OvmfgenError(f"edk2 tree not set up: {SETUP_HINT}")
+            raise OvmfgenError(f"edk2 tree {wanted} in {directory} is incomplete (interrupted setup?): {hint}")
+        raise OvmfgenError(f"edk2 tree {wanted} not set up: {hint}")
     if not basetools_ready(directory):
-        raise OvmfgenError(f"edk2 BaseTools not built in {directory / BASETOOLS_DIR}: {SETUP_HINT}")
+        raise OvmfgenError(f"edk2 BaseTools not built in {directory / BASETOOLS_DIR}: {hint}")
     return Edk2Tree(root=root, basetools=basetools_path(directory), identity=identity)
 
 
-def _locate_local(root: Path, source: str, what: str) -> Edk2Tree:
+def _serves(root: Path, tag: str | None, source: str) -> bool:
+    """True when the provided tree at ``root`` is the one to use for ``tag``.
+
+    It is the default tree; for a named tag it serves when it was set up under that tag. Not set up
+    yet, an $OVMFGEN_EDK2 tree still serves (the error then points at its setup, which is what the
+    developer meant), a submodule only when it is checked out at that release's commit.
+    """
+    if tag is None:
+        return True
+    identity = read_identity(local_dir(root))
+    if identity is not None:
+        return identity.get("tag") == tag
+    if source == "env":
+        return True
+    known = RELEASES.get(tag)
+    return known is not None and git_head(root) == known.commit
+
+
+def _locate_local(root: Path, source: str, what: str, tag: str | None) -> Edk2Tree:
     """A tree outside the cache: its identity and BaseTools live in ``local_dir(root)``."""
     directory = local_dir(root)
     identity = read_identity(directory)
+    hint = setup_hint(tag)
     if identity is None or identity.get("source") != source or not basetools_ready(directory):
-        raise OvmfgenError(f"BaseTools not built for {what} ({root}): {SETUP_HINT}")
+        raise OvmfgenError(f"BaseTools not built for {what} ({root}): {hint}")
     # The identity names a commit; a checkout moved since setup would be built under the wrong name
     # (and with BaseTools of another commit). One `git rev-parse` is cheap enough for every call.
     head = git_head(root)
     if head != identity.get("commit"):
         raise OvmfgenError(
             f"{what} ({root}) is at commit {head or 'unknown'} but was set up at "
-            f"{identity.get('commit') or 'unknown'}: {SETUP_HINT}"
+            f"{identity.get('commit') or 'unknown'}: {hint}"
         )
     return Edk2Tree(root=root, basetools=basetools_path(directory), identity=identity)
