@@ -48,6 +48,33 @@ def test_when_selects_by_feature(tmp_path: Path) -> None:
         assert defines == [Define("T", want)]
 
 
+def test_when_selects_by_edk2_release(tmp_path: Path) -> None:
+    block = ("      - when: {edk2: \">= edk2-stable202605\", timer: lapic}\n        then:\n          - define: T = new\n"
+             "        else:\n          - define: T = old\n")
+    path = write(tmp_path, "m", MINI.replace("      - define: MINI_SWITCH = FALSE\n", block))
+    for tag, want in (("edk2-stable202502", "old"), ("edk2-stable202605", "new"), ("edk2-stable202611", "new"),
+                      ("edk2-stable202605-12-gabcdef012", "new"), (None, "old")):
+        p = load_platform(path, platforms_dir=tmp_path, edk2=tag)
+        assert [s for s in p.dsc[0].body if isinstance(s, Define)] == [Define("T", want)], tag
+        assert p.edk2 == (tag or "edk2-stable202502")
+    p = load_platform(path, platforms_dir=tmp_path, edk2="edk2-stable202605", feature_overrides={"timer": "acpi"})
+    assert [s for s in p.dsc[0].body if isinstance(s, Define)] == [Define("T", "old")]
+    with pytest.raises(OvmfgenError) as ei:
+        load_platform(path, platforms_dir=tmp_path, edk2="my-branch")
+    assert str(ei.value).endswith("m.yaml:21:22: error: the edk2 tree 'my-branch' has no release date number "
+                                  "(edk2-stableYYYYMM), so 'edk2: >= edk2-stable202605' cannot be decided")
+
+
+def test_release_ranges_and_whole_sections(tmp_path: Path) -> None:
+    block = ("  - when: {edk2: \">= edk2-stable202505, < edk2-stable202611\"}\n    then:\n"
+             "      - LibraryClasses.common.MM_STANDALONE:\n          - HobLib: MdePkg/Library/DxeHobLib/DxeHobLib.inf\n")
+    path = write(tmp_path, "m", MINI.replace("  - SkuIds:\n", block + "  - SkuIds:\n"))
+    headers = {tag: [s.header for s in load_platform(path, platforms_dir=tmp_path, edk2=tag).dsc]
+               for tag in ("edk2-stable202502", "edk2-stable202605", "edk2-stable202611")}
+    assert "LibraryClasses.common.MM_STANDALONE" in headers["edk2-stable202605"]
+    assert "LibraryClasses.common.MM_STANDALONE" not in headers["edk2-stable202502"] + headers["edk2-stable202611"]
+
+
 def test_feature_override_and_variables(tmp_path: Path) -> None:
     text = MINI.replace("MINI_SWITCH = FALSE", "FD = ${fd_size_kb}")
     p = load_platform(write(tmp_path, "m", text), platforms_dir=tmp_path, feature_overrides={"fd_size": "4"})

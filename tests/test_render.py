@@ -16,14 +16,18 @@ from ovmfgen.platform.render import render, render_dsc, write_outputs
 
 GOLDEN = REPO_ROOT / "tests" / "golden"
 VARIANTS = {
-    "xen-pvh": {},
-    "xen-pvh-hvcon-4M": {"debug_output": "hypervisor-console", "fd_size": "4"},
+    # golden directory -> (feature overrides, edk2 release the platform is loaded for)
+    "xen-pvh": ({}, "edk2-stable202502"),
+    "xen-pvh-hvcon-4M": ({"debug_output": "hypervisor-console", "fd_size": "4"}, "edk2-stable202502"),
+    "xen-pvh-edk2-stable202605": ({}, "edk2-stable202605"),
+    "xen-pvh-hvcon-4M-edk2-stable202605": ({"debug_output": "hypervisor-console", "fd_size": "4"}, "edk2-stable202605"),
 }
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_golden(variant: str) -> None:
-    platform = load_platform("xen-pvh", feature_overrides=VARIANTS[variant])
+    features, edk2 = VARIANTS[variant]
+    platform = load_platform("xen-pvh", feature_overrides=features, edk2=edk2)
     out = GOLDEN / variant
     for name, data in render(platform).files().items():
         path = out / name
@@ -54,6 +58,15 @@ def test_features_render_where_the_seed_says() -> None:
     acpi = render_dsc(load_platform("xen-pvh", feature_overrides={"timer": "acpi"}))
     assert "TimerLib|OvmfPkg/Library/AcpiTimerLib/BaseAcpiTimerLib.inf" in acpi
     assert "SecPeiDxeTimerLibCpu" in plain and "SecPeiDxeTimerLibCpu" not in acpi
+
+
+def test_release_conditions_render_per_tree() -> None:
+    old = render(load_platform("xen-pvh", edk2="edk2-stable202502")).files()
+    new = render(load_platform("xen-pvh", edk2="edk2-stable202605")).files()
+    assert b"OvmfTlsLibs.dsc.inc" in new["XenOvmf.dsc"] and b"OvmfTlsLibs.dsc.inc" not in old["XenOvmf.dsc"]
+    assert b"BootManagerMenuApp.inf" in new["XenOvmf.fdf"] and b"BootManagerMenuApp.inf" not in old["XenOvmf.fdf"]
+    # The default tree is edk2-stable202502.
+    assert render(load_platform("xen-pvh")).files() == old
 
 
 def test_deterministic() -> None:

@@ -9,7 +9,8 @@ The YAML is read as a node graph (``yaml.compose``) rather than constructed, so 
 
 Three conveniences are resolved here, so later stages see one plain platform:
 ``extends:`` (inherit another platform file), ``- use: NAME`` (splice a shared fragment from
-``platforms/common/*.yaml``) and feature switches (``when:`` blocks and ``${var}`` values).
+``platforms/common/*.yaml``), feature switches (``when:`` blocks and ``${var}`` values) and release
+conditions (``when: {edk2: ">= edk2-stable202605"}``, decided by the tag of the tree loaded for).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from ovmfgen.platform.model import (
     ErrorDirective, Field, Inf, Include, LibraryMapping, Override, Pcd, Platform, Raw, Region,
     RegionContent, RegionPcds, ReservedRegion, Section, SetPcd, Statement, SubSection, Upstream,
 )
+from ovmfgen.edk2.tree import PIN
 from ovmfgen.paths import PLATFORMS_DIR
+from ovmfgen.platform.release import ConditionError, parse_condition
 from ovmfgen.platform.syntax import split_pcd_value
 
 TOP_KEYS = ("extends", "description", "copyright", "platform", "features", "upstream", "deltas", "elf", "overrides",
@@ -49,6 +52,7 @@ HEADER_FIELDS = {
 DELTA_KINDS = ("define", "library", "component", "pcd", "build-option", "fv", "fd", "fd-region", "file")
 DIRECTIVE_KEYS = ("comment", "include", "define", "field", "set", "error", "raw", "block", "if", "ifdef",
                   "ifndef", "when", "use", "region", "pcds", "fv", "data", "file", "reserved", "INF")
+WHEN_KEYS = (*FEATURES, "edk2")
 _VAR_RE = re.compile(r"\$\{([^}]*)\}")
 _HEX_RE = re.compile(r"^(0x[0-9A-Fa-f]+|\d+)$")
 
@@ -70,11 +74,12 @@ class _Ctx:
     """State while turning one platform's nodes into the model."""
 
     def __init__(self, platform_name: str, fragments: dict[str, tuple[Node, str]], variables: dict[str, str],
-                 features: dict[str, str]) -> None:
+                 features: dict[str, str], edk2: str) -> None:
         self.platform_name = platform_name
         self.fragments = fragments
         self.variables = variables
         self.features = features
+        self.edk2 = edk2
         self.using: list[str] = []
 
 
@@ -429,14 +434,17 @@ def _conditional(node: Node, path: str, ctx: _Ctx, kind: str) -> Conditional:
     return Conditional(tuple(branches), orelse, loc=_where(node, path))
 
 
-def _when(node: Node, path: str, ctx: _Ctx, kind: str) -> Iterator[Statement]:
-    """``when: {feature: value}`` is decided now, from the platform's features (fixed choices)."""
-    keys = _mapping(node, path, "when block", ("when", "then", "else"))
-    if "then" not in keys:
-        raise OvmfgenError("'when' needs a 'then:' list", _where(node, path))
-    cond = _mapping(keys["when"][1], path, "when", tuple(FEATURES))
+def _decide(node: Node, path: str, ctx: _Ctx) -> bool:
+    """Whether a ``when:`` mapping holds for this load (features and the edk2 release)."""
+    cond = _mapping(node, path, "when", WHEN_KEYS)
     match = True
     for name, (knode, vnode) in cond.items():
+        if name == "edk2":
+            try:
+                match = parse_condition(_text(vnode, path, "when edk2")).holds(ctx.edk2) and match
+            except ConditionError as exc:
+                raise OvmfgenError(str(exc), _where(vnode, path)) from None
+            continue
         wanted = [_text(v, path, f"when {name}").strip().lower() for v in
                   (_seq(vnode, path, f"when {name}") if isinstance(vnode, SequenceNode) else [vnode])]
         for w in wanted:
@@ -444,6 +452,16 @@ def _when(node: Node, path: str, ctx: _Ctx, kind: str) -> Iterator[Statement]:
                 raise OvmfgenError(f"when: '{w}' is not a value of feature '{name}' (expected one of: "
                                    f"{', '.join(FEATURES[name])})", _where(vnode, path))
         match = match and ctx.features[name] in wanted
+    return match
+
+
+def _when(node: Node, path: str, ctx: _Ctx, kind: str) -> Iterator[Statement]:
+    """``when: {feature: value}`` and ``when: {edk2: ">= TAG"}`` are decided now, from the platform's
+    features and the tag of the edk2 tree it is loaded for (all conditions must hold)."""
+    keys = _mapping(node, path, "when block", ("when", "then", "else"))
+    if "then" not in keys:
+        raise OvmfgenError("'when' needs a 'then:' list", _where(node, path))
+    match = _decide(keys["when"][1], path, ctx)
     # Both arms are converted so that mistakes in the unused one are still reported.
     then = _body(keys["then"][1], path, ctx, kind, "then")
     orelse = _body(keys["else"][1], path, ctx, kind, "else") if "else" in keys else ()
@@ -524,6 +542,11 @@ def _sections(node: Node, path: str, ctx: _Ctx, what: str) -> tuple[Section, ...
             frag, frag_path = ctx.fragments[name]
             out.extend(_sections(frag, frag_path, ctx, f"fragment '{name}'"))
             continue
+        if isinstance(item, MappingNode) and item.value and isinstance(item.value[0][0], ScalarNode) \
+                and item.value[0][0].value == "when":
+            # Whole sections that exist for some releases or features only (same rules as in a body).
+            out.extend(_when_sections(item, path, ctx, what))
+            continue
         knode, vnode = _single(item, path, f"{what} section")
         if len(item.value) != 1:
             raise OvmfgenError(f"one section per list item (found '{item.value[1][0].value}' after "
@@ -537,17 +560,30 @@ def _sections(node: Node, path: str, ctx: _Ctx, what: str) -> tuple[Section, ...
     return tuple(out)
 
 
+def _when_sections(node: Node, path: str, ctx: _Ctx, what: str) -> tuple[Section, ...]:
+    keys = _mapping(node, path, "when block", ("when", "then", "else"))
+    if "then" not in keys:
+        raise OvmfgenError("'when' needs a 'then:' list", _where(node, path))
+    match = _decide(keys["when"][1], path, ctx)
+    then = _sections(keys["then"][1], path, ctx, what)
+    orelse = _sections(keys["else"][1], path, ctx, what) if "else" in keys else ()
+    return then if match else orelse
+
+
 # ---------------------------------------------------------------------------------------------
 # The platform
 
 
 def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
-                  feature_overrides: Mapping[str, str] | None = None) -> Platform:
+                  feature_overrides: Mapping[str, str] | None = None, edk2: str | None = None) -> Platform:
     """Load a platform by name (``xen-pvh`` -> platforms/xen-pvh.yaml) or path, checked for shape.
 
     ``feature_overrides`` replaces feature values (e.g. ``{"debug_output": "hypervisor-console"}``
-    from the command line) before ``when:`` blocks are decided.
+    from the command line) before ``when:`` blocks are decided. ``edk2`` is the tag of the tree the
+    platform is loaded for (``Edk2Tree.tag``; None: the default tree's), which decides
+    ``when: {edk2: ...}`` blocks.
     """
+    edk2 = edk2 or PIN.tag
     path = Path(name_or_path)
     if path.suffix != ".yaml":
         path = platforms_dir / f"{name_or_path}.yaml"
@@ -582,7 +618,7 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
             allowed = ", ".join(f"{k}={'|'.join(v)}" for k, v in FEATURES.items())
             raise OvmfgenError(f"bad feature override '{fname}={fvalue}' (expected one of: {allowed})")
         features[fname] = fvalue
-    ctx = _Ctx(path.stem, fragments, feature_variables(features), features)
+    ctx = _Ctx(path.stem, fragments, feature_variables(features), features, edk2)
 
     pnode, ppath = get("platform")
     if pnode is None:
@@ -687,7 +723,7 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
         name=path.stem, source=doc.path, dsc_name=dsc_name, package_dir=package_dir, description=description,
         features=tuple(sorted(features.items())), dsc=dsc, fdf=fdf, deltas=tuple(deltas), upstream=upstream,
         elf=elf, overrides=tuple(overrides), fd_name=fd_name, copyright=copyright_lines,
-        default_features=default_features, loc=Location(doc.path, 1, 1),
+        default_features=default_features, edk2=edk2, loc=Location(doc.path, 1, 1),
     )
 
 
