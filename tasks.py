@@ -141,7 +141,7 @@ def nightly(c, matrix=None, jobs=None, out=None, list=False, match=None, exclude
             date=None, keep=14, repro="auto", repro_only=False, install_root=None, emit=None, merge=None,
             threads=None):
     """Build the nightly matrix, check and boot each cell, write nightly/<date>/ and nightly/index.html."""
-    from ovmfgen.nightly import core as stage
+    from ovmfgen.nightly import command as stage
 
     guard(stage.nightly_command, matrix=matrix, jobs=jobs, out=out, match=match or [], exclude=exclude or [],
           cell=cell or [], list_cells=list, quiet=quiet, date=date, keep=keep, repro=repro, repro_only=repro_only,

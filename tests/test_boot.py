@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 from pathlib import Path
 
@@ -241,3 +242,43 @@ def test_boot_result_is_frozen():
     assert isinstance(r, BootResult)
     with pytest.raises(AttributeError):
         r.verdict = Verdict.REACHED_XEN_PLATFORM_PEI  # type: ignore[misc]
+
+
+# --- QEMU shell boot helpers ---------------------------------------------------------------------
+
+def test_startup_script_never_contains_the_marker_itself():
+    script = boot.startup_script()
+    assert boot.SHELL_MARKER not in script
+    assert script.startswith("@echo -off") and "reset -s" in script
+
+
+def test_shell_boot_classification():
+    ok = f"\x1b[0mPress ESC in 1 seconds\r\n\x1b[1m{boot.SHELL_MARKER}\x1b[0m\r\nReset with"
+    assert boot.classify_shell_boot(ok, "")[0] == "SHELL_REACHED"
+    echoed = f"Shell> echo {boot.SHELL_MARKER}\r\n"  # a command line mentioning it is not the output
+    assert boot.classify_shell_boot(echoed, "", timed_out=True)[0] == "TIMEOUT"
+    assert boot.classify_shell_boot("", "ASSERT [DxeCore] x.c(1): y\n")[0] == "FIRMWARE_ERROR"
+    verdict, detail = boot.classify_shell_boot("UEFI Interactive Shell v2.2", "", returncode=0)
+    assert verdict == "QEMU_FAILED" and "the Shell started" in detail
+
+
+def test_shell_qemu_argv_uses_pflash_a_fat_disk_and_tcg():
+    argv = boot.shell_qemu_argv(Path("/f/CODE.fd"), Path("/f/VARS.fd"), Path("/f/disk.img"), Path("/f/s.log"),
+                                Path("/f/d,1.log"))
+    text = " ".join(argv)
+    assert "-accel tcg" in text and "kvm" not in text
+    assert "if=pflash,format=raw,unit=0,readonly=on,file=/f/CODE.fd" in argv
+    assert "if=pflash,format=raw,unit=1,file=/f/VARS.fd" in argv
+    assert "if=virtio,format=raw,file=/f/disk.img" in argv
+    assert "file:/f/s.log" in argv and "file:/f/d,,1.log" in argv
+
+
+@pytest.mark.skipif(shutil.which("mkfs.fat") is None or shutil.which("mcopy") is None,
+                    reason="dosfstools/mtools not installed (invoke setup installs them)")
+def test_fat_image_holds_the_startup_script(tmp_path: Path):
+    img = boot.make_fat_image(tmp_path / "disk.img", {"startup.nsh": boot.startup_script().encode()})
+    assert img.stat().st_size == boot.FAT_IMAGE_KIB * 1024
+    from ovmfgen.run import run
+
+    out = run(["mtype", "-i", str(img), "::/startup.nsh"], env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"})
+    assert out.stdout.replace("\r", "") == boot.startup_script().replace("\r", "")

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
-from ovmfgen.nightly import core as nightly
+from ovmfgen.nightly import history
 from ovmfgen.nightly import report
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -32,7 +32,7 @@ def _cell(name: str, status: str = "passed", dxe: float = 40.0, build_s: float =
 
 
 def _night(date: str, cells: list[dict], repro: dict | None = None) -> dict:
-    return nightly.make_summary(date, cells, repro, "nightly.yaml", 1, 321.0)
+    return history.make_summary(date, cells, repro, "nightly.yaml", 1, 321.0)
 
 
 def test_line_chart_is_well_formed_svg_with_a_line_per_series_and_gaps():
@@ -132,7 +132,7 @@ def test_empty_history_renders_a_page_saying_so(tmp_path: Path):
 
 def test_write_index_reads_the_kept_nights(tmp_path: Path):
     for date in ("2025-01-01", "2025-01-02"):
-        nightly.write_summary(tmp_path / date, _night(date, [_cell("c1")]))
+        history.write_summary(tmp_path / date, _night(date, [_cell("c1")]))
     (tmp_path / "not-a-night").mkdir()
     text = report.write_index(tmp_path).read_text()
     assert "last 2 night(s)" in text and "Night of <b>2025-01-02</b>" in text

@@ -334,7 +334,7 @@ def render_index(summaries: Sequence[Mapping[str, object]]) -> str:
 
 def write_index(out: Path) -> Path:
     """Regenerate ``out/index.html`` from the nights kept in ``out``."""
-    from ovmfgen.nightly.core import read_summaries
+    from ovmfgen.nightly.history import read_summaries
 
     out = Path(out)
     path = out / INDEX

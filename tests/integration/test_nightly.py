@@ -22,8 +22,8 @@ from urllib.parse import unquote
 import pytest
 
 from ovmfgen.boot import qemu as boot
-from ovmfgen.nightly import core as nightly
-from ovmfgen.nightly.core import InstallSpec
+from ovmfgen.nightly import command, install, matrix
+from ovmfgen.nightly.matrix import InstallSpec
 from ovmfgen.run import run
 
 pytestmark = [
@@ -42,7 +42,7 @@ def small_night(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, f
     """Run the two cells of nightly.yaml into a fresh history dir; (summary, out dir, seconds)."""
     out = tmp_path_factory.mktemp("nightly")
     t0 = time.monotonic()
-    summary = nightly.nightly_command(matrix=str(REPO / "nightly.yaml"), cell=CELLS, repro="none", out=str(out),
+    summary = command.nightly_command(matrix=str(REPO / "nightly.yaml"), cell=CELLS, repro="none", out=str(out),
                                       date=DATE, quiet=True, jobs=1)
     seconds = time.monotonic() - t0
     print(f"small nightly ({', '.join(CELLS)}): {seconds:.1f} s")
@@ -167,9 +167,9 @@ def test_install_root_lays_out_what_the_small_night_built(small_night, tmp_path:
     summary, out, _ = small_night
     specs = [InstallSpec("xen-pvh-DEBUG-2M", firmware="usr/lib/xen/boot/ovmf.bin",
                          descriptor="usr/share/qemu/firmware/60-ovmfgen-xen-pvh.json"),
-             *[s for s in nightly.load_matrix(REPO / "nightly.yaml").install if s.cell == "qemu-x64-DEBUG"]]
+             *[s for s in matrix.load_matrix(REPO / "nightly.yaml").install if s.cell == "qemu-x64-DEBUG"]]
     root = tmp_path / "root"
-    nightly.install(summary, out / DATE, root, specs)
+    install.install(summary, out / DATE, root, specs)
     elf = root / "usr/lib/xen/boot/ovmf.bin"
     cells = {c["name"]: c for c in summary["cells"]}
     assert elf.read_bytes() == (out / DATE / cells["xen-pvh-DEBUG-2M"]["artifacts"]["ovmf.elf"]).read_bytes()
@@ -186,7 +186,7 @@ def test_install_root_lays_out_what_the_small_night_built(small_night, tmp_path:
 
 def test_a_second_run_reuses_the_published_builds(small_night, tmp_path: Path):
     """The build stage's no-op makes a rerun cheap: only the checks and boots run again."""
-    summary = nightly.nightly_command(matrix=str(REPO / "nightly.yaml"), cell=CELLS, repro="none",
+    summary = command.nightly_command(matrix=str(REPO / "nightly.yaml"), cell=CELLS, repro="none",
                                       out=str(tmp_path / "again"), date=DATE, quiet=True, jobs=2)
     for cell in summary["cells"]:
         build = next(s for s in cell["steps"] if s["name"] == "build")

@@ -1,0 +1,192 @@
+"""One nightly cell, in its own process: build, check-elf, boots; writes ``<dir>/result.json`` (always).
+
+Started by ``ovmfgen.nightly.jobs`` as ``python -m ovmfgen.nightly.cell cell|repro --spec JSON --dir DIR
+[--threads N]`` (``repro``: the reproducibility check of ``ovmfgen.nightly.repro``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ovmfgen.errors import OvmfgenError, display_path
+from ovmfgen.nightly.history import CELL_LOG, RESULT, write_public
+from ovmfgen.nightly.matrix import Cell
+from ovmfgen.nightly.repro import run_repro
+from ovmfgen.ui import say
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)  # dist/ files are replaced, never rewritten in place: a link is a snapshot
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _step(steps: list[dict], name: str, fn: Callable[[], tuple[bool, str, dict]]) -> bool:
+    """Run one step, timing it; an exception is the step's failure, never the night's."""
+    t0 = time.monotonic()
+    say(f"step {name}")
+    try:
+        ok, detail, extra = fn()
+    except OvmfgenError as exc:
+        ok, detail, extra = False, exc.message if not exc.location else str(exc).removeprefix("error: "), {}
+    except Exception as exc:  # a bug must fail the cell, not the night
+        traceback.print_exc()
+        ok, detail, extra = False, f"internal error: {type(exc).__name__}: {exc}", {}
+    rec = {"name": name, "status": "passed" if ok else "failed", "seconds": round(time.monotonic() - t0, 1),
+           "detail": detail, **extra}
+    steps.append(rec)
+    say(f"step {name}: {rec['status']} in {rec['seconds']} s - {detail}")
+    return ok
+
+
+def _rel(path: Path, base: Path) -> str:
+    return path.resolve().relative_to(base.resolve()).as_posix()
+
+
+def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
+    """Build, check and boot one cell; everything it writes goes into ``cell_dir``. Returns its record.
+
+    ``cell_dir`` is ``<night>/cells/<name>``: paths in the record are relative to the night.
+    """
+    from ovmfgen import elf
+    from ovmfgen.boot import qemu as boot
+    from ovmfgen.build import command as build_cmd
+    from ovmfgen.build import layout as build_layout
+    from ovmfgen.build import request as build_request
+
+    cell_dir = Path(cell_dir).resolve()
+    night = cell_dir.parent.parent
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    steps: list[dict] = []
+    record: dict = {"name": cell.name, "cell": cell.to_json(), "platform": cell.platform, "target": cell.target,
+                    "fd_size": cell.fd_size, "features": list(cell.features), "description": cell.description,
+                    "artifacts": {}, "boot": {}, "steps": steps}
+    built: dict = {}
+
+    def do_build() -> tuple[bool, str, dict]:
+        req = build_request.make_request(cell.platform, cell.target, cell.fd_size, cell.defines, cell.features,
+                                         jobs=threads, ccache=cell.ccache)
+        result = build_cmd.build(req)
+        built["result"] = result
+        manifest = result.manifest
+        art = cell_dir / "artifacts"
+        for name in sorted(os.listdir(result.dist)):
+            if (result.dist / name).is_file():
+                _link_or_copy(result.dist / name, art / name)
+                record["artifacts"][name] = _rel(art / name, night)
+        record["dist"] = display_path(result.dist)
+        record["manifest"] = {k: manifest.get(k) for k in (
+            "fd_size", "features", "defines", "version_string", "release_date", "input_hash", "edk2", "build_seconds",
+            "stuart_command", "jobs", "ccache")}
+        record["sizes"] = {n: o.get("size") for n, o in (manifest.get("outputs") or {}).items()
+                           if n != build_layout.LOG_NAME}
+        record["fv_usage"] = manifest.get("fv_usage") or {}
+        record["fd_size"] = manifest.get("fd_size") or cell.fd_size
+        how = "up to date (no-op)" if result.noop else f"built in {result.seconds:.0f} s"
+        return True, f"{how}: {display_path(result.dist)}", {"noop": result.noop,
+                                                             "build_seconds": manifest.get("build_seconds")}
+
+    if _step(steps, "build", do_build):
+        art = cell_dir / "artifacts"
+        elf_path = art / build_layout.ELF_NAME
+        fd_path = next((art / n for n in record["artifacts"] if n.endswith(".fd")), None)
+        if elf_path.is_file():
+            def do_check() -> tuple[bool, str, dict]:
+                findings = elf.check_elf(elf_path.read_bytes())
+                failed = [f for f in findings if not f.ok]
+                detail = f"{len(findings) - len(failed)}/{len(findings)} loader rules pass" + (
+                    f"; first failure {failed[0].rule}: {failed[0].detail}" if failed else "")
+                return not failed, detail, {"rules": len(findings), "failed_rules": [f.rule for f in failed]}
+
+            _step(steps, "check-elf", do_check)
+        for kind in cell.boot:
+            if kind in ("pvh", "reset"):
+                def do_boot(entry: str = kind) -> tuple[bool, str, dict]:
+                    if not elf_path.is_file():
+                        raise OvmfgenError("the build published no ovmf.elf to boot")
+                    kw = {"timeout": cell.timeout} if cell.timeout else {}
+                    r = boot.boot_qemu(elf_path, entry, cell_dir, **kw)
+                    rec = {"verdict": r.verdict.value, "seconds": round(r.duration or 0, 1),
+                           "log": _rel(r.log_path, night) if r.log_path else None, "detail": r.detail}
+                    record["boot"][entry] = {**rec, "ok": r.ok}
+                    return r.ok, f"{r.verdict.value} in {r.duration or 0:.1f} s - {r.detail}", {"verdict": r.verdict.value}
+                _step(steps, f"boot-{kind}", do_boot)
+            elif kind == "shell":
+                def do_shell() -> tuple[bool, str, dict]:
+                    if fd_path is None:
+                        raise OvmfgenError("the build published no .fd to boot")
+                    kw = {"timeout": cell.timeout} if cell.timeout else {}
+                    r = boot.boot_qemu_shell(fd_path, cell_dir, **kw)
+                    # The split pflash images are inputs of the boot; keep them as artifacts too.
+                    for name in ("OVMF_CODE.fd", "OVMF_VARS.fd"):
+                        record["artifacts"][name] = _rel(cell_dir / name, night)
+                    record["boot"]["shell"] = {"verdict": r.verdict, "ok": r.ok, "seconds": r.duration,
+                                               "log": _rel(r.serial_log, night),
+                                               "debug_log": _rel(r.debug_log, night), "detail": r.detail}
+                    return r.ok, f"{r.verdict} in {r.duration:.1f} s - {r.detail}", {"verdict": r.verdict}
+                _step(steps, "boot-shell", do_shell)
+            elif kind == "xen":
+                def do_xen() -> tuple[bool, str, dict]:
+                    from ovmfgen.boot import xen
+
+                    if not elf_path.is_file():
+                        raise OvmfgenError("the build published no ovmf.elf to boot")
+                    kw = {"timeout": cell.timeout} if cell.timeout else {}
+                    r = xen.boot_xen(elf_path, cell_dir / "xen", **kw)
+                    record["boot"]["xen"] = {
+                        "verdict": str(r.verdict), "ok": r.ok, "seconds": r.qemu_seconds,
+                        "log": _rel(r.serial_log, night) if r.serial_log else None, "detail": r.detail}
+                    return r.ok, xen.format_result(r), {"verdict": str(r.verdict)}
+                _step(steps, "boot-xen", do_xen)
+    failed = [s["name"] for s in steps if s["status"] != "passed"]
+    record["status"] = "failed" if failed else "passed"
+    record["failed_steps"] = failed
+    record["error"] = next((s["detail"] for s in steps if s["status"] != "passed"), None)
+    record["seconds"] = round(time.monotonic() - t0, 1)
+    record["log"] = _rel(cell_dir / CELL_LOG, night)
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of a cell's process: run it and write ``<dir>/result.json`` (always)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ovmfgen.nightly.cell", description="one nightly cell (internal)")
+    parser.add_argument("kind", choices=("cell", "repro"))
+    parser.add_argument("--spec", required=True, help="the cell as JSON")
+    parser.add_argument("--dir", required=True, help="the cell's directory")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    from ovmfgen.ui import setup_logging
+
+    setup_logging()
+    cell = Cell.from_json(json.loads(args.spec))
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.kind == "cell":
+            record = run_cell(cell, out, args.threads)
+        else:
+            record = run_repro(cell, out, args.threads)
+    except BaseException as exc:  # noqa: BLE001 - the parent must always get a record
+        traceback.print_exc()
+        record = {"name": cell.name, "cell": cell.name, "status": "failed" if args.kind == "cell" else "error",
+                  "error": f"{type(exc).__name__}: {exc}", "detail": f"{type(exc).__name__}: {exc}", "steps": []}
+    write_public(out / RESULT, (json.dumps(record, indent=2) + "\n").encode())
+    sys.stdout.flush()
+    return 0 if record.get("status") in ("passed", "identical", "differs") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

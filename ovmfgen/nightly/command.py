@@ -1,0 +1,277 @@
+"""``invoke nightly``: the firmware build matrix, its checks and boots, its history and report.
+
+What one night does
+-------------------
+``nightly.yaml`` declares the cells (platform, target, FD size, features, boot tests). For each
+selected cell, in its own process and at most ``--jobs`` at a time:
+
+1. **build** - ``ovmfgen.build`` with the compiler cache on (one ccache directory and one BaseTools
+   for every cell: both come from ovmfgen's cache). A cell whose inputs are already published is a
+   no-op; its artifacts (OVMF.fd, ovmf.elf, manifest.json, build.log) are linked into the night.
+2. **check-elf** (cells with a PVH ELF) - every loader rule of ``ovmfgen.elf.check_elf``.
+3. **boot** - ``pvh``/``reset``: QEMU to XenPlatformPei through that entry (``boot.boot_qemu``);
+   ``shell``: QEMU to the UEFI Shell from pflash with a FAT disk (``boot.boot_qemu_shell``);
+   ``xen``: a real Xen PVH guest (``xen.boot_xen``; optional, slow).
+
+One failing cell never stops the others; the exit status is the number of failed cells (capped at
+100; 0 when all passed). Selection works like Fedora's edk2-build.py: ``--list``, ``--match`` and
+``--exclude`` (substrings of the cell name, repeatable), ``--cell`` (an exact name, repeatable),
+``--quiet`` (one status line per cell; each cell's full output is always in its ``cell.log``).
+Optional cells (``optional: true``) only run when ``--match``/``--cell`` names them; cells that
+``require`` a module that is not there are listed as unavailable.
+
+Reproducibility: one cell per night (rotating through ``reproducibility.rotate`` by the date, or
+``--repro CELL``) is built twice from scratch, without ccache, in two workspaces at different paths;
+the night records whether the firmware outputs are byte-identical and, if not, which FV and which
+FFS/EFI files differ.
+
+History: ``<out>/<date>/summary.json`` (with ``cells/<name>/`` holding each cell's log, artifacts
+and boot logs) and ``<out>/index.html`` (``ovmfgen.nightly.report``), keeping the last ``--keep`` nights.
+The date is an input (``--date``, default today); it names the night and nothing else: no date or
+time enters the firmware (its version string and release date come from the edk2 release).
+
+Scale-out: ``--emit github|gitlab`` writes a CI workflow with one job per cell and a final job that
+runs ``--merge`` over the cells' results, producing the same report; ``--install-root`` lays out
+the installed firmware and its QEMU firmware descriptor for packagers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ovmfgen import paths
+from ovmfgen.errors import OvmfgenError, display_path
+from ovmfgen.fsutil import replace_dir
+from ovmfgen.nightly.emit import emit
+from ovmfgen.nightly.history import (CELL_LOG, DEFAULT_KEEP, find_summaries, failures, make_summary, parse_date,
+                                     prune_history, write_summary)
+from ovmfgen.nightly.install import install
+from ovmfgen.nightly.jobs import _child_argv, _Job, run_jobs, status_line
+from ovmfgen.nightly.matrix import (DEFAULT_MATRIX, Cell, Matrix, list_text, load_matrix, repro_cell_for,
+                                    select_cells)
+from ovmfgen.ui import say
+
+DEFAULT_OUT = paths.REPO_ROOT / "nightly"
+MAX_EXIT = 100
+
+
+def merge(inputs: Sequence[str | Path], out: Path, date: str | None = None, keep: int = DEFAULT_KEEP) -> dict:
+    """Merge nights (e.g. one per CI job, each with one cell) into ``out/<date>/`` and refresh the report.
+
+    Cells are copied with their directories (logs, artifacts, boot logs); when two inputs have a
+    cell of the same name the later input wins. The inputs must agree on the date unless ``date``
+    is given.
+    """
+    from ovmfgen.nightly import report
+
+    summaries = find_summaries(inputs)
+    loaded = []
+    for path in summaries:
+        try:
+            loaded.append((path.parent, json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError) as exc:
+            raise OvmfgenError(f"cannot read {display_path(path)}: {exc}") from None
+    dates = sorted({str(s.get("date")) for _, s in loaded})
+    if date is None:
+        if len(dates) != 1:
+            raise OvmfgenError(f"the inputs are from different nights ({', '.join(dates)}): pass --date")
+        date = dates[0]
+    date = parse_date(date)
+    out = Path(out)
+    staging = out / f".{date}.merge-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "cells").mkdir(parents=True)
+    cells: dict[str, dict] = {}
+    repro = None
+    jobs = 0
+    seconds = 0.0
+    matrix = ""
+    required = False
+    for night, summary in loaded:
+        for cell in summary.get("cells") or []:
+            name = str(cell.get("name"))
+            src = night / "cells" / name
+            dst = staging / "cells" / name
+            if name in cells:
+                say(f"merge: cell {name} appears twice; keeping the one from {display_path(night)}")
+                shutil.rmtree(dst, ignore_errors=True)
+            if src.is_dir():
+                shutil.copytree(src, dst, copy_function=_copy_or_link)
+            cells[name] = cell
+        if summary.get("repro"):
+            repro = summary["repro"]
+            if (night / "repro").is_dir():
+                shutil.rmtree(staging / "repro", ignore_errors=True)
+                shutil.copytree(night / "repro", staging / "repro")
+        jobs += int(summary.get("jobs") or 0)
+        seconds = max(seconds, float(summary.get("seconds") or 0))
+        matrix = matrix or str(summary.get("matrix") or "")
+        required = required or bool(summary.get("repro_required"))
+    merged = make_summary(date, list(cells.values()), repro, matrix, jobs, seconds, required)
+    merged["merged_from"] = len(loaded)
+    write_summary(staging, merged)
+    replace_dir(staging, out / date)
+    prune_history(out, keep)
+    report.write_index(out)
+    return merged
+
+
+def _copy_or_link(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+class NightlyFailed(OvmfgenError):
+    """Some cells failed: the exit status is how many (capped)."""
+
+    def __init__(self, message: str, count: int) -> None:
+        super().__init__(message)
+        self.exit_code = max(1, min(count, MAX_EXIT))
+
+
+@dataclass(frozen=True)
+class Options:
+    """What ``invoke nightly`` was asked (beyond selection)."""
+
+    out: Path = DEFAULT_OUT
+    date: str = ""
+    jobs: int = 1
+    threads: int | None = None
+    quiet: bool = False
+    keep: int = DEFAULT_KEEP
+    repro: str = "auto"          # auto (the rotation), none, or a cell name
+    repro_only: bool = False
+    install_root: Path | None = None
+
+
+def default_jobs() -> int:
+    """Cells at once by default: one per two CPUs (an EDK2 build keeps about two busy)."""
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+def run_night(matrix: Matrix, cells: Sequence[Cell], opts: Options) -> dict:
+    """Run ``cells`` (and tonight's reproducibility check) into ``opts.out/<date>/``; refresh the report."""
+    from ovmfgen.nightly import report
+
+    date = parse_date(opts.date)
+    out = Path(opts.out).resolve()
+    jobs = max(1, opts.jobs)
+    threads = opts.threads or max(1, (os.cpu_count() or 1) // jobs)
+    repro_cell: Cell | None = None
+    if opts.repro == "auto":
+        repro_cell = repro_cell_for(matrix, date, list(cells) if not opts.repro_only else list(matrix.cells))
+    elif opts.repro not in ("none", ""):
+        repro_cell = matrix.cell(opts.repro)
+    if opts.repro_only:
+        cells = []
+        if repro_cell is None:
+            raise OvmfgenError("--repro-only, but there is no reproducibility cell (rotation empty or --repro none)")
+    if not cells and repro_cell is None:
+        raise OvmfgenError("no cells selected (see --list)")
+    staging = out / f".{date}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "cells").mkdir(parents=True)
+    t0 = time.monotonic()
+    job_list = [_Job(c.name, _child_argv("cell", c, staging / "cells" / c.name, threads), staging / "cells" / c.name)
+                for c in cells]
+    if repro_cell is not None:
+        job_list.append(_Job("reproducibility", _child_argv("repro", repro_cell, staging / "repro", threads),
+                             staging / "repro"))
+    what = f"{len(cells)} cell(s)" + (f" + reproducibility of {repro_cell.name}" if repro_cell else "")
+    say(f"nightly {date}: {what}, {jobs} at a time, {threads} build thread(s) each; while running, logs are in "
+        f"{display_path(staging)}/cells/<cell>/cell.log (then {display_path(out / date)}/)")
+    done = [0]
+
+    def on_done(job: _Job, record: dict) -> None:
+        done[0] += 1
+        if job.label == "reproducibility":
+            say(f"[{done[0]}/{len(job_list)}] reproducibility of {record.get('cell')}: "
+                f"{record.get('status')} - {record.get('detail', '')}")
+        else:
+            say(f"[{done[0]}/{len(job_list)}] {status_line(record)}")
+
+    results = run_jobs(job_list, jobs, opts.quiet, on_done)
+    repro = results.pop("reproducibility", None)
+    if repro is not None and "cell" not in repro:
+        repro = {"cell": repro_cell.name if repro_cell else None, "status": "error",
+                 "detail": repro.get("error", "the reproducibility process failed"), "log": "repro/" + CELL_LOG}
+    summary = make_summary(date, list(results.values()), repro, display_path(matrix.path), jobs,
+                           time.monotonic() - t0, matrix.repro_required)
+    write_summary(staging, summary)
+    replace_dir(staging, out / date)
+    removed = prune_history(out, opts.keep)
+    index = report.write_index(out)
+    if removed:
+        say(f"pruned {len(removed)} old night(s): {', '.join(p.name for p in removed)}")
+    t = summary["totals"]
+    say(f"nightly {date}: {t['passed']}/{t['cells']} cells passed in {summary['seconds']:.0f} s; "
+        f"report {display_path(index)}")
+    if opts.install_root is not None:
+        install(summary, out / date, Path(opts.install_root), matrix.install)
+    return summary
+
+
+def nightly_command(matrix: str | None = None, jobs: int | str | None = None, out: str | None = None,
+                    match: Sequence[str] = (), exclude: Sequence[str] = (), cell: Sequence[str] = (),
+                    list_cells: bool = False, quiet: bool = False, date: str | None = None, keep: int | str = DEFAULT_KEEP,
+                    repro: str = "auto", repro_only: bool = False, install_root: str | None = None,
+                    emit_kind: str | None = None, merge_dirs: Sequence[str] = (), threads: int | str | None = None) -> dict | None:
+    """``invoke nightly``: run the matrix (or --list, --emit, --merge); raise NightlyFailed on failures."""
+    out_dir = Path(out) if out else DEFAULT_OUT
+    try:
+        keep_n = int(keep)
+    except (TypeError, ValueError):
+        raise OvmfgenError(f"bad --keep '{keep}': expected a number") from None
+    if merge_dirs:
+        summary = merge(merge_dirs, out_dir, date, keep_n)
+        if install_root:
+            m = load_matrix(matrix or DEFAULT_MATRIX)
+            install(summary, out_dir / summary["date"], Path(install_root), m.install)
+        _print_night(summary)
+        _raise_on_failures(summary)
+        return summary
+    m = load_matrix(matrix or DEFAULT_MATRIX)
+    if list_cells:
+        print(list_text(m), flush=True)
+        return None
+    selected = select_cells(m, match, exclude, cell)
+    if emit_kind:
+        emit(emit_kind, m, [c for c in selected])
+        return None
+    try:
+        n_jobs = int(jobs) if jobs not in (None, "") else default_jobs()
+        n_threads = int(threads) if threads not in (None, "") else None
+    except (TypeError, ValueError):
+        raise OvmfgenError(f"bad --jobs/--threads '{jobs}/{threads}': expected numbers") from None
+    if n_jobs < 1 or (n_threads is not None and n_threads < 1):
+        raise OvmfgenError("--jobs and --threads must be positive")
+    opts = Options(out=out_dir, date=parse_date(date), jobs=n_jobs, threads=n_threads, quiet=quiet, keep=keep_n,
+                   repro=repro or "auto", repro_only=repro_only,
+                   install_root=Path(install_root) if install_root else None)
+    summary = run_night(m, selected, opts)
+    _print_night(summary)
+    _raise_on_failures(summary)
+    return summary
+
+
+def _print_night(summary: Mapping[str, object]) -> None:
+    for rec in summary.get("cells") or []:  # type: ignore[union-attr]
+        print(status_line(rec), flush=True)
+    repro = summary.get("repro")
+    if isinstance(repro, dict):
+        print(f"reproducibility ({repro.get('cell')}): {repro.get('status')} - {repro.get('detail', '')}", flush=True)
+
+
+def _raise_on_failures(summary: Mapping[str, object]) -> None:
+    failed = failures(summary)
+    if failed:
+        n = len(failed)
+        raise NightlyFailed(f"{n} of {summary['totals']['cells']} nightly cell(s) failed: {', '.join(failed)}", n)  # type: ignore[index]

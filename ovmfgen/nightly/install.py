@@ -1,0 +1,117 @@
+"""``--install-root``: the passing cells' firmware laid out as packagers install it, with QEMU firmware descriptors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ovmfgen.errors import OvmfgenError
+from ovmfgen.nightly.history import write_public
+from ovmfgen.nightly.matrix import InstallSpec
+from ovmfgen.ui import say
+
+
+def firmware_descriptor(kind: str, description: str, paths_abs: Mapping[str, str], cell: Mapping[str, object],
+                        edk2_tag: str | None = None) -> dict:
+    """A QEMU firmware descriptor (docs/interop/firmware.json in QEMU) for an installed image.
+
+    ``kind`` is ``kernel`` (the PVH ELF: QEMU ``-kernel``; Xen ``xl`` ``type='pvh'`` +
+    ``kernel=``) or ``flash`` (OVMF_CODE + OVMF_VARS template). ``interface-types`` is ``uefi``
+    in both cases: that is what the guest sees, on Xen and QEMU alike. ``features`` carries
+    ``verbose-dynamic`` for DEBUG builds whose log goes to the debug console (port 0x402), which is
+    exactly what that feature means; ``tags`` (ignored by management software) say what was built.
+    """
+    features = dict(f.split("=", 1) for f in cell.get("features") or [] if "=" in str(f))  # type: ignore[union-attr]
+    manifest = cell.get("manifest") or {}
+    feats = (manifest.get("features") if isinstance(manifest, dict) else None) or features
+    target = str(cell.get("target"))
+    verbose = target != "RELEASE" and feats.get("debug_output", "debugcon") == "debugcon"
+    if kind == "kernel":
+        mapping = {"device": "kernel", "filename": paths_abs["firmware"]}
+    elif kind == "flash":
+        mapping = {"device": "flash",
+                   "executable": {"filename": paths_abs["code"], "format": "raw"},
+                   "nvram-template": {"filename": paths_abs["vars"], "format": "raw"}}
+    else:
+        raise OvmfgenError(f"unknown firmware mapping '{kind}'")
+    tags = [f"ovmfgen-platform={cell.get('platform')}", f"target={target}", f"fd-size={cell.get('fd_size')}"]
+    if kind == "kernel":
+        tags += ["xen-pvh-elf", "xl: type='pvh' kernel='" + paths_abs["firmware"] + "'"]
+    if edk2_tag:
+        tags.append(f"edk2={edk2_tag}")
+    tags += [f"feature:{k}={v}" for k, v in sorted(feats.items())]
+    return {
+        "description": description,
+        "interface-types": ["uefi"],
+        "mapping": mapping,
+        # What ovmfgen's nightly boots: the i440fx "pc" machine, with TCG (KVM is not required).
+        "targets": [{"architecture": "x86_64", "machines": ["pc-i440fx-*"]}],
+        "features": ["verbose-dynamic"] if verbose else [],
+        "tags": tags,
+    }
+
+
+def install(summary: Mapping[str, object], night: Path, root: Path, specs: Sequence[InstallSpec]) -> list[Path]:
+    """Lay out the passing cells' firmware under ``root`` as packagers install it (see ``InstallSpec``).
+
+    The xen-pvh ELF goes to ``usr/lib/xen/boot/ovmf.bin`` in the shipped nightly.yaml: upstream
+    Xen's XENFIRMWAREDIR (``$(libexecdir)/xen/boot``), where Xen's own build installs the OVMF it
+    builds (``tools/firmware``: ``ovmf.bin``) and where libxl's OVMF_PATH points unless configured
+    ``--with-system-ovmf``. Using Xen's name and place means a Xen built without its own OVMF finds
+    ours, and xl PVH configs can say ``kernel='/usr/lib/xen/boot/ovmf.bin'``. Not /usr/share/ovmf:
+    that is Debian's ovmf package's (a QEMU-flavoured OVMF.fd), which we must not shadow.
+    Descriptors go to ``usr/share/qemu/firmware/`` (QEMU's distro directory for firmware JSON).
+    """
+    cells = {str(c.get("name")): c for c in summary.get("cells") or []}  # type: ignore[union-attr]
+    written: list[Path] = []
+    edk2 = summary.get("edk2") if isinstance(summary.get("edk2"), dict) else {}
+    for spec in specs:
+        cell = cells.get(spec.cell)
+        if cell is None:
+            say(f"install: cell {spec.cell} was not run tonight; skipped")
+            continue
+        if cell.get("status") != "passed":
+            say(f"install: cell {spec.cell} failed; not installing it")
+            continue
+        arts = cell.get("artifacts") or {}
+        if spec.firmware:
+            src = night / arts.get("ovmf.elf", "")
+            if not arts.get("ovmf.elf") or not src.is_file():
+                raise OvmfgenError(f"install: cell {spec.cell} has no ovmf.elf to install as {spec.firmware}")
+            files = {"firmware": (spec.firmware, src)}
+            kind = "kernel"
+        else:
+            code = arts.get("OVMF_CODE.fd")
+            vars_ = arts.get("OVMF_VARS.fd")
+            if not (code and vars_):
+                from ovmfgen.boot.qemu import split_unified_fd
+
+                fd_rel = arts.get("OVMF.fd")
+                if not fd_rel:
+                    raise OvmfgenError(f"install: cell {spec.cell} has no OVMF.fd to install")
+                v, c = split_unified_fd((night / fd_rel).read_bytes())
+                tmp = night / "cells" / spec.cell
+                (tmp / "OVMF_CODE.fd").write_bytes(c)
+                (tmp / "OVMF_VARS.fd").write_bytes(v)
+                code, vars_ = f"cells/{spec.cell}/OVMF_CODE.fd", f"cells/{spec.cell}/OVMF_VARS.fd"
+            if not spec.vars:
+                raise OvmfgenError(f"install: the entry for {spec.cell} needs 'vars' with 'code'")
+            files = {"code": (spec.code, night / code), "vars": (spec.vars, night / vars_)}
+            kind = "flash"
+        abs_paths = {}
+        for key, (rel, src) in files.items():
+            dst = root / rel  # type: ignore[operator]
+            write_public(dst, src.read_bytes())
+            written.append(dst)
+            abs_paths[key] = "/" + str(rel)
+        if spec.descriptor:
+            desc = firmware_descriptor(
+                kind, f"{cell.get('description') or spec.cell} (ovmfgen nightly {summary.get('date')})",
+                abs_paths, cell, (edk2 or {}).get("tag"))
+            dst = root / spec.descriptor
+            write_public(dst, (json.dumps(desc, indent=4) + "\n").encode())
+            written.append(dst)
+    for p in written:
+        say(f"installed {p}")
+    return written

@@ -1,0 +1,170 @@
+"""Reproducibility: one cell built twice from scratch in two workspace paths, and where the outputs differ."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ovmfgen import paths
+from ovmfgen.errors import OvmfgenError, display_path
+from ovmfgen.nightly.history import CELL_LOG
+from ovmfgen.nightly.matrix import Cell
+from ovmfgen.ui import say
+
+
+def _tree_files(root: Path, patterns: Sequence[str]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for pattern in patterns:
+        for p in root.glob(pattern):
+            if p.is_file():
+                out[p.relative_to(root).as_posix()] = p
+    return out
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
+
+
+def elf_alloc_sections(data: bytes) -> dict[str, bytes] | None:
+    """The contents of an ELF64 file's allocated sections by name (None when not ELF64 LE)."""
+    import struct
+
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return None
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    heads = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    strtab = heads[shstrndx]
+    names = data[strtab[4]: strtab[4] + strtab[5]]
+    out = {}
+    for name_off, sh_type, flags, _addr, off, size, *_ in heads:
+        if flags & 0x2:  # SHF_ALLOC: what ends up in the image
+            name = names[name_off: names.index(b"\0", name_off)].decode(errors="replace")
+            out[name] = b"" if sh_type == 8 else data[off: off + size]  # SHT_NOBITS has no bytes
+    return out
+
+
+def _difference_cause(a_efi: Path, b_efi: Path) -> str:
+    """Why two builds of one EFI image differ: ``pe-conversion`` when the linked ELF (``DEBUG/*.dll``)
+    is the same in every allocated section, i.e. only GenFw's ELF->PE step differs (its CodeView debug
+    entry holds the .dll's path, so the build path's length can move what follows), else ``compiled``."""
+    name = a_efi.stem + ".dll"
+    dlls = [p.parent.parent / "DEBUG" / name for p in (a_efi, b_efi)]
+    try:
+        a, b = (elf_alloc_sections(p.read_bytes()) for p in dlls)
+    except (OSError, IndexError, ValueError):
+        return "unknown"
+    if a is None or b is None:
+        return "unknown"
+    return "pe-conversion" if a == b else "compiled"
+
+
+def compare_build_outputs(a_out: Path, b_out: Path, a_dist: Path, b_dist: Path, limit: int = 20) -> dict:
+    """Compare two builds of one variant: the published firmware, and if it differs, where.
+
+    ``*_out`` are EDK2's BUILD_OUTPUT_BASE (``.../<TARGET>_GCC5``), ``*_dist`` the published dirs.
+    Returns ``{"identical", "outputs": {name: same?}, "fvs": [...], "modules": [...], "modules_total",
+    "modules_differing", "ffs_differing", "files": [...]}``: the firmware volumes (``FV/*.Fv``)
+    that differ, the differing EFI images (``<ARCH>/**/OUTPUT/*.efi``, at most ``limit``, each with
+    the cause ``_difference_cause`` finds) and the differing FFS files (``FV/Ffs/**.ffs``).
+    """
+    outputs = {}
+    for name in sorted(set(os.listdir(a_dist)) & set(os.listdir(b_dist))):
+        if name.endswith((".fd", ".elf")):
+            outputs[name] = _same(a_dist / name, b_dist / name)
+    identical = bool(outputs) and all(outputs.values())
+    result: dict = {"identical": identical, "outputs": outputs, "fvs": [], "modules": [], "modules_total": 0,
+                    "modules_differing": 0, "ffs_differing": 0, "files": []}
+    if identical:
+        return result
+
+    def differing(a: dict[str, Path], b: dict[str, Path]) -> list[str]:
+        return sorted(n for n in set(a) | set(b) if n not in a or n not in b or not _same(a[n], b[n]))
+
+    result["fvs"] = differing(_tree_files(a_out / "FV", ("*.Fv", "*.fv")), _tree_files(b_out / "FV", ("*.Fv", "*.fv")))
+    a_ffs, b_ffs = _tree_files(a_out, ("FV/Ffs/**/*.ffs",)), _tree_files(b_out, ("FV/Ffs/**/*.ffs",))
+    ffs = differing(a_ffs, b_ffs)
+    a_efi, b_efi = _tree_files(a_out, ("*/**/OUTPUT/*.efi",)), _tree_files(b_out, ("*/**/OUTPUT/*.efi",))
+    efis = differing(a_efi, b_efi)
+    result["modules_total"] = len(set(a_efi) | set(b_efi))
+    result["modules_differing"] = len(efis)
+    result["ffs_differing"] = len(ffs)
+    for rel in efis[:limit]:
+        cause = _difference_cause(a_efi[rel], b_efi[rel]) if rel in a_efi and rel in b_efi else "missing"
+        result["modules"].append({"module": Path(rel).stem, "path": rel, "cause": cause})
+    result["files"] = (efis + ffs)[:limit]
+    return result
+
+
+def repro_detail(cmp: Mapping[str, object]) -> str:
+    """One line on a comparison that found differences: what, where, and the likely cause."""
+    outs = [n for n, same in (cmp.get("outputs") or {}).items() if not same]  # type: ignore[union-attr]
+    fvs = ", ".join(str(f).rsplit(".", 1)[0] for f in cmp.get("fvs") or []) or "none"  # type: ignore[union-attr]
+    mods = cmp.get("modules") or []
+    names = ", ".join(str(m["module"]) for m in mods[:6]) + (", ..." if len(mods) > 6 else "")  # type: ignore[index]
+    text = (f"{', '.join(outs) or 'outputs'} differ; FVs {fvs}; {cmp.get('modules_differing')} of "
+            f"{cmp.get('modules_total')} EFI modules differ ({names or 'none'})")
+    causes = [m["cause"] for m in mods]  # type: ignore[index]
+    if causes and all(c == "pe-conversion" for c in causes):
+        text += ("; each links to the same ELF code and data: only GenFw's ELF->PE conversion differs (it reserves "
+                 "room for a CodeView entry holding the .dll's path, zeroed by --zero but sized by the build path)")
+    elif "compiled" in causes:
+        text += f"; {causes.count('compiled')} already differ as linked ELF (compiler/linker output)"
+    return text
+
+
+def run_repro(cell: Cell, repro_dir: Path, threads: int | None = None, keep_workspaces: bool = False) -> dict:
+    """Build ``cell`` twice with ``--clean`` and no ccache in two workspace paths; compare.
+
+    The workspaces live under ``build/.nightly-repro/`` (same file system as the normal ones) at
+    paths of different lengths, and are removed afterwards unless ``keep_workspaces``.
+    """
+    from ovmfgen.build import command as build_cmd
+    from ovmfgen.build import layout as build_layout
+    from ovmfgen.build import plan as build_plan
+    from ovmfgen.build import request as build_request
+
+    repro_dir = Path(repro_dir).resolve()
+    repro_dir.mkdir(parents=True, exist_ok=True)
+    root = paths.BUILD_DIR / ".nightly-repro"
+    t0 = time.monotonic()
+    record: dict = {"cell": cell.name, "status": "failed", "builds": []}
+    try:
+        outs = []
+        for tag in ("a", "second-path"):
+            lay = build_layout.Layout(build_root=root / tag / "build", dist_root=root / tag / "dist")
+            req = build_request.make_request(cell.platform, cell.target, cell.fd_size, cell.defines, cell.features,
+                                             jobs=threads, clean=True, ccache=False)
+            say(f"reproducibility: building {cell.name} from scratch in {display_path(lay.build_root)}")
+            result = build_cmd.build(req, lay)
+            plan = build_plan.plan(req, lay)
+            outs.append((plan.output_base, result.dist))
+            record["builds"].append({"workspace": display_path(plan.workspace), "seconds": round(result.seconds, 1)})
+        cmp = compare_build_outputs(outs[0][0], outs[1][0], outs[0][1], outs[1][1])
+        record.update(cmp)
+        record["status"] = "identical" if cmp["identical"] else "differs"
+        if cmp["identical"]:
+            record["detail"] = f"byte-identical: {', '.join(cmp['outputs'])}"
+        else:
+            record["detail"] = repro_detail(cmp)
+    except OvmfgenError as exc:
+        record["status"] = "error"
+        record["detail"] = exc.message
+    except Exception as exc:
+        traceback.print_exc()
+        record["status"] = "error"
+        record["detail"] = f"internal error: {type(exc).__name__}: {exc}"
+    finally:
+        if not keep_workspaces:
+            shutil.rmtree(root, ignore_errors=True)
+    record["seconds"] = round(time.monotonic() - t0, 1)
+    record["log"] = "repro/" + CELL_LOG
+    say(f"reproducibility of {cell.name}: {record['status']} - {record.get('detail', '')}")
+    return record

@@ -1,0 +1,122 @@
+"""The nightly matrix: nightly.yaml parsing and checks, cell selection, --list, the reproducibility rotation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ovmfgen.errors import OvmfgenError
+from ovmfgen.nightly import command, matrix
+from ovmfgen.nightly.matrix import Cell
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+
+def _matrix(cells: list[dict], **top) -> matrix.Matrix:
+    return matrix.parse_matrix({"cells": cells, **top}, "test.yaml")
+
+
+SMALL = [
+    {"name": "a-DEBUG-2M", "platform": "xen-pvh", "target": "DEBUG", "fd_size": "2M", "boot": ["pvh", "reset"]},
+    {"name": "a-RELEASE-4M", "platform": "xen-pvh", "target": "RELEASE", "fd_size": "4M"},
+    {"name": "q-DEBUG", "platform": "qemu-x64", "boot": ["shell"]},
+    {"name": "a-xenboot", "platform": "xen-pvh", "boot": ["xen"], "optional": True},
+    {"name": "a-needs-missing", "platform": "xen-pvh", "requires": "ovmfgen.no_such_module"},
+]
+
+
+# --- the matrix ---------------------------------------------------------------------------------
+
+def test_the_shipped_matrix_parses_and_covers_the_required_cells():
+    m = matrix.load_matrix(REPO / "nightly.yaml")
+    by = {c.name: c for c in m.cells}
+    for name, target, size in (("xen-pvh-DEBUG-2M", "DEBUG", "2M"), ("xen-pvh-DEBUG-4M", "DEBUG", "4M"),
+                               ("xen-pvh-RELEASE-2M", "RELEASE", "2M"), ("xen-pvh-RELEASE-4M", "RELEASE", "4M")):
+        assert (by[name].platform, by[name].target, by[name].fd_size) == ("xen-pvh", target, size)
+    assert by["xen-pvh-DEBUG-2M"].boot == ("pvh", "reset") and by["xen-pvh-DEBUG-4M"].boot == ("pvh", "reset")
+    assert by["qemu-x64-DEBUG"].platform == "qemu-x64" and by["qemu-x64-DEBUG"].boot == ("shell",)
+    xen = by["xen-pvh-DEBUG-hvcon-xenboot"]
+    assert xen.optional and xen.boot == ("xen",) and xen.requires == "ovmfgen.boot.xen"
+    assert "debug_output=hypervisor-console" in xen.features
+    assert all(c.ccache for c in m.cells)
+    assert set(m.repro_rotate) <= set(by) and m.repro_rotate
+    assert {s.cell for s in m.install} <= set(by)
+
+
+def test_cell_names_default_from_the_variant():
+    m = _matrix([{"platform": "xen-pvh", "target": "release", "fd_size": "4", "features": ["timer=acpi"]}])
+    assert m.cells[0].name == "xen-pvh-RELEASE-4M-acpi"
+    assert m.cells[0].target == "RELEASE" and m.cells[0].fd_size == "4M"
+
+
+@pytest.mark.parametrize("cells, top, message", [
+    ([{"name": "x", "platform": "p", "colour": "red"}], {}, "unknown key 'colour'"),
+    ([{"name": "x"}], {}, "missing 'platform'"),
+    ([{"name": "x", "platform": "p"}, {"name": "x", "platform": "p"}], {}, "two cells are called 'x'"),
+    ([{"name": "x", "platform": "p", "boot": ["uefi"]}], {}, "boot 'uefi' is not one of"),
+    ([{"name": "x", "platform": "p", "target": "RELEASE", "boot": ["pvh"]}], {}, "RELEASE build prints no DEBUG"),
+    ([{"name": "x", "platform": "p", "target": "FAST"}], {}, "bad target"),
+    ([{"name": "x", "platform": "p", "fd_size": "3M"}], {}, "bad FD size"),
+    ([{"name": "x y", "platform": "p"}], {}, "a cell name is"),
+    ([{"name": "x", "platform": "p"}], {"reproducibility": {"rotate": ["y"]}}, "rotate names no cell 'y'"),
+    ([{"name": "x", "platform": "p"}], {"install": [{"cell": "x", "firmware": "/usr/x"}]}, "relative path"),
+    ([{"name": "x", "platform": "p"}], {"install": [{"cell": "x"}]}, "needs 'firmware'"),
+    ([], {}, "non-empty list"),
+])
+def test_bad_matrices_are_one_line_errors(cells, top, message):
+    with pytest.raises(OvmfgenError, match=message):
+        _matrix(cells, **top)
+
+
+def test_selection_default_match_exclude_and_exact_cells():
+    m = _matrix(SMALL)
+    names = lambda cells: [c.name for c in cells]  # noqa: E731
+    # Default: everything but optional and unavailable cells, in matrix order.
+    assert names(matrix.select_cells(m)) == ["a-DEBUG-2M", "a-RELEASE-4M", "q-DEBUG"]
+    assert names(matrix.select_cells(m, match=["4M"])) == ["a-RELEASE-4M"]
+    assert names(matrix.select_cells(m, match=["DEBUG"], exclude=["q-"])) == ["a-DEBUG-2M"]
+    assert names(matrix.select_cells(m, exclude=["RELEASE", "DEBUG-2M"])) == ["q-DEBUG"]
+    # An optional cell runs when a pattern or --cell names it; "xen" also matches nothing else here.
+    assert names(matrix.select_cells(m, match=["xen"])) == ["a-xenboot"]
+    assert names(matrix.select_cells(m, names=["a-xenboot", "q-DEBUG"])) == ["q-DEBUG", "a-xenboot"]
+    # A cell whose module is missing is never selected, even by name.
+    assert names(matrix.select_cells(m, match=["needs"])) == []
+    with pytest.raises(OvmfgenError, match="no cell 'nope'"):
+        matrix.select_cells(m, names=["nope"])
+
+
+def test_list_shows_every_cell_with_its_description_and_flags(capsys):
+    m = _matrix([*SMALL[:3], {**SMALL[3], "description": "real Xen, slow"}, SMALL[4]])
+    lines = matrix.list_text(m).splitlines()
+    assert [ln.split()[0] for ln in lines] == [c["name"] for c in SMALL]
+    assert lines[3].endswith("real Xen, slow [optional]")
+    assert "[unavailable: needs ovmfgen.no_such_module]" in lines[4]
+    assert command.nightly_command(matrix=str(REPO / "nightly.yaml"), list_cells=True) is None
+    out = capsys.readouterr().out
+    assert "xen-pvh-DEBUG-4M" in out and "qemu-x64-DEBUG" in out
+
+
+def test_the_xen_cell_is_selectable_with_match_xen_when_xen_py_is_present():
+    m = matrix.load_matrix(REPO / "nightly.yaml")
+    selected = [c.name for c in matrix.select_cells(m, match=["xen"])]
+    assert "xen-pvh-DEBUG-hvcon-xenboot" in selected
+    assert "xen-pvh-DEBUG-hvcon-xenboot" not in [c.name for c in matrix.select_cells(m)]
+
+
+def test_the_reproducibility_cell_rotates_with_the_date():
+    m = _matrix(SMALL, reproducibility={"rotate": ["a-DEBUG-2M", "a-RELEASE-4M", "q-DEBUG"]})
+    sel = matrix.select_cells(m)
+    picks = [matrix.repro_cell_for(m, f"2025-03-{d:02d}", sel).name for d in range(1, 7)]
+    assert sorted(set(picks)) == ["a-DEBUG-2M", "a-RELEASE-4M", "q-DEBUG"]
+    assert picks[:3] == picks[3:]                                      # a 3-day cycle
+    assert matrix.repro_cell_for(m, "2025-03-01", sel) == matrix.repro_cell_for(m, "2025-03-01", sel)
+    assert matrix.repro_cell_for(m, "2025-03-01", [m.cell("q-DEBUG")]).name == "q-DEBUG"  # only selected cells
+    assert matrix.repro_cell_for(_matrix(SMALL), "2025-03-01", sel) is None
+
+
+def test_cells_round_trip_through_json():
+    cell = _matrix(SMALL).cells[0]
+    assert Cell.from_json(json.loads(json.dumps(cell.to_json()))) == cell
