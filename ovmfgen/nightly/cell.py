@@ -6,6 +6,7 @@ Started by ``ovmfgen.nightly.jobs`` as ``python -m ovmfgen.nightly.cell cell|rep
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -15,11 +16,17 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ovmfgen import elf
+from ovmfgen.boot import qemu as boot
+from ovmfgen.boot import xen
+from ovmfgen.build import command as build_cmd
+from ovmfgen.build import layout as build_layout
+from ovmfgen.build import request as build_request
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.nightly.history import CELL_LOG, RESULT, write_public
 from ovmfgen.nightly.matrix import Cell
 from ovmfgen.nightly.repro import run_repro
-from ovmfgen.ui import say
+from ovmfgen.ui import say, setup_logging
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -58,12 +65,6 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
 
     ``cell_dir`` is ``<night>/cells/<name>``: paths in the record are relative to the night.
     """
-    from ovmfgen import elf
-    from ovmfgen.boot import qemu as boot
-    from ovmfgen.build import command as build_cmd
-    from ovmfgen.build import layout as build_layout
-    from ovmfgen.build import request as build_request
-
     cell_dir = Path(cell_dir).resolve()
     night = cell_dir.parent.parent
     cell_dir.mkdir(parents=True, exist_ok=True)
@@ -138,8 +139,6 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
                 _step(steps, "boot-shell", do_shell)
             elif kind == "xen":
                 def do_xen() -> tuple[bool, str, dict]:
-                    from ovmfgen.boot import xen
-
                     if not elf_path.is_file():
                         raise OvmfgenError("the build published no ovmf.elf to boot")
                     kw = {"timeout": cell.timeout} if cell.timeout else {}
@@ -160,16 +159,12 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of a cell's process: run it and write ``<dir>/result.json`` (always)."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m ovmfgen.nightly.cell", description="one nightly cell (internal)")
     parser.add_argument("kind", choices=("cell", "repro"))
     parser.add_argument("--spec", required=True, help="the cell as JSON")
     parser.add_argument("--dir", required=True, help="the cell's directory")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    from ovmfgen.ui import setup_logging
-
     setup_logging()
     cell = Cell.from_json(json.loads(args.spec))
     out = Path(args.dir)

@@ -48,6 +48,7 @@ from pathlib import Path
 from ovmfgen import paths
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import replace_dir
+from ovmfgen.nightly import report
 from ovmfgen.nightly.emit import emit
 from ovmfgen.nightly.history import (CELL_LOG, DEFAULT_KEEP, find_summaries, failures, make_summary, parse_date,
                                      prune_history, write_summary)
@@ -68,8 +69,6 @@ def merge(inputs: Sequence[str | Path], out: Path, date: str | None = None, keep
     cell of the same name the later input wins. The inputs must agree on the date unless ``date``
     is given.
     """
-    from ovmfgen.nightly import report
-
     summaries = find_summaries(inputs)
     loaded = []
     for path in summaries:
@@ -159,8 +158,6 @@ def default_jobs() -> int:
 
 def run_night(matrix: Matrix, cells: Sequence[Cell], opts: Options) -> dict:
     """Run ``cells`` (and tonight's reproducibility check) into ``opts.out/<date>/``; refresh the report."""
-    from ovmfgen.nightly import report
-
     date = parse_date(opts.date)
     out = Path(opts.out).resolve()
     jobs = max(1, opts.jobs)

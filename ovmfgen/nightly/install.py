@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ovmfgen.boot.qemu import split_unified_fd
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.nightly.history import write_public
 from ovmfgen.nightly.matrix import InstallSpec
@@ -85,8 +86,6 @@ def install(summary: Mapping[str, object], night: Path, root: Path, specs: Seque
             code = arts.get("OVMF_CODE.fd")
             vars_ = arts.get("OVMF_VARS.fd")
             if not (code and vars_):
-                from ovmfgen.boot.qemu import split_unified_fd
-
                 fd_rel = arts.get("OVMF.fd")
                 if not fd_rel:
                     raise OvmfgenError(f"install: cell {spec.cell} has no OVMF.fd to install")

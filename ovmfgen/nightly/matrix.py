@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from ovmfgen import paths
+from ovmfgen.build.request import parse_assignments, parse_fd_size, parse_target
 from ovmfgen.errors import OvmfgenError, display_path
 
 DEFAULT_MATRIX = paths.REPO_ROOT / "nightly.yaml"
@@ -53,8 +55,6 @@ class Cell:
     def available(self) -> str | None:
         """None when the cell can run here, else why not."""
         if self.requires:
-            import importlib.util
-
             try:
                 found = importlib.util.find_spec(self.requires) is not None
             except (ImportError, ValueError):
@@ -134,8 +134,6 @@ def _cell_name(platform: str, target: str, fd_size: str | None, features: Sequen
 
 def parse_matrix(data: object, path: str = "nightly.yaml") -> Matrix:
     """Check and convert nightly.yaml's data (see the file itself for the format)."""
-    from ovmfgen.build.request import parse_assignments, parse_fd_size, parse_target
-
     top = _mapping(data, "the matrix", path, TOP_KEYS)
     defaults = _mapping(top.get("defaults") or {}, "defaults", path, CELL_KEYS)
     raw_cells = top.get("cells")

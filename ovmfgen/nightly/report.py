@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ovmfgen.fsutil import atomic_write_bytes
+from ovmfgen.nightly.history import read_summaries
 
 INDEX = "index.html"
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
@@ -334,8 +335,6 @@ def render_index(summaries: Sequence[Mapping[str, object]]) -> str:
 
 def write_index(out: Path) -> Path:
     """Regenerate ``out/index.html`` from the nights kept in ``out``."""
-    from ovmfgen.nightly.history import read_summaries
-
     out = Path(out)
     path = out / INDEX
     atomic_write_bytes(path, render_index(read_summaries(out)).encode("utf-8"))

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import time
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ovmfgen import paths
+from ovmfgen.build import command as build_cmd
+from ovmfgen.build import layout as build_layout
+from ovmfgen.build import plan as build_plan
+from ovmfgen.build import request as build_request
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.nightly.history import CELL_LOG
 from ovmfgen.nightly.matrix import Cell
@@ -34,8 +39,6 @@ def _same(a: Path, b: Path) -> bool:
 
 def elf_alloc_sections(data: bytes) -> dict[str, bytes] | None:
     """The contents of an ELF64 file's allocated sections by name (None when not ELF64 LE)."""
-    import struct
-
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         return None
     shoff, = struct.unpack_from("<Q", data, 0x28)
@@ -126,11 +129,6 @@ def run_repro(cell: Cell, repro_dir: Path, threads: int | None = None, keep_work
     The workspaces live under ``build/.nightly-repro/`` (same file system as the normal ones) at
     paths of different lengths, and are removed afterwards unless ``keep_workspaces``.
     """
-    from ovmfgen.build import command as build_cmd
-    from ovmfgen.build import layout as build_layout
-    from ovmfgen.build import plan as build_plan
-    from ovmfgen.build import request as build_request
-
     repro_dir = Path(repro_dir).resolve()
     repro_dir.mkdir(parents=True, exist_ok=True)
     root = paths.BUILD_DIR / ".nightly-repro"
