@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ovmfgen.errors import OvmfgenError
+from ovmfgen.fsutil import atomic_write_bytes
 
 log = logging.getLogger("ovmfgen.run")
 
@@ -39,6 +40,19 @@ class CommandError(OvmfgenError):
     def tail(self, lines: int = TAIL_LINES) -> str:
         """The last ``lines`` lines of the command's combined output."""
         return "\n".join(self.output.splitlines()[-lines:])
+
+    def first_error(self) -> str:
+        """The most telling line of the output for a one-line message: apt's first ``E:``, else the last."""
+        lines = [ln.strip() for ln in self.output.splitlines() if ln.strip()]
+        for ln in lines:
+            if ln.startswith("E:"):
+                return ln
+        return lines[-1] if lines else "no output"
+
+    def save_log(self, log: Path) -> Path:
+        """Keep the command line and its full output in ``log`` (atomically); return ``log``."""
+        atomic_write_bytes(log, f"$ {quote(self.argv)}\n{self.output}".encode())
+        return log
 
 
 def quote(argv: Sequence[str | os.PathLike[str]]) -> str:

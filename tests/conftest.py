@@ -96,7 +96,7 @@ def fake_downloads(tmp_path: Path) -> Callable[..., tuple[Path, dict]]:
         deb = make_tar_xz(downloads / deb_name, {
             "debian/binary-check.remove": b"BaseTools/Bin/GccLto/liblto-arm.a\nIntelFsp2Pkg/x.raw\n",
         })
-        from ovmfgen.host.setup import sha256_file
+        from ovmfgen.fsutil import sha256_file
 
         record = {
             "package": "edk2", "version": "2025.02-1", "suite": "trixie",

@@ -14,7 +14,7 @@ import pytest
 
 from ovmfgen.edk2 import releases
 from ovmfgen.edk2 import tree as edk2
-from ovmfgen.host import setup
+from ovmfgen.edk2 import install
 from ovmfgen.edk2.tree import PIN, Edk2Tree
 from ovmfgen.errors import OvmfgenError
 
@@ -73,8 +73,8 @@ def test_unknown_tag_is_one_line(isolated_cache: Path, tmp_path: Path) -> None:
 def debian_tree(isolated_cache: Path, fake_downloads, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A complete cached 'Debian' tree made from generated tarballs (no network)."""
     downloads, record = fake_downloads()
-    monkeypatch.setattr(setup, "ensure_downloads", lambda force=False: (downloads, record))
-    setup.ensure_debian_tree()
+    monkeypatch.setattr(install, "ensure_downloads", lambda force=False: (downloads, record))
+    install.ensure_debian_tree()
     return edk2.debian_dir()
 
 
@@ -122,7 +122,7 @@ def test_env_override(isolated_cache: Path, fake_git_edk2, monkeypatch: pytest.M
     monkeypatch.setenv("OVMFGEN_EDK2", str(root))
     with pytest.raises(OvmfgenError, match=r"BaseTools not built for OVMFGEN_EDK2=.*invoke setup"):
         edk2.locate(repo_root=tmp_path)
-    tree, did = setup.ensure_edk2()
+    tree, did = install.ensure_edk2()
     assert did is True
     assert tree.root == root.resolve()
     assert tree.identity["source"] == "env"
@@ -141,7 +141,7 @@ def test_env_override(isolated_cache: Path, fake_git_edk2, monkeypatch: pytest.M
     subprocess.run([*git, "commit", "-q", "-m", "next"], check=True)
     with pytest.raises(OvmfgenError, match=r"is at commit [0-9a-f]{40} but was set up at .*invoke setup"):
         edk2.locate(repo_root=tmp_path)
-    tree2, did2 = setup.ensure_edk2()
+    tree2, did2 = install.ensure_edk2()
     assert did2 is True and tree2.identity["commit"] != head and tree2.digest != tree.digest
 
 
@@ -161,7 +161,7 @@ def test_initialised_submodule_wins_over_the_debian_cache(
     assert edk2.submodule_initialised(repo)
     with pytest.raises(OvmfgenError, match="BaseTools not built for the edk2 submodule"):
         edk2.locate(repo_root=repo)
-    setup.ensure_local_tree(sub.resolve(), "submodule")
+    install.ensure_local_tree(sub.resolve(), "submodule")
     tree = edk2.locate(repo_root=repo)
     assert tree.root == sub.resolve() and tree.identity["source"] == "submodule"
     # An empty submodule directory (a fresh clone) is not initialised: the Debian tree is used.
@@ -186,7 +186,7 @@ def test_a_named_tag_uses_the_provided_tree_only_when_it_has_that_tag(
     with pytest.raises(OvmfgenError, match="BaseTools not built for OVMFGEN_EDK2=.*`invoke setup --edk2 "
                                            "edk2-stable202605`"):
         edk2.locate("edk2-stable202605", repo_root=tmp_path)
-    setup.ensure_local_tree(root.resolve(), "env")
+    install.ensure_local_tree(root.resolve(), "env")
     env_tree = edk2.locate(repo_root=tmp_path)
     assert env_tree.identity["source"] == "env"
     # Set up under no tag: a named tag is served by the cache.

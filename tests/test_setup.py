@@ -1,4 +1,6 @@
-"""ovmfgen.host.setup: apt source derivation, checksum checks, atomic unpack/BaseTools, the no-op rerun."""
+"""Setting up: ovmfgen.edk2 (debian, fetch, install, basetools) and ovmfgen.host.setup/testrun.
+
+Checksum checks, atomic unpack/BaseTools, recovery from a killed run, the no-op rerun."""
 
 from __future__ import annotations
 
@@ -8,131 +10,21 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from ovmfgen import fsutil
+from ovmfgen.edk2 import debian, fetch, install
 from ovmfgen.edk2 import tree as edk2
-from ovmfgen.host import setup
+from ovmfgen.edk2.debian import SourceRelease
 from ovmfgen.edk2.tree import PIN
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.host.setup import SourceRelease
+from ovmfgen.host import setup
+from test_apt import etc_apt
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def etc_apt(tmp_path: Path, sources_list: str = "", parts: dict[str, str] | None = None) -> Path:
-    """A fake /etc/apt with a sources.list and sources.list.d/ files."""
-    d = tmp_path / "etc-apt"
-    (d / "sources.list.d").mkdir(parents=True)
-    (d / "sources.list").write_text(textwrap.dedent(sources_list))
-    for name, text in (parts or {}).items():
-        (d / "sources.list.d" / name).write_text(textwrap.dedent(text))
-    return d
-
-
-DEB822_MACHINE = """\
-    Types: deb
-    # http://snapshot.example/archive/debian/20250520T000000Z
-    URIs: http://mirror.example/debian
-    Suites: bookworm bookworm-updates
-    Components: main
-    Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-    Types: deb
-    URIs: http://mirror.example/debian-security
-    Suites: bookworm-security
-    Components: main
-    Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-    """
-
-
-# ---- apt source derivation
-
-
-def test_deb822_picks_the_archive_and_carries_signed_by(tmp_path: Path) -> None:
-    d = etc_apt(tmp_path, parts={
-        "debian.sources": DEB822_MACHINE,
-        "nodesource.sources": "Types: deb\nURIs: https://third.example/node\nSuites: nodistro\n"
-                              "Components: main\nSigned-By: /usr/share/keyrings/nodesource.gpg\n",
-    })
-    a = setup.debian_archive(d)
-    assert a.uri == "http://mirror.example/debian"
-    assert a.signed_by == "/usr/share/keyrings/debian-archive-keyring.gpg"
-    assert a.origin.endswith("debian.sources:1")
-    assert setup.deb_src_entry(a) == (
-        "Types: deb-src\nURIs: http://mirror.example/debian\nSuites: trixie\nComponents: main\n"
-        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-    )
-
-
-def test_one_line_format_security_first_and_signed_by_option(tmp_path: Path) -> None:
-    d = etc_apt(tmp_path, sources_list="""\
-        # a comment
-        deb http://mirror.example/debian-security bookworm-security main
-        deb [arch=amd64 signed-by=/etc/apt/keyrings/deb.gpg] http://mirror.example/debian bookworm main contrib
-        deb-src http://mirror.example/debian bookworm main
-        """)
-    a = setup.debian_archive(d)
-    assert (a.uri, a.suites, a.signed_by) == ("http://mirror.example/debian", ("bookworm",), "/etc/apt/keyrings/deb.gpg")
-    assert a.origin.endswith("sources.list:3")
-    assert "Signed-By: /etc/apt/keyrings/deb.gpg\n" in setup.deb_src_entry(a)
-
-
-def test_one_line_without_signed_by_writes_none(tmp_path: Path) -> None:
-    d = etc_apt(tmp_path, parts={"mirror.list": "deb http://m.example/debian stable main\n"})
-    a = setup.debian_archive(d)
-    assert a.signed_by is None
-    assert "Signed-By" not in setup.deb_src_entry(a)
-
-
-def test_third_party_updates_disabled_and_other_files_are_skipped(tmp_path: Path) -> None:
-    d = etc_apt(tmp_path, parts={
-        "a.list": "deb https://third.example/apt cloud-sdk-bookworm main\n"
-                  "deb http://m.example/debian bookworm-updates main\n"
-                  "deb http://m.example/debian bookworm-backports main\n"
-                  "deb http://m.example/debian bookworm contrib\n",
-        "b.sources": "Enabled: no\nTypes: deb\nURIs: http://off.example/debian\nSuites: bookworm\nComponents: main\n",
-        "c.list.disabled-by-farm": "deb http://ignored.example/debian bookworm main\n",
-        "d.sources": "Types: deb\nURIs: http://good.example/debian\nSuites: trixie\nComponents: main non-free\n",
-    })
-    assert setup.debian_archive(d).uri == "http://good.example/debian"
-
-
-def test_no_debian_archive_is_one_clear_error(tmp_path: Path) -> None:
-    d = etc_apt(tmp_path, parts={
-        "debian.sources": "Types: deb\nURIs: http://m.example/debian-security\nSuites: bookworm-security\n"
-                          "Components: main\n",
-        "node.list": "deb [signed-by=/k.gpg] https://third.example/node nodistro main\n",
-    })
-    with pytest.raises(OvmfgenError) as ei:
-        setup.debian_archive(d)
-    msg = str(ei.value)
-    assert msg.startswith("error: no Debian archive entry") and "\n" not in msg
-
-
-def test_missing_apt_dir_is_the_same_error(tmp_path: Path) -> None:
-    with pytest.raises(OvmfgenError, match="no Debian archive entry"):
-        setup.debian_archive(tmp_path / "nowhere")
-
-
-def test_inline_signed_by_key_is_carried_verbatim(tmp_path: Path) -> None:
-    d = etc_apt(tmp_path, parts={"debian.sources": (
-        "Types: deb\nURIs: http://m.example/debian\nSuites: bookworm\nComponents: main\n"
-        "Signed-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n .\n mQINBF\n -----END PGP PUBLIC KEY BLOCK-----\n"
-    )})
-    a = setup.debian_archive(d)
-    entry = setup.deb_src_entry(a)
-    assert entry.endswith("Signed-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n .\n mQINBF\n"
-                          " -----END PGP PUBLIC KEY BLOCK-----\n")
-
-
-def test_this_machine_has_a_debian_archive() -> None:
-    """The real /etc/apt of the machine running the tests (a Debian one, as setup requires)."""
-    a = setup.debian_archive()
-    assert "://" in a.uri and "main" in a.components
 
 
 # ---- the signed index
@@ -161,7 +53,7 @@ Checksums-Sha256:
 
 
 def test_parse_showsrc_keeps_the_pinned_upstream_version() -> None:
-    (rel,) = setup.parse_showsrc(SHOWSRC)
+    (rel,) = debian.parse_showsrc(SHOWSRC)
     assert rel.version == "2025.02-8+deb13u1"
     assert rel.files[PIN.orig_tarball] == {"sha256": PIN.orig_sha256, "size": PIN.orig_size}
     assert rel.debian_tarball == "edk2_2025.02-8+deb13u1.debian.tar.xz"
@@ -176,7 +68,7 @@ def _staging_with(tmp_path: Path, orig: bytes, deb: bytes) -> tuple[Path, Source
     (staging / PIN.orig_tarball).write_bytes(orig)
     deb_name = "edk2_2025.02-1.debian.tar.xz"
     (staging / deb_name).write_bytes(deb)
-    files = {n: {"sha256": setup.sha256_file(staging / n), "size": (staging / n).stat().st_size}
+    files = {n: {"sha256": fsutil.sha256_file(staging / n), "size": (staging / n).stat().st_size}
              for n in (PIN.orig_tarball, deb_name)}
     return staging, SourceRelease(version="2025.02-1", files=files), tmp_path / "downloads"
 
@@ -185,7 +77,7 @@ def test_checksum_mismatch_against_the_index_is_one_line_and_moves_nothing(tmp_p
     staging, release, downloads = _staging_with(tmp_path, b"orig", b"debian")
     (staging / release.debian_tarball).write_bytes(b"tampered")
     with pytest.raises(OvmfgenError) as ei:
-        setup.adopt_downloads(staging, release, downloads)
+        debian.adopt_downloads(staging, release, downloads)
     msg = str(ei.value)
     assert "checksum mismatch" in msg and release.debian_tarball in msg and "signed index" in msg
     assert "\n" not in msg
@@ -196,7 +88,7 @@ def test_checksum_mismatch_against_the_pin_is_one_line_and_moves_nothing(tmp_pat
     # The index agrees with the file, but the file is not the pinned orig tarball.
     staging, release, downloads = _staging_with(tmp_path, b"not the real orig", b"debian")
     with pytest.raises(OvmfgenError) as ei:
-        setup.adopt_downloads(staging, release, downloads)
+        debian.adopt_downloads(staging, release, downloads)
     msg = str(ei.value)
     assert "checksum mismatch" in msg and PIN.orig_sha256 in msg and "pinned" in msg and "\n" not in msg
     assert not downloads.exists() or not any(downloads.iterdir())
@@ -207,9 +99,9 @@ def test_cached_downloads_rejects_a_corrupted_tarball(tmp_path: Path) -> None:
     downloads.mkdir()
     (downloads / PIN.orig_tarball).write_bytes(b"short")
     record = {"tarballs": {PIN.orig_tarball: {"sha256": PIN.orig_sha256, "size": PIN.orig_size}}}
-    (downloads / setup.SOURCES_FILE).write_text(json.dumps(record))
-    assert setup.cached_downloads(downloads) is None
-    assert setup.cached_downloads(tmp_path / "absent") is None
+    (downloads / debian.SOURCES_FILE).write_text(json.dumps(record))
+    assert debian.cached_downloads(downloads) is None
+    assert debian.cached_downloads(tmp_path / "absent") is None
 
 
 # ---- atomic unpack, recovery, BaseTools out of the tree
@@ -218,7 +110,7 @@ def test_cached_downloads_rejects_a_corrupted_tarball(tmp_path: Path) -> None:
 KILL_CHILD = """\
 import sys, tarfile, time
 from pathlib import Path
-from ovmfgen.host import setup
+from ovmfgen.edk2 import install
 count = 0
 real = tarfile.TarFile._extract_member
 def slow(self, *a, **k):
@@ -232,7 +124,7 @@ tarfile.TarFile._extract_member = slow
 import json
 downloads, directory = Path(sys.argv[1]), Path(sys.argv[2])
 record = json.loads(sys.argv[3])
-setup.install_debian_tree(directory, downloads, record)
+install.install_debian_tree(directory, downloads, record)
 """
 
 
@@ -266,9 +158,9 @@ def test_killed_unpack_leaves_nothing_complete_and_the_rerun_recovers(
     assert "incomplete" in str(ei.value) and "invoke setup" in str(ei.value) and "\n" not in str(ei.value)
 
     # The rerun (network fetch replaced by the generated tarballs) recovers and completes.
-    monkeypatch.setattr(setup, "ensure_downloads", lambda force=False: (downloads, record))
-    assert setup.ensure_debian_tree() is True
-    assert not [p for p in directory.iterdir() if setup.TMP_INFIX in p.name]
+    monkeypatch.setattr(install, "ensure_downloads", lambda force=False: (downloads, record))
+    assert install.ensure_debian_tree() is True
+    assert not [p for p in directory.iterdir() if fetch.TMP_INFIX in p.name]
     tree = edk2.locate(repo_root=tmp_path)
     assert tree.root == directory / "tree"
     assert len(list((tree.root / "MdePkg/Library/Fake").iterdir())) == 400
@@ -281,22 +173,22 @@ def test_killed_unpack_leaves_nothing_complete_and_the_rerun_recovers(
     assert (bin_dir / "GenFw").read_text().strip() == str(tree.root)
     assert not (tree.root / "BaseTools/Source/C/bin").exists()
     # And a further run has nothing to do.
-    assert setup.ensure_debian_tree() is False
+    assert install.ensure_debian_tree() is False
 
 
 def test_interrupted_basetools_build_is_redone(
     isolated_cache: Path, fake_downloads, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     downloads, record = fake_downloads()
-    monkeypatch.setattr(setup, "ensure_downloads", lambda force=False: (downloads, record))
-    setup.ensure_debian_tree()
+    monkeypatch.setattr(install, "ensure_downloads", lambda force=False: (downloads, record))
+    install.ensure_debian_tree()
     directory = edk2.debian_dir()
     # A build killed before its rename leaves a temp dir and no marker; simulate the marker-less state.
     (directory / edk2.BASETOOLS_DIR / edk2.BASETOOLS_MARKER).unlink()
     (directory / ".basetools.tmp-dead").mkdir()
     with pytest.raises(OvmfgenError, match="BaseTools not built"):
         edk2.locate(repo_root=tmp_path)
-    assert setup.ensure_debian_tree() is True
+    assert install.ensure_debian_tree() is True
     assert not (directory / ".basetools.tmp-dead").exists()
     assert edk2.locate(repo_root=tmp_path).basetools.is_dir()
 
@@ -307,23 +199,19 @@ def test_unpack_of_a_tarball_without_the_top_dir_fails_cleanly(tmp_path: Path) -
     tb = make_tar_xz(tmp_path / "x.tar.xz", {"other/file": b"x"})
     final = tmp_path / "out" / "tree"
     with pytest.raises(OvmfgenError, match="has no edk2-2025.02/ directory"):
-        setup.unpack_tarball(tb, final, PIN.orig_topdir)
+        fetch.unpack_tarball(tb, final, PIN.orig_topdir)
     assert not final.exists() and list(final.parent.iterdir()) == []
 
 
 def test_local_tree_setup_and_missing_submodules(isolated_cache: Path, fake_git_edk2) -> None:
     root = fake_git_edk2("mine")
-    assert setup.ensure_local_tree(root, "env") is True
-    assert setup.ensure_local_tree(root, "env") is False
+    assert install.ensure_local_tree(root, "env") is True
+    assert install.ensure_local_tree(root, "env") is False
     ident = edk2.read_identity(edk2.local_dir(root))
     assert ident["source"] == "env" and ident["tag"] is None and len(ident["commit"]) == 40
     shutil.rmtree(root / "CryptoPkg/Library/OpensslLib/openssl")
     with pytest.raises(OvmfgenError, match="lacks submodules.*OpensslLib/openssl"):
-        setup.ensure_local_tree(root, "env")
-
-
-def test_missing_apt_packages_sees_installed_and_absent() -> None:
-    assert setup.missing_apt_packages(("dpkg", "no-such-package-ovmfgen")) == ["no-such-package-ovmfgen"]
+        install.ensure_local_tree(root, "env")
 
 
 # ---- the real thing
@@ -388,11 +276,11 @@ def test_unreachable_archive_is_one_line_error_and_leaves_nothing(
     monkeypatch.setenv("APT_CONFIG", str(conf))
     downloads = tmp_path / "downloads"
     with pytest.raises(OvmfgenError) as ei:
-        setup.fetch_source_package(downloads, etc_apt=d)
+        debian.fetch_source_package(downloads, etc_apt=d)
     msg = str(ei.value)
     assert msg.startswith("error: could not fetch Debian's trixie source index (no network?)"), msg
     assert "\n" not in msg and "full output:" in msg and "127.0.0.1:9" in msg
     assert not downloads.exists() or not any(downloads.iterdir())
     # The private apt configuration lives in the cache and names the derived archive.
-    written = (isolated_cache / "apt/sources.list.d" / setup.APT_SOURCES_NAME).read_text()
+    written = (isolated_cache / "apt/sources.list.d" / debian.APT_SOURCES_NAME).read_text()
     assert "URIs: http://127.0.0.1:9/debian\nSuites: trixie\n" in written

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen.host import setup
+from ovmfgen.host import apt
 from ovmfgen.boot.xen import debian, guests, nested, verdicts
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.boot.xen import Verdict, classify_xen_run
@@ -276,12 +276,12 @@ deb-src http://one.example/debian bookworm main
 
 
 def test_mirrors_from_deb822():
-    assert debian.debian_mirrors(setup.parse_deb822_sources(DEB822, 'test')) == \
+    assert debian.debian_mirrors(apt.parse_deb822_sources(DEB822, 'test')) == \
         ("http://mirror.example/debian", "http://mirror.example/debian-security")
 
 
 def test_mirrors_from_one_line_format():
-    assert debian.debian_mirrors(setup.parse_one_line_sources(ONE_LINE, 'test')) == \
+    assert debian.debian_mirrors(apt.parse_one_line_sources(ONE_LINE, 'test')) == \
         ("http://one.example/debian", "http://one.example/debian-security")
 
 
@@ -289,20 +289,20 @@ def test_mirrors_read_from_an_etc_apt_tree(tmp_path):
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list.d" / "debian.sources").write_text(DEB822)
     (tmp_path / "sources.list.d" / "other.list.disabled").write_text("deb http://no.example/ bookworm main\n")
-    assert debian.debian_mirrors(setup.read_apt_sources(tmp_path))[0] == "http://mirror.example/debian"
+    assert debian.debian_mirrors(apt.read_apt_sources(tmp_path))[0] == "http://mirror.example/debian"
 
 
 def test_no_bookworm_source_is_an_error():
     with pytest.raises(OvmfgenError):
-        debian.debian_mirrors(setup.parse_one_line_sources("deb http://x.example/debian trixie main\n", "t"))
-    assert debian.debian_mirrors(setup.parse_one_line_sources("deb http://x.example/debian bookworm main\n", "t"))[1] is None
+        debian.debian_mirrors(apt.parse_one_line_sources("deb http://x.example/debian trixie main\n", "t"))
+    assert debian.debian_mirrors(apt.parse_one_line_sources("deb http://x.example/debian bookworm main\n", "t"))[1] is None
 
 
 def test_this_machines_mirror_is_derived_not_written():
     # The repository names no mirror host: whatever is found comes from /etc/apt.
     src = "".join(p.read_text() for p in sorted(Path(debian.__file__).parent.glob("*.py")))
     assert "deb.debian.org" not in src
-    if Path("/etc/apt").is_dir() and debian.pick_mirror(setup.read_apt_sources(), "bookworm"):
+    if Path("/etc/apt").is_dir() and debian.pick_mirror(apt.read_apt_sources(), "bookworm"):
         main, _ = debian.debian_mirrors()
         assert main.startswith(("http://", "https://"))
 

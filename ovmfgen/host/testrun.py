@@ -7,7 +7,8 @@ import sys
 from ovmfgen import paths
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.run import run
-from ovmfgen.host.setup import ensure_apt_packages, setup_all
+from ovmfgen.host.apt import ensure_apt_packages
+from ovmfgen.host.setup import setup_all
 
 # What only the integration tests need: a browser to open the nightly report the way a person would.
 TEST_APT_PACKAGES = ("chromium",)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.host.setup import AptSource, ensure_apt_packages, read_apt_sources
+from ovmfgen.host.apt import AptSource, ensure_apt_packages, read_apt_sources
 from ovmfgen.run import run
 from ovmfgen.ui import say
 

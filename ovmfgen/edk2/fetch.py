@@ -1,0 +1,108 @@
+"""Shared plumbing for putting edk2 trees in the cache: staging dirs, the setup lock, checks, unpacking.
+
+Everything goes to a temp file/dir beside its final place and is renamed in, so a killed run never
+leaves something that looks complete; the next run removes the leftovers (``clean_stale``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import re
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ovmfgen.edk2 import tree as edk2
+from ovmfgen.errors import OvmfgenError
+from ovmfgen.fsutil import replace_dir, sha256_file
+from ovmfgen.ui import say
+
+TMP_INFIX = ".tmp-"
+
+
+def clean_stale(directory: Path) -> list[Path]:
+    """Remove the temp files/dirs a killed run left in ``directory`` (only call it under the setup lock)."""
+    removed = []
+    if directory.is_dir():
+        for p in sorted(directory.iterdir()):
+            if p.name.startswith(".") and (TMP_INFIX in p.name or p.name.endswith(".old")):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+                removed.append(p)
+    return removed
+
+
+def staging_dir(final: Path) -> Path:
+    """A fresh temp dir beside ``final`` (same file system, so it can be renamed into place)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_INFIX}", dir=final.parent))
+    d.chmod(0o755)  # mkdtemp's 0700 would follow the directory when it is renamed into place
+    return d
+
+
+@contextlib.contextmanager
+def setup_lock() -> Iterator[None]:
+    """Hold ``<cache>/edk2/.lock`` so two setups never work on the cache at once."""
+    d = edk2.edk2_cache()
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another `invoke setup` (lock {d / '.lock'})")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def check_file(path: Path, sha256: str, size: int, what: str) -> None:
+    """Raise a one-line OvmfgenError unless ``path`` has this size and sha256."""
+    if not path.is_file():
+        raise OvmfgenError(f"{what}: {path.name} was not downloaded")
+    actual_size = path.stat().st_size
+    actual = sha256_file(path)
+    if actual != sha256 or actual_size != size:
+        raise OvmfgenError(
+            f"checksum mismatch for {path.name} ({what}): sha256 {actual} ({actual_size} bytes), "
+            f"expected {sha256} ({size} bytes)"
+        )
+
+
+def unpack_tarball(tarball: Path, final: Path, topdir: str) -> None:
+    """Unpack ``tarball``'s ``topdir/`` to ``final`` atomically: into a temp dir beside it, then rename.
+
+    A run killed mid-way leaves only a ``.NAME.tmp-*`` dir, which ``clean_stale`` removes; ``final``
+    is either absent, the previous tree, or the complete new one.
+    """
+    staging = staging_dir(final)
+    try:
+        with tarfile.open(tarball) as tar:
+            # The tarball is checksum-verified; the `tar` filter still refuses paths escaping `staging`
+            # while keeping edk2's own absolute symlink (EmulatorPkg's X11IncludeHack).
+            tar.extractall(staging, filter="tar")
+        top = staging / topdir
+        if not top.is_dir():
+            raise OvmfgenError(f"{tarball.name} has no {topdir}/ directory")
+        replace_dir(top, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def empty_submodules(root: Path) -> list[str]:
+    """Submodule paths in the tree's .gitmodules that are absent or empty (not shipped)."""
+    gm = root / ".gitmodules"
+    if not gm.is_file():
+        return []
+    out = []
+    for m in re.finditer(r"^\s*path\s*=\s*(\S+)\s*$", gm.read_text(encoding="utf-8"), re.M):
+        d = root / m.group(1)
+        if not d.is_dir() or not any(d.iterdir()):
+            out.append(m.group(1))
+    return sorted(out)
