@@ -8,12 +8,13 @@ from invoke import task
 from ovmfgen.cli import guard
 
 
-@task
-def setup(c, force=False):
-    """Make this machine ready: apt packages, the pinned edk2 tree, BaseTools (idempotent, cached)."""
+@task(help={"edk2": "the edk2 tree to set up: a known tag (default edk2-stable202502, or edk2-stable202605), "
+                   "or with OVMFGEN_EDK2 the tag that checkout is", "force": "refetch, re-unpack and rebuild"})
+def setup(c, edk2=None, force=False):
+    """Make this machine ready: apt packages, an edk2 tree, its BaseTools (idempotent, cached)."""
     from ovmfgen.host import setup as stage
 
-    guard(stage.setup_all, force=force)
+    guard(stage.setup_all, force=force, edk2=edk2)
 
 
 @task(help={"k": "only tests matching this pytest -k expression", "fast": "skip integration tests"})

@@ -257,6 +257,7 @@ def test_run_tests_passes_fails_and_treats_no_tests_as_failure(
         "def test_good():\n    assert True\n\ndef test_bad():\n    assert False\n")
     monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
     monkeypatch.setattr(testrun, "setup_all", lambda: None)  # the real one is covered above
+    monkeypatch.delenv("OVMFGEN_EDK2_TARBALLS", raising=False)
     testrun.run_tests(keyword="good")
     with pytest.raises(testrun.TestsFailed) as ei:
         testrun.run_tests(keyword="bad")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import os
 import re
 import shutil
 import tarfile
@@ -16,11 +18,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ovmfgen.edk2 import tree as edk2
+from ovmfgen.edk2.releases import Release
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.fsutil import replace_dir, sha256_file
 from ovmfgen.ui import say
 
 TMP_INFIX = ".tmp-"
+
+# A directory of release tarballs (named as in releases.RELEASES); CI points it at ../shared/edk2.
+TARBALLS_ENV = "OVMFGEN_EDK2_TARBALLS"
+# What a tree assembled offline says about how it differs from its tag (recorded in its identity).
+ASSEMBLY_FILE = "OFFLINE-ASSEMBLY.txt"
 
 
 def clean_stale(directory: Path) -> list[Path]:
@@ -106,3 +114,23 @@ def empty_submodules(root: Path) -> list[str]:
         if not d.is_dir() or not any(d.iterdir()):
             out.append(m.group(1))
     return sorted(out)
+
+
+def local_tarball(rel: Release) -> Path | None:
+    """``rel``'s tarball in ``$OVMFGEN_EDK2_TARBALLS``, when that is set and holds it (not yet verified)."""
+    directory = os.environ.get(TARBALLS_ENV)
+    if not directory:
+        return None
+    path = Path(directory).expanduser() / rel.tarball
+    return path if path.is_file() else None
+
+
+def assembly_record(root: Path) -> dict | None:
+    """How the tree at ``root`` was assembled: its OFFLINE-ASSEMBLY.txt's sha256 and first line, if any."""
+    path = root / ASSEMBLY_FILE
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return {"file": ASSEMBLY_FILE, "sha256": hashlib.sha256(data).hexdigest(),
+            "first_line": lines[0].strip() if lines else ""}

@@ -12,7 +12,11 @@ from pathlib import Path
 from ovmfgen.edk2 import tree as edk2
 from ovmfgen.edk2.basetools import build_basetools
 from ovmfgen.edk2.debian import debian_removed_files, ensure_downloads
-from ovmfgen.edk2.fetch import clean_stale, empty_submodules, setup_lock, unpack_tarball
+from ovmfgen.edk2.fetch import (
+    TARBALLS_ENV, assembly_record, check_file, clean_stale, empty_submodules, local_tarball, setup_lock,
+    unpack_tarball,
+)
+from ovmfgen.edk2.releases import DEFAULT_TAG, KNOWN_TAGS, RELEASES, UPSTREAM_URL, Release, by_commit, release
 from ovmfgen.edk2.tree import PIN, Edk2Tree
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.fsutil import atomic_write_bytes
@@ -69,24 +73,83 @@ def install_debian_tree(directory: Path, downloads: Path, record: dict) -> dict:
     return identity
 
 
-def local_identity(root: Path, source: str) -> dict:
-    """The identity of a tree outside the cache (submodule or $OVMFGEN_EDK2 checkout)."""
-    commit = edk2.git_head(root)
-    pinned = commit == PIN.commit
+def tarball_identity(rel: Release, root: Path) -> dict:
+    """The identity of a known release unpacked from its verified tarball (``$OVMFGEN_EDK2_TARBALLS``)."""
     return {
         "schema": edk2.IDENTITY_SCHEMA,
-        "tag": PIN.tag if pinned else None,
-        "commit": commit,
-        "url": PIN.url,
-        "release_date": PIN.release_date if pinned else None,
-        "source": source,
+        "tag": rel.tag,
+        "commit": rel.commit,
+        "url": UPSTREAM_URL,
+        "release_date": rel.release_date,
+        "source": "tarball",
+        "tarball": {"name": rel.tarball, "sha256": rel.sha256, "size": rel.size,
+                    "checked_against": "the sha256 pinned in ovmfgen/edk2/releases.py"},
+        "assembly": assembly_record(root),
         "empty_submodules": empty_submodules(root),
         "changes": list(edk2.CHANGES),
         "basetools_applications": list(edk2.BASETOOLS_APPLICATIONS),
     }
 
 
-def ensure_local_tree(root: Path, source: str, force: bool = False) -> bool:
+def install_tarball_tree(directory: Path, rel: Release, tarball: Path) -> dict:
+    """Check ``tarball`` against the pinned sha256, unpack it to ``directory/tree``, record its identity."""
+    (directory / edk2.IDENTITY_FILE).unlink(missing_ok=True)
+    (directory / edk2.BASETOOLS_DIR / edk2.BASETOOLS_MARKER).unlink(missing_ok=True)
+    check_file(tarball, rel.sha256, rel.size, f"pinned for {rel.tag}")
+    root = directory / "tree"
+    say(f"unpacking {tarball} to {root}")
+    unpack_tarball(tarball, root, rel.topdir)
+    if not (root / "OvmfPkg").is_dir():
+        raise OvmfgenError(f"{rel.tarball} unpacked without OvmfPkg/: not an edk2 tree")
+    missing = edk2.missing_submodules(root)
+    if missing:
+        raise OvmfgenError(f"{rel.tarball} lacks submodules the firmware needs: {', '.join(missing)}")
+    identity = tarball_identity(rel, root)
+    write_identity(directory, identity)
+    return identity
+
+
+def local_identity(root: Path, source: str, stated: str | None = None) -> dict:
+    """The identity of a tree outside the cache (submodule or $OVMFGEN_EDK2 checkout).
+
+    Its tag is the one ``stated`` (``--edk2 TAG``), else the known release at its commit, else what
+    ``git describe`` says; its release date is the known release's, else the commit date.
+    """
+    commit = edk2.git_head(root)
+    known = by_commit(commit)
+    if stated:
+        tag, tag_from, rel = stated, "stated", RELEASES.get(stated)
+        if rel is not None and commit and commit != rel.commit:
+            say(f"note: {root} is at commit {commit}, not at {stated}'s {rel.commit}; recorded as {stated}, "
+                f"as stated")
+    elif known is not None:
+        tag, tag_from, rel = known.tag, "commit", known
+    else:
+        tag, rel = edk2.git_describe(root), None
+        tag_from = "git describe" if tag else None
+    release_date = rel.release_date if rel is not None else edk2.commit_date(root)
+    if commit is None and not stated:
+        raise OvmfgenError(f"{root} is not a git checkout: say which edk2 it is with `--edk2 TAG` "
+                           f"(known: {', '.join(KNOWN_TAGS)})")
+    if not release_date:
+        raise OvmfgenError(f"cannot tell the release date of {root} ({stated} is not a known release and it is "
+                           f"not a git checkout; known: {', '.join(KNOWN_TAGS)})")
+    return {
+        "schema": edk2.IDENTITY_SCHEMA,
+        "tag": tag,
+        "tag_from": tag_from,
+        "commit": commit,
+        "url": UPSTREAM_URL,
+        "release_date": release_date,
+        "source": source,
+        "assembly": assembly_record(root),
+        "empty_submodules": empty_submodules(root),
+        "changes": list(edk2.CHANGES),
+        "basetools_applications": list(edk2.BASETOOLS_APPLICATIONS),
+    }
+
+
+def ensure_local_tree(root: Path, source: str, force: bool = False, stated: str | None = None) -> bool:
     """BaseTools and identity for a submodule/$OVMFGEN_EDK2 tree. Returns True if it did something."""
     if not (root / "OvmfPkg").is_dir():
         raise OvmfgenError(f"{root} is not an edk2 tree (no OvmfPkg/)")
@@ -97,41 +160,80 @@ def ensure_local_tree(root: Path, source: str, force: bool = False) -> bool:
     directory = edk2.local_dir(root)
     clean_stale(directory)
     identity = edk2.read_identity(directory)
-    wanted = local_identity(root, source)
+    wanted = local_identity(root, source, stated)
     if not force and identity == wanted and edk2.basetools_ready(directory):
         return False
     (directory / edk2.IDENTITY_FILE).unlink(missing_ok=True)
-    build_basetools(root, directory)
+    # BaseTools depend on the commit, not on the name: a re-statement of the tag keeps them.
+    if force or identity is None or identity.get("commit") != wanted["commit"] or not edk2.basetools_ready(directory):
+        build_basetools(root, directory)
     write_identity(directory, wanted)
     return True
 
 
-def ensure_debian_tree(force: bool = False) -> bool:
-    """The pinned tree from Debian's orig tarball, and its BaseTools. Returns True if it did something."""
-    directory = edk2.debian_dir()
+def ensure_release_tree(tag: str, force: bool = False) -> bool:
+    """The cache's tree of the known release ``tag`` and its BaseTools. Returns True if it did something.
+
+    The tree comes from the release's tarball in ``$OVMFGEN_EDK2_TARBALLS`` when there is one, else from
+    Debian's source package when Debian ships the release. Call it under ``setup_lock()``.
+    """
+    rel = release(tag)
+    directory = edk2.tree_dir(rel.tag)
     stale = clean_stale(directory)
     if stale:
         say(f"removed what an interrupted setup left: {', '.join(p.name for p in stale)}")
     did = False
     identity = edk2.read_identity(directory)
     if force or identity is None or not (directory / "tree" / "OvmfPkg").is_dir():
-        downloads, record = ensure_downloads(force)
-        install_debian_tree(directory, downloads, record)
+        tarball = local_tarball(rel)
+        if tarball is not None:
+            install_tarball_tree(directory, rel, tarball)
+        elif rel.debian is not None and rel.tag == PIN.tag:
+            downloads, record = ensure_downloads(force)
+            install_debian_tree(directory, downloads, record)
+        else:
+            raise OvmfgenError(
+                f"no source for {rel.tag}: set {TARBALLS_ENV} to a directory holding {rel.tarball} "
+                f"(sha256 {rel.sha256}), or OVMFGEN_EDK2 to a checkout and run `invoke setup --edk2 {rel.tag}`")
         did = True
     if force or not edk2.basetools_ready(directory):
-        build_basetools(edk2.debian_tree_root(), directory)
+        build_basetools(directory / "tree", directory)
         did = True
     return did
 
 
-def ensure_edk2(force: bool = False) -> tuple[Edk2Tree, bool]:
-    """Make the tree ``edk2.locate()`` will choose ready; return it and whether anything was done."""
+def ensure_debian_tree(force: bool = False) -> bool:
+    """The default tree (Debian's orig tarball, or its tarball in $OVMFGEN_EDK2_TARBALLS), and its BaseTools."""
+    return ensure_release_tree(DEFAULT_TAG, force)
+
+
+def ensure_edk2(tag: str | None = None, force: bool = False) -> tuple[Edk2Tree, bool]:
+    """Make the tree ``edk2.locate(tag)`` will choose ready; return it and whether anything was done.
+
+    With ``$OVMFGEN_EDK2`` set, that checkout is set up, under ``tag`` when one is given (the developer
+    states which edk2 it is). Otherwise an initialised submodule serves the default tree, and ``tag``
+    when it is checked out at that release; else the cache's tree of ``tag`` (default: DEFAULT_TAG).
+    """
     override = os.environ.get("OVMFGEN_EDK2")
     with setup_lock():
         if override:
-            did = ensure_local_tree(Path(override).expanduser().resolve(), "env", force)
-        elif edk2.submodule_initialised():
+            did = ensure_local_tree(Path(override).expanduser().resolve(), "env", force, stated=tag)
+        elif edk2.submodule_initialised() and (
+                tag is None or edk2.git_head(edk2.submodule_root()) == release(tag).commit):
             did = ensure_local_tree(edk2.submodule_root().resolve(), "submodule", force)
         else:
-            did = ensure_debian_tree(force)
-    return edk2.locate(), did
+            did = ensure_release_tree(tag or DEFAULT_TAG, force)
+    return edk2.locate(tag), did
+
+
+def ensure_release(tag: str) -> tuple[Edk2Tree, bool]:
+    """The tree ``locate(tag)`` finds when it is ready, else the cache's tree of ``tag``, set up now.
+
+    For ``invoke test``: unlike ``ensure_edk2``, it never states a tag for an $OVMFGEN_EDK2 checkout.
+    """
+    try:
+        return edk2.locate(tag), False
+    except OvmfgenError:
+        with setup_lock():
+            did = ensure_release_tree(tag)
+        return edk2.locate(tag), did

@@ -183,6 +183,26 @@ def git_head(root: Path) -> str | None:
     return head if proc.returncode == 0 and len(head) == 40 else None
 
 
+def git_describe(root: Path) -> str | None:
+    """``git describe --tags`` of the checkout at ``root`` (``TAG`` or ``TAG-N-gHASH``), None without tags."""
+    try:
+        proc = run(["git", "-C", root, "describe", "--tags", "HEAD"], check=False)
+    except OvmfgenError:
+        return None
+    text = proc.stdout.strip()
+    return text if proc.returncode == 0 and text else None
+
+
+def commit_date(root: Path) -> str | None:
+    """The committer date (YYYY-MM-DD) of the checkout's HEAD, None when it is not a git checkout."""
+    try:
+        proc = run(["git", "-C", root, "log", "-1", "--format=%cs", "HEAD"], check=False)
+    except OvmfgenError:
+        return None
+    text = proc.stdout.strip()
+    return text if proc.returncode == 0 and text else None
+
+
 def missing_submodules(root: Path) -> list[str]:
     """The REQUIRED_SUBMODULES that are absent or empty under ``root``."""
     missing = []

@@ -15,17 +15,17 @@ from ovmfgen.ui import say
 APT_PACKAGES = ("nasm", "acpica-tools", "uuid-dev", "build-essential", "dpkg-dev", "qemu-system-x86", "ccache", "mtools", "dosfstools")
 
 
-def setup_all(force: bool = False) -> None:
-    """Make this machine ready to build: apt packages, the pinned edk2 tree, BaseTools.
+def setup_all(force: bool = False, edk2: str | None = None) -> None:
+    """Make this machine ready to build: apt packages, the edk2 tree ``edk2`` (default: DEFAULT_TAG), BaseTools.
 
     Idempotent: when all is in place it only checks and says so (well under 2 s). ``force`` refetches,
     re-unpacks and rebuilds (the previous tree stays usable until the new one is complete).
     """
     start = time.monotonic()
     did = ensure_apt_packages(APT_PACKAGES)
-    tree, did_edk2 = ensure_edk2(force)
+    tree, did_edk2 = ensure_edk2(edk2, force=force)
     took = time.monotonic() - start
-    what = f"edk2 {tree.identity.get('tag') or tree.identity.get('commit')} ({tree.identity['source']}) at {tree.root}"
+    what = f"edk2 {tree.tag} ({tree.identity['source']}) at {tree.root}"
     if did or did_edk2:
         say(f"setup done in {took:.1f} s: {what}; EDK_TOOLS_PATH={tree.basetools}")
     else:

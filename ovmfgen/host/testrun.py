@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ovmfgen import paths
+from ovmfgen.edk2.fetch import TARBALLS_ENV
+from ovmfgen.edk2.install import ensure_release
+from ovmfgen.edk2.releases import NEWEST_TAG
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.run import run
+from ovmfgen.ui import say
 from ovmfgen.host.apt import ensure_apt_packages
 from ovmfgen.host.setup import setup_all
 
@@ -40,9 +45,16 @@ def pytest_argv(keyword: str | None = None, fast: bool = False) -> list[str]:
 def run_tests(keyword: str | None = None, fast: bool = False) -> None:
     """Run ``setup_all()`` (a quick no-op once ready), then pytest; raise TestsFailed unless it passes.
 
+    With ``$OVMFGEN_EDK2_TARBALLS`` set (CI), the newest known tree is set up too.
+
     Exit 5 (no tests collected) counts as a failure: a run that tested nothing has not passed.
     """
     setup_all()
+    if os.environ.get(TARBALLS_ENV):
+        # CI: the integration tests build and boot the newest tree too (from the tarball directory).
+        tree, did = ensure_release(NEWEST_TAG)
+        if did:
+            say(f"set up edk2 {tree.tag} ({tree.identity['source']}) at {tree.root}")
     if not fast:
         ensure_apt_packages(TEST_APT_PACKAGES)
     proc = run(pytest_argv(keyword, fast), cwd=paths.REPO_ROOT, capture=False, check=False)
