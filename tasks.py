@@ -27,12 +27,13 @@ def test(c, k=None, fast=False):
 
 # A task parameter without a default is positional in invoke, and a positional eats the next word,
 # `--help` included: `platform` defaults to xen-pvh so that `invoke build --help` shows the help.
-@task(help={"platform": "platform name (platforms/NAME.yaml)", "output": "output directory"})
-def render(c, platform="xen-pvh", output=None):
+@task(help={"platform": "platform name (platforms/NAME.yaml)", "output": "output directory",
+            "edk2": "edk2 tree: a tag such as edk2-stable202605 (default: the default tree)"})
+def render(c, platform="xen-pvh", output=None, edk2=None):
     """Render platforms/PLATFORM.yaml into XenOvmf.dsc/.fdf (atomic, write only if changed)."""
     from ovmfgen.platform import render as stage
 
-    guard(stage.render_command, platform, output)
+    guard(stage.render_command, platform, output, edk2)
 
 
 @task(name="import", help={"dsc": "upstream .dsc", "fdf": "upstream .fdf", "output": "YAML to write"})
@@ -43,12 +44,13 @@ def import_platform(c, dsc, fdf, output):
     guard(importer.import_command, dsc, fdf, output)
 
 
-@task(help={"platform": "platform name", "against": "upstream .dsc to compare with", "fdf": "upstream .fdf"})
-def diff(c, platform, against, fdf=None):
+@task(help={"platform": "platform name", "against": "upstream .dsc to compare with", "fdf": "upstream .fdf",
+            "edk2": "edk2 tree: a tag such as edk2-stable202605 (default: the default tree)"})
+def diff(c, platform, against, fdf=None, edk2=None):
     """Semantic diff of a platform against an upstream DSC/FDF; exit 1 on an unexplained delta."""
     from ovmfgen.platform import diff as stage
 
-    guard(stage.diff_command, platform, against, fdf)
+    guard(stage.diff_command, platform, against, fdf, edk2)
 
 
 @task(
@@ -65,24 +67,26 @@ def diff(c, platform, against, fdf=None):
         "ccache": "compile through ccache and cache LTO links (fast clean rebuilds)",
         "version_string": "PcdFirmwareVersionString override",
         "release_date": "PcdFirmwareReleaseDateString override",
+        "edk2": "edk2 tree: a tag such as edk2-stable202605 (default: the default tree)",
     },
 )
 def build(c, platform="xen-pvh", target="DEBUG", fd_size=None, define=None, feature=None, jobs=None, force=False,
-          clean=False, ccache=False, version_string=None, release_date=None):
+          clean=False, ccache=False, version_string=None, release_date=None, edk2=None):
     """Render, build with stuart (offline), make the PVH ELF and publish to dist/PLATFORM/TARGET/."""
     from ovmfgen.build import command as stage
 
     guard(stage.build_command, platform=platform, target=target, fd_size=fd_size, defines=define or [],
           features=feature or [], jobs=jobs, force=force, ccache=ccache, version_string=version_string,
-          release_date=release_date, clean=clean)
+          release_date=release_date, clean=clean, edk2=edk2)
 
 
-@task(help={"platform": "platform name", "target": "build target", "output": "results JSON (default bench/results.json)"})
-def bench(c, platform="xen-pvh", target="DEBUG", output=None):
+@task(help={"platform": "platform name", "target": "build target", "output": "results JSON (default bench/results.json)",
+            "edk2": "edk2 tree: a tag such as edk2-stable202605 (default: the default tree)"})
+def bench(c, platform="xen-pvh", target="DEBUG", output=None, edk2=None):
     """Time ovmfgen against raw EDK2 `build`: no-op, clean build, ccache warm vs cold (~15 min)."""
     from ovmfgen.build import bench as stage
 
-    guard(stage.bench_command, platform=platform, target=target, output=output)
+    guard(stage.bench_command, platform=platform, target=target, output=output, edk2=edk2)
 
 
 @task(help={"fd": "input FD", "output": "ELF to write", "base": "load address (default 0x100000)"})
@@ -104,12 +108,13 @@ def check_elf(c, elf):
 @task(help={
     "platform": "platform name", "target": "build target", "entry": "pvh, reset or both",
     "on": "qemu (default) or xen", "image": "firmware file (default: the published ELF)",
+    "edk2": "edk2 tree whose build to boot: a tag such as edk2-stable202605 (default: the default tree)",
 })
-def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=None):
+def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=None, edk2=None):
     """Boot the published firmware in QEMU (PVH and/or reset-vector entry) or under real Xen."""
     from ovmfgen.boot import qemu as stage
 
-    guard(stage.boot_command, platform=platform, target=target, entry=entry, on=on, image=image)
+    guard(stage.boot_command, platform=platform, target=target, entry=entry, on=on, image=image, edk2=edk2)
 
 
 @task(help={

@@ -231,6 +231,49 @@ def inspect_fd(fd: bytes, reserved: int | None = None) -> FdInfo:
     )
 
 
+# Firmware volume header (PI spec): FvLength at 0x20, "_FVH" at 0x28, HeaderLength at 0x30.
+FVH_SIGNATURE = b"_FVH"
+FOUR_GIB = 1 << 32
+
+
+def fv_header_ok(fd: bytes, off: int) -> bool:
+    """A valid firmware volume header at ``off``: signature, sane lengths, 16-bit checksum zero."""
+    if off + 0x38 > len(fd) or fd[off + 0x28: off + 0x2C] != FVH_SIGNATURE:
+        return False
+    fv_length = int.from_bytes(fd[off + 0x20: off + 0x28], "little")
+    header_length = int.from_bytes(fd[off + 0x30: off + 0x32], "little")
+    if not (0x48 <= header_length <= fv_length <= len(fd) - off) or header_length % 2:
+        return False
+    words = fd[off: off + header_length]
+    return sum(int.from_bytes(words[i: i + 2], "little") for i in range(0, header_length, 2)) % 0x10000 == 0
+
+
+def boot_fv_offset(image: bytes) -> int:
+    """The offset of the boot firmware volume (SECFV) in an FD or PVH ELF: the FV ending at the image's top.
+
+    SEC runs from it on both entry paths and prints its address first (``SecCoreStartupWithStack``);
+    releases move it (0x1CC000 in edk2-stable202502's 2 MiB layout, 0x1DC000 in edk2-stable202605's).
+    """
+    for off in range(0, len(image), PAGE_SIZE):
+        if fv_header_ok(image, off) and off + int.from_bytes(image[off + 0x20: off + 0x28], "little") == len(image):
+            return off
+    raise OvmfgenError("no firmware volume ends at the top of the image (no SECFV holding the reset vector)")
+
+
+def boot_fv_address(image: bytes, entry: str) -> int:
+    """Where SECFV sits when SEC runs: in RAM where the PVH loader put the image (``pvh``: the ELF's
+    load address, 1 MiB for a bare FD) + its offset, or in flash just below 4 GiB (``reset``: the image
+    is mapped to end at 4 GiB)."""
+    off = boot_fv_offset(image)
+    if entry == "pvh":
+        loads = _Elf(image).loads if image[:4] == ELFMAG else []
+        base = loads[0].paddr - loads[0].offset if loads else DEFAULT_BASE
+        return base + off
+    if entry == "reset":
+        return FOUR_GIB - len(image) + off
+    raise OvmfgenError(f"unknown boot entry {entry!r}: expected pvh or reset")
+
+
 def pvh_header(fd_size: int, base: int = DEFAULT_BASE) -> bytes:
     """The PVH ELF header (HEADER_SIZE bytes) for an OvmfXen FD of ``fd_size`` loaded at ``base``.
 

@@ -282,3 +282,14 @@ def test_fat_image_holds_the_startup_script(tmp_path: Path):
 
     out = run(["mtype", "-i", str(img), "::/startup.nsh"], env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"})
     assert out.stdout.replace("\r", "") == boot.startup_script().replace("\r", "")
+
+
+def test_a_boot_fv_other_than_the_images_is_unproven():
+    """SEC must run from the booted image's own SECFV (derived from it), not merely from low RAM."""
+    ok = classify_log(log("pvh-reached.log"), "pvh", expected_fv=0x2CC000)
+    assert ok.verdict is Verdict.REACHED_XEN_PLATFORM_PEI and "(the image's SECFV)" in ok.detail
+    moved = classify_log(log("pvh-reached.log"), "pvh", expected_fv=0x2DC000)  # 202605's layout
+    assert moved.verdict is Verdict.UNPROVEN
+    assert moved.detail == "SEC ran from a boot FV at 0x2cc000, but the image's SECFV is at 0x2dc000 on the pvh path"
+    assert classify_log(log("reset-reached.log"), "reset", expected_fv=0xFFFCC000).ok
+    assert not classify_log(log("reset-reached.log"), "reset", expected_fv=0xFFFDC000).ok

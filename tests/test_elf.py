@@ -474,3 +474,41 @@ def test_structured_garbage(cls: int, data_order: int, phentsize_sel: int, phdrs
     if cls == 2:
         ehdr = struct.pack("<16sHHIQQQIHHHHHH", ident, 2, 62, 1, entry, 64, 0, 0, 64, phentsize, len(phdrs), 64, 0, 0)
     _never_crashes(ehdr + table + tail)
+
+
+# --- the boot firmware volume (SECFV): where SEC runs on each entry path ---------------------------
+
+
+def _with_fv(size: int, off: int) -> bytes:
+    """An erased image of ``size`` bytes with a valid FV header at ``off`` spanning to the top."""
+    img = bytearray(b"\xff" * size)
+    hdr = bytearray(0x48)
+    hdr[0x20:0x28] = (size - off).to_bytes(8, "little")
+    hdr[0x28:0x2C] = b"_FVH"
+    hdr[0x30:0x32] = (0x48).to_bytes(2, "little")
+    checksum = (-sum(int.from_bytes(hdr[i:i + 2], "little") for i in range(0, 0x48, 2))) & 0xFFFF
+    hdr[0x32:0x34] = checksum.to_bytes(2, "little")
+    img[off:off + 0x48] = hdr
+    return bytes(img)
+
+
+@pytest.mark.parametrize("off", [0x1CC000, 0x1DC000])
+def test_boot_fv_is_read_from_the_image(off: int) -> None:
+    """202502's 2 MiB layout has SECFV at 0x1CC000, 202605's at 0x1DC000: derived, not assumed."""
+    img = _with_fv(2 * elf.MIB, off)
+    assert elf.boot_fv_offset(img) == off
+    assert elf.boot_fv_address(img, "pvh") == 0x100000 + off
+    assert elf.boot_fv_address(img, "reset") == (1 << 32) - 2 * elf.MIB + off
+    with pytest.raises(OvmfgenError, match="unknown boot entry"):
+        elf.boot_fv_address(img, "hvm")
+
+
+def test_boot_fv_of_an_image_without_one_is_one_line() -> None:
+    with pytest.raises(OvmfgenError) as ei:
+        elf.boot_fv_offset(b"\xff" * elf.MIB)
+    assert str(ei.value) == "error: no firmware volume ends at the top of the image (no SECFV holding the reset vector)"
+    # An FV that does not reach the top (e.g. the variable store) is not the boot FV.
+    img = bytearray(_with_fv(elf.MIB, 0))
+    img[0x20:0x28] = (0x20000).to_bytes(8, "little")
+    with pytest.raises(OvmfgenError):
+        elf.boot_fv_offset(bytes(img))

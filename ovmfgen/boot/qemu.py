@@ -11,7 +11,9 @@ Without Xen both paths must get as far as XenPlatformPei, which stops with
 "ERROR: Xen isn't detected". The two paths are told apart by SEC's first line,
 ``SecCoreStartupWithStack(BootFv, TopOfStack)``: its first argument is the address of the boot
 firmware volume (SECFV) SEC is running from. From flash under 4 GiB it is 0xFFFxxxxx; from the ELF
-loaded at 1 MiB it is a low RAM address (0x2CC000 for a 2 MiB image). In QEMU the PVH path is also
+loaded at 1 MiB it is a low RAM address. The exact address on each path is derived from the booted
+image (``elf.boot_fv_address``): edk2-stable202502's 2 MiB layout has SECFV at 0x1CC000 (0x2CC000 in
+RAM), edk2-stable202605's at 0x1DC000. In QEMU the PVH path is also
 preceded by SeaBIOS's own debug lines ("Booting from ROM..."), which the reset path never prints.
 
 KVM is not usable on the machines this runs on (and must never be required): QEMU always runs
@@ -31,6 +33,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ovmfgen.edk2.releases import path_part
+from ovmfgen.elf import boot_fv_address, fv_header_ok
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.paths import DIST_DIR
 from ovmfgen.run import DEVNULL, STDOUT, popen, stop
@@ -180,6 +184,7 @@ def classify_log(
     qemu_output: str = "",
     timed_out: bool = False,
     stalled_for: float | None = None,
+    expected_fv: int | None = None,
 ) -> BootResult:
     """Judge a firmware DEBUG log of a boot through ``entry``.
 
@@ -189,7 +194,9 @@ def classify_log(
     silent when the caller gave up on it.
 
     The verdict is REACHED_XEN_PLATFORM_PEI only when SEC -> PEI core -> XenPlatformPei loaded ->
-    "Xen isn't detected" appear in that order and SEC's boot FV address proves the requested entry.
+    "Xen isn't detected" appear in that order and SEC's boot FV address proves the requested entry:
+    it is ``expected_fv`` when given (``elf.boot_fv_address`` of the booted image: each release puts
+    SECFV elsewhere), else at least on the right side of the flash window.
     """
     _check_entry(entry)
     lines = _lines(text)
@@ -232,11 +239,16 @@ def classify_log(
                else "from RAM where the PVH loader put the ELF")
         return result(Verdict.WRONG_ENTRY, sec_line, f"asked for {entry}, but SEC ran {how}: {fv_text}")
 
+    if proven is not None and expected_fv is not None and boot_fv != expected_fv:
+        return result(Verdict.UNPROVEN, sec_line, f"SEC ran from a boot FV at {boot_fv:#x}, but the image's "
+                                                  f"SECFV is at {expected_fv:#x} on the {entry} path")
+
     if final_at is not None:
         if len(reached) == len(MILESTONES):
             via = ("PVH entry" + (" via SeaBIOS pvh.bin" if seabios else "")) if proven == "pvh" \
                 else "reset vector"
-            return result(Verdict.REACHED_XEN_PLATFORM_PEI, lines[final_at], f"{via}, {fv_text}")
+            same = " (the image's SECFV)" if expected_fv is not None else ""
+            return result(Verdict.REACHED_XEN_PLATFORM_PEI, lines[final_at], f"{via}, {fv_text}{same}")
         missing = [name for name, _ in MILESTONES if name not in reached]
         return result(Verdict.UNPROVEN, lines[final_at],
                       f"milestone(s) missing or out of order before it: {', '.join(missing)}")
@@ -294,6 +306,7 @@ def boot_qemu(image: Path, entry: str, out_dir: Path, timeout: float = 90,
     _check_entry(entry)
     image, out_dir = _preflight(image, out_dir)
     final_log = out_dir / f"boot-{entry}.log"
+    expected_fv = boot_fv_address(image.read_bytes(), entry)
 
     # QEMU writes the log under a temporary name; it is renamed once QEMU is gone.
     tmp_log = out_dir / f".boot-{entry}.{os.getpid()}.log.tmp"
@@ -319,7 +332,7 @@ def boot_qemu(image: Path, entry: str, out_dir: Path, timeout: float = 90,
                         text += chunk.decode("utf-8", errors="replace")
                         last_growth = now
                     exited = proc.poll()
-                    verdict = classify_log(text, entry).verdict
+                    verdict = classify_log(text, entry, expected_fv=expected_fv).verdict
                     if verdict in (Verdict.REACHED_XEN_PLATFORM_PEI, Verdict.UNPROVEN, Verdict.WRONG_ENTRY):
                         break
                     if verdict is Verdict.FIRMWARE_ERROR:
@@ -350,7 +363,7 @@ def boot_qemu(image: Path, entry: str, out_dir: Path, timeout: float = 90,
         tmp_log.unlink(missing_ok=True)
 
     result = classify_log(text, entry, returncode=returncode, qemu_output=output,
-                          timed_out=timed_out, stalled_for=stalled_for)
+                          timed_out=timed_out, stalled_for=stalled_for, expected_fv=expected_fv)
     return replace(result, duration=duration, log_path=final_log)
 
 
@@ -374,13 +387,20 @@ def _entries(entry: str) -> tuple[str, ...]:
 
 
 def boot_command(platform: str = "xen-pvh", target: str = "DEBUG", entry: str = "both", on: str = "qemu",
-                 image: str | Path | None = None) -> list[BootResult] | XenBootResult:
+                 image: str | Path | None = None, edk2: str | None = None) -> list[BootResult] | XenBootResult:
     """``invoke boot``: boot the published ELF through the PVH entry and/or the reset vector.
 
-    ``image`` defaults to ``dist/<platform>/<target>/ovmf.elf``; the logs are saved beside it. Prints
-    one verdict line per entry and raises ``BootError`` (exit 1, log tails shown) if any failed.
-    ``on="xen"`` boots under real Xen instead (``ovmfgen.boot.xen.boot_xen_command``, returning its result).
+    ``image`` defaults to ``dist/<platform>/[<tag>/]<target>/ovmf.elf`` (``edk2``: the tree's tag; None:
+    the default tree); the logs are saved beside it. Prints one verdict line per entry and raises
+    ``BootError`` (exit 1, log tails shown) if any failed. ``on="xen"`` boots under real Xen instead
+    (``ovmfgen.boot.xen.boot_xen_command``, returning its result).
     """
+    tree_args = f" --edk2 {edk2}" if edk2 else ""
+    if image is None and edk2 and path_part(edk2):
+        image = DIST_DIR / platform / path_part(edk2) / target / "ovmf.elf"
+        if not image.is_file():
+            raise OvmfgenError(f"no published firmware at {display_path(image)}: run `invoke build --platform "
+                               f"{platform} --target {target}{tree_args}` first")
     if on == "xen":
         from ovmfgen.boot import xen  # lazily: only this path needs it
 
@@ -434,8 +454,6 @@ def boot_command(platform: str = "xen-pvh", target: str = "DEBUG", entry: str = 
 SHELL_MARKER = "OVMFGEN-SHELL-REACHED"
 SHELL_TIMEOUT_SECONDS = 240.0
 FAT_IMAGE_KIB = 4096
-# Firmware volume header (PI spec): FvLength at 0x20, "_FVH" at 0x28, HeaderLength at 0x30.
-_FVH_SIGNATURE = b"_FVH"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]")
 
 
@@ -476,18 +494,6 @@ def make_fat_image(path: Path, files: dict[str, bytes], size_kib: int = FAT_IMAG
     return path
 
 
-def _fv_header_ok(fd: bytes, off: int) -> bool:
-    """A valid firmware volume header at ``off``: signature, sane lengths, 16-bit checksum zero."""
-    if off + 0x38 > len(fd) or fd[off + 0x28: off + 0x2C] != _FVH_SIGNATURE:
-        return False
-    fv_length = int.from_bytes(fd[off + 0x20: off + 0x28], "little")
-    header_length = int.from_bytes(fd[off + 0x30: off + 0x32], "little")
-    if not (0x48 <= header_length <= fv_length <= len(fd) - off) or header_length % 2:
-        return False
-    words = fd[off: off + header_length]
-    return sum(int.from_bytes(words[i: i + 2], "little") for i in range(0, header_length, 2)) % 0x10000 == 0
-
-
 def split_unified_fd(fd: bytes) -> tuple[bytes, bytes]:
     """OVMF.fd -> (OVMF_VARS.fd, OVMF_CODE.fd), the pflash pair QEMU maps as units 0 and 1.
 
@@ -496,11 +502,11 @@ def split_unified_fd(fd: bytes) -> tuple[bytes, bytes]:
     exactly those two slices. The split point is the first valid firmware volume header after the
     variable store's own FV, so no size table is needed.
     """
-    if not _fv_header_ok(fd, 0):
+    if not fv_header_ok(fd, 0):
         raise OvmfgenError("not a unified OVMF image: no firmware volume (the variable store) at offset 0")
     first = int.from_bytes(fd[0x20:0x28], "little")
     for off in range(first, len(fd), 0x1000):
-        if _fv_header_ok(fd, off):
+        if fv_header_ok(fd, off):
             return fd[:off], fd[off:]
     raise OvmfgenError("not a unified OVMF image: no code firmware volume after the variable store")
 

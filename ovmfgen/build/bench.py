@@ -108,9 +108,14 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def bench_command(platform: str = "xen-pvh", target: str = "DEBUG", output: str | None = None) -> dict:
-    """``invoke bench``: run the comparisons, print a table, write the results JSON; returns the results."""
-    request = make_request(platform, target)
+def bench_command(platform: str = "xen-pvh", target: str = "DEBUG", output: str | None = None,
+                  edk2: str | None = None) -> dict:
+    """``invoke bench``: run the comparisons, print a table, write the results JSON; returns the results.
+
+    ``edk2`` (a tag; None: the default tree) picks the tree both sides build against.
+    """
+    request = make_request(platform, target, edk2=edk2)
+    tree_args = ("--edk2", edk2) if edk2 else ()
     p = plan(request)
     logs = p.workspace.parent / f"{p.workspace.name}.bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -127,15 +132,15 @@ def bench_command(platform: str = "xen-pvh", target: str = "DEBUG", output: str 
         _timed(f"raw EDK2 build, no-op #{i + 1}", argv, env, logs / f"raw-noop-{i}.log", cwd=ws).seconds
         for i in range(NOOP_RUNS))
     ours_clean = _timed("invoke build --clean", _invoke_argv("build", "--platform", platform, "--target", target,
-                                                             "--clean"), log=logs / "ovmfgen-clean.log")
+                                                             "--clean", *tree_args), log=logs / "ovmfgen-clean.log")
     ours_noop = statistics.median(
-        _timed(f"invoke build, no-op #{i + 1}", _invoke_argv("build", "--platform", platform, "--target", target))
+        _timed(f"invoke build, no-op #{i + 1}", _invoke_argv("build", "--platform", platform, "--target", target, *tree_args))
         .seconds for i in range(NOOP_RUNS))
 
     # ccache: cold (both caches --ccache uses emptied) then warm, both from a clean workspace.
     for cache in (ccache_dir(), link_cache_dir()):
         shutil.rmtree(cache, ignore_errors=True)
-    cc_argv = _invoke_argv("build", "--platform", platform, "--target", target, "--clean", "--ccache")
+    cc_argv = _invoke_argv("build", "--platform", platform, "--target", target, "--clean", "--ccache", *tree_args)
     cold = _timed("invoke build --clean --ccache (cold cache)", cc_argv, log=logs / "ccache-cold.log")
     warm = _timed("invoke build --clean --ccache (warm cache)", cc_argv, log=logs / "ccache-warm.log")
 
@@ -143,7 +148,8 @@ def bench_command(platform: str = "xen-pvh", target: str = "DEBUG", output: str 
     clean_ratio = ours_clean.seconds / raw_clean.seconds
     cc_ratio = warm.seconds / cold.seconds
     results = {
-        "platform": platform, "target": target, "jobs": request.jobs or os.cpu_count(),
+        "platform": platform, "target": target, "edk2": str(p.edk2_identity.get("tag") or edk2 or ""),
+        "jobs": request.jobs or os.cpu_count(),
         "noop": {"ovmfgen_s": round(ours_noop, 3), "edk2_s": round(raw_noop, 3), "speedup": round(speedup, 1),
                  "goal": "ovmfgen <= 1 s and >= 20x faster", "met": ours_noop <= 1.0 and speedup >= 20},
         "clean": {"ovmfgen_s": round(ours_clean.seconds, 1), "edk2_s": round(raw_clean.seconds, 1),

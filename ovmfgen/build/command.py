@@ -107,7 +107,8 @@ def build(request: Request, layout: Layout | None = None) -> BuildResult:
     if request.ccache:
         _check_ccache()
     p = plan(request, layout)
-    label = f"{p.platform.name} {request.target}" + (f" ({p.suffix})" if p.suffix else "")
+    label = f"{p.platform.name} {request.target}" + (f" ({p.suffix})" if p.suffix else "") + (
+        f" [{request.edk2}]" if request.edk2 else "")
     if not request.force and not request.clean and up_to_date(p):
         say(f"{label}: up to date, nothing to do ({display_path(p.dist)}, input hash {p.input_hash[:12]})")
         return BuildResult(p.dist, read_manifest(p.dist) or {}, True, time.monotonic() - t0)
@@ -146,12 +147,13 @@ def build(request: Request, layout: Layout | None = None) -> BuildResult:
 def build_command(platform: str, target: str = "DEBUG", fd_size: str | None = None, defines: Sequence[str] = (),
                   features: Sequence[str] = (), jobs: int | str | None = None, force: bool = False,
                   ccache: bool = False, version_string: str | None = None, release_date: str | None = None,
-                  clean: bool = False, layout: Layout | None = None) -> Path:
-    """``invoke build``: build ``platform`` and publish it; returns the dist directory.
+                  clean: bool = False, layout: Layout | None = None, edk2: str | None = None) -> Path:
+    """``invoke build``: build ``platform`` against the edk2 tree ``edk2`` (a tag; None: the default
+    tree) and publish it; returns the dist directory.
 
     A build whose inputs match the published manifest is a no-op (under a second); ``force``
     builds anyway, ``clean`` first removes the variant's workspace.
     """
     request = make_request(platform, target, fd_size, defines, features, jobs, force, clean, ccache,
-                           version_string, release_date)
+                           version_string, release_date, edk2)
     return build(request, layout).dist

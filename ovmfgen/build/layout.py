@@ -26,6 +26,12 @@ suffix joins, in this order and with ``-``:
 
 So ``--fd-size 4M`` gives ``dist/xen-pvh/DEBUG-4M/``, ``--feature debug_output=hypervisor-console``
 gives ``dist/xen-pvh/DEBUG-hvcon/`` and both give ``dist/xen-pvh/DEBUG-4M-hvcon/``.
+
+Trees
+-----
+The default edk2 tree (no ``--edk2``, or ``--edk2 edk2-stable202502``) keeps the paths above. Another
+tree adds its tag: ``dist/<platform>/<tag>/<target>[-<variant>]/`` and ``build/<tag>/<platform>[.<variant>]/``,
+e.g. ``dist/xen-pvh/edk2-stable202605/DEBUG/``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from pathlib import Path
 
 from ovmfgen import paths
 from ovmfgen.build.request import FD_SIZE_DEFINE, parse_fd_size, parse_target
+from ovmfgen.edk2.releases import path_part
 
 ELF_NAME = "ovmf.elf"
 LOG_NAME = "build.log"
@@ -107,12 +114,13 @@ def variant_suffix(default_features: Mapping[str, str], fd_size: int | None = No
 
 def dist_dir(platform: str, target: str = "DEBUG", fd_size: str | int | None = None,
              features: Mapping[str, str] | None = None, defines: Mapping[str, str] | None = None,
-             layout: Layout | None = None) -> Path:
-    """``dist/<platform>/<target>[-<variant>]/``: where ``build`` publishes that build's artifacts.
+             layout: Layout | None = None, edk2: str | None = None) -> Path:
+    """``dist/<platform>/[<tag>/]<target>[-<variant>]/``: where ``build`` publishes that build's artifacts.
 
     ``fd_size`` (``"4M"``, 4, ...) and ``features`` (feature overrides, e.g.
     ``{"debug_output": "hypervisor-console"}``) add a suffix only where they differ from the
-    platform's defaults, e.g. ``dist/xen-pvh/DEBUG-hvcon``.
+    platform's defaults, e.g. ``dist/xen-pvh/DEBUG-hvcon``; ``edk2`` (a tag other than the default
+    tree's) adds its directory, e.g. ``dist/xen-pvh/edk2-stable202605/DEBUG``.
     """
     lay = layout or Layout()
     target = parse_target(target)
@@ -120,10 +128,10 @@ def dist_dir(platform: str, target: str = "DEBUG", fd_size: str | int | None = N
     suffix = ""
     if size is not None or features or defines:
         suffix = variant_suffix(dict(_default_features(platform, lay.platforms_dir)), size, features, defines)
-    return lay.dist_root / platform / (f"{target}-{suffix}" if suffix else target)
+    return lay.dist_root / platform / path_part(edk2) / (f"{target}-{suffix}" if suffix else target)
 
 
-def workspace_dir(platform: str, suffix: str, layout: Layout | None = None) -> Path:
-    """``build/<platform>/`` for the default variant, ``build/<platform>.<suffix>/`` otherwise."""
+def workspace_dir(platform: str, suffix: str, layout: Layout | None = None, edk2: str | None = None) -> Path:
+    """``build/[<tag>/]<platform>/`` for the default variant, ``build/[<tag>/]<platform>.<suffix>/`` otherwise."""
     lay = layout or Layout()
-    return lay.build_root / (f"{platform}.{suffix}" if suffix else platform)
+    return lay.build_root / path_part(edk2) / (f"{platform}.{suffix}" if suffix else platform)

@@ -24,6 +24,8 @@ from pathlib import Path
 from ovmfgen import __version__, paths
 from ovmfgen.build.layout import Layout, variant_suffix, workspace_dir
 from ovmfgen.build.request import Request
+from ovmfgen.edk2.releases import path_part
+from ovmfgen.edk2.tree import Edk2Tree
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.model import Platform
 from ovmfgen.run import run
@@ -81,12 +83,9 @@ def input_hash(inputs: Mapping[str, object]) -> str:
     return sha256_bytes(text.encode("utf-8"))
 
 
-def default_version_string(identity: Mapping[str, object]) -> str:
-    """``<edk2 tag or commit>-ovmfgen-<version>``, as distributions stamp theirs."""
-    tag = identity.get("tag")
-    commit = str(identity.get("commit") or "")
-    base = str(tag) if tag else (f"edk2-{commit[:12]}" if commit else "edk2-unknown")
-    return f"{base}-ovmfgen-{__version__}"
+def default_version_string(tree: Edk2Tree) -> str:
+    """``<edk2 tree's name>-ovmfgen-<version>``, as distributions stamp theirs."""
+    return f"{tree.tag}-ovmfgen-{__version__}"
 
 
 def smbios_date(iso: str) -> str:
@@ -97,19 +96,9 @@ def smbios_date(iso: str) -> str:
     return f"{m.group(2)}/{m.group(3)}/{m.group(1)}"
 
 
-def default_release_date(identity: Mapping[str, object], edk2_root: Path) -> str:
-    """The edk2 release date (from its identity, else the checkout's commit date), SMBIOS format."""
-    iso = identity.get("release_date")
-    if not iso:
-        proc = None
-        try:
-            proc = run(["git", "-C", edk2_root, "log", "-1", "--format=%cs", "HEAD"], check=False)
-        except OvmfgenError:
-            pass
-        if proc is None or proc.returncode != 0 or not proc.stdout.strip():
-            raise OvmfgenError(f"cannot tell the release date of the edk2 tree at {edk2_root}: pass --release-date")
-        iso = proc.stdout.strip()
-    return smbios_date(str(iso))
+def default_release_date(tree: Edk2Tree) -> str:
+    """The edk2 tree's release date (from its identity: the tag's, else the commit's), SMBIOS format."""
+    return smbios_date(tree.release_date)
 
 
 def pcd_arguments(version_string: str, release_date: str) -> list[str]:
@@ -220,13 +209,15 @@ def plan(request: Request, layout: Layout | None = None) -> Plan:
     overrides = dict(request.features)
     if request.fd_size is not None:
         overrides["fd_size"] = str(request.fd_size)
-    platform = load_platform(request.platform, lay.platforms_dir, feature_overrides=overrides)
+    tree = locate(request.edk2)
+    platform = load_platform(request.platform, lay.platforms_dir, feature_overrides=overrides, edk2=tree.tag)
     defaults = dict(platform.default_features)
     features = dict(platform.features)
     fd_size = int(features.get("fd_size", "2"))
     suffix = variant_suffix(defaults, fd_size, features, dict(request.defines))
-    workspace = workspace_dir(platform.name, suffix, lay)
-    dist = lay.dist_root / platform.name / (f"{request.target}-{suffix}" if suffix else request.target)
+    workspace = workspace_dir(platform.name, suffix, lay, request.edk2)
+    dist = lay.dist_root / platform.name / path_part(request.edk2) / (
+        f"{request.target}-{suffix}" if suffix else request.target)
     rendered = {f"{platform.package_dir}/{name}": data for name, data in render(platform).files().items()}
     override_root = lay.overrides_dir / platform.name
     override_files: dict[str, bytes] = {}
@@ -236,9 +227,8 @@ def plan(request: Request, layout: Layout | None = None) -> Plan:
         except OSError as exc:
             raise OvmfgenError(f"cannot read override overrides/{platform.name}/{ov.path}: "
                                f"{exc.strerror or exc}", ov.loc) from None
-    tree = locate()
-    version_string = request.version_string or default_version_string(tree.identity)
-    release_date = request.release_date or default_release_date(tree.identity, tree.root)
+    version_string = request.version_string or default_version_string(tree)
+    release_date = request.release_date or default_release_date(tree)
     defines = {f"FD_SIZE_{fd_size}MB": "TRUE", **dict(request.defines)}
     tools = tool_versions()
     inputs = {

@@ -73,12 +73,14 @@ class Request:
     ccache: bool = False
     version_string: str | None = None
     release_date: str | None = None
+    edk2: str | None = None                         # the edk2 tree's tag; None: the default tree
 
 
 def make_request(platform: str, target: str = "DEBUG", fd_size: str | int | None = None,
                  defines: Sequence[str] = (), features: Sequence[str] = (), jobs: int | str | None = None,
                  force: bool = False, clean: bool = False, ccache: bool = False,
-                 version_string: str | None = None, release_date: str | None = None) -> Request:
+                 version_string: str | None = None, release_date: str | None = None,
+                 edk2: str | None = None) -> Request:
     """Check and normalise command-line options into a ``Request`` (raises a one-line OvmfgenError)."""
     size = parse_fd_size(fd_size)
     defs = parse_assignments(defines, "define")
@@ -110,4 +112,5 @@ def make_request(platform: str, target: str = "DEBUG", fd_size: str | int | None
         force=force, clean=clean, ccache=ccache,
         version_string=_pcd_text(version_string, "--version-string") if version_string else None,
         release_date=_pcd_text(release_date, "--release-date") if release_date else None,
+        edk2=edk2 or None,
     )

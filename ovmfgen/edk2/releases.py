@@ -90,6 +90,12 @@ def by_commit(commit: str | None) -> Release | None:
     return None
 
 
+def path_part(tag: str | None) -> str:
+    """The directory naming a tree in dist/ and build/: "" for the default tree (its paths stay as they
+    were before there were several trees), else the tag."""
+    return "" if tag in (None, "", DEFAULT_TAG) else str(tag)
+
+
 def setup_hint(tag: str | None) -> str:
     """How to set up the tree of ``tag`` (the default tree needs no ``--edk2``)."""
     if tag is None or tag == DEFAULT_TAG:

@@ -113,11 +113,7 @@ class Edk2Tree:
     @property
     def tag(self) -> str:
         """The tree's name: its release tag (``edk2-stable202502``), else ``git describe`` or the commit."""
-        tag = self.identity.get("tag")
-        if tag:
-            return str(tag)
-        commit = str(self.identity.get("commit") or "")
-        return f"edk2-{commit[:12]}" if commit else "edk2-unknown"
+        return tree_name(self.identity)
 
     @property
     def release_date(self) -> str:
@@ -127,6 +123,15 @@ class Edk2Tree:
             raise OvmfgenError(f"the edk2 tree at {self.root} has no recorded release date "
                                f"(set up by an older ovmfgen): {SETUP_HINT}")
         return str(date)
+
+
+def tree_name(identity: dict) -> str:
+    """A tree's name from its identity: the tag, else ``edk2-<commit[:12]>`` (``edk2-unknown`` without one)."""
+    tag = identity.get("tag")
+    if tag:
+        return str(tag)
+    commit = str(identity.get("commit") or "")
+    return f"edk2-{commit[:12]}" if commit else "edk2-unknown"
 
 
 def identity_digest(identity: dict) -> str:
@@ -282,7 +287,8 @@ def _serves(root: Path, tag: str | None, source: str) -> bool:
         return True
     identity = read_identity(local_dir(root))
     if identity is not None:
-        return identity.get("tag") == tag
+        # Its name as Edk2Tree.tag gives it, so that locate(tree.tag) finds the same tree again.
+        return tree_name(identity) == tag
     if source == "env":
         return True
     known = RELEASES.get(tag)

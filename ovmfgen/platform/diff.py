@@ -298,18 +298,23 @@ def format_report(platform: Platform, per_config: dict[str, list[Difference]], u
     return "\n".join(lines)
 
 
-def diff_command(platform_name: str, against: str, fdf: str | None = None) -> None:
-    """``invoke diff``: print the semantic differences; exit 1 on an unexplained one (or a stale delta)."""
+def diff_command(platform_name: str, against: str, fdf: str | None = None, edk2: str | None = None) -> None:
+    """``invoke diff``: print the semantic differences; exit 1 on an unexplained one (or a stale delta).
+
+    ``edk2`` (a tag; None: the default tree) is the tree the platform is loaded for and ``edk2/...``
+    paths resolve in.
+    """
     from ovmfgen.edk2.tree import locate
     from ovmfgen.platform.importer import _resolve_input
     from ovmfgen.platform.load import load_platform
     from ovmfgen.platform.validate import validate
 
-    platform = load_platform(platform_name)
+    located = locate(edk2)
+    platform = load_platform(platform_name, edk2=located.tag)
     validate(platform)
-    tree = locate().root
-    dsc_path, _ = _resolve_input(against)
-    fdf_path, _ = _resolve_input(fdf) if fdf else (dsc_path.with_suffix(".fdf"), "")
+    tree = located.root
+    dsc_path, _ = _resolve_input(against, located.tag)
+    fdf_path, _ = _resolve_input(fdf, located.tag) if fdf else (dsc_path.with_suffix(".fdf"), "")
     if not fdf_path.is_file():
         raise OvmfgenError(f"no FDF beside {against}; pass --fdf")
     per_config, unexplained, stale = diff_platform(platform, dsc_path, fdf_path, tree)

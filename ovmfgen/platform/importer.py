@@ -202,12 +202,13 @@ def platform_yaml(dsc_text: str, fdf_text: str, dsc_rel: str, fdf_rel: str, desc
     return header + dump_yaml(doc)
 
 
-def _resolve_input(path: str) -> tuple[Path, str]:
-    """An input path and its path relative to the edk2 tree (``edk2/...`` maps to the located tree)."""
+def _resolve_input(path: str, edk2: str | None = None) -> tuple[Path, str]:
+    """An input path and its path relative to the edk2 tree ``edk2`` (a tag; None: the default tree):
+    ``edk2/...`` maps to that tree."""
     from ovmfgen.edk2.tree import locate
     from ovmfgen.paths import REPO_ROOT
 
-    tree = locate().root
+    tree = locate(edk2).root
     p = Path(path)
     candidates = [p]
     if p.parts and p.parts[0] == "edk2":
@@ -226,11 +227,11 @@ def _resolve_input(path: str) -> tuple[Path, str]:
     raise OvmfgenError(f"no such file: {path}")
 
 
-def locate_tree() -> Path:
-    """The edk2 tree imports are resolved against."""
+def locate_tree(edk2: str | None = None) -> Path:
+    """The edk2 tree imports are resolved against (``edk2``: a tag; None: the default tree)."""
     from ovmfgen.edk2.tree import locate
 
-    return locate().root
+    return locate(edk2).root
 
 
 def import_command(dsc: str, fdf: str, output: str) -> None:

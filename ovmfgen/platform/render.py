@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jinja2
 
+from ovmfgen.edk2.releases import path_part
 from ovmfgen.platform.model import Platform
 from ovmfgen.paths import BUILD_DIR, TEMPLATES_DIR
 
@@ -110,21 +111,27 @@ def write_outputs(rendered: Rendered, out_dir: Path) -> list[Path]:
     return written
 
 
-def default_output_dir(platform: Platform) -> Path:
-    """Where ``invoke render`` writes by default: the platform's build workspace."""
-    return BUILD_DIR / platform.name / platform.package_dir
+def default_output_dir(platform: Platform, edk2: str | None = None) -> Path:
+    """Where ``invoke render`` writes by default: the platform's build workspace (of tree ``edk2``)."""
+    return BUILD_DIR / path_part(edk2) / platform.name / platform.package_dir
 
 
-def render_command(platform_name: str, output: str | None = None) -> None:
-    """``invoke render``: load, validate, render and write XenOvmf.dsc/.fdf (nothing written on error)."""
+def render_command(platform_name: str, output: str | None = None, edk2: str | None = None) -> None:
+    """``invoke render``: load, validate, render and write XenOvmf.dsc/.fdf (nothing written on error).
+
+    ``edk2`` (a tag; None: the default tree) is the tree the platform is rendered and checked for;
+    another tree than the default writes to that tree's workspace (``build/<tag>/<platform>/``).
+    """
+    from ovmfgen.edk2.tree import locate
     from ovmfgen.errors import display_path
     from ovmfgen.platform.load import load_platform
     from ovmfgen.ui import say
     from ovmfgen.platform.validate import validate
 
-    platform = load_platform(platform_name)
+    tree = locate(edk2)
+    platform = load_platform(platform_name, edk2=tree.tag)
     rendered = validate(platform)
-    out_dir = Path(output) if output else default_output_dir(platform)
+    out_dir = Path(output) if output else default_output_dir(platform, edk2)
     written = write_outputs(rendered, out_dir)
     for name in rendered.files():
         path = out_dir / name

@@ -464,7 +464,7 @@ def validate(platform: Platform, edk2_root: Path | None = None, use_cache: bool 
     if edk2_root is None:
         from ovmfgen.edk2.tree import locate
 
-        tree = locate()
+        tree = locate(platform.edk2)  # the tree the platform was loaded for
         edk2_root, digest = tree.root, tree.digest
     check_overrides(platform)
     marker = None
