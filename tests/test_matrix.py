@@ -47,9 +47,20 @@ def test_the_shipped_matrix_parses_and_covers_the_required_cells():
 
 
 def test_cell_names_default_from_the_variant():
-    m = _matrix([{"platform": "xen-pvh", "target": "release", "fd_size": "4", "features": ["timer=acpi"]}])
+    m = _matrix([{"platform": "xen-pvh", "target": "release", "fd_size": "4", "features": ["timer=acpi"]},
+                 {"platform": "xen-pvh", "fd_size": "2M", "edk2": "edk2-stable202605"}])
     assert m.cells[0].name == "xen-pvh-RELEASE-4M-acpi"
-    assert m.cells[0].target == "RELEASE" and m.cells[0].fd_size == "4M"
+    assert m.cells[0].target == "RELEASE" and m.cells[0].fd_size == "4M" and m.cells[0].edk2 is None
+    assert m.cells[1].name == "xen-pvh-DEBUG-2M-edk2-stable202605" and m.cells[1].edk2 == "edk2-stable202605"
+    assert Cell.from_json(json.loads(json.dumps(m.cells[1].to_json()))) == m.cells[1]
+
+
+def test_the_shipped_matrix_has_a_tree_axis():
+    """At least DEBUG 2M on the newest edk2, booted through both entries."""
+    by = {c.name: c for c in matrix.load_matrix(REPO / "nightly.yaml").cells}
+    new = by["xen-pvh-DEBUG-2M-edk2-stable202605"]
+    assert (new.platform, new.target, new.fd_size, new.edk2) == ("xen-pvh", "DEBUG", "2M", "edk2-stable202605")
+    assert new.boot == ("pvh", "reset") and not new.optional
 
 
 @pytest.mark.parametrize("cells, top, message", [
@@ -65,6 +76,8 @@ def test_cell_names_default_from_the_variant():
     ([{"name": "x", "platform": "p"}], {"install": [{"cell": "x", "firmware": "/usr/x"}]}, "relative path"),
     ([{"name": "x", "platform": "p"}], {"install": [{"cell": "x"}]}, "needs 'firmware'"),
     ([], {}, "non-empty list"),
+    ([{"name": "x", "platform": "p", "edk2": "edk2-stable209912"}], {},
+     "cell 1: edk2 'edk2-stable209912' is not a known tag \\(known: edk2-stable202502, edk2-stable202605\\)"),
 ])
 def test_bad_matrices_are_one_line_errors(cells, top, message):
     with pytest.raises(OvmfgenError, match=message):

@@ -71,13 +71,14 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
     t0 = time.monotonic()
     steps: list[dict] = []
     record: dict = {"name": cell.name, "cell": cell.to_json(), "platform": cell.platform, "target": cell.target,
+                    "edk2": cell.edk2,
                     "fd_size": cell.fd_size, "features": list(cell.features), "description": cell.description,
                     "artifacts": {}, "boot": {}, "steps": steps}
     built: dict = {}
 
     def do_build() -> tuple[bool, str, dict]:
         req = build_request.make_request(cell.platform, cell.target, cell.fd_size, cell.defines, cell.features,
-                                         jobs=threads, ccache=cell.ccache)
+                                         jobs=threads, ccache=cell.ccache, edk2=cell.edk2)
         result = build_cmd.build(req)
         built["result"] = result
         manifest = result.manifest

@@ -13,12 +13,13 @@ import yaml
 
 from ovmfgen import paths
 from ovmfgen.build.request import parse_assignments, parse_fd_size, parse_target
+from ovmfgen.edk2.releases import KNOWN_TAGS
 from ovmfgen.errors import OvmfgenError, display_path
 
 DEFAULT_MATRIX = paths.REPO_ROOT / "nightly.yaml"
 BOOT_KINDS = ("pvh", "reset", "shell", "xen")
 CELL_KEYS = ("name", "platform", "target", "fd_size", "features", "defines", "boot", "description", "optional",
-             "requires", "ccache", "timeout")
+             "requires", "ccache", "timeout", "edk2")
 TOP_KEYS = ("description", "defaults", "cells", "reproducibility", "install")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -39,6 +40,7 @@ class Cell:
     requires: str | None = None                # a module that must be importable (e.g. ovmfgen.boot.xen)
     ccache: bool = True
     timeout: float | None = None               # per boot, seconds (None: the boot's default)
+    edk2: str | None = None                    # the edk2 tree's tag (None: the default tree)
 
     def to_json(self) -> dict:
         """The cell as plain JSON data (what the cell process receives)."""
@@ -124,11 +126,14 @@ def _mapping(value: object, what: str, where: str, allowed: Sequence[str]) -> di
     return value
 
 
-def _cell_name(platform: str, target: str, fd_size: str | None, features: Sequence[str]) -> str:
+def _cell_name(platform: str, target: str, fd_size: str | None, features: Sequence[str],
+               edk2: str | None = None) -> str:
     parts = [platform, target]
     if fd_size:
         parts.append(fd_size)
     parts += [f.split("=", 1)[-1] for f in features]
+    if edk2:
+        parts.append(edk2)
     return re.sub(r"[^A-Za-z0-9._-]", "", "-".join(parts))
 
 
@@ -157,7 +162,10 @@ def parse_matrix(data: object, path: str = "nightly.yaml") -> Matrix:
         except OvmfgenError as exc:
             raise OvmfgenError(f"{where}: {exc.message}") from None
         fd_size = f"{size}M" if size else None
-        name = str(item.get("name") or _cell_name(platform, target, fd_size, features))
+        edk2 = item.get("edk2")
+        if edk2 is not None and (not isinstance(edk2, str) or edk2 not in KNOWN_TAGS):
+            raise OvmfgenError(f"{where}: edk2 '{edk2}' is not a known tag (known: {', '.join(KNOWN_TAGS)})")
+        name = str(item.get("name") or _cell_name(platform, target, fd_size, features, edk2))
         where = f"{path}: cell '{name}'"
         if not _NAME_RE.match(name):
             raise OvmfgenError(f"{where}: a cell name is letters, digits, '.', '_' and '-'")
@@ -178,6 +186,7 @@ def parse_matrix(data: object, path: str = "nightly.yaml") -> Matrix:
             requires=str(item["requires"]) if item.get("requires") else None,
             ccache=bool(item.get("ccache", True)),
             timeout=float(timeout) if timeout is not None else None,
+            edk2=edk2,
         ))
     repro = _mapping(top.get("reproducibility") or {}, "reproducibility", path, ("rotate", "required"))
     rotate = _str_list(repro.get("rotate"), "reproducibility.rotate", path)

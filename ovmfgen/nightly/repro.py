@@ -139,7 +139,7 @@ def run_repro(cell: Cell, repro_dir: Path, threads: int | None = None, keep_work
         for tag in ("a", "second-path"):
             lay = build_layout.Layout(build_root=root / tag / "build", dist_root=root / tag / "dist")
             req = build_request.make_request(cell.platform, cell.target, cell.fd_size, cell.defines, cell.features,
-                                             jobs=threads, clean=True, ccache=False)
+                                             jobs=threads, clean=True, ccache=False, edk2=cell.edk2)
             say(f"reproducibility: building {cell.name} from scratch in {display_path(lay.build_root)}")
             result = build_cmd.build(req, lay)
             plan = build_plan.plan(req, lay)
