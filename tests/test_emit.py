@@ -42,9 +42,13 @@ def test_gitlab_pipeline_has_a_job_per_cell_and_a_merging_report_job(tmp_path: P
     cells = matrix.select_cells(m, match=["DEBUG"], exclude=["xenboot"])
     doc = yaml.safe_load(emit.emit("gitlab", m, cells, tmp_path / "ci.yml").read_text())
     cell_jobs = [k for k in doc if k.startswith("cell-")]
-    assert len(cell_jobs) == len(cells) == 3
+    assert len(cell_jobs) == len(cells) == 4
     for name in cell_jobs:
         assert doc[name]["stage"] == "cells" and doc[name]["extends"] == ".ovmfgen-nightly"
+    # The cell on another edk2 tree sets that tree up first.
+    new = doc["cell-xen-pvh-debug-2m-edk2-stable202605"]["script"]
+    assert new[0] == "invoke setup --edk2 edk2-stable202605" and "--cell xen-pvh-DEBUG-2M-edk2-stable202605" in new[1]
+    assert not any("--edk2" in line for line in doc["cell-xen-pvh-debug-2m"]["script"])
     assert doc["report"]["stage"] == "report" and doc["report"]["script"] == ["invoke nightly --merge out --out nightly"]
     assert "when" not in doc["report"]  # GitLab rejects job-level `when` next to `rules`
     assert all(rule["when"] == "always" for rule in doc["report"]["rules"])

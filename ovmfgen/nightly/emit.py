@@ -42,6 +42,14 @@ def _dump(data: object) -> str:
     return yaml.dump(data, Dumper=_WorkflowDumper, sort_keys=False, default_flow_style=False, width=1000)
 
 
+def _tree_setup(cell: Cell) -> list[dict]:
+    """The extra setup step of a cell built against another edk2 tree than the default (its release
+    tarball must be where $OVMFGEN_EDK2_TARBALLS points, or the tree reachable through $OVMFGEN_EDK2)."""
+    if not cell.edk2:
+        return []
+    return [{"name": f"Setup {cell.edk2}", "run": f"invoke setup --edk2 {cell.edk2}"}]
+
+
 def github_workflow(matrix: Matrix, cells: Sequence[Cell], matrix_path: str = "nightly.yaml") -> str:
     """A GitHub Actions workflow: one job per cell, one for reproducibility, one merging the report."""
     setup = [
@@ -51,7 +59,7 @@ def github_workflow(matrix: Matrix, cells: Sequence[Cell], matrix_path: str = "n
         {"name": "ovmfgen", "run": "python3 -m venv /opt/venv && /opt/venv/bin/pip install -e . && "
                                    "echo /opt/venv/bin >> \"$GITHUB_PATH\""},
         {"name": "edk2 tree and BaseTools", "uses": "actions/cache@v4",
-         "with": {"path": "~/.cache/ovmfgen/edk2", "key": "edk2-${{ hashFiles('ovmfgen/edk2/tree.py', 'ovmfgen/host/setup.py') }}"}},
+         "with": {"path": "~/.cache/ovmfgen/edk2", "key": "edk2-${{ hashFiles('ovmfgen/edk2/*.py') }}"}},
         {"name": "Setup (edk2, BaseTools, apt packages)", "run": "invoke setup"},
         {"name": "Compiler cache", "uses": "actions/cache@v4",
          "with": {"path": "~/.cache/ovmfgen/ccache", "key": "ccache-${{ github.job }}-${{ github.run_id }}",
@@ -69,7 +77,7 @@ def github_workflow(matrix: Matrix, cells: Sequence[Cell], matrix_path: str = "n
         jobs[jid] = {
             "name": cell.name, "needs": "date", "runs-on": "ubuntu-latest", "container": container,
             "timeout-minutes": "120",
-            "steps": [*setup,
+            "steps": [*setup, *_tree_setup(cell),
                       {"name": f"nightly cell {cell.name}",
                        "run": f"invoke nightly --matrix {matrix_path} --cell {cell.name} --repro none --quiet "
                               "--date ${{ needs.date.outputs.date }} --out out"},
@@ -126,7 +134,8 @@ def gitlab_pipeline(matrix: Matrix, cells: Sequence[Cell], matrix_path: str = "n
     for cell in cells:
         doc[_job_id(cell.name)] = {
             "extends": ".ovmfgen-nightly", "stage": "cells",
-            "script": [f"invoke nightly --matrix {matrix_path} --cell {cell.name} --repro none --quiet "
+            "script": [*(step["run"] for step in _tree_setup(cell)),
+                       f"invoke nightly --matrix {matrix_path} --cell {cell.name} --repro none --quiet "
                        "--date $NIGHTLY_DATE --out out/" + cell.name],
             "artifacts": {"when": "always", "paths": [f"out/{cell.name}/"]},
         }
