@@ -58,3 +58,19 @@ def test_the_newest_tree_comes_from_its_verified_tarball(newest_tree: edk2.Edk2T
     assert proc.returncode == 0, proc.stderr
     assert "nothing to do" in proc.stderr and NEW in proc.stderr, proc.stderr
     print(f"no-op setup --edk2 {NEW}: {took:.2f} s")
+
+
+def test_render_and_diff_against_the_newest_tree(newest_tree: edk2.Edk2Tree) -> None:
+    """The one description renders, validates and diffs against the newest tree with --edk2."""
+    env = {k: v for k, v in os.environ.items() if k != "OVMFGEN_EDK2"}
+    render = subprocess.run([sys.executable, "-m", "ovmfgen", "render", "--platform", "xen-pvh", "--edk2", NEW],
+                            cwd=paths.REPO_ROOT, env=env, capture_output=True, text=True)
+    assert render.returncode == 0, render.stderr
+    assert f"build/{NEW}/xen-pvh/OvmfPkg/XenOvmf.dsc" in render.stderr
+    dsc = (paths.BUILD_DIR / NEW / "xen-pvh" / "OvmfPkg" / "XenOvmf.dsc").read_bytes()
+    assert b"MemDebugLogLib" in dsc and b"\r\n" in dsc  # 202605's library class, CRLF as EDK2 files are
+    diff = subprocess.run([sys.executable, "-m", "ovmfgen", "diff", "--platform", "xen-pvh", "--against",
+                           "edk2/OvmfPkg/OvmfXen.dsc", "--edk2", NEW], cwd=paths.REPO_ROOT, env=env,
+                          capture_output=True, text=True)
+    assert diff.returncode == 0, diff.stdout + diff.stderr
+    assert "PLATFORM_NAME: Ovmf -> XenOvmf" in diff.stdout and "unexplained" not in diff.stdout
