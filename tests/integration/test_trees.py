@@ -29,9 +29,10 @@ SHARED = paths.REPO_ROOT.parent / "shared" / "edk2"
 @pytest.fixture(scope="session")
 def newest_tree() -> edk2.Edk2Tree:
     """The newest known tree, set up from the release tarball directory when it is not yet."""
-    if not os.environ.get(TARBALLS_ENV):
-        os.environ[TARBALLS_ENV] = str(SHARED)  # what .ci/run exports
-    return ensure_release(NEW)[0]
+    with pytest.MonkeyPatch.context() as mp:
+        if not os.environ.get(TARBALLS_ENV):
+            mp.setenv(TARBALLS_ENV, str(SHARED))  # what .ci/run exports
+        return ensure_release(NEW)[0]
 
 
 def test_the_newest_tree_comes_from_its_verified_tarball(newest_tree: edk2.Edk2Tree) -> None:
