@@ -33,7 +33,7 @@ def render(c, platform="xen-pvh", output=None, edk2=None):
     """Render platforms/PLATFORM.yaml into XenOvmf.dsc/.fdf (atomic, write only if changed)."""
     from ovmfgen.platform import render as stage
 
-    guard(stage.render_command, platform, output, edk2)
+    guard(stage.render_command, platform, output, edk2=edk2)
 
 
 @task(name="import", help={"dsc": "upstream .dsc", "fdf": "upstream .fdf", "output": "YAML to write"})
@@ -44,13 +44,14 @@ def import_platform(c, dsc, fdf, output):
     guard(importer.import_command, dsc, fdf, output)
 
 
-@task(help={"platform": "platform name", "against": "upstream .dsc to compare with", "fdf": "upstream .fdf",
-            "edk2": "edk2 tree: a tag such as edk2-stable202605 (default: the default tree)"})
-def diff(c, platform, against, fdf=None, edk2=None):
-    """Semantic diff of a platform against an upstream DSC/FDF; exit 1 on an unexplained delta."""
+@task(help={"platform": "platform name", "against": "a DSC to compare with (default: the platform's upstream "
+            "in the tree)", "fdf": "its FDF (default: beside the DSC)", "edk2": "edk2 tree: a tag such as "
+            "edk2-stable202605 (default: the default tree)"})
+def diff(c, platform="xen-pvh", against=None, fdf=None, edk2=None):
+    """Semantic diff of a platform against its upstream DSC/FDF; exit 1 on an unexplained delta."""
     from ovmfgen.platform import diff as stage
 
-    guard(stage.diff_command, platform, against, fdf, edk2)
+    guard(stage.diff_command, platform, against, fdf, edk2=edk2)
 
 
 @task(

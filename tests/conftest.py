@@ -126,3 +126,10 @@ def fake_git_edk2(tmp_path: Path) -> Callable[[str], Path]:
 def edk2_tree() -> edk2.Edk2Tree:
     """The real edk2 tree `invoke setup` prepared (integration tests); fails, not skips, when absent."""
     return edk2.locate()
+
+
+@pytest.fixture(scope="session")
+def edk2_tree_202605() -> edk2.Edk2Tree:
+    """The edk2-stable202605 tree (`invoke setup --edk2 edk2-stable202605`, from ../shared/edk2 in CI);
+    fails, not skips, when absent."""
+    return edk2.locate("edk2-stable202605")

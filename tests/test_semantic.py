@@ -25,6 +25,36 @@ def test_xen_pvh_shows_only_listed_deltas(edk2_tree) -> None:
     assert ("fd-region", "FD.OVMF 0x0|0x40000") in four
 
 
+def test_xen_pvh_shows_only_listed_deltas_on_202605(edk2_tree_202605) -> None:
+    # The same platform file, loaded for the newer release, against that release's OvmfXen.
+    tree = edk2_tree_202605.root
+    platform = load_platform("xen-pvh", edk2=edk2_tree_202605.tag)
+    per_config, unexplained, stale = diff_platform(platform, tree / "OvmfPkg/OvmfXen.dsc",
+                                                   tree / "OvmfPkg/OvmfXen.fdf", tree)
+    assert (unexplained, stale) == ([], [])
+    assert {(d.kind, d.subject) for d in per_config["default"]} == {
+        ("define", "PLATFORM_NAME"), ("define", "PLATFORM_GUID"), ("define", "OUTPUT_DIRECTORY"),
+        ("define", "FLASH_DEFINITION"), ("fd-region", "FD.OVMF 0x0|0xe000")}
+
+
+def test_diff_never_refuses(edk2_tree_202605) -> None:
+    # xen-pvh as written for 202502 only does not validate against 202605: diff still shows what
+    # upstream changed (semantically, libraries summarised per class), then the validation error.
+    old = "tests/data/rebase/xen-pvh.yaml"
+    proc = subprocess.run([sys.executable, "-m", "ovmfgen", "diff", "--platform", old, "--edk2", "edk2-stable202605"],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert " ! MdeModulePkg/Application/BootManagerMenuApp/BootManagerMenuApp.inf: (no overrides) -> (absent)" in out
+    assert " ! MemDebugLogLib: OvmfPkg/Library/MemDebugLogLib/MemDebugLogLibNull.inf -> (no mapping)   (in " in out
+    assert " ! gEfiMdeModulePkgTokenSpaceGuid.PcdConOutUgaSupport: (absent) -> FALSE" in out
+    assert "FV.DXEFV: MdeModulePkg/Application/BootManagerMenuApp/BootManagerMenuApp.inf" in out
+    assert out.rstrip().endswith("xen-pvh does not validate against edk2-stable202605:")
+    assert proc.stderr.strip().splitlines() == [
+        f"{old}:473:9: error: library class MemDebugLogLib has no mapping for OvmfPkg/Sec/SecMain.inf (SEC) "
+        "(needed by OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPort.inf)"]
+
+
 def test_unexplained_delta_fails(tmp_path: Path, edk2_tree) -> None:
     tree = edk2_tree.root
     text = (REPO_ROOT / "platforms" / "xen-pvh.yaml").read_text()
@@ -44,3 +74,8 @@ def test_diff_command_exit_status(edk2_tree) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PLATFORM_NAME: Ovmf -> XenOvmf" in proc.stdout
     assert "delta:" in proc.stdout and "unexplained" not in proc.stdout
+    # Without --against: the platform's upstream (upstream: dsc/fdf) in the default tree.
+    proc = subprocess.run([sys.executable, "-m", "ovmfgen", "diff", "--platform", "xen-pvh"], cwd=REPO_ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PLATFORM_NAME: Ovmf -> XenOvmf" in proc.stdout and "unexplained" not in proc.stdout

@@ -17,12 +17,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ovmfgen.edk2.tree import locate
 from ovmfgen.errors import OvmfgenError
+from ovmfgen.platform.importer import _resolve_input
+from ovmfgen.platform.load import load_platform
 from ovmfgen.platform.model import Include, Platform, Region, RegionContent, RegionPcds, ReservedRegion, Statement
 from ovmfgen.platform.syntax import parse_fdf
 from ovmfgen.platform.validate import (
-    ARCH, Infos, MissingLibrary, Workspace, active_statements, component_libraries, conditional_evaluator,
-    dsc_parser, expand_macros, fdf_parser, quiet_edk2toollib,
+    ARCH, Infos, Workspace, active_statements, component_libraries, conditional_evaluator,
+    dsc_parser, expand_macros, fdf_parser, prepare_workspace, quiet_edk2toollib, validate,
 )
 
 CONFIGURATIONS: tuple[tuple[tuple[str, str], ...], ...] = (
@@ -160,14 +163,11 @@ def resolve(dsc_rel: str, fdf_rel: str, ws: Workspace, defines: Mapping[str, str
     for inf, _arch, overrides in dsc.Components:
         parts = [f"{k}|{v}" for k, v in sorted(overrides.items()) if k != "NULL" and isinstance(v, str)]
         parts += [f"NULL|{v}" for v in sorted(overrides.get("NULL", []) or [])]
-        components[inf] = ", ".join(parts)
+        components[inf] = ", ".join(parts) or "(no overrides)"
     infos = Infos(ws, edk2_path)
     libraries: dict[str, str] = {}
     for comp in dsc.Components:
-        try:
-            _, resolved = component_libraries(dsc, infos, comp)
-        except MissingLibrary as missing:
-            resolved = {missing.lib_class: "(no mapping)"}
+        _, resolved = component_libraries(dsc, infos, comp, lenient=True)
         for cls, inst in resolved.items():
             libraries[f"{comp[0]}: {cls}"] = inst
     pcds = {k: " ".join(str(v).split()) for k, v in dsc.PcdValueDict.items()}
@@ -239,8 +239,6 @@ def _delta_matches(delta_kind: str, delta_subject: str, diff: Difference) -> boo
 def diff_platform(platform: Platform, against_dsc: Path, against_fdf: Path, edk2_root: Path
                   ) -> tuple[dict[str, list[Difference]], list[Difference], list[str]]:
     """(differences per configuration, unexplained ones, listed deltas never observed)."""
-    from ovmfgen.platform.validate import prepare_workspace
-
     with tempfile.TemporaryDirectory(prefix="ovmfgen-diff-") as tmp:
         ws_root = prepare_workspace(platform, Path(tmp))
         ours_ws = Workspace((ws_root, edk2_root))
@@ -266,6 +264,43 @@ def diff_platform(platform: Platform, against_dsc: Path, against_fdf: Path, edk2
     return per_config, unexplained, stale
 
 
+def _summarise_libraries(diffs: list[Difference], all_diffs: dict[Difference, list[str]],
+                         unexplained: list[Difference], lines: list[str], n_configs: int) -> list[Difference]:
+    """Library lines that would repeat, said once; returns the differences still to print one by one.
+
+    A component present on one side only resolves every class on that side: one line for it. A class
+    that changed the same way in many components (a new class, an instance replaced) is one line
+    with the count, which is what changed upstream ("library classes per module type").
+    """
+    only_one_side: dict[str, list[Difference]] = {}
+    for d in diffs:
+        component, _, _cls = d.subject.partition(": ")
+        only_one_side.setdefault(component, []).append(d)
+    rest: list[Difference] = []
+    for component, group in sorted(only_one_side.items()):
+        if all(not d.ours for d in group) and len(group) > 3:
+            mark = "!" if any(d in unexplained for d in group) else " "
+            lines.append(f" {mark} {component}: {len(group)} library classes resolved upstream only (component absent here)")
+        elif all(not d.theirs for d in group) and len(group) > 3:
+            mark = "!" if any(d in unexplained for d in group) else " "
+            lines.append(f" {mark} {component}: {len(group)} library classes resolved here only (component absent upstream)")
+        else:
+            rest.extend(group)
+    same: dict[tuple[str, str, str, tuple[str, ...], bool], list[Difference]] = {}
+    for d in rest:
+        _component, _, cls = d.subject.partition(": ")
+        same.setdefault((cls, d.theirs, d.ours, tuple(all_diffs[d]), d in unexplained), []).append(d)
+    out: list[Difference] = []
+    for (cls, theirs, ours, configs, bad), group in sorted(same.items(), key=lambda kv: kv[0][:3]):
+        if len(group) <= 3:
+            out.extend(group)
+            continue
+        where = "" if len(configs) == n_configs else f"   [{'; '.join(configs)}]"
+        lines.append(f" {'!' if bad else ' '} {cls}: {theirs or '(absent)'} -> {ours or '(absent)'}   "
+                     f"(in {len(group)} components){where}")
+    return out
+
+
 def format_report(platform: Platform, per_config: dict[str, list[Difference]], unexplained: list[Difference],
                   stale: list[str]) -> str:
     """The grouped, readable report ``invoke diff`` prints."""
@@ -280,6 +315,8 @@ def format_report(platform: Platform, per_config: dict[str, list[Difference]], u
         if not group_diffs:
             continue
         lines.append(f"{_GROUP_TITLES[group]}:")
+        if group == "library":
+            group_diffs = _summarise_libraries(group_diffs, all_diffs, unexplained, lines, len(per_config))
         for d in sorted(group_diffs, key=lambda x: x.subject):
             configs = all_diffs[d]
             where = "" if len(configs) == len(per_config) else f"   [{'; '.join(configs)}]"
@@ -298,26 +335,41 @@ def format_report(platform: Platform, per_config: dict[str, list[Difference]], u
     return "\n".join(lines)
 
 
-def diff_command(platform_name: str, against: str, fdf: str | None = None, edk2: str | None = None) -> None:
+def diff_command(platform_name: str, against: str | None = None, fdf: str | None = None,
+                 edk2: str | None = None) -> None:
     """``invoke diff``: print the semantic differences; exit 1 on an unexplained one (or a stale delta).
 
-    ``edk2`` (a tag; None: the default tree) is the tree the platform is loaded for and ``edk2/...``
-    paths resolve in.
+    Compares against ``against`` (a DSC; its FDF beside it or ``fdf``), by default the platform's
+    upstream (``upstream: dsc/fdf``) in the tree of ``edk2`` (a tag; None: the default tree). It never
+    refuses for a platform that does not validate against that tree: the differences come first (what
+    upstream changed), the validation error after them, and the exit status is 1.
     """
-    from ovmfgen.edk2.tree import locate
-    from ovmfgen.platform.importer import _resolve_input
-    from ovmfgen.platform.load import load_platform
-    from ovmfgen.platform.validate import validate
-
-    located = locate(edk2)
-    platform = load_platform(platform_name, edk2=located.tag)
-    validate(platform)
-    tree = located.root
-    dsc_path, _ = _resolve_input(against, located.tag)
-    fdf_path, _ = _resolve_input(fdf, located.tag) if fdf else (dsc_path.with_suffix(".fdf"), "")
-    if not fdf_path.is_file():
-        raise OvmfgenError(f"no FDF beside {against}; pass --fdf")
-    per_config, unexplained, stale = diff_platform(platform, dsc_path, fdf_path, tree)
+    tree = locate(edk2)
+    platform = load_platform(platform_name, edk2=tree.tag)
+    try:
+        validate(platform, tree=tree)
+        invalid = None
+    except OvmfgenError as exc:
+        invalid = exc
+    if against is None:
+        if platform.upstream is None:
+            raise OvmfgenError(f"{platform.source} has no 'upstream:' (dsc, fdf); pass --against")
+        dsc_path, fdf_path = tree.root / platform.upstream.dsc, tree.root / platform.upstream.fdf
+        shown = f"{platform.upstream.dsc} of {tree.tag}"
+        for path in (dsc_path, fdf_path):
+            if not path.is_file():
+                raise OvmfgenError(f"upstream file {path.relative_to(tree.root)} is not in the edk2 tree {tree.tag}",
+                                   platform.loc)
+    else:
+        dsc_path, _ = _resolve_input(against, tree.tag)
+        fdf_path, _ = _resolve_input(fdf, tree.tag) if fdf else (dsc_path.with_suffix(".fdf"), "")
+        shown = against
+        if not fdf_path.is_file():
+            raise OvmfgenError(f"no FDF beside {against}; pass --fdf")
+    per_config, unexplained, stale = diff_platform(platform, dsc_path, fdf_path, tree.root)
     print(format_report(platform, per_config, unexplained, stale), flush=True)
+    if invalid is not None:
+        print(f"{platform.name} does not validate against {tree.tag}:", flush=True)
+        raise invalid
     if unexplained or stale:
-        raise OvmfgenError(f"{platform.name} differs from {against} beyond its listed deltas")
+        raise OvmfgenError(f"{platform.name} differs from {shown} beyond its listed deltas")

@@ -29,7 +29,7 @@ from ovmfgen.platform.model import (
     ErrorDirective, Field, Inf, Include, LibraryMapping, Override, Pcd, Platform, Raw, Region,
     RegionContent, RegionPcds, ReservedRegion, Section, SetPcd, Statement, SubSection, Upstream,
 )
-from ovmfgen.edk2.tree import PIN
+from ovmfgen.edk2.releases import DEFAULT_TAG
 from ovmfgen.paths import PLATFORMS_DIR
 from ovmfgen.platform.release import ConditionError, parse_condition
 from ovmfgen.platform.syntax import split_pcd_value
@@ -531,7 +531,7 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
     platform is loaded for (``Edk2Tree.tag``; None: the default tree's), which decides
     ``when: {edk2: ...}`` blocks.
     """
-    edk2 = edk2 or PIN.tag
+    edk2 = edk2 or DEFAULT_TAG
     path = Path(name_or_path)
     if path.suffix != ".yaml":
         path = platforms_dir / f"{name_or_path}.yaml"

@@ -130,7 +130,7 @@ def render_command(platform_name: str, output: str | None = None, edk2: str | No
 
     tree = locate(edk2)
     platform = load_platform(platform_name, edk2=tree.tag)
-    rendered = validate(platform)
+    rendered = validate(platform, tree=tree)
     out_dir = Path(output) if output else default_output_dir(platform, edk2)
     written = write_outputs(rendered, out_dir)
     for name in rendered.files():

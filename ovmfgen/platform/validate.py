@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ovmfgen.edk2.releases import DEFAULT_TAG
+from ovmfgen.edk2.tree import Edk2Tree, locate
 from ovmfgen.errors import Location, OvmfgenError
 from ovmfgen.platform.model import (
     Component, Conditional, Field, Inf, Include, LibraryMapping, Pcd, Platform, Region, RegionPcds,
@@ -200,11 +202,16 @@ class MissingLibrary(Exception):
         return f"library class {self.lib_class} has no mapping for {self.component} ({self.module_type}){via}"
 
 
-def component_libraries(dsc_parser: object, infos: Infos, component: tuple) -> tuple[str, dict[str, str]]:
+NO_MAPPING = "(no mapping)"
+
+
+def component_libraries(dsc_parser: object, infos: Infos, component: tuple,
+                        lenient: bool = False) -> tuple[str, dict[str, str]]:
     """(module type, {library class: instance INF}) for one DscParser component, resolved transitively.
 
     EDK2's precedence: the component's own <LibraryClasses>, then [LibraryClasses.ARCH.MODULE_TYPE],
-    [LibraryClasses.common.MODULE_TYPE], [LibraryClasses.ARCH], [LibraryClasses]. Raises MissingLibrary.
+    [LibraryClasses.common.MODULE_TYPE], [LibraryClasses.ARCH], [LibraryClasses]. Raises MissingLibrary,
+    unless ``lenient`` (the semantic diff), which records NO_MAPPING for the class and goes on.
     """
     scoped: dict[str, list[str]] = getattr(dsc_parser, "ScopedLibraryDict", {})
     inf_rel, _arch, overrides = component[0], component[1], component[2]
@@ -234,6 +241,9 @@ def component_libraries(dsc_parser: object, infos: Infos, component: tuple) -> t
             continue
         instance = lookup(lib_class)
         if instance is None:
+            if lenient:
+                resolved[lib_class] = NO_MAPPING
+                continue
             raise MissingLibrary(lib_class, inf_rel, module_type, needed_by)
         resolved[lib_class] = instance
         inst_info = infos.get(instance)
@@ -447,8 +457,17 @@ def _cache_key(platform: Platform, edk2_digest: str, rendered: Rendered | None =
     return h.hexdigest()
 
 
-def validate(platform: Platform, edk2_root: Path | None = None, use_cache: bool = True) -> Rendered:
+def _marker_prefix(platform: Platform) -> str:
+    # One marker per platform and release, so that checking against one tree keeps the other's.
+    return f"{platform.name}-{platform.edk2}-" if platform.edk2 else f"{platform.name}-"
+
+
+def validate(platform: Platform, edk2_root: Path | None = None, use_cache: bool = True,
+             tree: Edk2Tree | None = None) -> Rendered:
     """Run every check; the first problem raises ``OvmfgenError`` located in the YAML.
+
+    The tree checked against is ``edk2_root`` (tests), else ``tree``, else the tree of the release the
+    platform was loaded for (``platform.edk2``; the default tree when that is the default tag).
 
     Returns the rendered files the checks ran on (rendered once, so callers need not render again).
     A passing result is remembered (build/.validated/) under a key over everything the checks read,
@@ -462,14 +481,13 @@ def validate(platform: Platform, edk2_root: Path | None = None, use_cache: bool 
     rendered = render(platform)
     digest = ""
     if edk2_root is None:
-        from ovmfgen.edk2.tree import locate
-
-        tree = locate(platform.edk2)  # the tree the platform was loaded for
+        if tree is None:
+            tree = locate(platform.edk2 if platform.edk2 and platform.edk2 != DEFAULT_TAG else None)
         edk2_root, digest = tree.root, tree.digest
     check_overrides(platform)
     marker = None
     if use_cache and digest:
-        marker = BUILD_DIR / ".validated" / f"{platform.name}-{_cache_key(platform, digest, rendered)}"
+        marker = BUILD_DIR / ".validated" / f"{_marker_prefix(platform)}{_cache_key(platform, digest, rendered)}"
         if marker.is_file():
             return rendered
     quiet_edk2toollib()
@@ -492,7 +510,7 @@ def validate(platform: Platform, edk2_root: Path | None = None, use_cache: bool 
             check_fd_layout(platform, ws_root, edk2_path)
     if marker is not None:
         # Old markers of this platform are stale now; keep just the current one.
-        for old in marker.parent.glob(f"{platform.name}-*") if marker.parent.is_dir() else ():
+        for old in marker.parent.glob(f"{_marker_prefix(platform)}*") if marker.parent.is_dir() else ():
             old.unlink(missing_ok=True)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
