@@ -54,6 +54,18 @@ def diff(c, platform="xen-pvh", against=None, fdf=None, edk2=None):
     guard(stage.diff_command, platform, against, fdf, edk2=edk2)
 
 
+@task(name="rebase", help={
+    "platform": "platform name (platforms/NAME.yaml) or a YAML path", "to": "the edk2 release to carry it to",
+    "from_": "the release it is written for (default: the newest its edk2 conditions name, else the default tree)",
+    "dry_run": "print the YAML change instead of writing it",
+})
+def rebase_platform(c, platform="xen-pvh", to=None, from_=None, dry_run=False):
+    """Carry a platform to a new edk2 release: upstream's change merged into the YAML as release conditions."""
+    from ovmfgen.platform import rebase as stage
+
+    guard(stage.rebase_command, platform, to, from_tag=from_, dry_run=dry_run)
+
+
 @task(
     iterable=["define", "feature"],
     help={

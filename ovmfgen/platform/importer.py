@@ -52,6 +52,11 @@ def dump_yaml(data: Any) -> str:
                      allow_unicode=True)
 
 
+def yaml_items(body: tuple[Statement, ...], kind: str) -> list[Any]:
+    """The YAML items (plain data for ``dump_yaml``) of statements in a ``kind`` section (rebase writes them)."""
+    return _items(body, kind)
+
+
 def _items(body: tuple[Statement, ...], kind: str, inc: Any = None) -> list[Any]:
     out: list[Any] = []
     i = 0

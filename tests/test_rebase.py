@@ -1,0 +1,142 @@
+"""invoke rebase: upstream's 202502 -> 202605 change merged into platforms written for 202502 only.
+
+tests/data/rebase/ holds xen-pvh.yaml and qemu-x64.yaml as they stood before release conditions
+existed. Rebased to edk2-stable202605 they must serve both trees:
+
+* xen-pvh: the result renders byte-identical XenOvmf.dsc/.fdf (but for the generated-from line) to the
+  shipped platforms/xen-pvh.yaml for both releases and both feature sets of the golden files. The shipped
+  platform diffs clean against both trees' OvmfXen (test_semantic) and the 202605 integration build
+  builds and boots it, so this shows that the rebased platform does too (without a second build in CI).
+* qemu-x64: the shipped platforms/qemu-x64.yaml *is* the rebase's output, byte for byte; it diffs clean
+  against OvmfPkgX64 of both trees (test below).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ovmfgen.paths import REPO_ROOT
+from ovmfgen.platform.diff import diff_platform
+from ovmfgen.platform.load import load_platform
+from ovmfgen.platform.rebase import rebase, written_for
+from ovmfgen.platform.render import render
+
+OLD = REPO_ROOT / "tests" / "data" / "rebase"
+FEATURE_SETS = ({}, {"debug_output": "hypervisor-console", "fd_size": "4"})
+
+
+def _copy(tmp_path: Path, name: str, edit=None) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    text = (OLD / f"{name}.yaml").read_text(encoding="utf-8")
+    path.write_text(edit(text) if edit else text, encoding="utf-8")
+    return path
+
+
+def test_xen_pvh_rebased_renders_like_the_shipped_platform(tmp_path: Path, edk2_tree, edk2_tree_202605) -> None:
+    path = _copy(tmp_path, "xen-pvh")
+    assert written_for(path.read_text()) == "edk2-stable202502"
+    result = rebase(path, edk2_tree, edk2_tree_202605)
+    assert result.conflicts == ()
+    assert "added component MdeModulePkg/Application/BootManagerMenuApp/BootManagerMenuApp.inf" in result.changes
+    assert "added library class MemDebugLogLib" in result.changes
+    path.write_text(result.text, encoding="utf-8")
+    assert written_for(result.text) == "edk2-stable202605"
+    for tag in (edk2_tree.tag, edk2_tree_202605.tag):
+        for features in FEATURE_SETS:
+            ours = load_platform(path, platforms_dir=tmp_path, edk2=tag, feature_overrides=features)
+            shipped = load_platform("xen-pvh", edk2=tag, feature_overrides=features)
+            for name, data in render(ours).files().items():
+                data = data.replace(ours.source.encode(), shipped.source.encode())
+                assert data == render(shipped).files()[name], (tag, features, name)
+
+
+def test_rebase_keeps_everything_it_did_not_touch(tmp_path: Path, edk2_tree, edk2_tree_202605) -> None:
+    # A reviewable change: only whole lines inserted or replaced; every old line is still there, in order.
+    text = (OLD / "xen-pvh.yaml").read_text(encoding="utf-8")
+    result = rebase(_copy(tmp_path, "xen-pvh"), edk2_tree, edk2_tree_202605)
+    new_lines = iter(line.strip() for line in result.text.splitlines())
+    assert all(line.strip() in new_lines for line in text.splitlines())
+    assert result.text.count('when: {edk2: ">= edk2-stable202605"}') >= 5
+    assert "deltas:\n  - kind: define\n    subject: PLATFORM_NAME" in result.text
+
+
+def test_qemu_x64_rebased_is_the_shipped_platform(tmp_path: Path, edk2_tree, edk2_tree_202605) -> None:
+    result = rebase(_copy(tmp_path, "qemu-x64"), edk2_tree, edk2_tree_202605)
+    assert result.conflicts == ()
+    assert result.text == (REPO_ROOT / "platforms" / "qemu-x64.yaml").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("which", ["edk2_tree", "edk2_tree_202605"])
+def test_qemu_x64_diffs_clean_against_both_trees(which: str, request: pytest.FixtureRequest) -> None:
+    tree = request.getfixturevalue(which)
+    platform = load_platform("qemu-x64", edk2=tree.tag)
+    per_config, unexplained, stale = diff_platform(platform, tree.root / "OvmfPkg/OvmfPkgX64.dsc",
+                                                   tree.root / "OvmfPkg/OvmfPkgX64.fdf", tree.root)
+    assert (unexplained, stale) == ([], [])
+    assert {(d.kind, d.subject) for d in per_config["default"]} == {
+        ("define", "PLATFORM_NAME"), ("define", "OUTPUT_DIRECTORY"), ("define", "FLASH_DEFINITION")}
+
+
+def _where(text: str, item: str, nth: int = 0) -> str:
+    """line:col of the nth list item whose text after '- ' starts with ``item``."""
+    hits = [(n + 1, line.index("- ") + 3) for n, line in enumerate(text.splitlines())
+            if line.lstrip().startswith(f"- {item}")]
+    return f"{hits[nth][0]}:{hits[nth][1]}"
+
+
+def test_conflicts_are_located_and_nothing_is_written(tmp_path: Path, edk2_tree, edk2_tree_202605) -> None:
+    def edit(text: str) -> str:
+        # Our own change to a PCD upstream dropped, and a delta on a component upstream changed.
+        text = text.replace("PcdConOutUgaSupport: FALSE", "PcdConOutUgaSupport: TRUE")
+        return text.replace("deltas:\n", "deltas:\n  - kind: component\n    subject: SecurityPkg/Hash2DxeCrypto/"
+                                         "Hash2DxeCrypto.inf\n    reason: Hash2 stays in every build.\n", 1)
+
+    path = _copy(tmp_path, "xen-pvh", edit)
+    before = path.read_bytes()
+    text = before.decode()
+    proc = subprocess.run([sys.executable, "-m", "ovmfgen", "rebase", "--platform", str(path), "--to",
+                           edk2_tree_202605.tag], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1
+    shown = str(path)
+    assert proc.stderr.splitlines() == [
+        f"{shown}:{_where(text, 'gEfiMdeModulePkgTokenSpaceGuid.PcdConOutUgaSupport')}: conflict: upstream changed "
+        "PCD gEfiMdeModulePkgTokenSpaceGuid.PcdConOutUgaSupport (removed it) which the platform also changes",
+        f"{shown}:{_where(text, 'SecurityPkg/Hash2DxeCrypto/Hash2DxeCrypto.inf')}: conflict: upstream changed "
+        "component SecurityPkg/Hash2DxeCrypto/Hash2DxeCrypto.inf which delta 'component "
+        "SecurityPkg/Hash2DxeCrypto/Hash2DxeCrypto.inf' also changes",
+        f"{shown}:{_where(text, 'INF: SecurityPkg/Hash2DxeCrypto/Hash2DxeCrypto.inf')}: conflict: upstream changed "
+        "FV entry SecurityPkg/Hash2DxeCrypto/Hash2DxeCrypto.inf which delta 'component "
+        "SecurityPkg/Hash2DxeCrypto/Hash2DxeCrypto.inf' also changes",
+        "error: 3 conflict(s): nothing written",
+    ]
+    assert path.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name != path.name]   # no temp file left beside it
+
+
+def test_dry_run_prints_the_change_and_writes_nothing(tmp_path: Path, edk2_tree, edk2_tree_202605) -> None:
+    path = _copy(tmp_path, "xen-pvh")
+    before = path.read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "ovmfgen", "rebase", "--platform", str(path), "--to",
+                           edk2_tree_202605.tag, "--dry-run"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert '+      - when: {edk2: ">= edk2-stable202605"}' in proc.stdout
+    assert "-      - IntrinsicLib: CryptoPkg/Library/IntrinsicLib/IntrinsicLib.inf" in proc.stdout
+    assert path.read_bytes() == before
+    # Without --dry-run it writes; a second rebase has nothing left to do.
+    proc = subprocess.run([sys.executable, "-m", "ovmfgen", "rebase", "--platform", str(path), "--to",
+                           edk2_tree_202605.tag], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert path.read_bytes() != before
+    proc = subprocess.run([sys.executable, "-m", "ovmfgen", "rebase", "--platform", str(path), "--to",
+                           edk2_tree_202605.tag], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1 and "is not newer than edk2-stable202605" in proc.stderr
+
+
+def test_the_old_platforms_predate_release_conditions() -> None:
+    # The rebase tests start from platforms written for one release: no edk2 condition anywhere.
+    for name in ("xen-pvh", "qemu-x64"):
+        assert "edk2:" not in (OLD / f"{name}.yaml").read_text(encoding="utf-8")
