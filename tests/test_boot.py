@@ -293,3 +293,22 @@ def test_a_boot_fv_other_than_the_images_is_unproven():
     assert moved.detail == "SEC ran from a boot FV at 0x2cc000, but the image's SECFV is at 0x2dc000 on the pvh path"
     assert classify_log(log("reset-reached.log"), "reset", expected_fv=0xFFFCC000).ok
     assert not classify_log(log("reset-reached.log"), "reset", expected_fv=0xFFFDC000).ok
+
+
+def test_sec_stack_is_read_from_the_sec_line():
+    assert classify_log(log("pvh-reached.log"), "pvh").sec_stack == 0x820000
+    assert classify_log(log("reset-reached.log"), "reset").sec_stack == 0x820000
+    assert classify_log("", "pvh").sec_stack is None
+
+
+def test_boot_command_wants_the_same_sec_stack_on_both_entries(tmp_path: Path, monkeypatch):
+    from dataclasses import replace
+
+    image = tmp_path / "ovmf.elf"
+    image.write_bytes(b"x")
+    logs = {"pvh": classify_log(log("pvh-reached.log"), "pvh"), "reset": classify_log(log("reset-reached.log"), "reset")}
+    monkeypatch.setattr(boot, "boot_qemu", lambda path, entry, out_dir: logs[entry])
+    assert [r.entry for r in boot.boot_command(image=image)] == ["pvh", "reset"]
+    logs["reset"] = replace(logs["reset"], sec_stack=0x830000)
+    with pytest.raises(OvmfgenError, match=r"SEC's stack differs between the entries \(pvh 0x820000, reset 0x830000\)"):
+        boot.boot_command(image=image)

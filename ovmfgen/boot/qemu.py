@@ -101,6 +101,7 @@ class BootResult:
     decisive_line: str  # the log line (or QEMU message) the verdict rests on
     detail: str = ""
     boot_fv: int | None = None  # SECFV address from SEC's first line
+    sec_stack: int | None = None  # the top of SEC's temporary stack from that line (the same on both entries)
     returncode: int | None = None  # QEMU's exit status when it exited on its own
     duration: float | None = None  # seconds from starting QEMU to the verdict
     log_path: Path | None = None
@@ -215,6 +216,7 @@ def classify_log(
 
     sec_at = next((i for i, l in enumerate(lines) if MILESTONES[0][1].search(l)), None)
     boot_fv: int | None = None
+    sec_stack: int | None = None
     proven: str | None = None
     sec_line = ""
     if sec_at is not None:
@@ -222,12 +224,13 @@ def classify_log(
         m = MILESTONES[0][1].search(sec_line)
         assert m is not None
         boot_fv = int(m.group("fv"), 16)
+        sec_stack = int(m.group("stack"), 16)
         proven = "reset" if boot_fv >= FLASH_WINDOW_BASE else "pvh"
     seabios = any(_SEABIOS.search(l) for l in lines[: sec_at if sec_at is not None else len(lines)])
 
     last = lines[-1] if lines else ""
     tail = _tail(text)
-    base = dict(entry=entry, proven_entry=proven, milestones=tuple(reached), boot_fv=boot_fv,
+    base = dict(entry=entry, proven_entry=proven, milestones=tuple(reached), boot_fv=boot_fv, sec_stack=sec_stack,
                 returncode=returncode, log_tail=tail, qemu_output=qemu_output)
 
     def result(verdict: Verdict, line: str, detail: str) -> BootResult:
@@ -429,6 +432,11 @@ def boot_command(platform: str = "xen-pvh", target: str = "DEBUG", entry: str = 
         print(result.summary(), flush=True)
         results.append(result)
     failed = [r for r in results if not r.ok]
+    stacks = {r.sec_stack for r in results if r.ok}
+    if not failed and len(stacks) > 1:
+        # The temporary RAM is the image's (FixedAtBuild PCDs), whichever entry SEC came through.
+        raise BootError("boot failed: SEC's stack differs between the entries (" + ", ".join(
+            f"{r.entry} {r.sec_stack:#x}" for r in results) + ")", "")
     if failed:
         tails = []
         for r in failed:
