@@ -6,9 +6,8 @@ OVMFGEN_EDK2 unset) and the generated trees below. Integration tests use the rea
 
 from __future__ import annotations
 
-import os
-
 import io
+import os
 import subprocess
 import tarfile
 from collections.abc import Callable
