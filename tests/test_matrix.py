@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.nightly import command, matrix
 from ovmfgen.nightly.matrix import Cell
+from ovmfgen.run import run
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 
 def _matrix(cells: list[dict], **top) -> matrix.Matrix:
-    return matrix.parse_matrix({"cells": cells, **top}, "test.yaml")
+    """The matrix of this data, composed as nightly.yaml is (YAML nodes with their locations)."""
+    return matrix.parse_matrix(yaml.compose(yaml.safe_dump({"cells": cells, **top})), "test.yaml")
 
 
 SMALL = [
@@ -77,7 +84,7 @@ def test_the_shipped_matrix_has_a_tree_axis():
     ([{"name": "x", "platform": "p"}], {"install": [{"cell": "x"}]}, "needs 'firmware'"),
     ([], {}, "non-empty list"),
     ([{"name": "x", "platform": "p", "edk2": "edk2-stable209912"}], {},
-     "cell 1: edk2 'edk2-stable209912' is not a known tag \\(known: edk2-stable202502, edk2-stable202605\\)"),
+     "error: edk2 'edk2-stable209912' is not a known tag \\(known: edk2-stable202502, edk2-stable202605\\)"),
 ])
 def test_bad_matrices_are_one_line_errors(cells, top, message):
     with pytest.raises(OvmfgenError, match=message):
@@ -133,3 +140,89 @@ def test_the_reproducibility_cell_rotates_with_the_date():
 def test_cells_round_trip_through_json():
     cell = _matrix(SMALL).cells[0]
     assert Cell.from_json(json.loads(json.dumps(cell.to_json()))) == cell
+
+
+# --- nightly.yaml errors: one located line ----------------------------------------------------------
+
+INVALID = sorted((REPO / "tests" / "invalid-nightly").glob("*.yaml"))
+
+
+def _expected(case: Path) -> str:
+    first = case.read_bytes().split(b"\n", 1)[0].decode("utf-8")  # not-utf8.yaml: only its first line decodes
+    assert first.startswith("# expect: "), f"{case.name} must start with '# expect: <message>'"
+    return first.removeprefix("# expect: ")
+
+
+def test_enough_invalid_matrix_cases():
+    assert len(INVALID) >= 25
+
+
+@pytest.mark.parametrize("case", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_matrix_case(case: Path):
+    with pytest.raises(OvmfgenError) as info:
+        matrix.load_matrix(case)
+    assert str(info.value) == _expected(case)
+
+
+@pytest.mark.parametrize("name", ["bad-boot", "not-utf8", "invalid-yaml"])
+def test_a_bad_matrix_is_one_located_line_and_exit_status_1(name: str):
+    case = REPO / "tests" / "invalid-nightly" / f"{name}.yaml"
+    proc = run([sys.executable, "-m", "ovmfgen", "nightly", "--matrix", str(case), "--list"], cwd=REPO, check=False)
+    assert proc.returncode == 1
+    assert proc.stdout.strip() == _expected(case)  # run() merges stderr into stdout
+    assert "Traceback" not in proc.stdout
+
+
+def test_a_missing_matrix_file_is_located_too(tmp_path: Path):
+    with pytest.raises(OvmfgenError) as info:
+        matrix.load_matrix(tmp_path / "nightly.yaml")
+    assert str(info.value) == f"{tmp_path / 'nightly.yaml'}: error: no such matrix file"
+
+
+# --- robustness (hypothesis): any edit of nightly.yaml is a Matrix or one located error ----------------
+
+# OVMFGEN_HYPOTHESIS_EXAMPLES raises the example count for a deeper search (default: fast enough for CI).
+EXAMPLES = settings(max_examples=int(os.environ.get("OVMFGEN_HYPOTHESIS_EXAMPLES", "100")), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SHIPPED = (REPO / "nightly.yaml").read_bytes().splitlines(keepends=True)
+# What a character change writes: random bytes, or YAML syntax (tags, anchors, aliases, flow collections).
+YAML_BITS = st.one_of(st.binary(min_size=1, max_size=3), st.sampled_from(
+    [b"!!int ", b"!!float ", b"!!binary ", b"!!timestamp ", b"!foo ", b"&a ", b"*a ", b"[", b"{", b"- ", b": ", b"~",
+     b"\t", b"\xef\xbb\xbf", b"\x00"]))
+
+
+def _loads_or_says_where(tmp_path: Path, data: bytes) -> None:
+    case = tmp_path / "nightly.yaml"
+    case.write_bytes(data)
+    try:
+        matrix.load_matrix(case)
+    except OvmfgenError as exc:
+        assert exc.location is not None and exc.location.path == str(case) and exc.location.line >= 1, str(exc)
+        assert "\n" not in str(exc)
+
+
+@EXAMPLES
+@given(st.lists(st.tuples(st.sampled_from(["delete", "duplicate", "swap", "change"]),
+                          st.integers(0, len(SHIPPED) - 1), st.integers(0, 200), YAML_BITS),
+                min_size=1, max_size=4))
+def test_mutations_of_the_shipped_matrix(tmp_path: Path, edits: list) -> None:
+    lines = list(SHIPPED)
+    for op, i, j, data in edits:
+        i %= len(lines)
+        if op == "delete" and len(lines) > 1:
+            del lines[i]
+        elif op == "duplicate":
+            lines.insert(i, lines[i])
+        elif op == "swap":
+            k = j % len(lines)
+            lines[i], lines[k] = lines[k], lines[i]
+        elif op == "change":
+            k = j % max(1, len(lines[i]))
+            lines[i] = lines[i][:k] + data + lines[i][k + 1:]
+    _loads_or_says_where(tmp_path, b"".join(lines))
+
+
+@EXAMPLES
+@given(st.binary(max_size=512))
+def test_random_bytes(tmp_path: Path, data: bytes) -> None:
+    _loads_or_says_where(tmp_path, data)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.util
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ovmfgen import paths
 from ovmfgen.build.request import parse_assignments, parse_fd_size, parse_target
 from ovmfgen.edk2.releases import KNOWN_TAGS
-from ovmfgen.errors import OvmfgenError, display_path
+from ovmfgen.errors import Location, OvmfgenError, display_path
+from ovmfgen.platform.nodes import load_yaml_nodes, where
 
 DEFAULT_MATRIX = paths.REPO_ROOT / "nightly.yaml"
 BOOT_KINDS = ("pvh", "reset", "shell", "xen")
@@ -107,23 +110,75 @@ class Matrix:
         raise OvmfgenError(f"no cell '{name}' in {self.path} (cells: {', '.join(c.name for c in self.cells)})")
 
 
-def _str_list(value: object, what: str, where: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, (str, int, float)):
-        return (str(value),)
-    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
-        return tuple(str(v) for v in value)
-    raise OvmfgenError(f"{where}: {what} must be a list of text")
+class _Fields:
+    """A mapping node whose keys are checked against ``allowed``: its value nodes by key, and where they are."""
+
+    def __init__(self, node: Node, what: str, path: str, allowed: Sequence[str]) -> None:
+        if not isinstance(node, MappingNode):
+            raise OvmfgenError(f"{what} must be a mapping", where(node, path))
+        self.node, self.path = node, path
+        self.nodes: dict[str, Node] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, ScalarNode) else str(_value(key, path))
+            if name not in allowed:
+                raise OvmfgenError(f"unknown key '{name}' in {what} (expected one of: {', '.join(allowed)})",
+                                   where(key, path))
+            self.nodes[name] = value
+
+    def get(self, key: str, default: object = None) -> object:
+        """The key's plain value (what ``yaml.safe_load`` gives), or ``default`` when the key is absent."""
+        return _value(self.nodes[key], self.path) if key in self.nodes else default
+
+    def loc(self, key: str) -> Location:
+        """Where the key's value is; the mapping itself when the key is absent."""
+        return where(self.nodes.get(key, self.node), self.path)
 
 
-def _mapping(value: object, what: str, where: str, allowed: Sequence[str]) -> dict:
-    if not isinstance(value, dict):
-        raise OvmfgenError(f"{where}: {what} must be a mapping")
-    unknown = [k for k in value if k not in allowed]
-    if unknown:
-        raise OvmfgenError(f"{where}: unknown key '{unknown[0]}' in {what} (expected one of: {', '.join(allowed)})")
-    return value
+def _value(node: Node, path: str) -> object:
+    """What ``yaml.safe_load`` makes of ``node``; a value its tag rejects (``!!int abc``) is a located error."""
+    try:
+        return SafeConstructor().construct_document(node)
+    except Exception as exc:  # PyYAML's constructors fail on bad tagged text in many ways (AttributeError too)
+        mark = getattr(exc, "problem_mark", None)
+        loc = Location(path, mark.line + 1, mark.column + 1) if mark else where(node, path)
+        reason = getattr(exc, "problem", None) or str(exc)
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise OvmfgenError(f"cannot read this value as {tag}: {reason}", loc) from None
+
+
+@contextmanager
+def _located(loc: Location) -> Iterator[None]:
+    """Give an unlocated OvmfgenError (from a parser shared with the command line) this location."""
+    try:
+        yield
+    except OvmfgenError as exc:
+        if exc.location is not None:
+            raise
+        raise OvmfgenError(exc.message, loc) from None
+
+
+def _optional_fields(parent: _Fields, key: str, what: str, allowed: Sequence[str]) -> _Fields | None:
+    """The mapping under ``key`` (None when absent or empty)."""
+    if parent.get(key) is None:
+        return None
+    return _Fields(parent.nodes[key], what, parent.path, allowed)
+
+
+def _str_items(fields: _Fields, key: str, what: str) -> list[tuple[str, Location]]:
+    """A scalar or a list of scalars under ``key``, each as text with its location."""
+    node = fields.nodes.get(key)
+    if node is None:
+        return []
+    items = node.value if isinstance(node, SequenceNode) else [node]
+    out = []
+    for item in items:
+        value = _value(item, fields.path) if isinstance(item, ScalarNode) else None
+        if value is None and isinstance(node, ScalarNode):
+            return []
+        if not isinstance(value, (str, int, float)):
+            raise OvmfgenError(f"{what} must be a list of text", where(item, fields.path))
+        out.append((str(value), where(item, fields.path)))
+    return out
 
 
 def _cell_name(platform: str, target: str, fd_size: str | None, features: Sequence[str],
@@ -137,89 +192,114 @@ def _cell_name(platform: str, target: str, fd_size: str | None, features: Sequen
     return re.sub(r"[^A-Za-z0-9._-]", "", "-".join(parts))
 
 
-def parse_matrix(data: object, path: str = "nightly.yaml") -> Matrix:
-    """Check and convert nightly.yaml's data (see the file itself for the format)."""
-    top = _mapping(data, "the matrix", path, TOP_KEYS)
-    defaults = _mapping(top.get("defaults") or {}, "defaults", path, CELL_KEYS)
-    raw_cells = top.get("cells")
-    if not isinstance(raw_cells, list) or not raw_cells:
-        raise OvmfgenError(f"{path}: 'cells' must be a non-empty list")
-    cells: list[Cell] = []
+def _parse_cell(raw: Node, defaults: _Fields | None, path: str, seen: set[str]) -> Cell:
+    item = _Fields(raw, "a cell", path, CELL_KEYS)
+    if defaults is not None:
+        item.nodes = {**defaults.nodes, **item.nodes}  # a value from defaults is located there
+    if "platform" not in item.nodes:
+        raise OvmfgenError("missing 'platform'", where(raw, path))
+    platform = str(item.get("platform"))
+    with _located(item.loc("target")):
+        target = parse_target(str(item.get("target", "DEBUG")))
+    raw_size = item.get("fd_size")
+    with _located(item.loc("fd_size")):
+        size = parse_fd_size(None if raw_size is None else str(raw_size))
+    lists = {}
+    for key, what in (("features", "feature"), ("defines", "define")):
+        lists[key] = _str_items(item, key, key)
+        for text, loc in lists[key]:
+            with _located(loc):
+                parse_assignments([text], what)
+    features = tuple(text for text, _ in lists["features"])
+    defines = tuple(text for text, _ in lists["defines"])
+    fd_size = f"{size}M" if size else None
+    edk2 = item.get("edk2")
+    if edk2 is not None and (not isinstance(edk2, str) or edk2 not in KNOWN_TAGS):
+        raise OvmfgenError(f"edk2 '{edk2}' is not a known tag (known: {', '.join(KNOWN_TAGS)})", item.loc("edk2"))
+    name = str(item.get("name") or _cell_name(platform, target, fd_size, features, edk2))
+    if not _NAME_RE.match(name):
+        raise OvmfgenError("a cell name is letters, digits, '.', '_' and '-'", item.loc("name"))
+    if name in seen:
+        raise OvmfgenError(f"two cells are called '{name}'", item.loc("name"))
+    seen.add(name)
+    boot = _str_items(item, "boot", "boot")
+    for b, loc in boot:
+        if b not in BOOT_KINDS:
+            raise OvmfgenError(f"boot '{b}' is not one of: {', '.join(BOOT_KINDS)}", loc)
+    if target == "RELEASE" and any(b in ("pvh", "reset") for b, _ in boot):
+        raise OvmfgenError("a RELEASE build prints no DEBUG log, so a pvh/reset boot cannot be judged",
+                           item.loc("boot"))
+    timeout = _seconds(item.get("timeout"), item.loc("timeout"))
+    return Cell(
+        name=name, platform=platform, target=target, fd_size=fd_size, features=features, defines=defines,
+        boot=tuple(b for b, _ in boot), description=" ".join(str(item.get("description") or "").split()),
+        optional=bool(item.get("optional", False)),
+        requires=str(item.get("requires")) if item.get("requires") else None,
+        ccache=bool(item.get("ccache", True)),
+        timeout=timeout,
+        edk2=edk2,
+    )
+
+
+def _seconds(value: object, loc: Location) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or isinstance(value, bool):
+        raise OvmfgenError(f"timeout must be a positive number of seconds, got '{value}'", loc)
+    return seconds
+
+
+def _parse_install(raw: Node, path: str, seen: set[str]) -> InstallSpec:
+    spec = _Fields(raw, "an install entry", path, ("cell", "firmware", "code", "vars", "descriptor"))
+    if spec.get("cell") not in seen:
+        raise OvmfgenError(f"install names no cell '{spec.get('cell')}'", spec.loc("cell"))
+    for key in ("firmware", "code", "vars", "descriptor"):
+        rel = spec.get(key)
+        if rel is not None and (str(rel).startswith("/") or ".." in Path(str(rel)).parts):
+            raise OvmfgenError(f"install {key} must be a relative path inside the root, got '{rel}'", spec.loc(key))
+    if not (spec.get("firmware") or spec.get("code")):
+        raise OvmfgenError(f"install entry for '{spec.get('cell')}' needs 'firmware' (ELF) or 'code' (flash)",
+                           where(raw, path))
+    text = {key: (None if spec.get(key) is None else str(spec.get(key))) for key in spec.nodes}
+    return InstallSpec(cell=str(spec.get("cell")), firmware=text.get("firmware"), code=text.get("code"),
+                       vars=text.get("vars"), descriptor=text.get("descriptor"))
+
+
+def parse_matrix(root: Node, path: str = "nightly.yaml") -> Matrix:
+    """Check and convert nightly.yaml's nodes (see the file itself for the format); errors are located."""
+    top = _Fields(root, "the matrix", path, TOP_KEYS)
+    defaults = _optional_fields(top, "defaults", "defaults", CELL_KEYS)
+    raw_cells = top.nodes.get("cells")
+    if not isinstance(raw_cells, SequenceNode) or not raw_cells.value:
+        raise OvmfgenError("'cells' must be a non-empty list", top.loc("cells"))
     seen: set[str] = set()
-    for i, raw in enumerate(raw_cells, 1):
-        where = f"{path}: cell {i}"
-        item = {**defaults, **_mapping(raw, "a cell", where, CELL_KEYS)}
-        if "platform" not in item:
-            raise OvmfgenError(f"{where}: missing 'platform'")
-        platform = str(item["platform"])
-        try:
-            target = parse_target(str(item.get("target", "DEBUG")))
-            size = parse_fd_size(item.get("fd_size"))
-            features = _str_list(item.get("features"), "features", where)
-            defines = _str_list(item.get("defines"), "defines", where)
-            parse_assignments(features, "feature")
-            parse_assignments(defines, "define")
-        except OvmfgenError as exc:
-            raise OvmfgenError(f"{where}: {exc.message}") from None
-        fd_size = f"{size}M" if size else None
-        edk2 = item.get("edk2")
-        if edk2 is not None and (not isinstance(edk2, str) or edk2 not in KNOWN_TAGS):
-            raise OvmfgenError(f"{where}: edk2 '{edk2}' is not a known tag (known: {', '.join(KNOWN_TAGS)})")
-        name = str(item.get("name") or _cell_name(platform, target, fd_size, features, edk2))
-        where = f"{path}: cell '{name}'"
-        if not _NAME_RE.match(name):
-            raise OvmfgenError(f"{where}: a cell name is letters, digits, '.', '_' and '-'")
-        if name in seen:
-            raise OvmfgenError(f"{where}: two cells are called '{name}'")
-        seen.add(name)
-        boot = _str_list(item.get("boot"), "boot", where)
-        for b in boot:
-            if b not in BOOT_KINDS:
-                raise OvmfgenError(f"{where}: boot '{b}' is not one of: {', '.join(BOOT_KINDS)}")
-        if target == "RELEASE" and any(b in ("pvh", "reset") for b in boot):
-            raise OvmfgenError(f"{where}: a RELEASE build prints no DEBUG log, so a pvh/reset boot cannot be judged")
-        timeout = item.get("timeout")
-        cells.append(Cell(
-            name=name, platform=platform, target=target, fd_size=fd_size, features=features, defines=defines,
-            boot=boot, description=" ".join(str(item.get("description") or "").split()),
-            optional=bool(item.get("optional", False)),
-            requires=str(item["requires"]) if item.get("requires") else None,
-            ccache=bool(item.get("ccache", True)),
-            timeout=float(timeout) if timeout is not None else None,
-            edk2=edk2,
-        ))
-    repro = _mapping(top.get("reproducibility") or {}, "reproducibility", path, ("rotate", "required"))
-    rotate = _str_list(repro.get("rotate"), "reproducibility.rotate", path)
-    for name in rotate:
+    cells = [_parse_cell(raw, defaults, path, seen) for raw in raw_cells.value]
+    repro = _optional_fields(top, "reproducibility", "reproducibility", ("rotate", "required"))
+    rotate: list[tuple[str, Location]] = []
+    if repro is not None:
+        rotate = _str_items(repro, "rotate", "reproducibility.rotate")
+    for name, loc in rotate:
         if name not in seen:
-            raise OvmfgenError(f"{path}: reproducibility.rotate names no cell '{name}'")
+            raise OvmfgenError(f"reproducibility.rotate names no cell '{name}'", loc)
+    raw_install = top.nodes.get("install")
     installs = []
-    for raw in top.get("install") or []:
-        spec = _mapping(raw, "an install entry", path, ("cell", "firmware", "code", "vars", "descriptor"))
-        if spec.get("cell") not in seen:
-            raise OvmfgenError(f"{path}: install names no cell '{spec.get('cell')}'")
-        for key in ("firmware", "code", "vars", "descriptor"):
-            rel = spec.get(key)
-            if rel is not None and (str(rel).startswith("/") or ".." in Path(str(rel)).parts):
-                raise OvmfgenError(f"{path}: install {key} must be a relative path inside the root, got '{rel}'")
-        if not (spec.get("firmware") or spec.get("code")):
-            raise OvmfgenError(f"{path}: install entry for '{spec['cell']}' needs 'firmware' (ELF) or 'code' (flash)")
-        installs.append(InstallSpec(**{k: (str(v) if v is not None else None) for k, v in spec.items()}))
-    return Matrix(path=path, cells=tuple(cells), repro_rotate=rotate, repro_required=bool(repro.get("required")),
+    if raw_install is not None and top.get("install") is not None:
+        if not isinstance(raw_install, SequenceNode):
+            raise OvmfgenError("install must be a list of entries", top.loc("install"))
+        installs = [_parse_install(raw, path, seen) for raw in raw_install.value]
+    return Matrix(path=path, cells=tuple(cells), repro_rotate=tuple(name for name, _ in rotate),
+                  repro_required=bool(repro.get("required")) if repro is not None else False,
                   install=tuple(installs), description=" ".join(str(top.get("description") or "").split()))
 
 
 def load_matrix(path: str | Path = DEFAULT_MATRIX) -> Matrix:
-    """Read and check a matrix file."""
+    """Read and check a matrix file (through the located YAML reader every YAML file goes through)."""
     p = Path(path)
-    shown = display_path(p)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OvmfgenError(f"no such matrix file: {shown}") from None
-    except yaml.YAMLError as exc:
-        raise OvmfgenError(f"{shown}: invalid YAML: {exc}") from None
-    return parse_matrix(data, shown)
+    return parse_matrix(load_yaml_nodes(p, "matrix file"), display_path(p))
 
 
 def select_cells(matrix: Matrix, match: Sequence[str] = (), exclude: Sequence[str] = (),
