@@ -375,6 +375,19 @@ def _merge_adjacent(edits: list[Edit]) -> list[Edit]:
     return out
 
 
+def _dump_items(items: Sequence[object]) -> str:
+    """YAML for new list items. A long section header stays one plain key (PyYAML's emitter would
+    switch to the explicit '? key' form past 128 characters; its loader reads plain keys to 1024)."""
+    out = []
+    for item in items:
+        if isinstance(item, dict) and len(item) == 1 and len(next(iter(item))) > 100:
+            key, value = next(iter(item.items()))
+            out.append(f"- {key}:\n" + "".join(_indented(dump_yaml(value), 4)))
+        else:
+            out.append(dump_yaml([item]))
+    return "".join(out)
+
+
 def _indented(text: str, pad: int) -> list[str]:
     return [(" " * pad + line).rstrip() + "\n" if line.strip() else "\n" for line in text.splitlines()]
 
@@ -394,7 +407,7 @@ def apply_edits(text: str, edits: list[Edit], target: str) -> str:
             block.append(f'{ind}- when: {{edk2: "< {target}"}}\n')
         block.append(f"{ind}  then:\n")
         if e.new:
-            block += _indented(dump_yaml(list(e.new)), e.indent + 4)
+            block += _indented(_dump_items(e.new), e.indent + 4)
         else:
             block += ["    " + line if line.strip() else line for line in old]
         if e.new and old:
