@@ -154,14 +154,15 @@ def patch(c, platform="xen-pvh", output=None, signoff=None, check_each=False):
         "install_root": "lay out firmware + firmware.json under DIR", "emit": "write a CI workflow: github or gitlab",
         "merge": "merge these nights/cells into the report instead of building (repeatable)",
         "threads": "build threads per cell (default: CPUs / jobs)",
+        "edk2": "run the selected cells against this edk2 tree (a tag; renamed CELL-TAG)",
     },
 )
 def nightly(c, matrix=None, jobs=None, out=None, list=False, match=None, exclude=None, cell=None, quiet=False,
             date=None, keep=14, repro="auto", repro_only=False, install_root=None, emit=None, merge=None,
-            threads=None):
+            threads=None, edk2=None):
     """Build the nightly matrix, check and boot each cell, write nightly/<date>/ and nightly/index.html."""
     from ovmfgen.nightly import command as stage
 
     guard(stage.nightly_command, matrix=matrix, jobs=jobs, out=out, match=match or [], exclude=exclude or [],
           cell=cell or [], list_cells=list, quiet=quiet, date=date, keep=keep, repro=repro, repro_only=repro_only,
-          install_root=install_root, emit_kind=emit, merge_dirs=merge or [], threads=threads)
+          install_root=install_root, emit_kind=emit, merge_dirs=merge or [], threads=threads, edk2=edk2)

@@ -226,3 +226,14 @@ def test_mutations_of_the_shipped_matrix(tmp_path: Path, edits: list) -> None:
 @given(st.binary(max_size=512))
 def test_random_bytes(tmp_path: Path, data: bytes) -> None:
     _loads_or_says_where(tmp_path, data)
+
+
+def test_on_tree_moves_cells_to_another_edk2_and_renames_them():
+    m = matrix.load_matrix(REPO / "nightly.yaml")
+    cells = matrix.select_cells(m, names=["xen-pvh-DEBUG-2M", "xen-pvh-DEBUG-4M", "xen-pvh-DEBUG-2M-edk2-stable202605"])
+    moved = matrix.on_tree(cells, "edk2-stable202605")
+    assert [c.name for c in moved] == ["xen-pvh-DEBUG-2M-edk2-stable202605", "xen-pvh-DEBUG-4M-edk2-stable202605"]
+    assert all(c.edk2 == "edk2-stable202605" for c in moved) and moved[1].fd_size == "4M"
+    assert matrix.on_tree(cells, None) == cells
+    with pytest.raises(OvmfgenError, match="--edk2 'edk2-stable209912' is not a known tag"):
+        matrix.on_tree(cells, "edk2-stable209912")

@@ -54,8 +54,8 @@ from ovmfgen.nightly.history import (CELL_LOG, DEFAULT_KEEP, find_summaries, fai
                                      prune_history, write_summary)
 from ovmfgen.nightly.install import install
 from ovmfgen.nightly.jobs import _child_argv, _Job, run_jobs, status_line
-from ovmfgen.nightly.matrix import (DEFAULT_MATRIX, Cell, Matrix, list_text, load_matrix, repro_cell_for,
-                                    select_cells)
+from ovmfgen.nightly.matrix import (DEFAULT_MATRIX, Cell, Matrix, list_text, load_matrix, on_tree,
+                                    repro_cell_for, select_cells)
 from ovmfgen.ui import say
 
 DEFAULT_OUT = paths.REPO_ROOT / "nightly"
@@ -220,8 +220,12 @@ def nightly_command(matrix: str | None = None, jobs: int | str | None = None, ou
                     match: Sequence[str] = (), exclude: Sequence[str] = (), cell: Sequence[str] = (),
                     list_cells: bool = False, quiet: bool = False, date: str | None = None, keep: int | str = DEFAULT_KEEP,
                     repro: str = "auto", repro_only: bool = False, install_root: str | None = None,
-                    emit_kind: str | None = None, merge_dirs: Sequence[str] = (), threads: int | str | None = None) -> dict | None:
-    """``invoke nightly``: run the matrix (or --list, --emit, --merge); raise NightlyFailed on failures."""
+                    emit_kind: str | None = None, merge_dirs: Sequence[str] = (), threads: int | str | None = None,
+                    edk2: str | None = None) -> dict | None:
+    """``invoke nightly``: run the matrix (or --list, --emit, --merge); raise NightlyFailed on failures.
+
+    ``edk2`` (a tag) runs the selected cells against that tree (``matrix.on_tree``).
+    """
     out_dir = Path(out) if out else DEFAULT_OUT
     try:
         keep_n = int(keep)
@@ -239,7 +243,7 @@ def nightly_command(matrix: str | None = None, jobs: int | str | None = None, ou
     if list_cells:
         print(list_text(m), flush=True)
         return None
-    selected = select_cells(m, match, exclude, cell)
+    selected = on_tree(select_cells(m, match, exclude, cell), edk2)
     if emit_kind:
         emit(emit_kind, m, [c for c in selected])
         return None

@@ -7,7 +7,7 @@ import importlib.util
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from yaml.constructor import SafeConstructor
@@ -339,3 +339,21 @@ def repro_cell_for(matrix: Matrix, date: str, selected: Sequence[Cell]) -> Cell 
     if not names:
         return None
     return matrix.cell(names[_dt.date.fromisoformat(date).toordinal() % len(names)])
+
+
+def on_tree(cells: Sequence[Cell], edk2: str | None) -> list[Cell]:
+    """``cells`` moved to the edk2 tree ``edk2`` (``invoke nightly --edk2 TAG``; None: as they are).
+
+    A cell of another tree is renamed ``<name>-<tag>`` so that its history never mixes with the
+    original cell's; a cell that already names the same build as another (the matrix's own cell on
+    that tree) is kept once.
+    """
+    if not edk2:
+        return list(cells)
+    if edk2 not in KNOWN_TAGS:
+        raise OvmfgenError(f"--edk2 '{edk2}' is not a known tag (known: {', '.join(KNOWN_TAGS)})")
+    out: dict[str, Cell] = {}
+    for cell in cells:
+        moved = cell if cell.edk2 == edk2 else replace(cell, edk2=edk2, name=f"{cell.name}-{edk2}")
+        out.setdefault(moved.name, moved)
+    return list(out.values())
