@@ -137,7 +137,7 @@ def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=N
 })
 def patch(c, platform="xen-pvh", output=None, signoff=None, check_each=False):
     """The platform as an upstream edk2 patch series (PatchCheck.py-clean, Cc: from GetMaintainer.py)."""
-    from ovmfgen.patch import core as stage
+    from ovmfgen.patch import command as stage
 
     guard(stage.patch_command, platform, output=output, signoff=signoff, check_each_commit=check_each)
 

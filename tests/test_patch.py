@@ -1,4 +1,4 @@
-"""ovmfgen.patch.core: the upstream edk2 patch series (fast: no edk2 build; uses the set-up edk2 tree)."""
+"""ovmfgen.patch (intree, series, git, checks, write, verify): the upstream edk2 patch series (fast: no edk2 build; uses the set-up edk2 tree)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ import pytest
 
 from ovmfgen import elf
 from ovmfgen.edk2 import tree as edk2
-from ovmfgen.patch import core as patch
+from ovmfgen.patch import git as patch_git
+from ovmfgen.patch import intree as patch_intree
+from ovmfgen.patch import series as patch_series
+from ovmfgen.patch import verify as patch_verify
+from ovmfgen.patch import write as patch_write
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.load import load_platform
 from ovmfgen.platform.model import Comment, Conditional, Include, Region, RegionContent, ReservedRegion, walk
@@ -63,7 +67,7 @@ def include_headers(text: str) -> dict[int, bytes]:
 
 
 def test_header_include_has_the_pvh_header_for_each_fd_size(platform) -> None:
-    text = patch.elf_header_include(platform)
+    text = patch_intree.elf_header_include(platform)
     headers = include_headers(text)
     assert sorted(headers) == [1024, 2048, 4096]
     for size_kb, data in headers.items():
@@ -80,7 +84,7 @@ def test_header_include_has_the_pvh_header_for_each_fd_size(platform) -> None:
 
 
 def test_header_include_follows_edk2_conventions(platform) -> None:
-    data = patch.elf_header_include(platform).encode()
+    data = patch_intree.elf_header_include(platform).encode()
     lines = data.split(b"\r\n")
     assert lines[-1] == b"" and all(b"\n" not in ln and b"\r" not in ln for ln in lines)
     assert data.startswith(b"## @file\r\n")
@@ -93,7 +97,7 @@ def test_header_include_rejects_a_region_too_small(platform) -> None:
 
     small = replace(platform, elf=replace(platform.elf, header_region=((2048, 0x40),)))
     with pytest.raises(OvmfgenError, match="reserves 0x40 bytes for the ELF header, which needs 0x88"):
-        patch.elf_header_include(small)
+        patch_intree.elf_header_include(small)
 
 
 # --- the in-tree DSC/FDF ------------------------------------------------------------------------
@@ -102,7 +106,7 @@ def test_header_include_rejects_a_region_too_small(platform) -> None:
 def test_in_tree_platform_includes_the_header_where_the_region_was_reserved(platform) -> None:
     before = [s for sec in platform.fdf for s in walk(sec.body) if isinstance(s, ReservedRegion)]
     assert before, "xen-pvh reserves the header region"
-    moved = patch.in_tree_platform(platform)
+    moved = patch_intree.in_tree_platform(platform)
     after = [s for sec in moved.fdf for s in walk(sec.body)]
     assert not any(isinstance(s, ReservedRegion) for s in after)
     includes = [s for s in after if isinstance(s, Include) and s.path == "OvmfPkg/XenOvmfElfHeader.fdf.inc"]
@@ -119,7 +123,7 @@ def test_in_tree_platform_includes_the_header_where_the_region_was_reserved(plat
 
 
 def test_in_tree_files_are_crlf_and_say_nothing_of_post_processing(platform) -> None:
-    files = patch.in_tree_files(platform)
+    files = patch_intree.in_tree_files(platform)
     assert sorted(files) == ["OvmfPkg/XenOvmf.dsc", "OvmfPkg/XenOvmf.fdf"]
     fdf = files["OvmfPkg/XenOvmf.fdf"].decode()
     assert "0x00000000|0x0000e000\r\n!include OvmfPkg/XenOvmfElfHeader.fdf.inc\r\n" in fdf
@@ -136,7 +140,7 @@ def test_a_platform_without_a_reserved_region_has_nothing_to_put_the_header_in(p
     from dataclasses import replace
 
     with pytest.raises(OvmfgenError, match="reserves no region for the PVH ELF header"):
-        patch.in_tree_platform(replace(platform, fdf=()))
+        patch_intree.in_tree_platform(replace(platform, fdf=()))
 
 
 # --- Maintainers.txt, PlatformCI ----------------------------------------------------------------
@@ -155,7 +159,7 @@ MAINTAINERS = (
 
 
 def test_maintainers_lines_go_in_order_into_the_xen_section() -> None:
-    out = patch.add_maintainers(MAINTAINERS.encode(), ["OvmfPkg/XenOvmf*", "OvmfPkg/PlatformCI/XenOvmfBuild.py"])
+    out = patch_intree.add_maintainers(MAINTAINERS.encode(), ["OvmfPkg/XenOvmf*", "OvmfPkg/PlatformCI/XenOvmfBuild.py"])
     assert out.decode().split("\r\n")[:7] == [
         "OvmfPkg: Xen-related modules",
         "F: OvmfPkg/OvmfXen.*",
@@ -167,9 +171,9 @@ def test_maintainers_lines_go_in_order_into_the_xen_section() -> None:
     ]
     assert out.decode().endswith("F: OvmfPkg/RiscVVirt\r\n")
     with pytest.raises(OvmfgenError, match="already lists 'F: OvmfPkg/XenOvmf\\*'"):
-        patch.add_maintainers(out, ["OvmfPkg/XenOvmf*"])
+        patch_intree.add_maintainers(out, ["OvmfPkg/XenOvmf*"])
     with pytest.raises(OvmfgenError, match="no 'OvmfPkg: Xen-related modules' section"):
-        patch.add_maintainers(b"OvmfPkg\r\nF: OvmfPkg/\r\n", ["OvmfPkg/XenOvmf*"])
+        patch_intree.add_maintainers(b"OvmfPkg\r\nF: OvmfPkg/\r\n", ["OvmfPkg/XenOvmf*"])
 
 
 def test_maintainers_patterns_match_the_new_files_the_way_getmaintainer_does(tree: edk2.Edk2Tree) -> None:
@@ -183,8 +187,8 @@ def test_maintainers_patterns_match_the_new_files_the_way_getmaintainer_does(tre
 
 
 def test_ci_script_is_upstream_xenbuild_with_our_dsc(platform, tree: edk2.Edk2Tree, tmp_path: Path) -> None:
-    template = (tree.root / patch.CI_TEMPLATE).read_bytes()
-    script = patch.ci_script(platform, template)
+    template = (tree.root / patch_intree.CI_TEMPLATE).read_bytes()
+    script = patch_intree.ci_script(platform, template)
     assert script.count(b"\r\n") == script.count(b"\n")
     assert b'return "XenOvmf.dsc"' in script and b"OvmfXen.dsc" not in script
     # It works with the tree's PlatformBuildLib and the installed stuart (edk2toolext).
@@ -202,14 +206,14 @@ def test_ci_script_is_upstream_xenbuild_with_our_dsc(platform, tree: edk2.Edk2Tr
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "OvmfPkg/XenOvmf.dsc ('X64',)"
     with pytest.raises(OvmfgenError, match="is not the XenBuild.py this series is derived from"):
-        patch.ci_script(platform, b"# @file\r\nprint()\r\n")
+        patch_intree.ci_script(platform, b"# @file\r\nprint()\r\n")
 
 
 def test_ci_job_follows_upstream_xen_job(platform, tree: edk2.Edk2Tree) -> None:
     import yaml
 
-    text = (tree.root / patch.CI_PIPELINE).read_bytes()
-    out = patch.add_ci_job(text, platform)
+    text = (tree.root / patch_intree.CI_PIPELINE).read_bytes()
+    out = patch_intree.add_ci_job(text, platform)
     assert out.count(b"\r\n") == out.count(b"\n")
     matrix = yaml.safe_load(out)["jobs"][0]["strategy"]["matrix"]
     names = list(matrix)
@@ -217,7 +221,7 @@ def test_ci_job_follows_upstream_xen_job(platform, tree: edk2.Edk2Tree) -> None:
     assert matrix["XENOVMF_X64_DEBUG"]["Build.File"] == "$(package)/PlatformCI/XenOvmfBuild.py"
     assert matrix["XENOVMF_X64_DEBUG"]["Run.Flags"] == "QEMU_SKIP=TRUE"
     with pytest.raises(OvmfgenError, match="already has a XENOVMF_X64_DEBUG job"):
-        patch.add_ci_job(out, platform)
+        patch_intree.add_ci_job(out, platform)
 
 
 # --- Signed-off-by ------------------------------------------------------------------------------
@@ -226,7 +230,7 @@ def test_ci_job_follows_upstream_xen_job(platform, tree: edk2.Edk2Tree) -> None:
 @pytest.mark.parametrize("text", ["Jane Doe <jane@example.com>", "  Jane Doe   <jane@example.com> ",
                                   '"Doe, Jane" <jane@example.com>'])
 def test_signoff_accepts_name_and_address(text: str) -> None:
-    ident = patch.parse_signoff(text)
+    ident = patch_series.parse_signoff(text)
     assert ident.email == "jane@example.com" and str(ident) == f"{ident.name} <jane@example.com>"
 
 
@@ -240,7 +244,7 @@ def test_signoff_accepts_name_and_address(text: str) -> None:
 ])
 def test_signoff_rejects_what_patchcheck_rejects(text: str, message: str) -> None:
     with pytest.raises(OvmfgenError, match=re.escape(message)):
-        patch.parse_signoff(text)
+        patch_series.parse_signoff(text)
 
 
 def test_default_signoff_comes_from_git_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -248,24 +252,24 @@ def test_default_signoff_comes_from_git_config(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     config.write_text("[user]\n\tname = Git User\n\temail = git.user@example.org\n")
-    assert patch.default_signoff(tmp_path) == patch.Ident("Git User", "git.user@example.org")
+    assert patch_series.default_signoff(tmp_path) == patch_series.Ident("Git User", "git.user@example.org")
     config.write_text("[user]\n\tname = Git User\n")
     with pytest.raises(OvmfgenError, match="no Signed-off-by identity: pass --signoff"):
-        patch.default_signoff(tmp_path)
+        patch_series.default_signoff(tmp_path)
 
 
 # --- the whole series ---------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def series_dirs(tmp_path_factory: pytest.TempPathFactory, tree: edk2.Edk2Tree) -> tuple[patch.Generated, Path]:
+def series_dirs(tmp_path_factory: pytest.TempPathFactory, tree: edk2.Edk2Tree) -> tuple[patch_write.Generated, Path]:
     """The series generated twice from the same inputs into two directories."""
-    first = patch.generate("xen-pvh", tmp_path_factory.mktemp("series") / "a", signoff=SIGNER)
-    second = patch.generate("xen-pvh", tmp_path_factory.mktemp("series") / "b", signoff=SIGNER)
+    first = patch_write.generate("xen-pvh", tmp_path_factory.mktemp("series") / "a", signoff=SIGNER)
+    second = patch_write.generate("xen-pvh", tmp_path_factory.mktemp("series") / "b", signoff=SIGNER)
     return first, second.out_dir
 
 
-def _messages(gen: patch.Generated) -> list[email.message.Message]:
+def _messages(gen: patch_write.Generated) -> list[email.message.Message]:
     return [email.message_from_bytes(p.read_bytes()) for p in gen.patches]
 
 
@@ -352,7 +356,7 @@ def test_series_header_include_in_patch_1_is_the_generated_one(series_dirs, plat
     gen, _ = series_dirs
     added = [ln[1:] for ln in gen.patches[0].read_bytes().split(b"\n")
              if ln.startswith(b"+") and not ln.startswith(b"+++")]
-    assert b"\n".join(added) + b"\n" == patch.elf_header_include(platform).encode()
+    assert b"\n".join(added) + b"\n" == patch_intree.elf_header_include(platform).encode()
 
 
 # --- bad input: one line, exit != 0 ---------------------------------------------------------------
@@ -394,7 +398,7 @@ def test_cli_bad_signoff_is_one_line(tmp_path: Path) -> None:
 
 def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                          env=patch.git_env({"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+                          env=patch_git.git_env({"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
                                              "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"})
                           ).stdout
 
@@ -436,7 +440,7 @@ def test_check_each_runs_the_step_at_every_commit_and_reports_each(three_commits
         return "built", "", None
 
     said: list[str] = []
-    results = patch.check_each(repo, commits, step, progress=said.append)
+    results = patch_verify.check_each(repo, commits, step, progress=said.append)
     assert said[0::2] == ["[1/3] OvmfPkg: Add header: checking ...", "[2/3] OvmfPkg: Add platform: checking ...",
                           "[3/3] OvmfPkg: Break platform: checking ..."]
     assert said[1::2] == [r.line(3) for r in results]
@@ -454,15 +458,15 @@ def test_check_each_runs_the_step_at_every_commit_and_reports_each(three_commits
 def test_build_step_has_nothing_to_build_before_the_dsc_exists(platform, tree: edk2.Edk2Tree, three_commits,
                                                                tmp_path: Path) -> None:
     repo, commits = three_commits
-    step = patch.edk2_build_step(platform, tree.basetools, tmp_path / "work")
-    results = patch.check_each(repo, commits[:1], step)
+    step = patch_verify.edk2_build_step(platform, tree.basetools, tmp_path / "work")
+    results = patch_verify.check_each(repo, commits[:1], step)
     assert [(r.status, r.detail) for r in results] == [("nothing to build", "no OvmfPkg/XenOvmf.dsc yet")]
     with pytest.raises(OvmfgenError, match="target 'FAST' is not one of DEBUG, RELEASE, NOOPT"):
-        patch.edk2_build_step(platform, tree.basetools, tmp_path, target="FAST")
+        patch_verify.edk2_build_step(platform, tree.basetools, tmp_path, target="FAST")
 
 
 def test_build_env_is_what_edksetup_would_set(tree: edk2.Edk2Tree, tmp_path: Path) -> None:
-    env = patch.build_env(tmp_path / "ws", tree.basetools, tmp_path / "Conf")
+    env = patch_verify.build_env(tmp_path / "ws", tree.basetools, tmp_path / "Conf")
     assert env["WORKSPACE"] == str(tmp_path / "ws") and env["EDK_TOOLS_PATH"] == str(tree.basetools)
     assert env["PATH"].split(os.pathsep)[0] == str(tree.basetools / "BinWrappers" / "PosixLike")
     assert "PACKAGES_PATH" not in env

@@ -17,7 +17,8 @@ import pytest
 from ovmfgen import elf
 from ovmfgen.boot import qemu as boot
 from ovmfgen.edk2 import tree as edk2
-from ovmfgen.patch import core as patch
+from ovmfgen.patch import verify as patch_verify
+from ovmfgen.patch import write as patch_write
 
 pytestmark = pytest.mark.integration
 
@@ -25,16 +26,16 @@ SIGNER = "Test Submitter <submitter@example.com>"
 
 
 @pytest.fixture(scope="module")
-def series(tmp_path_factory: pytest.TempPathFactory) -> patch.Generated:
-    return patch.generate("xen-pvh", tmp_path_factory.mktemp("patches") / "xen-pvh", signoff=SIGNER)
+def series(tmp_path_factory: pytest.TempPathFactory) -> patch_write.Generated:
+    return patch_write.generate("xen-pvh", tmp_path_factory.mktemp("patches") / "xen-pvh", signoff=SIGNER)
 
 
 @pytest.fixture(scope="module")
-def verified(series: patch.Generated, tmp_path_factory: pytest.TempPathFactory) -> patch.Verification:
-    return patch.verify_series(series.out_dir, tmp_path_factory.mktemp("check"), "xen-pvh", each=True)
+def verified(series: patch_write.Generated, tmp_path_factory: pytest.TempPathFactory) -> patch_verify.Verification:
+    return patch_verify.verify_series(series.out_dir, tmp_path_factory.mktemp("check"), "xen-pvh", each=True)
 
 
-def test_patchcheck_passes_every_patch_of_the_series(series: patch.Generated, edk2_tree: edk2.Edk2Tree) -> None:
+def test_patchcheck_passes_every_patch_of_the_series(series: patch_write.Generated, edk2_tree: edk2.Edk2Tree) -> None:
     script = edk2_tree.root / "BaseTools" / "Scripts" / "PatchCheck.py"
     assert len(series.patches) == 3
     for p in series.patches:
@@ -46,7 +47,7 @@ def test_patchcheck_passes_every_patch_of_the_series(series: patch.Generated, ed
 
 
 def test_git_am_applies_to_a_pristine_tree_and_it_builds_after_every_commit(
-        series: patch.Generated, verified: patch.Verification, edk2_tree: edk2.Edk2Tree) -> None:
+        series: patch_write.Generated, verified: patch_verify.Verification, edk2_tree: edk2.Edk2Tree) -> None:
     assert len(verified.commits) == 3
     # The clone is the pinned tree plus exactly the series.
     changed = subprocess.run(["git", "-C", str(verified.repo), "diff", "--name-only", f"{series.base.commit}..HEAD"],
@@ -61,7 +62,7 @@ def test_git_am_applies_to_a_pristine_tree_and_it_builds_after_every_commit(
     assert verified.ok
 
 
-def test_in_tree_fd_is_the_pvh_elf_and_boots_through_the_pvh_entry(verified: patch.Verification,
+def test_in_tree_fd_is_the_pvh_elf_and_boots_through_the_pvh_entry(verified: patch_verify.Verification,
                                                                    tmp_path: Path) -> None:
     fd = verified.fd
     assert fd is not None and fd.is_file()
