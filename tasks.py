@@ -125,7 +125,7 @@ def check_elf(c, elf):
 })
 def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=None, edk2=None):
     """Boot the published firmware in QEMU (PVH and/or reset-vector entry) or under real Xen."""
-    from ovmfgen.boot import qemu as stage
+    from ovmfgen.boot import command as stage
 
     guard(stage.boot_command, platform=platform, target=target, entry=entry, on=on, image=image, edk2=edk2)
 

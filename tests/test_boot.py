@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen.boot import qemu as boot
-from ovmfgen.boot.qemu import BootError, BootResult, Verdict, classify_log, qemu_argv
+from ovmfgen.boot import command as boot_command
+from ovmfgen.boot import shell as boot_shell
+from ovmfgen.boot.command import BootError
+from ovmfgen.boot.qemu import qemu_argv
+from ovmfgen.boot.verdict import BootResult, Verdict, classify_log
 from ovmfgen.errors import OvmfgenError
 
 DATA = Path(__file__).parent / "data" / "boot"
@@ -216,18 +219,18 @@ def test_summary_is_one_line():
 # --- boot_command's checks that need no QEMU -------------------------------------------------------
 
 def test_boot_command_without_published_image(tmp_path, monkeypatch):
-    monkeypatch.setattr(boot, "DIST_DIR", tmp_path)
+    monkeypatch.setattr(boot_command, "DIST_DIR", tmp_path)
     with pytest.raises(OvmfgenError, match=r"no published firmware at .*xen-pvh/DEBUG/ovmf.elf.*invoke build"):
-        boot.boot_command()
+        boot_command.boot_command()
 
 
 def test_boot_command_rejects_release_and_bad_options(tmp_path):
     with pytest.raises(OvmfgenError, match="RELEASE build prints no DEBUG log"):
-        boot.boot_command(target="RELEASE")
+        boot_command.boot_command(target="RELEASE")
     with pytest.raises(OvmfgenError, match="unknown boot entry 'hvm'"):
-        boot.boot_command(entry="hvm")
+        boot_command.boot_command(entry="hvm")
     with pytest.raises(OvmfgenError, match="unknown boot host 'kvm'"):
-        boot.boot_command(on="kvm")
+        boot_command.boot_command(on="kvm")
 
 
 def test_boot_error_carries_the_tail():
@@ -247,23 +250,23 @@ def test_boot_result_is_frozen():
 # --- QEMU shell boot helpers ---------------------------------------------------------------------
 
 def test_startup_script_never_contains_the_marker_itself():
-    script = boot.startup_script()
-    assert boot.SHELL_MARKER not in script
+    script = boot_shell.startup_script()
+    assert boot_shell.SHELL_MARKER not in script
     assert script.startswith("@echo -off") and "reset -s" in script
 
 
 def test_shell_boot_classification():
-    ok = f"\x1b[0mPress ESC in 1 seconds\r\n\x1b[1m{boot.SHELL_MARKER}\x1b[0m\r\nReset with"
-    assert boot.classify_shell_boot(ok, "")[0] == "SHELL_REACHED"
-    echoed = f"Shell> echo {boot.SHELL_MARKER}\r\n"  # a command line mentioning it is not the output
-    assert boot.classify_shell_boot(echoed, "", timed_out=True)[0] == "TIMEOUT"
-    assert boot.classify_shell_boot("", "ASSERT [DxeCore] x.c(1): y\n")[0] == "FIRMWARE_ERROR"
-    verdict, detail = boot.classify_shell_boot("UEFI Interactive Shell v2.2", "", returncode=0)
+    ok = f"\x1b[0mPress ESC in 1 seconds\r\n\x1b[1m{boot_shell.SHELL_MARKER}\x1b[0m\r\nReset with"
+    assert boot_shell.classify_shell_boot(ok, "")[0] == "SHELL_REACHED"
+    echoed = f"Shell> echo {boot_shell.SHELL_MARKER}\r\n"  # a command line mentioning it is not the output
+    assert boot_shell.classify_shell_boot(echoed, "", timed_out=True)[0] == "TIMEOUT"
+    assert boot_shell.classify_shell_boot("", "ASSERT [DxeCore] x.c(1): y\n")[0] == "FIRMWARE_ERROR"
+    verdict, detail = boot_shell.classify_shell_boot("UEFI Interactive Shell v2.2", "", returncode=0)
     assert verdict == "QEMU_FAILED" and "the Shell started" in detail
 
 
 def test_shell_qemu_argv_uses_pflash_a_fat_disk_and_tcg():
-    argv = boot.shell_qemu_argv(Path("/f/CODE.fd"), Path("/f/VARS.fd"), Path("/f/disk.img"), Path("/f/s.log"),
+    argv = boot_shell.shell_qemu_argv(Path("/f/CODE.fd"), Path("/f/VARS.fd"), Path("/f/disk.img"), Path("/f/s.log"),
                                 Path("/f/d,1.log"))
     text = " ".join(argv)
     assert "-accel tcg" in text and "kvm" not in text
@@ -276,12 +279,12 @@ def test_shell_qemu_argv_uses_pflash_a_fat_disk_and_tcg():
 @pytest.mark.skipif(shutil.which("mkfs.fat") is None or shutil.which("mcopy") is None,
                     reason="dosfstools/mtools not installed (invoke setup installs them)")
 def test_fat_image_holds_the_startup_script(tmp_path: Path):
-    img = boot.make_fat_image(tmp_path / "disk.img", {"startup.nsh": boot.startup_script().encode()})
-    assert img.stat().st_size == boot.FAT_IMAGE_KIB * 1024
+    img = boot_shell.make_fat_image(tmp_path / "disk.img", {"startup.nsh": boot_shell.startup_script().encode()})
+    assert img.stat().st_size == boot_shell.FAT_IMAGE_KIB * 1024
     from ovmfgen.run import run
 
     out = run(["mtype", "-i", str(img), "::/startup.nsh"], env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"})
-    assert out.stdout.replace("\r", "") == boot.startup_script().replace("\r", "")
+    assert out.stdout.replace("\r", "") == boot_shell.startup_script().replace("\r", "")
 
 
 def test_a_boot_fv_other_than_the_images_is_unproven():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen.boot import qemu as boot
+from ovmfgen.boot import shell as boot_shell
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.nightly import history, install, matrix
 from ovmfgen.nightly.matrix import InstallSpec
@@ -33,14 +33,14 @@ def _unified_fd(vars_size: int = 0x20000, size: int = 0x100000) -> bytes:
 
 def test_split_unified_fd_finds_the_code_volume():
     fd = _unified_fd(0x84000, 0x400000)
-    vars_, code = boot.split_unified_fd(fd)
+    vars_, code = boot_shell.split_unified_fd(fd)
     assert len(vars_) == 0x84000 and len(code) == 0x400000 - 0x84000 and vars_ + code == fd
     bad = bytearray(fd)
     bad[0x84000 + 0x32] ^= 1  # a broken checksum is not a volume
     with pytest.raises(OvmfgenError, match="no code firmware volume"):
-        boot.split_unified_fd(bytes(bad))
+        boot_shell.split_unified_fd(bytes(bad))
     with pytest.raises(OvmfgenError, match="not a unified OVMF image"):
-        boot.split_unified_fd(b"\0" * 0x1000)
+        boot_shell.split_unified_fd(b"\0" * 0x1000)
 
 
 def test_split_matches_the_debian_ovmf_pair_when_installed():
@@ -48,7 +48,7 @@ def test_split_matches_the_debian_ovmf_pair_when_installed():
                             Path("/usr/share/OVMF/OVMF_VARS.fd"))
     if not (unified.is_file() and code.is_file() and vars_.is_file()):
         pytest.skip("Debian's ovmf package is not installed")
-    v, c = boot.split_unified_fd(unified.read_bytes())
+    v, c = boot_shell.split_unified_fd(unified.read_bytes())
     assert (v, c) == (vars_.read_bytes(), code.read_bytes())
 
 
@@ -85,7 +85,7 @@ def test_install_lays_out_xen_and_qemu_firmware_with_descriptors(tmp_path: Path)
                    "usr/share/qemu/firmware/70-ovmfgen-qemu-x64.json"]  # the failed cell is not installed
     assert (root / "usr/lib/xen/boot/ovmf.bin").read_bytes() == b"\x7fELF-pvh-firmware"
     assert oct((root / "usr/lib/xen/boot/ovmf.bin").stat().st_mode & 0o777) == "0o644"
-    v, c = boot.split_unified_fd(_unified_fd())
+    v, c = boot_shell.split_unified_fd(_unified_fd())
     assert (root / "usr/share/ovmfgen/qemu-x64/OVMF_CODE.fd").read_bytes() == c
     assert (root / "usr/share/ovmfgen/qemu-x64/OVMF_VARS.fd").read_bytes() == v
 

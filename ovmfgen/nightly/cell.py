@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ovmfgen import elf
-from ovmfgen.boot import qemu as boot
+from ovmfgen.boot.qemu import boot_qemu
+from ovmfgen.boot.shell import boot_qemu_shell
 from ovmfgen.boot import xen
 from ovmfgen.build import command as build_cmd
 from ovmfgen.build import layout as build_layout
@@ -118,7 +119,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
                     if not elf_path.is_file():
                         raise OvmfgenError("the build published no ovmf.elf to boot")
                     kw = {"timeout": cell.timeout} if cell.timeout else {}
-                    r = boot.boot_qemu(elf_path, entry, cell_dir, **kw)
+                    r = boot_qemu(elf_path, entry, cell_dir, **kw)
                     rec = {"verdict": r.verdict.value, "seconds": round(r.duration or 0, 1),
                            "log": _rel(r.log_path, night) if r.log_path else None, "detail": r.detail}
                     record["boot"][entry] = {**rec, "ok": r.ok}
@@ -129,7 +130,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
                     if fd_path is None:
                         raise OvmfgenError("the build published no .fd to boot")
                     kw = {"timeout": cell.timeout} if cell.timeout else {}
-                    r = boot.boot_qemu_shell(fd_path, cell_dir, **kw)
+                    r = boot_qemu_shell(fd_path, cell_dir, **kw)
                     # The split pflash images are inputs of the boot; keep them as artifacts too.
                     for name in ("OVMF_CODE.fd", "OVMF_VARS.fd"):
                         record["artifacts"][name] = _rel(cell_dir / name, night)

@@ -9,8 +9,8 @@ selected cell, in its own process and at most ``--jobs`` at a time:
    for every cell: both come from ovmfgen's cache). A cell whose inputs are already published is a
    no-op; its artifacts (OVMF.fd, ovmf.elf, manifest.json, build.log) are linked into the night.
 2. **check-elf** (cells with a PVH ELF) - every loader rule of ``ovmfgen.elf.check_elf``.
-3. **boot** - ``pvh``/``reset``: QEMU to XenPlatformPei through that entry (``boot.boot_qemu``);
-   ``shell``: QEMU to the UEFI Shell from pflash with a FAT disk (``boot.boot_qemu_shell``);
+3. **boot** - ``pvh``/``reset``: QEMU to XenPlatformPei through that entry (``boot.qemu.boot_qemu``);
+   ``shell``: QEMU to the UEFI Shell from pflash with a FAT disk (``boot.shell.boot_qemu_shell``);
    ``xen``: a real Xen PVH guest (``xen.boot_xen``; optional, slow).
 
 One failing cell never stops the others; the exit status is the number of failed cells (capped at

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ovmfgen.boot.qemu import split_unified_fd
+from ovmfgen.boot.shell import split_unified_fd
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.nightly.history import write_public
 from ovmfgen.nightly.matrix import InstallSpec

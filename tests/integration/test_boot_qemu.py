@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen.boot.qemu import ENTRIES, Verdict, boot_qemu
+from ovmfgen.boot.qemu import boot_qemu
+from ovmfgen.boot.verdict import ENTRIES, Verdict
 
 pytestmark = [
     pytest.mark.integration,

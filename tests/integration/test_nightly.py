@@ -21,7 +21,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from ovmfgen.boot import qemu as boot
+from ovmfgen.boot import shell as boot_shell
+from ovmfgen.boot.qemu import boot_qemu
 from ovmfgen.nightly import command, install, matrix
 from ovmfgen.nightly.matrix import InstallSpec
 from ovmfgen.run import run
@@ -67,8 +68,8 @@ def test_small_matrix_passes_end_to_end(small_night):
     qemu = cells["qemu-x64-DEBUG"]
     assert [s["name"] for s in qemu["steps"]] == ["build", "boot-shell"]
     assert qemu["boot"]["shell"]["verdict"] == "SHELL_REACHED"
-    serial = boot.strip_ansi((night / qemu["boot"]["shell"]["log"]).read_text(errors="replace"))
-    assert boot.SHELL_MARKER in serial.splitlines() and "UEFI Interactive Shell" in serial
+    serial = boot_shell.strip_ansi((night / qemu["boot"]["shell"]["log"]).read_text(errors="replace"))
+    assert boot_shell.SHELL_MARKER in serial.splitlines() and "UEFI Interactive Shell" in serial
     assert qemu["fd_size"] == "4M"
     # The pflash pair the boot used is the published unified image, split.
     code = (night / qemu["artifacts"]["OVMF_CODE.fd"]).read_bytes()
@@ -180,7 +181,7 @@ def test_install_root_lays_out_what_the_small_night_built(small_night, tmp_path:
     code = root / qdesc["mapping"]["executable"]["filename"].lstrip("/")
     assert code.read_bytes() == (out / DATE / cells["qemu-x64-DEBUG"]["artifacts"]["OVMF_CODE.fd"]).read_bytes()
     # The installed ELF is loaded the way the descriptor says (device kernel = QEMU -kernel).
-    result = boot.boot_qemu(elf, "pvh", tmp_path, timeout=60)
+    result = boot_qemu(elf, "pvh", tmp_path, timeout=60)
     assert result.ok, result.summary()
 
 

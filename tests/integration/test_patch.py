@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from ovmfgen import elf
-from ovmfgen.boot import qemu as boot
+from ovmfgen.boot.qemu import boot_qemu
+from ovmfgen.boot.verdict import Verdict
 from ovmfgen.edk2 import tree as edk2
 from ovmfgen.patch import verify as patch_verify
 from ovmfgen.patch import write as patch_write
@@ -72,6 +73,6 @@ def test_in_tree_fd_is_the_pvh_elf_and_boots_through_the_pvh_entry(verified: pat
     assert data[: elf.HEADER_SIZE] == elf.pvh_header(len(data), 0x100000)
     findings = elf.check_elf(data)
     assert [f for f in findings if not f.ok] == []
-    result = boot.boot_qemu(fd, "pvh", tmp_path)
+    result = boot_qemu(fd, "pvh", tmp_path)
     print(f"boot: {result.summary()}")
-    assert result.verdict is boot.Verdict.REACHED_XEN_PLATFORM_PEI, result.summary()
+    assert result.verdict is Verdict.REACHED_XEN_PLATFORM_PEI, result.summary()
