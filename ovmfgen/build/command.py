@@ -35,6 +35,7 @@ from ovmfgen.ui import say
 
 CCACHE_MASQUERADE = Path("/usr/lib/ccache")
 
+
 class BuildFailed(OvmfgenError):
     """The edk2 build (or a post-build check) failed: one line naming the first real error."""
 
@@ -47,6 +48,7 @@ class BuildResult:
     manifest: dict
     noop: bool
     seconds: float
+
 
 def _source_map(p: Plan) -> dict[str, Path]:
     ov_root = p.layout.overrides_dir / p.platform.name

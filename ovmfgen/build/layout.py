@@ -61,6 +61,7 @@ FEATURE_TAGS = {
     ("shell", "true"): "shell",
 }
 
+
 @dataclass(frozen=True)
 class Layout:
     """Where platforms, overrides, workspaces and artifacts live (the repository's dirs by default)."""
@@ -69,6 +70,7 @@ class Layout:
     overrides_dir: Path = paths.OVERRIDES_DIR
     build_root: Path = paths.BUILD_DIR
     dist_root: Path = paths.DIST_DIR
+
 
 def _default_features(platform: str, platforms_dir: Path) -> tuple[tuple[str, str], ...]:
     """The platform's features as its YAML sets them (cached while the file is unchanged)."""

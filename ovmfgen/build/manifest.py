@@ -16,6 +16,7 @@ from ovmfgen.run import quote
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
 
+
 def read_manifest(dist: Path) -> dict | None:
     """The manifest published in ``dist`` (None when absent or unreadable)."""
     try:
@@ -83,6 +84,7 @@ def make_manifest(p: Plan, outputs: Mapping[str, bytes], fv_usage: Mapping[str, 
         "jobs": p.request.jobs or os.cpu_count() or 1,
         "ccache": p.request.ccache,
     }
+
 
 _REPORT_FV = re.compile(r"^Fv Name:\s+(\S+)\s+\(([\d.]+)% Full\)")
 _REPORT_SIZE = re.compile(r"^Size:\s+(0x[0-9A-Fa-f]+)")

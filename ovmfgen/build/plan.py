@@ -41,6 +41,7 @@ RECIPE_MODULES = ("build/request.py", "build/plan.py", "build/workspace.py", "bu
                   "build/publish.py", "build/command.py", "build/child/stuart_platform.py",
                   "build/child/linkcache.py", "elf.py")
 
+
 def sha256_bytes(data: bytes) -> str:
     """Hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()

@@ -14,6 +14,7 @@ FD_SIZES_MIB = (1, 2, 4)
 _DEFINE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FD_SIZE_DEFINE = re.compile(r"^FD_SIZE_([124])MB$")
 
+
 def parse_fd_size(text: str | int | None) -> int | None:
     """``1M``/``2M``/``4M`` (also ``2``, ``2MB``, ``2MiB``) -> MiB; None stays None."""
     if text is None or text == "":

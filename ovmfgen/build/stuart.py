@@ -18,6 +18,7 @@ from ovmfgen.ui import is_interactive, say
 
 PROGRESS_EVERY_S = 15.0                  # plain progress lines (no TTY / CI)
 
+
 class Progress:
     """Modules built / total while edk2 runs: a bar on a terminal, plain periodic lines otherwise."""
 
@@ -103,6 +104,7 @@ def count_module_makefiles(build_arch_dir: Path) -> int:
         if "GNUmakefile" in files:
             n += 1
     return n
+
 
 def run_stuart(p: Plan, lock: Lock | None = None, progress: Progress | None = None) -> tuple[int, str]:
     """Run the stuart command, teeing its output to ``p.log_path``; returns (exit status, log text)."""

@@ -52,6 +52,7 @@ def workspace_lock(path: Path, what: str) -> Iterator[Lock]:
     finally:
         os.close(fd)  # releases the lock (unless a child inherited it: then when that child exits too)
 
+
 def prepare_workspace(p: Plan) -> list[str]:
     """Write the rendered files and overrides into the workspace (only where changed).
 

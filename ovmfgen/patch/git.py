@@ -31,6 +31,7 @@ BASE_EXCLUDES = (
 # edk2's SetupGit.py settings that shape `git format-patch` output (diff order, hunk headers, abbrev).
 INI_XFUNCNAME = r"^\[[A-Za-z0-9_., ]+]"
 
+
 def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for every git command: the user's and the system's git configuration shut out.
 

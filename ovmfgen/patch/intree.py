@@ -19,6 +19,7 @@ CI_TEMPLATE = "OvmfPkg/PlatformCI/XenBuild.py"
 MAINTAINERS = "Maintainers.txt"
 MAINTAINERS_SECTION = "OvmfPkg: Xen-related modules"
 
+
 def header_include_path(platform: Platform) -> str:
     """Workspace-relative path of the generated ELF header include, e.g. ``OvmfPkg/XenOvmfElfHeader.fdf.inc``."""
     return f"{platform.package_dir}/{platform.dsc_name}ElfHeader.fdf.inc"

@@ -30,6 +30,7 @@ BODY_WIDTH = 72             # PatchCheck.py warns from 76; git's own convention 
 
 _EMAIL_RE = re.compile(r"^\s*(?P<name>.*?)(?P<space>\s*)<(?P<email>[^<>]*)>\s*$")
 
+
 @dataclass(frozen=True)
 class Ident:
     """A ``Name <email>`` identity: the author, committer and Signed-off-by of every commit."""
@@ -76,6 +77,7 @@ def default_signoff(cwd: Path | None = None) -> Ident:
         raise OvmfgenError("no Signed-off-by identity: pass --signoff 'Name <email>' or set git config "
                            "user.name and user.email")
     return parse_signoff(f"{name} <{email}>")
+
 
 @dataclass(frozen=True)
 class Commit:

@@ -22,6 +22,7 @@ TARGETS = ("DEBUG", "RELEASE", "NOOPT")
 ARCH = "X64"
 TOOL_CHAIN = "GCC5"
 
+
 def patch_files(patch_dir: Path) -> list[Path]:
     """The patches of a series directory in order, cover letter excluded."""
     found = sorted(p for p in Path(patch_dir).glob("[0-9][0-9][0-9][0-9]-*.patch") if p.name != COVER_LETTER)

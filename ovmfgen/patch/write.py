@@ -26,9 +26,11 @@ from ovmfgen.patch.series import Commit, Ident, Series, default_signoff, parse_s
 
 COVER_LETTER = "0000-cover-letter.patch"
 
+
 def _message(commit: Commit, cc: Sequence[str], signer: Ident) -> str:
     trailers = [f"Cc: {c}" for c in cc] + [f"Signed-off-by: {signer}"]
     return f"{commit.subject}\n\n{commit.body}\n\n" + "\n".join(trailers) + "\n"
+
 
 @dataclass(frozen=True)
 class Generated:
