@@ -31,7 +31,7 @@ def test(c, k=None, fast=False):
             "edk2": "edk2 tree: a tag such as edk2-stable202605 (default: the default tree)"})
 def render(c, platform="xen-pvh", output=None, edk2=None):
     """Render platforms/PLATFORM.yaml into XenOvmf.dsc/.fdf (atomic, write only if changed)."""
-    from ovmfgen.platform import render as stage
+    from ovmfgen.platform import command as stage
 
     guard(stage.render_command, platform, output, edk2=edk2)
 

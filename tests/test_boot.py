@@ -310,8 +310,8 @@ def test_boot_command_wants_the_same_sec_stack_on_both_entries(tmp_path: Path, m
     image = tmp_path / "ovmf.elf"
     image.write_bytes(b"x")
     logs = {"pvh": classify_log(log("pvh-reached.log"), "pvh"), "reset": classify_log(log("reset-reached.log"), "reset")}
-    monkeypatch.setattr(boot, "boot_qemu", lambda path, entry, out_dir: logs[entry])
-    assert [r.entry for r in boot.boot_command(image=image)] == ["pvh", "reset"]
+    monkeypatch.setattr(boot_command, "boot_qemu", lambda path, entry, out_dir: logs[entry])
+    assert [r.entry for r in boot_command.boot_command(image=image)] == ["pvh", "reset"]
     logs["reset"] = replace(logs["reset"], sec_stack=0x830000)
     with pytest.raises(OvmfgenError, match=r"SEC's stack differs between the entries \(pvh 0x820000, reset 0x830000\)"):
-        boot.boot_command(image=image)
+        boot_command.boot_command(image=image)

@@ -23,12 +23,12 @@ from ovmfgen.build import plan as build_plan
 from ovmfgen.build import publish as build_publish
 from ovmfgen.build import stuart as build_stuart
 from ovmfgen.build import workspace as build_workspace
-from ovmfgen.build.layout import Layout
 from ovmfgen.build.plan import plan
 from ovmfgen.build.request import make_request
 from ovmfgen.build.stuart import Progress
 from ovmfgen.edk2.tree import Edk2Tree
 from ovmfgen.errors import OvmfgenError
+from ovmfgen.paths import Layout
 
 FAKE_IDENTITY = {"schema": 1, "tag": "edk2-stable202502", "commit": "f" * 40, "release_date": "2025-02-21",
                  "source": "debian"}
@@ -57,7 +57,7 @@ def fake_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
     def fake_locate(repo_root=None):
         return Edk2Tree(root=root, basetools=tmp_path / "bt" / "BaseTools", identity=dict(state["identity"]))
 
-    monkeypatch.setattr("ovmfgen.edk2.tree.locate", fake_locate)
+    monkeypatch.setattr(build_plan, "locate", fake_locate)
     monkeypatch.setattr(build_plan, "tool_versions", lambda: dict(state["tools"]))
     return state
 
@@ -582,7 +582,7 @@ def test_noop_when_published_manifest_matches(layout: Layout, fake_env: dict, mo
         raise AssertionError("must not build")
 
     monkeypatch.setattr(build_cmd, "run_stuart", no_build)
-    monkeypatch.setattr("ovmfgen.platform.validate.validate", no_build)
+    monkeypatch.setattr(build_cmd, "validate", no_build)
     result = build_cmd.build(make_request("xen-pvh"), layout)
     assert result.noop and result.dist == p.dist
     # A changed input is not a no-op (and the build is attempted: here it is refused).

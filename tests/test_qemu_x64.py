@@ -43,6 +43,7 @@ def test_qemu_x64_matches_upstream_but_for_its_listed_deltas():
     from ovmfgen.edk2.tree import locate
     from ovmfgen.platform.load import load_platform
     from ovmfgen.platform.diff import diff_platform
+    from ovmfgen.platform.render import render
     from ovmfgen.platform.validate import validate
 
     try:
@@ -50,7 +51,7 @@ def test_qemu_x64_matches_upstream_but_for_its_listed_deltas():
     except OvmfgenError as exc:
         pytest.skip(f"no edk2 tree: {exc.message}")
     p = load_platform("qemu-x64")
-    validate(p, tree)
+    validate(p, render(p), tree)
     per_config, unexplained, stale = diff_platform(p, tree / "OvmfPkg/OvmfPkgX64.dsc",
                                                    tree / "OvmfPkg/OvmfPkgX64.fdf", tree)
     assert unexplained == [] and stale == []

@@ -10,7 +10,9 @@ import pytest
 
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.load import load_platform
-from ovmfgen.paths import REPO_ROOT
+from ovmfgen.paths import REPO_ROOT, Layout
+from ovmfgen.platform import validate as v
+from ovmfgen.platform.render import render
 from ovmfgen.platform.validate import validate
 
 INVALID = sorted((REPO_ROOT / "tests" / "invalid").glob("*.yaml"))
@@ -30,16 +32,19 @@ def test_enough_invalid_cases() -> None:
 @pytest.mark.parametrize("case", INVALID, ids=[p.stem for p in INVALID])
 def test_invalid_case(case: Path, edk2_tree) -> None:
     with pytest.raises(OvmfgenError) as info:
-        validate(load_platform(case, platforms_dir=case.parent), edk2_root=edk2_tree.root, use_cache=False)
+        platform = load_platform(case, platforms_dir=case.parent)
+        validate(platform, render(platform), edk2_root=edk2_tree.root, use_cache=False)
     assert str(info.value) == expected_message(case)
 
 
 def test_minimal_platform_is_valid(edk2_tree) -> None:
-    validate(load_platform(MINI, platforms_dir=MINI.parent), edk2_root=edk2_tree.root, use_cache=False)
+    platform = load_platform(MINI, platforms_dir=MINI.parent)
+    validate(platform, render(platform), edk2_root=edk2_tree.root, use_cache=False)
 
 
 def test_xen_pvh_is_valid(edk2_tree) -> None:
-    validate(load_platform("xen-pvh"), edk2_root=edk2_tree.root, use_cache=False)
+    platform = load_platform("xen-pvh")
+    validate(platform, render(platform), edk2_root=edk2_tree.root, use_cache=False)
 
 
 def test_cli_error_is_one_line_and_writes_nothing(tmp_path: Path, edk2_tree) -> None:
@@ -53,15 +58,31 @@ def test_cli_error_is_one_line_and_writes_nothing(tmp_path: Path, edk2_tree) -> 
     assert not out.exists()
 
 
-def test_validation_cache_is_keyed_on_content(tmp_path: Path, edk2_tree, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_validation_cache_is_keyed_on_content(tmp_path: Path, edk2_tree) -> None:
     # A passing validation is remembered; a change to the platform must run the checks again.
-    import ovmfgen.paths
-    import ovmfgen.platform.validate as v
-
-    monkeypatch.setattr(ovmfgen.paths, "BUILD_DIR", tmp_path)
+    ov_root = tmp_path / "overrides" / "mini"
     platform = load_platform(MINI, platforms_dir=MINI.parent)
-    key = v._cache_key(platform, edk2_tree.digest)
+    key = v._cache_key(platform, edk2_tree.digest, render(platform), ov_root)
     broken = MINI.read_text().replace("RegisterFilterLib: ", "RegisterFilterLibX: ")
     (tmp_path / "mini.yaml").write_text(broken)
     other = load_platform(tmp_path / "mini.yaml", platforms_dir=tmp_path)
-    assert v._cache_key(other, edk2_tree.digest) != key
+    assert v._cache_key(other, edk2_tree.digest, render(other), ov_root) != key
+
+
+def test_validate_uses_the_layouts_overrides(tmp_path: Path, edk2_tree) -> None:
+    """Overrides are checked in the layout's overrides/<platform>/, never in the repository's."""
+    rel = "OvmfPkg/Include/Dsc/OvmfTpmDefines.dsc.inc"
+    platforms = tmp_path / "platforms"
+    platforms.mkdir()
+    (platforms / "mini.yaml").write_text(MINI.read_text() + f"\noverrides:\n  - {rel}\n")
+    platform = load_platform(platforms / "mini.yaml", platforms_dir=platforms)
+    rendered = render(platform)
+    layout = Layout(platforms, tmp_path / "overrides", tmp_path / "build", tmp_path / "dist")
+    assert not (Layout().overrides_for("mini") / rel).exists()
+    with pytest.raises(OvmfgenError, match=f"override not found: overrides/mini/{rel}"):
+        validate(platform, rendered, edk2_root=edk2_tree.root, use_cache=False, layout=layout)
+    (layout.overrides_for("mini") / rel).parent.mkdir(parents=True)
+    (layout.overrides_for("mini") / rel).write_bytes((edk2_tree.root / rel).read_bytes())
+    validate(platform, rendered, edk2_root=edk2_tree.root, use_cache=False, layout=layout)
+    with pytest.raises(OvmfgenError, match="override not found"):
+        validate(platform, rendered, edk2_root=edk2_tree.root, use_cache=False)  # the repository's: not there

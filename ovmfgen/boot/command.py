@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ovmfgen.boot import xen
 from ovmfgen.boot.qemu import boot_qemu
 from ovmfgen.boot.verdict import ENTRIES, BootResult, check_entry, tail_text
 from ovmfgen.edk2.releases import path_part
@@ -51,8 +52,6 @@ def boot_command(platform: str = "xen-pvh", target: str = "DEBUG", entry: str = 
             raise OvmfgenError(f"no published firmware at {display_path(image)}: run `invoke build --platform "
                                f"{platform} --target {target}{tree_args}` first")
     if on == "xen":
-        from ovmfgen.boot import xen  # lazily: only this path needs it
-
         return xen.boot_xen_command(platform=platform, target=target, image=image)
     if on != "qemu":
         raise OvmfgenError(f"unknown boot host {on!r}: expected qemu or xen")

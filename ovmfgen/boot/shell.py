@@ -21,7 +21,7 @@ from ovmfgen.boot.qemu import DEBUG_PORT, QEMU, preflight
 from ovmfgen.boot.verdict import FAILURE_LINE, TAIL_LINES, describe_exit, log_lines
 from ovmfgen.elf import fv_header_ok
 from ovmfgen.errors import OvmfgenError, display_path
-from ovmfgen.run import DEVNULL, STDOUT, popen, stop
+from ovmfgen.run import DEVNULL, STDOUT, popen, run, stop
 
 SHELL_MARKER = "OVMFGEN-SHELL-REACHED"
 SHELL_TIMEOUT_SECONDS = 240.0
@@ -47,7 +47,6 @@ def make_fat_image(path: Path, files: dict[str, bytes], size_kib: int = FAT_IMAG
     for tool in ("mkfs.fat", "mcopy"):
         if shutil.which(tool) is None:
             raise OvmfgenError(f"{tool} not found: {_tools_hint()}")
-    from ovmfgen.run import run
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from ovmfgen import paths
 from ovmfgen.build.plan import ARCH, TOOL_CHAIN, Plan, ccache_dir, link_cache_dir, pcd_arguments, plan
 from ovmfgen.build.request import make_request
 from ovmfgen.errors import OvmfgenError, display_path
+from ovmfgen.fsutil import atomic_write_bytes
 from ovmfgen.run import run
 from ovmfgen.ui import say
 
@@ -170,7 +171,6 @@ def bench_command(platform: str = "xen-pvh", target: str = "DEBUG", output: str 
     for r in [header, *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
     out = Path(output) if output else RESULTS
-    from ovmfgen.fsutil import atomic_write_bytes
 
     atomic_write_bytes(out, (json.dumps(results, indent=2) + "\n").encode())
     say(f"bench: results in {display_path(out)}")

@@ -15,15 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ovmfgen import elf
+from ovmfgen.build.child import linkcache
 from ovmfgen.build.diagnose import summarize_failure
 from ovmfgen.build.layout import ELF_NAME, LOG_NAME, Layout
 from ovmfgen.build.manifest import (
-    MANIFEST,
-    fv_usage_from_log,
-    fv_usage_from_report,
-    make_manifest,
-    read_manifest,
-    up_to_date,
+    MANIFEST, fv_usage_from_log, fv_usage_from_report, make_manifest, read_manifest, up_to_date,
 )
 from ovmfgen.build.plan import Plan, link_cache_dir, plan
 from ovmfgen.build.publish import publish
@@ -31,6 +28,7 @@ from ovmfgen.build.request import Request, make_request
 from ovmfgen.build.stuart import run_stuart
 from ovmfgen.build.workspace import prepare_workspace, workspace_lock
 from ovmfgen.errors import OvmfgenError, display_path
+from ovmfgen.platform.validate import validate
 from ovmfgen.ui import say
 
 CCACHE_MASQUERADE = Path("/usr/lib/ccache")
@@ -51,15 +49,13 @@ class BuildResult:
 
 
 def _source_map(p: Plan) -> dict[str, Path]:
-    ov_root = p.layout.overrides_dir / p.platform.name
+    ov_root = p.layout.overrides_for(p.platform.name)
     out = {rel: ov_root / rel for rel in p.overrides}
     return out
 
 
 def post_build(p: Plan, log_text: str, seconds: float) -> dict[str, bytes]:
     """FD -> PVH ELF, loader checks, FV usage, manifest: the files to publish."""
-    from ovmfgen import elf
-
     try:
         fd = p.fd_path.read_bytes()
     except OSError:
@@ -120,9 +116,8 @@ def build(request: Request, layout: Layout | None = None) -> BuildResult:
             # Built by whoever held the lock before us.
             say(f"{label}: up to date, nothing to do ({display_path(p.dist)})")
             return BuildResult(p.dist, read_manifest(p.dist) or {}, True, time.monotonic() - t0)
-        from ovmfgen.platform.validate import validate
 
-        validate(p.platform, p.edk2_root)
+        validate(p.platform, p.rendered_platform, p.edk2_root, layout=p.layout)
         if request.clean and p.workspace.exists():
             say(f"removing {display_path(p.workspace)} (--clean)")
             shutil.rmtree(p.workspace)
@@ -134,8 +129,6 @@ def build(request: Request, layout: Layout | None = None) -> BuildResult:
             fail = summarize_failure(log_text, (p.workspace, p.edk2_root), _source_map(p))
             raise BuildFailed(fail.one_line(label, display_path(p.log_path)), fail.location)
         if request.ccache:
-            from ovmfgen.build.child import linkcache
-
             linkcache.trim(str(link_cache_dir()))  # ccache bounds itself (max_size); this one is ours to bound
         files = post_build(p, log_text, time.monotonic() - t_build)
         publish(files, p.dist)

@@ -1,4 +1,4 @@
-"""Where a build goes: the ``Layout`` (platforms, overrides, workspaces, dist) and the variant names.
+"""Where a build goes: its workspace and dist directories inside a ``paths.Layout``, and the variant names.
 
 Where things go
 ---------------
@@ -39,13 +39,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ovmfgen import paths
 from ovmfgen.build.request import FD_SIZE_DEFINE, parse_fd_size, parse_target
 from ovmfgen.edk2.releases import path_part
+from ovmfgen.paths import Layout
+from ovmfgen.platform.load import load_platform
 
 ELF_NAME = "ovmf.elf"
 LOG_NAME = "build.log"
@@ -62,16 +62,6 @@ FEATURE_TAGS = {
 }
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where platforms, overrides, workspaces and artifacts live (the repository's dirs by default)."""
-
-    platforms_dir: Path = paths.PLATFORMS_DIR
-    overrides_dir: Path = paths.OVERRIDES_DIR
-    build_root: Path = paths.BUILD_DIR
-    dist_root: Path = paths.DIST_DIR
-
-
 def _default_features(platform: str, platforms_dir: Path) -> tuple[tuple[str, str], ...]:
     """The platform's features as its YAML sets them (cached while the file is unchanged)."""
     try:
@@ -83,8 +73,6 @@ def _default_features(platform: str, platforms_dir: Path) -> tuple[tuple[str, st
 
 @lru_cache(maxsize=16)
 def _default_features_cached(platform: str, platforms_dir: Path, _stamp: int) -> tuple[tuple[str, str], ...]:
-    from ovmfgen.platform.load import load_platform
-
     return load_platform(platform, platforms_dir).default_features
 
 

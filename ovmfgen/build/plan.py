@@ -25,9 +25,11 @@ from ovmfgen import __version__, paths
 from ovmfgen.build.layout import Layout, variant_suffix, workspace_dir
 from ovmfgen.build.request import Request
 from ovmfgen.edk2.releases import path_part
-from ovmfgen.edk2.tree import Edk2Tree
+from ovmfgen.edk2.tree import Edk2Tree, locate
 from ovmfgen.errors import OvmfgenError
+from ovmfgen.platform.load import load_platform
 from ovmfgen.platform.model import Platform
+from ovmfgen.platform.render import Rendered, render
 from ovmfgen.run import run
 
 TOOL_CHAIN = "GCC5"
@@ -117,7 +119,8 @@ class Plan:
     suffix: str
     workspace: Path
     dist: Path
-    rendered: dict[str, bytes]
+    rendered: dict[str, bytes]             # workspace path -> bytes, from rendered_platform
+    rendered_platform: Rendered             # the one render of this build: validated, then written
     overrides: dict[str, bytes]
     edk2_root: Path
     edk2_tools: Path
@@ -202,10 +205,6 @@ def plan(request: Request, layout: Layout | None = None) -> Plan:
 
     Cheap (no edk2 tooling is imported): the no-op check runs on this alone.
     """
-    from ovmfgen.edk2.tree import locate
-    from ovmfgen.platform.load import load_platform
-    from ovmfgen.platform.render import render
-
     lay = layout or Layout()
     overrides = dict(request.features)
     if request.fd_size is not None:
@@ -219,8 +218,9 @@ def plan(request: Request, layout: Layout | None = None) -> Plan:
     workspace = workspace_dir(platform.name, suffix, lay, request.edk2)
     dist = lay.dist_root / platform.name / path_part(request.edk2) / (
         f"{request.target}-{suffix}" if suffix else request.target)
-    rendered = {f"{platform.package_dir}/{name}": data for name, data in render(platform).files().items()}
-    override_root = lay.overrides_dir / platform.name
+    rendered_platform = render(platform)
+    rendered = {f"{platform.package_dir}/{name}": data for name, data in rendered_platform.files().items()}
+    override_root = lay.overrides_for(platform.name)
     override_files: dict[str, bytes] = {}
     for ov in platform.overrides:
         try:
@@ -251,7 +251,7 @@ def plan(request: Request, layout: Layout | None = None) -> Plan:
     }
     return Plan(
         request=request, platform=platform, layout=lay, suffix=suffix, workspace=workspace, dist=dist,
-        rendered=rendered, overrides=override_files, edk2_root=tree.root, edk2_tools=tree.basetools,
+        rendered=rendered, rendered_platform=rendered_platform, overrides=override_files, edk2_root=tree.root, edk2_tools=tree.basetools,
         edk2_identity=tree.identity, fd_size=fd_size, features=features, defines=defines,
         version_string=version_string, release_date=release_date, tools=tools, inputs=inputs,
         input_hash=input_hash(inputs),

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ovmfgen.build.manifest import MANIFEST
+from ovmfgen.fsutil import replace_dir
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -56,8 +57,6 @@ def publish(files: Mapping[str, bytes], final: Path) -> None:
 
     ``manifest.json`` is written last; until the swap, ``final`` keeps the previous artifacts.
     """
-    from ovmfgen.fsutil import replace_dir
-
     final.parent.mkdir(parents=True, exist_ok=True)
     recover_dist(final)
     staging = final.parent / f".{final.name}.staging-{os.getpid()}"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ovmfgen.build.plan import STATE_DIR, Plan
 from ovmfgen.errors import display_path
+from ovmfgen.fsutil import atomic_write_bytes, write_if_changed
 from ovmfgen.ui import say
 
 
@@ -59,8 +60,6 @@ def prepare_workspace(p: Plan) -> list[str]:
     Overrides the platform no longer lists are removed (they would still shadow edk2's files).
     Returns the workspace-relative paths written.
     """
-    from ovmfgen.fsutil import atomic_write_bytes, write_if_changed
-
     ws = p.workspace
     written = [rel for rel, data in p.rendered.items() if write_if_changed(ws / rel, data)]
     state = ws / STATE_DIR / "overrides.json"

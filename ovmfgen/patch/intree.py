@@ -11,6 +11,7 @@ from dataclasses import replace
 from ovmfgen import elf
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.model import Conditional, Include, Platform, ReservedRegion, Section, Statement
+from ovmfgen.platform.render import render
 
 # Where the PlatformCI job goes: after upstream's Xen job in the Ubuntu GCC5 pipeline.
 CI_PIPELINE = "OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-GCC5.yml"
@@ -86,8 +87,6 @@ def in_tree_text(text: str) -> str:
 
 def in_tree_files(platform: Platform) -> dict[str, bytes]:
     """The platform's DSC and FDF for the edk2 tree (path -> CRLF bytes), FDF including the ELF header."""
-    from ovmfgen.platform.render import render
-
     rendered = render(in_tree_platform(platform))
     return {
         platform.dsc_path: in_tree_text(rendered.dsc).encode("utf-8"),

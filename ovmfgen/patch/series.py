@@ -11,16 +11,8 @@ from pathlib import Path
 from ovmfgen import elf, paths
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.patch.intree import (
-    CI_PIPELINE,
-    CI_TEMPLATE,
-    MAINTAINERS,
-    add_ci_job,
-    add_maintainers,
-    ci_script,
-    ci_script_path,
-    elf_header_include,
-    header_include_path,
-    in_tree_files,
+    CI_PIPELINE, CI_TEMPLATE, MAINTAINERS, add_ci_job, add_maintainers, ci_script, ci_script_path,
+    elf_header_include, header_include_path, in_tree_files,
 )
 from ovmfgen.platform.model import Platform
 from ovmfgen.run import run

@@ -11,10 +11,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ovmfgen import elf
+from ovmfgen.build.diagnose import summarize_failure
+from ovmfgen.edk2.tree import PIN, locate
 from ovmfgen.errors import OvmfgenError, display_path
+from ovmfgen.fsutil import write_if_changed
 from ovmfgen.patch.git import BASE_IDENT, RAW_ATTRIBUTES, BaseRepo, ensure_base, git
 from ovmfgen.patch.series import Ident
 from ovmfgen.patch.write import COVER_LETTER
+from ovmfgen.platform.load import load_platform
 from ovmfgen.platform.model import Platform
 from ovmfgen.run import CommandError, run
 
@@ -109,8 +113,6 @@ def check_each(repo: Path, commits: Sequence[str], step: Callable[[Path, int], S
 
 def build_env(workspace: Path, basetools: Path, conf_dir: Path) -> dict[str, str]:
     """The environment of a plain upstream ``build`` in ``workspace`` (what edksetup.sh would set up)."""
-    from ovmfgen.fsutil import write_if_changed
-
     # Written only when they change: the next (incremental) build then sees the same Conf.
     for name in ("target", "tools_def", "build_rule"):
         write_if_changed(conf_dir / f"{name}.txt", (basetools / "Conf" / f"{name}.template").read_bytes())
@@ -164,8 +166,6 @@ def _first_error(log: Path) -> str:
     except OSError:
         return "no log"
     try:
-        from ovmfgen.build.diagnose import summarize_failure
-
         return summarize_failure(text).message
     except Exception:  # noqa: BLE001 - the summary is a convenience; fall back to the log's error lines
         errors = [ln.strip() for ln in text.splitlines() if "error" in ln.lower()]
@@ -199,9 +199,6 @@ def verify_series(patch_dir: Path, work: Path, platform_name: str, each: bool = 
     involved in the build: upstream's ``build`` with EDK_TOOLS_PATH = the pinned BaseTools, WORKSPACE =
     the clone, Conf from the BaseTools templates.
     """
-    from ovmfgen.edk2.tree import PIN, locate
-    from ovmfgen.platform.load import load_platform
-
     platform = load_platform(platform_name)
     tree = locate()
     ident = tree.identity

@@ -9,20 +9,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ovmfgen import paths
+from ovmfgen.edk2.tree import PIN, locate
 from ovmfgen.errors import OvmfgenError, display_path
+from ovmfgen.fsutil import replace_dir
 from ovmfgen.patch.checks import CheckResult, get_maintainers, patchcheck
 from ovmfgen.patch.git import (
-    BaseRepo,
-    commit_date,
-    edk2_git_options,
-    ensure_base,
-    git,
-    ident_env,
-    make_commit,
-    work_repo,
+    BaseRepo, commit_date, edk2_git_options, ensure_base, git, ident_env, make_commit, work_repo,
 )
 from ovmfgen.patch.intree import MAINTAINERS
 from ovmfgen.patch.series import Commit, Ident, Series, default_signoff, parse_signoff, plan_series
+from ovmfgen.platform.load import load_platform
+from ovmfgen.platform.render import render
+from ovmfgen.platform.validate import validate
 
 COVER_LETTER = "0000-cover-letter.patch"
 
@@ -60,8 +58,6 @@ def write_series(series: Series, base: BaseRepo, signer: Ident, out_dir: Path, t
     ``Signed-off-by:``. Nothing is written to ``out_dir`` unless every patch passes PatchCheck.py; the
     directory is replaced as a whole (no stale patches from a longer earlier series).
     """
-    from ovmfgen.fsutil import replace_dir
-
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -150,18 +146,13 @@ def default_output_dir(platform_name: str) -> Path:
 def generate(platform_name: str, out_dir: Path | None = None, signoff: str | None = None,
              validate_platform: bool = True) -> Generated:
     """Load (and validate) the platform and write its upstream series for the pinned edk2 to ``out_dir``."""
-    from ovmfgen.edk2.tree import PIN, locate
-    from ovmfgen.platform.load import load_platform
-
     signer = parse_signoff(signoff) if signoff is not None else default_signoff()
     platform = load_platform(platform_name)
     out = Path(out_dir) if out_dir is not None else default_output_dir(platform.name)
     check_writable(out)
     tree = locate()
     if validate_platform:
-        from ovmfgen.platform.validate import validate
-
-        validate(platform)
+        validate(platform, render(platform))
     ident = tree.identity
     tag = str(ident.get("tag") or PIN.tag)
     upstream = str(ident.get("commit") or PIN.commit)

@@ -19,9 +19,11 @@ from pathlib import Path
 
 from ovmfgen.edk2.tree import locate
 from ovmfgen.errors import OvmfgenError
+from ovmfgen.paths import Layout
 from ovmfgen.platform.importer import _resolve_input
 from ovmfgen.platform.load import load_platform
 from ovmfgen.platform.model import Include, Platform, Region, RegionContent, RegionPcds, ReservedRegion, Statement
+from ovmfgen.platform.render import Rendered, render
 from ovmfgen.platform.syntax import parse_fdf
 from ovmfgen.platform.validate import (
     ARCH, Infos, Workspace, active_statements, component_libraries, conditional_evaluator,
@@ -236,11 +238,17 @@ def _delta_matches(delta_kind: str, delta_subject: str, diff: Difference) -> boo
                                        or delta_subject in diff.ours or delta_subject in diff.theirs)
 
 
-def diff_platform(platform: Platform, against_dsc: Path, against_fdf: Path, edk2_root: Path
+def diff_platform(platform: Platform, against_dsc: Path, against_fdf: Path, edk2_root: Path,
+                  rendered: Rendered | None = None, layout: Layout | None = None
                   ) -> tuple[dict[str, list[Difference]], list[Difference], list[str]]:
-    """(differences per configuration, unexplained ones, listed deltas never observed)."""
+    """(differences per configuration, unexplained ones, listed deltas never observed).
+
+    ``rendered`` is the platform's render when the caller has one (else it is rendered here); the
+    overrides come from ``layout``.
+    """
+    ov_root = (layout or Layout()).overrides_for(platform.name)
     with tempfile.TemporaryDirectory(prefix="ovmfgen-diff-") as tmp:
-        ws_root = prepare_workspace(platform, Path(tmp))
+        ws_root = prepare_workspace(platform, Path(tmp), rendered or render(platform), ov_root)
         ours_ws = Workspace((ws_root, edk2_root))
         theirs_ws = Workspace((against_dsc.parent, edk2_root))
         # Upstream files are resolved in the edk2 tree by their tree-relative path when they live there.
@@ -346,8 +354,9 @@ def diff_command(platform_name: str, against: str | None = None, fdf: str | None
     """
     tree = locate(edk2)
     platform = load_platform(platform_name, edk2=tree.tag)
+    rendered = render(platform)
     try:
-        validate(platform, tree=tree)
+        validate(platform, rendered, tree=tree)
         invalid = None
     except OvmfgenError as exc:
         invalid = exc
@@ -366,7 +375,7 @@ def diff_command(platform_name: str, against: str | None = None, fdf: str | None
         shown = against
         if not fdf_path.is_file():
             raise OvmfgenError(f"no FDF beside {against}; pass --fdf")
-    per_config, unexplained, stale = diff_platform(platform, dsc_path, fdf_path, tree.root)
+    per_config, unexplained, stale = diff_platform(platform, dsc_path, fdf_path, tree.root, rendered)
     print(format_report(platform, per_config, unexplained, stale), flush=True)
     if invalid is not None:
         print(f"{platform.name} does not validate against {tree.tag}:", flush=True)

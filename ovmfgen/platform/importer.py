@@ -12,14 +12,17 @@ from typing import Any
 
 import yaml
 
-from ovmfgen.errors import OvmfgenError
-from ovmfgen.platform.load import HEADER_FIELDS
+from ovmfgen.edk2.tree import locate
+from ovmfgen.errors import OvmfgenError, display_path
+from ovmfgen.fsutil import write_if_changed
+from ovmfgen.paths import REPO_ROOT
+from ovmfgen.platform.load import HEADER_FIELDS, load_platform
 from ovmfgen.platform.model import (
-    Block, BuildOption, Comment, Component, Conditional, Define, ErrorDirective, Field, Inf, Include,
-    LibraryMapping, Pcd, Raw, Region, RegionContent, RegionPcds, ReservedRegion, Section, SetPcd,
-    Statement,
+    Block, BuildOption, Comment, Component, Conditional, Define, ErrorDirective, Field, Include, Inf,
+    LibraryMapping, Pcd, Raw, Region, RegionContent, RegionPcds, ReservedRegion, Section, SetPcd, Statement,
 )
 from ovmfgen.platform.syntax import parse_dsc, parse_fdf
+from ovmfgen.ui import say
 
 _FIELD_SECTIONS = ("Defines", "FD", "FV", "Capsule", "OptionRom")
 
@@ -210,9 +213,6 @@ def platform_yaml(dsc_text: str, fdf_text: str, dsc_rel: str, fdf_rel: str, desc
 def _resolve_input(path: str, edk2: str | None = None) -> tuple[Path, str]:
     """An input path and its path relative to the edk2 tree ``edk2`` (a tag; None: the default tree):
     ``edk2/...`` maps to that tree."""
-    from ovmfgen.edk2.tree import locate
-    from ovmfgen.paths import REPO_ROOT
-
     tree = locate(edk2).root
     p = Path(path)
     candidates = [p]
@@ -234,18 +234,11 @@ def _resolve_input(path: str, edk2: str | None = None) -> tuple[Path, str]:
 
 def locate_tree(edk2: str | None = None) -> Path:
     """The edk2 tree imports are resolved against (``edk2``: a tag; None: the default tree)."""
-    from ovmfgen.edk2.tree import locate
-
     return locate(edk2).root
 
 
 def import_command(dsc: str, fdf: str, output: str) -> None:
     """``invoke import``: write platforms YAML for an upstream DSC/FDF pair (atomically)."""
-    from ovmfgen.errors import display_path
-    from ovmfgen.fsutil import write_if_changed
-    from ovmfgen.platform.load import load_platform
-    from ovmfgen.ui import say
-
     dsc_path, dsc_rel = _resolve_input(dsc)
     fdf_path, fdf_rel = _resolve_input(fdf)
     text = platform_yaml(dsc_path.read_text(encoding="utf-8", errors="replace"),

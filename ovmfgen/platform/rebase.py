@@ -45,6 +45,7 @@ from ovmfgen.platform.model import (
     Statement,
 )
 from ovmfgen.platform.release import tag_number
+from ovmfgen.platform.render import render
 from ovmfgen.platform.syntax import parse_dsc, parse_fdf
 from ovmfgen.platform.validate import validate
 from ovmfgen.ui import say
@@ -490,8 +491,8 @@ def rebase_command(platform_name: str, to: str, from_tag: str | None = None, dry
         probe = Path(tmp) / path.name
         probe.write_text(result.text, encoding="utf-8")
         for tree in (base_tree, target_tree):
-            validate(load_platform(probe, platforms_dir=path.parent, edk2=tree.tag), edk2_root=tree.root,
-                     use_cache=False)
+            probed = load_platform(probe, platforms_dir=path.parent, edk2=tree.tag)
+            validate(probed, render(probed), edk2_root=tree.root, use_cache=False)
     for change in result.changes:
         say(f"{target_tree.tag}: {change}")
     if dry_run:

@@ -1,9 +1,9 @@
 """Render a platform into its DSC and FDF text (jinja2 templates in templates/).
 
 ``render_dsc``/``render_fdf`` are pure: model in, CRLF text out, same bytes for the same model (no
-timestamps, no absolute paths). Writing is separate (``write_outputs``): both files are rendered and
-the platform validated before anything is written, and each file is replaced atomically and only
-when its bytes change (so EDK2's incremental build sees no spurious change).
+timestamps, no absolute paths). Writing is separate (``write_outputs``): each file is replaced
+atomically and only when its bytes change (so EDK2's incremental build sees no spurious change).
+``invoke render`` (load, validate, write) is ``ovmfgen.platform.command``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import jinja2
 
-from ovmfgen.edk2.releases import path_part
+from ovmfgen.fsutil import write_if_changed
+from ovmfgen.paths import TEMPLATES_DIR
 from ovmfgen.platform.model import Platform
-from ovmfgen.paths import BUILD_DIR, TEMPLATES_DIR
 
 _FIELD_WIDTH = {"Defines": 30, "FD": 13, "FV": 18}
 
@@ -101,39 +101,9 @@ def render(platform: Platform) -> Rendered:
 
 def write_outputs(rendered: Rendered, out_dir: Path) -> list[Path]:
     """Write the rendered files into ``out_dir`` atomically, only where changed; returns those written."""
-    from ovmfgen.fsutil import write_if_changed
-
     written = []
     for name, data in rendered.files().items():
         target = out_dir / name
         if write_if_changed(target, data):
             written.append(target)
     return written
-
-
-def default_output_dir(platform: Platform, edk2: str | None = None) -> Path:
-    """Where ``invoke render`` writes by default: the platform's build workspace (of tree ``edk2``)."""
-    return BUILD_DIR / path_part(edk2) / platform.name / platform.package_dir
-
-
-def render_command(platform_name: str, output: str | None = None, edk2: str | None = None) -> None:
-    """``invoke render``: load, validate, render and write XenOvmf.dsc/.fdf (nothing written on error).
-
-    ``edk2`` (a tag; None: the default tree) is the tree the platform is rendered and checked for;
-    another tree than the default writes to that tree's workspace (``build/<tag>/<platform>/``).
-    """
-    from ovmfgen.edk2.tree import locate
-    from ovmfgen.errors import display_path
-    from ovmfgen.platform.load import load_platform
-    from ovmfgen.ui import say
-    from ovmfgen.platform.validate import validate
-
-    tree = locate(edk2)
-    platform = load_platform(platform_name, edk2=tree.tag)
-    rendered = validate(platform, tree=tree)
-    out_dir = Path(output) if output else default_output_dir(platform, edk2)
-    written = write_outputs(rendered, out_dir)
-    for name in rendered.files():
-        path = out_dir / name
-        state = "written" if path in written else "unchanged"
-        say(f"{display_path(path)} ({state})")

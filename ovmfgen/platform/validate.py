@@ -14,25 +14,25 @@ overrides, InfParser, DecParser, FdfParser for FDF macros); errors point at the 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from ovmfgen import elf
 from ovmfgen.edk2.releases import DEFAULT_TAG
 from ovmfgen.edk2.tree import Edk2Tree, locate
 from ovmfgen.errors import Location, OvmfgenError
+from ovmfgen.paths import Layout
 from ovmfgen.platform.model import (
-    Component, Conditional, Field, Inf, Include, LibraryMapping, Pcd, Platform, Region, RegionPcds,
-    ReservedRegion, Section, SetPcd, Statement, walk,
+    Component, Conditional, Field, Include, Inf, LibraryMapping, Pcd, Platform, Region, RegionPcds, ReservedRegion,
+    Section, SetPcd, Statement, walk,
 )
-from ovmfgen.paths import OVERRIDES_DIR
-
-if TYPE_CHECKING:
-    from ovmfgen.platform.render import Rendered
+from ovmfgen.platform.render import Rendered
 
 ARCH = "X64"
 FD_SIZES_KB = (1024, 2048, 4096)
@@ -75,6 +75,7 @@ class _IfdefElseFix:
 
 def dsc_parser() -> object:
     """An edk2toollib DscParser with ovmfgen's conditional fix."""
+    # Function-local: edk2toollib is slow to import; `invoke build`'s no-op path never needs it.
     from edk2toollib.uefi.edk2.parsers.dsc_parser import DscParser
 
     class _Dsc(_IfdefElseFix, DscParser):
@@ -85,6 +86,7 @@ def dsc_parser() -> object:
 
 def fdf_parser() -> object:
     """An edk2toollib FdfParser with ovmfgen's conditional fix."""
+    # Function-local: edk2toollib is slow to import; `invoke build`'s no-op path never needs it.
     from edk2toollib.uefi.edk2.parsers.fdf_parser import FdfParser
 
     class _Fdf(_IfdefElseFix, FdfParser):
@@ -101,13 +103,10 @@ def quiet_edk2toollib() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def _overrides_root(platform: Platform) -> Path:
-    return OVERRIDES_DIR / platform.name
-
-
-def check_overrides(platform: Platform, overrides_root: Path | None = None) -> None:
-    """Every override must be a file inside overrides/<platform>/ (no ``..``, absolute paths or escaping links)."""
-    root = (overrides_root or _overrides_root(platform))
+def check_overrides(platform: Platform, overrides_root: Path) -> None:
+    """Every override must be a file inside ``overrides_root`` (the layout's overrides/<platform>/: no ``..``,
+    absolute paths or escaping links)."""
+    root = overrides_root
     for ov in platform.overrides:
         rel = ov.path
         if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
@@ -165,6 +164,7 @@ class Infos:
     def get(self, rel: str) -> object | None:
         if rel in self.cache:
             return self.cache[rel]
+        # Function-local: edk2toollib is slow to import; `invoke build`'s no-op path never needs it.
         from edk2toollib.uefi.edk2.parsers.inf_parser import InfParser
 
         found = self.ws.find(rel)
@@ -271,6 +271,7 @@ def check_libraries(platform: Platform, dsc_parser: object, infos: Infos) -> Non
 
 def check_pcds(platform: Platform, infos: Infos, edk2_path: object) -> None:
     """Every PCD the platform sets (any section, any branch) is declared in a DEC of its packages."""
+    # Function-local: edk2toollib is slow to import; `invoke build`'s no-op path never needs it.
     from edk2toollib.uefi.edk2.parsers.dec_parser import DecParser
 
     packages: set[str] = set()
@@ -339,6 +340,7 @@ def active_statements(body: tuple[Statement, ...], evaluate: object) -> Iterator
 
 def conditional_evaluator(macros: dict[str, str]) -> object:
     """A ``(directive, expr) -> bool`` function deciding ``!if``/``!ifdef``/``!ifndef`` with edk2toollib."""
+    # Function-local: edk2toollib is slow to import; `invoke build`'s no-op path never needs it.
     from edk2toollib.uefi.edk2.parsers.base_parser import HashFileParser
 
     probe = HashFileParser("ovmfgen")
@@ -367,8 +369,6 @@ def _int(text: str) -> int | None:
 
 def check_fd_layout(platform: Platform, ws_root: Path, edk2_path: object) -> None:
     """FD regions inside the FD and not overlapping; the ELF header region large enough, per FD size."""
-    from ovmfgen import elf
-
     fd_section = next((s for s in platform.fdf if s.header == f"FD.{platform.fd_name}"), None)
     if fd_section is None:
         raise OvmfgenError(f"the FDF has no [FD.{platform.fd_name}] section to publish", platform.loc)
@@ -421,35 +421,25 @@ def check_fd_layout(platform: Platform, ws_root: Path, edk2_path: object) -> Non
 # ---------------------------------------------------------------------------------------------
 
 
-def prepare_workspace(platform: Platform, root: Path, rendered: Rendered | None = None) -> Path:
-    """Lay out a workspace at ``root``: rendered files under their package dir plus the overrides."""
-    import shutil
-
-    from ovmfgen.platform.render import render
-
-    rendered = rendered or render(platform)
+def prepare_workspace(platform: Platform, root: Path, rendered: Rendered, overrides_root: Path) -> Path:
+    """Lay out a workspace at ``root``: rendered files under their package dir plus the overrides
+    (from ``overrides_root``, the layout's overrides/<platform>/)."""
     pkg = root / platform.package_dir
     pkg.mkdir(parents=True, exist_ok=True)
     for name, data in rendered.files().items():
         (pkg / name).write_bytes(data)
-    ov_root = _overrides_root(platform)
     for ov in platform.overrides:
         target = root / ov.path
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ov_root / ov.path, target)
+        shutil.copyfile(overrides_root / ov.path, target)
     return root
 
 
-def _cache_key(platform: Platform, edk2_digest: str, rendered: Rendered | None = None) -> str:
+def _cache_key(platform: Platform, edk2_digest: str, rendered: Rendered, ov_root: Path) -> str:
     """What a validation result depends on: the rendered files, the overrides, the tree, this checker."""
-    import hashlib
-
-    from ovmfgen.platform.render import render
-
     h = hashlib.sha256()
-    for name, data in (rendered or render(platform)).files().items():
+    for name, data in rendered.files().items():
         h.update(name.encode() + b"\0" + data + b"\0")
-    ov_root = _overrides_root(platform)
     for ov in sorted(platform.overrides, key=lambda o: o.path):
         h.update(ov.path.encode() + b"\0" + (ov_root / ov.path).read_bytes() + b"\0")
     h.update(edk2_digest.encode())
@@ -462,37 +452,37 @@ def _marker_prefix(platform: Platform) -> str:
     return f"{platform.name}-{platform.edk2}-" if platform.edk2 else f"{platform.name}-"
 
 
-def validate(platform: Platform, edk2_root: Path | None = None, use_cache: bool = True,
-             tree: Edk2Tree | None = None) -> Rendered:
-    """Run every check; the first problem raises ``OvmfgenError`` located in the YAML.
+def validate(platform: Platform, rendered: Rendered, edk2_root: Path | None = None, use_cache: bool = True,
+             tree: Edk2Tree | None = None, layout: Layout | None = None) -> None:
+    """Check ``rendered`` (the platform's rendered files, as the caller will write or build them) and
+    the platform's overrides in ``layout`` against the edk2 tree; the first problem raises
+    ``OvmfgenError`` located in the YAML.
 
     The tree checked against is ``edk2_root`` (tests), else ``tree``, else the tree of the release the
     platform was loaded for (``platform.edk2``; the default tree when that is the default tag).
 
-    Returns the rendered files the checks ran on (rendered once, so callers need not render again).
-    A passing result is remembered (build/.validated/) under a key over everything the checks read,
-    so unchanged platforms re-render fast; any change to YAML, overrides, tree or checker re-runs it.
+    A passing result is remembered (``layout.validated_dir``) under a key over everything the checks
+    read, so unchanged platforms re-check fast; any change to YAML, overrides, tree or checker re-runs it.
     """
+    # Function-local: edk2toollib takes ~0.3 s to import and the no-op build never validates.
     from edk2toollib.uefi.edk2.path_utilities import Edk2Path
 
-    from ovmfgen.paths import BUILD_DIR
-    from ovmfgen.platform.render import render
-
-    rendered = render(platform)
+    lay = layout or Layout()
+    ov_root = lay.overrides_for(platform.name)
     digest = ""
     if edk2_root is None:
         if tree is None:
             tree = locate(platform.edk2 if platform.edk2 and platform.edk2 != DEFAULT_TAG else None)
         edk2_root, digest = tree.root, tree.digest
-    check_overrides(platform)
+    check_overrides(platform, ov_root)
     marker = None
     if use_cache and digest:
-        marker = BUILD_DIR / ".validated" / f"{_marker_prefix(platform)}{_cache_key(platform, digest, rendered)}"
+        marker = lay.validated_dir / f"{_marker_prefix(platform)}{_cache_key(platform, digest, rendered, ov_root)}"
         if marker.is_file():
-            return rendered
+            return
     quiet_edk2toollib()
     with tempfile.TemporaryDirectory(prefix="ovmfgen-validate-") as tmp:
-        ws_root = prepare_workspace(platform, Path(tmp), rendered)
+        ws_root = prepare_workspace(platform, Path(tmp), rendered, ov_root)
         ws = Workspace((ws_root, edk2_root))
         check_paths(platform, ws)
         edk2_path = Edk2Path(str(ws_root), [str(edk2_root)])
@@ -514,4 +504,3 @@ def validate(platform: Platform, edk2_root: Path | None = None, use_cache: bool 
             old.unlink(missing_ok=True)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
-    return rendered

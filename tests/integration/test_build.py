@@ -29,6 +29,7 @@ from ovmfgen.build import plan as build_plan
 from ovmfgen.build import request as build_request
 from ovmfgen.edk2 import tree as edk2
 from ovmfgen.fsutil import sha256_file
+from ovmfgen.paths import Layout
 
 pytestmark = pytest.mark.integration
 
@@ -133,7 +134,7 @@ def test_warm_ccache_rebuild_reuses_everything_and_gives_the_same_firmware(tmp_p
     monkeypatch.setattr(build_plan, "ccache_dir", lambda: ccache_dir)
     monkeypatch.setattr(build_plan, "link_cache_dir", lambda: link_dir)
     monkeypatch.setattr(build_cmd, "link_cache_dir", lambda: link_dir)  # the trim after the build
-    layout = build_layout.Layout(paths.PLATFORMS_DIR, paths.OVERRIDES_DIR, tmp_path / "build", tmp_path / "dist")
+    layout = Layout(paths.PLATFORMS_DIR, paths.OVERRIDES_DIR, tmp_path / "build", tmp_path / "dist")
     request = build_request.make_request("xen-pvh", clean=True, ccache=True)
 
     cold = build_cmd.build(request, layout)
@@ -153,8 +154,12 @@ def test_warm_ccache_rebuild_reuses_everything_and_gives_the_same_firmware(tmp_p
     assert warm_stats["direct_cache_hit"] - cold_stats["direct_cache_hit"] == cold_stats["direct_cache_miss"]
 
 
-def _broken_layout(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[build_layout.Layout, Path]:
-    """A private copy of xen-pvh whose override of UefiDriverEntryPoint (built early) does not compile."""
+def _broken_layout(root: Path) -> tuple[Layout, Path]:
+    """A private copy of xen-pvh whose override of UefiDriverEntryPoint (built early) does not compile.
+
+    The overrides exist only in this layout's overrides/ (not in the repository's): validation passes
+    only because the build hands it this layout.
+    """
     module = "MdePkg/Library/UefiDriverEntryPoint"
     names = ("UefiDriverEntryPoint.inf", "DriverEntryPoint.c", "UefiDriverEntryPoint.uni")
     platforms = root / "platforms"
@@ -173,14 +178,13 @@ def _broken_layout(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[build_l
     broken = src.replace("EFI_STATUS  Status;", "EFI_STATUS  Status;\n  ovmfgen_deliberate_error = 1;", 1)
     assert broken != src
     (ov / "DriverEntryPoint.c").write_text(broken)
-    monkeypatch.setattr("ovmfgen.platform.validate.OVERRIDES_DIR", overrides)
-    return build_layout.Layout(platforms, overrides, root / "build", root / "dist"), ov / "DriverEntryPoint.c"
+    assert not (Layout().overrides_for("xen-pvh") / module).exists()
+    return Layout(platforms, overrides, root / "build", root / "dist"), ov / "DriverEntryPoint.c"
 
 
 def test_compile_error_is_one_line_and_the_previous_dist_stays(xen_pvh_clean_build: build_cmd.BuildResult,
-                                                               tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    layout, broken_file = _broken_layout(tmp_path, monkeypatch)
+                                                               tmp_path: Path) -> None:
+    layout, broken_file = _broken_layout(tmp_path)
     # A previous good publication of this (private) platform.
     previous = layout.dist_root / "xen-pvh" / "DEBUG"
     shutil.copytree(xen_pvh_clean_build.dist, previous)
