@@ -118,16 +118,20 @@ def check_elf(c, elf):
     guard(stage.check_elf_command, elf)
 
 
-@task(help={
+@task(iterable=["define", "feature"], help={
     "platform": "platform name", "target": "build target", "entry": "pvh, reset or both",
-    "on": "qemu (default) or xen", "image": "firmware file (default: the published ELF)",
+    "on": "qemu (default) or xen", "image": "firmware file (default: the ELF the build with these options published)",
     "edk2": "edk2 tree whose build to boot: a tag such as edk2-stable202605 (default: the default tree)",
+    "fd_size": "the build's --fd-size", "feature": "the build's --feature NAME=VALUE (repeatable)",
+    "define": "the build's --define NAME=VALUE (repeatable)",
 })
-def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=None, edk2=None):
+def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=None, edk2=None, fd_size=None,
+         feature=None, define=None):
     """Boot the published firmware in QEMU (PVH and/or reset-vector entry) or under real Xen."""
     from ovmfgen.boot import command as stage
 
-    guard(stage.boot_command, platform=platform, target=target, entry=entry, on=on, image=image, edk2=edk2)
+    guard(stage.boot_command, platform=platform, target=target, entry=entry, on=on, image=image, edk2=edk2,
+          fd_size=fd_size, features=feature or [], defines=define or [])
 
 
 @task(help={

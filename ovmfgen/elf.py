@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ovmfgen.edk2.conventions import FD_SIZES_MIB, fd_size_bytes
 from ovmfgen.errors import Location, OvmfgenError, display_path
 from ovmfgen.fsutil import atomic_write_bytes
 
@@ -48,7 +49,7 @@ XEN_PVH_MAIN_MAGIC_WITHIN = 32
 
 # The FD sizes OvmfXen builds (FD_SIZE_1MB / 2MB / 4MB) and the erased region at offset 0 that the
 # platform reserves for the header (the old VarStore placeholder: 0xE000 bytes, 0x40000 for 4 MiB).
-FD_SIZES = (1 * MIB, 2 * MIB, 4 * MIB)
+FD_SIZES = tuple(fd_size_bytes(mib) for mib in FD_SIZES_MIB)
 RESERVED_REGION = {1 * MIB: 0xE000, 2 * MIB: 0xE000, 4 * MIB: 0x40000}
 ERASED = 0xFF
 

@@ -10,10 +10,12 @@ import pytest
 
 from ovmfgen.boot import command as boot_command
 from ovmfgen.boot import shell as boot_shell
+from ovmfgen.build import layout as build_layout
 from ovmfgen.boot.command import BootError
 from ovmfgen.boot.qemu import qemu_argv
 from ovmfgen.boot.verdict import BootResult, Verdict, classify_log
 from ovmfgen.errors import OvmfgenError
+from ovmfgen.paths import Layout
 
 DATA = Path(__file__).parent / "data" / "boot"
 ALL_MILESTONES = ("sec", "pei_core", "xen_platform_pei", "xen_not_detected")
@@ -218,10 +220,27 @@ def test_summary_is_one_line():
 
 # --- boot_command's checks that need no QEMU -------------------------------------------------------
 
-def test_boot_command_without_published_image(tmp_path, monkeypatch):
-    monkeypatch.setattr(boot_command, "DIST_DIR", tmp_path)
+def test_boot_command_without_published_image(tmp_path):
+    layout = Layout(dist_root=tmp_path)
     with pytest.raises(OvmfgenError, match=r"no published firmware at .*xen-pvh/DEBUG/ovmf.elf.*invoke build"):
-        boot_command.boot_command()
+        boot_command.boot_command(layout=layout)
+    with pytest.raises(OvmfgenError, match=r"xen-pvh/DEBUG-4M-hvcon/ovmf.elf: run `invoke build --platform xen-pvh "
+                                           r"--target DEBUG --fd-size 4M --feature debug_output=hypervisor-console`"):
+        boot_command.boot_command(fd_size="4M", features=["debug_output=hypervisor-console"], layout=layout)
+
+
+def test_boot_finds_the_variant_build_through_the_layout(tmp_path):
+    """--fd-size/--feature/--target name the same dist directory the build published to."""
+    layout = Layout(dist_root=tmp_path)
+    for kw, rel in [({}, "DEBUG"), ({"fd_size": "4M"}, "DEBUG-4M"), ({"target": "RELEASE"}, "RELEASE"),
+                    ({"features": ["debug_output=hypervisor-console"]}, "DEBUG-hvcon"),
+                    ({"fd_size": "2M"}, "DEBUG")]:  # the platform's default size: no suffix
+        elf = tmp_path / "xen-pvh" / rel / "ovmf.elf"
+        elf.parent.mkdir(parents=True, exist_ok=True)
+        elf.write_bytes(b"ELF")
+        assert boot_command.published_elf("xen-pvh", layout=layout, **kw) == elf
+        assert build_layout.dist_dir("xen-pvh", layout=layout, **{**kw, "features": dict(
+            f.split("=") for f in kw.get("features", []))}) / "ovmf.elf" == elf
 
 
 def test_boot_command_rejects_release_and_bad_options(tmp_path):

@@ -52,7 +52,8 @@ def fake_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
     """locate() and the tool versions, fixed (and changeable by the test through the returned dict)."""
     state = {"identity": dict(FAKE_IDENTITY), "tools": dict(FAKE_TOOLS)}
     root = tmp_path / "edk2"
-    root.mkdir()
+    (root / "BaseTools" / "Conf").mkdir(parents=True)
+    (root / "BaseTools" / "Conf" / "tools_def.template").write_text("*_GCC5_*_*_FAMILY = GCC\n")
 
     def fake_locate(repo_root=None):
         return Edk2Tree(root=root, basetools=tmp_path / "bt" / "BaseTools", identity=dict(state["identity"]))
@@ -469,10 +470,13 @@ def test_progress_counts_modules(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # Lock
 
+# argv: lock, output file, seconds to hold, [a file to wait for first: imports done, then contend].
 LOCK_HOLDER = """
 import sys, time
 from pathlib import Path
 from ovmfgen.build.workspace import workspace_lock
+while len(sys.argv) > 4 and not Path(sys.argv[4]).exists():
+    time.sleep(0.005)
 with workspace_lock(Path(sys.argv[1]), "test"):
     Path(sys.argv[2]).write_text(str(time.time()))
     time.sleep(float(sys.argv[3]))
@@ -483,13 +487,13 @@ with workspace_lock(Path(sys.argv[1]), "test"):
 def test_lock_serialises_two_processes(tmp_path: Path) -> None:
     lock = tmp_path / "locks" / "ws.lock"
     env = {**os.environ, "PYTHONPATH": str(paths.REPO_ROOT)}
+    # The second process is started first and waits for the first to hold the lock: its own start-up
+    # (imports) cannot outlast the first's hold on a loaded machine.
+    second = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(lock), str(tmp_path / "b"), "0",
+                               str(tmp_path / "a")], env=env, stderr=subprocess.PIPE, text=True)
     first = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(lock), str(tmp_path / "a"), "1.5"], env=env)
-    deadline = time.time() + 20
-    while not (tmp_path / "a").exists():
-        assert time.time() < deadline
-        time.sleep(0.02)
-    second = subprocess.run([sys.executable, "-c", LOCK_HOLDER, str(lock), str(tmp_path / "b"), "0"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    _, second_stderr = second.communicate(timeout=60)
+    second = subprocess.CompletedProcess(second.args, second.returncode, "", second_stderr)
     assert first.wait(timeout=60) == 0 and second.returncode == 0, second.stderr
     assert "waiting for lock" in second.stderr and f"(pid {first.pid})" in second.stderr
     a_start, a_end = map(float, (tmp_path / "a").read_text().split())

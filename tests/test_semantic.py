@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from ovmfgen.platform.load import load_platform
-from ovmfgen.paths import REPO_ROOT
-from ovmfgen.platform.diff import diff_platform
+from ovmfgen.paths import PLATFORMS_DIR, REPO_ROOT
+from ovmfgen.platform.diff import diff_platform, format_report
 
 
 def test_xen_pvh_shows_only_listed_deltas(edk2_tree) -> None:
@@ -79,3 +79,16 @@ def test_diff_command_exit_status(edk2_tree) -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PLATFORM_NAME: Ovmf -> XenOvmf" in proc.stdout and "unexplained" not in proc.stdout
+
+
+def test_report_lists_the_overrides(tmp_path: Path) -> None:
+    """`invoke diff` names every overrides/<platform>/ file after the semantic differences."""
+    platforms = tmp_path / "platforms"
+    platforms.mkdir()
+    text = (PLATFORMS_DIR / "xen-pvh.yaml").read_text()
+    (platforms / "xen-pvh.yaml").write_text(text + "\noverrides:\n  - OvmfPkg/B.c\n  - OvmfPkg/A.c\n")
+    report = format_report(load_platform("xen-pvh", platforms), {"default": []}, [], [])
+    assert report.splitlines() == ["no semantic differences",
+                                   "overrides (overrides/xen-pvh/ files replacing edk2's file at the same path):",
+                                   "   OvmfPkg/A.c", "   OvmfPkg/B.c"]
+    assert "overrides" not in format_report(load_platform("xen-pvh"), {"default": []}, [], [])

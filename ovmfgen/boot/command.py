@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ovmfgen.boot import xen
 from ovmfgen.boot.qemu import boot_qemu
 from ovmfgen.boot.verdict import ENTRIES, BootResult, check_entry, tail_text
-from ovmfgen.edk2.releases import path_part
+from ovmfgen.build.layout import ELF_NAME, dist_dir
+from ovmfgen.build.request import parse_assignments
 from ovmfgen.errors import OvmfgenError, display_path
-from ovmfgen.paths import DIST_DIR
+from ovmfgen.paths import Layout
 from ovmfgen.ui import say
 
 if TYPE_CHECKING:
@@ -36,38 +38,50 @@ def _entries(entry: str) -> tuple[str, ...]:
     return (entry,)
 
 
+def published_elf(platform: str, target: str = "DEBUG", fd_size: str | None = None, features: Sequence[str] = (),
+                  defines: Sequence[str] = (), layout: Layout | None = None, edk2: str | None = None) -> Path:
+    """The ``ovmf.elf`` that ``invoke build`` with these options published (one clear line if it did not).
+
+    The same ``dist_dir`` rule as the build: ``--fd-size 4M`` is ``dist/<platform>/<target>-4M/``.
+    """
+    feats = parse_assignments(features, "feature")
+    defs = parse_assignments(defines, "define")
+    path = dist_dir(platform, target, fd_size, feats, defs, layout, edk2) / ELF_NAME
+    if not path.is_file():
+        options = "".join([f" --target {target}", f" --edk2 {edk2}" if edk2 else "",
+                           f" --fd-size {fd_size}" if fd_size else "",
+                           *(f" --feature {f}" for f in features), *(f" --define {d}" for d in defines)])
+        raise OvmfgenError(f"no published firmware at {display_path(path)}: "
+                           f"run `invoke build --platform {platform}{options}` first")
+    return path
+
+
 def boot_command(platform: str = "xen-pvh", target: str = "DEBUG", entry: str = "both", on: str = "qemu",
-                 image: str | Path | None = None, edk2: str | None = None) -> list[BootResult] | XenBootResult:
+                 image: str | Path | None = None, edk2: str | None = None, fd_size: str | None = None,
+                 features: Sequence[str] = (), defines: Sequence[str] = (),
+                 layout: Layout | None = None) -> list[BootResult] | XenBootResult:
     """``invoke boot``: boot the published ELF through the PVH entry and/or the reset vector.
 
-    ``image`` defaults to ``dist/<platform>/[<tag>/]<target>/ovmf.elf`` (``edk2``: the tree's tag; None:
-    the default tree); the logs are saved beside it. Prints one verdict line per entry and raises
-    ``BootError`` (exit 1, log tails shown) if any failed. ``on="xen"`` boots under real Xen instead
-    (``ovmfgen.boot.xen.boot_xen_command``, returning its result).
+    ``image`` defaults to the ``ovmf.elf`` the build with the same ``target``, ``edk2`` tree (a tag;
+    None: the default tree), ``fd_size``, ``features`` and ``defines`` published in ``layout``
+    (``published_elf``); the logs are saved beside it. Prints one verdict line per entry and raises
+    ``BootError`` (exit 1, log tails shown) if any failed. ``on="xen"`` boots that image under real
+    Xen instead (``ovmfgen.boot.xen.boot_xen_command``, returning its result).
     """
-    tree_args = f" --edk2 {edk2}" if edk2 else ""
-    if image is None and edk2 and path_part(edk2):
-        image = DIST_DIR / platform / path_part(edk2) / target / "ovmf.elf"
-        if not image.is_file():
-            raise OvmfgenError(f"no published firmware at {display_path(image)}: run `invoke build --platform "
-                               f"{platform} --target {target}{tree_args}` first")
-    if on == "xen":
-        return xen.boot_xen_command(platform=platform, target=target, image=image)
-    if on != "qemu":
+    if on not in ("qemu", "xen"):
         raise OvmfgenError(f"unknown boot host {on!r}: expected qemu or xen")
-    entries = _entries(entry)
-    if target.upper() == "RELEASE":
+    entries = _entries(entry) if on == "qemu" else ()
+    if on == "qemu" and target.upper() == "RELEASE":
         raise OvmfgenError("a RELEASE build prints no DEBUG log, so its boot cannot be judged: "
                            "boot a DEBUG or NOOPT build")
     if image is None:
-        path = DIST_DIR / platform / target / "ovmf.elf"
-        if not path.is_file():
-            raise OvmfgenError(f"no published firmware at {display_path(path)}: "
-                               f"run `invoke build --platform {platform} --target {target}` first")
+        path = published_elf(platform, target, fd_size, features, defines, layout, edk2)
     else:
         path = Path(image)
         if not path.is_file():
             raise OvmfgenError(f"no firmware image at {display_path(path)}")
+    if on == "xen":
+        return xen.boot_xen_command(platform=platform, target=target, image=path)
     out_dir = path.resolve().parent
 
     results = []

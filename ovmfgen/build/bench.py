@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen import paths
-from ovmfgen.build.plan import ARCH, TOOL_CHAIN, Plan, ccache_dir, link_cache_dir, pcd_arguments, plan
+from ovmfgen.build.plan import Plan, ccache_dir, link_cache_dir, pcd_arguments, plan
 from ovmfgen.build.request import make_request
+from ovmfgen.edk2.conventions import ARCH, build_env
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import atomic_write_bytes
 from ovmfgen.run import run
@@ -82,7 +83,7 @@ def raw_workspace(p: Plan) -> Path:
 
 def raw_build_argv(p: Plan) -> list[str]:
     """EDK2's ``build`` with what ovmfgen's stuart run passes (minus the report ovmfgen asks for)."""
-    argv = ["build", "-p", p.platform.dsc_path, "-a", ARCH, "-t", TOOL_CHAIN, "-b", p.request.target,
+    argv = ["build", "-p", p.platform.dsc_path, "-a", ARCH, "-t", p.toolchain, "-b", p.request.target,
             "-n", str(p.request.jobs or os.cpu_count() or 1)]
     for key, value in sorted(p.defines.items()):
         argv += ["-D", f"{key}={value}"]
@@ -92,17 +93,8 @@ def raw_build_argv(p: Plan) -> list[str]:
 
 
 def raw_env(p: Plan, ws: Path) -> dict[str, str]:
-    """The environment edksetup.sh would give: WORKSPACE, PACKAGES_PATH, EDK_TOOLS_PATH, CONF_PATH, PATH."""
-    env = dict(os.environ)
-    env.update({
-        "WORKSPACE": str(ws), "PACKAGES_PATH": str(p.edk2_root), "EDK_TOOLS_PATH": str(p.edk2_tools),
-        "CONF_PATH": str(ws / "Conf"), "PYTHON_COMMAND": sys.executable,
-        # edksetup.sh (BuildEnv) pins Python's hash seed; without it AutoGen output changes every run
-        # and a no-op build recompiles everything.
-        "PYTHONHASHSEED": "1",
-        "PATH": f"{p.edk2_tools / 'BinWrappers' / 'PosixLike'}{os.pathsep}{env.get('PATH', '')}",
-    })
-    return env
+    """The environment edksetup.sh would give, with the edk2 tree on PACKAGES_PATH."""
+    return build_env(ws, p.edk2_tools, ws / "Conf", packages_path=(p.edk2_root,))
 
 
 def _verdict(ok: bool) -> str:

@@ -27,6 +27,7 @@ from ovmfgen.build.publish import publish
 from ovmfgen.build.request import Request, make_request
 from ovmfgen.build.stuart import run_stuart
 from ovmfgen.build.workspace import prepare_workspace, workspace_lock
+from ovmfgen.edk2.conventions import fd_size_bytes, fd_size_kb
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.platform.validate import validate
 from ovmfgen.ui import say
@@ -61,13 +62,13 @@ def post_build(p: Plan, log_text: str, seconds: float) -> dict[str, bytes]:
     except OSError:
         raise BuildFailed(f"the build did not produce {display_path(p.fd_path)} (log: {display_path(p.log_path)})") \
             from None
-    if len(fd) != p.fd_size * elf.MIB:
+    if len(fd) != fd_size_bytes(p.fd_size):
         raise BuildFailed(f"{display_path(p.fd_path)} is {len(fd)} bytes, expected a {p.fd_size} MiB FD")
     files: dict[str, bytes] = {p.fd_file_name: fd}
     elf_info = None
     spec = p.platform.elf
     if spec is not None:
-        reserved = spec.reserved_for(p.fd_size * 1024)
+        reserved = spec.reserved_for(fd_size_kb(p.fd_size))
         try:
             image = elf.make_pvh_elf(fd, spec.base, reserved)
         except OvmfgenError as exc:

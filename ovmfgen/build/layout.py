@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
-from ovmfgen.build.request import FD_SIZE_DEFINE, parse_fd_size, parse_target
+from ovmfgen.edk2.conventions import FD_SIZE_DEFINE, fd_size_label, parse_fd_size, parse_target
 from ovmfgen.edk2.releases import path_part
 from ovmfgen.paths import Layout
 from ovmfgen.platform.load import load_platform
@@ -90,7 +90,7 @@ def variant_suffix(default_features: Mapping[str, str], fd_size: int | None = No
     parts: list[str] = []
     default_fd = int(default_features.get("fd_size", "2"))
     if fd_size is not None and fd_size != default_fd:
-        parts.append(f"{fd_size}M")
+        parts.append(fd_size_label(fd_size))
     for name, value in sorted((features or {}).items()):
         if name == "fd_size" or default_features.get(name) == value:
             continue

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ovmfgen.build.diagnose import strip_log_prefix
-from ovmfgen.build.plan import ARCH, TOOL_CHAIN, Plan, sha256_bytes
+from ovmfgen.build.plan import Plan, sha256_bytes
+from ovmfgen.edk2.conventions import ARCH, fd_size_label
 from ovmfgen.fsutil import sha256_file
 from ovmfgen.run import quote
 
@@ -64,9 +65,9 @@ def make_manifest(p: Plan, outputs: Mapping[str, bytes], fv_usage: Mapping[str, 
         "schema": MANIFEST_SCHEMA,
         "platform": p.platform.name,
         "target": p.request.target,
-        "toolchain": TOOL_CHAIN,
+        "toolchain": p.toolchain,
         "arch": ARCH,
-        "fd_size": f"{p.fd_size}M",
+        "fd_size": fd_size_label(p.fd_size),
         "defines": dict(sorted(p.defines.items())),
         "features": dict(sorted(p.features.items())),
         "version_string": p.version_string,

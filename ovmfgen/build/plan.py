@@ -24,6 +24,7 @@ from pathlib import Path
 from ovmfgen import __version__, paths
 from ovmfgen.build.layout import Layout, variant_suffix, workspace_dir
 from ovmfgen.build.request import Request
+from ovmfgen.edk2.conventions import ARCH, fd_size_define, fd_size_label, toolchain_tag
 from ovmfgen.edk2.releases import path_part
 from ovmfgen.edk2.tree import Edk2Tree, locate
 from ovmfgen.errors import OvmfgenError
@@ -32,8 +33,6 @@ from ovmfgen.platform.model import Platform
 from ovmfgen.platform.render import Rendered, render
 from ovmfgen.run import run
 
-TOOL_CHAIN = "GCC5"
-ARCH = "X64"
 STATE_DIR = ".ovmfgen"                  # inside a workspace: what ovmfgen itself keeps there
 PCD_VERSION = "gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareVersionString"
 PCD_RELEASE_DATE = "gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareReleaseDateString"
@@ -125,6 +124,7 @@ class Plan:
     edk2_root: Path
     edk2_tools: Path
     edk2_identity: dict
+    toolchain: str                          # the tree's TOOL_CHAIN_TAG (GCC5 on 202502)
     fd_size: int                            # MiB
     features: dict[str, str]                # effective features
     defines: dict[str, str]                 # every -D passed (FD_SIZE_xMB included)
@@ -138,7 +138,7 @@ class Plan:
     def output_base(self) -> Path:
         """EDK2's BUILD_OUTPUT_BASE: ``<workspace>/<OUTPUT_DIRECTORY>/<TARGET>_<TOOLCHAIN>``."""
         out = self.platform.header_field("OUTPUT_DIRECTORY") or "Build"
-        return self.workspace / out / f"{self.request.target}_{TOOL_CHAIN}"
+        return self.workspace / out / f"{self.request.target}_{self.toolchain}"
 
     @property
     def fd_path(self) -> Path:
@@ -173,7 +173,7 @@ class Plan:
         argv += ["--stack-cookie-seed", f"{self.platform.name}/{req.target}"]
         if req.ccache:
             argv += ["--ccache-dir", str(ccache_dir()), "--link-cache-dir", str(link_cache_dir())]
-        argv += [f"TARGET={req.target}", f"TOOL_CHAIN_TAG={TOOL_CHAIN}",
+        argv += [f"TARGET={req.target}", f"TOOL_CHAIN_TAG={self.toolchain}",
                  f"MAX_CONCURRENT_THREAD_NUMBER={req.jobs or os.cpu_count() or 1}"]
         argv += [f"BLD_*_{k}={v}" for k, v in sorted(self.defines.items())]
         return argv
@@ -230,16 +230,17 @@ def plan(request: Request, layout: Layout | None = None) -> Plan:
                                f"{exc.strerror or exc}", ov.loc) from None
     version_string = request.version_string or default_version_string(tree)
     release_date = request.release_date or default_release_date(tree)
-    defines = {f"FD_SIZE_{fd_size}MB": "TRUE", **dict(request.defines)}
+    defines = {fd_size_define(fd_size): "TRUE", **dict(request.defines)}
+    toolchain = toolchain_tag(tree.root)
     tools = tool_versions()
     inputs = {
         "ovmfgen": __version__,
         "recipe": recipe_digest(),
         "platform": platform.name,
         "target": request.target,
-        "toolchain": TOOL_CHAIN,
+        "toolchain": toolchain,
         "arch": ARCH,
-        "fd_size": f"{fd_size}M",
+        "fd_size": fd_size_label(fd_size),
         "defines": dict(sorted(defines.items())),
         "features": dict(sorted(features.items())),
         "version_string": version_string,
@@ -252,7 +253,7 @@ def plan(request: Request, layout: Layout | None = None) -> Plan:
     return Plan(
         request=request, platform=platform, layout=lay, suffix=suffix, workspace=workspace, dist=dist,
         rendered=rendered, rendered_platform=rendered_platform, overrides=override_files, edk2_root=tree.root, edk2_tools=tree.basetools,
-        edk2_identity=tree.identity, fd_size=fd_size, features=features, defines=defines,
+        edk2_identity=tree.identity, toolchain=toolchain, fd_size=fd_size, features=features, defines=defines,
         version_string=version_string, release_date=release_date, tools=tools, inputs=inputs,
         input_hash=input_hash(inputs),
     )

@@ -6,35 +6,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ovmfgen.edk2.conventions import FD_SIZE_DEFINE, parse_fd_size, parse_target
 from ovmfgen.errors import OvmfgenError
 
-TARGETS = ("DEBUG", "RELEASE", "NOOPT")
-FD_SIZES_MIB = (1, 2, 4)
-
 _DEFINE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-FD_SIZE_DEFINE = re.compile(r"^FD_SIZE_([124])MB$")
-
-
-def parse_fd_size(text: str | int | None) -> int | None:
-    """``1M``/``2M``/``4M`` (also ``2``, ``2MB``, ``2MiB``) -> MiB; None stays None."""
-    if text is None or text == "":
-        return None
-    t = str(text).strip().upper()
-    for suffix in ("MIB", "MB", "M"):
-        if t.endswith(suffix):
-            t = t[: -len(suffix)]
-            break
-    if t.isdigit() and int(t) in FD_SIZES_MIB:
-        return int(t)
-    raise OvmfgenError(f"bad FD size '{text}': expected one of 1M, 2M, 4M")
-
-
-def parse_target(text: str) -> str:
-    """DEBUG, RELEASE or NOOPT (any case)."""
-    t = str(text).strip().upper()
-    if t not in TARGETS:
-        raise OvmfgenError(f"bad target '{text}': expected one of {', '.join(TARGETS)}")
-    return t
 
 
 def parse_assignments(items: Sequence[str], what: str) -> dict[str, str]:

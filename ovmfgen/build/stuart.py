@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import IO
 
 from ovmfgen.build.diagnose import BUILDING, strip_log_prefix
-from ovmfgen.build.plan import ARCH, Plan
+from ovmfgen.build.plan import Plan
+from ovmfgen.edk2.conventions import ARCH
 from ovmfgen.build.workspace import Lock
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.run import PIPE, STDOUT, popen, quote, stop

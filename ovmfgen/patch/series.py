@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen import elf, paths
+from ovmfgen.edk2.conventions import toolchain_tag
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.patch.intree import (
     CI_PIPELINE, CI_TEMPLATE, MAINTAINERS, add_ci_job, add_maintainers, ci_script, ci_script_path,
@@ -138,6 +139,7 @@ def plan_series(platform: Platform, tree_root: Path, tag: str, upstream_commit: 
                            "the upstream series cannot carry overrides; upstream those changes first",
                            platform.overrides[0].loc)
     name = platform.dsc_name
+    tc = toolchain_tag(tree_root)
     inc = header_include_path(platform)
     base = platform.elf.base if platform.elf else elf.DEFAULT_BASE
 
@@ -184,7 +186,7 @@ def plan_series(platform: Platform, tree_root: Path, tag: str, upstream_commit: 
             f" - a PVH kernel that libxl (type='pvh', kernel='OVMF.fd') and QEMU\n"
             f"   (-kernel OVMF.fd) load at {base:#x}, and\n"
             " - the flash image hvmloader loads below 4 GiB for HVM guests.",
-            f"Build with: build -p {platform.dsc_path} -a X64 -t GCC5 (-D FD_SIZE_1MB, -D FD_SIZE_2MB or "
+            f"Build with: build -p {platform.dsc_path} -a X64 -t {tc} (-D FD_SIZE_1MB, -D FD_SIZE_2MB or "
             f"-D FD_SIZE_4MB to choose the FD size; {platform.feature('fd_size')} MiB by default).",
         ]),
         files=tuple(sorted(platform_files.items())),
@@ -195,7 +197,7 @@ def plan_series(platform: Platform, tree_root: Path, tag: str, upstream_commit: 
         subject=f"OvmfPkg: Add {name} to PlatformCI and Maintainers.txt",
         body=_wrap([
             f"Add {ci_rel.split('/', 1)[1]}, modelled on XenBuild.py, so that stuart builds {name}:",
-            f"  stuart_build -c {ci_rel} \\\n    -a X64 TOOL_CHAIN_TAG=GCC5",
+            f"  stuart_build -c {ci_rel} \\\n    -a X64 TOOL_CHAIN_TAG={tc}",
             f"and a {name.upper()}_X64_DEBUG job to the Ubuntu GCC5 Platform CI pipeline. Like "
             "OVMF_XEN_X64_DEBUG it skips the QEMU run: without Xen the firmware stops in XenPlatformPei "
             "(\"Xen isn't detected\").",
@@ -228,9 +230,9 @@ def plan_series(platform: Platform, tree_root: Path, tag: str, upstream_commit: 
         "   Maintainers.txt entries.",
         "Every patch passes BaseTools/Scripts/PatchCheck.py and the tree builds after each of them. To try "
         "it:",
-        f"  build -p {platform.dsc_path} -a X64 -t GCC5 -b DEBUG\n"
+        f"  build -p {platform.dsc_path} -a X64 -t {tc} -b DEBUG\n"
         "  qemu-system-x86_64 -accel tcg -m 512 -display none \\\n"
-        f"    -kernel Build/{name}/DEBUG_GCC5/FV/OVMF.fd \\\n"
+        f"    -kernel Build/{name}/DEBUG_{tc}/FV/OVMF.fd \\\n"
         "    -debugcon file:debug.log -global isa-debugcon.iobase=0x402\n"
         "  (without Xen, debug.log ends in XenPlatformPei: \"ERROR: Xen isn't\n"
         "  detected\")",

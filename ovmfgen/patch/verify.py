@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -12,6 +11,8 @@ from pathlib import Path
 
 from ovmfgen import elf
 from ovmfgen.build.diagnose import summarize_failure
+from ovmfgen.edk2 import conventions
+from ovmfgen.edk2.conventions import ARCH, TARGETS, toolchain_tag
 from ovmfgen.edk2.tree import PIN, locate
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import write_if_changed
@@ -22,9 +23,6 @@ from ovmfgen.platform.load import load_platform
 from ovmfgen.platform.model import Platform
 from ovmfgen.run import CommandError, run
 
-TARGETS = ("DEBUG", "RELEASE", "NOOPT")
-ARCH = "X64"
-TOOL_CHAIN = "GCC5"
 
 
 def patch_files(patch_dir: Path) -> list[Path]:
@@ -116,21 +114,13 @@ def build_env(workspace: Path, basetools: Path, conf_dir: Path) -> dict[str, str
     # Written only when they change: the next (incremental) build then sees the same Conf.
     for name in ("target", "tools_def", "build_rule"):
         write_if_changed(conf_dir / f"{name}.txt", (basetools / "Conf" / f"{name}.template").read_bytes())
-    env = {k: v for k, v in os.environ.items() if k not in ("PACKAGES_PATH", "EDK_TOOLS_BIN")}
-    env.update({
-        "WORKSPACE": str(workspace), "EDK_TOOLS_PATH": str(basetools), "CONF_PATH": str(conf_dir),
-        "PYTHON_COMMAND": sys.executable,
-        # edksetup.sh pins it: AutoGen picks each module's STACK_COOKIE_VALUE by hash(), so without it
-        # every run rewrites every AutoGen.h and an incremental build recompiles everything.
-        "PYTHONHASHSEED": "1",
-        "PATH": f"{basetools / 'BinWrappers' / 'PosixLike'}{os.pathsep}{os.environ.get('PATH', '')}",
-    })
-    return env
+    return conventions.build_env(workspace, basetools, conf_dir)
 
 
 def edk2_build_step(platform: Platform, basetools: Path, work: Path, target: str = "DEBUG",
                     jobs: int | None = None) -> Callable[[Path, int], StepOutcome]:
-    """A ``check_each`` step: plain upstream ``build -p <dsc> -a X64 -t GCC5 -b TARGET``, then ``check_elf``.
+    """A ``check_each`` step: plain upstream ``build -p <dsc> -a X64 -t <tag> -b TARGET``, then ``check_elf``
+    (``<tag>``: the tree's tool chain tag, GCC5 on edk2-stable202502).
 
     A commit without the platform DSC has nothing to build. Logs go to ``work/build-<n>.log``.
     """
@@ -142,13 +132,14 @@ def edk2_build_step(platform: Platform, basetools: Path, work: Path, target: str
         if not (repo / platform.dsc_path).is_file():
             return "nothing to build", f"no {platform.dsc_path} yet", None
         env = build_env(repo, basetools, work / "Conf")
+        tag = toolchain_tag(repo)
         log = work / f"build-{index}.log"
-        argv = ["build", "-p", platform.dsc_path, "-a", ARCH, "-t", TOOL_CHAIN, "-b", target,
+        argv = ["build", "-p", platform.dsc_path, "-a", ARCH, "-t", tag, "-b", target,
                 "-n", str(jobs or os.cpu_count() or 1)]
         proc = run(argv, cwd=repo, env=env, stdout_path=log, check=False, timeout=3 * 3600)
         if proc.returncode != 0:
             return "failed", f"build exit {proc.returncode}: {_first_error(log)}; log {display_path(log)}", None
-        fd = repo / output_dir / f"{target}_{TOOL_CHAIN}" / "FV" / f"{platform.fd_name}.fd"
+        fd = repo / output_dir / f"{target}_{tag}" / "FV" / f"{platform.fd_name}.fd"
         if not fd.is_file():
             return "failed", f"build succeeded but wrote no {display_path(fd)}", None
         findings = elf.check_elf(fd.read_bytes())

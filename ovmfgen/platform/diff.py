@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ovmfgen.edk2.conventions import ARCH, toolchain_tag
 from ovmfgen.edk2.tree import locate
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.paths import Layout
@@ -26,7 +27,7 @@ from ovmfgen.platform.model import Include, Platform, Region, RegionContent, Reg
 from ovmfgen.platform.render import Rendered, render
 from ovmfgen.platform.syntax import parse_fdf
 from ovmfgen.platform.validate import (
-    ARCH, Infos, Workspace, active_statements, component_libraries, conditional_evaluator,
+    Infos, Workspace, active_statements, component_libraries, conditional_evaluator,
     dsc_parser, expand_macros, fdf_parser, prepare_workspace, quiet_edk2toollib, validate,
 )
 
@@ -150,7 +151,8 @@ def resolve(dsc_rel: str, fdf_rel: str, ws: Workspace, defines: Mapping[str, str
 
     quiet_edk2toollib()
     edk2_path = Edk2Path(str(ws.roots[0]), [str(r) for r in ws.roots[1:]])
-    base_vars = {"TARGET": "DEBUG", "ARCH": ARCH, "TOOL_CHAIN_TAG": "GCC5", **defines}
+    # The edk2 tree is the last root: its tool chain tag is what `build` would be given.
+    base_vars = {"TARGET": "DEBUG", "ARCH": ARCH, "TOOL_CHAIN_TAG": toolchain_tag(ws.roots[-1]), **defines}
     dsc = dsc_parser()
     dsc.SetEdk2Path(edk2_path)
     dsc.SetInputVars(dict(base_vars))
@@ -335,6 +337,10 @@ def format_report(platform: Platform, per_config: dict[str, list[Difference]], u
                 lines.append(f"      delta: {reason}")
     if not lines:
         lines.append("no semantic differences")
+    if platform.overrides:
+        # Not a semantic difference the parsers see, but a difference all the same: list each file.
+        lines.append(f"overrides (overrides/{platform.name}/ files replacing edk2's file at the same path):")
+        lines += [f"   {ov.path}" for ov in sorted(platform.overrides, key=lambda o: o.path)]
     if unexplained:
         lines.append(f"{len(unexplained)} unexplained difference(s) (marked !): list them under deltas: with a reason, "
                      "or fix the platform")

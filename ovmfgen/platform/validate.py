@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen import elf
+from ovmfgen.edk2.conventions import ARCH, FD_SIZES_KB, toolchain_tag
 from ovmfgen.edk2.releases import DEFAULT_TAG
 from ovmfgen.edk2.tree import Edk2Tree, locate
 from ovmfgen.errors import Location, OvmfgenError
@@ -33,9 +34,6 @@ from ovmfgen.platform.model import (
     Section, SetPcd, Statement, walk,
 )
 from ovmfgen.platform.render import Rendered
-
-ARCH = "X64"
-FD_SIZES_KB = (1024, 2048, 4096)
 
 
 @dataclass(frozen=True)
@@ -488,7 +486,7 @@ def validate(platform: Platform, rendered: Rendered, edk2_root: Path | None = No
         edk2_path = Edk2Path(str(ws_root), [str(edk2_root)])
         dsc = dsc_parser()
         dsc.SetEdk2Path(edk2_path)
-        dsc.SetInputVars({"TARGET": "DEBUG", "ARCH": ARCH, "TOOL_CHAIN_TAG": "GCC5"})
+        dsc.SetInputVars({"TARGET": "DEBUG", "ARCH": ARCH, "TOOL_CHAIN_TAG": toolchain_tag(edk2_root)})
         try:
             dsc.ParseFile(platform.dsc_path)
         except Exception as exc:  # noqa: BLE001 - edk2toollib raises bare exceptions on bad input

@@ -45,7 +45,6 @@ from edk2toolext.environment import shell_environment
 from edk2toolext.environment.uefi_build import UefiBuilder
 from edk2toolext.invocables.edk2_platform_build import BuildSettingsManager
 
-DEFAULT_TOOL_CHAIN = "GCC5"
 REPORT_TYPES = "FLASH"          # FD/FV layout and usage: what ovmfgen's manifest records
 CCACHE_MASQUERADE = "/usr/lib/ccache"  # Debian's ccache: gcc & co. as symlinks to ccache
 STACK_COOKIE_COUNT = 100                # as BaseTools' GenerateStackCookieValues
@@ -172,7 +171,9 @@ class PlatformBuilder(UefiBuilder, BuildSettingsManager):
         self.env.SetValue("ACTIVE_PLATFORM", self.Dsc, "ovmfgen: --dsc")
         self.env.SetValue("TARGET_ARCH", self.Arch, "ovmfgen: --arch")
         if self.env.GetValue("TOOL_CHAIN_TAG") is None:
-            self.env.SetValue("TOOL_CHAIN_TAG", DEFAULT_TOOL_CHAIN, "ovmfgen: default tool chain")
+            # No default: the tag depends on the edk2 tree (GCC5 on 202502, GCC later) and ovmfgen passes it.
+            logging.critical("TOOL_CHAIN_TAG=<tag> is required on the command line (the tree's tool chain tag)")
+            return 1
         self.env.SetValue("BUILDREPORTING", "TRUE", "ovmfgen: the manifest records FV usage")
         self.env.SetValue("BUILDREPORT_TYPES", REPORT_TYPES, "ovmfgen: FD/FV report")
         return 0
