@@ -15,11 +15,7 @@ import ovmfgen
 
 PACKAGE_DIR = Path(ovmfgen.__file__).resolve().parent
 # Edges another change removes; each names its owner. Empty when the graph is clean.
-KNOWN_EXCEPTIONS: set[tuple[str, str]] = {
-    # report reads the summaries through nightly.core (function-local import) while core imports report:
-    # the nightly split (issue #13, the nightly engineer) moves read_summaries into a history module.
-    ("ovmfgen.nightly.report", "ovmfgen.nightly.core"),
-}
+KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:

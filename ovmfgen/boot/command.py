@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ovmfgen.boot import xen
 from ovmfgen.boot.qemu import boot_qemu
@@ -14,9 +13,6 @@ from ovmfgen.build.request import parse_assignments
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.paths import Layout
 from ovmfgen.ui import say
-
-if TYPE_CHECKING:
-    from ovmfgen.boot.xen import XenBootResult
 
 
 class BootError(OvmfgenError):
@@ -59,7 +55,7 @@ def published_elf(platform: str, target: str = "DEBUG", fd_size: str | None = No
 def boot_command(platform: str = "xen-pvh", target: str = "DEBUG", entry: str = "both", on: str = "qemu",
                  image: str | Path | None = None, edk2: str | None = None, fd_size: str | None = None,
                  features: Sequence[str] = (), defines: Sequence[str] = (),
-                 layout: Layout | None = None) -> list[BootResult] | XenBootResult:
+                 layout: Layout | None = None) -> list[BootResult] | xen.XenBootResult:
     """``invoke boot``: boot the published ELF through the PVH entry and/or the reset vector.
 
     ``image`` defaults to the ``ovmf.elf`` the build with the same ``target``, ``edk2`` tree (a tag;
