@@ -288,12 +288,13 @@ def _summarise_libraries(diffs: list[Difference], all_diffs: dict[Difference, li
         only_one_side.setdefault(component, []).append(d)
     rest: list[Difference] = []
     for component, group in sorted(only_one_side.items()):
+        mark = "!" if any(d in unexplained for d in group) else " "
         if all(not d.ours for d in group) and len(group) > 3:
-            mark = "!" if any(d in unexplained for d in group) else " "
-            lines.append(f" {mark} {component}: {len(group)} library classes resolved upstream only (component absent here)")
+            lines.append(f" {mark} {component}: {len(group)} library classes resolved upstream only "
+                         "(component absent here)")
         elif all(not d.theirs for d in group) and len(group) > 3:
-            mark = "!" if any(d in unexplained for d in group) else " "
-            lines.append(f" {mark} {component}: {len(group)} library classes resolved here only (component absent upstream)")
+            lines.append(f" {mark} {component}: {len(group)} library classes resolved here only "
+                         "(component absent upstream)")
         else:
             rest.extend(group)
     same: dict[tuple[str, str, str, tuple[str, ...], bool], list[Difference]] = {}

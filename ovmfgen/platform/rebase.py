@@ -280,7 +280,8 @@ class _Merge:
         found = self._own(theirs, ours, home)
         if found is not None:
             start, end, indent = self.index.span(found[0])
-            self.edits.append(Edit(start, end, indent, tuple(yaml_items(theirs, kind)), (f"changed {_describe(theirs)}",)))
+            self.edits.append(Edit(start, end, indent, tuple(yaml_items(theirs, kind)),
+                                   (f"changed {_describe(theirs)}",)))
 
     def _removed(self, base: Unit, ours: Unit, home: SequenceNode | None) -> None:
         if ours != base:
@@ -400,12 +401,8 @@ def apply_edits(text: str, edits: list[Edit], target: str) -> str:
         ind = " " * e.indent
         old = lines[e.start:e.end]
         block: list[str] = []
-        if e.new and old:
-            block.append(f'{ind}- when: {{edk2: ">= {target}"}}\n')
-        elif e.new:
-            block.append(f'{ind}- when: {{edk2: ">= {target}"}}\n')
-        else:
-            block.append(f'{ind}- when: {{edk2: "< {target}"}}\n')
+        # New data (added, or changed with the old as else:) holds from the target on; dropped data before it.
+        block.append(f'{ind}- when: {{edk2: "{">=" if e.new else "<"} {target}"}}\n')
         block.append(f"{ind}  then:\n")
         if e.new:
             block += _indented(_dump_items(e.new), e.indent + 4)
