@@ -308,7 +308,7 @@ class _Merge:
                 return
         # After our counterpart of the last upstream statement before the insertion, else before the next.
         candidates = [(ours_of[i], "after") for i in range(before - 1, -1, -1) if i in ours_of] + \
-                     [(ours_of[i], "before") for i in range(before, len(ours_of) + before + 1) if i in ours_of]
+                     [(ours_of[i], "before") for i in sorted(ours_of) if i >= before]
         for idx, where in candidates:
             found = self.index.item(uo[idx][0].loc, self.platform.source)
             if found is None or (home is not None and found[1] is not home):
