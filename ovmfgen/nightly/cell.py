@@ -26,6 +26,7 @@ from ovmfgen.build import request as build_request
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.nightly.history import CELL_LOG, RESULT, write_public
 from ovmfgen.nightly.matrix import Cell
+from ovmfgen.nightly.records import CellRecord, ReproRecord, StepRecord
 from ovmfgen.nightly.repro import run_repro
 from ovmfgen.ui import say, setup_logging
 
@@ -39,19 +40,20 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _step(steps: list[dict], name: str, fn: Callable[[], tuple[bool, str, dict]]) -> bool:
+def _step(steps: list[StepRecord], name: str, fn: Callable[[], tuple[bool, str, StepRecord]]) -> bool:
     """Run one step, timing it; an exception is the step's failure, never the night's."""
     t0 = time.monotonic()
     say(f"step {name}")
     try:
         ok, detail, extra = fn()
     except OvmfgenError as exc:
-        ok, detail, extra = False, exc.message if not exc.location else str(exc).removeprefix("error: "), {}
+        ok, detail, extra = False, exc.message if not exc.location else str(exc).removeprefix("error: "), StepRecord()
     except Exception as exc:  # a bug must fail the cell, not the night
         traceback.print_exc()
-        ok, detail, extra = False, f"internal error: {type(exc).__name__}: {exc}", {}
-    rec = {"name": name, "status": "passed" if ok else "failed", "seconds": round(time.monotonic() - t0, 1),
-           "detail": detail, **extra}
+        ok, detail, extra = False, f"internal error: {type(exc).__name__}: {exc}", StepRecord()
+    rec = StepRecord(name=name, status="passed" if ok else "failed", seconds=round(time.monotonic() - t0, 1),
+                     detail=detail)
+    rec.update(extra)
     steps.append(rec)
     say(f"step {name}: {rec['status']} in {rec['seconds']} s - {detail}")
     return ok
@@ -61,7 +63,7 @@ def _rel(path: Path, base: Path) -> str:
     return path.resolve().relative_to(base.resolve()).as_posix()
 
 
-def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
+def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> CellRecord:
     """Build, check and boot one cell; everything it writes goes into ``cell_dir``. Returns its record.
 
     ``cell_dir`` is ``<night>/cells/<name>``: paths in the record are relative to the night.
@@ -70,18 +72,16 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
     night = cell_dir.parent.parent
     cell_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    steps: list[dict] = []
-    record: dict = {"name": cell.name, "cell": cell.to_json(), "platform": cell.platform, "target": cell.target,
+    steps: list[StepRecord] = []
+    record: CellRecord = {"name": cell.name, "cell": cell.to_json(), "platform": cell.platform, "target": cell.target,
                     "edk2": cell.edk2,
                     "fd_size": cell.fd_size, "features": list(cell.features), "description": cell.description,
                     "artifacts": {}, "boot": {}, "steps": steps}
-    built: dict = {}
 
-    def do_build() -> tuple[bool, str, dict]:
+    def do_build() -> tuple[bool, str, StepRecord]:
         req = build_request.make_request(cell.platform, cell.target, cell.fd_size, cell.defines, cell.features,
                                          jobs=threads, ccache=cell.ccache, edk2=cell.edk2)
         result = build_cmd.build(req)
-        built["result"] = result
         manifest = result.manifest
         art = cell_dir / "artifacts"
         for name in sorted(os.listdir(result.dist)):
@@ -105,7 +105,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
         elf_path = art / build_layout.ELF_NAME
         fd_path = next((art / n for n in record["artifacts"] if n.endswith(".fd")), None)
         if elf_path.is_file():
-            def do_check() -> tuple[bool, str, dict]:
+            def do_check() -> tuple[bool, str, StepRecord]:
                 findings = elf.check_elf(elf_path.read_bytes())
                 failed = [f for f in findings if not f.ok]
                 detail = f"{len(findings) - len(failed)}/{len(findings)} loader rules pass" + (
@@ -115,22 +115,22 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
             _step(steps, "check-elf", do_check)
         for kind in cell.boot:
             if kind in ("pvh", "reset"):
-                def do_boot(entry: str = kind) -> tuple[bool, str, dict]:
+                def do_boot(entry: str = kind) -> tuple[bool, str, StepRecord]:
                     if not elf_path.is_file():
                         raise OvmfgenError("the build published no ovmf.elf to boot")
-                    kw = {"timeout": cell.timeout} if cell.timeout else {}
-                    r = boot_qemu(elf_path, entry, cell_dir, **kw)
-                    rec = {"verdict": r.verdict.value, "seconds": round(r.duration or 0, 1),
-                           "log": _rel(r.log_path, night) if r.log_path else None, "detail": r.detail}
-                    record["boot"][entry] = {**rec, "ok": r.ok}
+                    r = (boot_qemu(elf_path, entry, cell_dir, timeout=cell.timeout) if cell.timeout
+                         else boot_qemu(elf_path, entry, cell_dir))
+                    record["boot"][entry] = {"verdict": r.verdict.value, "seconds": round(r.duration or 0, 1),
+                                             "log": _rel(r.log_path, night) if r.log_path else None,
+                                             "detail": r.detail, "ok": r.ok}
                     return r.ok, f"{r.verdict.value} in {r.duration or 0:.1f} s - {r.detail}", {"verdict": r.verdict.value}
                 _step(steps, f"boot-{kind}", do_boot)
             elif kind == "shell":
-                def do_shell() -> tuple[bool, str, dict]:
+                def do_shell() -> tuple[bool, str, StepRecord]:
                     if fd_path is None:
                         raise OvmfgenError("the build published no .fd to boot")
-                    kw = {"timeout": cell.timeout} if cell.timeout else {}
-                    r = boot_qemu_shell(fd_path, cell_dir, **kw)
+                    r = (boot_qemu_shell(fd_path, cell_dir, timeout=cell.timeout) if cell.timeout
+                         else boot_qemu_shell(fd_path, cell_dir))
                     # The split pflash images are inputs of the boot; keep them as artifacts too.
                     for name in ("OVMF_CODE.fd", "OVMF_VARS.fd"):
                         record["artifacts"][name] = _rel(cell_dir / name, night)
@@ -140,11 +140,11 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> dict:
                     return r.ok, f"{r.verdict} in {r.duration:.1f} s - {r.detail}", {"verdict": r.verdict}
                 _step(steps, "boot-shell", do_shell)
             elif kind == "xen":
-                def do_xen() -> tuple[bool, str, dict]:
+                def do_xen() -> tuple[bool, str, StepRecord]:
                     if not elf_path.is_file():
                         raise OvmfgenError("the build published no ovmf.elf to boot")
-                    kw = {"timeout": cell.timeout} if cell.timeout else {}
-                    r = xen.boot_xen(elf_path, cell_dir / "xen", **kw)
+                    r = (xen.boot_xen(elf_path, cell_dir / "xen", timeout=cell.timeout) if cell.timeout
+                         else xen.boot_xen(elf_path, cell_dir / "xen"))
                     record["boot"]["xen"] = {
                         "verdict": str(r.verdict), "ok": r.ok, "seconds": r.qemu_seconds,
                         "log": _rel(r.serial_log, night) if r.serial_log else None, "detail": r.detail}
@@ -171,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cell = Cell.from_json(json.loads(args.spec))
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
+    record: CellRecord | ReproRecord
     try:
         if args.kind == "cell":
             record = run_cell(cell, out, args.threads)
@@ -178,8 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             record = run_repro(cell, out, args.threads)
     except BaseException as exc:  # noqa: BLE001 - the parent must always get a record
         traceback.print_exc()
-        record = {"name": cell.name, "cell": cell.name, "status": "failed" if args.kind == "cell" else "error",
-                  "error": f"{type(exc).__name__}: {exc}", "detail": f"{type(exc).__name__}: {exc}", "steps": []}
+        why = f"{type(exc).__name__}: {exc}"
+        if args.kind == "cell":
+            record = CellRecord(name=cell.name, cell=cell.to_json(), status="failed", error=why, steps=[])
+        else:
+            record = ReproRecord(cell=cell.name, status="error", error=why, detail=why)
     write_public(out / RESULT, (json.dumps(record, indent=2) + "\n").encode())
     sys.stdout.flush()
     return 0 if record.get("status") in ("passed", "identical", "differs") else 1

@@ -41,9 +41,10 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ovmfgen import paths
 from ovmfgen.errors import OvmfgenError, display_path
@@ -56,13 +57,14 @@ from ovmfgen.nightly.install import install
 from ovmfgen.nightly.jobs import _child_argv, _Job, run_jobs, status_line
 from ovmfgen.nightly.matrix import (DEFAULT_MATRIX, Cell, Matrix, list_text, load_matrix, on_tree,
                                     repro_cell_for, select_cells)
+from ovmfgen.nightly.records import CellRecord, ReproRecord, Summary
 from ovmfgen.ui import say
 
 DEFAULT_OUT = paths.REPO_ROOT / "nightly"
 MAX_EXIT = 100
 
 
-def merge(inputs: Sequence[str | Path], out: Path, date: str | None = None, keep: int = DEFAULT_KEEP) -> dict:
+def merge(inputs: Sequence[str | Path], out: Path, date: str | None = None, keep: int = DEFAULT_KEEP) -> Summary:
     """Merge nights (e.g. one per CI job, each with one cell) into ``out/<date>/`` and refresh the report.
 
     Cells are copied with their directories (logs, artifacts, boot logs); when two inputs have a
@@ -70,7 +72,7 @@ def merge(inputs: Sequence[str | Path], out: Path, date: str | None = None, keep
     is given.
     """
     summaries = find_summaries(inputs)
-    loaded = []
+    loaded: list[tuple[Path, Summary]] = []
     for path in summaries:
         try:
             loaded.append((path.parent, json.loads(path.read_text(encoding="utf-8"))))
@@ -86,8 +88,8 @@ def merge(inputs: Sequence[str | Path], out: Path, date: str | None = None, keep
     staging = out / f".{date}.merge-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "cells").mkdir(parents=True)
-    cells: dict[str, dict] = {}
-    repro = None
+    cells: dict[str, CellRecord] = {}
+    repro: ReproRecord | None = None
     jobs = 0
     seconds = 0.0
     matrix = ""
@@ -104,7 +106,7 @@ def merge(inputs: Sequence[str | Path], out: Path, date: str | None = None, keep
                 shutil.copytree(src, dst, copy_function=_copy_or_link)
             cells[name] = cell
         if summary.get("repro"):
-            repro = summary["repro"]
+            repro = summary.get("repro")
             if (night / "repro").is_dir():
                 shutil.rmtree(staging / "repro", ignore_errors=True)
                 shutil.copytree(night / "repro", staging / "repro")
@@ -156,7 +158,7 @@ def default_jobs() -> int:
     return max(1, (os.cpu_count() or 1) // 2)
 
 
-def run_night(matrix: Matrix, cells: Sequence[Cell], opts: Options) -> dict:
+def run_night(matrix: Matrix, cells: Sequence[Cell], opts: Options) -> Summary:
     """Run ``cells`` (and tonight's reproducibility check) into ``opts.out/<date>/``; refresh the report."""
     date = parse_date(opts.date)
     out = Path(opts.out).resolve()
@@ -187,7 +189,7 @@ def run_night(matrix: Matrix, cells: Sequence[Cell], opts: Options) -> dict:
         f"{display_path(staging)}/cells/<cell>/cell.log (then {display_path(out / date)}/)")
     done = [0]
 
-    def on_done(job: _Job, record: dict) -> None:
+    def on_done(job: _Job, record: Any) -> None:
         done[0] += 1
         if job.label == "reproducibility":
             say(f"[{done[0]}/{len(job_list)}] reproducibility of {record.get('cell')}: "
@@ -196,7 +198,7 @@ def run_night(matrix: Matrix, cells: Sequence[Cell], opts: Options) -> dict:
             say(f"[{done[0]}/{len(job_list)}] {status_line(record)}")
 
     results = run_jobs(job_list, jobs, opts.quiet, on_done)
-    repro = results.pop("reproducibility", None)
+    repro: ReproRecord | None = results.pop("reproducibility", None)
     if repro is not None and "cell" not in repro:
         repro = {"cell": repro_cell.name if repro_cell else None, "status": "error",
                  "detail": repro.get("error", "the reproducibility process failed"), "log": "repro/" + CELL_LOG}
@@ -221,7 +223,7 @@ def nightly_command(matrix: str | None = None, jobs: int | str | None = None, ou
                     list_cells: bool = False, quiet: bool = False, date: str | None = None, keep: int | str = DEFAULT_KEEP,
                     repro: str = "auto", repro_only: bool = False, install_root: str | None = None,
                     emit_kind: str | None = None, merge_dirs: Sequence[str] = (), threads: int | str | None = None,
-                    edk2: str | None = None) -> dict | None:
+                    edk2: str | None = None) -> Summary | None:
     """``invoke nightly``: run the matrix (or --list, --emit, --merge); raise NightlyFailed on failures.
 
     ``edk2`` (a tag) runs the selected cells against that tree (``matrix.on_tree``).
@@ -263,16 +265,17 @@ def nightly_command(matrix: str | None = None, jobs: int | str | None = None, ou
     return summary
 
 
-def _print_night(summary: Mapping[str, object]) -> None:
-    for rec in summary.get("cells") or []:  # type: ignore[union-attr]
+def _print_night(summary: Summary) -> None:
+    for rec in summary.get("cells") or []:
         print(status_line(rec), flush=True)
     repro = summary.get("repro")
-    if isinstance(repro, dict):
+    if repro is not None:
         print(f"reproducibility ({repro.get('cell')}): {repro.get('status')} - {repro.get('detail', '')}", flush=True)
 
 
-def _raise_on_failures(summary: Mapping[str, object]) -> None:
+def _raise_on_failures(summary: Summary) -> None:
     failed = failures(summary)
     if failed:
         n = len(failed)
-        raise NightlyFailed(f"{n} of {summary['totals']['cells']} nightly cell(s) failed: {', '.join(failed)}", n)  # type: ignore[index]
+        cells = len(summary.get("cells") or [])
+        raise NightlyFailed(f"{n} of {cells} nightly cell(s) failed: {', '.join(failed)}", n)

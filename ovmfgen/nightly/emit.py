@@ -34,8 +34,8 @@ class _WorkflowDumper(yaml.SafeDumper):
     def ignore_aliases(self, data: object) -> bool:
         return True
 
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> object:
-        return super().increase_indent(flow, False)
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
 
 
 def _dump(data: object) -> str:
@@ -116,19 +116,21 @@ def github_workflow(matrix: Matrix, cells: Sequence[Cell], matrix_path: str = "n
 
 def gitlab_pipeline(matrix: Matrix, cells: Sequence[Cell], matrix_path: str = "nightly.yaml") -> str:
     """A GitLab CI pipeline (include it from .gitlab-ci.yml): one job per cell, then the merge."""
+    before_script = [
+        "apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-pip git "
+        "ca-certificates",
+        "python3 -m venv /opt/venv && /opt/venv/bin/pip install -e . && export PATH=/opt/venv/bin:$PATH",
+        "invoke setup",
+        # One date for every job of the pipeline, even one that runs past midnight.
+        "export NIGHTLY_DATE=${NIGHTLY_DATE:-${CI_PIPELINE_CREATED_AT%%T*}}",
+    ]
+    rules = [{"if": "$CI_PIPELINE_SOURCE == \"schedule\""}, {"if": "$CI_PIPELINE_SOURCE == \"web\""}]
     base = {
         "image": "debian:bookworm",
-        "before_script": [
-            "apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-pip git "
-            "ca-certificates",
-            "python3 -m venv /opt/venv && /opt/venv/bin/pip install -e . && export PATH=/opt/venv/bin:$PATH",
-            "invoke setup",
-            # One date for every job of the pipeline, even one that runs past midnight.
-            "export NIGHTLY_DATE=${NIGHTLY_DATE:-${CI_PIPELINE_CREATED_AT%%T*}}",
-        ],
+        "before_script": before_script,
         "cache": {"key": "ovmfgen-$CI_JOB_NAME", "paths": [".cache-ovmfgen/ccache/", ".cache-ovmfgen/edk2/"]},
         "variables": {"OVMFGEN_CACHE": "$CI_PROJECT_DIR/.cache-ovmfgen"},
-        "rules": [{"if": "$CI_PIPELINE_SOURCE == \"schedule\""}, {"if": "$CI_PIPELINE_SOURCE == \"web\""}],
+        "rules": rules,
     }
     doc: dict[str, object] = {"stages": ["cells", "report"], ".ovmfgen-nightly": base}
     for cell in cells:
@@ -148,8 +150,8 @@ def gitlab_pipeline(matrix: Matrix, cells: Sequence[Cell], matrix_path: str = "n
         }
     doc["report"] = {
         "extends": ".ovmfgen-nightly", "stage": "report",
-        "rules": [{"if": rule["if"], "when": "always"} for rule in base["rules"]],  # type: ignore[index]
-        "before_script": base["before_script"][:2],  # type: ignore[index]
+        "rules": [{"if": rule["if"], "when": "always"} for rule in rules],
+        "before_script": before_script[:2],
         "cache": {"key": "nightly-history", "paths": ["nightly/"]},
         "script": ["invoke nightly --merge out --out nightly"],
         "artifacts": {"when": "always", "paths": ["nightly/"]},

@@ -8,11 +8,12 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import atomic_write_bytes
+from ovmfgen.nightly.records import CellRecord, ReproRecord, Summary, Totals
 from ovmfgen.ui import say
 
 SCHEMA = 1
@@ -42,14 +43,14 @@ def parse_date(text: str | None) -> str:
     return text
 
 
-def totals(cells: Sequence[Mapping[str, object]]) -> dict:
+def totals(cells: Sequence[CellRecord]) -> Totals:
     """Counts of a night's cells by status."""
     passed = sum(1 for c in cells if c.get("status") == "passed")
     return {"cells": len(cells), "passed": passed, "failed": len(cells) - passed}
 
 
-def make_summary(date: str, cells: Sequence[dict], repro: dict | None, matrix: str, jobs: int, seconds: float,
-                 repro_required: bool = False) -> dict:
+def make_summary(date: str, cells: Sequence[CellRecord], repro: ReproRecord | None, matrix: str, jobs: int,
+                 seconds: float, repro_required: bool = False) -> Summary:
     """The night's summary.json content."""
     edk2 = next((c.get("manifest", {}).get("edk2") for c in cells if c.get("manifest")), None)
     return {
@@ -67,16 +68,16 @@ def make_summary(date: str, cells: Sequence[dict], repro: dict | None, matrix: s
     }
 
 
-def failures(summary: Mapping[str, object]) -> list[str]:
+def failures(summary: Summary) -> list[str]:
     """Names of what failed in a night: its failed cells, and the reproducibility check when required."""
-    out = [str(c.get("name")) for c in summary.get("cells") or [] if c.get("status") != "passed"]  # type: ignore[union-attr]
+    out = [str(c.get("name")) for c in summary.get("cells") or [] if c.get("status") != "passed"]
     repro = summary.get("repro")
     if summary.get("repro_required") and isinstance(repro, dict) and repro.get("status") != "identical":
         out.append(f"reproducibility ({repro.get('cell')})")
     return out
 
 
-def write_summary(night: Path, summary: Mapping[str, object]) -> Path:
+def write_summary(night: Path, summary: Summary) -> Path:
     """Write ``<night>/summary.json`` atomically."""
     path = night / SUMMARY
     write_public(path, (json.dumps(summary, indent=2, sort_keys=False) + "\n").encode())
@@ -101,9 +102,9 @@ def prune_history(out: Path, keep: int) -> list[Path]:
     return removed
 
 
-def read_summaries(out: Path) -> list[dict]:
+def read_summaries(out: Path) -> list[Summary]:
     """Every kept night's summary, oldest first."""
-    out_list = []
+    out_list: list[Summary] = []
     for night in night_dirs(out):
         try:
             out_list.append(json.loads((night / SUMMARY).read_text(encoding="utf-8")))

@@ -10,11 +10,12 @@ from ovmfgen.boot.shell import split_unified_fd
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.nightly.history import write_public
 from ovmfgen.nightly.matrix import InstallSpec
+from ovmfgen.nightly.records import CellRecord, Summary
 from ovmfgen.ui import say
 
 
-def firmware_descriptor(kind: str, description: str, paths_abs: Mapping[str, str], cell: Mapping[str, object],
-                        edk2_tag: str | None = None) -> dict:
+def firmware_descriptor(kind: str, description: str, paths_abs: Mapping[str, str], cell: CellRecord,
+                        edk2_tag: str | None = None) -> dict[str, object]:
     """A QEMU firmware descriptor (docs/interop/firmware.json in QEMU) for an installed image.
 
     ``kind`` is ``kernel`` (the PVH ELF: QEMU ``-kernel``; Xen ``xl`` ``type='pvh'`` +
@@ -23,11 +24,12 @@ def firmware_descriptor(kind: str, description: str, paths_abs: Mapping[str, str
     ``verbose-dynamic`` for DEBUG builds whose log goes to the debug console (port 0x402), which is
     exactly what that feature means; ``tags`` (ignored by management software) say what was built.
     """
-    features = dict(f.split("=", 1) for f in cell.get("features") or [] if "=" in str(f))  # type: ignore[union-attr]
+    features = dict(str(f).split("=", 1) for f in cell.get("features") or [] if "=" in str(f))
     manifest = cell.get("manifest") or {}
     feats = (manifest.get("features") if isinstance(manifest, dict) else None) or features
     target = str(cell.get("target"))
     verbose = target != "RELEASE" and feats.get("debug_output", "debugcon") == "debugcon"
+    mapping: dict[str, object]
     if kind == "kernel":
         mapping = {"device": "kernel", "filename": paths_abs["firmware"]}
     elif kind == "flash":
@@ -53,7 +55,7 @@ def firmware_descriptor(kind: str, description: str, paths_abs: Mapping[str, str
     }
 
 
-def install(summary: Mapping[str, object], night: Path, root: Path, specs: Sequence[InstallSpec]) -> list[Path]:
+def install(summary: Summary, night: Path, root: Path, specs: Sequence[InstallSpec]) -> list[Path]:
     """Lay out the passing cells' firmware under ``root`` as packagers install it (see ``InstallSpec``).
 
     The xen-pvh ELF goes to ``usr/lib/xen/boot/ovmf.bin`` in the shipped nightly.yaml: upstream
@@ -64,9 +66,9 @@ def install(summary: Mapping[str, object], night: Path, root: Path, specs: Seque
     that is Debian's ovmf package's (a QEMU-flavoured OVMF.fd), which we must not shadow.
     Descriptors go to ``usr/share/qemu/firmware/`` (QEMU's distro directory for firmware JSON).
     """
-    cells = {str(c.get("name")): c for c in summary.get("cells") or []}  # type: ignore[union-attr]
+    cells = {str(c.get("name")): c for c in summary.get("cells") or []}
     written: list[Path] = []
-    edk2 = summary.get("edk2") if isinstance(summary.get("edk2"), dict) else {}
+    edk2 = summary.get("edk2") or {}
     for spec in specs:
         cell = cells.get(spec.cell)
         if cell is None:
@@ -76,6 +78,7 @@ def install(summary: Mapping[str, object], night: Path, root: Path, specs: Seque
             say(f"install: cell {spec.cell} failed; not installing it")
             continue
         arts = cell.get("artifacts") or {}
+        files: dict[str, tuple[str, Path]]
         if spec.firmware:
             src = night / arts.get("ovmf.elf", "")
             if not arts.get("ovmf.elf") or not src.is_file():
@@ -96,18 +99,19 @@ def install(summary: Mapping[str, object], night: Path, root: Path, specs: Seque
                 code, vars_ = f"cells/{spec.cell}/OVMF_CODE.fd", f"cells/{spec.cell}/OVMF_VARS.fd"
             if not spec.vars:
                 raise OvmfgenError(f"install: the entry for {spec.cell} needs 'vars' with 'code'")
+            assert spec.code, "parse_matrix: an install entry without 'firmware' has 'code'"
             files = {"code": (spec.code, night / code), "vars": (spec.vars, night / vars_)}
             kind = "flash"
         abs_paths = {}
         for key, (rel, src) in files.items():
-            dst = root / rel  # type: ignore[operator]
+            dst = root / rel
             write_public(dst, src.read_bytes())
             written.append(dst)
             abs_paths[key] = "/" + str(rel)
         if spec.descriptor:
             desc = firmware_descriptor(
                 kind, f"{cell.get('description') or spec.cell} (ovmfgen nightly {summary.get('date')})",
-                abs_paths, cell, (edk2 or {}).get("tag"))
+                abs_paths, cell, edk2.get("tag"))
             dst = root / spec.descriptor
             write_public(dst, (json.dumps(desc, indent=4) + "\n").encode())
             written.append(dst)

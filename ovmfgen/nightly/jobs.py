@@ -8,13 +8,15 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ovmfgen import paths
 from ovmfgen.nightly.history import CELL_LOG, RESULT
 from ovmfgen.nightly.matrix import Cell
+from ovmfgen.nightly.records import CellRecord
 from ovmfgen.run import DEVNULL, PIPE, STDOUT, Process, popen, stop, wait
 
 
@@ -51,7 +53,7 @@ def _pump(job: _Job, quiet: bool, lock: threading.Lock) -> None:
                     sys.stderr.flush()
 
 
-def _failed_record(job: _Job, why: str) -> dict:
+def _failed_record(job: _Job, why: str) -> CellRecord:
     tail = ""
     try:
         tail = "\n".join((job.out_dir / CELL_LOG).read_text(errors="replace").splitlines()[-5:])
@@ -62,11 +64,15 @@ def _failed_record(job: _Job, why: str) -> dict:
 
 
 def run_jobs(jobs: Sequence[_Job], parallel: int, quiet: bool,
-             on_done: Callable[[_Job, dict], None] | None = None) -> dict[str, dict]:
-    """Run the jobs' processes, ``parallel`` at a time; every job yields a record (a crash too)."""
+             on_done: Callable[[_Job, Any], None] | None = None) -> dict[str, Any]:
+    """Run the jobs' processes, ``parallel`` at a time; every job yields a record (a crash too).
+
+    Returns each job's ``result.json`` by label, as read: a ``CellRecord``, or the ``ReproRecord`` of
+    the reproducibility job (``_failed_record`` when the process left none).
+    """
     pending = list(jobs)
     running: list[_Job] = []
-    results: dict[str, dict] = {}
+    results: dict[str, Any] = {}
     lock = threading.Lock()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
@@ -111,10 +117,10 @@ def run_jobs(jobs: Sequence[_Job], parallel: int, quiet: bool,
     return results
 
 
-def status_line(record: Mapping[str, object]) -> str:
+def status_line(record: CellRecord) -> str:
     """One line for a finished cell: status, time, and each step's outcome."""
     parts = []
-    for step in record.get("steps") or []:  # type: ignore[union-attr]
+    for step in record.get("steps") or []:
         mark = "ok" if step["status"] == "passed" else "FAILED"
         extra = " (no-op)" if step.get("noop") else ""
         parts.append(f"{step['name']} {mark}{extra}")

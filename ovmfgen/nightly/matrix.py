@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -50,12 +51,12 @@ class Cell:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> Cell:
+    def from_json(cls, data: Mapping[str, Any]) -> Cell:
         """The inverse of ``to_json``."""
         kw = dict(data)
         for key in ("features", "defines", "boot"):
-            kw[key] = tuple(kw.get(key) or ())  # type: ignore[arg-type]
-        return cls(**kw)  # type: ignore[arg-type]
+            kw[key] = tuple(kw.get(key) or ())
+        return cls(**kw)
 
     def available(self) -> str | None:
         """None when the cell can run here, else why not."""

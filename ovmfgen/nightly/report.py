@@ -20,8 +20,11 @@ from pathlib import Path
 
 from ovmfgen.fsutil import atomic_write_bytes
 from ovmfgen.nightly.history import read_summaries
+from ovmfgen.nightly.records import BootRecord, CellRecord, FvUsage, StepRecord, Summary, Totals
 
 INDEX = "index.html"
+NO_TOTALS = Totals(cells=0, passed=0, failed=0)  # what a summary without totals shows
+NO_CELL = CellRecord()  # a cell missing from a night
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")
 STATUS_CLASS = {"passed": "ok", "failed": "bad", "identical": "ok", "differs": "warn", "error": "bad"}
@@ -54,8 +57,10 @@ def _e(text: object) -> str:
 
 def _fmt_seconds(s: object) -> str:
     try:
-        v = float(s)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        v = float(s) if isinstance(s, (int, float, str)) else None
+    except ValueError:
+        v = None
+    if v is None:
         return "-"
     if v >= 90:
         return f"{int(v) // 60} min {int(v) % 60:02d} s"
@@ -64,8 +69,10 @@ def _fmt_seconds(s: object) -> str:
 
 def _fmt_size(n: object) -> str:
     try:
-        v = int(n)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        v = int(n) if isinstance(n, (int, float, str)) else None
+    except ValueError:
+        v = None
+    if v is None:
         return "-"
     return f"{v / 1024 / 1024:.2f} MiB" if v >= 1024 * 1024 else f"{v / 1024:.0f} KiB"
 
@@ -128,19 +135,19 @@ def line_chart_svg(title: str, x_labels: Sequence[str], series: Mapping[str, Seq
     for s, (name, vals) in enumerate(series.items()):
         color = PALETTE[s % len(PALETTE)]
         runs: list[list[tuple[float, float]]] = [[]]
-        for i, v in enumerate(vals):
-            if v is None:
+        for i, val in enumerate(vals):
+            if val is None:
                 runs.append([])
                 continue
-            runs[-1].append((x(i), y(v)))
+            runs[-1].append((x(i), y(val)))
         for run in runs:
             if len(run) > 1:
                 pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in run)
                 out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>')
-        for i, v in enumerate(vals):
-            if v is not None:
-                out.append(f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="3" fill="{color}">'
-                           f'<title>{_e(name)} {_e(x_labels[i])}: {v:.1f}</title></circle>')
+        for i, val in enumerate(vals):
+            if val is not None:
+                out.append(f'<circle cx="{x(i):.1f}" cy="{y(val):.1f}" r="3" fill="{color}">'
+                           f'<title>{_e(name)} {_e(x_labels[i])}: {val:.1f}</title></circle>')
         lx = left + (s % 2) * (plot_w / 2)
         ly = top + plot_h + 28 + 16 * (s // 2)
         out.append(f'<rect x="{lx:.0f}" y="{ly - 8}" width="10" height="10" fill="{color}"/>')
@@ -157,20 +164,20 @@ def _link(href: str | None, text: str) -> str:
     return f'<a href="{_e(href)}">{_e(text)}</a>' if href else ""
 
 
-def _fv_cell(fv_usage: Mapping[str, Mapping[str, object]]) -> str:
+def _fv_cell(fv_usage: Mapping[str, FvUsage]) -> str:
     rows = []
     for name, rec in sorted(fv_usage.items()):
         pct = rec.get("percent_full")
         if pct is None:
             continue
-        p = float(pct)  # type: ignore[arg-type]
+        p = float(pct)
         hot = " hot" if p >= 90 else ""
         rows.append(f'<div class="fv">{_e(name)}<span class="bar"><span class="{hot.strip()}" '
                     f'style="width:{min(p, 100):.0f}%"></span></span>{p:.0f}%</div>')
     return "".join(rows) or "-"
 
 
-def _boot_cell(boot: Mapping[str, Mapping[str, object]], base: str) -> str:
+def _boot_cell(boot: Mapping[str, BootRecord], base: str) -> str:
     if not boot:
         return '<span class="small">not booted</span>'
     parts = []
@@ -182,18 +189,18 @@ def _boot_cell(boot: Mapping[str, Mapping[str, object]], base: str) -> str:
     return "".join(parts)
 
 
-def _step(record: Mapping[str, object], name: str) -> Mapping[str, object] | None:
-    for s in record.get("steps") or []:  # type: ignore[union-attr]
+def _step(record: CellRecord, name: str) -> StepRecord | None:
+    for s in record.get("steps") or []:
         if s.get("name") == name:
             return s
     return None
 
 
-def _cells_table(summary: Mapping[str, object], base: str) -> str:
+def _cells_table(summary: Summary, base: str) -> str:
     head = ("<tr><th>Cell</th><th>Status</th><th>Duration</th><th>Build</th><th>Sizes</th><th>FV usage</th>"
             "<th>check-elf</th><th>Boot</th><th>Links</th></tr>")
     rows = [head]
-    for rec in summary.get("cells") or []:  # type: ignore[union-attr]
+    for rec in summary.get("cells") or []:
         status = str(rec.get("status"))
         build = _step(rec, "build")
         if build is None:
@@ -233,7 +240,7 @@ def _cells_table(summary: Mapping[str, object], base: str) -> str:
     return "<table>" + "\n".join(rows) + "</table>"
 
 
-def _repro_block(summary: Mapping[str, object], base: str) -> str:
+def _repro_block(summary: Summary, base: str) -> str:
     repro = summary.get("repro")
     if not isinstance(repro, dict):
         return "<p class=\"small\">No reproducibility check this night.</p>"
@@ -250,46 +257,46 @@ def _repro_block(summary: Mapping[str, object], base: str) -> str:
     return "".join(parts)
 
 
-def _history_table(summaries: Sequence[Mapping[str, object]]) -> str:
+def _history_table(summaries: Sequence[Summary]) -> str:
     rows = ["<tr><th>Night</th><th>Cells</th><th>Passed</th><th>Failed</th><th>Duration</th>"
             "<th>Reproducible</th><th>Summary</th></tr>"]
     for s in reversed(summaries):
-        t = s.get("totals") or {}
-        failed = int(t.get("failed", 0))  # type: ignore[union-attr]
+        t = s.get("totals") or NO_TOTALS
+        failed = int(t.get("failed", 0))
         repro = s.get("repro") if isinstance(s.get("repro"), dict) else None
         repro_txt = f"{repro.get('status')} ({repro.get('cell')})" if repro else "-"
         date = str(s.get("date"))
-        rows.append(f'<tr><td>{_e(date)}</td><td class="num">{t.get("cells", 0)}</td>'  # type: ignore[union-attr]
-                    f'<td class="num">{t.get("passed", 0)}</td>'  # type: ignore[union-attr]
+        rows.append(f'<tr><td>{_e(date)}</td><td class="num">{t.get("cells", 0)}</td>'
+                    f'<td class="num">{t.get("passed", 0)}</td>'
                     f'<td class="num {"bad" if failed else "ok"}">{failed}</td>'
                     f'<td class="num">{_fmt_seconds(s.get("seconds"))}</td><td>{_e(repro_txt)}</td>'
                     f'<td>{_link(date + "/summary.json", "summary.json")}</td></tr>')
     return "<table>" + "\n".join(rows) + "</table>"
 
 
-def _charts(summaries: Sequence[Mapping[str, object]]) -> str:
+def _charts(summaries: Sequence[Summary]) -> str:
     dates = [str(s.get("date")) for s in summaries]
     cells: list[str] = []
     for s in summaries:
-        for rec in s.get("cells") or []:  # type: ignore[union-attr]
+        for rec in s.get("cells") or []:
             if rec.get("name") not in cells:
                 cells.append(str(rec.get("name")))
-    by_night = [{str(r.get("name")): r for r in s.get("cells") or []} for s in summaries]  # type: ignore[union-attr]
+    by_night = [{str(r.get("name")): r for r in s.get("cells") or []} for s in summaries]
     charts = []
     build_series: dict[str, list[float | None]] = {}
     for cell in cells:
         build_series[cell] = []
         for night in by_night:
-            rec = night.get(cell)
-            step = _step(rec, "build") if rec else None
+            night_rec = night.get(cell)
+            step = _step(night_rec, "build") if night_rec else None
             # The edk2 build that produced the night's firmware (a no-op night repeats the earlier build's time).
             secs = (step.get("build_seconds") or step.get("seconds")) if step and step.get("status") == "passed" else None
-            build_series[cell].append(float(secs) if secs is not None else None)  # type: ignore[arg-type]
+            build_series[cell].append(float(secs) if secs is not None else None)
     charts.append(line_chart_svg("Build time per cell (s)", dates, build_series, "seconds"))
     for cell in cells:
         fvs: list[str] = []
         for night in by_night:
-            for fv in (night.get(cell) or {}).get("fv_usage") or {}:
+            for fv in night.get(cell, NO_CELL).get("fv_usage") or {}:
                 if fv not in fvs:
                     fvs.append(fv)
         if not fvs:
@@ -298,26 +305,26 @@ def _charts(summaries: Sequence[Mapping[str, object]]) -> str:
         for fv in sorted(fvs):
             vals: list[float | None] = []
             for night in by_night:
-                rec = ((night.get(cell) or {}).get("fv_usage") or {}).get(fv) or {}
-                pct = rec.get("percent_full")
+                usage = (night.get(cell, NO_CELL).get("fv_usage") or {}).get(fv) or FvUsage()
+                pct = usage.get("percent_full")
                 vals.append(float(pct) if pct is not None else None)
             series[fv] = vals
         charts.append(line_chart_svg(f"{cell}: FD/FV usage (% full)", dates, series, "% full", y_max=100))
     return '<div class="charts">' + "".join(f'<div class="chart">{c}</div>' for c in charts) + "</div>"
 
 
-def render_index(summaries: Sequence[Mapping[str, object]]) -> str:
+def render_index(summaries: Sequence[Summary]) -> str:
     """The whole page for ``summaries`` (oldest first; the last one is the latest night)."""
     if not summaries:
         body = "<h1>ovmfgen nightly</h1><p>No nights recorded yet: run <code>invoke nightly</code>.</p>"
     else:
         latest = summaries[-1]
         date = str(latest.get("date"))
-        t = latest.get("totals") or {}
-        failed = int(t.get("failed", 0))  # type: ignore[union-attr]
+        t = latest.get("totals") or NO_TOTALS
+        failed = int(t.get("failed", 0))
         edk2 = latest.get("edk2") if isinstance(latest.get("edk2"), dict) else {}
         edk2_txt = f" · edk2 {_e((edk2 or {}).get('tag') or (edk2 or {}).get('commit') or '?')}" if edk2 else ""
-        badge = (f'<span class="badge {"bad" if failed else "ok"}">{t.get("passed", 0)}/{t.get("cells", 0)} '  # type: ignore[union-attr]
+        badge = (f'<span class="badge {"bad" if failed else "ok"}">{t.get("passed", 0)}/{t.get("cells", 0)} '
                  f'cells passed</span>')
         body = "\n".join([
             "<h1>ovmfgen nightly</h1>",

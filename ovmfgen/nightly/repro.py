@@ -7,8 +7,9 @@ import shutil
 import struct
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ovmfgen import paths
 from ovmfgen.build import command as build_cmd
@@ -18,6 +19,7 @@ from ovmfgen.build import request as build_request
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.nightly.history import CELL_LOG
 from ovmfgen.nightly.matrix import Cell
+from ovmfgen.nightly.records import Comparison, ReproRecord
 from ovmfgen.ui import say
 
 
@@ -69,7 +71,7 @@ def _difference_cause(a_efi: Path, b_efi: Path) -> str:
     return "pe-conversion" if a == b else "compiled"
 
 
-def compare_build_outputs(a_out: Path, b_out: Path, a_dist: Path, b_dist: Path, limit: int = 20) -> dict:
+def compare_build_outputs(a_out: Path, b_out: Path, a_dist: Path, b_dist: Path, limit: int = 20) -> Comparison:
     """Compare two builds of one variant: the published firmware, and if it differs, where.
 
     ``*_out`` are EDK2's BUILD_OUTPUT_BASE (``.../<TARGET>_GCC5``), ``*_dist`` the published dirs.
@@ -78,13 +80,13 @@ def compare_build_outputs(a_out: Path, b_out: Path, a_dist: Path, b_dist: Path, 
     that differ, the differing EFI images (``<ARCH>/**/OUTPUT/*.efi``, at most ``limit``, each with
     the cause ``_difference_cause`` finds) and the differing FFS files (``FV/Ffs/**.ffs``).
     """
-    outputs = {}
+    outputs: dict[str, bool] = {}
     for name in sorted(set(os.listdir(a_dist)) & set(os.listdir(b_dist))):
         if name.endswith((".fd", ".elf")):
             outputs[name] = _same(a_dist / name, b_dist / name)
     identical = bool(outputs) and all(outputs.values())
-    result: dict = {"identical": identical, "outputs": outputs, "fvs": [], "modules": [], "modules_total": 0,
-                    "modules_differing": 0, "ffs_differing": 0, "files": []}
+    result: Comparison = {"identical": identical, "outputs": outputs, "fvs": [], "modules": [], "modules_total": 0,
+                          "modules_differing": 0, "ffs_differing": 0, "files": []}
     if identical:
         return result
 
@@ -106,15 +108,15 @@ def compare_build_outputs(a_out: Path, b_out: Path, a_dist: Path, b_dist: Path, 
     return result
 
 
-def repro_detail(cmp: Mapping[str, object]) -> str:
+def repro_detail(cmp: Comparison) -> str:
     """One line on a comparison that found differences: what, where, and the likely cause."""
-    outs = [n for n, same in (cmp.get("outputs") or {}).items() if not same]  # type: ignore[union-attr]
-    fvs = ", ".join(str(f).rsplit(".", 1)[0] for f in cmp.get("fvs") or []) or "none"  # type: ignore[union-attr]
-    mods = cmp.get("modules") or []
-    names = ", ".join(str(m["module"]) for m in mods[:6]) + (", ..." if len(mods) > 6 else "")  # type: ignore[index]
-    text = (f"{', '.join(outs) or 'outputs'} differ; FVs {fvs}; {cmp.get('modules_differing')} of "
-            f"{cmp.get('modules_total')} EFI modules differ ({names or 'none'})")
-    causes = [m["cause"] for m in mods]  # type: ignore[index]
+    outs = [n for n, same in cmp["outputs"].items() if not same]
+    fvs = ", ".join(f.rsplit(".", 1)[0] for f in cmp["fvs"]) or "none"
+    mods = cmp["modules"]
+    names = ", ".join(m["module"] for m in mods[:6]) + (", ..." if len(mods) > 6 else "")
+    text = (f"{', '.join(outs) or 'outputs'} differ; FVs {fvs}; {cmp['modules_differing']} of "
+            f"{cmp['modules_total']} EFI modules differ ({names or 'none'})")
+    causes = [m["cause"] for m in mods]
     if causes and all(c == "pe-conversion" for c in causes):
         text += ("; each links to the same ELF code and data: only GenFw's ELF->PE conversion differs (it reserves "
                  "room for a CodeView entry holding the .dll's path, zeroed by --zero but sized by the build path)")
@@ -123,7 +125,7 @@ def repro_detail(cmp: Mapping[str, object]) -> str:
     return text
 
 
-def run_repro(cell: Cell, repro_dir: Path, threads: int | None = None, keep_workspaces: bool = False) -> dict:
+def run_repro(cell: Cell, repro_dir: Path, threads: int | None = None, keep_workspaces: bool = False) -> ReproRecord:
     """Build ``cell`` twice with ``--clean`` and no ccache in two workspace paths; compare.
 
     The workspaces live under ``build/.nightly-repro/`` (same file system as the normal ones) at
@@ -133,7 +135,8 @@ def run_repro(cell: Cell, repro_dir: Path, threads: int | None = None, keep_work
     repro_dir.mkdir(parents=True, exist_ok=True)
     root = paths.BUILD_DIR / ".nightly-repro"
     t0 = time.monotonic()
-    record: dict = {"cell": cell.name, "status": "failed", "builds": []}
+    builds: list[dict[str, Any]] = []
+    record: ReproRecord = {"cell": cell.name, "status": "failed", "builds": builds}
     try:
         outs = []
         for tag in ("a", "second-path"):
@@ -144,9 +147,9 @@ def run_repro(cell: Cell, repro_dir: Path, threads: int | None = None, keep_work
             result = build_cmd.build(req, lay)
             plan = build_plan.plan(req, lay)
             outs.append((plan.output_base, result.dist))
-            record["builds"].append({"workspace": display_path(plan.workspace), "seconds": round(result.seconds, 1)})
+            builds.append({"workspace": display_path(plan.workspace), "seconds": round(result.seconds, 1)})
         cmp = compare_build_outputs(outs[0][0], outs[1][0], outs[0][1], outs[1][1])
-        record.update(cmp)
+        record.update(ReproRecord(**cmp))
         record["status"] = "identical" if cmp["identical"] else "differs"
         if cmp["identical"]:
             record["detail"] = f"byte-identical: {', '.join(cmp['outputs'])}"
