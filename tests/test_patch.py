@@ -472,3 +472,19 @@ def test_build_env_is_what_edksetup_would_set(tree: edk2.Edk2Tree, tmp_path: Pat
     assert "PACKAGES_PATH" not in env
     assert env["PYTHONHASHSEED"] == "1"    # as edksetup.sh: stable AutoGen output, real incremental builds
     assert sorted(p.name for p in (tmp_path / "Conf").iterdir()) == ["build_rule.txt", "target.txt", "tools_def.txt"]
+
+
+def test_the_series_for_the_newest_tree(tmp_path: Path, edk2_tree_202605: edk2.Edk2Tree) -> None:
+    """--edk2 edk2-stable202605: based on that release, its GCC tool chain and its Ubuntu-GCC pipeline."""
+    gen = patch_write.generate("xen-pvh", tmp_path / "new", signoff=SIGNER, edk2="edk2-stable202605")
+    assert patch_write.default_output_dir("xen-pvh", "edk2-stable202605") == \
+        patch_write.default_output_dir("xen-pvh") / "edk2-stable202605"
+    assert (gen.series.tag, gen.series.upstream_commit) == ("edk2-stable202605", edk2_tree_202605.identity["commit"])
+    assert gen.series.commits[2].paths == (
+        "Maintainers.txt", "OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-GCC.yml", "OvmfPkg/PlatformCI/XenOvmfBuild.py")
+    text = gen.cover.read_text()
+    assert "It is based on edk2-stable202605,\ncommit b03a21a63e3bd001f52c527e5a57feddb53a690b." in text
+    assert "TOOL_CHAIN_TAG=GCC\n" in gen.patches[2].read_text().replace("\r", "")
+    assert [c.clean for c in gen.checks] == [True] * 4
+    dates = set(re.findall(r"^Date: (.*)$", "".join(p.read_text() for p in gen.patches), re.M))
+    assert dates <= {f"Fri, 8 May 2026 00:0{i}:00 +0000" for i in range(1, 4)}, dates

@@ -1,7 +1,7 @@
 """``invoke patch``: the platform as an upstream edk2 patch series, checked the way edk2 checks patches.
 
 Upstream edk2 takes a new platform as a reviewed patch series. For a Xen PVH platform (xen-pvh) this
-module writes, against the pinned edk2 release (``edk2.PIN``):
+module writes, against an edk2 release (``--edk2 TAG``; default: the default tree):
 
 1. ``OvmfPkg: Add PVH ELF header for the XenOvmf flash image``: ``OvmfPkg/XenOvmfElfHeader.fdf.inc``,
    one ``DATA`` block per supported FD size (``!if $(FD_SIZE_IN_KB) == ...``) holding
@@ -39,6 +39,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ovmfgen import paths
+from ovmfgen.edk2.releases import path_part
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.patch.verify import verify_series
 from ovmfgen.patch.write import Generated, generate
@@ -46,10 +47,12 @@ from ovmfgen.ui import say
 
 
 def patch_command(platform: str, output: str | None = None, signoff: str | None = None,
-                  check_each_commit: bool = False, target: str = "DEBUG", jobs: int | None = None) -> Generated:
-    """``invoke patch``: write the series to ``output`` (dist/patches/PLATFORM/), PatchCheck it, and with
-    ``check_each_commit`` apply it to a pristine tree and build after every commit."""
-    gen = generate(platform, Path(output) if output else None, signoff)
+                  check_each_commit: bool = False, target: str = "DEBUG", jobs: int | None = None,
+                  edk2: str | None = None) -> Generated:
+    """``invoke patch``: write the series to ``output`` (dist/patches/PLATFORM/[TAG/]), PatchCheck it, and with
+    ``check_each_commit`` apply it to a pristine tree and build after every commit. ``edk2`` (a tag; None:
+    the default tree) is the tree the series is for."""
+    gen = generate(platform, Path(output) if output else None, signoff, edk2=edk2)
     size = sum(p.stat().st_size for p in (gen.cover, *gen.patches))
     say(f"{display_path(gen.out_dir)}: cover letter + {len(gen.patches)} patches ({size} bytes), "
         f"based on {gen.series.tag} ({gen.series.upstream_commit[:12]})")
@@ -59,10 +62,11 @@ def patch_command(platform: str, output: str | None = None, signoff: str | None 
     say(f"PatchCheck.py: {sum(c.clean for c in files)}/{len(files)} patch files pass with no warning; "
         f"the commits pass too (one package per commit)")
     if check_each_commit:
-        work = paths.BUILD_DIR / "patch-check" / gen.series.platform
+        work = paths.BUILD_DIR / "patch-check" / path_part(edk2) / gen.series.platform
         say(f"applying with git am to a pristine {gen.series.tag} in {display_path(work / 'edk2')} and building "
             "after each commit")
-        ver = verify_series(gen.out_dir, work, platform, each=True, target=target, jobs=jobs, progress=say)
+        ver = verify_series(gen.out_dir, work, platform, each=True, target=target, jobs=jobs, progress=say,
+                            edk2=edk2)
         if not ver.ok:
             failed = [s for s in ver.steps if not s.ok]
             raise OvmfgenError(f"the tree does not build after commit {failed[0].index} of {len(ver.commits)} "

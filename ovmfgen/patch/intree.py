@@ -13,8 +13,14 @@ from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.model import Conditional, Include, Platform, ReservedRegion, Section, Statement
 from ovmfgen.platform.render import render
 
-# Where the PlatformCI job goes: after upstream's Xen job in the Ubuntu GCC5 pipeline.
+# Where the PlatformCI job goes: after upstream's Xen job in the Ubuntu pipeline of the tree's GCC tool
+# chain tag (Ubuntu-GCC5.yml in edk2-stable202502, Ubuntu-GCC.yml once GCC5 was dropped).
 CI_PIPELINE = "OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-GCC5.yml"
+
+
+def ci_pipeline(tool_chain: str) -> str:
+    """The Ubuntu Platform CI pipeline of ``tool_chain`` (``GCC5`` -> CI_PIPELINE)."""
+    return f"OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-{tool_chain}.yml"
 CI_ANCHOR_JOB = "OVMF_XEN_X64_DEBUG"
 CI_TEMPLATE = "OvmfPkg/PlatformCI/XenBuild.py"
 MAINTAINERS = "Maintainers.txt"
@@ -214,8 +220,8 @@ def ci_script(platform: Platform, template: bytes) -> bytes:
     return text.encode("utf-8")
 
 
-def add_ci_job(text: bytes, platform: Platform) -> bytes:
-    """The Ubuntu GCC5 Platform CI pipeline with a DEBUG X64 job for the platform after upstream's Xen job.
+def add_ci_job(text: bytes, platform: Platform, pipeline: str = CI_PIPELINE) -> bytes:
+    """The Ubuntu Platform CI ``pipeline`` with a DEBUG X64 job for the platform after upstream's Xen job.
 
     Like upstream's Xen job it skips the QEMU run: without Xen the firmware stops in XenPlatformPei.
     """
@@ -223,11 +229,11 @@ def add_ci_job(text: bytes, platform: Platform) -> bytes:
     anchor = f"          {CI_ANCHOR_JOB}:"
     job = f"{platform.dsc_name.upper()}_X64_DEBUG"
     if any(line.strip() == f"{job}:" for line in lines):
-        raise OvmfgenError(f"{CI_PIPELINE} already has a {job} job")
+        raise OvmfgenError(f"{pipeline} already has a {job} job")
     try:
         start = lines.index(anchor)
     except ValueError:
-        raise OvmfgenError(f"{CI_PIPELINE} in the edk2 tree has no {CI_ANCHOR_JOB} job to add {job} after") from None
+        raise OvmfgenError(f"{pipeline} in the edk2 tree has no {CI_ANCHOR_JOB} job to add {job} after") from None
     end = start + 1
     while end < len(lines) and lines[end].strip():
         end += 1

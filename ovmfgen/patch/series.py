@@ -12,7 +12,7 @@ from ovmfgen import elf, paths
 from ovmfgen.edk2.conventions import toolchain_tag
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.patch.intree import (
-    CI_PIPELINE, CI_TEMPLATE, MAINTAINERS, add_ci_job, add_maintainers, ci_script, ci_script_path,
+    CI_TEMPLATE, MAINTAINERS, add_ci_job, add_maintainers, ci_pipeline, ci_script, ci_script_path,
     elf_header_include, header_include_path, in_tree_files,
 )
 from ovmfgen.platform.model import Platform
@@ -198,14 +198,14 @@ def plan_series(platform: Platform, tree_root: Path, tag: str, upstream_commit: 
         body=_wrap([
             f"Add {ci_rel.split('/', 1)[1]}, modelled on XenBuild.py, so that stuart builds {name}:",
             f"  stuart_build -c {ci_rel} \\\n    -a X64 TOOL_CHAIN_TAG={tc}",
-            f"and a {name.upper()}_X64_DEBUG job to the Ubuntu GCC5 Platform CI pipeline. Like "
+            f"and a {name.upper()}_X64_DEBUG job to the Ubuntu {tc} Platform CI pipeline. Like "
             "OVMF_XEN_X64_DEBUG it skips the QEMU run: without Xen the firmware stops in XenPlatformPei "
             "(\"Xen isn't detected\").",
             f"List the new files with the other Xen-related OvmfPkg modules in {MAINTAINERS}.",
         ]),
         files=(
             (MAINTAINERS, add_maintainers(read(MAINTAINERS), [f"{platform.package_dir}/{name}*", ci_rel])),
-            (CI_PIPELINE, add_ci_job(read(CI_PIPELINE), platform)),
+            (ci_pipeline(tc), add_ci_job(read(ci_pipeline(tc)), platform, ci_pipeline(tc))),
             (ci_rel, ci_script(platform, read(CI_TEMPLATE))),
         ),
         builds=True,

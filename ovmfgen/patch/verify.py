@@ -13,7 +13,7 @@ from ovmfgen import elf
 from ovmfgen.build.diagnose import summarize_failure
 from ovmfgen.edk2 import conventions
 from ovmfgen.edk2.conventions import ARCH, TARGETS, toolchain_tag
-from ovmfgen.edk2.tree import PIN, locate
+from ovmfgen.edk2.tree import locate
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import write_if_changed
 from ovmfgen.patch.git import BASE_IDENT, RAW_ATTRIBUTES, BaseRepo, ensure_base, git
@@ -183,18 +183,18 @@ class Verification:
 
 
 def verify_series(patch_dir: Path, work: Path, platform_name: str, each: bool = True, target: str = "DEBUG",
-                  jobs: int | None = None, progress: Callable[[str], None] | None = None) -> Verification:
-    """Apply the series in ``patch_dir`` to a pristine clone of the pinned tree in ``work`` and build it.
+                  jobs: int | None = None, progress: Callable[[str], None] | None = None,
+                  edk2: str | None = None) -> Verification:
+    """Apply the series in ``patch_dir`` to a pristine clone of the edk2 tree ``edk2`` (a tag; None: the
+    default tree) in ``work`` and build it.
 
     ``each``: build after every commit (bisectability); otherwise only at the tip. Nothing of ovmfgen is
     involved in the build: upstream's ``build`` with EDK_TOOLS_PATH = the pinned BaseTools, WORKSPACE =
     the clone, Conf from the BaseTools templates.
     """
-    platform = load_platform(platform_name)
-    tree = locate()
-    ident = tree.identity
-    base = ensure_base(tree.root, tree.digest, str(ident.get("tag") or PIN.tag),
-                       str(ident.get("release_date") or PIN.release_date))
+    tree = locate(edk2)
+    platform = load_platform(platform_name, edk2=tree.tag)
+    base = ensure_base(tree.root, tree.digest, tree.tag, tree.release_date)
     work = Path(work)
     repo = work / "edk2"
     commits = apply_series(base, patch_files(patch_dir), repo, Ident(*BASE_IDENT))

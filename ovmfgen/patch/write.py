@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ovmfgen import paths
+from ovmfgen.edk2.releases import path_part
 from ovmfgen.edk2.tree import PIN, locate
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import replace_dir
@@ -138,25 +139,25 @@ def check_writable(out: Path) -> None:
         raise OvmfgenError(f"cannot write the series to {display_path(out)}: {exc.strerror or exc}") from None
 
 
-def default_output_dir(platform_name: str) -> Path:
-    """``dist/patches/<platform>/``."""
-    return paths.DIST_DIR / "patches" / platform_name
+def default_output_dir(platform_name: str, edk2: str | None = None) -> Path:
+    """``dist/patches/<platform>/`` (``dist/patches/<platform>/<tag>/`` for another tree than the default)."""
+    return paths.DIST_DIR / "patches" / platform_name / path_part(edk2)
 
 
 def generate(platform_name: str, out_dir: Path | None = None, signoff: str | None = None,
-             validate_platform: bool = True) -> Generated:
-    """Load (and validate) the platform and write its upstream series for the pinned edk2 to ``out_dir``."""
+             validate_platform: bool = True, edk2: str | None = None) -> Generated:
+    """Load (and validate) the platform and write its upstream series for the edk2 tree ``edk2`` (a tag;
+    None: the default tree) to ``out_dir``."""
     signer = parse_signoff(signoff) if signoff is not None else default_signoff()
-    platform = load_platform(platform_name)
-    out = Path(out_dir) if out_dir is not None else default_output_dir(platform.name)
+    tree = locate(edk2)
+    platform = load_platform(platform_name, edk2=tree.tag)
+    out = Path(out_dir) if out_dir is not None else default_output_dir(platform.name, edk2)
     check_writable(out)
-    tree = locate()
     if validate_platform:
         validate(platform, render(platform))
-    ident = tree.identity
-    tag = str(ident.get("tag") or PIN.tag)
-    upstream = str(ident.get("commit") or PIN.commit)
-    release_date = str(ident.get("release_date") or PIN.release_date)
+    tag = tree.tag
+    upstream = str(tree.identity.get("commit") or PIN.commit)
+    release_date = tree.release_date
     series = plan_series(platform, tree.root, tag, upstream, release_date)
     base = ensure_base(tree.root, tree.digest, tag, release_date)
     return write_series(series, base, signer, out, tree.root)
