@@ -1,6 +1,84 @@
 """ovmfgen: generate, build and ship OVMF firmware for Xen guests.
 
-Pipeline, one module per stage: load -> model -> validate -> render -> build -> elf -> patch -> nightly.
+The pipeline, one package per stage; data flows one way (tests/test_imports.py checks that the
+import graph among ovmfgen modules has no cycle)::
+
+    platforms/*.yaml --platform/--> XenOvmf.dsc/.fdf --build/--> dist/<platform>/<target>/ --boot/, patch/, nightly/
+
+Code map::
+
+    ovmfgen/
+      __init__.py          this map
+      __main__.py          ``python -m ovmfgen TASK``: the tasks without the invoke CLI
+      cli.py               the command layer shared by tasks.py and __main__ (one-line errors, exit status)
+      errors.py            OvmfgenError and Location: the one error type, shown as ``path:line:col: error: ...``
+      paths.py             the repository's places, the cache, and ``Layout`` (platforms/overrides/build/dist)
+      run.py               the one door to subprocesses (run, popen, stop, wait)
+      fsutil.py            atomic writes (temp file + rename), write-if-changed, sha256 of a file
+      ui.py                ``ovmfgen: ...`` progress lines, logging set-up
+      elf.py               FD -> PVH ELF, and the loader rules Xen's libelf and QEMU apply (pure bytes)
+      edk2/
+        releases.py        the edk2 releases ovmfgen knows (tag, commit, date, tarball)
+        tree.py            where a tree is, which edk2 it is (identity), its BaseTools
+        fetch.py           staging, the setup lock, checks and unpacking for trees in the cache
+        debian.py          the default tree from Debian's source package
+        basetools.py       BaseTools built out of the tree, in the cache
+        install.py         a tree made ready: placed (or a checkout adopted), BaseTools, identity
+        conventions.py     ARCH, TARGETS, the FD-size vocabulary, a tree's tool chain tag, the edksetup env
+      platform/
+        nodes.py           YAML -> located node graph (never hangs, crashes or errs unlocated)
+        load.py            nodes -> the model, checked for shape, features and ``when:`` decided
+        release.py         ``when: {edk2: ...}`` release conditions
+        model.py           the platform model: frozen dataclasses, no I/O
+        syntax.py          DSC/FDF text -> the model's sections
+        validate.py        the rendered files and overrides checked against the edk2 tree
+        render.py          model -> XenOvmf.dsc/.fdf text (jinja2, CRLF), write-if-changed
+        command.py         ``invoke render``: load, render once, validate, write
+        importer.py        ``invoke import``: an upstream .dsc/.fdf -> platform YAML
+        diff.py            ``invoke diff``: what a DSC/FDF builds, and the semantic difference
+        rebase.py          ``invoke rebase``: upstream's release change merged in as release conditions
+      build/
+        request.py         ``Request``: the build's options, checked
+        layout.py          the variant names and the workspace/dist directories in a Layout
+        plan.py            ``Plan``: inputs, their hash, the stuart command (the no-op check runs on it)
+        workspace.py       the per-workspace lock; rendered files + overrides written into the workspace
+        stuart.py          running the stuart child, progress
+        diagnose.py        a failed build's first real error, located
+        manifest.py        manifest.json: read, compare (no-op), make; FV usage
+        publish.py         the atomic swap into dist/
+        command.py         ``invoke build``: plan, lock, validate, workspace, stuart, ELF, publish
+        bench.py           ``invoke bench``: ovmfgen vs edk2's own build
+        child/             run as other processes, import nothing from ovmfgen
+          stuart_platform.py   the stuart settings module
+          linkcache.py         the LTO link cache behind ``--ccache``
+      boot/
+        verdict.py         a DEBUG log -> Verdict (milestones, which entry SEC ran from)
+        qemu.py            running QEMU (TCG) through the PVH entry or the reset vector
+        shell.py           booting a full OVMF to the UEFI Shell (pflash + FAT disk)
+        command.py         ``invoke boot``: finds the build through the Layout, boots it
+        xen/               real Xen 4.17 nested in QEMU: debian, cache, guests, nested, verdicts
+      patch/
+        intree.py          the platform as upstream keeps it (ELF header include, PlatformCI, Maintainers.txt)
+        series.py          the series as data: signer, commits, subjects, bodies
+        git.py             git plumbing: base snapshot repository, commits without a checkout
+        checks.py          GetMaintainer.py and PatchCheck.py
+        write.py           format-patch, cover letter; ``generate``
+        verify.py          ``--check-each``: git am onto a pristine tree, build after every commit
+        command.py         ``invoke patch``
+      nightly/
+        matrix.py          nightly.yaml: the cells
+        cell.py            one cell in its own process: build, check-elf, boots
+        jobs.py            cells in parallel processes
+        repro.py           one cell built twice from scratch, compared
+        history.py         nights on disk, summary.json
+        report.py          nightly/index.html
+        install.py         the packagers' layout with firmware descriptors
+        emit.py            the matrix as a GitHub/GitLab workflow
+        command.py         ``invoke nightly``
+      host/
+        apt.py             apt on this machine: its sources, installing packages
+        setup.py           ``invoke setup``: apt packages, the edk2 trees, BaseTools
+        testrun.py         ``invoke test``
 """
 
 __version__ = "0.1.0"
