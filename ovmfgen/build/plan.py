@@ -40,7 +40,7 @@ STUART_PLATFORM = Path(__file__).resolve().parent / "child" / "stuart_platform.p
 # The modules whose code shapes the artifacts: a change to them invalidates the no-op.
 RECIPE_MODULES = ("build/request.py", "build/plan.py", "build/workspace.py", "build/stuart.py", "build/manifest.py",
                   "build/publish.py", "build/command.py", "build/child/stuart_platform.py",
-                  "build/child/linkcache.py", "elf.py")
+                  "build/child/linkcache.py", "edk2/conventions.py", "elf.py")
 
 
 def sha256_bytes(data: bytes) -> str:
