@@ -71,6 +71,7 @@ Code map::
         jobs.py            cells in parallel processes
         repro.py           one cell built twice from scratch, compared
         history.py         nights on disk, summary.json
+        records.py         the TypedDicts of a cell's record and a night's summary
         report.py          nightly/index.html
         install.py         the packagers' layout with firmware descriptors
         emit.py            the matrix as a GitHub/GitLab workflow
