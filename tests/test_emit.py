@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import yaml
 
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.nightly import emit, matrix
+from ovmfgen.run import run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,3 +57,44 @@ def test_gitlab_pipeline_has_a_job_per_cell_and_a_merging_report_job(tmp_path: P
     assert all(rule["when"] == "always" for rule in doc["report"]["rules"])
     with pytest.raises(OvmfgenError, match="bad --emit"):
         emit.emit("jenkins", m, cells, tmp_path / "x")
+
+
+# --- the emitted files against the CI engines' own schemas (check-jsonschema's vendored copies, offline) ---
+
+SCHEMAS = {"github": "vendor.github-workflows", "gitlab": "vendor.gitlab-ci"}
+
+
+def _check_jsonschema(kind: str, path: Path) -> tuple[int, str]:
+    proc = run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", SCHEMAS[kind], str(path)], check=False)
+    return proc.returncode, proc.stdout
+
+
+@pytest.mark.parametrize("kind", sorted(SCHEMAS))
+def test_emitted_workflows_validate_against_the_official_schema(tmp_path: Path, kind: str):
+    m = matrix.load_matrix(REPO / "nightly.yaml")
+    path = emit.emit(kind, m, list(m.cells), tmp_path / f"{kind}.yml")  # every cell, optional ones too
+    code, out = _check_jsonschema(kind, path)
+    assert code == 0 and "ok -- validation done" in out, out
+    # The check can fail: a job without what the schema requires is refused.
+    doc = yaml.safe_load(path.read_text())
+    job = next(k for k in (doc["jobs"] if kind == "github" else doc) if k.startswith("cell-"))
+    if kind == "github":
+        del doc["jobs"][job]["runs-on"]
+    else:
+        doc[job]["artifacts"]["when"] = "sometimes"  # on_success, on_failure or always
+    broken = tmp_path / f"broken-{kind}.yml"
+    broken.write_text(yaml.safe_dump(doc))
+    code, out = _check_jsonschema(kind, broken)
+    assert code != 0 and "Schema validation errors" in out, out
+
+
+def test_every_file_the_github_workflow_hashes_exists():
+    m = matrix.load_matrix(REPO / "nightly.yaml")
+    text = emit.github_workflow(m, list(m.cells))
+    calls = re.findall(r"hashFiles\(([^)]*)\)", text)
+    assert calls, "the workflow keys a cache on hashFiles(...)"
+    for call in calls:
+        patterns = re.findall(r"'([^']*)'", call)
+        assert patterns, call
+        for pattern in patterns:
+            assert sorted(REPO.glob(pattern)), f"hashFiles('{pattern}') matches no file in the repository"
