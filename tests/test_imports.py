@@ -9,6 +9,7 @@ tested or split apart one without the other.
 from __future__ import annotations
 
 import ast
+from functools import lru_cache
 from pathlib import Path
 
 import ovmfgen
@@ -64,8 +65,9 @@ def imports_of(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return found
 
 
+@lru_cache(maxsize=1)
 def import_graph() -> dict[str, set[str]]:
-    """module -> the ovmfgen modules it imports."""
+    """module -> the ovmfgen modules it imports (parsed once per session; callers do not modify it)."""
     modules = all_modules()
     return {name: imports_of(name, path, modules) for name, path in modules.items()}
 
