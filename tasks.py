@@ -124,14 +124,15 @@ def check_elf(c, elf):
     "edk2": "edk2 tree whose build to boot: a tag such as edk2-stable202605 (default: the default tree)",
     "fd_size": "the build's --fd-size", "feature": "the build's --feature NAME=VALUE (repeatable)",
     "define": "the build's --define NAME=VALUE (repeatable)",
+    "mode": "with --on xen: pvh (default), hvm, or all (PVH and HVM to the Shell, the ud2 control) in one Xen boot",
 })
 def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=None, edk2=None, fd_size=None,
-         feature=None, define=None):
+         feature=None, define=None, mode=None):
     """Boot the published firmware in QEMU (PVH and/or reset-vector entry) or under real Xen."""
     from ovmfgen.boot import command as stage
 
     guard(stage.boot_command, platform=platform, target=target, entry=entry, on=on, image=image, edk2=edk2,
-          fd_size=fd_size, features=feature or [], defines=define or [])
+          fd_size=fd_size, features=feature or [], defines=define or [], mode=mode)
 
 
 @task(help={

@@ -179,6 +179,7 @@ def test_qemu_argv(tmp_path):
 
 def test_guest_deadline_leaves_dom0_time_to_report():
     assert nested.guest_deadline_s(300) * nested.WALL_PER_GUEST_SECOND + nested.DOM0_OVERHEAD_S <= 300
+    assert 3 * nested.guest_deadline_s(900, 3) * nested.WALL_PER_GUEST_SECOND + nested.DOM0_OVERHEAD_S <= 900
     assert nested.guest_deadline_s(10) == nested.MIN_GUEST_TIMEOUT_S
 
 
@@ -199,6 +200,9 @@ def test_dom0_scripts_are_valid_sh(tmp_path):
     assert "mount -t xenfs xenfs /proc/xen" in init
     assert "xenconsoled --log=all --log-dir=/var/log/xen/console" in init
     assert "deadline=$(( $(now) + 120 ))" in guests.dom0_test_script(120)
+    two = guests.dom0_test_script(60, ["a", "b"])
+    assert two.endswith("run_guest a\nrun_guest b\n") and "xl create /ovmfgen/$NAME.cfg" in two
+    assert "OVMFGEN-GUEST-START $NAME" in two and "OVMFGEN-GUEST-STOP $NAME" in two
 
 
 def _read_newc(data: bytes) -> dict[str, tuple[int, bytes]]:
@@ -231,19 +235,96 @@ def test_newc_archive_round_trip_and_cpio_reads_it(tmp_path):
         assert listing.stdout.decode().split() == ["d", "d/f", "x"]
 
 
-def test_overlay_cpio_carries_init_modules_firmware_and_config(tmp_path):
+def _pvh_elf(tmp_path: Path) -> Path:
+    """A small but well-formed PVH ELF (ovmfgen.elf's header around a fake 1 MiB FD) on disk."""
+    from ovmfgen import elf as elfmod
+
+    fd = bytearray(b"\xff" * (1 << 20))
+    image = tmp_path / "ovmf.elf"
+    image.write_bytes(elfmod.pvh_header(len(fd)) + bytes(fd[len(elfmod.pvh_header(len(fd))):]))
+    return image
+
+
+def test_overlay_cpio_carries_init_modules_each_guests_firmware_and_config(tmp_path):
     mods = tmp_path / "modules"
     mods.mkdir()
     for m in debian.DOM0_MODULES:
         (mods / f"{m}.ko").write_bytes(m.encode())
-    image = tmp_path / "ovmf.elf"
-    image.write_bytes(b"\x7fELF" + b"\0" * 60)
-    got = _read_newc(guests.overlay_cpio(image, mods, 200))
+    image = _pvh_elf(tmp_path)
+    guest_set = [guests.XenGuest(m, p, image) for m, p in guests.check_mode("all")]
+    got = _read_newc(guests.overlay_cpio(guest_set, mods, 200))
     assert got["init"][0] == 0o100755 and got["init"][1].startswith(b"#!/bin/sh")
-    assert got["ovmfgen/ovmf.elf"][1] == image.read_bytes()
+    assert got["ovmfgen/ovmf-pvh-shell.elf"][1] == image.read_bytes()
+    assert got["ovmfgen/ovmf-hvm-shell.elf"][1] == image.read_bytes()
+    ud2 = got["ovmfgen/ovmf-pvh-ud2.elf"][1]
+    at = guests.pvh_entry_offset(image.read_bytes())
+    assert ud2[at:at + 2] == b"\x0f\x0b" and ud2[:at] == image.read_bytes()[:at]
     assert got["ovmfgen/modules/xenfs.ko"][1] == b"xenfs"
-    assert b'kernel = "/ovmfgen/ovmf.elf"' in got["ovmfgen/guest.cfg"][1]
-    assert b"+ 200 ))" in got["ovmfgen/test.sh"][1]
+    assert b'kernel = "/ovmfgen/ovmf-pvh-shell.elf"' in got["ovmfgen/ovmfgen-pvh-shell.cfg"][1]
+    assert b'bios_path_override = "/ovmfgen/ovmf-hvm-shell.elf"' in got["ovmfgen/ovmfgen-hvm-shell.cfg"][1]
+    script = got["ovmfgen/test.sh"][1].decode()
+    assert "+ 200 ))" in script
+    assert script.index("run_guest ovmfgen-pvh-shell\n") < script.index("run_guest ovmfgen-hvm-shell\n") \
+        < script.index("run_guest ovmfgen-pvh-ud2\n")
+
+
+def test_guest_names_modes_and_expected_verdicts(tmp_path):
+    g = guests.XenGuest("hvm", "shell", tmp_path / "x.elf")
+    assert g.name == "ovmfgen-hvm-shell" and g.expected is Verdict.SHELL_REACHED
+    assert guests.XenGuest("pvh", "ud2", tmp_path).expected is Verdict.GUEST_CRASHED
+    assert guests.check_mode("pvh") == (("pvh", "shell"),)
+    assert [k for k in guests.check_mode("all")] == [("pvh", "shell"), ("hvm", "shell"), ("pvh", "ud2")]
+    with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'kvm': expected all, hvm, pvh"):
+        guests.check_mode("kvm")
+
+
+def test_hvm_xl_config_boots_the_same_blob_through_hvmloader():
+    cfg = guests.xl_config("/ovmfgen/f.elf", "g", 256, "hvm")
+    assert 'type = "hvm"\nbios = "ovmf"\nbios_path_override = "/ovmfgen/f.elf"\n' in cfg
+    assert f'device_model_override = "{guests.DEVICE_MODEL}"' in cfg and 'serial = "pty"' in cfg
+    assert "kernel =" not in cfg and 'timer_mode = "no_missed_ticks_pending"' in cfg
+
+
+def test_pvh_entry_offset_rejects_what_is_not_a_pvh_elf(tmp_path):
+    with pytest.raises(OvmfgenError, match="not an ELF"):
+        guests.pvh_entry_offset(b"MZ" + b"\0" * 100)
+    data = bytearray(_pvh_elf(tmp_path).read_bytes())
+    data[data.index(b"Xen\0") + 4 - 16 + 8] = 99  # the note's type: no longer PHYS32_ENTRY
+    with pytest.raises(OvmfgenError, match="no XEN_ELFNOTE_PHYS32_ENTRY"):
+        guests.pvh_entry_offset(bytes(data))
+
+
+# --- several guests in one run -------------------------------------------------------------------
+
+
+def _two_guest_log(first_stop: bool = True) -> str:
+    shell = load("shell.serial.log")
+    crash = load("triplefault.serial.log")
+    one = "OVMFGEN-GUEST-START ovmfgen-pvh-shell\n" + shell + ("OVMFGEN-GUEST-STOP ovmfgen-pvh-shell\n" if first_stop else "")
+    return "(XEN) Xen version 4.17\n" + one + "OVMFGEN-GUEST-START ovmfgen-pvh-ud2\n" + crash + \
+        "OVMFGEN-GUEST-STOP ovmfgen-pvh-ud2\n"
+
+
+def test_each_guest_is_judged_on_its_own_part_of_the_run():
+    log = _two_guest_log()
+    parts, stopped, rest = verdicts.guest_segments(log)
+    assert set(parts) == stopped == {"ovmfgen-pvh-shell", "ovmfgen-pvh-ud2"}
+    assert rest == "(XEN) Xen version 4.17\n"
+    a = verdicts.classify_guest(log, "ovmfgen-pvh-shell", 0)
+    b = verdicts.classify_guest(log, "ovmfgen-pvh-ud2", 0)
+    assert a.verdict is Verdict.SHELL_REACHED and a.shell_seconds and a.shell_seconds > 0
+    assert b.verdict is Verdict.GUEST_CRASHED and "Triple fault" in b.detail
+
+
+def test_qemu_dying_later_does_not_undo_a_finished_guest():
+    cut = _two_guest_log()
+    cut = cut[: cut.index("OVMFGEN-RESULT", cut.index("OVMFGEN-GUEST-START ovmfgen-pvh-ud2"))]
+    assert verdicts.classify_guest(cut, "ovmfgen-pvh-shell", -6).verdict is Verdict.SHELL_REACHED
+    r = verdicts.classify_guest(cut, "ovmfgen-pvh-ud2", -6)
+    assert r.verdict is Verdict.HARNESS_FAILURE and "-6" in r.detail
+    never = verdicts.classify_guest(cut, "ovmfgen-hvm-shell", -6)
+    assert never.verdict is Verdict.HARNESS_FAILURE and never.detail.startswith("never started: QEMU exited")
+    assert verdicts.classify_guest("(XEN) x\n", "g", None).detail.startswith("never started: dom0 never")
 
 
 # --- apt sources and versions ----------------------------------------------------------------------
@@ -334,6 +415,9 @@ def test_cache_key_follows_the_tools_version_only():
     assert a.rootfs_key() == debian.XenVersions("4.17.7", "4.17.7", "linux-image-6.1.0-57-amd64", "6.1.200-1").rootfs_key()
     assert a.rootfs_key() != debian.XenVersions("4.17.7", "4.17.8", "linux-image-6.1.0-56-amd64", "6.1.192-2").rootfs_key()
     assert len(a.rootfs_key()) == 16
+    # HVM's device model lives in dom0's root file system: its version is part of the key
+    assert a.rootfs_key() != debian.XenVersions("4.17.7", "4.17.7", "linux-image-6.1.0-56-amd64", "6.1.192-2",
+                                                "1:7.2+dfsg-7+deb12u18").rootfs_key()
 
 
 def test_safe_name():
@@ -352,6 +436,11 @@ def test_boot_xen_command_without_image_names_the_build(tmp_path, monkeypatch):
     monkeypatch.setattr(nested, "DIST_DIR", tmp_path)
     with pytest.raises(OvmfgenError, match="invoke build --platform xen-pvh"):
         nested.boot_xen_command("xen-pvh", "DEBUG")
+
+
+def test_boot_xen_command_rejects_an_unknown_mode_before_anything_else(tmp_path):
+    with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'both': expected all, hvm, pvh$"):
+        nested.boot_xen_command("xen-pvh", "DEBUG", image=tmp_path / "missing.elf", mode="both")
 
 
 def test_ensure_host_packages_uses_the_setup_installer(monkeypatch):

@@ -55,17 +55,22 @@ def published_elf(platform: str, target: str = "DEBUG", fd_size: str | None = No
 def boot_command(platform: str = "xen-pvh", target: str = "DEBUG", entry: str = "both", on: str = "qemu",
                  image: str | Path | None = None, edk2: str | None = None, fd_size: str | None = None,
                  features: Sequence[str] = (), defines: Sequence[str] = (),
-                 layout: Layout | None = None) -> list[BootResult] | xen.XenBootResult:
+                 layout: Layout | None = None, mode: str | None = None) -> list[BootResult] | list[xen.GuestOutcome]:
     """``invoke boot``: boot the published ELF through the PVH entry and/or the reset vector.
 
     ``image`` defaults to the ``ovmf.elf`` the build with the same ``target``, ``edk2`` tree (a tag;
     None: the default tree), ``fd_size``, ``features`` and ``defines`` published in ``layout``
     (``published_elf``); the logs are saved beside it. Prints one verdict line per entry and raises
     ``BootError`` (exit 1, log tails shown) if any failed. ``on="xen"`` boots that image under real
-    Xen instead (``ovmfgen.boot.xen.boot_xen_command``, returning its result).
+    Xen instead as the ``mode`` guest set: pvh (default), hvm or all (``ovmfgen.boot.xen.boot_xen_command``,
+    returning one outcome per guest).
     """
     if on not in ("qemu", "xen"):
         raise OvmfgenError(f"unknown boot host {on!r}: expected qemu or xen")
+    if on == "xen":
+        xen.check_mode(mode or "pvh")
+    elif mode is not None:
+        raise OvmfgenError("--mode chooses the Xen guests: use it with --on xen")
     entries = _entries(entry) if on == "qemu" else ()
     if on == "qemu" and target.upper() == "RELEASE":
         raise OvmfgenError("a RELEASE build prints no DEBUG log, so its boot cannot be judged: "
@@ -77,7 +82,7 @@ def boot_command(platform: str = "xen-pvh", target: str = "DEBUG", entry: str = 
         if not path.is_file():
             raise OvmfgenError(f"no firmware image at {display_path(path)}")
     if on == "xen":
-        return xen.boot_xen_command(platform=platform, target=target, image=path)
+        return xen.boot_xen_command(platform=platform, target=target, image=path, mode=mode or "pvh")
     out_dir = path.resolve().parent
 
     results = []

@@ -1,20 +1,23 @@
-"""Boot truth on real Xen: the xen-pvh ELF reaches the UEFI Shell as a PVH guest of Xen 4.17.
+"""Boot truth on real Xen: ONE nested Xen 4.17 boot runs the guest set, one verdict per guest.
 
-Xen runs nested under QEMU TCG with a Debian dom0 (see ovmfgen/boot/xen/). The first run on a
-machine builds the cache (hypervisor, dom0 kernel, dom0 root file system: about a minute);
-each boot then takes ~30-40 s of QEMU and ~2.5 GB of RAM.
+The guests, in turn: the xen-pvh ELF as a PVH guest (to the UEFI Shell), the same file as an HVM
+guest's firmware (hvmloader, reset vector, to the Shell) and the negative control (ud2 at the PVH
+entry: must crash). Xen runs nested under QEMU TCG with a Debian dom0 (see ovmfgen/boot/xen/). The
+first run on a machine builds the cache (hypervisor, dom0 kernel, dom0 root file system with
+qemu-system-xen: a few minutes); the run itself takes a few minutes and ~2.5 GB of RAM.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
+import re
 from pathlib import Path
 
 import pytest
-from elftools.elf.elffile import ELFFile
 
 from ovmfgen.boot.xen import Verdict, format_result, nested
+from ovmfgen.boot.xen.guests import XenGuest, check_mode, pvh_entry_offset
 
 pytestmark = [
     pytest.mark.integration,
@@ -22,55 +25,60 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="building dom0 (debootstrap, chroot) needs root"),
 ]
 
-XEN_ELFNOTE_PHYS32_ENTRY = 18
+_SEC_RE = re.compile(r"\(d\d+\) SecCoreStartupWithStack\((0x[0-9A-Fa-f]+), (0x[0-9A-Fa-f]+)\)")
 
 
-def _load_and_entry(elf: Path) -> tuple[int, int, int]:
-    """(PT_LOAD file offset, PT_LOAD size, PVH entry) of a PVH ELF."""
-    with open(elf, "rb") as fh:
-        e = ELFFile(fh)
-        load = next(s for s in e.iter_segments() if s["p_type"] == "PT_LOAD")
-        entry = None
-        for seg in e.iter_segments():
-            if seg["p_type"] == "PT_NOTE":
-                for note in seg.iter_notes():
-                    if note["n_name"] == "Xen" and note["n_type"] == XEN_ELFNOTE_PHYS32_ENTRY:
-                        desc = note["n_desc"]
-                        raw = desc if isinstance(desc, bytes) else desc.encode("latin-1")
-                        entry = int.from_bytes(raw[:4], "little")
-        assert entry is not None, "no XEN_ELFNOTE_PHYS32_ENTRY note"
-        return load["p_offset"] - load["p_paddr"], load["p_filesz"], entry
-
-
-def test_xen_pvh_debug_reaches_shell_under_xen(published_xen_pvh_hvcon: Path):
+@pytest.fixture(scope="module")
+def guest_set(published_xen_pvh_hvcon: Path) -> dict[str, nested.GuestOutcome]:
+    """The 'all' guest set in one nested boot; logs and xen-boot.json beside the firmware."""
     elf = Path(published_xen_pvh_hvcon) / "ovmf.elf"
-    _, size, _ = _load_and_entry(elf)
-    assert size == 2 * 1024 * 1024, f"expected the 2 MiB FD, PT_LOAD is {size:#x} bytes"
-
-    result = nested.boot_xen(elf, elf.parent, timeout=600)  # roomy: CI machines are loaded
-    print(format_result(result))
-
-    assert result.verdict is Verdict.SHELL_REACHED, f"{result.verdict}: {result.detail} (see {result.serial_log})"
-    assert result.serial_log == elf.parent / nested.SERIAL_LOG_NAME and result.serial_log.is_file()
-    guest = (elf.parent / nested.GUEST_LOG_NAME).read_text(errors="replace")
-    assert "UEFI Interactive Shell" in guest and "Shell>" in guest
-    serial = result.serial_log.read_text(errors="replace")
-    # The firmware's debug output reached Xen's console (DEBUG_ON_HYPERVISOR_CONSOLE): the PVH entry ran.
-    assert "(d1) SecCoreStartupWithStack" in serial
-    assert result.shell_seconds is not None and result.shell_seconds > 0
+    guests = [XenGuest(mode, payload, elf) for mode, payload in check_mode("all")]
+    outcomes = nested.boot_xen_guests(guests, elf.parent, timeout=1800)  # roomy: CI machines are loaded
+    for o in outcomes:
+        print(o.guest.name, format_result(o.result))
+    return {f"{o.guest.mode}-{o.guest.payload}": o for o in outcomes}
 
 
-def test_broken_pvh_entry_is_reported_as_a_crash(published_xen_pvh_hvcon: Path, tmp_path: Path):
+def _sec_args(log: Path) -> tuple[int, int]:
+    m = _SEC_RE.search(log.read_text(errors="replace"))
+    assert m, f"no SecCoreStartupWithStack line in {log}"
+    return int(m.group(1), 16), int(m.group(2), 16)
+
+
+def test_pvh_guest_reaches_the_shell_from_the_1mib_entry(guest_set):
+    r = guest_set["pvh-shell"].result
+    assert r.verdict is Verdict.SHELL_REACHED, f"{r.verdict}: {r.detail} (see {r.serial_log})"
+    assert "UEFI Interactive Shell" in r.guest_console and "Shell>" in r.guest_console
+    # The firmware's debug output reached Xen's console: SEC ran from the copy loaded at 1 MiB.
+    sec, _ = _sec_args(r.serial_log)
+    assert 0x100000 <= sec < 0x400000, hex(sec)
+    assert r.shell_seconds is not None and r.shell_seconds > 0
+
+
+def test_hvm_guest_reaches_the_shell_from_the_reset_vector(guest_set):
+    r = guest_set["hvm-shell"].result
+    assert r.verdict is Verdict.SHELL_REACHED, f"{r.verdict}: {r.detail} (see {r.serial_log})"
+    assert "Shell>" in r.guest_console
+    # hvmloader put the same blob just below 4 GiB and jumped to its reset vector.
+    sec, _ = _sec_args(r.serial_log)
+    assert 0xFF000000 <= sec < 0x100000000, hex(sec)
+
+
+def test_broken_pvh_entry_is_reported_as_a_crash(guest_set):
     """Negative control: the same image with ud2 at its PVH entry must not pass."""
-    elf = Path(published_xen_pvh_hvcon) / "ovmf.elf"
-    delta, _, entry = _load_and_entry(elf)
-    broken = tmp_path / "broken.elf"
-    shutil.copyfile(elf, broken)
-    with open(broken, "r+b") as fh:
-        fh.seek(entry + delta)
-        fh.write(b"\x0f\x0b")  # ud2 before any IDT exists: #UD -> #DF -> triple fault
+    o = guest_set["pvh-ud2"]
+    data = o.guest.image.read_bytes()
+    assert data[pvh_entry_offset(data):][:2] != b"\x0f\x0b"  # the published file itself is intact
+    assert o.result.verdict is Verdict.GUEST_CRASHED, f"{o.result.verdict}: {o.result.detail}"
+    assert "Triple fault" in o.result.detail
 
-    result = nested.boot_xen(broken, tmp_path / "out", timeout=400)
-    print(format_result(result))
-    assert result.verdict is Verdict.GUEST_CRASHED, f"{result.verdict}: {result.detail}"
-    assert "Triple fault" in result.detail
+
+def test_summary_records_every_guest(guest_set):
+    out = next(iter(guest_set.values())).guest.image.parent
+    summary = json.loads((out / nested.SUMMARY_NAME).read_text())
+    assert [g["name"] for g in summary["guests"]] == [
+        "ovmfgen-pvh-shell", "ovmfgen-hvm-shell", "ovmfgen-pvh-ud2"]
+    for g in summary["guests"]:
+        assert g["xen"].startswith("4.17") and g["mode"] in ("pvh", "hvm") and g["verdict"]
+        assert (out / g["log"]).is_file() and (out / g["console_log"]).is_file()
+    assert len(summary["runs"]) in (1, 2) and summary["runs"][0]["guests"] == [g["name"] for g in summary["guests"]]

@@ -27,7 +27,9 @@ The package, one job per module (imports flow downwards only):
 * ``nested``: the QEMU run itself, ``boot_xen`` (runs it all) and ``boot_xen_command`` (the CLI entry).
 """
 
-from ovmfgen.boot.xen.nested import boot_xen, boot_xen_command
+from ovmfgen.boot.xen.guests import XenGuest, check_mode
+from ovmfgen.boot.xen.nested import GuestOutcome, boot_xen, boot_xen_command, boot_xen_guests
 from ovmfgen.boot.xen.verdicts import Verdict, XenBootResult, classify_xen_run, format_result
 
-__all__ = ["Verdict", "XenBootResult", "boot_xen", "boot_xen_command", "classify_xen_run", "format_result"]
+__all__ = ["GuestOutcome", "Verdict", "XenBootResult", "XenGuest", "boot_xen", "boot_xen_command", "boot_xen_guests",
+           "check_mode", "classify_xen_run", "format_result"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ovmfgen.boot.xen.debian import (
     DEBOOTSTRAP_INCLUDE,
+    DEVICE_MODEL_PACKAGE,
     DOM0_MODULES,
     HYPERVISOR_PACKAGE,
     ROOTFS_RECIPE,
@@ -194,7 +195,7 @@ def _prepare_rootfs(root: Path, v: XenVersions) -> Path:
         policy = rootfs / "usr/sbin/policy-rc.d"
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
-        _chroot_apt_install(rootfs, [f"{UTILS_PACKAGE}={v.utils}"])
+        _chroot_apt_install(rootfs, [f"{UTILS_PACKAGE}={v.utils}", f"{DEVICE_MODEL_PACKAGE}={v.device_model}"])
         policy.unlink()
         got = run(["chroot", rootfs, "dpkg-query", "-W", "-f=${Version}", UTILS_PACKAGE]).stdout.strip()
         for rel in ROOTFS_STRIP:

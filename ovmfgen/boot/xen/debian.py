@@ -22,6 +22,8 @@ XEN_SERIES = "4.17"
 HYPERVISOR_PACKAGE = f"xen-hypervisor-{XEN_SERIES}-amd64"
 UTILS_PACKAGE = f"xen-utils-{XEN_SERIES}"
 KERNEL_META_PACKAGE = "linux-image-amd64"
+#: HVM guests' device model (hvmloader itself comes with the tools): installed in dom0.
+DEVICE_MODEL_PACKAGE = "qemu-system-xen"
 #: Host tools a Xen boot needs (apt package names): the dom0 build and QEMU itself.
 HOST_PACKAGES = ("debootstrap", "cpio", "qemu-system-x86")
 #: Packages debootstrap adds to minbase: modprobe/insmod, ps, and busybox for poweroff.
@@ -29,7 +31,7 @@ DEBOOTSTRAP_INCLUDE = ("kmod", "procps", "busybox")
 #: dom0's Xen driver modules, in load order (xenfs needs xen-privcmd).
 DOM0_MODULES = ("xen-privcmd", "xenfs", "xen-evtchn", "xen-gntdev", "xen-gntalloc")
 #: Bump when the way the dom0 root file system is made changes (forces a rebuild of that entry).
-ROOTFS_RECIPE = 2
+ROOTFS_RECIPE = 3
 #: Stripped from the root file system: only people read these, and they cost initramfs unpack time.
 ROOTFS_STRIP = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
                 "usr/share/lintian", "var/cache/apt", "var/lib/apt/lists")
@@ -107,21 +109,23 @@ class XenVersions:
     utils: str
     kernel_package: str
     kernel: str
+    #: qemu-system-xen's version (HVM guests' device model, in dom0).
+    device_model: str = ""
 
     def rootfs_key(self) -> str:
         """Key of the dom0 root file system: what goes into it, and how it is made."""
-        recipe = {"suite": SUITE, "utils": self.utils, "include": list(DEBOOTSTRAP_INCLUDE),
+        recipe = {"suite": SUITE, "utils": self.utils, "device_model": self.device_model, "include": list(DEBOOTSTRAP_INCLUDE),
                   "strip": list(ROOTFS_STRIP), "recipe": ROOTFS_RECIPE}
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def query_versions() -> XenVersions:
     """The candidate versions apt reports for the hypervisor, the tools and dom0's kernel."""
-    recs = apt_candidates([HYPERVISOR_PACKAGE, UTILS_PACKAGE, KERNEL_META_PACKAGE])
+    recs = apt_candidates([HYPERVISOR_PACKAGE, UTILS_PACKAGE, KERNEL_META_PACKAGE, DEVICE_MODEL_PACKAGE])
     kpkg = kernel_package(recs[KERNEL_META_PACKAGE])
     krec = apt_candidates([kpkg])[kpkg]
     return XenVersions(recs[HYPERVISOR_PACKAGE]["Version"], recs[UTILS_PACKAGE]["Version"], kpkg,
-                       krec["Version"])
+                       krec["Version"], recs[DEVICE_MODEL_PACKAGE]["Version"])
 
 
 def safe_name(version: str) -> str:

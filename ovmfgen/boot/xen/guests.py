@@ -2,31 +2,137 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen.boot.xen.debian import DOM0_MODULES, XEN_SERIES
+from ovmfgen.errors import OvmfgenError
 from ovmfgen.boot.xen.verdicts import (
     EVENT,
     GUEST_BEGIN,
     GUEST_END,
     GUEST_PREFIX,
+    GUEST_START,
+    GUEST_STOP,
     RESULT,
+    Verdict,
     XL_PREFIX,
 )
 
 GUEST_NAME = "ovmfgen-pvh"
+XEN_ELFNOTE_PHYS32_ENTRY = 18
 GUEST_MEMORY_MIB = 256
 
 # --- Generated text: xl config, dom0 /init, test script -----------------------------------------------
 
 
-def xl_config(kernel: str, name: str = GUEST_NAME, memory_mib: int = GUEST_MEMORY_MIB) -> str:
-    """The xl domain config that runs ``kernel`` (a PVH ELF) as a PVH guest."""
+#: Guest kinds: how the firmware is started (``mode``) and what it is expected to do (``payload``).
+MODES = ("pvh", "hvm")
+PAYLOADS = ("shell", "ud2")
+#: ``--mode`` choices and the guest set each runs, in order; ``all`` ends with the negative control.
+MODE_SETS = {
+    "pvh": (("pvh", "shell"),),
+    "hvm": (("hvm", "shell"),),
+    "all": (("pvh", "shell"), ("hvm", "shell"), ("pvh", "ud2")),
+}
+#: HVM guests' device model as Debian's qemu-system-xen installs it in dom0.
+DEVICE_MODEL = "/usr/libexec/xen-qemu-system-i386"
+
+
+@dataclass(frozen=True)
+class XenGuest:
+    """One guest of a nested run: its firmware, how Xen starts it, and the verdict a good firmware gets."""
+
+    mode: str        # "pvh": Xen loads the ELF and jumps to its PVH entry; "hvm": hvmloader, reset vector
+    payload: str     # "shell": the firmware as built; "ud2": its PVH entry replaced by ud2 (must crash)
+    image: Path      # the firmware file on the host
+
+    @property
+    def name(self) -> str:
+        """The xl domain name, also the stem of this guest's log files."""
+        return f"ovmfgen-{self.mode}-{self.payload}"
+
+    @property
+    def expected(self) -> Verdict:
+        """What a correct firmware yields: the Shell, or for the ud2 control a crash."""
+        return Verdict.GUEST_CRASHED if self.payload == "ud2" else Verdict.SHELL_REACHED
+
+
+def check_mode(mode: str) -> tuple[tuple[str, str], ...]:
+    """The (mode, payload) guest set ``--mode`` names, or one clear error."""
+    if mode not in MODE_SETS:
+        raise OvmfgenError(f"unknown Xen boot mode {mode!r}: expected {', '.join(sorted(MODE_SETS))}")
+    return MODE_SETS[mode]
+
+
+def pvh_entry_offset(data: bytes) -> int:
+    """File offset of the PVH entry (XEN_ELFNOTE_PHYS32_ENTRY) of a little-endian PVH ELF."""
+    if data[:4] != b"\x7fELF" or len(data) < 64:
+        raise OvmfgenError("not an ELF file")
+    is64 = data[4] == 2
+    phoff, phentsize, phnum = (struct.unpack_from("<Q", data, 32)[0], *struct.unpack_from("<HH", data, 54)) \
+        if is64 else (struct.unpack_from("<I", data, 28)[0], *struct.unpack_from("<HH", data, 42))
+    phdrs = []
+    for i in range(phnum):
+        off = phoff + i * phentsize
+        if is64:
+            p_type, _, p_offset, _, p_paddr, p_filesz = struct.unpack_from("<IIQQQQ", data, off)
+        else:
+            p_type, p_offset, _, p_paddr, p_filesz = struct.unpack_from("<IIIII", data, off)
+        phdrs.append((p_type, p_offset, p_paddr, p_filesz))
+    entry = None
+    for p_type, p_offset, _, p_filesz in phdrs:
+        pos, stop = p_offset, p_offset + p_filesz
+        while p_type == 4 and pos + 12 <= stop:  # PT_NOTE
+            namesz, descsz, n_type = struct.unpack_from("<III", data, pos)
+            name_at = pos + 12
+            desc_at = name_at + (-(-namesz // 4) * 4)
+            if data[name_at:name_at + namesz] == b"Xen\0" and n_type == XEN_ELFNOTE_PHYS32_ENTRY:
+                entry = struct.unpack_from("<I", data, desc_at)[0]
+            pos = desc_at + (-(-descsz // 4) * 4)
+    if entry is None:
+        raise OvmfgenError("no XEN_ELFNOTE_PHYS32_ENTRY note: not a PVH ELF")
+    for p_type, p_offset, p_paddr, p_filesz in phdrs:
+        if p_type == 1 and p_paddr <= entry < p_paddr + p_filesz:  # PT_LOAD
+            return p_offset + entry - p_paddr
+    raise OvmfgenError(f"the PVH entry {entry:#x} lies in no PT_LOAD segment")
+
+
+def ud2_image(image: bytes) -> bytes:
+    """The negative control: ``image`` with ud2 at its PVH entry (#UD before any IDT: a triple fault)."""
+    at = pvh_entry_offset(image)
+    return image[:at] + b"\x0f\x0b" + image[at + 2:]
+
+
+def guest_image(guest: XenGuest) -> bytes:
+    """The bytes dom0 boots for ``guest``."""
+    data = guest.image.read_bytes()
+    return ud2_image(data) if guest.payload == "ud2" else data
+
+
+# --- Generated text: xl config, dom0 /init, test script -----------------------------------------------
+
+
+def xl_config(kernel: str, name: str = GUEST_NAME, memory_mib: int = GUEST_MEMORY_MIB, mode: str = "pvh") -> str:
+    """The xl domain config that runs ``kernel`` as a PVH guest, or (``mode="hvm"``) as an HVM guest's BIOS."""
+    if mode == "hvm":
+        # hvmloader copies the blob below 4 GiB and jumps to its reset vector; the PVH ELF's header
+        # sits in the FD's reserved first pages, so the published ovmf.elf is that blob as it is.
+        start = ('type = "hvm"\n'
+                 'bios = "ovmf"\n'
+                 f'bios_path_override = "{kernel}"\n'
+                 'device_model_version = "qemu-xen"\n'
+                 f'device_model_override = "{DEVICE_MODEL}"\n'
+                 # The firmware's console is its serial port; xenconsoled logs it like a PV console.
+                 'serial = "pty"\n'
+                 "vnc = 0\n")
+    else:
+        start = f'type = "pvh"\nkernel = "{kernel}"\n'
     return (
         f'name = "{name}"\n'
-        'type = "pvh"\n'
-        f'kernel = "{kernel}"\n'
+        + start +
         f"memory = {memory_mib}\n"
         "vcpus = 1\n"
         # dom0 is pinned to pCPU 0 (dom0_vcpus_pin): the guest gets pCPU 1 to itself, so Xen never
@@ -76,19 +182,28 @@ sleep 30
 """
 
 
-def dom0_test_script(guest_timeout_s: int, name: str = GUEST_NAME) -> str:
-    """The dom0 test: ``xl create`` the guest, wait for its shell prompt (or death), report."""
+def dom0_test_script(guest_timeout_s: int, names: Sequence[str] = (GUEST_NAME,)) -> str:
+    """The dom0 test: for each guest in turn, ``xl create`` it, wait for its shell prompt (or death), report.
+
+    Each guest's part of the log lies between ``GUEST_START name`` and ``GUEST_STOP name``, so that
+    ``classify_xen_run`` reads it as if the guest had had the run to itself.
+    """
+    calls = "\n".join(f"run_guest {n}" for n in names)
     return f"""#!/bin/sh
 # Written by ovmfgen.boot.xen. Prints {EVENT}/{RESULT} lines that classify_xen_run reads.
-NAME={name}
-LOG=/var/log/xen/console/guest-$NAME.log
 ev() {{ echo "{EVENT} $1 $(cut -d' ' -f1 /proc/uptime)"; }}
 now() {{ cut -d. -f1 /proc/uptime; }}
+run_guest() {{
+NAME=$1
+LOG=/var/log/xen/console/guest-$NAME.log
+echo "{GUEST_START} $NAME"
 ev create
-if ! xl create /ovmfgen/guest.cfg > /tmp/xl-create.log 2>&1; then
+if ! xl create /ovmfgen/$NAME.cfg > /tmp/xl-create.log 2>&1; then
     sed 's/^/{XL_PREFIX}/' /tmp/xl-create.log
+    tail -n 20 /var/log/xen/qemu-dm-$NAME.log 2>/dev/null | sed 's/^/{XL_PREFIX}qemu-dm: /'
     echo "{RESULT} create-failed"
-    exit 0
+    echo "{GUEST_STOP} $NAME"
+    return
 fi
 sed 's/^/{XL_PREFIX}/' /tmp/xl-create.log
 ev created
@@ -104,7 +219,7 @@ while [ "$(now)" -lt "$deadline" ]; do
         break
     fi
     # A DEBUG firmware that writes to the hypervisor console shows its ASSERT in Xen's ring, then
-    # dead-loops: stop waiting at once.
+    # dead-loops: stop waiting at once (xl dmesg -c: the next guest starts from a clean ring).
     if xl dmesg 2>/dev/null | grep -Eq '\\(d[1-9][0-9]*\\) ASSERT'; then
         ev assert
         result=assert
@@ -119,12 +234,17 @@ while [ "$(now)" -lt "$deadline" ]; do
     sleep 1
 done
 xl list 2>&1 | sed 's/^/{XL_PREFIX}/'
+[ "$result" = shell ] || tail -n 20 /var/log/xen/qemu-dm-$NAME.log 2>/dev/null | sed 's/^/{XL_PREFIX}qemu-dm: /'
 echo "{GUEST_BEGIN}"
 tail -c 65536 "$LOG" 2>/dev/null | sed 's/^/{GUEST_PREFIX}/'
 echo
 echo "{GUEST_END}"
 echo "{RESULT} $result"
 xl destroy "$NAME" > /dev/null 2>&1
+xl dmesg -c > /dev/null 2>&1
+echo "{GUEST_STOP} $NAME"
+}}
+{calls}
 """
 
 
@@ -154,9 +274,9 @@ def newc_archive(entries: Sequence[tuple[str, int, bytes]]) -> bytes:
     return bytes(out)
 
 
-def overlay_cpio(image: Path, modules_dir: Path, guest_timeout_s: int,
+def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, guest_timeout_s: int,
                  memory_mib: int = GUEST_MEMORY_MIB) -> bytes:
-    """The per-run cpio appended to dom0's initramfs: /init, the Xen modules, firmware, test."""
+    """The per-run cpio appended to dom0's initramfs: /init, the Xen modules, each guest's firmware and config, test."""
     entries: list[tuple[str, int, bytes]] = [
         ("init", 0o100755, dom0_init_script().encode()),
         ("ovmfgen", 0o040755, b""),
@@ -164,11 +284,11 @@ def overlay_cpio(image: Path, modules_dir: Path, guest_timeout_s: int,
     ]
     for m in DOM0_MODULES:
         entries.append((f"ovmfgen/modules/{m}.ko", 0o100644, (modules_dir / f"{m}.ko").read_bytes()))
-    entries += [
-        ("ovmfgen/ovmf.elf", 0o100644, image.read_bytes()),
-        ("ovmfgen/guest.cfg", 0o100644, xl_config("/ovmfgen/ovmf.elf", memory_mib=memory_mib).encode()),
-        ("ovmfgen/test.sh", 0o100755, dom0_test_script(guest_timeout_s).encode()),
-    ]
+    for g in guests:
+        fw = f"/ovmfgen/ovmf-{g.mode}-{g.payload}.elf"
+        entries += [
+            (fw, 0o100644, guest_image(g)),
+            (f"ovmfgen/{g.name}.cfg", 0o100644, xl_config(fw, g.name, memory_mib, g.mode).encode()),
+        ]
+    entries.append(("ovmfgen/test.sh", 0o100755, dom0_test_script(guest_timeout_s, [g.name for g in guests]).encode()))
     return newc_archive(entries)
-
-

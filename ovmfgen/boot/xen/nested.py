@@ -8,16 +8,18 @@ import shutil
 import signal
 import tempfile
 import time
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ovmfgen.boot.xen.cache import XenAssets, prepare_xen_cache
-from ovmfgen.boot.xen.guests import GUEST_MEMORY_MIB, overlay_cpio
+from ovmfgen.boot.xen.guests import GUEST_MEMORY_MIB, XenGuest, check_mode, overlay_cpio
 from ovmfgen.boot.xen.verdicts import (
     Verdict,
     XenBootResult,
-    classify_xen_run,
+    classify_guest,
     extract_guest_console,
+    guest_segments,
     format_result,
 )
 from ovmfgen.errors import OvmfgenError, display_path
@@ -55,9 +57,9 @@ MIN_GUEST_TIMEOUT_S = 20
 
 
 SERIAL_LOG_NAME = "xen-serial.log"
-GUEST_LOG_NAME = "xen-guest-console.log"
 QEMU_LOG_NAME = "xen-qemu.log"
 SUMMARY_NAME = "xen-boot.json"
+
 
 def qemu_argv(xen: Path, dom0_kernel: Path, dom0_initrd: Path, serial_log: Path,
               icount_shift: int = QEMU_ICOUNT_SHIFTS[0], qemu: str = QEMU_BINARY) -> list[str]:
@@ -111,15 +113,33 @@ def _run_qemu(argv: list[str], qemu_log: Path, timeout: float) -> tuple[int | No
             stop(proc, signals=(signal.SIGKILL,))
 
 
-def guest_deadline_s(timeout: float) -> int:
-    """dom0's deadline for the guest (guest seconds) so that dom0 reports before ``timeout`` (wall)."""
-    return max(MIN_GUEST_TIMEOUT_S, int((timeout - DOM0_OVERHEAD_S) / WALL_PER_GUEST_SECOND))
+def guest_deadline_s(timeout: float, guests: int = 1) -> int:
+    """dom0's deadline per guest (guest seconds) so that dom0 reports on all ``guests`` before ``timeout`` (wall)."""
+    return max(MIN_GUEST_TIMEOUT_S, int((timeout - DOM0_OVERHEAD_S) / max(guests, 1) / WALL_PER_GUEST_SECOND))
 
 
-def _attempt(image: Path, out_dir: Path, assets: XenAssets, timeout: float, memory_mib: int,
-             icount_shift: int) -> XenBootResult:
-    guest_timeout = guest_deadline_s(timeout)
-    serial, guest, qemu_log = (out_dir / n for n in (SERIAL_LOG_NAME, GUEST_LOG_NAME, QEMU_LOG_NAME))
+@dataclass(frozen=True)
+class GuestOutcome:
+    """One guest of a nested run and its verdict; ``ok`` when the verdict is the one a good firmware gets."""
+
+    guest: XenGuest
+    result: XenBootResult
+
+    @property
+    def ok(self) -> bool:
+        """True when the verdict is the expected one (the Shell; a crash for the ud2 control)."""
+        return self.result.verdict is self.guest.expected
+
+
+def guest_log_names(guest: XenGuest) -> tuple[str, str]:
+    """(this guest's part of Xen's serial log, its console log): file names in the output directory."""
+    return f"xen-{guest.mode}-{guest.payload}.log", f"xen-{guest.mode}-{guest.payload}.console.log"
+
+
+def _attempt(guests: Sequence[XenGuest], out_dir: Path, assets: XenAssets, timeout: float, memory_mib: int,
+             icount_shift: int) -> list[XenBootResult]:
+    guest_timeout = guest_deadline_s(timeout, len(guests))
+    serial, qemu_log = out_dir / SERIAL_LOG_NAME, out_dir / QEMU_LOG_NAME
     serial.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="ovmfgen-xen-") as tmp:
         t = Path(tmp)
@@ -129,77 +149,128 @@ def _attempt(image: Path, out_dir: Path, assets: XenAssets, timeout: float, memo
         with open(initrd, "wb") as fh:
             with open(assets.rootfs_cpio, "rb") as src:
                 shutil.copyfileobj(src, fh, 1 << 20)
-            fh.write(overlay_cpio(image, assets.modules_dir, guest_timeout, memory_mib))
+            fh.write(overlay_cpio(guests, assets.modules_dir, guest_timeout, memory_mib))
         kernel = t / "vmlinuz"
         shutil.copyfile(assets.dom0_kernel, kernel)
         argv = qemu_argv(assets.xen, kernel, initrd, serial, icount_shift=icount_shift)
-        say(f"booting {display_path(image)} under Xen {assets.versions.hypervisor} in QEMU (TCG)")
+        names = ", ".join(g.name for g in guests)
+        say(f"booting {names} under Xen {assets.versions.hypervisor} in QEMU (TCG)")
         rc, seconds, peak = _run_qemu(argv, qemu_log, timeout)
     serial_text = serial.read_text(encoding="utf-8", errors="replace") if serial.is_file() else ""
-    guest_text = extract_guest_console(serial_text)
-    atomic_write_bytes(guest, guest_text.encode())
-    result = classify_xen_run(serial_text, guest_text, rc)
-    if result.verdict is Verdict.HARNESS_FAILURE and rc not in (None, 0):
-        tail = qemu_log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
-        if tail:
-            result = replace(result, detail=f"{result.detail}: {tail[0].strip()}")
-    return replace(result, qemu_seconds=round(seconds, 1),
-                   qemu_max_rss_mib=None if peak is None else round(peak / 1024, 1),
-                   serial_log=serial, guest_log=guest, guest_console=guest_text)
+    parts, _, _ = guest_segments(serial_text)
+    tail = ""
+    if rc not in (None, 0):
+        lines = qemu_log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
+        tail = lines[0].strip() if lines else ""
+    results = []
+    for g in guests:
+        log_name, console_name = guest_log_names(g)
+        part = parts.get(g.name, "")
+        console = extract_guest_console(part)
+        atomic_write_bytes(out_dir / log_name, part.encode())
+        atomic_write_bytes(out_dir / console_name, console.encode())
+        result = classify_guest(serial_text, g.name, rc)
+        if result.verdict is Verdict.HARNESS_FAILURE and tail:
+            result = replace(result, detail=f"{result.detail}: {tail}")
+        results.append(replace(result, qemu_seconds=round(seconds, 1),
+                               qemu_max_rss_mib=None if peak is None else round(peak / 1024, 1),
+                               serial_log=out_dir / log_name, guest_log=out_dir / console_name,
+                               guest_console=console))
+    return results
+
+
+def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float = 600,
+                    memory_mib: int = GUEST_MEMORY_MIB) -> list[GuestOutcome]:
+    """Boot ``guests`` one after the other in ONE nested Xen run; one verdict per guest.
+
+    Logs go to ``out_dir``: ``xen-serial.log`` (Xen's console for the whole run), per guest
+    ``xen-<mode>-<payload>.log`` (its part of it: ``(dN)`` debug lines, Xen's lines about it, dom0's
+    events) and ``xen-<mode>-<payload>.console.log``, ``xen-qemu.log`` and ``xen-boot.json``.
+    ``timeout`` bounds each QEMU run (wall seconds). Guests that got a HARNESS_FAILURE (QEMU itself
+    died, ...) run again, once, in a second nested run with another icount shift; the first run's
+    logs are kept as ``*.attempt1.log``.
+    """
+    guests = list(guests)
+    if not guests:
+        raise OvmfgenError("no guests to boot")
+    for g in guests:
+        if not g.image.is_file():
+            raise OvmfgenError(f"no firmware image at {display_path(g.image)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("xen-*.attempt1.log"):
+        old.unlink()
+    assets = prepare_xen_cache()
+    started = time.monotonic()
+    results = dict(zip([g.name for g in guests],
+                       _attempt(guests, out_dir, assets, timeout, memory_mib, QEMU_ICOUNT_SHIFTS[0])))
+    runs = [{"guests": [g.name for g in guests], "qemu_seconds": next(iter(results.values())).qemu_seconds,
+             "qemu_max_rss_mib": next(iter(results.values())).qemu_max_rss_mib}]
+    again = [g for g in guests if results[g.name].verdict is Verdict.HARNESS_FAILURE]
+    if again:
+        say(f"harness failure ({results[again[0].name].detail}); retrying {len(again)} guest(s) once")
+        for p in [out_dir / SERIAL_LOG_NAME, out_dir / QEMU_LOG_NAME, *(out_dir / n for g in again
+                                                                       for n in guest_log_names(g))]:
+            if p.exists():
+                os.replace(p, p.with_name(p.name.replace(".log", ".attempt1.log")))
+        retried = _attempt(again, out_dir, assets, timeout, memory_mib, QEMU_ICOUNT_SHIFTS[1])
+        for g, r in zip(again, retried):
+            results[g.name] = replace(r, attempts=2)
+        runs.append({"guests": [g.name for g in again], "qemu_seconds": retried[0].qemu_seconds,
+                     "qemu_max_rss_mib": retried[0].qemu_max_rss_mib})
+    outcomes = [GuestOutcome(g, results[g.name]) for g in guests]
+    v = assets.versions
+    summary = {
+        "xen": v.hypervisor, "xen_utils": v.utils, "device_model": v.device_model,
+        "dom0_kernel": f"{v.kernel_package} {v.kernel}", "seconds": round(time.monotonic() - started, 1),
+        "runs": runs,
+        "guests": [{
+            "name": o.guest.name, "xen": v.hypervisor, "mode": o.guest.mode, "payload": o.guest.payload,
+            "image": display_path(o.guest.image), "verdict": o.result.verdict.value,
+            "expected": o.guest.expected.value, "ok": o.ok, "detail": o.result.detail,
+            "seconds_to_shell": o.result.shell_seconds, "attempts": o.result.attempts,
+            "log": o.result.serial_log.name if o.result.serial_log else None,
+            "console_log": o.result.guest_log.name if o.result.guest_log else None,
+        } for o in outcomes],
+    }
+    atomic_write_bytes(out_dir / SUMMARY_NAME, (json.dumps(summary, indent=2) + "\n").encode())
+    return outcomes
 
 
 def boot_xen(image: Path, out_dir: Path, timeout: float = 300,
              memory_mib: int = GUEST_MEMORY_MIB) -> XenBootResult:
     """Boot ``image`` (a PVH ELF) as a PVH guest of Xen 4.17 nested in QEMU TCG; one verdict.
 
-    Logs go to ``out_dir``: ``xen-serial.log`` (Xen's console: hypervisor, ``(d1)`` guest debug,
-    dom0), ``xen-guest-console.log`` (the guest's PV console), ``xen-qemu.log``, ``xen-boot.json``.
-    ``timeout`` bounds each QEMU run (wall seconds). A HARNESS_FAILURE (QEMU itself died, ...) is
-    retried once with another icount shift; the first attempt's logs are kept as ``*.attempt1.log``.
+    The one-guest case of ``boot_xen_guests`` (same logs in ``out_dir``).
     """
-    image = Path(image)
-    if not image.is_file():
-        raise OvmfgenError(f"no firmware image at {display_path(image)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    assets = prepare_xen_cache()
-    for name in (SERIAL_LOG_NAME, GUEST_LOG_NAME, QEMU_LOG_NAME):
-        (out_dir / name.replace(".log", ".attempt1.log")).unlink(missing_ok=True)
-    result = _attempt(image, out_dir, assets, timeout, memory_mib, QEMU_ICOUNT_SHIFTS[0])
-    if result.verdict is Verdict.HARNESS_FAILURE:
-        say(f"harness failure ({result.detail}); retrying once")
-        for name in (SERIAL_LOG_NAME, GUEST_LOG_NAME, QEMU_LOG_NAME):
-            p = out_dir / name
-            if p.exists():
-                os.replace(p, out_dir / name.replace(".log", ".attempt1.log"))
-        result = replace(_attempt(image, out_dir, assets, timeout, memory_mib, QEMU_ICOUNT_SHIFTS[1]),
-                         attempts=2)
-    summary = {
-        "image": str(image), "verdict": result.verdict.value, "detail": result.detail,
-        "attempts": result.attempts, "qemu_seconds": result.qemu_seconds,
-        "qemu_max_rss_mib": result.qemu_max_rss_mib, "shell_seconds_after_xl_create": result.shell_seconds,
-        "xen": assets.versions.hypervisor, "xen_utils": assets.versions.utils,
-        "dom0_kernel": f"{assets.versions.kernel_package} {assets.versions.kernel}",
-    }
-    atomic_write_bytes(out_dir / SUMMARY_NAME, (json.dumps(summary, indent=2) + "\n").encode())
-    return result
+    return boot_xen_guests([XenGuest("pvh", "shell", Path(image))], out_dir, timeout, memory_mib)[0].result
 
 
 def boot_xen_command(platform: str = "xen-pvh", target: str = "DEBUG", image: Path | str | None = None,
-                     timeout: float = 300) -> XenBootResult:
-    """CLI entry: boot the published (or given) ELF under real Xen; raise unless SHELL_REACHED.
+                     timeout: float | None = None, mode: str = "pvh") -> list[GuestOutcome]:
+    """CLI entry: boot the published (or given) ELF under real Xen as the ``mode`` guest set; raise unless
+    every guest got the verdict a good firmware gets.
 
     The image defaults to ``dist/<platform>/<target>/ovmf.elf``; logs are written beside it.
     """
+    kinds = check_mode(mode)
     path = Path(image) if image else DIST_DIR / platform / target / "ovmf.elf"
     if not path.is_file():
         hint = "" if image else f" (build it: invoke build --platform {platform} --target {target})"
         raise OvmfgenError(f"no firmware image at {display_path(path)}{hint}")
     started = time.monotonic()
-    result = boot_xen(path, path.parent, timeout=timeout)
-    print(f"{format_result(result)}; total {time.monotonic() - started:.1f} s; "
-          f"logs: {display_path(result.serial_log or path.parent)}", flush=True)
-    if not result.ok:
-        raise OvmfgenError(f"{display_path(path)} did not reach the UEFI Shell under Xen: "
-                           f"{result.verdict}{': ' + result.detail if result.detail else ''}")
-    return result
+    guests = [XenGuest(m, p, path) for m, p in kinds]
+    outcomes = boot_xen_guests(guests, path.parent, timeout=timeout or 300 * len(guests))
+    for o in outcomes:
+        mark = "ok" if o.ok else f"FAILED (expected {o.guest.expected})"
+        print(f"{o.guest.mode} {o.guest.payload}: {format_result(o.result)} - {mark}; "
+              f"log: {display_path(o.result.serial_log or path.parent)}", flush=True)
+    print(f"xen: {len(outcomes)} guest(s) in {time.monotonic() - started:.1f} s; "
+          f"summary: {display_path(path.parent / SUMMARY_NAME)}", flush=True)
+    bad = [o for o in outcomes if not o.ok]
+    if bad:
+        o = bad[0]
+        raise OvmfgenError(f"{display_path(path)}: {o.guest.mode} {o.guest.payload} guest under Xen: "
+                           f"{o.result.verdict}{': ' + o.result.detail if o.result.detail else ''} "
+                           f"(expected {o.guest.expected})")
+    return outcomes

@@ -14,6 +14,9 @@ XL_PREFIX = "OVMFGEN-XL| "
 GUEST_PREFIX = "OVMFGEN-G| "
 GUEST_BEGIN = "OVMFGEN-GUEST-CONSOLE-BEGIN"
 GUEST_END = "OVMFGEN-GUEST-CONSOLE-END"
+# One guest's part of a run with several guests: GUEST_START <name> ... GUEST_STOP <name>.
+GUEST_START = "OVMFGEN-GUEST-START"
+GUEST_STOP = "OVMFGEN-GUEST-STOP"
 
 # --- Verdicts -------------------------------------------------------------------------------------
 
@@ -159,6 +162,48 @@ def classify_xen_run(serial_log: str, guest_console: str, qemu_returncode: int |
     if dom0_panic:
         return XenBootResult(Verdict.HARNESS_FAILURE, f"dom0 died: {dom0_panic.group(0).strip()}", **timing)
     return XenBootResult(Verdict.HARNESS_FAILURE, "dom0 ended without reporting a result", **timing)
+
+
+def guest_segments(serial_log: str) -> tuple[dict[str, str], set[str], str]:
+    """Split a run with several guests: (each guest's part of the log, the guests whose part ended, the rest).
+
+    A guest's part runs from ``GUEST_START name`` to ``GUEST_STOP name``; a part that never ended
+    (QEMU died or was killed during that guest) runs to the end of the log.
+    """
+    parts: dict[str, list[str]] = {}
+    stopped: set[str] = set()
+    rest: list[str] = []
+    current: str | None = None
+    for line in serial_log.splitlines(keepends=True):
+        bare = line.rstrip("\r\n")
+        if GUEST_START in bare:
+            current = bare.split(GUEST_START, 1)[1].strip()
+            parts[current] = []
+            continue
+        if current is not None and GUEST_STOP in bare:
+            stopped.add(current)
+            current = None
+            continue
+        (parts[current] if current is not None else rest).append(line)
+    return {k: "".join(v) for k, v in parts.items()}, stopped, "".join(rest)
+
+
+def classify_guest(serial_log: str, name: str, qemu_returncode: int | None) -> XenBootResult:
+    """The verdict of guest ``name`` in a run with several guests, one after the other.
+
+    A guest whose part of the run ended is judged on that part alone, whatever happened to QEMU
+    later; the guest in progress when QEMU died or was killed gets that run's ending; a guest that
+    never started is a HARNESS_FAILURE (the run says nothing about it).
+    """
+    parts, stopped, rest = guest_segments(serial_log)
+    if name not in parts:
+        why = classify_xen_run(rest, "", qemu_returncode)
+        detail = why.detail if why.verdict is Verdict.HARNESS_FAILURE else "dom0 stopped before it"
+        return XenBootResult(Verdict.HARNESS_FAILURE, f"never started: {detail}")
+    text = parts[name]
+    rc = 0 if name in stopped else qemu_returncode
+    return classify_xen_run(text, extract_guest_console(text), rc)
+
 
 
 def format_result(result: XenBootResult) -> str:
