@@ -197,8 +197,13 @@ def classify_guest(serial_log: str, name: str, qemu_returncode: int | None) -> X
     """
     parts, stopped, rest = guest_segments(serial_log)
     if name not in parts:
+        if parts:  # others ran: this one's turn never came
+            why = ("the QEMU run timed out" if qemu_returncode is None
+                   else f"QEMU exited with status {qemu_returncode}" if qemu_returncode != 0
+                   else "dom0 stopped")
+            return XenBootResult(Verdict.HARNESS_FAILURE, f"never started: {why} before its turn")
         why = classify_xen_run(rest, "", qemu_returncode)
-        detail = why.detail if why.verdict is Verdict.HARNESS_FAILURE else "dom0 stopped before it"
+        detail = why.detail if why.verdict is Verdict.HARNESS_FAILURE else "dom0 ended before any guest"
         return XenBootResult(Verdict.HARNESS_FAILURE, f"never started: {detail}")
     text = parts[name]
     rc = 0 if name in stopped else qemu_returncode
