@@ -1,21 +1,44 @@
-"""Shared fixtures: an isolated cache for unit tests, small generated edk2-like trees, the real tree.
+"""Shared fixtures: isolated roots for unit tests, small generated edk2-like trees, the real tree.
 
-Unit tests never download anything: they use ``isolated_cache`` (a temp OVMFGEN_CACHE with
-OVMFGEN_EDK2 unset) and the generated trees below. Integration tests use the real cache (``edk2_tree``).
+Every unit test runs isolated (the autouse ``_isolated_roots``): the ovmfgen cache, the build root and
+the dist root are fresh folders under a temp directory and OVMFGEN_EDK2 is unset, so a unit test reads
+nothing a previous run or the developer left and writes nothing into the checkout. Unit tests that need
+the real edk2 tree ask for it (``edk2_tree``, or ``real_cache`` for code that locates the tree itself).
+Integration tests (``integration``/``xen`` markers) keep the real cache, build and dist roots: they
+need the real tree and share published builds through session fixtures.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import io
 import os
+import pkgutil
 import subprocess
+import sys
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+import ovmfgen
+from ovmfgen import paths
 from ovmfgen.edk2 import tree as edk2
+
+# The environment ovmfgen locates its cache and edk2 tree from, as the session started (before any
+# test isolates it): what ``edk2_tree`` and ``real_cache`` put back.
+REAL_ENV = {name: os.environ.get(name) for name in ("OVMFGEN_CACHE", "OVMFGEN_EDK2", "XDG_CACHE_HOME")}
+# Module-level path constants the isolation redirects (wherever a module bound them by name).
+ROOTS = {"build": paths.BUILD_DIR, "dist": paths.DIST_DIR}
+
+# Import every ovmfgen module now, so that each binds the real roots before any test redirects them
+# (a module first imported inside an isolated test would keep that test's temp root for good).
+# build/child/ runs as separate processes and is never imported by ovmfgen.
+for _info in pkgutil.walk_packages(ovmfgen.__path__, "ovmfgen."):
+    if not _info.name.startswith("ovmfgen.build.child"):
+        importlib.import_module(_info.name)
 
 # A stand-in for BaseTools/Source/C/GNUmakefile: "builds" each of $(APPLICATIONS) into bin/, recording
 # EDK2_PATH, so a test can see that the build ran out of the tree with the right arguments.
@@ -27,13 +50,64 @@ bin/%:
 """
 
 
-@pytest.fixture
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh, empty ovmfgen cache for this test; the user's OVMFGEN_EDK2 is ignored."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("OVMFGEN_CACHE", str(cache))
+def _redirect(monkeypatch: pytest.MonkeyPatch, real: Path, fake: Path) -> None:
+    """Point every ovmfgen module-level binding of ``real`` at ``fake``, dataclass defaults included
+    (``build.layout.Layout(build_root=paths.BUILD_DIR)`` bound the value when the class was made)."""
+    for name, module in list(sys.modules.items()):
+        if name != "ovmfgen" and not name.startswith("ovmfgen."):
+            continue
+        for attr, value in list(vars(module).items()):
+            if isinstance(value, Path) and value == real:
+                monkeypatch.setattr(module, attr, fake)
+            elif isinstance(value, type) and value.__module__ == name and dataclasses.is_dataclass(value):
+                for field in dataclasses.fields(value):
+                    if isinstance(field.default, Path) and field.default == real:
+                        monkeypatch.setattr(value, field.name, fake)
+                defaults = value.__init__.__defaults__ or ()
+                if any(isinstance(d, Path) and d == real for d in defaults):
+                    monkeypatch.setattr(value.__init__, "__defaults__",
+                                        tuple(fake if isinstance(d, Path) and d == real else d for d in defaults))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_roots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                    monkeypatch: pytest.MonkeyPatch) -> Iterator[Path | None]:
+    """Unit tests: cache, build and dist roots in a fresh temp folder, OVMFGEN_EDK2 unset.
+
+    Yields that folder (``cache/``, ``build/``, ``dist/`` inside it, created by whoever writes
+    there); integration tests get None and the real roots.
+    """
+    if request.node.get_closest_marker("integration") or request.node.get_closest_marker("xen"):
+        yield None
+        return
+    root = tmp_path_factory.mktemp("roots")
+    monkeypatch.setenv("OVMFGEN_CACHE", str(root / "cache"))
     monkeypatch.delenv("OVMFGEN_EDK2", raising=False)
-    return cache
+    for name, real in ROOTS.items():
+        _redirect(monkeypatch, real, root / name)
+    yield root
+
+
+@pytest.fixture
+def isolated_cache(_isolated_roots: Path | None) -> Path:
+    """This unit test's fresh, empty ovmfgen cache (OVMFGEN_CACHE); the user's OVMFGEN_EDK2 is ignored."""
+    assert _isolated_roots is not None, "isolated_cache is for unit tests"
+    return _isolated_roots / "cache"
+
+
+def _real_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in REAL_ENV.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def real_cache(monkeypatch: pytest.MonkeyPatch, _isolated_roots: Path | None) -> None:
+    """The session's real cache and OVMFGEN_EDK2 for a test whose code locates the edk2 tree itself
+    (build and dist roots stay isolated)."""
+    _real_env(monkeypatch)
 
 
 def fake_edk2_files(files_per_dir: int = 3) -> dict[str, bytes]:
@@ -125,20 +199,23 @@ def fake_git_edk2(tmp_path: Path) -> Callable[[str], Path]:
 
 @pytest.fixture(scope="session")
 def edk2_tree() -> edk2.Edk2Tree:
-    """The real edk2 tree `invoke setup` prepared (integration tests); fails, not skips, when absent."""
-    return edk2.locate()
+    """The real edk2 tree `invoke setup` prepared; fails, not skips, when absent."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _real_env(monkeypatch)
+        return edk2.locate()
 
 
 @pytest.fixture(scope="session")
 def edk2_tree_202605() -> edk2.Edk2Tree:
     """The edk2-stable202605 tree: set up from the release tarball directory when it is not yet
     (``$OVMFGEN_EDK2_TARBALLS``, else ``../shared/edk2`` as .ci/run exports it), so that the fast suite
-    works on a fresh clone too; fails, not skips, when it cannot be."""
-    from ovmfgen import paths
+    works on a fresh clone too; fails, not skips, when it cannot be. Located and set up in the
+    session's real cache, whatever test first asks for it."""
     from ovmfgen.edk2.fetch import TARBALLS_ENV
     from ovmfgen.edk2.install import ensure_release
 
     with pytest.MonkeyPatch.context() as mp:
+        _real_env(mp)
         if not os.environ.get(TARBALLS_ENV):
             mp.setenv(TARBALLS_ENV, str(paths.REPO_ROOT.parent / "shared" / "edk2"))
         return ensure_release("edk2-stable202605")[0]

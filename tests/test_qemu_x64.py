@@ -5,10 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from ovmfgen.errors import OvmfgenError
-
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -38,18 +34,14 @@ def test_qemu_x64_shares_the_common_fragments_and_lists_its_deltas():
     assert LibraryMapping("TimerLib", "OvmfPkg/Library/AcpiTimerLib/BaseAcpiTimerLib.inf") in lib.body
 
 
-def test_qemu_x64_matches_upstream_but_for_its_listed_deltas():
+def test_qemu_x64_matches_upstream_but_for_its_listed_deltas(edk2_tree):
     """`invoke diff --platform qemu-x64 --against edk2/OvmfPkg/OvmfPkgX64.dsc` exits 0 (needs the edk2 tree)."""
-    from ovmfgen.edk2.tree import locate
     from ovmfgen.platform.load import load_platform
     from ovmfgen.platform.diff import diff_platform
     from ovmfgen.platform.render import render
     from ovmfgen.platform.validate import validate
 
-    try:
-        tree = locate().root
-    except OvmfgenError as exc:
-        pytest.skip(f"no edk2 tree: {exc.message}")
+    tree = edk2_tree.root
     p = load_platform("qemu-x64")
     validate(p, render(p), tree)
     per_config, unexplained, stale = diff_platform(p, tree / "OvmfPkg/OvmfPkgX64.dsc",

@@ -68,7 +68,7 @@ def test_unexplained_delta_fails(tmp_path: Path, edk2_tree) -> None:
     assert all("XenPvBlkDxe" in d.subject for d in unexplained)
 
 
-def test_diff_command_exit_status(edk2_tree) -> None:
+def test_diff_command_exit_status(edk2_tree, real_cache: None) -> None:
     proc = subprocess.run([sys.executable, "-m", "ovmfgen", "diff", "--platform", "xen-pvh", "--against",
                            "edk2/OvmfPkg/OvmfXen.dsc"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
