@@ -52,9 +52,11 @@ def test_both_composers_give_yaml_compose_nodes(path: Path) -> None:
 
 
 def test_the_libyaml_guard_admits_the_platforms() -> None:
-    """The real platforms stay on the fast libyaml path (a bound far below the measured crash depth)."""
+    """The real platforms stay on the fast libyaml path (a bound well below the measured crash depth)."""
     for path in YAML_FILES:
         assert nodes._safe_for_libyaml_composer(path.read_text(encoding="utf-8")), path
+    assert nodes._safe_for_libyaml_composer("x: " + "[" * 4095)
+    assert not nodes._safe_for_libyaml_composer("x: " + "[" * 4096)
 
 
 def _bomb(levels: int = 10) -> str:
@@ -74,6 +76,8 @@ BAD = [
     ("cyclic-alias", b"a: &a [*a]\n", "1:8: error: " + ALIAS.format("a")),
     ("scalar-alias", b"a: &x 1\nb: *x\n", "2:4: error: " + ALIAS.format("x")),
     ("deep-flow", b"x: " + b"[" * 5000 + b"]" * 5000 + b"\n", "1:67: error: " + DEEP),
+    # The most nesting characters libyaml's composer is given: it composes, then the limit check refuses.
+    ("at-the-libyaml-bound", b"x: " + b"[" * 4095 + b"]" * 4095 + b"\n", "1:67: error: " + DEEP),
     # Deep enough to crash libyaml's recursive composer (measured: between 20000 and 50000 levels).
     ("deeper-than-libyaml", b"x: " + b"[" * 200000 + b"\n", "1:67: error: " + DEEP),
     ("deep-block", b"x:\n" + b"".join(b"  " * i + b"- \n" for i in range(100)), "65:127: error: " + DEEP),

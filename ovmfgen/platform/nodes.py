@@ -39,6 +39,8 @@ MAX_SCALAR_CHARS = 1 << 16
 # tests/invalid cases pin; it parses ~6 us per byte, so above this size libyaml's own message is kept
 # (bounded time: a syntax error at the end of a 1 MiB file would otherwise take 6 s to report).
 PYYAML_WORDS_MAX_BYTES = 128 << 10
+# libyaml's composer gets only texts whose nesting this bounds (see _safe_for_libyaml_composer).
+_LIBYAML_SAFE_INDICATORS = 4096
 
 # libyaml's parser, when PyYAML was built with it: xen-pvh.yaml in 10 ms instead of 133 ms, and a
 # no-op build reads the platform first thing.
@@ -148,14 +150,13 @@ def _compose(text: str, shown: str) -> Node | None:
 def _safe_for_libyaml_composer(text: str) -> bool:
     """Whether libyaml's composer (recursive, in C, no depth check) can be given ``text``.
 
-    Every collection starts at one of ``[{-?:``, so their count bounds the nesting depth. Measured:
-    it composes 20000 levels and crashes the interpreter at 50000 (8 MiB stack); the platforms hold
-    ~2000 of these characters. Above the bound the event composer (2x slower, no recursion) is used.
+    Every collection starts at one of ``[{-?:``, so their count bounds the nesting depth. Measured on
+    an 8 MiB stack (the main thread's, and any thread's by default): it composes 20000 levels and
+    crashes the interpreter at 50000; a thread given a 1 MiB stack crashes at 10000. The platforms
+    hold ~2000 of these characters. Above the bound the event composer (no recursion) is used.
     """
     return sum(text.count(c) for c in "[{-?:") <= _LIBYAML_SAFE_INDICATORS
 
-
-_LIBYAML_SAFE_INDICATORS = 10000
 
 
 def _within_limits(root: Node | None) -> bool:
