@@ -111,3 +111,16 @@ def test_validate_uses_the_layouts_overrides(tmp_path: Path, edk2_tree) -> None:
     validate(platform, rendered, edk2_root=edk2_tree.root, use_cache=False, layout=layout)
     with pytest.raises(OvmfgenError, match="override not found"):
         validate(platform, rendered, edk2_root=edk2_tree.root, use_cache=False)  # the repository's: not there
+
+
+
+@pytest.mark.parametrize("name", ["alias-bomb", "deep-nesting", "not-utf8"])
+def test_cli_on_input_that_used_to_hang_or_crash(tmp_path: Path, real_cache: None, name: str) -> None:
+    """`invoke render` as a new user runs it: exit 1, the one located line, no traceback, nothing written
+    (these three ran for minutes, ended in a RecursionError, or had no line:col)."""
+    case = REPO_ROOT / "tests" / "invalid" / f"{name}.yaml"
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "ovmfgen", "render", "--platform", str(case), "--output", str(out)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", expected_message(case) + "\n")
+    assert not out.exists()
