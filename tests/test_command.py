@@ -14,7 +14,7 @@ from test_history import _fake_night  # tests/ is on sys.path (rootdir conftest)
 from test_matrix import _matrix
 
 
-def test_failing_cells_are_counted_and_never_stop_the_others(tmp_path: Path):
+def test_failing_cells_are_counted_and_never_stop_the_others(tmp_path: Path, real_cache: None):
     """Real cell processes: two cells that cannot build (unknown platform, bad feature) and one that
     could; --match keeps all three, the night completes, and the exit status is the failure count."""
     m = _matrix([

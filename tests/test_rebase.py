@@ -88,7 +88,8 @@ def _where(text: str, item: str, nth: int = 0) -> str:
     return f"{hits[nth][0]}:{hits[nth][1]}"
 
 
-def test_conflicts_are_located_and_nothing_is_written(tmp_path: Path, edk2_tree, edk2_tree_202605) -> None:
+def test_conflicts_are_located_and_nothing_is_written(tmp_path: Path, edk2_tree, edk2_tree_202605,
+                                                      real_cache: None) -> None:
     def edit(text: str) -> str:
         # Our own change to a PCD upstream dropped, and a delta on a component upstream changed.
         text = text.replace("PcdConOutUgaSupport: FALSE", "PcdConOutUgaSupport: TRUE")
@@ -117,7 +118,8 @@ def test_conflicts_are_located_and_nothing_is_written(tmp_path: Path, edk2_tree,
     assert not [p for p in tmp_path.iterdir() if p.name != path.name]   # no temp file left beside it
 
 
-def test_dry_run_prints_the_change_and_writes_nothing(tmp_path: Path, edk2_tree, edk2_tree_202605) -> None:
+def test_dry_run_prints_the_change_and_writes_nothing(tmp_path: Path, edk2_tree, edk2_tree_202605,
+                                                      real_cache: None) -> None:
     path = _copy(tmp_path, "xen-pvh")
     before = path.read_bytes()
     proc = subprocess.run([sys.executable, "-m", "ovmfgen", "rebase", "--platform", str(path), "--to",

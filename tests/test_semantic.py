@@ -37,7 +37,7 @@ def test_xen_pvh_shows_only_listed_deltas_on_202605(edk2_tree_202605) -> None:
         ("define", "FLASH_DEFINITION"), ("fd-region", "FD.OVMF 0x0|0xe000")}
 
 
-def test_diff_never_refuses(edk2_tree_202605) -> None:
+def test_diff_never_refuses(edk2_tree_202605, real_cache: None) -> None:
     # xen-pvh as written for 202502 only does not validate against 202605: diff still shows what
     # upstream changed (semantically, libraries summarised per class), then the validation error.
     old = "tests/data/rebase/xen-pvh.yaml"
