@@ -59,7 +59,7 @@ def test_toolchain_tag_reads_the_tree(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("tag", sorted(KNOWN_TAGS))
-def test_toolchain_tag_of_the_known_releases(tag: str) -> None:
+def test_toolchain_tag_of_the_known_releases(tag: str, real_cache: None) -> None:
     """202502 keeps GCC5 (it defines both); 202605 dropped GCC5 and builds with GCC."""
     root = cache_dir() / "edk2" / tag / "tree"
     if not (root / c.TOOLS_DEF).is_file():

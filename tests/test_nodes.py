@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.paths import REPO_ROOT
 from ovmfgen.platform import nodes
+from ovmfgen.platform.command import render_command
 from ovmfgen.platform.load import load_platform
 from ovmfgen.platform.nodes import (
     MAX_DEPTH,
@@ -23,7 +24,7 @@ from ovmfgen.platform.nodes import (
     MAX_SCALAR_CHARS,
     load_yaml_nodes,
 )
-from ovmfgen.platform.render import render, render_command
+from ovmfgen.platform.render import render
 
 YAML_FILES = sorted((REPO_ROOT / "platforms").rglob("*.yaml")) + [
     REPO_ROOT / "nightly.yaml", REPO_ROOT / "tests" / "data" / "platforms" / "mini.yaml"]
