@@ -3,7 +3,8 @@
 Every unit test runs isolated (the autouse ``_isolated_roots``): the ovmfgen cache, the build root and
 the dist root are fresh folders under a temp directory and OVMFGEN_EDK2 is unset, so a unit test reads
 nothing a previous run or the developer left and writes nothing into the checkout. Unit tests that need
-the real edk2 tree ask for it (``edk2_tree``, or ``real_cache`` for code that locates the tree itself).
+the real edk2 tree ask for it (``edk2_tree``/``edk2_tree_202605``, which also keep the real cache for the
+code under test, or ``real_cache`` alone, e.g. for a subprocess that locates the tree itself).
 Integration tests (``integration``/``xen`` markers) keep the real cache, build and dist roots: they
 need the real tree and share published builds through session fixtures.
 """
@@ -32,6 +33,8 @@ from ovmfgen.edk2 import tree as edk2
 REAL_ENV = {name: os.environ.get(name) for name in ("OVMFGEN_CACHE", "OVMFGEN_EDK2", "XDG_CACHE_HOME")}
 # Module-level path constants the isolation redirects (wherever a module bound them by name).
 ROOTS = {"build": paths.BUILD_DIR, "dist": paths.DIST_DIR}
+# A unit test asking for one of these checks against the real tree: it keeps the real cache (isolated roots).
+TREE_FIXTURES = frozenset({"edk2_tree", "edk2_tree_202605"})
 
 # Import every ovmfgen module now, so that each binds the real roots before any test redirects them
 # (a module first imported inside an isolated test would keep that test's temp root for good).
@@ -72,7 +75,8 @@ def _redirect(monkeypatch: pytest.MonkeyPatch, real: Path, fake: Path) -> None:
 @pytest.fixture(autouse=True)
 def _isolated_roots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                     monkeypatch: pytest.MonkeyPatch) -> Iterator[Path | None]:
-    """Unit tests: cache, build and dist roots in a fresh temp folder, OVMFGEN_EDK2 unset.
+    """Unit tests: cache, build and dist roots in a fresh temp folder, OVMFGEN_EDK2 unset (unless the
+    test asks for a real tree: then only the build and dist roots).
 
     Yields that folder (``cache/``, ``build/``, ``dist/`` inside it, created by whoever writes
     there); integration tests get None and the real roots.
@@ -85,6 +89,8 @@ def _isolated_roots(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     monkeypatch.delenv("OVMFGEN_EDK2", raising=False)
     for name, real in ROOTS.items():
         _redirect(monkeypatch, real, root / name)
+    if TREE_FIXTURES & set(request.fixturenames):
+        _real_env(monkeypatch)  # a test that asks for the real tree checks against it, wherever it looks it up
     yield root
 
 

@@ -367,14 +367,14 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, env={**os.environ, "OVMFGEN_VERBOSE": ""})
 
 
-def test_cli_unknown_platform_is_one_line() -> None:
+def test_cli_unknown_platform_is_one_line(real_cache: None) -> None:
     proc = _cli("--platform", "no-such-platform", "--signoff", SIGNER)
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
         f"error: unknown platform 'no-such-platform' (known: {', '.join(sorted(p.stem for p in (REPO_ROOT / 'platforms').glob('*.yaml')))})"]
 
 
-def test_cli_unwritable_output_is_one_line(tmp_path: Path) -> None:
+def test_cli_unwritable_output_is_one_line(tmp_path: Path, real_cache: None) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory\n")
     proc = _cli("--platform", "xen-pvh", "--signoff", SIGNER, "-o", str(blocker / "patches"))
