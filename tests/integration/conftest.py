@@ -4,6 +4,7 @@
 features: the build test checks it, the QEMU boot tests boot it. ``published_xen_pvh_hvcon`` is the
 ``debug_output=hypervisor-console`` variant (its own workspace and dist dir) the Xen boot test needs;
 it is an ordinary build, so a no-op when already published from the same inputs.
+``published_xen_pvh_newest`` is xen-pvh DEBUG 2M against the newest edk2 tree (edk2-stable202605).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 from ovmfgen.build import command as build_cmd
 from ovmfgen.build import request as build_request
+from ovmfgen.edk2.releases import NEWEST_TAG
 
 HVCON = ("debug_output=hypervisor-console",)
 
@@ -34,3 +36,10 @@ def published_xen_pvh(xen_pvh_clean_build: build_cmd.BuildResult) -> Path:
 def published_xen_pvh_hvcon() -> Path:
     """dist/xen-pvh/DEBUG-hvcon/: the build whose DEBUG output goes to Xen's console (port 0xe9)."""
     return build_cmd.build_command("xen-pvh", "DEBUG", features=HVCON)
+
+
+@pytest.fixture(scope="session")
+def published_xen_pvh_newest() -> Path:
+    """dist/xen-pvh/edk2-stable202605/DEBUG/: xen-pvh DEBUG 2M against the newest tree (an ordinary build:
+    a no-op when already published from the same inputs). ``invoke test`` set the tree up."""
+    return build_cmd.build_command("xen-pvh", "DEBUG", fd_size="2M", edk2=NEWEST_TAG)

@@ -1,20 +1,28 @@
-"""Several edk2 trees for real: the newest release set up from its verified tarball, beside the default.
+"""Several edk2 trees for real: the newest release set up from its verified tarball, beside the default;
+xen-pvh rendered, diffed and built against it, and booted through both entry points.
 
 ``invoke test`` sets the newest tree up before pytest when ``$OVMFGEN_EDK2_TARBALLS`` is set (CI points
 it at ``../shared/edk2``); run alone, the fixture sets it up from there (unpack + BaseTools: 1-2
-minutes on a quiet machine, 7 under a loaded one).
+minutes on a quiet machine, 7 under a loaded one). The build is one DEBUG 2M session fixture
+(``published_xen_pvh_newest``, tests/integration/conftest.py): 4-6 minutes on a quiet 2-core machine.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from ovmfgen import paths
+from ovmfgen import elf, paths
+from ovmfgen.boot.qemu import boot_qemu
+from ovmfgen.boot.verdict import ENTRIES, Verdict
+from ovmfgen.build import layout as build_layout
 from ovmfgen.edk2 import releases
 from ovmfgen.edk2 import tree as edk2
 from ovmfgen.edk2.fetch import TARBALLS_ENV
@@ -75,3 +83,37 @@ def test_render_and_diff_against_the_newest_tree(newest_tree: edk2.Edk2Tree) -> 
                           capture_output=True, text=True)
     assert diff.returncode == 0, diff.stdout + diff.stderr
     assert "PLATFORM_NAME: Ovmf -> XenOvmf" in diff.stdout and "unexplained" not in diff.stdout
+
+
+def _explain(result) -> str:
+    return (f"{result.summary()}\n--- last lines of {result.log_path} ---\n{result.log_tail or '(empty)'}"
+            + (f"\n--- QEMU output ---\n{result.qemu_output}" if result.qemu_output.strip() else ""))
+
+
+def test_the_newest_build_is_published_apart_and_names_its_tree(published_xen_pvh_newest: Path,
+                                                                newest_tree: edk2.Edk2Tree) -> None:
+    dist = published_xen_pvh_newest
+    assert dist == build_layout.dist_dir("xen-pvh", "DEBUG", edk2=NEW) == paths.DIST_DIR / "xen-pvh" / NEW / "DEBUG"
+    m = json.loads((dist / "manifest.json").read_text())
+    assert m["edk2"]["tag"] == NEW and m["edk2"]["digest"] == newest_tree.digest
+    assert m["edk2"]["source"] == "tarball" and m["edk2"]["release_date"] == "2026-05-08"
+    assert m["version_string"] == f"{NEW}-ovmfgen-0.1.0" and m["release_date"] == "05/08/2026"
+    assert m["toolchain"] == "GCC"  # 202605 dropped GCC5: the tree's tools_def decides
+    image = (dist / "ovmf.elf").read_bytes()
+    assert [f.rule for f in elf.check_elf(image) if not f.ok] == []
+    # 202605 moved SECFV in the 2 MiB layout (0x1CC000 in 202502): read from the image, not assumed.
+    assert elf.boot_fv_offset(image) == 0x1DC000
+    usage = ", ".join(f"{fv} {u['used'] * 100 // u['size']}%" for fv, u in sorted(m["fv_usage"].items()))
+    print(f"{NEW} DEBUG 2M: built in {m['build_seconds']:.0f} s; FV usage: {usage}")
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed")
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_the_newest_build_reaches_xen_platform_pei(published_xen_pvh_newest: Path, entry: str,
+                                                   tmp_path: Path) -> None:
+    image = published_xen_pvh_newest / "ovmf.elf"
+    result = boot_qemu(image, entry, tmp_path, timeout=60)
+    assert result.verdict is Verdict.REACHED_XEN_PLATFORM_PEI, _explain(result)
+    assert result.proven_entry == entry
+    assert result.boot_fv == elf.boot_fv_address(image.read_bytes(), entry)
+    print(result.summary())
