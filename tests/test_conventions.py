@@ -50,21 +50,23 @@ def _tree(root: Path, tools_def: str) -> Path:
 def test_toolchain_tag_reads_the_tree(tmp_path: Path) -> None:
     both = _tree(tmp_path / "both", "*_GCC_*_*_FAMILY = GCC\n*_GCC5_*_*_FAMILY = GCC\n")
     gcc_only = _tree(tmp_path / "gcc", "# *_GCC5_*_*_FAMILY = GCC (a comment)\n*_GCC_*_*_FAMILY  = GCC\n")
-    assert c.toolchain_tag(both) == "GCC5"
+    gcc5_only = _tree(tmp_path / "gcc5", "*_GCC5_*_*_FAMILY = GCC\n")
+    assert c.toolchain_tag(both) == "GCC"
     assert c.toolchain_tag(gcc_only) == "GCC"
+    assert c.toolchain_tag(gcc5_only) == "GCC5"
     with pytest.raises(OvmfgenError, match="not an edk2 tree"):
         c.toolchain_tag(tmp_path / "nothing")
-    with pytest.raises(OvmfgenError, match="defines none of the tool chain tags GCC5, GCC"):
+    with pytest.raises(OvmfgenError, match="defines none of the tool chain tags GCC, GCC5"):
         c.toolchain_tag(_tree(tmp_path / "clang", "*_CLANGDWARF_*_*_FAMILY = GCC\n"))
 
 
 @pytest.mark.parametrize("tag", sorted(KNOWN_TAGS))
 def test_toolchain_tag_of_the_known_releases(tag: str, real_cache: None) -> None:
-    """202502 keeps GCC5 (it defines both); 202605 dropped GCC5 and builds with GCC."""
+    """Both releases define GCC (202502 beside GCC5, 202605 alone): both build with GCC."""
     root = cache_dir() / "edk2" / tag / "tree"
     if not (root / c.TOOLS_DEF).is_file():
         pytest.skip(f"{tag} is not set up in the cache")
-    assert c.toolchain_tag(root) == {"edk2-stable202502": "GCC5"}.get(tag, "GCC")
+    assert c.toolchain_tag(root) == "GCC"
 
 
 def test_build_env_is_edksetups(tmp_path: Path) -> None:

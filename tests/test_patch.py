@@ -212,8 +212,10 @@ def test_ci_script_is_upstream_xenbuild_with_our_dsc(platform, tree: edk2.Edk2Tr
 def test_ci_job_follows_upstream_xen_job(platform, tree: edk2.Edk2Tree) -> None:
     import yaml
 
-    text = (tree.root / patch_intree.CI_PIPELINE).read_bytes()
-    out = patch_intree.add_ci_job(text, platform)
+    pipeline, ci_tc = patch_intree.ci_pipeline(tree.root)
+    assert (pipeline, ci_tc) == ("OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-GCC5.yml", "GCC5")  # 202502's CI
+    text = (tree.root / pipeline).read_bytes()
+    out = patch_intree.add_ci_job(text, platform, pipeline)
     assert out.count(b"\r\n") == out.count(b"\n")
     matrix = yaml.safe_load(out)["jobs"][0]["strategy"]["matrix"]
     names = list(matrix)
@@ -221,7 +223,7 @@ def test_ci_job_follows_upstream_xen_job(platform, tree: edk2.Edk2Tree) -> None:
     assert matrix["XENOVMF_X64_DEBUG"]["Build.File"] == "$(package)/PlatformCI/XenOvmfBuild.py"
     assert matrix["XENOVMF_X64_DEBUG"]["Run.Flags"] == "QEMU_SKIP=TRUE"
     with pytest.raises(OvmfgenError, match="already has a XENOVMF_X64_DEBUG job"):
-        patch_intree.add_ci_job(out, platform)
+        patch_intree.add_ci_job(out, platform, pipeline)
 
 
 # --- Signed-off-by ------------------------------------------------------------------------------

@@ -124,7 +124,7 @@ class Plan:
     edk2_root: Path
     edk2_tools: Path
     edk2_identity: dict
-    toolchain: str                          # the tree's TOOL_CHAIN_TAG (GCC5 on 202502)
+    toolchain: str                          # the tree's TOOL_CHAIN_TAG (GCC on both known trees)
     fd_size: int                            # MiB
     features: dict[str, str]                # effective features
     defines: dict[str, str]                 # every -D passed (FD_SIZE_xMB included)

@@ -23,9 +23,9 @@ TARGETS = ("DEBUG", "RELEASE", "NOOPT")
 FD_SIZES_MIB = (1, 2, 4)
 FD_SIZE_DEFINE = re.compile(r"^FD_SIZE_([124])MB$")
 TOOLS_DEF = Path("BaseTools") / "Conf" / "tools_def.template"
-# Tags in the order they are preferred: the one edk2-stable202502 (and every ovmfgen build so far)
-# used while the tree still defines it, then its successor (edk2 later dropped GCC5 for GCC).
-TOOLCHAIN_TAGS = ("GCC5", "GCC")
+# Tags in the order they are preferred: GCC wherever the tree defines it (edk2-stable202502 defines
+# GCC beside GCC5, with the same flags), GCC5 only in the older trees that know no GCC tag.
+TOOLCHAIN_TAGS = ("GCC", "GCC5")
 
 
 def parse_fd_size(text: str | int | None) -> int | None:
@@ -79,9 +79,8 @@ def parse_target(text: str) -> str:
 def toolchain_tag(tree_root: Path) -> str:
     """The GCC tool chain tag of the edk2 tree at ``tree_root``, read from its tools_def.template.
 
-    ``GCC5`` while the tree defines it (edk2-stable202502 defines both GCC5 and GCC: keeping GCC5
-    there keeps its builds, output paths and firmware bytes as they were), ``GCC`` in the releases
-    that dropped GCC5 (edk2-stable202605).
+    ``GCC`` wherever the tree defines it (edk2-stable202502 defines GCC and GCC5 with the same
+    flags; edk2-stable202605 dropped GCC5), ``GCC5`` only in a tree that knows no ``GCC`` tag.
     """
     path = Path(tree_root) / TOOLS_DEF
     try:

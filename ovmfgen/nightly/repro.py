@@ -74,7 +74,7 @@ def _difference_cause(a_efi: Path, b_efi: Path) -> str:
 def compare_build_outputs(a_out: Path, b_out: Path, a_dist: Path, b_dist: Path, limit: int = 20) -> Comparison:
     """Compare two builds of one variant: the published firmware, and if it differs, where.
 
-    ``*_out`` are EDK2's BUILD_OUTPUT_BASE (``.../<TARGET>_GCC5``), ``*_dist`` the published dirs.
+    ``*_out`` are EDK2's BUILD_OUTPUT_BASE (``.../<TARGET>_<TOOL_CHAIN_TAG>``), ``*_dist`` the published dirs.
     Returns ``{"identical", "outputs": {name: same?}, "fvs": [...], "modules": [...], "modules_total",
     "modules_differing", "ffs_differing", "files": [...]}``: the firmware volumes (``FV/*.Fv``)
     that differ, the differing EFI images (``<ARCH>/**/OUTPUT/*.efi``, at most ``limit``, each with

@@ -11,7 +11,7 @@ module writes, against an edk2 release (``--edk2 TAG``; default: the default tre
    platform, transformed for in-tree use (``in_tree_platform``: every reserved header region, which
    ovmfgen's own build leaves erased, ``!include``s the header file instead);
 3. ``OvmfPkg: Add XenOvmf to PlatformCI and Maintainers.txt``: a stuart PlatformCI script
-   derived from the tree's ``XenBuild.py``, a job in the Ubuntu GCC5 Platform CI pipeline and the
+   derived from the tree's ``XenBuild.py``, a job in the tree's Ubuntu Platform CI pipeline and the
    ``F:`` lines in the Xen section of ``Maintainers.txt``.
 
 Conventions (edk2's): CRLF files with SPDX license headers, subjects of at most 75 characters,

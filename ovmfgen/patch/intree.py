@@ -7,20 +7,29 @@ import re
 import struct
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from ovmfgen import elf
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.model import Conditional, Include, Platform, ReservedRegion, Section, Statement
 from ovmfgen.platform.render import render
 
-# Where the PlatformCI job goes: after upstream's Xen job in the Ubuntu pipeline of the tree's GCC tool
-# chain tag (Ubuntu-GCC5.yml in edk2-stable202502, Ubuntu-GCC.yml once GCC5 was dropped).
-CI_PIPELINE = "OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-GCC5.yml"
+# Where the PlatformCI job goes: after upstream's Xen job in the tree's Ubuntu pipeline, whichever GCC
+# tag it runs (Ubuntu-GCC5.yml in edk2-stable202502, Ubuntu-GCC.yml once GCC5 was dropped).
+CI_PIPELINES = ("OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-GCC.yml",
+                "OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-GCC5.yml")
 
 
-def ci_pipeline(tool_chain: str) -> str:
-    """The Ubuntu Platform CI pipeline of ``tool_chain`` (``GCC5`` -> CI_PIPELINE)."""
-    return f"OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-{tool_chain}.yml"
+def ci_pipeline(tree_root: Path) -> tuple[str, str]:
+    """The tree's Ubuntu Platform CI pipeline and the tool chain tag it runs, e.g. ``(".../Ubuntu-GCC.yml", "GCC")``.
+
+    Upstream's CI, not ovmfgen's build, decides the tag a PlatformCI job is written for: edk2-stable202502
+    builds with GCC here but its pipeline is still Ubuntu-GCC5.yml.
+    """
+    for rel in CI_PIPELINES:
+        if (tree_root / rel).is_file():
+            return rel, rel.rsplit("Ubuntu-", 1)[1].removesuffix(".yml")
+    raise OvmfgenError(f"the edk2 tree {tree_root} has none of the Ubuntu pipelines {', '.join(CI_PIPELINES)}")
 CI_ANCHOR_JOB = "OVMF_XEN_X64_DEBUG"
 CI_TEMPLATE = "OvmfPkg/PlatformCI/XenBuild.py"
 MAINTAINERS = "Maintainers.txt"
@@ -220,7 +229,7 @@ def ci_script(platform: Platform, template: bytes) -> bytes:
     return text.encode("utf-8")
 
 
-def add_ci_job(text: bytes, platform: Platform, pipeline: str = CI_PIPELINE) -> bytes:
+def add_ci_job(text: bytes, platform: Platform, pipeline: str) -> bytes:
     """The Ubuntu Platform CI ``pipeline`` with a DEBUG X64 job for the platform after upstream's Xen job.
 
     Like upstream's Xen job it skips the QEMU run: without Xen the firmware stops in XenPlatformPei.

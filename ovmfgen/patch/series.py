@@ -140,6 +140,7 @@ def plan_series(platform: Platform, tree_root: Path, tag: str, upstream_commit: 
                            platform.overrides[0].loc)
     name = platform.dsc_name
     tc = toolchain_tag(tree_root)
+    pipeline, ci_tc = ci_pipeline(tree_root)
     inc = header_include_path(platform)
     base = platform.elf.base if platform.elf else elf.DEFAULT_BASE
 
@@ -197,15 +198,15 @@ def plan_series(platform: Platform, tree_root: Path, tag: str, upstream_commit: 
         subject=f"OvmfPkg: Add {name} to PlatformCI and Maintainers.txt",
         body=_wrap([
             f"Add {ci_rel.split('/', 1)[1]}, modelled on XenBuild.py, so that stuart builds {name}:",
-            f"  stuart_build -c {ci_rel} \\\n    -a X64 TOOL_CHAIN_TAG={tc}",
-            f"and a {name.upper()}_X64_DEBUG job to the Ubuntu {tc} Platform CI pipeline. Like "
+            f"  stuart_build -c {ci_rel} \\\n    -a X64 TOOL_CHAIN_TAG={ci_tc}",
+            f"and a {name.upper()}_X64_DEBUG job to the Ubuntu {ci_tc} Platform CI pipeline. Like "
             "OVMF_XEN_X64_DEBUG it skips the QEMU run: without Xen the firmware stops in XenPlatformPei "
             "(\"Xen isn't detected\").",
             f"List the new files with the other Xen-related OvmfPkg modules in {MAINTAINERS}.",
         ]),
         files=(
             (MAINTAINERS, add_maintainers(read(MAINTAINERS), [f"{platform.package_dir}/{name}*", ci_rel])),
-            (ci_pipeline(tc), add_ci_job(read(ci_pipeline(tc)), platform, ci_pipeline(tc))),
+            (pipeline, add_ci_job(read(pipeline), platform, pipeline)),
             (ci_rel, ci_script(platform, read(CI_TEMPLATE))),
         ),
         builds=True,

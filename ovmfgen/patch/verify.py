@@ -120,7 +120,7 @@ def build_env(workspace: Path, basetools: Path, conf_dir: Path) -> dict[str, str
 def edk2_build_step(platform: Platform, basetools: Path, work: Path, target: str = "DEBUG",
                     jobs: int | None = None) -> Callable[[Path, int], StepOutcome]:
     """A ``check_each`` step: plain upstream ``build -p <dsc> -a X64 -t <tag> -b TARGET``, then ``check_elf``
-    (``<tag>``: the tree's tool chain tag, GCC5 on edk2-stable202502).
+    (``<tag>``: the tree's tool chain tag, GCC on both known trees).
 
     A commit without the platform DSC has nothing to build. Logs go to ``work/build-<n>.log``.
     """

@@ -47,7 +47,7 @@ def test_clean_build_publishes_what_its_manifest_says(xen_pvh_clean_build: build
     assert dist == build_layout.dist_dir("xen-pvh", "DEBUG") == paths.DIST_DIR / "xen-pvh" / "DEBUG"
     m = _manifest(dist)
     assert m == result.manifest
-    assert (m["platform"], m["target"], m["fd_size"], m["toolchain"]) == ("xen-pvh", "DEBUG", "2M", "GCC5")
+    assert (m["platform"], m["target"], m["fd_size"], m["toolchain"]) == ("xen-pvh", "DEBUG", "2M", "GCC")
     assert m["defines"] == {"FD_SIZE_2MB": "TRUE"} and m["features"]["debug_output"] == "debugcon"
     assert set(m["outputs"]) == {"OVMF.fd", "ovmf.elf", "build.log"}
     for name, rec in m["outputs"].items():
@@ -73,7 +73,7 @@ def test_clean_build_publishes_what_its_manifest_says(xen_pvh_clean_build: build
     assert "- Done -" in (dist / "build.log").read_text(errors="replace")
 
     # The version stamps reached the firmware's SMBIOS driver as the --pcd values.
-    autogen = (paths.BUILD_DIR / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC5" / "X64" / "OvmfPkg" /
+    autogen = (paths.BUILD_DIR / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC" / "X64" / "OvmfPkg" /
                "SmbiosPlatformDxe" / "XenSmbiosPlatformDxe" / "DEBUG" / "AutoGen.c").read_text()
     as_c = ", ".join(str(ord(c)) for c in m["version_string"])
     assert "PcdFirmwareVersionString[" in autogen and as_c in autogen
@@ -105,7 +105,7 @@ def test_printed_stuart_command_rebuilds_the_workspace_alone(xen_pvh_clean_build
     proc = subprocess.run(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, errors="replace", timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    fd = paths.BUILD_DIR / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC5" / "FV" / "OVMF.fd"
+    fd = paths.BUILD_DIR / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC" / "FV" / "OVMF.fd"
     assert sha256_file(fd) == m["outputs"]["OVMF.fd"]["sha256"]
 
 
@@ -113,7 +113,7 @@ def test_stack_cookies_are_the_seeded_ones(xen_pvh_clean_build: build_cmd.BuildR
     """The clean build used the cookie lists derived from its seed, not edk2's random ones."""
     from ovmfgen.build.child import stuart_platform
 
-    out = paths.BUILD_DIR / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC5"
+    out = paths.BUILD_DIR / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC"
     values = stuart_platform.stack_cookie_values("xen-pvh/DEBUG", 64)
     assert json.loads((out / "StackCookieValues64.json").read_text()) == values
     autogen = (out / "X64" / "OvmfPkg" / "XenPlatformPei" / "XenPlatformPei" / "DEBUG" / "AutoGen.h").read_text()

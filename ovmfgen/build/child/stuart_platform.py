@@ -8,7 +8,7 @@ that ``ovmfgen.build.plan`` composes (and that a person can rerun by hand, uncha
         --dsc OvmfPkg/XenOvmf.dsc --arch X64 --name XenOvmf \\
         --pcd gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareVersionString=L"..." \\
         --stack-cookie-seed xen-pvh/DEBUG [--ccache-dir DIR --link-cache-dir DIR] \\
-        TARGET=DEBUG TOOL_CHAIN_TAG=GCC5 MAX_CONCURRENT_THREAD_NUMBER=2 BLD_*_FD_SIZE_2MB=TRUE
+        TARGET=DEBUG TOOL_CHAIN_TAG=GCC MAX_CONCURRENT_THREAD_NUMBER=2 BLD_*_FD_SIZE_2MB=TRUE
 
 Why it is written this way:
 
@@ -171,7 +171,7 @@ class PlatformBuilder(UefiBuilder, BuildSettingsManager):
         self.env.SetValue("ACTIVE_PLATFORM", self.Dsc, "ovmfgen: --dsc")
         self.env.SetValue("TARGET_ARCH", self.Arch, "ovmfgen: --arch")
         if self.env.GetValue("TOOL_CHAIN_TAG") is None:
-            # No default: the tag depends on the edk2 tree (GCC5 on 202502, GCC later) and ovmfgen passes it.
+            # No default: the tag depends on the edk2 tree (GCC where it defines it, else GCC5) and ovmfgen passes it.
             logging.critical("TOOL_CHAIN_TAG=<tag> is required on the command line (the tree's tool chain tag)")
             return 1
         self.env.SetValue("BUILDREPORTING", "TRUE", "ovmfgen: the manifest records FV usage")
