@@ -139,7 +139,7 @@ def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=N
     "platform": "platform name", "output": "output directory (default dist/patches/PLATFORM/)",
     "signoff": "'Name <email>' for Signed-off-by (default: git config user.name/user.email)",
     "check_each": "git am onto a pristine edk2 tree and build after every commit",
-    "edk2": "the edk2 tree the series is for: a tag such as edk2-stable202605 (default: the default tree)",
+    "edk2": "the edk2 tree the series is for: a tag (default: the newest, edk2-stable202605)",
 })
 def patch(c, platform="xen-pvh", output=None, signoff=None, check_each=False, edk2=None):
     """The platform as an upstream edk2 patch series (PatchCheck.py-clean, Cc: from GetMaintainer.py)."""

@@ -369,14 +369,16 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, env={**os.environ, "OVMFGEN_VERBOSE": ""})
 
 
-def test_cli_unknown_platform_is_one_line(real_cache: None) -> None:
+def test_cli_unknown_platform_is_one_line(real_cache: None, edk2_tree_202605: edk2.Edk2Tree) -> None:
     proc = _cli("--platform", "no-such-platform", "--signoff", SIGNER)
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
         f"error: unknown platform 'no-such-platform' (known: {', '.join(sorted(p.stem for p in (REPO_ROOT / 'platforms').glob('*.yaml')))})"]
 
 
-def test_cli_unwritable_output_is_one_line(tmp_path: Path, real_cache: None) -> None:
+def test_cli_unwritable_output_is_one_line(tmp_path: Path, real_cache: None,
+                                           edk2_tree_202605: edk2.Edk2Tree) -> None:
+    """`invoke patch` targets the newest tree by default: it must be there for the later checks."""
     blocker = tmp_path / "file"
     blocker.write_text("not a directory\n")
     proc = _cli("--platform", "xen-pvh", "--signoff", SIGNER, "-o", str(blocker / "patches"))
@@ -490,3 +492,21 @@ def test_the_series_for_the_newest_tree(tmp_path: Path, edk2_tree_202605: edk2.E
     assert [c.clean for c in gen.checks] == [True] * 4
     dates = set(re.findall(r"^Date: (.*)$", "".join(p.read_text() for p in gen.patches), re.M))
     assert dates <= {f"Fri, 8 May 2026 00:0{i}:00 +0000" for i in range(1, 4)}, dates
+
+
+def test_invoke_patch_defaults_to_the_newest_tree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A series must apply to the current upstream tree; --edk2 still targets an older one."""
+    from ovmfgen.edk2.releases import NEWEST_TAG
+    from ovmfgen.patch import command as patch_command
+
+    asked: list[str | None] = []
+
+    def fake_generate(platform, out, signoff, edk2=None):
+        asked.append(edk2)
+        raise OvmfgenError("stop here")
+
+    monkeypatch.setattr(patch_command, "generate", fake_generate)
+    for edk2_arg in (None, "edk2-stable202502"):
+        with pytest.raises(OvmfgenError, match="stop here"):
+            patch_command.patch_command("xen-pvh", edk2=edk2_arg)
+    assert asked == [NEWEST_TAG, "edk2-stable202502"]

@@ -1,7 +1,7 @@
 """``invoke patch``: the platform as an upstream edk2 patch series, checked the way edk2 checks patches.
 
 Upstream edk2 takes a new platform as a reviewed patch series. For a Xen PVH platform (xen-pvh) this
-module writes, against an edk2 release (``--edk2 TAG``; default: the default tree):
+module writes, against an edk2 release (``--edk2 TAG``; default: the newest, ``releases.NEWEST_TAG``):
 
 1. ``OvmfPkg: Add PVH ELF header for the XenOvmf flash image``: ``OvmfPkg/XenOvmfElfHeader.fdf.inc``,
    one ``DATA`` block per supported FD size (``!if $(FD_SIZE_IN_KB) == ...``) holding
@@ -39,7 +39,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ovmfgen import paths
-from ovmfgen.edk2.releases import path_part
+from ovmfgen.edk2.releases import NEWEST_TAG, path_part
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.patch.verify import verify_series
 from ovmfgen.patch.write import Generated, generate
@@ -50,8 +50,10 @@ def patch_command(platform: str, output: str | None = None, signoff: str | None 
                   check_each_commit: bool = False, target: str = "DEBUG", jobs: int | None = None,
                   edk2: str | None = None) -> Generated:
     """``invoke patch``: write the series to ``output`` (dist/patches/PLATFORM/[TAG/]), PatchCheck it, and with
-    ``check_each_commit`` apply it to a pristine tree and build after every commit. ``edk2`` (a tag; None:
-    the default tree) is the tree the series is for."""
+    ``check_each_commit`` apply it to a pristine tree and build after every commit. ``edk2`` (a tag) is the
+    tree the series is for: by default the newest known release, since a series must apply to the
+    current upstream tree."""
+    edk2 = edk2 or NEWEST_TAG
     gen = generate(platform, Path(output) if output else None, signoff, edk2=edk2)
     size = sum(p.stat().st_size for p in (gen.cover, *gen.patches))
     say(f"{display_path(gen.out_dir)}: cover letter + {len(gen.patches)} patches ({size} bytes), "
