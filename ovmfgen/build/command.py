@@ -29,7 +29,7 @@ from ovmfgen.build.stuart import run_stuart
 from ovmfgen.build.workspace import prepare_workspace, workspace_lock
 from ovmfgen.edk2.conventions import fd_size_bytes, fd_size_kb
 from ovmfgen.errors import OvmfgenError, display_path
-from ovmfgen.platform.validate import validate
+from ovmfgen.platform.validate import override_tag, validate
 from ovmfgen.ui import say
 
 CCACHE_MASQUERADE = Path("/usr/lib/ccache")
@@ -51,7 +51,8 @@ class BuildResult:
 
 def _source_map(p: Plan) -> dict[str, Path]:
     ov_root = p.layout.overrides_for(p.platform.name)
-    out = {rel: ov_root / rel for rel in p.overrides}
+    tag = override_tag(p.platform)
+    out = {ov.path: ov_root / ov.source(tag) for ov in p.platform.overrides}
     return out
 
 

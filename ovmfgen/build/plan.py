@@ -224,9 +224,9 @@ def plan(request: Request, layout: Layout | None = None) -> Plan:
     override_files: dict[str, bytes] = {}
     for ov in platform.overrides:
         try:
-            override_files[ov.path] = (override_root / ov.path).read_bytes()
+            override_files[ov.path] = (override_root / ov.source(tree.tag)).read_bytes()
         except OSError as exc:
-            raise OvmfgenError(f"cannot read override overrides/{platform.name}/{ov.path}: "
+            raise OvmfgenError(f"cannot read override overrides/{platform.name}/{ov.source(tree.tag)}: "
                                f"{exc.strerror or exc}", ov.loc) from None
     version_string = request.version_string or default_version_string(tree)
     release_date = request.release_date or default_release_date(tree)

@@ -129,15 +129,33 @@ def _sizes(platform: Platform) -> str:
     return (", ".join(mib[:-1]) + " and " + mib[-1]) if len(mib) > 1 else "".join(mib)
 
 
+def override_commits(platform: Platform, tag: str) -> tuple[Commit, ...]:
+    """One commit per override: the file the platform's build uses in place of edk2's, sent upstream.
+
+    The platform's ``overrides:`` entry carries the commit's subject and body (``commit:``); the series
+    cannot carry an override without one, since upstream has nothing to say why.
+    """
+    out = []
+    for ov in platform.overrides:
+        if not ov.commit_subject:
+            raise OvmfgenError(f"override {ov.path} has no 'commit:' (subject and body): the upstream series "
+                               "carries each override as its own commit", ov.loc)
+        src = paths.OVERRIDES_DIR / platform.name / ov.source(tag)
+        try:
+            data = src.read_bytes()
+        except OSError as exc:
+            raise OvmfgenError(f"cannot read override overrides/{platform.name}/{ov.source(tag)}: "
+                               f"{exc.strerror or exc}", ov.loc) from None
+        out.append(Commit(subject=ov.commit_subject, body=ov.commit_body, files=((ov.path, data),), builds=False))
+    return tuple(out)
+
+
 def plan_series(platform: Platform, tree_root: Path, tag: str, upstream_commit: str, release_date: str) -> Series:
     """The series for ``platform`` against the edk2 tree at ``tree_root``: pure data, no git involved."""
     if platform.package_dir != "OvmfPkg":
         raise OvmfgenError(f"platform {platform.name} lives in {platform.package_dir}/: the upstream series is "
                            "for OvmfPkg platforms (PlatformCI, Maintainers.txt section)", platform.loc)
-    if platform.overrides:
-        raise OvmfgenError(f"platform {platform.name} overrides edk2 files ({', '.join(o.path for o in platform.overrides)}): "
-                           "the upstream series cannot carry overrides; upstream those changes first",
-                           platform.overrides[0].loc)
+    fixes = override_commits(platform, tag)
     name = platform.dsc_name
     tc = toolchain_tag(tree_root)
     pipeline, ci_tc = ci_pipeline(tree_root)
@@ -211,7 +229,7 @@ def plan_series(platform: Platform, tree_root: Path, tag: str, upstream_commit: 
         ),
         builds=True,
     )
-    commits = (c1, c2, c3)
+    commits = (*fixes, c1, c2, c3)
     for c in commits:
         if len(c.subject) > SUBJECT_MAX:
             raise OvmfgenError(f"subject longer than {SUBJECT_MAX} characters: {c.subject}")
@@ -222,12 +240,14 @@ def plan_series(platform: Platform, tree_root: Path, tag: str, upstream_commit: 
         "1 MiB and enter it through XenResetVector's PVH entry point, and hvmloader still loads it for "
         "HVM guests.",
         f"It is based on {tag},\ncommit {upstream_commit}.",
-        " - patch 1 adds the PVH ELF header, computed for each FD size\n"
+        "".join(f" - patch {i} fixes what the platform needs fixed first:\n   {c.subject};\n"
+                for i, c in enumerate(fixes, 1))
+        + f" - patch {len(fixes) + 1} adds the PVH ELF header, computed for each FD size\n"
         f"   ({_sizes(platform)} MiB; p_align 4 for QEMU): it replaces the hand-written\n"
         "   2 MiB-only header OvmfXen uses, and nothing includes it yet;\n"
-        f" - patch 2 adds {name}.dsc/.fdf, derived from OvmfXen, with the header\n"
+        f" - patch {len(fixes) + 2} adds {name}.dsc/.fdf, derived from OvmfXen, with the header\n"
         "   inside the FD;\n"
-        " - patch 3 adds a stuart PlatformCI script and pipeline job, and the\n"
+        f" - patch {len(fixes) + 3} adds a stuart PlatformCI script and pipeline job, and the\n"
         "   Maintainers.txt entries.",
         "Every patch passes BaseTools/Scripts/PatchCheck.py and the tree builds after each of them. To try "
         "it:",

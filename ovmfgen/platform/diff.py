@@ -28,7 +28,7 @@ from ovmfgen.platform.render import Rendered, render
 from ovmfgen.platform.syntax import parse_fdf
 from ovmfgen.platform.validate import (
     Infos, Workspace, active_statements, component_libraries, conditional_evaluator,
-    dsc_parser, expand_macros, fdf_parser, prepare_workspace, quiet_edk2toollib, validate,
+    dsc_parser, expand_macros, fdf_parser, override_tag, prepare_workspace, quiet_edk2toollib, validate,
 )
 
 CONFIGURATIONS: tuple[tuple[tuple[str, str], ...], ...] = (
@@ -42,10 +42,11 @@ CONFIGURATIONS: tuple[tuple[tuple[str, str], ...], ...] = (
 )
 """-D define sets the comparison runs under (the empty set is the default build)."""
 
-GROUPS = ("define", "component", "library", "pcd", "build-option", "fv", "fd", "fd-region")
+GROUPS = ("define", "component", "library", "pcd", "build-option", "fv", "fd", "fd-region", "file")
 _GROUP_TITLES = {
     "define": "Defines", "component": "Components", "library": "Library resolution", "pcd": "PCDs",
     "build-option": "Build options", "fv": "FV contents", "fd": "FD", "fd-region": "FD layout",
+    "file": "Files (overrides/)",
 }
 
 
@@ -240,6 +241,19 @@ def _delta_matches(delta_kind: str, delta_subject: str, diff: Difference) -> boo
                                        or delta_subject in diff.ours or delta_subject in diff.theirs)
 
 
+def override_differences(platform: Platform, ws_root: Path, edk2_root: Path) -> list[Difference]:
+    """One ``file`` difference per override whose bytes differ from the edk2 tree's file at its path."""
+    out = []
+    for ov in sorted(platform.overrides, key=lambda o: o.path):
+        ours = (ws_root / ov.path).read_bytes()
+        upstream = edk2_root / ov.path
+        theirs = upstream.read_bytes() if upstream.is_file() else None
+        if ours != theirs:
+            out.append(Difference("file", ov.path, f"overrides/{platform.name}/{ov.source(override_tag(platform))}",
+                                  "edk2" if theirs is not None else ""))
+    return out
+
+
 def diff_platform(platform: Platform, against_dsc: Path, against_fdf: Path, edk2_root: Path,
                   rendered: Rendered | None = None, layout: Layout | None = None
                   ) -> tuple[dict[str, list[Difference]], list[Difference], list[str]]:
@@ -261,6 +275,10 @@ def diff_platform(platform: Platform, against_dsc: Path, against_fdf: Path, edk2
         except ValueError:
             dsc_rel, fdf_rel = against_dsc.name, against_fdf.name
         per_config = diff_files((ours_ws, platform.dsc_path, platform.fdf_path), (theirs_ws, dsc_rel, fdf_rel))
+        files = override_differences(platform, ws_root, edk2_root)
+    for diffs in per_config.values():
+        # An override replaces the file in every configuration.
+        diffs.extend(files)
     unexplained: list[Difference] = []
     seen_deltas: set[int] = set()
     for diffs in per_config.values():

@@ -653,7 +653,29 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
     onode, opath = get("overrides")
     if onode is not None:
         for item in _seq(onode, opath, "overrides"):
-            overrides.append(Override(_text(item, opath, "override path").strip(), loc=_where(item, opath)))
+            if isinstance(item, MappingNode):
+                # {path: P, per_tree: true}: one copy per edk2 tree (overrides/<platform>/<tag>/P)
+                okeys = _mapping(item, opath, "override", ("path", "per_tree", "commit"))
+                if "path" not in okeys:
+                    raise OvmfgenError("override: missing 'path'", _where(item, opath))
+                per_tree = False
+                if "per_tree" in okeys:
+                    flag = _text(okeys["per_tree"][1], opath, "override per_tree").strip().lower()
+                    if flag not in ("true", "false"):
+                        raise OvmfgenError(f"override per_tree: expected true or false, got '{flag}'",
+                                           _where(okeys["per_tree"][1], opath))
+                    per_tree = flag == "true"
+                subject = body = ""
+                if "commit" in okeys:
+                    ckeys = _mapping(okeys["commit"][1], opath, "override commit", ("subject", "body"))
+                    if "subject" not in ckeys or "body" not in ckeys:
+                        raise OvmfgenError("override commit: needs 'subject' and 'body'", _where(okeys["commit"][1], opath))
+                    subject = " ".join(_text(ckeys["subject"][1], opath, "override commit subject").split())
+                    body = _text(ckeys["body"][1], opath, "override commit body").strip("\n")
+                overrides.append(Override(_text(okeys["path"][1], opath, "override path").strip(), per_tree=per_tree,
+                                          commit_subject=subject, commit_body=body, loc=_where(item, opath)))
+            else:
+                overrides.append(Override(_text(item, opath, "override path").strip(), loc=_where(item, opath)))
 
     fd_name = "OVMF"
     pubnode, pubpath = get("publish")

@@ -273,8 +273,18 @@ class ElfSpec:
 class Override:
     """A file in overrides/<platform>/ that replaces edk2's file at the same relative path."""
 
-    path: str            # relative to overrides/<platform>/, == the path it shadows in the edk2 tree
+    path: str            # the path it shadows in the edk2 tree
+    # One copy per edk2 tree, in overrides/<platform>/<tree tag>/<path>: a whole-file replacement must
+    # start from each tree's own file, or it would silently revert that tree's other changes to it.
+    per_tree: bool = False
+    # The commit that sends the change upstream (``invoke patch``): edk2's subject and body.
+    commit_subject: str = ""
+    commit_body: str = ""
     loc: Location | None = _loc()
+
+    def source(self, tag: str | None) -> str:
+        """The file's path relative to overrides/<platform>/ for the edk2 tree tagged ``tag``."""
+        return f"{tag}/{self.path}" if self.per_tree and tag else self.path
 
 
 FEATURES: dict[str, tuple[str, ...]] = {

@@ -101,21 +101,30 @@ def quiet_edk2toollib() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+def override_tag(platform: Platform) -> str:
+    """The tree whose copy of a ``per_tree`` override applies: the release the platform was loaded for."""
+    return platform.edk2 or DEFAULT_TAG
+
+
 def check_overrides(platform: Platform, overrides_root: Path) -> None:
     """Every override must be a file inside ``overrides_root`` (the layout's overrides/<platform>/: no ``..``,
-    absolute paths or escaping links)."""
+    absolute paths or escaping links). A ``per_tree`` override needs its copy for the platform's tree
+    (overrides/<platform>/<tag>/<path>)."""
     root = overrides_root
+    tag = override_tag(platform)
     for ov in platform.overrides:
         rel = ov.path
         if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
             raise OvmfgenError(f"override path must be relative to overrides/{platform.name}/: {rel}", ov.loc)
         if ".." in Path(rel).parts:
             raise OvmfgenError(f"override path must stay inside overrides/{platform.name}/: {rel}", ov.loc)
+        rel = ov.source(tag)
         target = root / rel
         try:
             resolved = target.resolve(strict=True)
         except (FileNotFoundError, RuntimeError):
-            raise OvmfgenError(f"override not found: overrides/{platform.name}/{rel}", ov.loc) from None
+            hint = f" (per_tree: one copy per edk2 tree; none for {tag})" if ov.per_tree else ""
+            raise OvmfgenError(f"override not found: overrides/{platform.name}/{rel}{hint}", ov.loc) from None
         if not resolved.is_relative_to(root.resolve()):
             raise OvmfgenError(f"override overrides/{platform.name}/{rel} is a link leaving overrides/", ov.loc)
         if not resolved.is_file():
@@ -429,7 +438,7 @@ def prepare_workspace(platform: Platform, root: Path, rendered: Rendered, overri
     for ov in platform.overrides:
         target = root / ov.path
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(overrides_root / ov.path, target)
+        shutil.copyfile(overrides_root / ov.source(override_tag(platform)), target)
     return root
 
 
@@ -439,7 +448,7 @@ def _cache_key(platform: Platform, edk2_digest: str, rendered: Rendered, ov_root
     for name, data in rendered.files().items():
         h.update(name.encode() + b"\0" + data + b"\0")
     for ov in sorted(platform.overrides, key=lambda o: o.path):
-        h.update(ov.path.encode() + b"\0" + (ov_root / ov.path).read_bytes() + b"\0")
+        h.update(ov.path.encode() + b"\0" + (ov_root / ov.source(override_tag(platform))).read_bytes() + b"\0")
     h.update(edk2_digest.encode())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()
