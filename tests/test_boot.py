@@ -13,7 +13,7 @@ from ovmfgen.boot import shell as boot_shell
 from ovmfgen.build import layout as build_layout
 from ovmfgen.boot.command import BootError
 from ovmfgen.boot.qemu import qemu_argv
-from ovmfgen.boot.verdict import BootResult, Verdict, classify_log
+from ovmfgen.boot.verdict import BootResult, Verdict, classify_log, installed_ppis
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.paths import Layout
 
@@ -334,3 +334,23 @@ def test_boot_command_wants_the_same_sec_stack_on_both_entries(tmp_path: Path, m
     logs["reset"] = replace(logs["reset"], sec_stack=0x830000)
     with pytest.raises(OvmfgenError, match=r"SEC's stack differs between the entries \(pvh 0x820000, reset 0x830000\)"):
         boot_command.boot_command(image=image)
+
+
+def test_installed_ppis_reads_the_pei_core_lines_in_order():
+    log = ("SecCoreStartupWithStack(0xFFFCC000, 0x820000)\r\n"
+           "Install PPI: dbe23aa9-a345-4b97-85b6-b226f1617389\r\n"
+           "Install PPI: 00000000-0000-0000-0000-000000000000\n"
+           "Install PPIs: not one\n"
+           "  Install PPI: 138F9CF4-F0E7-4721-8F49-F5FFECF42D40 (indented: not PeiCore's line)\n")
+    assert installed_ppis(log) == ("DBE23AA9-A345-4B97-85B6-B226F1617389", "00000000-0000-0000-0000-000000000000")
+    assert installed_ppis("") == ()
+
+
+def test_upstream_sec_hands_pei_zero_guids_through_the_pvh_entry():
+    # The captured logs are upstream OvmfXen (no override): what overrides/xen-pvh/.../SecMain.c fixes.
+    pvh, reset = installed_ppis(log("pvh-reached.log")), installed_ppis(log("reset-reached.log"))
+    sec = ("DBE23AA9-A345-4B97-85B6-B226F1617389", "138F9CF4-F0E7-4721-8F49-F5FFECF42D40")
+    i = reset.index(sec[0])
+    assert reset[i:i + 2] == sec
+    assert pvh[i:i + 2] == ("00000000-0000-0000-0000-000000000000",) * 2
+    assert pvh[:i] == reset[:i]

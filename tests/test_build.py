@@ -38,11 +38,12 @@ FAKE_TOOLS = {"gcc": "gcc (Debian 12.2.0-14) 12.2.0", "binutils": "GNU ld 2.40",
 
 @pytest.fixture
 def layout(tmp_path: Path) -> Layout:
-    """A private copy of platforms/ with empty overrides/, build/ and dist/ roots."""
+    """A private copy of platforms/ and overrides/ with empty build/ and dist/ roots."""
     (tmp_path / "platforms").mkdir()
     for yaml_file in paths.PLATFORMS_DIR.glob("*.yaml"):  # platforms/common/ is shared by load_platform
         shutil.copy(yaml_file, tmp_path / "platforms")
-    for d in ("overrides", "build", "dist"):
+    shutil.copytree(paths.OVERRIDES_DIR, tmp_path / "overrides")
+    for d in ("build", "dist"):
         (tmp_path / d).mkdir()
     return Layout(tmp_path / "platforms", tmp_path / "overrides", tmp_path / "build", tmp_path / "dist")
 
@@ -121,7 +122,7 @@ def test_input_hash_sees_identity_tools_version_overrides_and_yaml(layout: Layou
 
     # An override file: its presence and its content.
     ov_rel = "OvmfPkg/Include/Dsc/OvmfTpmDefines.dsc.inc"
-    yaml_path.write_text(original + f"\noverrides:\n  - {ov_rel}\n")
+    yaml_path.write_text(original.replace("\noverrides:\n", f"\noverrides:\n  - {ov_rel}\n", 1))
     target = layout.overrides_dir / "xen-pvh" / ov_rel
     target.parent.mkdir(parents=True)
     target.write_text("# one\n")
@@ -598,17 +599,37 @@ def test_noop_when_published_manifest_matches(layout: Layout, fake_env: dict, mo
         build_cmd.build(make_request("xen-pvh"), layout)
 
 
+def test_a_per_tree_override_takes_the_copy_of_the_tree_it_builds(layout: Layout, fake_env: dict) -> None:
+    sec = "OvmfPkg/Sec/SecMain.c"
+    copies = {tag: (layout.overrides_dir / "xen-pvh" / tag / sec).read_bytes()
+              for tag in ("edk2-stable202502", "edk2-stable202605")}
+    assert copies["edk2-stable202502"] != copies["edk2-stable202605"]
+    hashes = set()
+    for tag, data in copies.items():
+        fake_env["identity"]["tag"] = tag
+        p = plan(make_request("xen-pvh"), layout)
+        assert p.overrides[sec] == data
+        hashes.add(p.input_hash)
+    assert len(hashes) == 2
+    fake_env["identity"]["tag"] = "edk2-stable209912"
+    with pytest.raises(OvmfgenError) as info:
+        plan(make_request("xen-pvh"), layout)
+    assert str(info.value).endswith("error: cannot read override overrides/xen-pvh/edk2-stable209912/"
+                                    "OvmfPkg/Sec/SecMain.c: No such file or directory")
+    assert info.value.location is not None and info.value.location.line > 0
+
+
 def test_prepare_workspace_writes_and_prunes_overrides(layout: Layout, fake_env: dict) -> None:
     yaml_path = layout.platforms_dir / "xen-pvh.yaml"
     original = yaml_path.read_text()
     ov_rel = "OvmfPkg/Include/Dsc/OvmfTpmDefines.dsc.inc"
-    yaml_path.write_text(original + f"\noverrides:\n  - {ov_rel}\n")
+    yaml_path.write_text(original.replace("\noverrides:\n", f"\noverrides:\n  - {ov_rel}\n", 1))
     src = layout.overrides_dir / "xen-pvh" / ov_rel
     src.parent.mkdir(parents=True)
     src.write_text("# override\n")
     p = plan(make_request("xen-pvh"), layout)
     written = build_workspace.prepare_workspace(p)
-    assert set(written) == {"OvmfPkg/XenOvmf.dsc", "OvmfPkg/XenOvmf.fdf", ov_rel}
+    assert set(written) == {"OvmfPkg/XenOvmf.dsc", "OvmfPkg/XenOvmf.fdf", "OvmfPkg/Sec/SecMain.c", ov_rel}
     assert (p.workspace / ov_rel).read_text() == "# override\n"
     assert build_workspace.prepare_workspace(p) == []  # unchanged: nothing rewritten (EDK2 sees no change)
     yaml_path.write_text(original)
@@ -639,3 +660,15 @@ def test_recipe_modules_exist() -> None:
     missing = [name for name in build_plan.RECIPE_MODULES if not (root / name).is_file()]
     assert not missing
     assert "build/command.py" in build_plan.RECIPE_MODULES
+
+
+def test_a_changed_set_of_overrides_makes_edk2_resolve_every_module_again(layout: Layout, fake_env: dict) -> None:
+    p = plan(make_request("xen-pvh"), layout)
+    stamp = p.workspace / "Build" / "XenOvmf" / "DEBUG_GCC5" / "X64" / "OvmfPkg" / "Sec" / "SecMain" / "AutoGenTimeStamp"
+    stamp.parent.mkdir(parents=True)
+    stamp.write_text("old place\n")
+    build_workspace.prepare_workspace(p)                  # new overrides: the stamps go
+    assert not stamp.exists()
+    stamp.write_text("new place\n")
+    build_workspace.prepare_workspace(p)                  # the same overrides: edk2's incremental AutoGen stays
+    assert stamp.exists()

@@ -279,26 +279,27 @@ def test_series_is_byte_identical_when_regenerated(series_dirs) -> None:
     first, second = series_dirs
     names = sorted(p.name for p in first.out_dir.iterdir())
     assert names == sorted(p.name for p in second.iterdir())
-    assert names[0] == "0000-cover-letter.patch" and len(names) == 4
+    assert names[0] == "0000-cover-letter.patch" and len(names) == 5
     for name in names:
         assert (first.out_dir / name).read_bytes() == (second / name).read_bytes(), name
     # No commit hash leaks (--zero-commit) and the dates come from the edk2 release, not the clock.
     text = b"".join((first.out_dir / n).read_bytes() for n in names).decode()
     assert set(re.findall(r"^From ([0-9a-f]{40}) ", text, re.M)) == {"0" * 40}
     assert set(re.findall(r"^Date: (.*)$", text, re.M)) <= {
-        f"Fri, 21 Feb 2025 00:0{i}:00 +0000" for i in range(1, 4)}
+        f"Fri, 21 Feb 2025 00:0{i}:00 +0000" for i in range(1, 5)}
 
 
 def test_series_commits_split_bisectably(series_dirs) -> None:
     gen, _ = series_dirs
     files = [c.paths for c in gen.series.commits]
     assert files == [
+        ("OvmfPkg/Sec/SecMain.c",),
         ("OvmfPkg/XenOvmfElfHeader.fdf.inc",),
         ("OvmfPkg/XenOvmf.dsc", "OvmfPkg/XenOvmf.fdf"),
         ("Maintainers.txt", "OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-GCC5.yml", "OvmfPkg/PlatformCI/XenOvmfBuild.py"),
     ]
-    # The header exists before the FDF that includes it.
-    assert [c.builds for c in gen.series.commits] == [False, True, True]
+    # The SEC fix (overrides/xen-pvh/<tag>/) comes first; the header exists before the FDF that includes it.
+    assert [c.builds for c in gen.series.commits] == [False, False, True, True]
 
 
 def test_series_subjects_bodies_and_trailers(series_dirs) -> None:
@@ -306,8 +307,8 @@ def test_series_subjects_bodies_and_trailers(series_dirs) -> None:
     msgs = _messages(gen)
     for i, (msg, commit) in enumerate(zip(msgs, gen.series.commits), 1):
         subject = " ".join(msg["Subject"].split())
-        assert subject == f"[PATCH {i}/3] {commit.subject}"
-        assert len(commit.subject) <= 75 and re.match(r"^OvmfPkg: [A-Z]", commit.subject)
+        assert subject == f"[PATCH {i}/4] {commit.subject}"
+        assert len(commit.subject) <= 75 and re.match(r"^OvmfPkg(/Sec)?: [A-Z]", commit.subject)
         assert msg["From"] == SIGNER
         assert msg["To"] == "devel@edk2.groups.io"
         body = msg.get_payload().split("\n---\n")[0]
@@ -316,12 +317,19 @@ def test_series_subjects_bodies_and_trailers(series_dirs) -> None:
         assert trailers[-1] == f"Signed-off-by: {SIGNER}"
         cc = [t for t in trailers if t.startswith("Cc: ")]
         assert len(cc) == len(trailers) - 1 and cc == sorted(cc)
-        # GetMaintainer.py with the series' Maintainers.txt: the Xen reviewer is on every patch.
-        assert "Cc: Anthony Perard <anthony@xenproject.org>" in cc
-    # Patch 3 touches Maintainers.txt, so its maintainers are asked too.
-    assert any("Michael D Kinney" in line for line in msgs[2].get_payload().splitlines())
-    assert "p_align 4" in msgs[0].get_payload() and "1 MiB" in msgs[0].get_payload()
-    assert "LAPIC" in msgs[1].get_payload() or "local APIC timer" in msgs[1].get_payload()
+        # GetMaintainer.py with the series' Maintainers.txt: the Xen reviewer is on every patch of the
+        # platform, OvmfPkg's maintainers on the SEC fix.
+        if commit.paths == ("OvmfPkg/Sec/SecMain.c",):
+            assert "Cc: Gerd Hoffmann <kraxel@redhat.com>" in cc
+        else:
+            assert "Cc: Anthony Perard <anthony@xenproject.org>" in cc
+    # Patch 4 touches Maintainers.txt, so its maintainers are asked too.
+    assert any("Michael D Kinney" in line for line in msgs[3].get_payload().splitlines())
+    # Patch 1, the SEC fix, says what breaks, why, and how it was tested.
+    sec = msgs[0].get_payload()
+    assert "Install PPI: 00000000-0000-0000-0000-000000000000" in sec and "Tested with" in sec
+    assert "p_align 4" in msgs[1].get_payload() and "1 MiB" in msgs[1].get_payload()
+    assert "LAPIC" in msgs[2].get_payload() or "local APIC timer" in msgs[2].get_payload()
 
 
 def test_series_added_lines_are_crlf(series_dirs) -> None:
@@ -334,7 +342,8 @@ def test_series_added_lines_are_crlf(series_dirs) -> None:
 def test_cover_letter_names_the_upstream_base(series_dirs) -> None:
     gen, _ = series_dirs
     text = gen.cover.read_text()
-    assert "[PATCH 0/3] OvmfPkg: Add XenOvmf" in text
+    assert "[PATCH 0/4] OvmfPkg: Add XenOvmf" in text
+    assert " - patch 1 fixes what the platform needs fixed first:\n   OvmfPkg/Sec: Build" in text
     assert "*** SUBJECT HERE ***" not in text and "*** BLURB HERE ***" not in text
     assert f"It is based on {edk2.PIN.tag},\ncommit {edk2.PIN.commit}." in text
     assert text.endswith(f"\nbase-commit: {edk2.PIN.commit}\n")
@@ -343,7 +352,7 @@ def test_cover_letter_names_the_upstream_base(series_dirs) -> None:
 
 def test_patchcheck_passes_every_patch(series_dirs, tree: edk2.Edk2Tree) -> None:
     gen, _ = series_dirs
-    assert [c.clean for c in gen.checks] == [True] * 4    # three files and the commit range
+    assert [c.clean for c in gen.checks] == [True] * 5    # four files and the commit range
     # Independently of the generator's own check: the tree's PatchCheck.py, file by file.
     for p in gen.patches:
         proc = subprocess.run([sys.executable, str(tree.root / "BaseTools/Scripts/PatchCheck.py"), str(p)],
@@ -354,11 +363,21 @@ def test_patchcheck_passes_every_patch(series_dirs, tree: edk2.Edk2Tree) -> None
         assert "WARNING" not in proc.stdout
 
 
-def test_series_header_include_in_patch_1_is_the_generated_one(series_dirs, platform) -> None:
+def test_series_header_include_in_patch_2_is_the_generated_one(series_dirs, platform) -> None:
     gen, _ = series_dirs
-    added = [ln[1:] for ln in gen.patches[0].read_bytes().split(b"\n")
+    added = [ln[1:] for ln in gen.patches[1].read_bytes().split(b"\n")
              if ln.startswith(b"+") and not ln.startswith(b"+++")]
     assert b"\n".join(added) + b"\n" == patch_intree.elf_header_include(platform).encode()
+
+
+def test_series_sec_fix_in_patch_1_turns_upstream_secmain_into_the_override(series_dirs, tree) -> None:
+    gen, _ = series_dirs
+    tag = tree.identity["tag"]
+    override = (REPO_ROOT / "overrides/xen-pvh" / tag / "OvmfPkg/Sec/SecMain.c").read_bytes()
+    assert gen.series.commits[0].files == (("OvmfPkg/Sec/SecMain.c", override),)
+    text = gen.patches[0].read_bytes()
+    assert b"+  PrivateDispatchTable[0].Guid  = &gEfiTemporaryRamSupportPpiGuid;\r\n" in text
+    assert b"-EFI_PEI_PPI_DESCRIPTOR  mPrivateDispatchTableMp[] = {\r\n" in text
 
 
 # --- bad input: one line, exit != 0 ---------------------------------------------------------------

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from ovmfgen.platform.load import load_platform
-from ovmfgen.paths import PLATFORMS_DIR, REPO_ROOT
+from ovmfgen.paths import PLATFORMS_DIR, REPO_ROOT, Layout
 from ovmfgen.platform.diff import diff_platform, format_report
 
 
@@ -20,7 +21,8 @@ def test_xen_pvh_shows_only_listed_deltas(edk2_tree) -> None:
     assert stale == []
     default = {(d.kind, d.subject) for d in per_config["default"]}
     assert default == {("define", "PLATFORM_NAME"), ("define", "PLATFORM_GUID"), ("define", "OUTPUT_DIRECTORY"),
-                       ("define", "FLASH_DEFINITION"), ("fd-region", "FD.OVMF 0x0|0xe000")}
+                       ("define", "FLASH_DEFINITION"), ("fd-region", "FD.OVMF 0x0|0xe000"),
+                       ("file", "OvmfPkg/Sec/SecMain.c")}
     four = {(d.kind, d.subject) for d in per_config["FD_SIZE_4MB=TRUE"]}
     assert ("fd-region", "FD.OVMF 0x0|0x40000") in four
 
@@ -34,7 +36,7 @@ def test_xen_pvh_shows_only_listed_deltas_on_202605(edk2_tree_202605) -> None:
     assert (unexplained, stale) == ([], [])
     assert {(d.kind, d.subject) for d in per_config["default"]} == {
         ("define", "PLATFORM_NAME"), ("define", "PLATFORM_GUID"), ("define", "OUTPUT_DIRECTORY"),
-        ("define", "FLASH_DEFINITION"), ("fd-region", "FD.OVMF 0x0|0xe000")}
+        ("define", "FLASH_DEFINITION"), ("fd-region", "FD.OVMF 0x0|0xe000"), ("file", "OvmfPkg/Sec/SecMain.c")}
 
 
 def test_diff_never_refuses(edk2_tree_202605, real_cache: None) -> None:
@@ -59,7 +61,7 @@ def test_unexplained_delta_fails(tmp_path: Path, edk2_tree) -> None:
     tree = edk2_tree.root
     text = (REPO_ROOT / "platforms" / "xen-pvh.yaml").read_text()
     text = text.replace("      - OvmfPkg/XenPvBlkDxe/XenPvBlkDxe.inf\n", "", 1)
-    path = tmp_path / "xen-pvh-edited.yaml"
+    path = tmp_path / "xen-pvh.yaml"  # the name finds its overrides/xen-pvh/
     path.write_text(text)
     platform = load_platform(path, platforms_dir=tmp_path)
     _, unexplained, _ = diff_platform(platform, tree / "OvmfPkg/OvmfXen.dsc", tree / "OvmfPkg/OvmfXen.fdf", tree)
@@ -79,6 +81,9 @@ def test_diff_command_exit_status(edk2_tree, real_cache: None) -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PLATFORM_NAME: Ovmf -> XenOvmf" in proc.stdout and "unexplained" not in proc.stdout
+    tag = edk2_tree.identity["tag"]
+    assert f"OvmfPkg/Sec/SecMain.c: edk2 -> overrides/xen-pvh/{tag}/OvmfPkg/Sec/SecMain.c\n      delta: SEC builds" \
+        in proc.stdout
 
 
 def test_report_lists_the_overrides(tmp_path: Path) -> None:
@@ -86,9 +91,24 @@ def test_report_lists_the_overrides(tmp_path: Path) -> None:
     platforms = tmp_path / "platforms"
     platforms.mkdir()
     text = (PLATFORMS_DIR / "xen-pvh.yaml").read_text()
-    (platforms / "xen-pvh.yaml").write_text(text + "\noverrides:\n  - OvmfPkg/B.c\n  - OvmfPkg/A.c\n")
+    without = re.sub(r"\noverrides:\n.*?\n(?=dsc:)", "\n", text, flags=re.S)
+    (platforms / "xen-pvh.yaml").write_text(without + "\noverrides:\n  - OvmfPkg/B.c\n  - OvmfPkg/A.c\n")
     report = format_report(load_platform("xen-pvh", platforms), {"default": []}, [], [])
     assert report.splitlines() == ["no semantic differences",
                                    "overrides (overrides/xen-pvh/ files replacing edk2's file at the same path):",
                                    "   OvmfPkg/A.c", "   OvmfPkg/B.c"]
-    assert "overrides" not in format_report(load_platform("xen-pvh"), {"default": []}, [], [])
+    (platforms / "xen-pvh.yaml").write_text(without)
+    assert "overrides" not in format_report(load_platform("xen-pvh", platforms), {"default": []}, [], [])
+
+
+def test_an_override_equal_to_upstream_is_a_stale_delta(tmp_path: Path, edk2_tree) -> None:
+    tree = edk2_tree.root
+    tag = edk2_tree.identity["tag"]
+    overrides = tmp_path / "xen-pvh"
+    (overrides / tag / "OvmfPkg/Sec").mkdir(parents=True)
+    (overrides / tag / "OvmfPkg/Sec/SecMain.c").write_bytes((tree / "OvmfPkg/Sec/SecMain.c").read_bytes())
+    platform = load_platform("xen-pvh")
+    _, unexplained, stale = diff_platform(platform, tree / "OvmfPkg/OvmfXen.dsc", tree / "OvmfPkg/OvmfXen.fdf", tree,
+                                          layout=Layout(overrides_dir=tmp_path))
+    assert unexplained == []
+    assert stale == ["file OvmfPkg/Sec/SecMain.c"]

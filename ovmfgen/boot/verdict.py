@@ -66,6 +66,17 @@ FAILURE_LINE = re.compile(r"^ASSERT[ _]|^!!!! (X64|IA32) Exception Type|ASSERT_E
 _SEABIOS = re.compile(r"^SeaBIOS \(version|^Booting from ROM")
 
 
+# The PEI core logs each PPI it installs ("Install PPI: <guid>", PeiCore's InternalPeiInstallPpi),
+# the list SEC hands to its entry point among them.
+_INSTALL_PPI = re.compile(r"^Install PPI: ([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})\s*$",
+                          re.MULTILINE)
+
+
+def installed_ppis(log_text: str) -> tuple[str, ...]:
+    """The GUIDs (upper case) of the PPIs a DEBUG log says the PEI core installed, in order."""
+    return tuple(m.group(1).upper() for m in _INSTALL_PPI.finditer(log_text))
+
+
 @dataclass(frozen=True)
 class BootResult:
     """The verdict on one boot attempt, with the evidence for it."""

@@ -25,6 +25,7 @@ from ovmfgen import __version__, paths
 from ovmfgen.build.layout import Layout, variant_suffix, workspace_dir
 from ovmfgen.build.request import Request
 from ovmfgen.edk2.conventions import ARCH, fd_size_define, fd_size_label, toolchain_tag
+from ovmfgen.edk2.modules import module_companions
 from ovmfgen.edk2.releases import path_part
 from ovmfgen.edk2.tree import Edk2Tree, locate
 from ovmfgen.errors import OvmfgenError
@@ -40,7 +41,7 @@ STUART_PLATFORM = Path(__file__).resolve().parent / "child" / "stuart_platform.p
 # The modules whose code shapes the artifacts: a change to them invalidates the no-op.
 RECIPE_MODULES = ("build/request.py", "build/plan.py", "build/workspace.py", "build/stuart.py", "build/manifest.py",
                   "build/publish.py", "build/command.py", "build/child/stuart_platform.py",
-                  "build/child/linkcache.py", "edk2/conventions.py", "elf.py")
+                  "build/child/linkcache.py", "edk2/conventions.py", "edk2/modules.py", "elf.py")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -228,6 +229,8 @@ def plan(request: Request, layout: Layout | None = None) -> Plan:
         except OSError as exc:
             raise OvmfgenError(f"cannot read override overrides/{platform.name}/{ov.source(tree.tag)}: "
                                f"{exc.strerror or exc}", ov.loc) from None
+    # An overridden source file needs its module's other files in the workspace too (edk2/modules.py).
+    override_files.update(module_companions(override_files, tree.root))
     version_string = request.version_string or default_version_string(tree)
     release_date = request.release_date or default_release_date(tree)
     defines = {fd_size_define(fd_size): "TRUE", **dict(request.defines)}

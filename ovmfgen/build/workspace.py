@@ -71,5 +71,11 @@ def prepare_workspace(p: Plan) -> list[str]:
         if rel not in p.overrides and rel not in p.rendered:
             (ws / rel).unlink(missing_ok=True)
     written += [rel for rel, data in p.overrides.items() if write_if_changed(ws / rel, data)]
+    if sorted(p.overrides) != (sorted(previous) if isinstance(previous, list) else []):
+        # A file that starts or stops shadowing the tree's changes where edk2 finds a module (its INF
+        # and sources): edk2 skips a module's AutoGen while the files in its AutoGenTimeStamp are
+        # unchanged, and those name the old place. Without the stamps it resolves every module again.
+        for stamp in (ws / "Build").rglob("AutoGenTimeStamp") if (ws / "Build").is_dir() else ():
+            stamp.unlink(missing_ok=True)
     atomic_write_bytes(state, (json.dumps(sorted(p.overrides), indent=1) + "\n").encode())
     return written

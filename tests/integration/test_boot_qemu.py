@@ -14,6 +14,7 @@ import pytest
 
 from ovmfgen.boot.qemu import boot_qemu
 from ovmfgen.boot.verdict import ENTRIES, Verdict
+from ovmfgen.boot.verdict import installed_ppis
 
 pytestmark = [
     pytest.mark.integration,
@@ -52,6 +53,31 @@ def test_the_same_image_runs_from_ram_and_from_flash(published_xen_pvh: Path, tm
     size = elf.stat().st_size
     assert pvh.boot_fv is not None and reset.boot_fv is not None
     assert reset.boot_fv - (0x1_0000_0000 - size) == pvh.boot_fv - 0x100000
+
+
+# What SEC hands to the PEI core (OvmfPkg/Sec/SecMain.c): gEfiTemporaryRamSupportPpiGuid and
+# gEfiPeiMpInitLibMpDepPpiGuid. Upstream's table of flash addresses reads as zeros through the PVH entry;
+# overrides/xen-pvh/<tree>/OvmfPkg/Sec/SecMain.c builds it at run time.
+TEMPORARY_RAM_SUPPORT = "DBE23AA9-A345-4B97-85B6-B226F1617389"
+MP_INIT_LIB_MP_DEP = "138F9CF4-F0E7-4721-8F49-F5FFECF42D40"
+ZERO_GUID = "00000000-0000-0000-0000-000000000000"
+
+
+def test_sec_hands_pei_the_same_ppis_through_both_entries(published_xen_pvh: Path, tmp_path: Path):
+    elf = published_xen_pvh / "ovmf.elf"
+    ppis = {}
+    for entry in ENTRIES:
+        result = boot_qemu(elf, entry, tmp_path, timeout=DEADLINE)
+        assert result.ok, _explain(result)
+        ppis[entry] = installed_ppis(result.log_path.read_text(errors="replace"))
+        print(entry, " ".join(ppis[entry]))
+    for entry, guids in ppis.items():
+        assert ZERO_GUID not in guids, f"{entry}: a PPI with an all-zero GUID: {guids}"
+        # SEC's two, next to each other, in the order of its table.
+        i = guids.index(TEMPORARY_RAM_SUPPORT)
+        assert guids[i:i + 2] == (TEMPORARY_RAM_SUPPORT, MP_INIT_LIB_MP_DEP), f"{entry}: {guids}"
+    # One image: the entry it started from changes nothing PEI is given.
+    assert ppis["pvh"] == ppis["reset"]
 
 
 def _phys32_entry_to_spin_loop(elf_path: Path) -> bytes:

@@ -49,17 +49,17 @@ def test_patchcheck_passes_every_patch_of_the_series(series: patch_write.Generat
 
 def test_git_am_applies_to_a_pristine_tree_and_it_builds_after_every_commit(
         series: patch_write.Generated, verified: patch_verify.Verification, edk2_tree: edk2.Edk2Tree) -> None:
-    assert len(verified.commits) == 3
+    assert len(verified.commits) == 4
     # The clone is the pinned tree plus exactly the series.
     changed = subprocess.run(["git", "-C", str(verified.repo), "diff", "--name-only", f"{series.base.commit}..HEAD"],
                              capture_output=True, text=True, check=True).stdout.split()
     assert sorted(changed) == sorted({p for c in series.series.commits for p in c.paths})
-    assert (verified.repo / "OvmfPkg/XenOvmf.dsc").read_bytes() == dict(series.series.commits[1].files)[
+    assert (verified.repo / "OvmfPkg/XenOvmf.dsc").read_bytes() == dict(series.series.commits[2].files)[
         "OvmfPkg/XenOvmf.dsc"]
     for s in verified.steps:
         print(s.line(len(verified.commits)))
-    assert [s.status for s in verified.steps] == ["nothing to build", "built", "built"], \
-        [s.line(3) for s in verified.steps]
+    assert [s.status for s in verified.steps] == ["nothing to build", "nothing to build", "built", "built"], \
+        [s.line(4) for s in verified.steps]
     assert verified.ok
 
 
