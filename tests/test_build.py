@@ -87,7 +87,7 @@ def test_input_hash_is_stable(layout: Layout, fake_env: dict) -> None:
 @pytest.mark.parametrize("change", [
     {"target": "RELEASE"},
     {"fd_size": "4M"},
-    {"defines": ["SECURE_BOOT_ENABLE=TRUE"]},
+    {"defines": ["SOURCE_DEBUG_ENABLE=TRUE"]},
     {"features": ["debug_output=hypervisor-console"]},
     {"features": ["shell=false"]},
     {"version_string": "my-build-1"},
@@ -204,7 +204,7 @@ def test_plan_places_variants_apart(layout: Layout, fake_env: dict) -> None:
 
 
 def test_stuart_command_line(layout: Layout, fake_env: dict) -> None:
-    p = plan(make_request("xen-pvh", jobs=3, defines=["SECURE_BOOT_ENABLE=TRUE"]), layout)
+    p = plan(make_request("xen-pvh", jobs=3, defines=["SOURCE_DEBUG_ENABLE=TRUE"]), layout)
     argv = p.stuart_argv()
     assert Path(argv[0]).name == "stuart_build"
     assert argv[1:3] == ["-c", str(build_plan.STUART_PLATFORM)]
@@ -218,7 +218,7 @@ def test_stuart_command_line(layout: Layout, fake_env: dict) -> None:
     pcds = [argv[i + 1] for i, a in enumerate(argv) if a == "--pcd"]
     assert pcds == build_plan.pcd_arguments(p.version_string, p.release_date)
     for item in ("TARGET=DEBUG", "TOOL_CHAIN_TAG=GCC5", "MAX_CONCURRENT_THREAD_NUMBER=3",
-                 "BLD_*_FD_SIZE_2MB=TRUE", "BLD_*_SECURE_BOOT_ENABLE=TRUE"):
+                 "BLD_*_FD_SIZE_2MB=TRUE", "BLD_*_SOURCE_DEBUG_ENABLE=TRUE"):
         assert item in argv
     assert opt("--stack-cookie-seed") == "xen-pvh/DEBUG"
     assert "--ccache-dir" not in argv and "--link-cache-dir" not in argv
@@ -660,6 +660,23 @@ def test_recipe_modules_exist() -> None:
     missing = [name for name in build_plan.RECIPE_MODULES if not (root / name).is_file()]
     assert not missing
     assert "build/command.py" in build_plan.RECIPE_MODULES
+
+
+def test_a_define_no_file_of_the_platform_reads_is_refused_in_one_line(edk2_tree, tmp_path: Path) -> None:
+    # Fedora and Alpine pass TPM switches to OvmfXen builds: no file of the platform reads them.
+    env = {**os.environ, "OVMFGEN_VERBOSE": ""}
+    proc = subprocess.run([sys.executable, "-m", "ovmfgen", "build", "--platform", "xen-pvh", "--define",
+                           "TPM2_ENABLE=TRUE", "--define", "SMM_REQUIRE=FALSE"], cwd=paths.REPO_ROOT,
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: --define TPM2_ENABLE=TRUE: no file of platform xen-pvh reads TPM2_ENABLE "
+                               "(it reads: ")
+    # The list names what the platform reads, the DSC's own switches and its includes' (NetworkPkg's).
+    for name in ("SMM_REQUIRE", "DEBUG_ON_HYPERVISOR_CONSOLE", "NETWORK_TLS_ENABLE", "FD_SIZE_IN_KB"):
+        assert f" {name}," in lines[0] or f" {name})" in lines[0]
+    assert "Traceback" not in proc.stderr
 
 
 def test_a_changed_set_of_overrides_makes_edk2_resolve_every_module_again(layout: Layout, fake_env: dict) -> None:

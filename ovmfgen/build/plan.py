@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from ovmfgen.edk2.tree import Edk2Tree, locate
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.load import load_platform
 from ovmfgen.platform.model import Platform
+from ovmfgen.platform.reads import check_defines, names_read
 from ovmfgen.platform.render import Rendered, render
 from ovmfgen.run import run
 
@@ -41,7 +42,8 @@ STUART_PLATFORM = Path(__file__).resolve().parent / "child" / "stuart_platform.p
 # The modules whose code shapes the artifacts: a change to them invalidates the no-op.
 RECIPE_MODULES = ("build/request.py", "build/plan.py", "build/workspace.py", "build/stuart.py", "build/manifest.py",
                   "build/publish.py", "build/command.py", "build/child/stuart_platform.py",
-                  "build/child/linkcache.py", "edk2/conventions.py", "edk2/modules.py", "elf.py")
+                  "build/child/linkcache.py", "edk2/conventions.py", "edk2/modules.py", "elf.py",
+                  "platform/reads.py")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -201,6 +203,18 @@ def link_cache_dir() -> Path:
     return paths.cache_dir() / "linkcache"
 
 
+def _included(overrides: Mapping[str, bytes], edk2_root: Path) -> Callable[[str], bytes | None]:
+    """How the build finds an ``!include``d file: the platform's overrides first, then the edk2 tree."""
+    def read(rel: str) -> bytes | None:
+        if rel in overrides:
+            return overrides[rel]
+        try:
+            return (edk2_root / rel).read_bytes()
+        except OSError:
+            return None
+    return read
+
+
 def plan(request: Request, layout: Layout | None = None) -> Plan:
     """Load and render the platform, read overrides, the edk2 identity and tool versions; hash them.
 
@@ -231,6 +245,8 @@ def plan(request: Request, layout: Layout | None = None) -> Plan:
                                f"{exc.strerror or exc}", ov.loc) from None
     # An overridden source file needs its module's other files in the workspace too (edk2/modules.py).
     override_files.update(module_companions(override_files, tree.root))
+    if request.defines:
+        check_defines(platform.name, dict(request.defines), names_read(rendered, _included(override_files, tree.root)))
     version_string = request.version_string or default_version_string(tree)
     release_date = request.release_date or default_release_date(tree)
     defines = {fd_size_define(fd_size): "TRUE", **dict(request.defines)}

@@ -1,0 +1,59 @@
+"""Which ``-D`` names a platform reads, so a switch nothing reads is an error rather than ignored.
+
+edk2's ``build -D NAME=VALUE`` accepts any name: one that no DSC, FDF or ``!include`` of the
+platform reads changes nothing and the build still succeeds (packagers pass TPM switches to OvmfXen,
+which has no TPM support, and ship something else than they asked for). A name is read where a file
+expands it (``$(NAME)``) or tests it (``!ifdef NAME``, ``!ifndef NAME``). The files are the rendered
+DSC/FDF and every file they ``!include``, transitively, taken from the platform's overrides first and
+then from the edk2 tree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+
+from ovmfgen.errors import Location, OvmfgenError
+
+_MACRO = re.compile(r"\$\((\w+)\)")
+_IFDEF = re.compile(r"^\s*!ifn?def\s+(?:\$\()?(\w+)\)?", re.MULTILINE | re.IGNORECASE)
+_INCLUDE = re.compile(r"^\s*!include\s+(\S+)", re.MULTILINE | re.IGNORECASE)
+_COMMENT = re.compile(r"#.*$", re.MULTILINE)
+
+
+def names_read(files: Mapping[str, bytes], read_file: Callable[[str], bytes | None]) -> frozenset[str]:
+    """Every macro name ``files`` (workspace path -> bytes) and the files they ``!include`` read.
+
+    ``read_file`` returns an included file's bytes by its workspace-relative path (None when no such
+    file exists; the build reports that one itself).
+    """
+    names: set[str] = set()
+    seen = set(files)
+    queue = sorted(files.items())
+    while queue:
+        _rel, data = queue.pop()
+        text = _COMMENT.sub("", data.decode("utf-8", errors="replace"))
+        names.update(_MACRO.findall(text))
+        names.update(_IFDEF.findall(text))
+        for inc in _INCLUDE.findall(text):
+            # Included paths are workspace-relative; $(WORKSPACE)/ says so explicitly.
+            rel = inc.replace("\\", "/").removeprefix("$(WORKSPACE)/")
+            if rel in seen or "$(" in rel:
+                continue
+            seen.add(rel)
+            included = read_file(rel)
+            if included is not None:
+                queue.append((rel, included))
+    return frozenset(names)
+
+
+def check_defines(platform: str, defines: Mapping[str, str], read: frozenset[str], flag: str = "--define",
+                  where: Mapping[str, Location] | None = None) -> None:
+    """Raise for the first define (in name order) that no file of ``platform`` reads.
+
+    ``where`` locates a define in the file it came from (nightly.yaml), when it came from one.
+    """
+    for name in sorted(defines):
+        if name not in read:
+            raise OvmfgenError(f"{flag} {name}={defines[name]}: no file of platform {platform} reads {name} "
+                               f"(it reads: {', '.join(sorted(read))})", (where or {}).get(name))

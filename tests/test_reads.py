@@ -1,0 +1,49 @@
+"""reads: the -D names a platform's files and their !includes read."""
+
+from __future__ import annotations
+
+import pytest
+
+from ovmfgen.errors import Location, OvmfgenError
+from ovmfgen.platform.reads import check_defines, names_read
+
+DSC = b"""[Defines]
+  DEFINE SECURE_BOOT_ENABLE = FALSE   # a DEFINE a -D may override
+!include OvmfPkg/Include/Dsc/Net.dsc.inc
+!include $(WORKSPACE)/OvmfPkg/Include/Dsc/Other.dsc.inc
+!include OvmfPkg/Include/Dsc/Missing.dsc.inc
+!ifdef $(SOURCE_DEBUG_ENABLE)
+!endif
+!ifndef  BARE_NAME
+!endif
+# !if $(COMMENTED_OUT) == TRUE
+!if $(SECURE_BOOT_ENABLE) == TRUE
+!endif
+"""
+
+
+def _tree(files: dict[str, bytes]):
+    return files.get
+
+
+def test_names_come_from_the_files_and_their_includes_transitively() -> None:
+    tree = {
+        "OvmfPkg/Include/Dsc/Net.dsc.inc": b"!if $(NETWORK_ENABLE)\r\n!include OvmfPkg/Include/Dsc/Deeper.inc\r\n!endif\r\n",
+        "OvmfPkg/Include/Dsc/Deeper.inc": b"  NetworkPkg/X.inf  # $(NOT_READ)\n  $(NETWORK_TLS_ENABLE)\n",
+        "OvmfPkg/Include/Dsc/Other.dsc.inc": b"!include OvmfPkg/Include/Dsc/Net.dsc.inc\n$(OTHER)\n",
+    }
+    read = names_read({"OvmfPkg/X.dsc": DSC, "OvmfPkg/X.fdf": b"$(FD_SIZE_IN_KB)\n"}, _tree(tree))
+    assert read == {"WORKSPACE", "SOURCE_DEBUG_ENABLE", "BARE_NAME", "SECURE_BOOT_ENABLE", "NETWORK_ENABLE",
+                    "NETWORK_TLS_ENABLE", "OTHER", "FD_SIZE_IN_KB"}
+
+
+def test_a_define_nothing_reads_is_one_located_line() -> None:
+    read = frozenset({"SMM_REQUIRE", "NETWORK_ENABLE"})
+    check_defines("p", {"SMM_REQUIRE": "TRUE"}, read)
+    with pytest.raises(OvmfgenError) as info:
+        check_defines("p", {"SMM_REQUIRE": "TRUE", "TPM2_ENABLE": "TRUE"}, read)
+    assert str(info.value) == ("error: --define TPM2_ENABLE=TRUE: no file of platform p reads TPM2_ENABLE "
+                               "(it reads: NETWORK_ENABLE, SMM_REQUIRE)")
+    with pytest.raises(OvmfgenError) as info:
+        check_defines("p", {"TPM2_ENABLE": "TRUE"}, read, flag="define", where={"TPM2_ENABLE": Location("nightly.yaml", 9, 7)})
+    assert str(info.value).startswith("nightly.yaml:9:7: error: define TPM2_ENABLE=TRUE: no file of platform p")
