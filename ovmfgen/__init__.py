@@ -25,6 +25,7 @@ Code map::
         basetools.py       BaseTools built out of the tree, in the cache
         install.py         a tree made ready: placed (or a checkout adopted), BaseTools, identity
         conventions.py     ARCH, TARGETS, the FD-size vocabulary, a tree's tool chain tag, the edksetup env
+        modules.py         what comes along into the workspace when an override replaces a module's source
       platform/
         nodes.py           YAML -> located node graph (never hangs, crashes or errs unlocated)
         load.py            nodes -> the model, checked for shape, features and ``when:`` decided
@@ -32,6 +33,7 @@ Code map::
         model.py           the platform model: frozen dataclasses, no I/O
         syntax.py          DSC/FDF text -> the model's sections
         validate.py        the rendered files and overrides checked against the edk2 tree
+        reads.py           the -D names a platform's files and !includes read (no silently ignored --define)
         render.py          model -> XenOvmf.dsc/.fdf text (jinja2, CRLF), write-if-changed
         command.py         ``invoke render``: load, render once, validate, write
         importer.py        ``invoke import``: an upstream .dsc/.fdf -> platform YAML

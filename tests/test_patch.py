@@ -503,14 +503,15 @@ def test_the_series_for_the_newest_tree(tmp_path: Path, edk2_tree_202605: edk2.E
     assert patch_write.default_output_dir("xen-pvh", "edk2-stable202605") == \
         patch_write.default_output_dir("xen-pvh") / "edk2-stable202605"
     assert (gen.series.tag, gen.series.upstream_commit) == ("edk2-stable202605", edk2_tree_202605.identity["commit"])
-    assert gen.series.commits[2].paths == (
+    assert gen.series.commits[0].paths == ("OvmfPkg/Sec/SecMain.c",)    # 202605's copy of the SEC fix
+    assert gen.series.commits[3].paths == (
         "Maintainers.txt", "OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-GCC.yml", "OvmfPkg/PlatformCI/XenOvmfBuild.py")
     text = gen.cover.read_text()
     assert "It is based on edk2-stable202605,\ncommit b03a21a63e3bd001f52c527e5a57feddb53a690b." in text
-    assert "TOOL_CHAIN_TAG=GCC\n" in gen.patches[2].read_text().replace("\r", "")
-    assert [c.clean for c in gen.checks] == [True] * 4
+    assert "TOOL_CHAIN_TAG=GCC\n" in gen.patches[3].read_text().replace("\r", "")
+    assert [c.clean for c in gen.checks] == [True] * 5
     dates = set(re.findall(r"^Date: (.*)$", "".join(p.read_text() for p in gen.patches), re.M))
-    assert dates <= {f"Fri, 8 May 2026 00:0{i}:00 +0000" for i in range(1, 4)}, dates
+    assert dates <= {f"Fri, 8 May 2026 00:0{i}:00 +0000" for i in range(1, 5)}, dates
 
 
 def test_invoke_patch_defaults_to_the_newest_tree(monkeypatch: pytest.MonkeyPatch) -> None:
