@@ -63,8 +63,10 @@ MP_INIT_LIB_MP_DEP = "138F9CF4-F0E7-4721-8F49-F5FFECF42D40"
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 
 
-def test_sec_hands_pei_the_same_ppis_through_both_entries(published_xen_pvh: Path, tmp_path: Path):
-    elf = published_xen_pvh / "ovmf.elf"
+@pytest.mark.parametrize("build", ["published_xen_pvh", "published_xen_pvh_newest"], ids=["default-tree", "newest-tree"])
+def test_sec_hands_pei_the_same_ppis_through_both_entries(build: str, request: pytest.FixtureRequest, tmp_path: Path):
+    # Both trees: each builds its own copy of the override (overrides/xen-pvh/<tag>/OvmfPkg/Sec/SecMain.c).
+    elf = request.getfixturevalue(build) / "ovmf.elf"
     ppis = {}
     for entry in ENTRIES:
         result = boot_qemu(elf, entry, tmp_path, timeout=DEADLINE)
