@@ -24,7 +24,7 @@ INVALID = sorted((REPO_ROOT / "tests" / "invalid").glob("*.yaml"))
 TREE_CASES = frozenset({
     "header-region-mismatch", "header-region-too-small", "inf-not-found", "library-instance-not-found",
     "missing-library-class", "no-reserved-header-region", "override-escapes", "region-past-fd-end",
-    "regions-overlap", "undeclared-pcd", "undeclared-pcd-inactive-branch",
+    "override-per-tree-missing", "regions-overlap", "undeclared-pcd", "undeclared-pcd-inactive-branch",
 })
 LOAD_CASES = [p for p in INVALID if p.stem not in TREE_CASES]
 MINI = REPO_ROOT / "tests" / "data" / "platforms" / "mini.yaml"
