@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 from ovmfgen.platform.load import load_platform
-from ovmfgen.paths import PLATFORMS_DIR, REPO_ROOT, Layout
-from ovmfgen.platform.diff import diff_platform, format_report
+from ovmfgen.paths import REPO_ROOT, Layout
+from ovmfgen.platform.diff import diff_platform
 
 
 def test_xen_pvh_shows_only_listed_deltas(edk2_tree) -> None:
@@ -84,21 +83,6 @@ def test_diff_command_exit_status(edk2_tree, real_cache: None) -> None:
     tag = edk2_tree.identity["tag"]
     assert f"OvmfPkg/Sec/SecMain.c: edk2 -> overrides/xen-pvh/{tag}/OvmfPkg/Sec/SecMain.c\n      delta: SEC builds" \
         in proc.stdout
-
-
-def test_report_lists_the_overrides(tmp_path: Path) -> None:
-    """`invoke diff` names every overrides/<platform>/ file after the semantic differences."""
-    platforms = tmp_path / "platforms"
-    platforms.mkdir()
-    text = (PLATFORMS_DIR / "xen-pvh.yaml").read_text()
-    without = re.sub(r"\noverrides:\n.*?\n(?=dsc:)", "\n", text, flags=re.S)
-    (platforms / "xen-pvh.yaml").write_text(without + "\noverrides:\n  - OvmfPkg/B.c\n  - OvmfPkg/A.c\n")
-    report = format_report(load_platform("xen-pvh", platforms), {"default": []}, [], [])
-    assert report.splitlines() == ["no semantic differences",
-                                   "overrides (overrides/xen-pvh/ files replacing edk2's file at the same path):",
-                                   "   OvmfPkg/A.c", "   OvmfPkg/B.c"]
-    (platforms / "xen-pvh.yaml").write_text(without)
-    assert "overrides" not in format_report(load_platform("xen-pvh", platforms), {"default": []}, [], [])
 
 
 def test_an_override_equal_to_upstream_is_a_stale_delta(tmp_path: Path, edk2_tree) -> None:

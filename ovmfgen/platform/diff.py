@@ -356,10 +356,6 @@ def format_report(platform: Platform, per_config: dict[str, list[Difference]], u
                 lines.append(f"      delta: {reason}")
     if not lines:
         lines.append("no semantic differences")
-    if platform.overrides:
-        # Not a semantic difference the parsers see, but a difference all the same: list each file.
-        lines.append(f"overrides (overrides/{platform.name}/ files replacing edk2's file at the same path):")
-        lines += [f"   {ov.path}" for ov in sorted(platform.overrides, key=lambda o: o.path)]
     if unexplained:
         lines.append(f"{len(unexplained)} unexplained difference(s) (marked !): list them under deltas: with a reason, "
                      "or fix the platform")
