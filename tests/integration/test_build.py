@@ -165,10 +165,12 @@ def _broken_layout(root: Path) -> tuple[Layout, Path]:
     platforms = root / "platforms"
     platforms.mkdir(parents=True)
     yaml_text = (paths.PLATFORMS_DIR / "xen-pvh.yaml").read_text()
-    assert "\noverrides:" not in yaml_text, "extend the platform's own overrides list instead"
-    (platforms / "xen-pvh.yaml").write_text(
-        yaml_text + "\noverrides:\n" + "".join(f"  - {module}/{n}\n" for n in names))
+    # The platform's own overrides (the SEC fix) stay; the broken module's files join the list.
+    assert yaml_text.count("\noverrides:\n") == 1
+    (platforms / "xen-pvh.yaml").write_text(yaml_text.replace(
+        "\noverrides:\n", "\noverrides:\n" + "".join(f"  - {module}/{n}\n" for n in names), 1))
     overrides = root / "overrides"
+    shutil.copytree(paths.OVERRIDES_DIR / "xen-pvh", overrides / "xen-pvh")
     ov = overrides / "xen-pvh" / module
     ov.mkdir(parents=True)
     tree = edk2.locate().root
