@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 from ovmfgen.nightly import jobs as nightly_jobs
@@ -30,18 +29,26 @@ def test_run_jobs_collects_results_logs_and_crashes(tmp_path: Path):
 
 
 def test_run_jobs_runs_within_the_jobs_budget(tmp_path: Path):
-    def jobs():
-        return [_py_job(tmp_path, f"s{i}", "import time; time.sleep(1.0)") for i in range(2)]
+    """Two jobs overlap with a budget of 2 and never with a budget of 1 (from their own clocks, not ours)."""
+    # Each job records when its body ran; the sleep is long enough that two started together overlap
+    # even on a loaded machine, and overlap itself is what is asserted, not elapsed time.
+    code = ("import pathlib, time, sys; t0 = time.monotonic(); time.sleep(1.5); "
+            "pathlib.Path(sys.argv[1]).write_text(f'{t0} {time.monotonic()}')")
 
-    t0 = time.monotonic()
-    nightly_jobs.run_jobs(jobs(), 2, quiet=True)
-    parallel = time.monotonic() - t0
-    t0 = time.monotonic()
-    nightly_jobs.run_jobs(jobs(), 1, quiet=True)
-    serial = time.monotonic() - t0
-    assert serial >= 2.0
-    assert parallel < serial - 0.6
+    def spans(budget: int) -> list[tuple[float, float]]:
+        jobs = []
+        for i in range(2):
+            job = _py_job(tmp_path / f"b{budget}", f"s{i}", code)
+            job.argv.append(str(tmp_path / f"b{budget}-s{i}.span"))
+            jobs.append(job)
+        nightly_jobs.run_jobs(jobs, budget, quiet=True)
+        return sorted(tuple(map(float, (tmp_path / f"b{budget}-s{i}.span").read_text().split()))
+                      for i in range(2))
 
+    (a0, a1), (b0, b1) = spans(2)
+    assert b0 < a1, "with a budget of 2 the jobs ran one after the other"
+    (a0, a1), (b0, b1) = spans(1)
+    assert b0 >= a1, "with a budget of 1 the jobs overlapped"
 
 
 def test_status_line_names_each_step():
