@@ -24,6 +24,7 @@ from ovmfgen.build import publish as build_publish
 from ovmfgen.build import stuart as build_stuart
 from ovmfgen.build import workspace as build_workspace
 from ovmfgen.build.plan import plan
+from ovmfgen.platform import located as platform_located
 from ovmfgen.build.request import make_request
 from ovmfgen.build.stuart import Progress
 from ovmfgen.edk2.tree import Edk2Tree
@@ -59,7 +60,7 @@ def fake_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
     def fake_locate(repo_root=None):
         return Edk2Tree(root=root, basetools=tmp_path / "bt" / "BaseTools", identity=dict(state["identity"]))
 
-    monkeypatch.setattr(build_plan, "locate", fake_locate)
+    monkeypatch.setattr(platform_located, "locate", fake_locate)
     monkeypatch.setattr(build_plan, "tool_versions", lambda: dict(state["tools"]))
     return state
 

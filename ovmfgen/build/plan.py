@@ -27,9 +27,9 @@ from ovmfgen.build.request import Request
 from ovmfgen.edk2.conventions import ARCH, fd_size_define, fd_size_label, toolchain_tag
 from ovmfgen.edk2.modules import module_companions
 from ovmfgen.edk2.releases import path_part
-from ovmfgen.edk2.tree import Edk2Tree, locate
+from ovmfgen.edk2.tree import Edk2Tree
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.platform.load import load_platform
+from ovmfgen.platform.located import load_for_tree
 from ovmfgen.platform.model import Platform
 from ovmfgen.platform.reads import check_defines, names_read
 from ovmfgen.platform.render import Rendered, render
@@ -224,8 +224,7 @@ def plan(request: Request, layout: Layout | None = None) -> Plan:
     overrides = dict(request.features)
     if request.fd_size is not None:
         overrides["fd_size"] = str(request.fd_size)
-    tree = locate(request.edk2)
-    platform = load_platform(request.platform, lay.platforms_dir, feature_overrides=overrides, edk2=tree.tag)
+    tree, platform = load_for_tree(request.platform, lay.platforms_dir, request.edk2, feature_overrides=overrides)
     defaults = dict(platform.default_features)
     features = dict(platform.features)
     fd_size = int(features.get("fd_size", "2"))

@@ -8,10 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ovmfgen.edk2.releases import path_part
-from ovmfgen.edk2.tree import locate
 from ovmfgen.errors import display_path
 from ovmfgen.paths import Layout
-from ovmfgen.platform.load import load_platform
+from ovmfgen.platform.located import load_for_tree
 from ovmfgen.platform.model import Platform
 from ovmfgen.platform.render import render, write_outputs
 from ovmfgen.platform.validate import validate
@@ -31,8 +30,7 @@ def render_command(platform_name: str, output: str | None = None, edk2: str | No
     another tree than the default writes to that tree's workspace (``build/<tag>/<platform>/``).
     """
     lay = layout or Layout()
-    tree = locate(edk2)
-    platform = load_platform(platform_name, lay.platforms_dir, edk2=tree.tag)
+    tree, platform = load_for_tree(platform_name, lay.platforms_dir, edk2)
     rendered = render(platform)
     validate(platform, rendered, tree=tree, layout=lay)
     out_dir = Path(output) if output else default_output_dir(platform, edk2, lay)

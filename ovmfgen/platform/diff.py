@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen.edk2.conventions import ARCH, toolchain_tag
-from ovmfgen.edk2.tree import locate
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.paths import Layout
 from ovmfgen.platform.importer import _resolve_input
-from ovmfgen.platform.load import load_platform
+from ovmfgen.platform.located import load_for_tree
 from ovmfgen.platform.model import Include, Platform, Region, RegionContent, RegionPcds, ReservedRegion, Statement
 from ovmfgen.platform.render import Rendered, render
 from ovmfgen.platform.syntax import parse_fdf
@@ -373,8 +372,7 @@ def diff_command(platform_name: str, against: str | None = None, fdf: str | None
     refuses for a platform that does not validate against that tree: the differences come first (what
     upstream changed), the validation error after them, and the exit status is 1.
     """
-    tree = locate(edk2)
-    platform = load_platform(platform_name, edk2=tree.tag)
+    tree, platform = load_for_tree(platform_name, edk2=edk2)
     rendered = render(platform)
     try:
         validate(platform, rendered, tree=tree)
