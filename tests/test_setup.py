@@ -241,8 +241,9 @@ def test_pytest_argv_fast_deselects_integration_and_xen() -> None:
 
     full = testrun.pytest_argv()
     assert full[1:3] == ["-m", "pytest"] and full[3].endswith("tests") and "-m" not in full[4:]
+    assert "--durations=25" in full
     fast = testrun.pytest_argv(keyword="render", fast=True)
-    assert fast[4:] == ["-m", "not integration and not xen", "-k", "render"]
+    assert fast[4:] == ["-m", "not integration and not xen", "-k", "render"]  # no durations report
 
 
 def test_run_tests_passes_fails_and_treats_no_tests_as_failure(

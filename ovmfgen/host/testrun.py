@@ -37,6 +37,9 @@ def pytest_argv(keyword: str | None = None, fast: bool = False) -> list[str]:
     argv = [sys.executable, "-m", "pytest", str(paths.REPO_ROOT / "tests")]
     if fast:
         argv += ["-m", "not integration and not xen"]
+    else:
+        # The full run is CI's: its log then says where the minutes went (the budget is 60).
+        argv += ["--durations=25"]
     if keyword:
         argv += ["-k", keyword]
     return argv
