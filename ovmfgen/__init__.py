@@ -59,7 +59,7 @@ Code map::
         qemu.py            running QEMU (TCG) through the PVH entry or the reset vector
         shell.py           booting a full OVMF to the UEFI Shell (pflash + FAT disk)
         command.py         ``invoke boot``: finds the build through the Layout, boots it
-        xen/               real Xen 4.17 nested in QEMU: debian, cache, guests, nested, verdicts
+        xen/               real Xen 4.17 nested in QEMU: debian, cache, guests, nested, verdicts, watch, bench
       patch/
         intree.py          the platform as upstream keeps it (ELF header include, PlatformCI, Maintainers.txt)
         series.py          the series as data: signer, commits, subjects, bodies

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from ovmfgen.host import apt
-from ovmfgen.boot.xen import debian, guests, nested, verdicts
+from ovmfgen.boot.xen import debian, guests, nested, verdicts, watch
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.boot.xen import Verdict, classify_xen_run
 
@@ -177,10 +178,15 @@ def test_qemu_argv(tmp_path):
     assert nested.QEMU_ICOUNT_SHIFTS[0] != nested.QEMU_ICOUNT_SHIFTS[1]
 
 
-def test_guest_deadline_leaves_dom0_time_to_report():
-    assert nested.guest_deadline_s(300) * nested.WALL_PER_GUEST_SECOND + nested.DOM0_OVERHEAD_S <= 300
-    assert 3 * nested.guest_deadline_s(900, 3) * nested.WALL_PER_GUEST_SECOND + nested.DOM0_OVERHEAD_S <= 900
-    assert nested.guest_deadline_s(10) == nested.MIN_GUEST_TIMEOUT_S
+def test_wall_cap_is_a_safety_net_not_the_guest_deadline():
+    # dom0's deadline is in its own seconds; the host's cap only grows with the guests it must allow for.
+    assert nested.wall_cap_s(1) < nested.wall_cap_s(3) < nested.wall_cap_s(5)
+    d = guests.GuestDeadline()
+    # At 25 wall s per dom0 s (measured under load 12) dom0's boot (~40 s) and a guest that takes its
+    # whole idle limit still fit in the cap of a one-guest run.
+    assert (40 + d.idle_s) * 25 <= nested.wall_cap_s(1)
+    with pytest.raises(OvmfgenError, match="bad guest deadline"):
+        guests.GuestDeadline(idle_s=10, cap_s=5)
 
 
 def test_qemu_argv_rejects_module_paths_qemu_would_split():
@@ -191,7 +197,8 @@ def test_qemu_argv_rejects_module_paths_qemu_would_split():
 
 
 def test_dom0_scripts_are_valid_sh(tmp_path):
-    for name, text in (("init", guests.dom0_init_script()), ("test.sh", guests.dom0_test_script(120))):
+    for name, text in (("init", guests.dom0_init_script()),
+                       ("test.sh", guests.dom0_test_script(guests.GuestDeadline()))):
         p = tmp_path / name
         p.write_text(text)
         subprocess.run(["sh", "-n", str(p)], check=True)
@@ -199,8 +206,9 @@ def test_dom0_scripts_are_valid_sh(tmp_path):
     assert init.index("insmod /ovmfgen/modules/xen-privcmd.ko") < init.index("insmod /ovmfgen/modules/xenfs.ko")
     assert "mount -t xenfs xenfs /proc/xen" in init
     assert "xenconsoled --log=all --log-dir=/var/log/xen/console" in init
-    assert "deadline=$(( $(now) + 120 ))" in guests.dom0_test_script(120)
-    two = guests.dom0_test_script(60, ["a", "b"])
+    text = guests.dom0_test_script(guests.GuestDeadline(idle_s=45, cap_s=120, tick_s=3))
+    assert "IDLE=$(( 45 * SCALE ))" in text and "CAP=$(( 120 * SCALE ))" in text and "+ 3 ))" in text
+    two = guests.dom0_test_script(guests.GuestDeadline(), ["a", "b"])
     assert two.endswith("run_guest a\nrun_guest b\n") and "xl create /ovmfgen/$NAME.cfg" in two
     assert "OVMFGEN-GUEST-START $NAME" in two and "OVMFGEN-GUEST-STOP $NAME" in two
 
@@ -252,7 +260,8 @@ def test_overlay_cpio_carries_init_modules_each_guests_firmware_and_config(tmp_p
         (mods / f"{m}.ko").write_bytes(m.encode())
     image = _pvh_elf(tmp_path)
     guest_set = [guests.XenGuest(m, p, image) for m, p in guests.check_mode("all")]
-    got = _read_newc(guests.overlay_cpio(guest_set, mods, 200))
+    guest_set.append(guests.XenGuest("pvh", "shell", image, variant="4M"))
+    got = _read_newc(guests.overlay_cpio(guest_set, mods, guests.GuestDeadline(cap_s=200)))
     assert got["init"][0] == 0o100755 and got["init"][1].startswith(b"#!/bin/sh")
     assert got["ovmfgen/ovmf-pvh-shell.elf"][1] == image.read_bytes()
     assert got["ovmfgen/ovmf-hvm-shell.elf"][1] == image.read_bytes()
@@ -263,9 +272,11 @@ def test_overlay_cpio_carries_init_modules_each_guests_firmware_and_config(tmp_p
     assert b'kernel = "/ovmfgen/ovmf-pvh-shell.elf"' in got["ovmfgen/ovmfgen-pvh-shell.cfg"][1]
     assert b'bios_path_override = "/ovmfgen/ovmf-hvm-shell.elf"' in got["ovmfgen/ovmfgen-hvm-shell.cfg"][1]
     script = got["ovmfgen/test.sh"][1].decode()
-    assert "+ 200 ))" in script
+    assert "CAP=$(( 200 * SCALE ))" in script
     assert script.index("run_guest ovmfgen-pvh-shell\n") < script.index("run_guest ovmfgen-hvm-shell\n") \
-        < script.index("run_guest ovmfgen-pvh-ud2\n")
+        < script.index("run_guest ovmfgen-pvh-ud2\n") < script.index("run_guest ovmfgen-pvh-shell-4M\n")
+    assert got["ovmfgen/ovmf-pvh-shell-4M.elf"][1] == image.read_bytes()
+    assert b'kernel = "/ovmfgen/ovmf-pvh-shell-4M.elf"' in got["ovmfgen/ovmfgen-pvh-shell-4M.cfg"][1]
 
 
 def test_guest_names_modes_and_expected_verdicts(tmp_path):
@@ -276,6 +287,18 @@ def test_guest_names_modes_and_expected_verdicts(tmp_path):
     assert [k for k in guests.check_mode("all")] == [("pvh", "shell"), ("hvm", "shell"), ("pvh", "ud2")]
     with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'kvm': expected all, hvm, pvh"):
         guests.check_mode("kvm")
+    four = guests.XenGuest("pvh", "shell", tmp_path / "4m.elf", variant="4M")
+    assert four.name == "ovmfgen-pvh-shell-4M" and four.expected is Verdict.SHELL_REACHED
+    assert nested.guest_log_names(four) == ("xen-pvh-shell-4M.log", "xen-pvh-shell-4M.console.log")
+    assert nested.guest_log_names(g) == ("xen-hvm-shell.log", "xen-hvm-shell.console.log")
+    with pytest.raises(OvmfgenError, match="letters and digits"):
+        guests.XenGuest("pvh", "shell", tmp_path, variant="4 M")
+
+
+def test_one_run_refuses_two_guests_of_the_same_name(tmp_path):
+    image = _pvh_elf(tmp_path)
+    with pytest.raises(OvmfgenError, match="same name"):
+        nested.boot_xen_guests([guests.XenGuest("pvh", "shell", image)] * 2, tmp_path)
 
 
 def test_hvm_xl_config_boots_the_same_blob_through_hvmloader():
@@ -451,3 +474,174 @@ def test_ensure_host_packages_uses_the_setup_installer(monkeypatch):
     monkeypatch.setattr(debian, "ensure_apt_packages", lambda packages: asked.append(packages))
     debian.ensure_host_packages()
     assert asked == [tuple(debian.HOST_PACKAGES)]
+
+
+# --- dom0's wait for a guest, run for real in sh with a fake xl and a fake clock ------------------
+
+_FAKE_XL = """#!/bin/sh
+# xl for the test: the domain's state and Xen's ring come from files the scenario writes.
+case "$1" in
+  create) echo "Parsing config from $2"; exit 0 ;;
+  list) echo "Name ID Mem VCPUs State Time(s)"; [ -f "$FAKE/state" ] && echo "$NAME_X 1 256 1 $(cat "$FAKE/state") 1.0" ;;
+  dmesg) [ "$2" = -c ] || cat "$FAKE/dmesg" 2>/dev/null ;;
+esac
+exit 0
+"""
+
+# `sleep 1` advances dom0's clock by one second and lets the scenario act at that second.
+_FAKE_SLEEP = """#!/bin/sh
+t=$(( $(cut -d. -f1 "$OVMFGEN_UPTIME") + 1 ))
+echo "$t.00 0.00" > "$OVMFGEN_UPTIME"
+sh "$FAKE/scenario" "$t"
+"""
+
+
+def _wait_for_guest(tmp_path: Path, scenario: str, deadline: guests.GuestDeadline) -> tuple[str, int]:
+    """Run dom0's test script on one guest; (its output, dom0's clock at the end)."""
+    fake, bin_dir, console = tmp_path / "fake", tmp_path / "bin", tmp_path / "console"
+    for d in (fake, bin_dir, console):
+        d.mkdir()
+    (bin_dir / "xl").write_text(_FAKE_XL)
+    (bin_dir / "sleep").write_text(_FAKE_SLEEP)
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    (fake / "scenario").write_text(scenario)
+    (fake / "state").write_text("-b----")
+    uptime = fake / "uptime"
+    uptime.write_text("10.00 0.00\n")
+    script = tmp_path / "test.sh"
+    script.write_text(guests.dom0_test_script(deadline, ["g"]))
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE": str(fake), "NAME_X": "g", "OVMFGEN_UPTIME": str(uptime),
+           "OVMFGEN_CONSOLE_DIR": str(console), "TMPDIR": str(tmp_path)}
+    out = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout, int(uptime.read_text().split(".")[0])
+
+
+# The scenario gets dom0's second; $FAKE/... and the console log are its to write.
+_TALKS_UNTIL = """t=$1
+if [ "$t" -le {until} ]; then echo "(d1) line $t" >> "$FAKE/dmesg"; fi
+"""
+
+
+def test_a_silent_guest_times_out_after_the_idle_limit(tmp_path):
+    out, clock = _wait_for_guest(tmp_path, "", guests.GuestDeadline(idle_s=8, cap_s=100, tick_s=2))
+    assert "OVMFGEN-RESULT timeout" in out
+    assert "OVMFGEN-DEADLINE no new guest output for 8 s" in out and "host scale 1" in out
+    assert 18 <= clock <= 20  # created at 10, silent from the start
+    r = verdicts.classify_xen_run(out, "", 0)
+    assert r.verdict is Verdict.TIMEOUT and r.detail.startswith("no new guest output for 8 s")
+
+
+def test_a_guest_that_keeps_printing_is_not_cut_off_by_the_idle_limit(tmp_path):
+    # It prints until second 40, far past the idle limit of 8 from its start, then hangs.
+    out, clock = _wait_for_guest(tmp_path, _TALKS_UNTIL.format(until=40),
+                                 guests.GuestDeadline(idle_s=8, cap_s=100, tick_s=5))
+    assert "no new guest output for 8 s" in out and 48 <= clock <= 50
+    # dom0's heartbeat came every 5 of its seconds while it waited (the host's stall watch needs it).
+    ticks = [float(x.split()[2]) for x in out.splitlines() if x.startswith("OVMFGEN-EVENT tick ")]
+    assert len(ticks) >= 7 and all(5 <= b - a <= 6 for a, b in zip(ticks, ticks[1:]))
+
+
+def test_a_guest_printing_forever_stops_at_the_cap(tmp_path):
+    out, clock = _wait_for_guest(tmp_path, _TALKS_UNTIL.format(until=10 ** 6),
+                                 guests.GuestDeadline(idle_s=8, cap_s=30, tick_s=5))
+    assert "OVMFGEN-DEADLINE no shell after 30 s" in out and 40 <= clock <= 41
+    assert verdicts.classify_xen_run(out, "", 0).detail.startswith("no shell after 30 s")
+
+
+def test_console_output_counts_as_progress_and_the_shell_ends_the_wait(tmp_path):
+    scenario = """t=$1
+LOG="$OVMFGEN_CONSOLE_DIR/guest-g.log"
+if [ "$t" -le 30 ]; then echo "boot $t" >> "$LOG"; fi
+if [ "$t" -eq 30 ]; then printf 'Shell> ' >> "$LOG"; fi
+"""
+    out, clock = _wait_for_guest(tmp_path, scenario, guests.GuestDeadline(idle_s=8, cap_s=100, tick_s=5))
+    assert "OVMFGEN-RESULT shell" in out and clock == 30
+    r = verdicts.classify_xen_run(out, verdicts.extract_guest_console(out), 0)
+    assert r.verdict is Verdict.SHELL_REACHED and r.shell_seconds == 20.0
+
+
+def test_a_crash_and_an_assert_end_the_wait_at_once(tmp_path):
+    # xl list's fifth column is the state; "c": crashed (on_crash = "preserve" keeps the domain).
+    (tmp_path / "c").mkdir()
+    out, clock = _wait_for_guest(tmp_path / "c", 'echo "----c-" > "$FAKE/state"\n',
+                                 guests.GuestDeadline(idle_s=8, cap_s=100))
+    assert "OVMFGEN-RESULT crashed" in out and clock <= 12
+    (tmp_path / "a").mkdir()
+    out, clock = _wait_for_guest(tmp_path / "a", 'echo "(d1) ASSERT [PeiCore] x.c(1): y" >> "$FAKE/dmesg"\n',
+                                 guests.GuestDeadline(idle_s=8, cap_s=100))
+    assert "OVMFGEN-RESULT assert" in out and clock <= 12
+
+
+# --- the host's watch of a run ---------------------------------------------------------------------
+
+
+def test_watch_stamps_markers_with_the_wall_clock_and_measures_the_host():
+    w = watch.RunWatch(stall_s=100)
+    w.feed("(XEN) booting\nOVMFGEN-EVENT dom0-up 4.", 50.0)  # a line cut in the middle
+    assert w.dom0_up is None
+    w.feed("68\nOVMFGEN-GUEST-START ovmfgen-pvh-shell\nOVMFGEN-EVENT create 4.70\n", 52.0)
+    assert w.dom0_up == 52.0 and w.guest_start == {"ovmfgen-pvh-shell": 52.0}
+    w.feed("OVMFGEN-EVENT tick 9.70\r\n", 102.0)
+    w.feed("OVMFGEN-EVENT shell 11.70\nOVMFGEN-GUEST-STOP ovmfgen-pvh-shell\n", 122.0)
+    assert w.guest_wall_seconds("ovmfgen-pvh-shell") == 70.0 and w.guest_wall_seconds("other") is None
+    assert w.wall_per_dom0_second() == 9.97  # 70 wall s for 7.02 dom0 s (dom0-up to shell)
+    assert not w.stalled(200.0) and w.stalled(222.5)
+    w.feed("", 300.0)  # nothing read: still silent since 122
+    assert w.stalled(300.0)
+
+
+def test_watch_without_events_has_no_speed():
+    w = watch.RunWatch()
+    w.feed("(XEN) only Xen\n", 3.0)
+    assert w.wall_per_dom0_second() is None and w.dom0_up is None and not w.stalled(3.0 + watch.STALL_S)
+
+
+# --- invoke bench --xen ------------------------------------------------------------------------------
+
+
+def _bench_summary(wall: tuple[float, ...], set_s: float, runs: int = 1) -> dict:
+    names = ["ovmfgen-pvh-shell", "ovmfgen-hvm-shell", "ovmfgen-pvh-ud2"][:len(wall)]
+    return {"xen": "4.17.x", "device_model": "7.2",
+            "runs": [{"guests": names, "qemu_seconds": set_s, "dom0_up_wall_s": 80.0, "wall_per_dom0_second": 6.5,
+                      "qemu_max_rss_mib": 2900.0}] * runs,
+            "guests": [{"name": n, "verdict": "SHELL_REACHED", "ok": True, "wall_seconds": w, "seconds_to_shell": 6.8}
+                       for n, w in zip(names, wall)]}
+
+
+def test_bench_figures_from_xen_boot_json():
+    from ovmfgen.boot.xen import bench
+
+    f = bench.xen_figures(_bench_summary((25.0, 29.0, 3.0), 150.0), 1.5, 0.4)
+    assert f["met"] and f["set_s"] == 150.0 and f["dom0_up_wall_s"] == 80.0 and f["load_before"] == 1.5
+    assert f["guests"]["ovmfgen-pvh-shell"] == {"verdict": "SHELL_REACHED", "ok": True, "wall_s": 25.0,
+                                                "dom0_s_to_shell": 6.8, "met": True}
+    slow = bench.xen_figures(_bench_summary((25.0, 31.0, 3.0), 150.0), None, 0.0)
+    assert not slow["met"] and not slow["guests"]["ovmfgen-hvm-shell"]["met"]
+    assert not bench.xen_figures(_bench_summary((5.0,), 201.0), None, 0.0)["met"]  # the whole set
+    assert not bench.xen_figures(_bench_summary((5.0,), 100.0, runs=2), None, 0.0)["met"]  # a retry is no figure
+
+
+def test_bench_xen_names_the_build_it_needs(tmp_path):
+    from ovmfgen.boot.xen import bench
+    from ovmfgen.paths import Layout
+
+    layout = Layout(build_root=tmp_path / "b", dist_root=tmp_path / "d")
+    with pytest.raises(OvmfgenError, match=r"DEBUG-hvcon/ovmf.elf: run `invoke build --platform xen-pvh --target "
+                                           r"DEBUG --feature debug_output=hypervisor-console` first"):
+        bench.bench_xen_command(layout=layout)
+    with pytest.raises(OvmfgenError, match="unknown Xen boot mode"):
+        bench.bench_xen_command(mode="kvm", layout=layout)
+
+
+def test_bench_results_keep_the_other_figures(tmp_path):
+    from ovmfgen.build.bench import merge_results
+
+    out = tmp_path / "results.json"
+    merge_results(out, {"noop": {"ovmfgen_s": 0.5}})
+    merge_results(out, {"xen": {"set_s": 150.0}})
+    merge_results(out, {"noop": {"ovmfgen_s": 0.6}})
+    assert json.loads(out.read_text()) == {"noop": {"ovmfgen_s": 0.6}, "xen": {"set_s": 150.0}}
+    out.write_text("not json")
+    merge_results(out, {"xen": {}})
+    assert json.loads(out.read_text()) == {"xen": {}}

@@ -24,7 +24,15 @@ The package, one job per module (imports flow downwards only):
 * ``debian``: package names, apt mirrors (from the machine's apt sources), candidate versions;
 * ``cache``: the cache entries (hypervisor, dom0 kernel + modules, dom0 root file system);
 * ``guests``: the generated xl config, dom0 /init and test script, and the per-run overlay cpio;
-* ``nested``: the QEMU run itself, ``boot_xen`` (runs it all) and ``boot_xen_command`` (the CLI entry).
+* ``watch``: the host's watch over a run: wall seconds per guest, the host's speed, stalls;
+* ``nested``: the QEMU run itself, ``boot_xen`` (runs it all) and ``boot_xen_command`` (the CLI entry);
+* ``bench``: ``invoke bench --xen``, the real-Xen figure (one nested boot of the guest set).
+
+How long things may take: dom0 waits for each guest by its own clock (``guests.GuestDeadline``:
+no new guest output for a while, or a cap, stretched by dom0's measure of the host's speed), and
+prints a heartbeat while it waits; the host kills QEMU only when the serial log stops growing
+(``watch.STALL_S``) or at a generous wall-clock safety net (``nested.wall_cap_s``). So a loaded host
+makes a run slower, never a guest's verdict a false TIMEOUT, and a real hang still ends.
 """
 
 from ovmfgen.boot.xen.guests import XenGuest, check_mode

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen.boot.xen.debian import DOM0_MODULES, XEN_SERIES
+from ovmfgen.edk2.conventions import fd_size_label, parse_fd_size
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.boot.xen.verdicts import (
+    DEADLINE,
     EVENT,
     GUEST_BEGIN,
     GUEST_END,
@@ -24,6 +27,35 @@ from ovmfgen.boot.xen.verdicts import (
 GUEST_NAME = "ovmfgen-pvh"
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 GUEST_MEMORY_MIB = 256
+
+# --- How long dom0 waits for a guest ---------------------------------------------------------------
+#
+# In dom0's own (guest-visible) seconds, never derived from the host's wall clock: under QEMU's
+# icount a dom0 second is a fixed amount of work, however loaded the host is (it was 6 wall s per
+# dom0 s on a quiet machine, ~25 under load 12). Without icount guest time is wall time and a loaded
+# host does less per second: dom0 times a fixed shell loop first and stretches the limits by how much
+# slower than CALIBRATION_REFERENCE_S it ran (1..MAX_SCALE). A hang still ends: no new output from the
+# guest (its console, its ``(dN)`` lines in Xen's ring) for ``idle_s`` is a timeout, and so is
+# ``cap_s`` in all, output or not.
+
+#: Iterations of dom0's calibration loop, and what it takes in dom0 seconds under icount shift=0
+#: (measured on this machine; icount makes it the same on any host, so the scale is then 1).
+CALIBRATION_LOOPS = 50000
+CALIBRATION_REFERENCE_S = 1.0
+MAX_SCALE = 8
+
+
+@dataclass(frozen=True)
+class GuestDeadline:
+    """How long dom0 waits for one guest, in dom0 seconds (before the host-speed scale)."""
+
+    idle_s: int = 60    # no new guest output for this long: a hang (TIMEOUT)
+    cap_s: int = 300    # at most this long per guest, even while output keeps coming
+    tick_s: int = 5     # dom0's heartbeat on the serial console while it waits (the host's stall watch)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.tick_s <= self.idle_s <= self.cap_s:
+            raise OvmfgenError(f"bad guest deadline {self}: want 0 < tick <= idle <= cap")
 
 # --- Generated text: xl config, dom0 /init, test script -----------------------------------------------
 
@@ -48,16 +80,58 @@ class XenGuest:
     mode: str        # "pvh": Xen loads the ELF and jumps to its PVH entry; "hvm": hvmloader, reset vector
     payload: str     # "shell": the firmware as built; "ud2": its PVH entry replaced by ud2 (must crash)
     image: Path      # the firmware file on the host
+    #: Tells apart guests of one run with the same mode and payload but another image, e.g. "4M".
+    variant: str = ""
+
+    def __post_init__(self) -> None:
+        if self.variant and not re.fullmatch(r"[A-Za-z0-9]+", self.variant):
+            raise OvmfgenError(f"a guest variant is letters and digits, got {self.variant!r}")
 
     @property
     def name(self) -> str:
-        """The xl domain name, also the stem of this guest's log files."""
-        return f"ovmfgen-{self.mode}-{self.payload}"
+        """The xl domain name, also (without ``ovmfgen-``) the stem of this guest's log files."""
+        return f"ovmfgen-{self.mode}-{self.payload}" + (f"-{self.variant}" if self.variant else "")
 
     @property
     def expected(self) -> Verdict:
         """What a correct firmware yields: the Shell, or for the ud2 control a crash."""
         return Verdict.GUEST_CRASHED if self.payload == "ud2" else Verdict.SHELL_REACHED
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    """A guest as the nightly matrix names it: ``MODE-PAYLOAD`` or ``MODE-PAYLOAD-FDSIZE`` (``pvh-shell-4M``).
+
+    With an FD size the guest boots that size's build of the cell's firmware (its ``variant``).
+    """
+
+    mode: str
+    payload: str
+    fd_size: str | None = None    # "4M"; None: the cell's own build
+
+    @property
+    def text(self) -> str:
+        """The spelling in nightly.yaml (and the guest's variant suffix)."""
+        return f"{self.mode}-{self.payload}" + (f"-{self.fd_size}" if self.fd_size else "")
+
+    def guest(self, image: Path) -> XenGuest:
+        """This guest booting ``image``."""
+        return XenGuest(self.mode, self.payload, image, variant=self.fd_size or "")
+
+
+def parse_guest_spec(text: str) -> GuestSpec:
+    """``pvh-shell``, ``hvm-shell``, ``pvh-ud2``, ``pvh-shell-4M``... -> GuestSpec, or one clear error."""
+    parts = str(text).split("-")
+    if len(parts) not in (2, 3) or parts[0] not in MODES or parts[1] not in PAYLOADS:
+        raise OvmfgenError(f"guest '{text}' is not MODE-PAYLOAD[-FDSIZE] (modes: {', '.join(MODES)}; "
+                           f"payloads: {', '.join(PAYLOADS)}; e.g. pvh-shell-4M)")
+    size = None
+    if len(parts) == 3:
+        try:
+            size = fd_size_label(parse_fd_size(parts[2]) or 0)
+        except OvmfgenError as exc:
+            raise OvmfgenError(f"guest '{text}': {exc.message}") from None
+    return GuestSpec(parts[0], parts[1], size)
 
 
 def check_mode(mode: str) -> tuple[tuple[str, str], ...]:
@@ -182,34 +256,53 @@ sleep 30
 """
 
 
-def dom0_test_script(guest_timeout_s: int, names: Sequence[str] = (GUEST_NAME,)) -> str:
+def dom0_test_script(deadline: GuestDeadline, names: Sequence[str] = (GUEST_NAME,)) -> str:
     """The dom0 test: for each guest in turn, ``xl create`` it, wait for its shell prompt (or death), report.
 
     Each guest's part of the log lies between ``GUEST_START name`` and ``GUEST_STOP name``, so that
-    ``classify_xen_run`` reads it as if the guest had had the run to itself.
+    ``classify_xen_run`` reads it as if the guest had had the run to itself. The wait ends on the
+    shell, an ASSERT, a crash, the domain going away, or ``deadline`` (see ``GuestDeadline``);
+    every ``deadline.tick_s`` dom0 seconds dom0 prints a heartbeat event.
     """
     calls = "\n".join(f"run_guest {n}" for n in names)
     return f"""#!/bin/sh
 # Written by ovmfgen.boot.xen. Prints {EVENT}/{RESULT} lines that classify_xen_run reads.
-ev() {{ echo "{EVENT} $1 $(cut -d' ' -f1 /proc/uptime)"; }}
-now() {{ cut -d. -f1 /proc/uptime; }}
+# The unit tests point these at fakes; in dom0 they are the real places.
+UPTIME=${{OVMFGEN_UPTIME:-/proc/uptime}}
+CONSOLE=${{OVMFGEN_CONSOLE_DIR:-/var/log/xen/console}}
+TMP=${{TMPDIR:-/tmp}}
+ev() {{ echo "{EVENT} $1 $(cut -d' ' -f1 "$UPTIME")"; }}
+now() {{ cut -d. -f1 "$UPTIME"; }}
+# Host speed: a fixed loop; SCALE = how many times slower than the reference it ran (1..{MAX_SCALE}).
+t0=$(cut -d' ' -f1 "$UPTIME")
+i=0
+while [ $i -lt {CALIBRATION_LOOPS} ]; do i=$((i + 1)); done
+t1=$(cut -d' ' -f1 "$UPTIME")
+SCALE=$(awk -v a="$t0" -v b="$t1" 'BEGIN {{ s = (b - a) / {CALIBRATION_REFERENCE_S}; n = int(s); if (n < s) n++; if (n < 1) n = 1; if (n > {MAX_SCALE}) n = {MAX_SCALE}; print n }}')
+IDLE=$(( {deadline.idle_s} * SCALE ))
+CAP=$(( {deadline.cap_s} * SCALE ))
+echo "{EVENT} calibrated $t1 loop=$t0..$t1 scale=$SCALE idle=$IDLE cap=$CAP"
 run_guest() {{
 NAME=$1
-LOG=/var/log/xen/console/guest-$NAME.log
+LOG="$CONSOLE/guest-$NAME.log"
 echo "{GUEST_START} $NAME"
 ev create
-if ! xl create /ovmfgen/$NAME.cfg > /tmp/xl-create.log 2>&1; then
-    sed 's/^/{XL_PREFIX}/' /tmp/xl-create.log
+if ! xl create /ovmfgen/$NAME.cfg > $TMP/xl-create.log 2>&1; then
+    sed 's/^/{XL_PREFIX}/' $TMP/xl-create.log
     tail -n 20 /var/log/xen/qemu-dm-$NAME.log 2>/dev/null | sed 's/^/{XL_PREFIX}qemu-dm: /'
     echo "{RESULT} create-failed"
     echo "{GUEST_STOP} $NAME"
     return
 fi
-sed 's/^/{XL_PREFIX}/' /tmp/xl-create.log
+sed 's/^/{XL_PREFIX}/' $TMP/xl-create.log
 ev created
 result=timeout
-deadline=$(( $(now) + {guest_timeout_s} ))
-while [ "$(now)" -lt "$deadline" ]; do
+created=$(now)
+last=$created
+tick=$(( created + {deadline.tick_s} ))
+seen=""
+while :; do
+    t=$(now)
     if grep -q 'Shell>' "$LOG" 2>/dev/null; then
         ev shell
         result=shell
@@ -218,19 +311,38 @@ while [ "$(now)" -lt "$deadline" ]; do
         xl pause "$NAME"
         break
     fi
+    xl dmesg > $TMP/dmesg 2>/dev/null
     # A DEBUG firmware that writes to the hypervisor console shows its ASSERT in Xen's ring, then
     # dead-loops: stop waiting at once (xl dmesg -c: the next guest starts from a clean ring).
-    if xl dmesg 2>/dev/null | grep -Eq '\\(d[1-9][0-9]*\\) ASSERT'; then
+    if grep -Eq '\\(d[1-9][0-9]*\\) ASSERT' $TMP/dmesg; then
         ev assert
         result=assert
         break
     fi
-    state=$(xl list 2>/dev/null | awk -v n="$NAME" '$1 == n {{ print $6 }}')
+    state=$(xl list 2>/dev/null | awk -v n="$NAME" '$1 == n {{ print $5 }}')
     if [ -z "$state" ]; then
         result=gone
         break
     fi
     case "$state" in *c*) result=crashed; break ;; esac
+    # Progress: the guest's console grew, or it printed a new (dN) line to Xen's ring.
+    fp="$(stat -c %s "$LOG" 2>/dev/null) $(grep -E '\\(d[1-9][0-9]*\\)' $TMP/dmesg | tail -n 1 | cksum)"
+    if [ "$fp" != "$seen" ]; then
+        seen=$fp
+        last=$t
+    fi
+    if [ $(( t - last )) -ge "$IDLE" ]; then
+        echo "{DEADLINE} no new guest output for $IDLE s (dom0 clock; idle limit, host scale $SCALE)"
+        break
+    fi
+    if [ $(( t - created )) -ge "$CAP" ]; then
+        echo "{DEADLINE} no shell after $CAP s (dom0 clock; cap, host scale $SCALE)"
+        break
+    fi
+    if [ "$t" -ge "$tick" ]; then
+        ev tick
+        tick=$(( t + {deadline.tick_s} ))
+    fi
     sleep 1
 done
 xl list 2>&1 | sed 's/^/{XL_PREFIX}/'
@@ -274,7 +386,7 @@ def newc_archive(entries: Sequence[tuple[str, int, bytes]]) -> bytes:
     return bytes(out)
 
 
-def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, guest_timeout_s: int,
+def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, deadline: GuestDeadline,
                  memory_mib: int = GUEST_MEMORY_MIB) -> bytes:
     """The per-run cpio appended to dom0's initramfs: /init, the Xen modules, each guest's firmware and config, test."""
     entries: list[tuple[str, int, bytes]] = [
@@ -285,10 +397,10 @@ def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, guest_timeout_s:
     for m in DOM0_MODULES:
         entries.append((f"ovmfgen/modules/{m}.ko", 0o100644, (modules_dir / f"{m}.ko").read_bytes()))
     for g in guests:
-        fw = f"/ovmfgen/ovmf-{g.mode}-{g.payload}.elf"
+        fw = f"/ovmfgen/ovmf-{g.name.removeprefix('ovmfgen-')}.elf"
         entries += [
             (fw, 0o100644, guest_image(g)),
             (f"ovmfgen/{g.name}.cfg", 0o100644, xl_config(fw, g.name, memory_mib, g.mode).encode()),
         ]
-    entries.append(("ovmfgen/test.sh", 0o100755, dom0_test_script(guest_timeout_s, [g.name for g in guests]).encode()))
+    entries.append(("ovmfgen/test.sh", 0o100755, dom0_test_script(deadline, [g.name for g in guests]).encode()))
     return newc_archive(entries)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ovmfgen.boot.xen.cache import XenAssets, prepare_xen_cache
-from ovmfgen.boot.xen.guests import GUEST_MEMORY_MIB, XenGuest, check_mode, overlay_cpio
+from ovmfgen.boot.xen.guests import GUEST_MEMORY_MIB, GuestDeadline, XenGuest, check_mode, overlay_cpio
 from ovmfgen.boot.xen.verdicts import (
     Verdict,
     XenBootResult,
@@ -22,6 +22,7 @@ from ovmfgen.boot.xen.verdicts import (
     guest_segments,
     format_result,
 )
+from ovmfgen.boot.xen.watch import STALL_S, RunWatch
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import atomic_write_bytes
 from ovmfgen.paths import DIST_DIR
@@ -48,12 +49,12 @@ XEN_CMDLINE = ("console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all "
                "dom0_mem=1024M,max:1024M dom0_max_vcpus=1 dom0_vcpus_pin noreboot")
 DOM0_CMDLINE = "console=hvc0 earlyprintk=xen rdinit=/init"
 
-#: Wall seconds dom0 needs to boot and report back, reserved out of the overall timeout.
-DOM0_OVERHEAD_S = 60.0
-#: Wall seconds per guest (virtual, icount) second, measured here (~70 s wall for ~12 s virtual);
-#: used only to turn the wall-clock timeout into dom0's deadline for the guest.
-WALL_PER_GUEST_SECOND = 6.0
-MIN_GUEST_TIMEOUT_S = 20
+#: The default wall-clock cap of one QEMU run: a safety net only. What bounds a run is dom0's
+#: deadline per guest (in dom0 seconds, ``GuestDeadline``) and the host's stall watch (no serial
+#: output for ``watch.STALL_S``), both independent of how loaded the host is. The cap allows ~25
+#: wall seconds per dom0 second (measured at load 12): dom0's boot (~40 s) and ~30 s per guest.
+WALL_CAP_BASE_S = 1800.0
+WALL_CAP_PER_GUEST_S = 900.0
 
 
 SERIAL_LOG_NAME = "xen-serial.log"
@@ -92,30 +93,57 @@ def _peak_rss_kib(pid: int) -> int | None:
     return None
 
 
-def _run_qemu(argv: list[str], qemu_log: Path, timeout: float) -> tuple[int | None, float, int | None]:
-    """Run QEMU to completion or ``timeout``; (returncode or None if killed, seconds, peak RSS KiB)."""
+@dataclass(frozen=True)
+class QemuRun:
+    """How one QEMU run ended, and what the host saw of it while it ran."""
+
+    returncode: int | None     # None: killed (the wall cap, or a stall)
+    seconds: float
+    peak_rss_kib: int | None
+    watch: RunWatch
+    stalled: bool = False      # killed because the serial log stopped growing
+
+
+def _run_qemu(argv: list[str], qemu_log: Path, serial: Path, timeout: float, stall_s: float = STALL_S) -> QemuRun:
+    """Run QEMU to completion, ``timeout`` or a stall (no serial output for ``stall_s``), watching the serial log."""
     start = time.monotonic()
     peak: int | None = None
+    watch = RunWatch(stall_s=stall_s)
+    offset = 0
+
+    def read_new() -> None:
+        nonlocal offset
+        try:
+            with open(serial, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+        except OSError:
+            return
+        offset += len(data)
+        watch.feed(data.decode("utf-8", errors="replace"), time.monotonic() - start)
+
     with open(qemu_log, "w", encoding="utf-8", errors="replace") as log:
         proc = popen(argv, stdin=DEVNULL, stdout=log, stderr=STDOUT)
         try:
             while True:
                 rc = wait(proc, 1.0)
+                read_new()
+                now = time.monotonic() - start
                 if rc is not None:
-                    return rc, time.monotonic() - start, peak
+                    return QemuRun(rc, now, peak, watch)
                 hwm = _peak_rss_kib(proc.pid)
                 if hwm is not None:
                     peak = max(peak or 0, hwm)
-                if time.monotonic() - start > timeout:
+                if watch.stalled(now) or now > timeout:
                     stop(proc, signals=(signal.SIGKILL,))
-                    return None, time.monotonic() - start, peak
+                    return QemuRun(None, time.monotonic() - start, peak, watch, stalled=watch.stalled(now))
         finally:
             stop(proc, signals=(signal.SIGKILL,))
 
 
-def guest_deadline_s(timeout: float, guests: int = 1) -> int:
-    """dom0's deadline per guest (guest seconds) so that dom0 reports on all ``guests`` before ``timeout`` (wall)."""
-    return max(MIN_GUEST_TIMEOUT_S, int((timeout - DOM0_OVERHEAD_S) / max(guests, 1) / WALL_PER_GUEST_SECOND))
+def wall_cap_s(guests: int) -> float:
+    """The default wall-clock cap of a run with ``guests`` guests (a safety net, see WALL_CAP_BASE_S)."""
+    return WALL_CAP_BASE_S + WALL_CAP_PER_GUEST_S * max(guests, 1)
 
 
 @dataclass(frozen=True)
@@ -133,12 +161,12 @@ class GuestOutcome:
 
 def guest_log_names(guest: XenGuest) -> tuple[str, str]:
     """(this guest's part of Xen's serial log, its console log): file names in the output directory."""
-    return f"xen-{guest.mode}-{guest.payload}.log", f"xen-{guest.mode}-{guest.payload}.console.log"
+    stem = guest.name.removeprefix("ovmfgen-")
+    return f"xen-{stem}.log", f"xen-{stem}.console.log"
 
 
 def _attempt(guests: Sequence[XenGuest], out_dir: Path, assets: XenAssets, timeout: float, memory_mib: int,
-             icount_shift: int) -> list[XenBootResult]:
-    guest_timeout = guest_deadline_s(timeout, len(guests))
+             icount_shift: int, deadline: GuestDeadline, stall_s: float) -> tuple[list[XenBootResult], QemuRun]:
     serial, qemu_log = out_dir / SERIAL_LOG_NAME, out_dir / QEMU_LOG_NAME
     serial.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="ovmfgen-xen-") as tmp:
@@ -149,13 +177,14 @@ def _attempt(guests: Sequence[XenGuest], out_dir: Path, assets: XenAssets, timeo
         with open(initrd, "wb") as fh:
             with open(assets.rootfs_cpio, "rb") as src:
                 shutil.copyfileobj(src, fh, 1 << 20)
-            fh.write(overlay_cpio(guests, assets.modules_dir, guest_timeout, memory_mib))
+            fh.write(overlay_cpio(guests, assets.modules_dir, deadline, memory_mib))
         kernel = t / "vmlinuz"
         shutil.copyfile(assets.dom0_kernel, kernel)
         argv = qemu_argv(assets.xen, kernel, initrd, serial, icount_shift=icount_shift)
         names = ", ".join(g.name for g in guests)
         say(f"booting {names} under Xen {assets.versions.hypervisor} in QEMU (TCG)")
-        rc, seconds, peak = _run_qemu(argv, qemu_log, timeout)
+        qrun = _run_qemu(argv, qemu_log, serial, timeout, stall_s)
+    rc, seconds, peak = qrun.returncode, qrun.seconds, qrun.peak_rss_kib
     serial_text = serial.read_text(encoding="utf-8", errors="replace") if serial.is_file() else ""
     parts, _, _ = guest_segments(serial_text)
     tail = ""
@@ -170,24 +199,43 @@ def _attempt(guests: Sequence[XenGuest], out_dir: Path, assets: XenAssets, timeo
         atomic_write_bytes(out_dir / log_name, part.encode())
         atomic_write_bytes(out_dir / console_name, console.encode())
         result = classify_guest(serial_text, g.name, rc)
+        if qrun.stalled and g.name not in qrun.watch.guest_stop:
+            # dom0 prints a heartbeat while it waits: silence is QEMU, Xen or dom0, never the guest.
+            result = replace(result, verdict=Verdict.HARNESS_FAILURE,
+                             detail=f"the nested run stalled: no serial output for {stall_s:.0f} s (wall)"
+                                    f"{' during this guest' if g.name in qrun.watch.guest_start else ''}")
         if result.verdict is Verdict.HARNESS_FAILURE and tail:
             result = replace(result, detail=f"{result.detail}: {tail}")
-        results.append(replace(result, qemu_seconds=round(seconds, 1),
+        results.append(replace(result, qemu_seconds=round(seconds, 1), wall_seconds=qrun.watch.guest_wall_seconds(g.name),
                                qemu_max_rss_mib=None if peak is None else round(peak / 1024, 1),
                                serial_log=out_dir / log_name, guest_log=out_dir / console_name,
                                guest_console=console))
-    return results
+    return results, qrun
 
 
-def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float = 600,
-                    memory_mib: int = GUEST_MEMORY_MIB) -> list[GuestOutcome]:
+def _run_record(guests: Sequence[XenGuest], qrun: QemuRun) -> dict[str, object]:
+    """One QEMU run in xen-boot.json: its guests, wall seconds, peak RSS, and the host's speed."""
+    w = qrun.watch
+    return {"guests": [g.name for g in guests], "qemu_seconds": round(qrun.seconds, 1),
+            "qemu_max_rss_mib": None if qrun.peak_rss_kib is None else round(qrun.peak_rss_kib / 1024, 1),
+            "dom0_up_wall_s": None if w.dom0_up is None else round(w.dom0_up, 1),
+            "wall_per_dom0_second": w.wall_per_dom0_second(), "stalled": qrun.stalled,
+            "returncode": qrun.returncode}
+
+
+def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | None = None,
+                    memory_mib: int = GUEST_MEMORY_MIB, deadline: GuestDeadline = GuestDeadline(),
+                    stall_s: float = STALL_S) -> list[GuestOutcome]:
     """Boot ``guests`` one after the other in ONE nested Xen run; one verdict per guest.
 
     Logs go to ``out_dir``: ``xen-serial.log`` (Xen's console for the whole run), per guest
     ``xen-<mode>-<payload>.log`` (its part of it: ``(dN)`` debug lines, Xen's lines about it, dom0's
     events) and ``xen-<mode>-<payload>.console.log``, ``xen-qemu.log`` and ``xen-boot.json``.
-    ``timeout`` bounds each QEMU run (wall seconds). Guests that got a HARNESS_FAILURE (QEMU itself
-    died, ...) run again, once, in a second nested run with another icount shift; the first run's
+    dom0 waits for each guest by ``deadline`` (dom0 seconds: no new output for ``idle_s``, at most
+    ``cap_s``, stretched by dom0's measure of the host's speed); the host kills QEMU when its serial
+    log has not grown for ``stall_s`` wall seconds (a HARNESS_FAILURE) or, as a safety net, after
+    ``timeout`` wall seconds (default ``wall_cap_s``). Guests that got a HARNESS_FAILURE (QEMU itself
+    died, a stall, ...) run again, once, in a second nested run with another icount shift; the first run's
     logs are kept as ``*.attempt1.log``.
     """
     guests = list(guests)
@@ -200,12 +248,15 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float = 
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("xen-*.attempt1.log"):
         old.unlink()
+    names = [g.name for g in guests]
+    if len(set(names)) != len(names):
+        raise OvmfgenError(f"two guests of one run have the same name ({', '.join(names)}): give one a variant")
+    cap = wall_cap_s(len(guests)) if timeout is None else timeout
     assets = prepare_xen_cache()
     started = time.monotonic()
-    results = dict(zip([g.name for g in guests],
-                       _attempt(guests, out_dir, assets, timeout, memory_mib, QEMU_ICOUNT_SHIFTS[0])))
-    runs = [{"guests": [g.name for g in guests], "qemu_seconds": next(iter(results.values())).qemu_seconds,
-             "qemu_max_rss_mib": next(iter(results.values())).qemu_max_rss_mib}]
+    first, qrun = _attempt(guests, out_dir, assets, cap, memory_mib, QEMU_ICOUNT_SHIFTS[0], deadline, stall_s)
+    results = dict(zip(names, first))
+    runs = [_run_record(guests, qrun)]
     again = [g for g in guests if results[g.name].verdict is Verdict.HARNESS_FAILURE]
     if again:
         say(f"harness failure ({results[again[0].name].detail}); retrying {len(again)} guest(s) once")
@@ -213,11 +264,10 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float = 
                                                                        for n in guest_log_names(g))]:
             if p.exists():
                 os.replace(p, p.with_name(p.name.replace(".log", ".attempt1.log")))
-        retried = _attempt(again, out_dir, assets, timeout, memory_mib, QEMU_ICOUNT_SHIFTS[1])
+        retried, qrun = _attempt(again, out_dir, assets, cap, memory_mib, QEMU_ICOUNT_SHIFTS[1], deadline, stall_s)
         for g, r in zip(again, retried):
             results[g.name] = replace(r, attempts=2)
-        runs.append({"guests": [g.name for g in again], "qemu_seconds": retried[0].qemu_seconds,
-                     "qemu_max_rss_mib": retried[0].qemu_max_rss_mib})
+        runs.append(_run_record(again, qrun))
     outcomes = [GuestOutcome(g, results[g.name]) for g in guests]
     v = assets.versions
     summary = {
@@ -226,9 +276,10 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float = 
         "runs": runs,
         "guests": [{
             "name": o.guest.name, "xen": v.hypervisor, "mode": o.guest.mode, "payload": o.guest.payload,
-            "image": display_path(o.guest.image), "verdict": o.result.verdict.value,
+            "variant": o.guest.variant, "image": display_path(o.guest.image), "verdict": o.result.verdict.value,
             "expected": o.guest.expected.value, "ok": o.ok, "detail": o.result.detail,
-            "seconds_to_shell": o.result.shell_seconds, "attempts": o.result.attempts,
+            "seconds_to_shell": o.result.shell_seconds, "wall_seconds": o.result.wall_seconds,
+            "attempts": o.result.attempts,
             "log": o.result.serial_log.name if o.result.serial_log else None,
             "console_log": o.result.guest_log.name if o.result.guest_log else None,
         } for o in outcomes],
@@ -237,7 +288,7 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float = 
     return outcomes
 
 
-def boot_xen(image: Path, out_dir: Path, timeout: float = 300,
+def boot_xen(image: Path, out_dir: Path, timeout: float | None = None,
              memory_mib: int = GUEST_MEMORY_MIB) -> XenBootResult:
     """Boot ``image`` (a PVH ELF) as a PVH guest of Xen 4.17 nested in QEMU TCG; one verdict.
 
@@ -260,7 +311,7 @@ def boot_xen_command(platform: str = "xen-pvh", target: str = "DEBUG", image: Pa
         raise OvmfgenError(f"no firmware image at {display_path(path)}{hint}")
     started = time.monotonic()
     guests = [XenGuest(m, p, path) for m, p in kinds]
-    outcomes = boot_xen_guests(guests, path.parent, timeout=timeout or 300 * len(guests))
+    outcomes = boot_xen_guests(guests, path.parent, timeout=timeout)
     for o in outcomes:
         mark = "ok" if o.ok else f"FAILED (expected {o.guest.expected})"
         print(f"{o.guest.mode} {o.guest.payload}: {format_result(o.result)} - {mark}; "

@@ -17,6 +17,8 @@ GUEST_END = "OVMFGEN-GUEST-CONSOLE-END"
 # One guest's part of a run with several guests: GUEST_START <name> ... GUEST_STOP <name>.
 GUEST_START = "OVMFGEN-GUEST-START"
 GUEST_STOP = "OVMFGEN-GUEST-STOP"
+# Why dom0 stopped waiting for a guest that showed no shell (its deadline, in dom0's words).
+DEADLINE = "OVMFGEN-DEADLINE"
 
 # --- Verdicts -------------------------------------------------------------------------------------
 
@@ -47,6 +49,8 @@ class XenBootResult:
     #: Filled in by ``boot_xen``: wall time and peak RSS of the QEMU run, attempts made, the logs.
     qemu_seconds: float | None = None
     qemu_max_rss_mib: float | None = None
+    #: Wall seconds from this guest's start to its verdict (the host's watch of the serial log).
+    wall_seconds: float | None = None
     attempts: int = 1
     serial_log: Path | None = None
     guest_log: Path | None = None
@@ -75,6 +79,7 @@ _DOMAIN_CRASH_RE = re.compile(r"\(XEN\).*(?:domain_crash|Domain \d+ crashed|cras
 _XEN_PANIC_RE = re.compile(r"\(XEN\) (?:\*+ )?Panic on CPU.*|\(XEN\) FATAL .*")
 _DOM0_PANIC_RE = re.compile(r"Kernel panic - not syncing.*")
 _SHELL_RE = re.compile(r"Shell>")
+_DEADLINE_RE = re.compile(rf"{DEADLINE} (.*)")
 
 
 def extract_guest_console(serial_log: str) -> str:
@@ -152,7 +157,9 @@ def classify_xen_run(serial_log: str, guest_console: str, qemu_returncode: int |
     if result == "gone":
         return XenBootResult(Verdict.GUEST_GONE, "the domain went away without reaching the shell", **timing)
     if result == "timeout":
-        return XenBootResult(Verdict.TIMEOUT, "no shell prompt before dom0's deadline", **timing)
+        why = _DEADLINE_RE.search(serial_log)
+        return XenBootResult(Verdict.TIMEOUT, why.group(1).strip() if why else "no shell prompt before dom0's deadline",
+                             **timing)
     if qemu_returncode is None:
         if "create" in events:
             return XenBootResult(Verdict.TIMEOUT, "no shell prompt before the QEMU run timed out", **timing)
@@ -219,6 +226,8 @@ def format_result(result: XenBootResult) -> str:
     timings = []
     if result.shell_seconds is not None:
         timings.append(f"shell {result.shell_seconds:.1f} s after xl create")
+    if result.wall_seconds is not None:
+        timings.append(f"{result.wall_seconds:.0f} s wall")
     if result.qemu_seconds is not None:
         timings.append(f"QEMU run {result.qemu_seconds:.1f} s")
     if result.qemu_max_rss_mib is not None:
