@@ -45,9 +45,11 @@ def test_the_shipped_matrix_parses_and_covers_the_required_cells():
         assert (by[name].platform, by[name].target, by[name].fd_size) == ("xen-pvh", target, size)
     assert by["xen-pvh-DEBUG-2M"].boot == ("pvh", "reset") and by["xen-pvh-DEBUG-4M"].boot == ("pvh", "reset")
     assert by["qemu-x64-DEBUG"].platform == "qemu-x64" and by["qemu-x64-DEBUG"].boot == ("shell",)
-    xen = by["xen-pvh-DEBUG-hvcon-xenboot"]
+    xen = by["xen-pvh-DEBUG-hvcon-xen417"]
     assert xen.optional and xen.boot == ("xen",) and xen.requires == "ovmfgen.boot.xen"
-    assert "debug_output=hypervisor-console" in xen.features
+    assert "debug_output=hypervisor-console" in xen.features and xen.fd_size == "2M"
+    # The guest set and the 4 MiB PVH guest, in ONE nested boot.
+    assert xen.xen_guests == ("pvh-shell", "hvm-shell", "pvh-ud2", "pvh-shell-4M")
     assert all(c.ccache for c in m.cells)
     assert set(m.repro_rotate) <= set(by) and m.repro_rotate
     assert {s.cell for s in m.install} <= set(by)
@@ -122,8 +124,15 @@ def test_list_shows_every_cell_with_its_description_and_flags(capsys):
 def test_the_xen_cell_is_selectable_with_match_xen_when_xen_py_is_present():
     m = matrix.load_matrix(REPO / "nightly.yaml")
     selected = [c.name for c in matrix.select_cells(m, match=["xen"])]
-    assert "xen-pvh-DEBUG-hvcon-xenboot" in selected
-    assert "xen-pvh-DEBUG-hvcon-xenboot" not in [c.name for c in matrix.select_cells(m)]
+    assert "xen-pvh-DEBUG-hvcon-xen417" in selected
+    assert "xen-pvh-DEBUG-hvcon-xen417" not in [c.name for c in matrix.select_cells(m)]
+
+
+def test_xen_guests_are_read_normalised_and_survive_the_cell_process_json():
+    m = _matrix([{"name": "x", "platform": "xen-pvh", "boot": ["xen"], "xen_guests": ["pvh-shell", "pvh-shell-4mb"]},
+                 {"name": "y", "platform": "xen-pvh", "boot": ["xen"]}])
+    assert m.cells[0].xen_guests == ("pvh-shell", "pvh-shell-4M") and m.cells[1].xen_guests == ()
+    assert matrix.Cell.from_json(m.cells[0].to_json()) == m.cells[0]
 
 
 def test_the_reproducibility_cell_rotates_with_the_date():

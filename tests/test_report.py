@@ -136,3 +136,16 @@ def test_write_index_reads_the_kept_nights(tmp_path: Path):
     (tmp_path / "not-a-night").mkdir()
     text = report.write_index(tmp_path).read_text()
     assert "last 2 night(s)" in text and "Night of <b>2025-01-02</b>" in text
+
+
+def test_a_nested_xen_boot_shows_one_line_per_guest_with_its_verdict_and_log():
+    cell = _cell("xen-pvh-DEBUG-hvcon-xen417", status="failed")
+    cell["boot"] = {"xen": {
+        "verdict": "ovmfgen-pvh-shell-4M TIMEOUT", "ok": False, "seconds": 900.0, "log": "cells/x/xen/xen-boot.json",
+        "guests": [{"name": "ovmfgen-pvh-shell", "verdict": "SHELL_REACHED", "ok": True, "wall_seconds": 61.0,
+                    "log": "cells/x/xen/xen-pvh-shell.log"},
+                   {"name": "ovmfgen-pvh-shell-4M", "verdict": "TIMEOUT", "ok": False, "wall_seconds": 800.0}]}}
+    page = report.render_index([_night("2025-01-03", [cell])])
+    assert 'href="2025-01-03/cells/x/xen/xen-pvh-shell.log"' in page
+    assert "pvh-shell: SHELL_REACHED" in page and "pvh-shell-4M: TIMEOUT" in page
+    assert '<div class="bad small">· pvh-shell-4M: TIMEOUT' in page

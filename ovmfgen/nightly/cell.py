@@ -20,13 +20,15 @@ from ovmfgen import elf
 from ovmfgen.boot.qemu import boot_qemu
 from ovmfgen.boot.shell import boot_qemu_shell
 from ovmfgen.boot import xen
+from ovmfgen.boot.xen.guests import parse_guest_spec
+from ovmfgen.boot.xen.nested import SUMMARY_NAME as XEN_SUMMARY
 from ovmfgen.build import command as build_cmd
 from ovmfgen.build import layout as build_layout
 from ovmfgen.build import request as build_request
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.nightly.history import CELL_LOG, RESULT, write_public
 from ovmfgen.nightly.matrix import Cell
-from ovmfgen.nightly.records import CellRecord, ReproRecord, StepRecord
+from ovmfgen.nightly.records import BootRecord, CellRecord, ReproRecord, StepRecord, XenGuestRecord
 from ovmfgen.nightly.repro import run_repro
 from ovmfgen.ui import say, setup_logging
 
@@ -140,16 +142,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> CellReco
                     return r.ok, f"{r.verdict} in {r.duration:.1f} s - {r.detail}", {"verdict": r.verdict}
                 _step(steps, "boot-shell", do_shell)
             elif kind == "xen":
-                def do_xen() -> tuple[bool, str, StepRecord]:
-                    if not elf_path.is_file():
-                        raise OvmfgenError("the build published no ovmf.elf to boot")
-                    r = (xen.boot_xen(elf_path, cell_dir / "xen", timeout=cell.timeout) if cell.timeout
-                         else xen.boot_xen(elf_path, cell_dir / "xen"))
-                    record["boot"]["xen"] = {
-                        "verdict": str(r.verdict), "ok": r.ok, "seconds": r.qemu_seconds,
-                        "log": _rel(r.serial_log, night) if r.serial_log else None, "detail": r.detail}
-                    return r.ok, xen.format_result(r), {"verdict": str(r.verdict)}
-                _step(steps, "boot-xen", do_xen)
+                _xen_steps(cell, cell_dir, night, elf_path, record, steps, threads)
     failed = [s["name"] for s in steps if s["status"] != "passed"]
     record["status"] = "failed" if failed else "passed"
     record["failed_steps"] = failed
@@ -157,6 +150,75 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> CellReco
     record["seconds"] = round(time.monotonic() - t0, 1)
     record["log"] = _rel(cell_dir / CELL_LOG, night)
     return record
+
+
+def xen_guests_of(cell: Cell, elf_path: Path, images: dict[str, Path]) -> list[xen.XenGuest]:
+    """The cell's Xen guests (``xen_guests``, default ``pvh-shell``), each with the image it boots.
+
+    ``images`` maps an FD size (``4M``) to the ELF of that size's build; a guest without a size
+    boots the cell's own ``elf_path``.
+    """
+    specs = [parse_guest_spec(t) for t in cell.xen_guests or ("pvh-shell",)]
+    return [s.guest(images[s.fd_size] if s.fd_size else elf_path) for s in specs]
+
+
+def xen_boot_record(outcomes: Sequence[xen.GuestOutcome], out_dir: Path, night: Path) -> BootRecord:
+    """The cell's ``boot.xen`` record: all guests' verdicts (from the run's xen-boot.json) and one overall line."""
+    summary = json.loads((out_dir / XEN_SUMMARY).read_text(encoding="utf-8"))
+    guests: list[XenGuestRecord] = []
+    for g in summary.get("guests") or []:
+        rec = XenGuestRecord(name=g.get("name"), mode=g.get("mode"), payload=g.get("payload"),
+                             variant=g.get("variant") or "", verdict=g.get("verdict"), expected=g.get("expected"),
+                             ok=bool(g.get("ok")), detail=g.get("detail") or "",
+                             seconds_to_shell=g.get("seconds_to_shell"), wall_seconds=g.get("wall_seconds"),
+                             attempts=g.get("attempts") or 1)
+        if g.get("log"):
+            rec["log"] = _rel(out_dir / g["log"], night)
+        guests.append(rec)
+    bad = [g for g in guests if not g.get("ok")]
+    verdict = "ALL_EXPECTED" if not bad else ", ".join(f"{g['name']} {g['verdict']}" for g in bad)
+    return BootRecord(verdict=verdict, ok=not bad, seconds=summary.get("seconds"), xen=summary.get("xen"),
+                      log=_rel(out_dir / XEN_SUMMARY, night), runs=summary.get("runs") or [], guests=guests,
+                      detail=f"{len(guests) - len(bad)}/{len(guests)} guests got their expected verdict "
+                             f"in one nested Xen {summary.get('xen')} boot")
+
+
+def _xen_steps(cell: Cell, cell_dir: Path, night: Path, elf_path: Path, record: CellRecord,
+               steps: list[StepRecord], threads: int | None) -> None:
+    """A build step per other FD size the Xen guests need, then ONE nested Xen boot of all of them."""
+    own = record.get("fd_size") or cell.fd_size
+    images: dict[str, Path] = {}
+    for size in sorted({s.fd_size for s in map(parse_guest_spec, cell.xen_guests) if s.fd_size and s.fd_size != own}):
+        def do_build(size: str = size) -> tuple[bool, str, StepRecord]:
+            req = build_request.make_request(cell.platform, cell.target, size, cell.defines, cell.features,
+                                             jobs=threads, ccache=cell.ccache, edk2=cell.edk2)
+            result = build_cmd.build(req)
+            art = cell_dir / f"artifacts-{size}"
+            _link_or_copy(result.dist / build_layout.ELF_NAME, art / build_layout.ELF_NAME)
+            record["artifacts"][f"{size}/{build_layout.ELF_NAME}"] = _rel(art / build_layout.ELF_NAME, night)
+            images[size] = art / build_layout.ELF_NAME
+            how = "up to date (no-op)" if result.noop else f"built in {result.seconds:.0f} s"
+            return True, f"{how}: {display_path(result.dist)}", {"noop": result.noop}
+        _step(steps, f"build-{size}", do_build)
+    if own:
+        images.setdefault(own, elf_path)
+
+    def do_xen() -> tuple[bool, str, StepRecord]:
+        if not elf_path.is_file():
+            raise OvmfgenError("the build published no ovmf.elf to boot")
+        missing = sorted({s.fd_size for s in map(parse_guest_spec, cell.xen_guests)
+                          if s.fd_size and s.fd_size not in images})
+        if missing:
+            raise OvmfgenError(f"no {', '.join(missing)} build to boot (its build step failed)")
+        guests = xen_guests_of(cell, elf_path, images)
+        out_dir = cell_dir / "xen"
+        outcomes = xen.boot_xen_guests(guests, out_dir, timeout=cell.timeout)
+        rec = xen_boot_record(outcomes, out_dir, night)
+        record["boot"]["xen"] = rec
+        lines = "; ".join(f"{o.guest.name.removeprefix('ovmfgen-')} {xen.format_result(o.result).removeprefix('xen: ')}"
+                          for o in outcomes)
+        return bool(rec.get("ok")), f"{rec.get('detail')}: {lines}", {"verdict": str(rec.get("verdict"))}
+    _step(steps, "boot-xen", do_xen)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

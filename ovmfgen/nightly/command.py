@@ -11,7 +11,8 @@ selected cell, in its own process and at most ``--jobs`` at a time:
 2. **check-elf** (cells with a PVH ELF) - every loader rule of ``ovmfgen.elf.check_elf``.
 3. **boot** - ``pvh``/``reset``: QEMU to XenPlatformPei through that entry (``boot.qemu.boot_qemu``);
    ``shell``: QEMU to the UEFI Shell from pflash with a FAT disk (``boot.shell.boot_qemu_shell``);
-   ``xen``: a real Xen PVH guest (``xen.boot_xen``; optional, slow).
+   ``xen``: ONE nested boot of real Xen running the cell's ``xen_guests`` in turn, a verdict each
+   (``xen.boot_xen_guests``; a guest of another FD size adds a build of that size; optional, slow).
 
 One failing cell never stops the others; the exit status is the number of failed cells (capped at
 100; 0 when all passed). Selection works like Fedora's edk2-build.py: ``--list``, ``--match`` and

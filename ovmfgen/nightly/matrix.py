@@ -15,6 +15,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ovmfgen import paths
+from ovmfgen.boot.xen.guests import parse_guest_spec
 from ovmfgen.build.request import parse_assignments, parse_fd_size, parse_target
 from ovmfgen.edk2.releases import KNOWN_TAGS
 from ovmfgen.errors import Location, OvmfgenError, display_path
@@ -23,7 +24,7 @@ from ovmfgen.platform.nodes import load_yaml_nodes, where
 DEFAULT_MATRIX = paths.REPO_ROOT / "nightly.yaml"
 BOOT_KINDS = ("pvh", "reset", "shell", "xen")
 CELL_KEYS = ("name", "platform", "target", "fd_size", "features", "defines", "boot", "description", "optional",
-             "requires", "ccache", "timeout", "edk2")
+             "requires", "ccache", "timeout", "edk2", "xen_guests")
 TOP_KEYS = ("description", "defaults", "cells", "reproducibility", "install")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -45,6 +46,9 @@ class Cell:
     ccache: bool = True
     timeout: float | None = None               # per boot, seconds (None: the boot's default)
     edk2: str | None = None                    # the edk2 tree's tag (None: the default tree)
+    #: boot xen: the guests of its ONE nested Xen boot, MODE-PAYLOAD[-FDSIZE] (default: pvh-shell);
+    #: a guest with another FD size boots that size's build of the cell (built in the cell too).
+    xen_guests: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         """The cell as plain JSON data (what the cell process receives)."""
@@ -54,7 +58,7 @@ class Cell:
     def from_json(cls, data: Mapping[str, Any]) -> Cell:
         """The inverse of ``to_json``."""
         kw = dict(data)
-        for key in ("features", "defines", "boot"):
+        for key in ("features", "defines", "boot", "xen_guests"):
             kw[key] = tuple(kw.get(key) or ())
         return cls(**kw)
 
@@ -231,6 +235,7 @@ def _parse_cell(raw: Node, defaults: _Fields | None, path: str, seen: set[str]) 
         raise OvmfgenError("a RELEASE build prints no DEBUG log, so a pvh/reset boot cannot be judged",
                            item.loc("boot"))
     timeout = _seconds(item.get("timeout"), item.loc("timeout"))
+    xen_guests = _xen_guests(item, [b for b, _ in boot])
     return Cell(
         name=name, platform=platform, target=target, fd_size=fd_size, features=features, defines=defines,
         boot=tuple(b for b, _ in boot), description=" ".join(str(item.get("description") or "").split()),
@@ -239,7 +244,23 @@ def _parse_cell(raw: Node, defaults: _Fields | None, path: str, seen: set[str]) 
         ccache=bool(item.get("ccache", True)),
         timeout=timeout,
         edk2=edk2,
+        xen_guests=xen_guests,
     )
+
+
+def _xen_guests(item: _Fields, boot: Sequence[str]) -> tuple[str, ...]:
+    """The cell's ``xen_guests``, each checked (``boot.xen.guests.parse_guest_spec``), in order."""
+    specs = _str_items(item, "xen_guests", "xen_guests")
+    if specs and "xen" not in boot:
+        raise OvmfgenError("xen_guests needs 'xen' in the cell's boot list", item.loc("xen_guests"))
+    out: list[str] = []
+    for text, loc in specs:
+        with _located(loc):
+            spec = parse_guest_spec(text)
+        if spec.text in out:
+            raise OvmfgenError(f"guest '{spec.text}' is listed twice", loc)
+        out.append(spec.text)
+    return tuple(out)
 
 
 def _seconds(value: object, loc: Location) -> float | None:

@@ -24,15 +24,35 @@ class StepRecord(TypedDict, total=False):
     verdict: str                    # boots
 
 
+class XenGuestRecord(TypedDict, total=False):
+    """One guest of a cell's nested Xen boot (its entry in the run's xen-boot.json)."""
+
+    name: str                       # ovmfgen-<mode>-<payload>[-<variant>]
+    mode: str                       # pvh | hvm
+    payload: str                    # shell | ud2 | ...
+    variant: str                    # e.g. "4M": the guest boots that FD size's build
+    verdict: str
+    expected: str
+    ok: bool                        # the verdict is the expected one
+    detail: str
+    seconds_to_shell: float | None  # dom0's clock, from xl create
+    wall_seconds: float | None      # the host's clock, the guest's whole turn
+    attempts: int
+    log: str                        # its part of Xen's serial log, relative to the night
+
+
 class BootRecord(TypedDict, total=False):
     """One boot of a cell's firmware (by kind: pvh, reset, shell, xen)."""
 
     verdict: str
     ok: bool
     seconds: float | None
-    log: str | None                 # relative to the night
+    log: str | None                 # relative to the night (xen: the run's xen-boot.json)
     debug_log: str                  # shell: the firmware's debug console
     detail: str
+    xen: str | None                 # xen: the hypervisor's package version
+    runs: list[dict[str, Any]]      # xen: the QEMU runs (a retry is a second run)
+    guests: list[XenGuestRecord]    # xen: every guest's verdict
 
 
 class FvUsage(TypedDict, total=False):

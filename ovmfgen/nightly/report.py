@@ -186,6 +186,13 @@ def _boot_cell(boot: Mapping[str, BootRecord], base: str) -> str:
         log = rec.get("log")
         label = f"{kind}: {rec.get('verdict')} ({_fmt_seconds(rec.get('seconds'))})"
         parts.append(f'<div class="{cls}">' + (_link(f"{base}/{log}", label) if log else _e(label)) + "</div>")
+        for g in rec.get("guests") or []:  # a nested Xen boot: one line per guest
+            gcls = "ok" if g.get("ok") else "bad"
+            glabel = (f"· {str(g.get('name', '')).removeprefix('ovmfgen-')}: {g.get('verdict')}"
+                      f" ({_fmt_seconds(g.get('wall_seconds'))})")
+            glog = g.get("log")
+            parts.append(f'<div class="{gcls} small">' + (_link(f"{base}/{glog}", glabel) if glog else _e(glabel))
+                         + "</div>")
     return "".join(parts)
 
 
