@@ -94,9 +94,17 @@ def build(c, platform="xen-pvh", target="DEBUG", fd_size=None, define=None, feat
 
 
 @task(help={"platform": "platform name", "target": "build target", "output": "results JSON (default bench/results.json)",
-            "edk2": "edk2 tree: a tag such as edk2-stable202605 (default: the default tree)"})
-def bench(c, platform="xen-pvh", target="DEBUG", output=None, edk2=None):
-    """Time ovmfgen against raw EDK2 `build`: no-op, clean build, ccache warm vs cold (~15 min)."""
+            "edk2": "edk2 tree: a tag such as edk2-stable202605 (default: the default tree)",
+            "xen": "instead: the real-Xen figure, ONE nested Xen boot of the guest set (warm cache; needs the "
+                   "--feature debug_output=hypervisor-console build)",
+            "mode": "with --xen: the guest set (all, pvh, hvm; default all)"})
+def bench(c, platform="xen-pvh", target="DEBUG", output=None, edk2=None, xen=False, mode="all"):
+    """Time ovmfgen against raw EDK2 `build` (no-op, clean, ccache; ~15 min), or with --xen a real Xen boot."""
+    if xen:
+        from ovmfgen.boot.xen import bench as xen_stage
+
+        guard(xen_stage.bench_xen_command, platform=platform, target=target, output=output, edk2=edk2, mode=mode)
+        return
     from ovmfgen.build import bench as stage
 
     guard(stage.bench_command, platform=platform, target=target, output=output, edk2=edk2)

@@ -1,0 +1,99 @@
+"""``invoke bench --xen``: the real-Xen figure: ONE nested Xen boot of the guest set, warm cache.
+
+Xen and dom0 come up once; dom0 then runs each guest of the set to its verdict. The figures come
+from the host's watch of the serial log (``watch.RunWatch``): wall seconds until dom0 was up, each
+guest's turn (``xl create`` to its verdict and ``xl destroy``), and the whole QEMU run. Goals on this
+2-core machine: each guest under GUEST_GOAL_S, the whole set under SET_GOAL_S. It is a benchmark,
+not a test: a missed goal is reported, never an error; an unexpected verdict is an error (the
+figure would not be a boot). The Xen cache is made ready (and timed) before the clock starts.
+Results go into ``bench/results.json`` under ``xen``, beside the build figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from ovmfgen import paths
+from ovmfgen.boot.xen.cache import prepare_xen_cache
+from ovmfgen.boot.xen.guests import XenGuest, check_mode
+from ovmfgen.boot.xen.nested import SUMMARY_NAME, boot_xen_guests
+from ovmfgen.build.bench import RESULTS, merge_results
+from ovmfgen.build.layout import ELF_NAME, dist_dir
+from ovmfgen.errors import OvmfgenError, display_path
+from ovmfgen.paths import Layout
+from ovmfgen.ui import say
+
+GUEST_GOAL_S = 30.0
+SET_GOAL_S = 200.0
+#: The firmware the figure boots: its DEBUG output goes to Xen's console, as in the Xen tests.
+FEATURES = {"debug_output": "hypervisor-console"}
+OUT_DIR = paths.REPO_ROOT / "bench" / "xen"
+
+
+def xen_figures(summary: dict, load_before: float | None, cache_s: float) -> dict:
+    """The ``xen`` entry of bench/results.json from a run's xen-boot.json (pure)."""
+    run = (summary.get("runs") or [{}])[0]
+    guests = {}
+    for g in summary.get("guests") or []:
+        wall = g.get("wall_seconds")
+        guests[g["name"]] = {"verdict": g.get("verdict"), "ok": bool(g.get("ok")), "wall_s": wall,
+                             "dom0_s_to_shell": g.get("seconds_to_shell"),
+                             "met": wall is not None and wall <= GUEST_GOAL_S}
+    set_s = run.get("qemu_seconds")
+    retried = len(summary.get("runs") or []) > 1
+    return {
+        "xen": summary.get("xen"), "device_model": summary.get("device_model"),
+        "load_before": load_before, "cache_prepare_s": round(cache_s, 1),
+        "dom0_up_wall_s": run.get("dom0_up_wall_s"), "wall_per_dom0_second": run.get("wall_per_dom0_second"),
+        "qemu_max_rss_mib": run.get("qemu_max_rss_mib"), "retried": retried,
+        "guests": guests,
+        "set_s": set_s,
+        "goal": f"each guest <= {GUEST_GOAL_S:.0f} s, the whole set <= {SET_GOAL_S:.0f} s (wall)",
+        "met": (not retried and set_s is not None and set_s <= SET_GOAL_S
+                and all(g["met"] for g in guests.values())),
+    }
+
+
+def bench_xen_command(platform: str = "xen-pvh", target: str = "DEBUG", output: str | None = None,
+                      edk2: str | None = None, mode: str = "all", layout: Layout | None = None) -> dict:
+    """``invoke bench --xen``: boot the ``mode`` guest set once under real Xen, print and record the figures."""
+    kinds = check_mode(mode)
+    image = dist_dir(platform, target, None, FEATURES, {}, layout, edk2) / ELF_NAME
+    if not image.is_file():
+        tree = f" --edk2 {edk2}" if edk2 else ""
+        raise OvmfgenError(f"no published firmware at {display_path(image)}: run `invoke build --platform {platform} "
+                           f"--target {target}{tree} --feature debug_output=hypervisor-console` first")
+    t0 = time.monotonic()
+    prepare_xen_cache()  # warm cache: the figure is the boot, not the cache
+    cache_s = time.monotonic() - t0
+    load = round(os.getloadavg()[0], 1)
+    say(f"bench: one nested Xen boot of {len(kinds)} guest(s) on {display_path(image)} (load {load})")
+    outcomes = boot_xen_guests([XenGuest(m, p, image) for m, p in kinds], OUT_DIR)
+    summary = json.loads((OUT_DIR / SUMMARY_NAME).read_text(encoding="utf-8"))
+    figures = xen_figures(summary, load, cache_s)
+    rows = [(name.removeprefix("ovmfgen-"), str(g["verdict"]), _s(g["wall_s"]), f"<= {GUEST_GOAL_S:.0f} s",
+             "met" if g["met"] else "MISSED") for name, g in figures["guests"].items()]
+    rows.insert(0, ("Xen + dom0 up", "", _s(figures["dom0_up_wall_s"]), "", ""))
+    rows.append(("whole set", "", _s(figures["set_s"]), f"<= {SET_GOAL_S:.0f} s",
+                 "met" if figures["set_s"] is not None and figures["set_s"] <= SET_GOAL_S else "MISSED"))
+    header = ("measure", "verdict", "wall", "goal", "")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), flush=True)
+    print(f"host: load {load} before the run, {figures['wall_per_dom0_second']} wall s per dom0 s, "
+          f"peak RSS {figures['qemu_max_rss_mib']} MiB", flush=True)
+    out = Path(output) if output else RESULTS
+    merge_results(out, {"xen": figures})
+    say(f"bench: results in {display_path(out)}; logs in {display_path(OUT_DIR)}")
+    bad = [o for o in outcomes if not o.ok]
+    if bad:
+        raise OvmfgenError("bench: not a boot figure: " + ", ".join(
+            f"{o.guest.name} {o.result.verdict} (expected {o.guest.expected})" for o in bad))
+    return figures
+
+
+def _s(value: object) -> str:
+    return f"{value:.0f} s" if isinstance(value, (int, float)) else "-"
