@@ -54,6 +54,7 @@ Code map::
         child/             run as other processes, import nothing from ovmfgen
           stuart_platform.py   the stuart settings module
           linkcache.py         the LTO link cache behind ``--ccache``
+          pathfree.py          gcc/GenFw wrappers and environment: no build path in the firmware
       boot/
         verdict.py         a DEBUG log -> Verdict (milestones, which entry SEC ran from)
         qemu.py            running QEMU (TCG) through the PVH entry or the reset vector

@@ -63,7 +63,7 @@ def test_repro_comparison_names_the_fv_and_modules_that_differ_and_why(tmp_path:
     assert not diff["identical"] and diff["outputs"] == {"OVMF.fd": False}
     assert diff["fvs"] == ["DXEFV.Fv"]
     assert diff["modules"] == [{"module": "DxeCore", "path": "X64/MdeModulePkg/Core/Dxe/DxeMain/OUTPUT/DxeCore.efi",
-                                "cause": "pe-conversion"}]
+                                "cause": "pe-conversion", "embeds": []}]
     assert (diff["modules_total"], diff["modules_differing"], diff["ffs_differing"]) == (2, 1, 1)
     assert diff["files"] == ["X64/MdeModulePkg/Core/Dxe/DxeMain/OUTPUT/DxeCore.efi", "FV/Ffs/1234DxeCore/1234.ffs"]
     detail = nightly_repro.repro_detail(diff)

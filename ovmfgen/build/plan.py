@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ovmfgen import __version__, paths
+from ovmfgen.build.child.pathfree import source_date_epoch
 from ovmfgen.build.layout import Layout, variant_suffix, workspace_dir
 from ovmfgen.build.request import Request
 from ovmfgen.edk2.conventions import ARCH, fd_size_define, fd_size_label, toolchain_tag
@@ -42,7 +43,7 @@ STUART_PLATFORM = Path(__file__).resolve().parent / "child" / "stuart_platform.p
 # The modules whose code shapes the artifacts: a change to them invalidates the no-op.
 RECIPE_MODULES = ("build/request.py", "build/plan.py", "build/workspace.py", "build/stuart.py", "build/manifest.py",
                   "build/publish.py", "build/command.py", "build/child/stuart_platform.py",
-                  "build/child/linkcache.py", "edk2/conventions.py", "edk2/modules.py", "elf.py",
+                  "build/child/linkcache.py", "build/child/pathfree.py", "edk2/conventions.py", "edk2/modules.py", "elf.py",
                   "platform/reads.py")
 
 
@@ -133,6 +134,7 @@ class Plan:
     defines: dict[str, str]                 # every -D passed (FD_SIZE_xMB included)
     version_string: str
     release_date: str
+    source_date_epoch: int                  # SOURCE_DATE_EPOCH: the edk2 release's date at 00:00 UTC
     tools: dict[str, str]
     inputs: dict = field(hash=False)
     input_hash: str = ""
@@ -174,6 +176,8 @@ class Plan:
             argv += ["--pcd", pcd]
         # Same cookies for every build of this platform and target: reproducible, cache-friendly.
         argv += ["--stack-cookie-seed", f"{self.platform.name}/{req.target}"]
+        # The tree's release date, never the wall clock (child/pathfree.py keeps build paths out).
+        argv += ["--source-date-epoch", str(self.source_date_epoch)]
         if req.ccache:
             argv += ["--ccache-dir", str(ccache_dir()), "--link-cache-dir", str(link_cache_dir())]
         argv += [f"TARGET={req.target}", f"TOOL_CHAIN_TAG={self.toolchain}",
@@ -272,6 +276,7 @@ def plan(request: Request, layout: Layout | None = None) -> Plan:
         request=request, platform=platform, layout=lay, suffix=suffix, workspace=workspace, dist=dist,
         rendered=rendered, rendered_platform=rendered_platform, overrides=override_files, edk2_root=tree.root, edk2_tools=tree.basetools,
         edk2_identity=tree.identity, toolchain=toolchain, fd_size=fd_size, features=features, defines=defines,
-        version_string=version_string, release_date=release_date, tools=tools, inputs=inputs,
+        version_string=version_string, release_date=release_date,
+        source_date_epoch=source_date_epoch(tree.release_date), tools=tools, inputs=inputs,
         input_hash=input_hash(inputs),
     )

@@ -95,6 +95,7 @@ class ModuleDifference(TypedDict):
     module: str
     path: str
     cause: str                      # pe-conversion | compiled | missing | unknown
+    embeds: list[str]               # which build's paths the image holds: "workspace", "cache" (repro.embedded_paths)
 
 
 class Comparison(TypedDict):

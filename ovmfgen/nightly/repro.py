@@ -1,4 +1,11 @@
-"""Reproducibility: one cell built twice from scratch in two workspace paths, and where the outputs differ."""
+"""Reproducibility: one cell built twice from scratch from two places, and where the outputs differ.
+
+The two builds differ in every path a build can see: the workspace (two roots of different
+lengths) and ovmfgen's cache (the second build's ``OVMFGEN_CACHE`` is a linked copy of the edk2
+tree's directory at a longer path, so the tree sources and BaseTools sit elsewhere too). The first
+build compiles through ccache and the link cache, the second without either: the promise is the same
+bytes from the same inputs, however they were built (``ovmfgen/build/child/pathfree.py``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,9 @@ import shutil
 import struct
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +25,7 @@ from ovmfgen.build import command as build_cmd
 from ovmfgen.build import layout as build_layout
 from ovmfgen.build import plan as build_plan
 from ovmfgen.build import request as build_request
+from ovmfgen.edk2 import tree as edk2_tree
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.nightly.history import CELL_LOG
 from ovmfgen.nightly.matrix import Cell
@@ -71,14 +81,23 @@ def _difference_cause(a_efi: Path, b_efi: Path) -> str:
     return "pe-conversion" if a == b else "compiled"
 
 
-def compare_build_outputs(a_out: Path, b_out: Path, a_dist: Path, b_dist: Path, limit: int = 20) -> Comparison:
+def embedded_paths(data: bytes, roots: Mapping[str, Sequence[str]]) -> list[str]:
+    """The labels of ``roots`` (label -> path spellings) whose path occurs in ``data``, sorted."""
+    return sorted(label for label, spellings in roots.items()
+                  if any(s and s.encode() in data for s in spellings))
+
+
+def compare_build_outputs(a_out: Path, b_out: Path, a_dist: Path, b_dist: Path, limit: int = 20,
+                          roots: Mapping[str, Sequence[str]] | None = None) -> Comparison:
     """Compare two builds of one variant: the published firmware, and if it differs, where.
 
     ``*_out`` are EDK2's BUILD_OUTPUT_BASE (``.../<TARGET>_<TOOL_CHAIN_TAG>``), ``*_dist`` the published dirs.
     Returns ``{"identical", "outputs": {name: same?}, "fvs": [...], "modules": [...], "modules_total",
     "modules_differing", "ffs_differing", "files": [...]}``: the firmware volumes (``FV/*.Fv``)
     that differ, the differing EFI images (``<ARCH>/**/OUTPUT/*.efi``, at most ``limit``, each with
-    the cause ``_difference_cause`` finds) and the differing FFS files (``FV/Ffs/**.ffs``).
+    the cause ``_difference_cause`` finds, and in ``embeds`` the labels of ``roots`` whose paths
+    either build's image holds, e.g. ``{"workspace": [...], "cache": [...]}``) and the differing FFS
+    files (``FV/Ffs/**.ffs``).
     """
     outputs: dict[str, bool] = {}
     for name in sorted(set(os.listdir(a_dist)) & set(os.listdir(b_dist))):
@@ -102,8 +121,13 @@ def compare_build_outputs(a_out: Path, b_out: Path, a_dist: Path, b_dist: Path, 
     result["modules_differing"] = len(efis)
     result["ffs_differing"] = len(ffs)
     for rel in efis[:limit]:
-        cause = _difference_cause(a_efi[rel], b_efi[rel]) if rel in a_efi and rel in b_efi else "missing"
-        result["modules"].append({"module": Path(rel).stem, "path": rel, "cause": cause})
+        both = rel in a_efi and rel in b_efi
+        cause = _difference_cause(a_efi[rel], b_efi[rel]) if both else "missing"
+        embeds: list[str] = []
+        if both and roots:
+            embeds = sorted(set(embedded_paths(a_efi[rel].read_bytes(), roots))
+                            | set(embedded_paths(b_efi[rel].read_bytes(), roots)))
+        result["modules"].append({"module": Path(rel).stem, "path": rel, "cause": cause, "embeds": embeds})
     result["files"] = (efis + ffs)[:limit]
     return result
 
@@ -118,18 +142,99 @@ def repro_detail(cmp: Comparison) -> str:
             f"{cmp['modules_total']} EFI modules differ ({names or 'none'})")
     causes = [m["cause"] for m in mods]
     if causes and all(c == "pe-conversion" for c in causes):
-        text += ("; each links to the same ELF code and data: only GenFw's ELF->PE conversion differs (it reserves "
-                 "room for a CodeView entry holding the .dll's path, zeroed by --zero but sized by the build path)")
+        text += ("; each links to the same ELF code and data: only GenFw's ELF->PE conversion differs (its CodeView "
+                 "entry names the .dll by the path GenFw was given; --zero clears the bytes, not their number)")
     elif "compiled" in causes:
         text += f"; {causes.count('compiled')} already differ as linked ELF (compiler/linker output)"
+    for label in sorted({e for m in mods for e in m.get("embeds", [])}):
+        n = sum(label in m.get("embeds", []) for m in mods)
+        text += f"; {n} hold the {label} path (__FILE__ or a debug name)"
     return text
 
 
-def run_repro(cell: Cell, repro_dir: Path, threads: int | None = None, keep_workspaces: bool = False) -> ReproRecord:
-    """Build ``cell`` twice with ``--clean`` and no ccache in two workspace paths; compare.
+@contextmanager
+def _cache_at(cache: Path | None) -> Iterator[None]:
+    """``OVMFGEN_CACHE=cache`` for the duration (nothing when ``cache`` is None)."""
+    if cache is None:
+        yield
+        return
+    old = os.environ.get("OVMFGEN_CACHE")
+    os.environ["OVMFGEN_CACHE"] = str(cache)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("OVMFGEN_CACHE", None)
+        else:
+            os.environ["OVMFGEN_CACHE"] = old
 
-    The workspaces live under ``build/.nightly-repro/`` (same file system as the normal ones) at
-    paths of different lengths, and are removed afterwards unless ``keep_workspaces``.
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def moved_cache(edk2: str | None, cache: Path) -> Path | None:
+    """A cache at ``cache`` holding the tree of ``edk2`` (its cache directory, hard-linked), or None.
+
+    None when the tree does not live in ovmfgen's cache (``$OVMFGEN_EDK2``, the submodule): its path
+    cannot move. The tree, BaseTools and identity are read-only for builds, so links are safe.
+    """
+    tree = edk2_tree.locate(edk2)
+    try:
+        rel = tree.root.parent.relative_to(paths.cache_dir())
+    except ValueError:
+        return None
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.copytree(paths.cache_dir() / rel, cache / rel, symlinks=True, copy_function=_link_or_copy)
+    return cache
+
+
+def _spellings(*dirs: Path) -> list[str]:
+    """Each directory as given and resolved."""
+    return sorted({str(p) for d in dirs for p in (d, d.resolve())})
+
+
+@dataclass(frozen=True)
+class PlacedBuild:
+    """A build made at a place of its own: its plan, result and the cache it used."""
+
+    plan: build_plan.Plan
+    result: build_cmd.BuildResult
+    cache: Path
+
+
+def build_at(request: build_request.Request, root: Path, cache: Path | None = None) -> PlacedBuild:
+    """Build ``request`` with its workspace and dist under ``root`` and (when given) ``OVMFGEN_CACHE=cache``."""
+    lay = build_layout.Layout(build_root=root / "build", dist_root=root / "dist")
+    with _cache_at(cache):
+        say(f"reproducibility: building from scratch in {display_path(lay.build_root)}"
+            + (f", cache {display_path(cache)}" if cache is not None else ""))
+        result = build_cmd.build(request, lay)
+        plan = build_plan.plan(request, lay)
+        return PlacedBuild(plan, result, paths.cache_dir())
+
+
+def compare_placed(a: PlacedBuild, b: PlacedBuild, limit: int = 20) -> Comparison:
+    """Compare two placed builds; the differing modules say which build path they hold."""
+    roots = {"workspace": _spellings(a.plan.workspace, b.plan.workspace), "cache": _spellings(a.cache, b.cache)}
+    return compare_build_outputs(a.plan.output_base, b.plan.output_base, a.result.dist, b.result.dist, limit, roots)
+
+
+# Two roots of different lengths; the second build's cache path differs too.
+FIRST_ROOT = "a"
+SECOND_ROOT = "second-place-with-a-longer-path"
+SECOND_CACHE = "second-cache-at-another-path"
+
+
+def run_repro(cell: Cell, repro_dir: Path, threads: int | None = None, keep_workspaces: bool = False) -> ReproRecord:
+    """Build ``cell`` twice with ``--clean`` from two places and compare the firmware.
+
+    The first build is in ``build/.nightly-repro/a/`` with ovmfgen's cache and ``--ccache``; the second
+    in a longer path, without ccache, with ``OVMFGEN_CACHE`` at another path (``moved_cache``). Both
+    are removed afterwards unless ``keep_workspaces``.
     """
     repro_dir = Path(repro_dir).resolve()
     repro_dir.mkdir(parents=True, exist_ok=True)
@@ -138,17 +243,16 @@ def run_repro(cell: Cell, repro_dir: Path, threads: int | None = None, keep_work
     builds: list[dict[str, Any]] = []
     record: ReproRecord = {"cell": cell.name, "status": "failed", "builds": builds}
     try:
-        outs = []
-        for tag in ("a", "second-path"):
-            lay = build_layout.Layout(build_root=root / tag / "build", dist_root=root / tag / "dist")
+        placed = []
+        for tag, ccache in ((FIRST_ROOT, True), (SECOND_ROOT, False)):
+            cache = moved_cache(cell.edk2, root / SECOND_CACHE) if tag == SECOND_ROOT else None
             req = build_request.make_request(cell.platform, cell.target, cell.fd_size, cell.defines, cell.features,
-                                             jobs=threads, clean=True, ccache=False, edk2=cell.edk2)
-            say(f"reproducibility: building {cell.name} from scratch in {display_path(lay.build_root)}")
-            result = build_cmd.build(req, lay)
-            plan = build_plan.plan(req, lay)
-            outs.append((plan.output_base, result.dist))
-            builds.append({"workspace": display_path(plan.workspace), "seconds": round(result.seconds, 1)})
-        cmp = compare_build_outputs(outs[0][0], outs[1][0], outs[0][1], outs[1][1])
+                                             jobs=threads, clean=True, ccache=ccache, edk2=cell.edk2)
+            b = build_at(req, root / tag, cache)
+            placed.append(b)
+            builds.append({"workspace": display_path(b.plan.workspace), "cache": display_path(b.cache),
+                           "ccache": ccache, "seconds": round(b.result.seconds, 1)})
+        cmp = compare_placed(placed[0], placed[1])
         record.update(ReproRecord(**cmp))
         record["status"] = "identical" if cmp["identical"] else "differs"
         if cmp["identical"]:

@@ -7,7 +7,8 @@ that ``ovmfgen.build.plan`` composes (and that a person can rerun by hand, uncha
         --workspace build/xen-pvh --edk2 <edk2 tree> --edk-tools-path <BaseTools> \\
         --dsc OvmfPkg/XenOvmf.dsc --arch X64 --name XenOvmf \\
         --pcd gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareVersionString=L"..." \\
-        --stack-cookie-seed xen-pvh/DEBUG [--ccache-dir DIR --link-cache-dir DIR] \\
+        --stack-cookie-seed xen-pvh/DEBUG --source-date-epoch 1740096000 \\
+        [--ccache-dir DIR --link-cache-dir DIR] \\
         TARGET=DEBUG TOOL_CHAIN_TAG=GCC MAX_CONCURRENT_THREAD_NUMBER=2 BLD_*_FD_SIZE_2MB=TRUE
 
 Why it is written this way:
@@ -23,6 +24,9 @@ Why it is written this way:
   list for every clean build (``StackCookieValues{32,64}.json`` in the build directory), which
   changes every module's AutoGen.h, defeats compiler caches and makes two clean builds differ.
   The values are as public as the image they are compiled into, so determinism costs nothing.
+* Path-free output (``pathfree.py``, beside this file): a ``gcc`` and a ``GenFw`` wrapper first on
+  PATH keep the workspace and tree paths out of the firmware, so two builds from two places give the
+  same bytes; ``--source-date-epoch`` (the edk2 release's date) is the build's SOURCE_DATE_EPOCH.
 * ``--pcd`` is not something ``UefiBuilder.Build`` can pass, so ``Build`` composes the same ``build``
   parameters upstream does and adds the PCDs (version stamping, as distributions do).
 
@@ -78,6 +82,7 @@ class PlatformBuilder(UefiBuilder, BuildSettingsManager):
         self.CcacheDir = None
         self.StackCookieSeed = None
         self.LinkCacheDir = None
+        self.SourceDateEpoch = None
 
     # -- BuildSettingsManager -------------------------------------------------------------------
 
@@ -97,6 +102,8 @@ class PlatformBuilder(UefiBuilder, BuildSettingsManager):
                                help="with --ccache-dir: also cache LTO links of .dll files here (ovmfgen/build/child/linkcache.py)")
         parserObj.add_argument("--stack-cookie-seed", dest="stack_cookie_seed", default=None,
                                help="derive the stack cookie values from this text (default: edk2's random ones)")
+        parserObj.add_argument("--source-date-epoch", dest="source_date_epoch", type=int, default=None,
+                               help="SOURCE_DATE_EPOCH for the build (ovmfgen passes the edk2 release's date)")
 
     def RetrieveCommandLineOptions(self, args: argparse.Namespace) -> None:
         """Keep the parsed options."""
@@ -110,6 +117,7 @@ class PlatformBuilder(UefiBuilder, BuildSettingsManager):
         self.CcacheDir = os.path.abspath(args.ccache_dir) if args.ccache_dir else None
         self.StackCookieSeed = args.stack_cookie_seed
         self.LinkCacheDir = os.path.abspath(args.link_cache_dir) if args.link_cache_dir else None
+        self.SourceDateEpoch = args.source_date_epoch
 
     def GetWorkspaceRoot(self) -> str:
         """The ovmfgen workspace (rendered files, overrides, Conf/, Build/)."""
@@ -156,8 +164,9 @@ class PlatformBuilder(UefiBuilder, BuildSettingsManager):
                 return 1
             os.makedirs(self.CcacheDir, exist_ok=True)
             shell.set_shell_var("CCACHE_DIR", self.CcacheDir)
-            # Hits across workspaces: paths under the workspace are hashed relative to it.
-            shell.set_shell_var("CCACHE_BASEDIR", self.Workspace)
+            # No CCACHE_BASEDIR: it would hand gcc relative names, so __FILE__ would differ from a build
+            # without ccache; and the path-free -ffile-prefix-map flags carry the workspace path, so
+            # hits across workspaces are gone anyway.
             # edk2 compiles with -MMD: ccache's depend mode hashes the sources and the headers gcc
             # lists instead of running the preprocessor on every lookup (a hit costs a few ms, not 40).
             shell.set_shell_var("CCACHE_DEPEND", "true")
@@ -168,6 +177,8 @@ class PlatformBuilder(UefiBuilder, BuildSettingsManager):
                     logging.critical("--link-cache-dir needs gcc and ccache on PATH")
                     return 1
                 shell.insert_path(wrapper_dir)
+        if not self._path_free(shell):
+            return 1
         self.env.SetValue("ACTIVE_PLATFORM", self.Dsc, "ovmfgen: --dsc")
         self.env.SetValue("TARGET_ARCH", self.Arch, "ovmfgen: --arch")
         if self.env.GetValue("TOOL_CHAIN_TAG") is None:
@@ -177,6 +188,27 @@ class PlatformBuilder(UefiBuilder, BuildSettingsManager):
         self.env.SetValue("BUILDREPORTING", "TRUE", "ovmfgen: the manifest records FV usage")
         self.env.SetValue("BUILDREPORT_TYPES", REPORT_TYPES, "ovmfgen: FD/FV report")
         return 0
+
+    def _path_free(self, shell) -> bool:
+        """Put the path-free gcc and GenFw wrappers first on PATH and set the build's environment (pathfree.py)."""
+        pathfree = _load_beside("pathfree")
+        bin_dir = os.path.join(self.Workspace, pathfree.WRAPPER_DIR)
+        search = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
+                                 if d and os.path.realpath(d) != os.path.realpath(bin_dir))
+        next_gcc = shutil.which("gcc", path=search)   # ccache's or the link cache's when --ccache-dir put them first
+        real_genfw = os.path.join(self.EdkToolsPath, "BinWrappers", "PosixLike", "GenFw")
+        if not next_gcc or not os.path.isfile(real_genfw):
+            logging.critical("path-free build: no gcc on PATH or no %s", real_genfw)
+            return False
+        pathfree.install_wrappers(self.Workspace, self.GetPackagesPath(), next_gcc, real_genfw)
+        shell.insert_path(bin_dir)
+        setting, dropped = pathfree.build_environment(os.environ, self.SourceDateEpoch)
+        for name, value in setting.items():
+            shell.set_shell_var(name, value)
+        for name in dropped:  # from stuart's copy too: a checkpoint restore would export it again
+            shell.active_environ.pop(name, None)
+            os.environ.pop(name, None)
+        return True
 
     def _link_cache_wrapper(self) -> str | None:
         """Write ``<workspace>/.ovmfgen/bin/gcc`` (links through the link cache, the rest through ccache)."""
