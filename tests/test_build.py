@@ -23,6 +23,7 @@ from ovmfgen.build import plan as build_plan
 from ovmfgen.build import publish as build_publish
 from ovmfgen.build import stuart as build_stuart
 from ovmfgen.build import workspace as build_workspace
+from ovmfgen.build.child.pathfree import source_date_epoch
 from ovmfgen.build.plan import plan
 from ovmfgen.platform import located as platform_located
 from ovmfgen.build.request import make_request
@@ -222,6 +223,8 @@ def test_stuart_command_line(layout: Layout, fake_env: dict) -> None:
                  "BLD_*_FD_SIZE_2MB=TRUE", "BLD_*_SOURCE_DEBUG_ENABLE=TRUE"):
         assert item in argv
     assert opt("--stack-cookie-seed") == "xen-pvh/DEBUG"
+    # SOURCE_DATE_EPOCH: the tree's release date (child/pathfree.py), never the wall clock.
+    assert int(opt("--source-date-epoch")) == p.source_date_epoch == source_date_epoch(p.edk2_identity["release_date"])
     assert "--ccache-dir" not in argv and "--link-cache-dir" not in argv
     cc = plan(make_request("xen-pvh", ccache=True), layout).stuart_argv()
     assert cc[cc.index("--ccache-dir") + 1] == str(build_plan.ccache_dir())
@@ -252,6 +255,42 @@ def test_settings_module_build_parameters(monkeypatch: pytest.MonkeyPatch) -> No
                       "--pcd", b.Pcds[0], "--pcd", b.Pcds[1]]
     # RunCmd hands the string to a shell: it must split back into exactly these arguments.
     assert shlex.split(shlex.join(params)) == params
+
+
+def test_settings_module_puts_the_path_free_wrappers_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every build: gcc and GenFw wrappers first on PATH (chained to the gcc found before), the release's
+    SOURCE_DATE_EPOCH set and ELF_PACKAGE_METADATA gone from the environment the build inherits."""
+    from edk2toolext.environment import shell_environment
+
+    from ovmfgen.build.child import stuart_platform
+
+    tools = tmp_path / "basetools"
+    genfw = tools / "BinWrappers" / "PosixLike" / "GenFw"
+    genfw.parent.mkdir(parents=True)
+    genfw.write_text("#!/bin/sh\n")
+    monkeypatch.setenv("PATH", os.environ["PATH"])        # restored after the test
+    monkeypatch.setenv("ELF_PACKAGE_METADATA", '{"type":"deb"}')
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    shell = shell_environment.GetEnvironment()
+    checkpoint = shell.checkpoint()
+    try:
+        b = stuart_platform.PlatformBuilder()
+        b.Workspace, b.Edk2, b.EdkToolsPath = str(tmp_path / "ws"), str(tmp_path / "tree"), str(tools)
+        b.SourceDateEpoch = 1740096000
+        before = shutil.which("gcc")
+        assert b._path_free(shell)
+        bin_dir = tmp_path / "ws" / ".ovmfgen" / "pathfree"
+        assert os.environ["PATH"].split(os.pathsep)[0] == str(bin_dir)
+        assert shutil.which("gcc") == str(bin_dir / "gcc") and shutil.which("GenFw") == str(bin_dir / "GenFw")
+        gcc = (bin_dir / "gcc").read_text()
+        assert f"exec {before} " in gcc and f"-ffile-prefix-map={tmp_path / 'tree'}/=" in gcc
+        assert str(genfw) in (bin_dir / "GenFw").read_text()
+        assert os.environ["SOURCE_DATE_EPOCH"] == "1740096000" and "ELF_PACKAGE_METADATA" not in os.environ
+        assert b._path_free(shell)  # a second build: the wrapper does not chain to itself
+        assert f"exec {before} " in (bin_dir / "gcc").read_text()
+    finally:
+        shell.restore_checkpoint(checkpoint)
+        monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
 
 
 def test_stack_cookies_come_from_the_seed(tmp_path: Path) -> None:

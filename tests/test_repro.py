@@ -75,3 +75,41 @@ def test_repro_comparison_names_the_fv_and_modules_that_differ_and_why(tmp_path:
     compiled = nightly_repro.compare_build_outputs(a_out, c_out, a_dist, c_dist)
     assert compiled["modules"][0]["cause"] == "compiled"
     assert "1 already differ as linked ELF" in nightly_repro.repro_detail(compiled)
+
+
+def test_differing_modules_say_which_build_path_they_hold(tmp_path: Path):
+    a_out, a_dist = _fake_build(tmp_path / "a", b"dxe /cache-a/edk2/tree/MdePkg/SafeString.c")
+    b_out, b_dist = _fake_build(tmp_path / "b", b"dxe /cache-bb/edk2/tree/MdePkg/SafeString.c /ws-b/Build/X.dll")
+    roots = {"workspace": ["/ws-a", "/ws-b"], "cache": ["/cache-a", "/cache-bb"]}
+    cmp = nightly_repro.compare_build_outputs(a_out, b_out, a_dist, b_dist, roots=roots)
+    assert cmp["modules"][0]["embeds"] == ["cache", "workspace"]
+    detail = nightly_repro.repro_detail(cmp)
+    assert "1 hold the cache path" in detail and "1 hold the workspace path" in detail
+    assert nightly_repro.embedded_paths(b"nothing here", roots) == []
+
+
+def test_the_second_build_gets_the_tree_at_another_cache_path(tmp_path: Path, monkeypatch):
+    """moved_cache: the tree's cache directory hard-linked under another cache root; None for a tree elsewhere."""
+    from ovmfgen.edk2 import tree as edk2_tree
+
+    cache = tmp_path / "cache"
+    tree_dir = cache / "edk2" / "edk2-stable202502"
+    (tree_dir / "tree" / "OvmfPkg").mkdir(parents=True)
+    (tree_dir / "tree" / "OvmfPkg" / "a.c").write_text("x")
+    (tree_dir / "identity.json").write_text("{}")
+    monkeypatch.setenv("OVMFGEN_CACHE", str(cache))
+
+    class Tree:
+        root = tree_dir / "tree"
+
+    monkeypatch.setattr(edk2_tree, "locate", lambda tag: Tree)
+    moved = nightly_repro.moved_cache(None, tmp_path / "other-cache-longer")
+    copy = moved / "edk2" / "edk2-stable202502"
+    assert (copy / "tree" / "OvmfPkg" / "a.c").read_text() == "x" and (copy / "identity.json").is_file()
+    assert (copy / "tree" / "OvmfPkg" / "a.c").stat().st_ino == (Tree.root / "OvmfPkg" / "a.c").stat().st_ino
+
+    class Elsewhere:
+        root = tmp_path / "checkout"
+
+    monkeypatch.setattr(edk2_tree, "locate", lambda tag: Elsewhere)
+    assert nightly_repro.moved_cache(None, tmp_path / "c2") is None

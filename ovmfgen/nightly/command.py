@@ -22,9 +22,10 @@ Optional cells (``optional: true``) only run when ``--match``/``--cell`` names t
 ``require`` a module that is not there are listed as unavailable.
 
 Reproducibility: one cell per night (rotating through ``reproducibility.rotate`` by the date, or
-``--repro CELL``) is built twice from scratch, without ccache, in two workspaces at different paths;
-the night records whether the firmware outputs are byte-identical and, if not, which FV and which
-FFS/EFI files differ.
+``--repro CELL``) is built twice from scratch from two places (``nightly.repro``: two workspace
+paths, two cache paths, with and without ccache); the night records whether the firmware outputs
+are byte-identical and, if not, which FV and which FFS/EFI files differ and why. With
+``reproducibility.required`` a difference fails the night.
 
 History: ``<out>/<date>/summary.json`` (with ``cells/<name>/`` holding each cell's log, artifacts
 and boot logs) and ``<out>/index.html`` (``ovmfgen.nightly.report``), keeping the last ``--keep`` nights.

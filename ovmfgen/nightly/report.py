@@ -252,7 +252,7 @@ def _repro_block(summary: Summary, base: str) -> str:
     if not isinstance(repro, dict):
         return "<p class=\"small\">No reproducibility check this night.</p>"
     status = str(repro.get("status"))
-    parts = [f'<p>Cell <b>{_e(repro.get("cell"))}</b> built twice from scratch in two workspace paths: '
+    parts = [f'<p>Cell <b>{_e(repro.get("cell"))}</b> built twice from scratch from two places: '
              f'<span class="badge {STATUS_CLASS.get(status, "")}">{_e(status)}</span> '
              f'({_fmt_seconds(repro.get("seconds"))}) - {_e(repro.get("detail", ""))} '
              f'{_link(base + "/" + str(repro.get("log")), "log") if repro.get("log") else ""}</p>']

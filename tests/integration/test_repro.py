@@ -1,0 +1,43 @@
+"""Reproducible from any path: the session's xen-pvh DEBUG build against one made elsewhere, byte for byte.
+
+The session build (``published_xen_pvh``: the repository's workspace, ovmfgen's cache, no ccache) is
+the first of the pair; this test makes the second from scratch at a path of another length, with
+``OVMFGEN_CACHE`` at another path (the tree hard-linked there, so its sources sit elsewhere too) and
+through ccache and the link cache (cold: a new cache). GenFw and GenFds run for real in both. One
+extra clean DEBUG build: about 4-5 minutes on a quiet 2-core machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ovmfgen import paths
+from ovmfgen.build import plan as build_plan
+from ovmfgen.build import request as build_request
+from ovmfgen.build.command import BuildResult
+from ovmfgen.nightly import repro
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_same_firmware_from_another_checkout_and_cache_path(xen_pvh_clean_build: BuildResult,
+                                                                tmp_path: Path) -> None:
+    req = build_request.make_request("xen-pvh", "DEBUG", clean=True)
+    first = repro.PlacedBuild(build_plan.plan(req), xen_pvh_clean_build, paths.cache_dir())
+    cache = repro.moved_cache(None, tmp_path / "another-cache-at-a-longer-path")
+    assert cache is not None, "the default tree lives in ovmfgen's cache: its path can move"
+    second = repro.build_at(build_request.make_request("xen-pvh", "DEBUG", clean=True, ccache=True),
+                            tmp_path / "a-second-checkout-somewhere-else", cache)
+    assert len(str(second.plan.workspace)) != len(str(first.plan.workspace))
+    assert second.plan.edk2_root != first.plan.edk2_root and second.cache != first.cache
+    cmp = repro.compare_placed(first, second)
+    assert cmp["outputs"] == {"OVMF.fd": True, "ovmf.elf": True}, repro.repro_detail(cmp)
+    assert cmp["identical"]
+    # No image holds either place (what made them differ before: GenFw's CodeView names, __FILE__).
+    images = sorted(second.plan.output_base.glob("X64/**/OUTPUT/*.efi"))
+    assert len(images) > 90
+    places = [str(p).encode() for p in (first.plan.workspace, second.plan.workspace, first.cache, second.cache)]
+    holding = [img.name for img in images if any(place in img.read_bytes() for place in places)]
+    assert holding == []
