@@ -15,18 +15,19 @@ from test_matrix import _matrix
 
 
 def test_failing_cells_are_counted_and_never_stop_the_others(tmp_path: Path, real_cache: None):
-    """Real cell processes: two cells that cannot build (unknown platform, bad feature) and one that
-    could; --match keeps all three, the night completes, and the exit status is the failure count."""
+    """Real cell processes: two cells that cannot build (unknown platforms; a bad feature value is now
+    refused while the matrix loads, tests/invalid-nightly/bad-feature-value.yaml); the night completes,
+    and the exit status is the failure count."""
     m = _matrix([
         {"name": "broken-platform", "platform": "no-such-platform", "target": "DEBUG"},
-        {"name": "broken-feature", "platform": "xen-pvh", "features": ["timer=sundial"]},
+        {"name": "broken-feature", "platform": "no-such-platform-either", "features": ["timer=acpi"]},
     ])
     opts = Options(out=tmp_path / "nightly", date="2025-01-02", jobs=2, quiet=True, repro="none")
     summary = command.run_night(m, list(m.cells), opts)
     assert summary["totals"] == {"cells": 2, "passed": 0, "failed": 2}
     by = {c["name"]: c for c in summary["cells"]}
     assert "unknown platform 'no-such-platform'" in by["broken-platform"]["error"]
-    assert "sundial" in by["broken-feature"]["error"]
+    assert "unknown platform 'no-such-platform-either'" in by["broken-feature"]["error"]
     assert by["broken-platform"]["failed_steps"] == ["build"]
     night = tmp_path / "nightly" / "2025-01-02"
     assert json.loads((night / "summary.json").read_text())["totals"]["failed"] == 2

@@ -154,6 +154,8 @@ def test_cells_round_trip_through_json():
 # --- nightly.yaml errors: one located line ----------------------------------------------------------
 
 INVALID = sorted((REPO / "tests" / "invalid-nightly").glob("*.yaml"))
+# Cases that load and fail only when `invoke nightly` checks the switches against the platform and its tree.
+SWITCH_CASES = frozenset({"unread-define", "unread-feature"})
 
 
 def _expected(case: Path) -> str:
@@ -166,11 +168,30 @@ def test_enough_invalid_matrix_cases():
     assert len(INVALID) >= 25
 
 
-@pytest.mark.parametrize("case", INVALID, ids=[p.stem for p in INVALID])
+LOAD_CASES = [p for p in INVALID if p.stem not in SWITCH_CASES]
+
+
+@pytest.mark.parametrize("case", LOAD_CASES, ids=[p.stem for p in LOAD_CASES])
 def test_invalid_matrix_case(case: Path):
     with pytest.raises(OvmfgenError) as info:
         matrix.load_matrix(case)
     assert str(info.value) == _expected(case)
+
+
+@pytest.mark.parametrize("name", sorted(SWITCH_CASES))
+def test_a_switch_no_platform_file_reads_is_located_in_the_matrix(name: str, edk2_tree) -> None:
+    """A cell's define or feature that its platform never reads: one line at the switch, before any build."""
+    case = REPO / "tests" / "invalid-nightly" / f"{name}.yaml"
+    m = matrix.load_matrix(case)
+    with pytest.raises(OvmfgenError) as info:
+        command.check_switches(m.cells)
+    assert str(info.value) == _expected(case)
+
+
+def test_the_shipped_matrix_switches_are_all_read(edk2_tree) -> None:
+    m = matrix.load_matrix(REPO / "nightly.yaml")
+    assert any(c.features for c in m.cells)
+    command.check_switches(m.cells)
 
 
 @pytest.mark.parametrize("name", ["bad-boot", "not-utf8", "invalid-yaml"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ovmfgen.errors import Location, OvmfgenError
-from ovmfgen.platform.reads import check_defines, names_read
+from ovmfgen.platform.reads import UnreadSwitch, check_defines, check_features, names_read
 
 DSC = b"""[Defines]
   DEFINE SECURE_BOOT_ENABLE = FALSE   # a DEFINE a -D may override
@@ -47,3 +47,26 @@ def test_a_define_nothing_reads_is_one_located_line() -> None:
     with pytest.raises(OvmfgenError) as info:
         check_defines("p", {"TPM2_ENABLE": "TRUE"}, read, flag="define", where={"TPM2_ENABLE": Location("nightly.yaml", 9, 7)})
     assert str(info.value).startswith("nightly.yaml:9:7: error: define TPM2_ENABLE=TRUE: no file of platform p")
+
+
+def test_a_feature_nothing_reads_is_one_line_naming_what_is_read() -> None:
+    check_features("qemu-x64", {"timer": "acpi"}, ["fd_size", "timer"])
+    with pytest.raises(UnreadSwitch) as info:
+        check_features("qemu-x64", {"timer": "acpi", "debug_output": "hypervisor-console"}, ["timer", "fd_size"])
+    assert str(info.value) == ("error: --feature debug_output=hypervisor-console: nothing in platform qemu-x64 "
+                               "reads feature debug_output (it reads: fd_size, timer)")
+    assert (info.value.kind, info.value.name, info.value.value) == ("feature", "debug_output", "hypervisor-console")
+    where = {"shell": Location("nightly.yaml", 9, 7)}
+    with pytest.raises(OvmfgenError) as info:
+        check_features("m", {"shell": "false"}, [], flag="feature", where=where)
+    assert str(info.value) == "nightly.yaml:9:7: error: feature shell=false: nothing in platform m reads feature shell " \
+                              "(it reads: none)"
+
+
+def test_plan_refuses_a_feature_the_platform_does_not_read(edk2_tree) -> None:
+    from ovmfgen.build.plan import plan
+    from ovmfgen.build.request import make_request
+
+    with pytest.raises(UnreadSwitch) as info:
+        plan(make_request("qemu-x64", features=["debug_output=hypervisor-console"]))
+    assert info.value.message.startswith("--feature debug_output=hypervisor-console: nothing in platform qemu-x64 reads")

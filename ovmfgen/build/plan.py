@@ -32,7 +32,7 @@ from ovmfgen.edk2.tree import Edk2Tree
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.located import load_for_tree
 from ovmfgen.platform.model import Platform
-from ovmfgen.platform.reads import check_defines, names_read
+from ovmfgen.platform.reads import check_defines, check_features, names_read
 from ovmfgen.platform.render import Rendered, render
 from ovmfgen.run import run
 
@@ -229,6 +229,7 @@ def plan(request: Request, layout: Layout | None = None) -> Plan:
     if request.fd_size is not None:
         overrides["fd_size"] = str(request.fd_size)
     tree, platform = load_for_tree(request.platform, lay.platforms_dir, request.edk2, feature_overrides=overrides)
+    check_features(platform.name, dict(request.features), platform.features_read)
     defaults = dict(platform.default_features)
     features = dict(platform.features)
     fd_size = int(features.get("fd_size", "2"))

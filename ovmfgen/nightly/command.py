@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from ovmfgen import paths
+from ovmfgen.build import plan as build_plan
+from ovmfgen.build import request as build_request
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import replace_dir
 from ovmfgen.nightly import report
@@ -60,6 +62,7 @@ from ovmfgen.nightly.jobs import _child_argv, _Job, run_jobs, status_line
 from ovmfgen.nightly.matrix import (DEFAULT_MATRIX, Cell, Matrix, list_text, load_matrix, on_tree,
                                     repro_cell_for, select_cells)
 from ovmfgen.nightly.records import CellRecord, ReproRecord, Summary
+from ovmfgen.platform.reads import UnreadSwitch
 from ovmfgen.ui import say
 
 DEFAULT_OUT = paths.REPO_ROOT / "nightly"
@@ -155,6 +158,23 @@ class Options:
     install_root: Path | None = None
 
 
+def check_switches(cells: Sequence[Cell]) -> None:
+    """Each cell's features and defines must be read by its platform (as ``invoke build`` checks them);
+    the error is located at the switch in nightly.yaml. Needs the cells' edk2 trees."""
+    for cell in cells:
+        if not (cell.features or cell.defines):
+            continue
+        req = build_request.make_request(cell.platform, cell.target, cell.fd_size, cell.defines, cell.features,
+                                         edk2=cell.edk2)
+        try:
+            build_plan.plan(req)
+        except UnreadSwitch as exc:
+            raise OvmfgenError(f"{exc.kind} {exc.name}={exc.value}: {exc.detail}",
+                               cell.location(exc.kind, exc.name)) from None
+        except OvmfgenError:
+            pass  # anything else (an unknown platform, a tree not set up) fails that cell's build, in its record
+
+
 def default_jobs() -> int:
     """Cells at once by default: one per two CPUs (an EDK2 build keeps about two busy)."""
     return max(1, (os.cpu_count() or 1) // 2)
@@ -177,6 +197,7 @@ def run_night(matrix: Matrix, cells: Sequence[Cell], opts: Options) -> Summary:
             raise OvmfgenError("--repro-only, but there is no reproducibility cell (rotation empty or --repro none)")
     if not cells and repro_cell is None:
         raise OvmfgenError("no cells selected (see --list)")
+    check_switches([*cells, *([repro_cell] if repro_cell is not None else [])])
     staging = out / f".{date}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "cells").mkdir(parents=True)

@@ -7,7 +7,7 @@ import importlib.util
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from ovmfgen.boot.xen.guests import parse_guest_spec
 from ovmfgen.build.request import parse_assignments, parse_fd_size, parse_target
 from ovmfgen.edk2.releases import KNOWN_TAGS
 from ovmfgen.errors import Location, OvmfgenError, display_path
+from ovmfgen.platform.load import check_feature
 from ovmfgen.platform.nodes import load_yaml_nodes, where
 
 DEFAULT_MATRIX = paths.REPO_ROOT / "nightly.yaml"
@@ -49,10 +50,18 @@ class Cell:
     #: boot xen: the guests of its ONE nested Xen boot, MODE-PAYLOAD[-FDSIZE] (default: pvh-shell);
     #: a guest with another FD size boots that size's build of the cell (built in the cell too).
     xen_guests: tuple[str, ...] = ()
+    # Where each switch is written in nightly.yaml ("feature:NAME"/"define:NAME" -> Location): messages only.
+    locations: tuple[tuple[str, Location], ...] = field(default=(), compare=False, repr=False)
 
     def to_json(self) -> dict:
-        """The cell as plain JSON data (what the cell process receives)."""
-        return asdict(self)
+        """The cell as plain JSON data (what the cell process receives; no locations)."""
+        data = asdict(self)
+        data.pop("locations")
+        return data
+
+    def location(self, kind: str, name: str) -> Location | None:
+        """Where the ``kind`` (feature/define) switch ``name`` is written in nightly.yaml, if it is."""
+        return dict(self.locations).get(f"{kind}:{name}")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Cell:
@@ -210,11 +219,15 @@ def _parse_cell(raw: Node, defaults: _Fields | None, path: str, seen: set[str]) 
     with _located(item.loc("fd_size")):
         size = parse_fd_size(None if raw_size is None else str(raw_size))
     lists = {}
+    locations: list[tuple[str, Location]] = []
     for key, what in (("features", "feature"), ("defines", "define")):
         lists[key] = _str_items(item, key, key)
         for text, loc in lists[key]:
             with _located(loc):
-                parse_assignments([text], what)
+                for sname, svalue in parse_assignments([text], what).items():
+                    if what == "feature":
+                        check_feature(sname, svalue, "feature", loc)
+                    locations.append((f"{what}:{sname}", loc))
     features = tuple(text for text, _ in lists["features"])
     defines = tuple(text for text, _ in lists["defines"])
     fd_size = f"{size}M" if size else None
@@ -242,7 +255,7 @@ def _parse_cell(raw: Node, defaults: _Fields | None, path: str, seen: set[str]) 
         optional=bool(item.get("optional", False)),
         requires=str(item.get("requires")) if item.get("requires") else None,
         ccache=bool(item.get("ccache", True)),
-        timeout=timeout,
+        timeout=timeout, locations=tuple(locations),
         edk2=edk2,
         xen_guests=xen_guests,
     )

@@ -81,6 +81,7 @@ class _Ctx:
         self.features = features
         self.edk2 = edk2
         self.using: list[str] = []
+        self.features_read: set[str] = set()    # features a when: or ${var} consulted (Platform.features_read)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,6 +217,11 @@ def _concat_seqs(base: Node, over: Node) -> Node:
     return SequenceNode(base.tag, [*base.value, *over.value], over.start_mark, over.end_mark)
 
 
+# Each ``${var}`` and the feature it comes from.
+VARIABLE_FEATURES = {"fd_size_kb": "fd_size", "fd_size": "fd_size", "network": "network", "shell": "shell",
+                     "timer": "timer", "debug_output": "debug_output"}
+
+
 def feature_variables(features: dict[str, str]) -> dict[str, str]:
     """The ``${var}`` values a platform's features provide to its DSC/FDF text."""
     fd_kb = {"1": "1024", "2": "2048", "4": "4096"}[features["fd_size"]]
@@ -227,6 +233,16 @@ def feature_variables(features: dict[str, str]) -> dict[str, str]:
         "timer": features["timer"],
         "debug_output": features["debug_output"],
     }
+
+
+def check_feature(name: str, value: str, flag: str = "--feature", loc: Location | None = None) -> None:
+    """Raise one line for a feature override that names no feature, or a value the feature does not take."""
+    if name not in FEATURES:
+        raise OvmfgenError(f"{flag} {name}={value}: no such feature (features: {', '.join(sorted(FEATURES))})", loc)
+    if value not in FEATURES[name]:
+        shown = [f"{v}M" for v in sorted(FEATURES[name])] if name == "fd_size" else FEATURES[name]
+        raise OvmfgenError(f"{flag} {name}={value}: '{value}' is not a value of feature {name} "
+                           f"(one of: {', '.join(shown)})", loc)
 
 
 def _features(node: Node | None, path: str) -> dict[str, str]:
@@ -251,6 +267,8 @@ def _subst(text: str, node: Node, path: str, ctx: _Ctx) -> str:
         if name not in ctx.variables:
             raise OvmfgenError(f"unknown variable '${{{name}}}' (expected one of: {', '.join(sorted(ctx.variables))})",
                                _where(node, path))
+        if name in VARIABLE_FEATURES:
+            ctx.features_read.add(VARIABLE_FEATURES[name])
         return ctx.variables[name]
 
     return _VAR_RE.sub(repl, text)
@@ -399,6 +417,7 @@ def _decide(node: Node, path: str, ctx: _Ctx) -> bool:
             if w not in FEATURES[name]:
                 raise OvmfgenError(f"when: '{w}' is not a value of feature '{name}' (expected one of: "
                                    f"{', '.join(FEATURES[name])})", _where(vnode, path))
+        ctx.features_read.add(name)
         match = match and ctx.features[name] in wanted
     return match
 
@@ -562,9 +581,7 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
     features = _features(fnode, fpath)
     default_features = tuple(sorted(features.items()))
     for fname, fvalue in (feature_overrides or {}).items():
-        if fname not in FEATURES or fvalue not in FEATURES[fname]:
-            allowed = ", ".join(f"{k}={'|'.join(v)}" for k, v in FEATURES.items())
-            raise OvmfgenError(f"bad feature override '{fname}={fvalue}' (expected one of: {allowed})")
+        check_feature(fname, fvalue)
         features[fname] = fvalue
     ctx = _Ctx(path.stem, fragments, feature_variables(features), features, edk2)
 
@@ -693,7 +710,8 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
         name=path.stem, source=doc.path, dsc_name=dsc_name, package_dir=package_dir, description=description,
         features=tuple(sorted(features.items())), dsc=dsc, fdf=fdf, deltas=tuple(deltas), upstream=upstream,
         elf=elf, overrides=tuple(overrides), fd_name=fd_name, copyright=copyright_lines,
-        default_features=default_features, edk2=edk2, loc=Location(doc.path, 1, 1),
+        default_features=default_features, features_read=tuple(sorted(ctx.features_read)), edk2=edk2,
+        loc=Location(doc.path, 1, 1),
     )
 
 

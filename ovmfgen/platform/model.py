@@ -317,6 +317,7 @@ class Platform:
     fd_name: str = "OVMF"           # the FD the build publishes
     copyright: tuple[str, ...] = () # copyright lines carried into the generated files' header
     default_features: tuple[tuple[str, str], ...] = ()  # as the YAML sets them, before overrides
+    features_read: tuple[str, ...] = ()  # the features a when: block or ${var} of this load consulted
     edk2: str = ""                  # tag of the edk2 tree it was loaded for (decided its release conditions)
     loc: Location | None = _loc()
 

@@ -1,4 +1,4 @@
-"""Which ``-D`` names a platform reads, so a switch nothing reads is an error rather than ignored.
+"""Which ``-D`` names and features a platform reads, so a switch nothing reads is an error rather than ignored.
 
 edk2's ``build -D NAME=VALUE`` accepts any name: one that no DSC, FDF or ``!include`` of the
 platform reads changes nothing and the build still succeeds (packagers pass TPM switches to OvmfXen,
@@ -6,12 +6,16 @@ which has no TPM support, and ship something else than they asked for). A name i
 expands it (``$(NAME)``) or tests it (``!ifdef NAME``, ``!ifndef NAME``). The files are the rendered
 DSC/FDF and every file they ``!include``, transitively, taken from the platform's overrides first and
 then from the edk2 tree.
+
+A feature (``--feature NAME=VALUE``) is read where the platform YAML decides a ``when: {NAME: ...}``
+block or fills a ``${var}`` that comes from it, in the load for the requested features and tree
+(``Platform.features_read``): a feature only a skipped block would consult changes nothing either.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from ovmfgen.errors import Location, OvmfgenError
 
@@ -47,6 +51,15 @@ def names_read(files: Mapping[str, bytes], read_file: Callable[[str], bytes | No
     return frozenset(names)
 
 
+class UnreadSwitch(OvmfgenError):
+    """A ``--define``/``--feature`` nothing reads; ``kind``, ``name`` and ``detail`` (the message after the
+    switch) let a caller that knows where the switch was written (nightly.yaml) restate it there."""
+
+    def __init__(self, flag: str, kind: str, name: str, value: str, detail: str, location: Location | None) -> None:
+        super().__init__(f"{flag} {name}={value}: {detail}", location)
+        self.kind, self.name, self.value, self.detail = kind, name, value, detail
+
+
 def check_defines(platform: str, defines: Mapping[str, str], read: frozenset[str], flag: str = "--define",
                   where: Mapping[str, Location] | None = None) -> None:
     """Raise for the first define (in name order) that no file of ``platform`` reads.
@@ -55,5 +68,15 @@ def check_defines(platform: str, defines: Mapping[str, str], read: frozenset[str
     """
     for name in sorted(defines):
         if name not in read:
-            raise OvmfgenError(f"{flag} {name}={defines[name]}: no file of platform {platform} reads {name} "
+            raise UnreadSwitch(flag, "define", name, defines[name], f"no file of platform {platform} reads {name} "
                                f"(it reads: {', '.join(sorted(read))})", (where or {}).get(name))
+
+
+def check_features(platform: str, features: Mapping[str, str], read: Iterable[str], flag: str = "--feature",
+                   where: Mapping[str, Location] | None = None) -> None:
+    """Raise for the first feature (in name order) that no ``when:`` block or ``${var}`` of ``platform`` reads."""
+    known = sorted(set(read))
+    for name in sorted(features):
+        if name not in known:
+            raise UnreadSwitch(flag, "feature", name, features[name], f"nothing in platform {platform} reads feature "
+                               f"{name} (it reads: {', '.join(known) or 'none'})", (where or {}).get(name))
