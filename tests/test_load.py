@@ -158,3 +158,18 @@ def test_a_yaml_error_is_reported_as_pyyaml_words_it(tmp_path: Path) -> None:
         load_platform(path, platforms_dir=tmp_path)
     assert str(ei.value) == (f"{ei.value.location.path}:4:1: error: invalid YAML: "
                              "expected ',' or ']', but got '<stream end>'")
+
+
+def test_override_edk2_condition_keeps_it_for_those_trees_only(tmp_path: Path) -> None:
+    # {edk2: COND} on an override: one release's upstream bug is fixed for that release only; for the
+    # other trees the entry is not there at all (validation, the build, diff and patch never see it).
+    entry = ("overrides:\n  - path: OvmfPkg/Sec/SecMain.c\n    per_tree: true\n    edk2: edk2-stable202605\n"
+             "  - OvmfPkg/Sec/Other.c\n")
+    path = write(tmp_path, "m", MINI.replace("features:\n", entry + "features:\n", 1))
+    for tag, want in (("edk2-stable202502", ["OvmfPkg/Sec/Other.c"]),
+                      ("edk2-stable202605", ["OvmfPkg/Sec/SecMain.c", "OvmfPkg/Sec/Other.c"]),
+                      ("edk2-stable202611", ["OvmfPkg/Sec/Other.c"])):
+        p = load_platform(path, platforms_dir=tmp_path, edk2=tag)
+        assert [o.path for o in p.overrides] == want, tag
+    p = load_platform(path, platforms_dir=tmp_path, edk2="edk2-stable202605")
+    assert p.overrides[0].source("edk2-stable202605") == "edk2-stable202605/OvmfPkg/Sec/SecMain.c"

@@ -671,10 +671,20 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
     if onode is not None:
         for item in _seq(onode, opath, "overrides"):
             if isinstance(item, MappingNode):
-                # {path: P, per_tree: true}: one copy per edk2 tree (overrides/<platform>/<tag>/P)
-                okeys = _mapping(item, opath, "override", ("path", "per_tree", "commit"))
+                # {path: P, per_tree: true}: one copy per edk2 tree (overrides/<platform>/<tag>/P);
+                # {edk2: ">= TAG"}: only for the trees that condition holds for
+                okeys = _mapping(item, opath, "override", ("path", "per_tree", "edk2", "commit"))
                 if "path" not in okeys:
                     raise OvmfgenError("override: missing 'path'", _where(item, opath))
+                if "edk2" in okeys:
+                    # {edk2: COND}: the override fixes what only some releases need (an upstream bug
+                    # of one release); for other trees the entry is left out, like a when: block.
+                    try:
+                        applies = parse_condition(_text(okeys["edk2"][1], opath, "override edk2")).holds(ctx.edk2)
+                    except ConditionError as exc:
+                        raise OvmfgenError(str(exc), _where(okeys["edk2"][1], opath)) from None
+                    if not applies:
+                        continue
                 per_tree = False
                 if "per_tree" in okeys:
                     flag = _text(okeys["per_tree"][1], opath, "override per_tree").strip().lower()
