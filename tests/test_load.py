@@ -173,3 +173,17 @@ def test_override_edk2_condition_keeps_it_for_those_trees_only(tmp_path: Path) -
         assert [o.path for o in p.overrides] == want, tag
     p = load_platform(path, platforms_dir=tmp_path, edk2="edk2-stable202605")
     assert p.overrides[0].source("edk2-stable202605") == "edk2-stable202605/OvmfPkg/Sec/SecMain.c"
+
+
+def test_delta_edk2_condition_keeps_it_for_those_trees_only(tmp_path: Path) -> None:
+    # The difference a release-only override makes exists for that release only: elsewhere its delta
+    # would be stale (invoke diff refuses stale deltas).
+    entry = ("deltas:\n  - kind: file\n    subject: OvmfPkg/X.c\n    edk2: \">= edk2-stable202605\"\n    reason: r\n"
+             "  - kind: define\n    subject: PLATFORM_NAME\n    reason: n\n")
+    path = write(tmp_path, "m", MINI.replace("features:\n", entry + "features:\n", 1))
+    assert [d.subject for d in load_platform(path, platforms_dir=tmp_path).deltas] == ["PLATFORM_NAME"]
+    assert [d.subject for d in load_platform(path, platforms_dir=tmp_path, edk2="edk2-stable202605").deltas] == [
+        "OvmfPkg/X.c", "PLATFORM_NAME"]
+    bad = write(tmp_path, "b", MINI.replace("features:\n", entry.replace('">= edk2-stable202605"', "soon") + "features:\n", 1))
+    with pytest.raises(OvmfgenError, match=r"b\.yaml:16:11: error: edk2 condition 'soon'"):
+        load_platform(bad, platforms_dir=tmp_path)

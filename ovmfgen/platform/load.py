@@ -400,6 +400,14 @@ def _conditional(node: Node, path: str, ctx: _Ctx, kind: str) -> Conditional:
     return Conditional(tuple(branches), orelse, loc=_where(node, path))
 
 
+def _release_holds(node: Node, path: str, ctx: _Ctx, what: str) -> bool:
+    """Whether an entry's ``edk2: COND`` holds for the tree this load is for (a located error if malformed)."""
+    try:
+        return parse_condition(_text(node, path, what)).holds(ctx.edk2)
+    except ConditionError as exc:
+        raise OvmfgenError(str(exc), _where(node, path)) from None
+
+
 def _decide(node: Node, path: str, ctx: _Ctx) -> bool:
     """Whether a ``when:`` mapping holds for this load (features and the edk2 release)."""
     cond = _mapping(node, path, "when", WHEN_KEYS)
@@ -630,10 +638,13 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
     dnode2, dpath2 = get("deltas")
     if dnode2 is not None:
         for item in _seq(dnode2, dpath2, "deltas"):
-            keys = _mapping(item, dpath2, "delta", ("kind", "subject", "reason"))
+            keys = _mapping(item, dpath2, "delta", ("kind", "subject", "reason", "edk2"))
             for req in ("kind", "subject", "reason"):
                 if req not in keys:
                     raise OvmfgenError(f"delta: missing '{req}'", _where(item, dpath2))
+            # {edk2: COND}: a difference only some releases have (a release-only override's file).
+            if "edk2" in keys and not _release_holds(keys["edk2"][1], dpath2, ctx, "delta edk2"):
+                continue
             kind = _text(keys["kind"][1], dpath2, "delta kind").strip()
             if kind not in DELTA_KINDS:
                 raise OvmfgenError(f"delta kind '{kind}' is not one of: {', '.join(DELTA_KINDS)}",
@@ -676,15 +687,10 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
                 okeys = _mapping(item, opath, "override", ("path", "per_tree", "edk2", "commit"))
                 if "path" not in okeys:
                     raise OvmfgenError("override: missing 'path'", _where(item, opath))
-                if "edk2" in okeys:
-                    # {edk2: COND}: the override fixes what only some releases need (an upstream bug
-                    # of one release); for other trees the entry is left out, like a when: block.
-                    try:
-                        applies = parse_condition(_text(okeys["edk2"][1], opath, "override edk2")).holds(ctx.edk2)
-                    except ConditionError as exc:
-                        raise OvmfgenError(str(exc), _where(okeys["edk2"][1], opath)) from None
-                    if not applies:
-                        continue
+                # {edk2: COND}: the override fixes what only some releases need (an upstream bug of
+                # one release); for other trees the entry is left out, like a when: block.
+                if "edk2" in okeys and not _release_holds(okeys["edk2"][1], opath, ctx, "override edk2"):
+                    continue
                 per_tree = False
                 if "per_tree" in okeys:
                     flag = _text(okeys["per_tree"][1], opath, "override per_tree").strip().lower()
