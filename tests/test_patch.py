@@ -503,15 +503,20 @@ def test_the_series_for_the_newest_tree(tmp_path: Path, edk2_tree_202605: edk2.E
     assert patch_write.default_output_dir("xen-pvh", "edk2-stable202605") == \
         patch_write.default_output_dir("xen-pvh") / "edk2-stable202605"
     assert (gen.series.tag, gen.series.upstream_commit) == ("edk2-stable202605", edk2_tree_202605.identity["commit"])
-    assert gen.series.commits[0].paths == ("OvmfPkg/Sec/SecMain.c",)    # 202605's copy of the SEC fix
-    assert gen.series.commits[3].paths == (
+    # 202605's copy of the SEC fix, then that release's two fixes of its own (edk2: edk2-stable202605
+    # overrides: the Nocheck DebugLib's MemDebugLogLib, the Shell as the boot option of last resort).
+    assert [c.paths for c in gen.series.commits[:3]] == [
+        ("OvmfPkg/Sec/SecMain.c",),
+        ("OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPortNocheck.inf",),
+        ("OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c",)]
+    assert gen.series.commits[5].paths == (
         "Maintainers.txt", "OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-GCC.yml", "OvmfPkg/PlatformCI/XenOvmfBuild.py")
     text = gen.cover.read_text()
     assert "It is based on edk2-stable202605,\ncommit b03a21a63e3bd001f52c527e5a57feddb53a690b." in text
-    assert "TOOL_CHAIN_TAG=GCC\n" in gen.patches[3].read_text().replace("\r", "")
-    assert [c.clean for c in gen.checks] == [True] * 5
+    assert "TOOL_CHAIN_TAG=GCC\n" in gen.patches[5].read_text().replace("\r", "")
+    assert [c.clean for c in gen.checks] == [True] * 7    # six files and the commit range
     dates = set(re.findall(r"^Date: (.*)$", "".join(p.read_text() for p in gen.patches), re.M))
-    assert dates <= {f"Fri, 8 May 2026 00:0{i}:00 +0000" for i in range(1, 5)}, dates
+    assert dates <= {f"Fri, 8 May 2026 00:0{i}:00 +0000" for i in range(1, 7)}, dates
 
 
 def test_invoke_patch_defaults_to_the_newest_tree(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,7 +35,13 @@ def test_xen_pvh_shows_only_listed_deltas_on_202605(edk2_tree_202605) -> None:
     assert (unexplained, stale) == ([], [])
     assert {(d.kind, d.subject) for d in per_config["default"]} == {
         ("define", "PLATFORM_NAME"), ("define", "PLATFORM_GUID"), ("define", "OUTPUT_DIRECTORY"),
-        ("define", "FLASH_DEFINITION"), ("fd-region", "FD.OVMF 0x0|0xe000"), ("file", "OvmfPkg/Sec/SecMain.c")}
+        ("define", "FLASH_DEFINITION"), ("fd-region", "FD.OVMF 0x0|0xe000"), ("file", "OvmfPkg/Sec/SecMain.c"),
+        # 202605's own two fixes (edk2: edk2-stable202605 overrides and deltas).
+        ("file", "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"),
+        ("file", "OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPortNocheck.inf")}
+    # With the hypervisor console the fixed INF makes every module resolve MemDebugLogLib (upstream: no link).
+    assert {(d.kind, d.subject.split(": ")[-1]) for d in per_config["DEBUG_ON_HYPERVISOR_CONSOLE=TRUE"]
+            if d.kind == "library"} == {("library", "MemDebugLogLib")}
 
 
 def test_diff_never_refuses(edk2_tree_202605, real_cache: None) -> None:
