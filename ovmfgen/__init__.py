@@ -59,6 +59,7 @@ Code map::
         verdict.py         a DEBUG log -> Verdict (milestones, which entry SEC ran from)
         qemu.py            running QEMU (TCG) through the PVH entry or the reset vector
         shell.py           booting a full OVMF to the UEFI Shell (pflash + FAT disk)
+        fvfile.py          a file's PE32 out of a built image (firmware volumes, LZMA sections): the Shell for the disk
         command.py         ``invoke boot``: finds the build through the Layout, boots it
         xen/               real Xen 4.17 nested in QEMU: debian, cache, guests, nested, verdicts, watch, bench
       patch/

@@ -284,6 +284,15 @@ def test_shell_boot_classification():
     assert verdict == "QEMU_FAILED" and "the Shell started" in detail
 
 
+def test_shell_boot_names_the_boot_option_that_started_the_shell():
+    serial = ('BdsDxe: loading Boot0002 "UEFI Non-Block Boot Device" from PciRoot(0x0)/Pci(0x3,0x0)\r\n'
+              'BdsDxe: starting Boot0002 "UEFI Non-Block Boot Device" from PciRoot(0x0)/Pci(0x3,0x0)\r\n'
+              f"UEFI Interactive Shell v2.2\r\n{boot_shell.SHELL_MARKER}\r\n")
+    verdict, detail = boot_shell.classify_shell_boot(serial, "")
+    assert verdict == "SHELL_REACHED" and detail.endswith('(started by Boot0002 "UEFI Non-Block Boot Device")')
+    assert "started by" not in boot_shell.classify_shell_boot(f"{boot_shell.SHELL_MARKER}\r\n", "")[1]
+
+
 def test_shell_qemu_argv_uses_pflash_a_fat_disk_and_tcg():
     argv = boot_shell.shell_qemu_argv(Path("/f/CODE.fd"), Path("/f/VARS.fd"), Path("/f/disk.img"), Path("/f/s.log"),
                                 Path("/f/d,1.log"))
@@ -304,6 +313,17 @@ def test_fat_image_holds_the_startup_script(tmp_path: Path):
 
     out = run(["mtype", "-i", str(img), "::/startup.nsh"], env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"})
     assert out.stdout.replace("\r", "") == boot_shell.startup_script().replace("\r", "")
+
+
+@pytest.mark.skipif(shutil.which("mkfs.fat") is None or shutil.which("mmd") is None,
+                    reason="dosfstools/mtools not installed (invoke setup installs them)")
+def test_fat_image_makes_the_folders_of_the_default_boot_path(tmp_path: Path):
+    img = boot_shell.make_fat_image(tmp_path / "disk.img", {"startup.nsh": b"x", boot_shell.DEFAULT_BOOT_PATH: b"MZ"})
+    from ovmfgen.run import run
+
+    env = {"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"}
+    assert run(["mtype", "-i", str(img), "::/EFI/BOOT/BOOTX64.EFI"], env=env).stdout == "MZ"
+    assert run(["mtype", "-i", str(img), "::/startup.nsh"], env=env).stdout == "x"
 
 
 def test_a_boot_fv_other_than_the_images_is_unproven():

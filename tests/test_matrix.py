@@ -45,6 +45,8 @@ def test_the_shipped_matrix_parses_and_covers_the_required_cells():
         assert (by[name].platform, by[name].target, by[name].fd_size) == ("xen-pvh", target, size)
     assert by["xen-pvh-DEBUG-2M"].boot == ("pvh", "reset") and by["xen-pvh-DEBUG-4M"].boot == ("pvh", "reset")
     assert by["qemu-x64-DEBUG"].platform == "qemu-x64" and by["qemu-x64-DEBUG"].boot == ("shell",)
+    newest = by["qemu-x64-DEBUG-edk2-stable202605"]
+    assert (newest.platform, newest.edk2, newest.boot) == ("qemu-x64", "edk2-stable202605", ("shell",))
     xen = by["xen-pvh-DEBUG-hvcon-xen417"]
     assert xen.optional and xen.boot == ("xen",) and xen.requires == "ovmfgen.boot.xen"
     assert "debug_output=hypervisor-console" in xen.features and xen.fd_size == "2M"

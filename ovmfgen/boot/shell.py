@@ -5,6 +5,12 @@ firmware is given to QEMU as distributions ship it, a read-only OVMF_CODE pflash
 of OVMF_VARS (split from the unified OVMF.fd the build publishes), and a small FAT disk whose
 startup.nsh prints a marker on the serial console. The marker only appears if the Shell ran the
 script: the script builds it from a Shell variable, so the script's own text never contains it.
+
+The disk also carries the image's own Shell as ``\\EFI\\BOOT\\BOOTX64.EFI``, as edk2's PlatformCI
+does: from edk2-stable202605 on, OVMF registers its built-in Shell as an application
+(LOAD_OPTION_CATEGORY_APP, upstream 896907b53b) that BDS never boots on its own, so without it a
+diskless boot ends at "Press any key to enter the Boot Manager Menu". The verdict names the boot
+option that started the Shell (``BdsDxe: starting Boot####``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ovmfgen.boot.fvfile import file_pe32
 from ovmfgen.boot.qemu import DEBUG_PORT, QEMU, preflight
 from ovmfgen.boot.verdict import FAILURE_LINE, TAIL_LINES, describe_exit, log_lines
 from ovmfgen.elf import fv_header_ok
@@ -27,6 +34,10 @@ SHELL_MARKER = "OVMFGEN-SHELL-REACHED"
 SHELL_TIMEOUT_SECONDS = 240.0
 FAT_IMAGE_KIB = 4096
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]")
+#: The removable-media default path BDS boots from a disk with no boot option of its own (X64).
+DEFAULT_BOOT_PATH = "EFI/BOOT/BOOTX64.EFI"
+# PlatformBmPrintScLib's console line when BDS starts a boot option.
+_STARTING = re.compile(r'BdsDxe: starting (Boot[0-9A-Fa-f]{4} "[^"]*")')
 
 
 def startup_script(marker: str = SHELL_MARKER) -> str:
@@ -43,8 +54,8 @@ def _tools_hint() -> str:
 
 
 def make_fat_image(path: Path, files: dict[str, bytes], size_kib: int = FAT_IMAGE_KIB) -> Path:
-    """A FAT disk image (no partition table) holding ``files`` at its root: mkfs.fat + mcopy."""
-    for tool in ("mkfs.fat", "mcopy"):
+    """A FAT disk image (no partition table) holding ``files`` (``DIR/NAME`` keys make the folders): mkfs.fat + mmd + mcopy."""
+    for tool in ("mkfs.fat", "mmd", "mcopy"):
         if shutil.which(tool) is None:
             raise OvmfgenError(f"{tool} not found: {_tools_hint()}")
 
@@ -54,12 +65,15 @@ def make_fat_image(path: Path, files: dict[str, bytes], size_kib: int = FAT_IMAG
     # A fixed volume id keeps the image the same from run to run.
     run(["mkfs.fat", "-C", "-i", "0F6E2E00", "-n", "OVMFGEN", str(path), str(size_kib)])
     staging = Path(tempfile.mkdtemp(prefix="ovmfgen-fat-", dir=path.parent))
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
     try:
-        for name, data in sorted(files.items()):
-            src = staging / name
+        folders = sorted({"/".join(name.split("/")[:i]) for name in files for i in range(1, name.count("/") + 1)})
+        for folder in folders:
+            run(["mmd", "-i", str(path), f"::/{folder}"], env=env)
+        for i, (name, data) in enumerate(sorted(files.items())):
+            src = staging / str(i)
             src.write_bytes(data)
-            run(["mcopy", "-i", str(path), "-o", str(src), f"::/{name}"],
-                env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+            run(["mcopy", "-i", str(path), "-o", str(src), f"::/{name}"], env=env)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
@@ -140,7 +154,9 @@ def classify_shell_boot(serial: str, debug: str, marker: str = SHELL_MARKER, ret
     """(verdict, detail) for a shell boot from its serial console and DEBUG log (pure)."""
     console = strip_ansi(serial)
     if any(line.strip() == marker for line in console.splitlines()):
-        return "SHELL_REACHED", f"startup.nsh printed {marker} on the serial console"
+        started = _STARTING.findall(console)
+        how = f" (started by {started[-1]})" if started else ""
+        return "SHELL_REACHED", f"startup.nsh printed {marker} on the serial console{how}"
     failure = next((l for l in log_lines(debug) if FAILURE_LINE.search(l)), None)
     if failure is not None:
         return "FIRMWARE_ERROR", failure.strip()
@@ -155,23 +171,28 @@ def classify_shell_boot(serial: str, debug: str, marker: str = SHELL_MARKER, ret
 
 
 def boot_qemu_shell(image: Path, out_dir: Path, timeout: float = SHELL_TIMEOUT_SECONDS,
-                    memory_mb: int = 512, marker: str = SHELL_MARKER) -> ShellBootResult:
+                    memory_mb: int = 512, marker: str = SHELL_MARKER, shell_on_disk: bool = True) -> ShellBootResult:
     """Boot a unified OVMF.fd to the UEFI Shell in QEMU (TCG) and wait for startup.nsh's marker.
 
     Writes into ``out_dir``: ``OVMF_CODE.fd`` and ``OVMF_VARS.fd`` (split from ``image``),
-    ``boot-shell-vars.fd`` (the VM's copy of OVMF_VARS, which the firmware writes), ``shell-disk.img`` (FAT, startup.nsh), ``boot-shell-serial.log`` (the
+    ``boot-shell-vars.fd`` (the VM's copy of OVMF_VARS, which the firmware writes), ``shell-disk.img`` (FAT:
+    startup.nsh and, with ``shell_on_disk``, the image's own Shell at EFI/BOOT/BOOTX64.EFI), ``boot-shell-serial.log`` (the
     console) and ``boot-shell-debug.log`` (the DEBUG log, port 0x402). QEMU is stopped as soon as
     the marker appears, the firmware ASSERTs, or ``timeout`` seconds pass.
     """
     image, out_dir = preflight(image, out_dir)
-    vars_fd, code_fd = split_unified_fd(image.read_bytes())
+    data = image.read_bytes()
+    vars_fd, code_fd = split_unified_fd(data)
     # The pair as shipped (OVMF_VARS.fd stays the pristine template) and the VM's private copy of
     # the variable store, which the firmware writes to while it boots.
     code, template, vars_copy = out_dir / "OVMF_CODE.fd", out_dir / "OVMF_VARS.fd", out_dir / "boot-shell-vars.fd"
     code.write_bytes(code_fd)
     template.write_bytes(vars_fd)
     vars_copy.write_bytes(vars_fd)
-    disk = make_fat_image(out_dir / "shell-disk.img", {"startup.nsh": startup_script(marker).encode()})
+    files = {"startup.nsh": startup_script(marker).encode()}
+    if shell_on_disk:
+        files[DEFAULT_BOOT_PATH] = file_pe32(data)
+    disk = make_fat_image(out_dir / "shell-disk.img", files)
     serial_log, debug_log = out_dir / "boot-shell-serial.log", out_dir / "boot-shell-debug.log"
     for log_file in (serial_log, debug_log):
         log_file.write_bytes(b"")
