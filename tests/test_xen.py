@@ -645,3 +645,32 @@ def test_bench_results_keep_the_other_figures(tmp_path):
     out.write_text("not json")
     merge_results(out, {"xen": {}})
     assert json.loads(out.read_text()) == {"xen": {}}
+
+
+def test_guests_of_two_trees_share_one_run_apart(tmp_path):
+    """The newest tree's firmware (variant "202605") rides in the same nested run as the default tree's:
+    its own name, firmware file, xl config and log files; two guests with one name are refused."""
+    mods = tmp_path / "modules"
+    mods.mkdir()
+    for m in debian.DOM0_MODULES:
+        (mods / f"{m}.ko").write_bytes(m.encode())
+    old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+    old_dir.mkdir()
+    new_dir.mkdir()
+    old, new = _pvh_elf(old_dir), _pvh_elf(new_dir)
+    new.write_bytes(new.read_bytes() + b"202605")
+    both = [guests.XenGuest("pvh", "shell", old), guests.XenGuest("pvh", "shell", new, variant="202605"),
+            guests.XenGuest("hvm", "shell", new, variant="202605")]
+    assert [g.name for g in both] == ["ovmfgen-pvh-shell", "ovmfgen-pvh-shell-202605", "ovmfgen-hvm-shell-202605"]
+    got = _read_newc(guests.overlay_cpio(both, mods, guests.GuestDeadline(cap_s=200)))
+    assert got["ovmfgen/ovmf-pvh-shell.elf"][1] == old.read_bytes()
+    assert got["ovmfgen/ovmf-pvh-shell-202605.elf"][1] == new.read_bytes()
+    assert b'kernel = "/ovmfgen/ovmf-pvh-shell-202605.elf"' in got["ovmfgen/ovmfgen-pvh-shell-202605.cfg"][1]
+    assert b'bios_path_override = "/ovmfgen/ovmf-hvm-shell-202605.elf"' in got["ovmfgen/ovmfgen-hvm-shell-202605.cfg"][1]
+    assert "run_guest ovmfgen-hvm-shell-202605\n" in got["ovmfgen/test.sh"][1].decode()
+    assert nested.guest_log_names(both[1]) == ("xen-pvh-shell-202605.log", "xen-pvh-shell-202605.console.log")
+    assert nested.guest_log_names(both[0]) == ("xen-pvh-shell.log", "xen-pvh-shell.console.log")
+    with pytest.raises(OvmfgenError, match="letters and digits"):
+        guests.XenGuest("pvh", "shell", new, variant="edk2-stable202605")
+    with pytest.raises(OvmfgenError, match="two guests of one run have the same name"):
+        nested.boot_xen_guests([both[0], guests.XenGuest("pvh", "shell", new)], tmp_path / "out")
