@@ -4,7 +4,8 @@
 features: the build test checks it, the QEMU boot tests boot it. ``published_xen_pvh_hvcon`` is the
 ``debug_output=hypervisor-console`` variant (its own workspace and dist dir) the Xen boot test needs;
 it is an ordinary build, so a no-op when already published from the same inputs.
-``published_xen_pvh_newest`` is xen-pvh DEBUG 2M against the newest edk2 tree (edk2-stable202605).
+``published_xen_pvh_newest`` is xen-pvh DEBUG 2M against the newest edk2 tree (edk2-stable202605),
+``published_xen_pvh_hvcon_newest`` its hypervisor-console variant (the Xen boot test's newest guests).
 """
 
 from __future__ import annotations
@@ -43,3 +44,9 @@ def published_xen_pvh_newest() -> Path:
     """dist/xen-pvh/edk2-stable202605/DEBUG/: xen-pvh DEBUG 2M against the newest tree (an ordinary build:
     a no-op when already published from the same inputs). ``invoke test`` set the tree up."""
     return build_cmd.build_command("xen-pvh", "DEBUG", fd_size="2M", edk2=NEWEST_TAG)
+
+
+@pytest.fixture(scope="session")
+def published_xen_pvh_hvcon_newest() -> Path:
+    """dist/xen-pvh/edk2-stable202605/DEBUG-hvcon/: the hypervisor-console build against the newest tree."""
+    return build_cmd.build_command("xen-pvh", "DEBUG", features=HVCON, edk2=NEWEST_TAG)

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from ovmfgen.boot.fvfile import file_pe32
 from ovmfgen.boot.qemu import boot_qemu
 from ovmfgen.boot.verdict import ENTRIES, Verdict
 from ovmfgen.boot.verdict import installed_ppis
+from ovmfgen import paths
 
 pytestmark = [
     pytest.mark.integration,
@@ -122,3 +124,16 @@ def test_time_limit_stops_qemu(published_xen_pvh: Path, tmp_path: Path):
     assert result.duration is not None and result.duration < 5
     assert result.log_path is not None and result.log_path.exists()
     assert not list(tmp_path.glob(".boot-*"))
+
+
+@pytest.mark.parametrize("build, workspace", [("published_xen_pvh", "xen-pvh"),
+                                              ("published_xen_pvh_newest", "edk2-stable202605/xen-pvh")])
+def test_the_shell_boot_takes_the_builds_own_shell_from_the_image(build: str, workspace: str,
+                                                                   request: pytest.FixtureRequest):
+    """boot.fvfile finds the Shell in the published image (DXEFV, inside FVMAIN_COMPACT's LZMA section):
+    the same bytes as the build's Shell.efi, in the FD and in the PVH ELF, for both trees."""
+    dist = request.getfixturevalue(build)
+    built = sorted((paths.BUILD_DIR / workspace / "Build").glob("*/DEBUG_*/X64/Shell.efi"))
+    assert len(built) == 1, built
+    for name in ("OVMF.fd", "ovmf.elf"):
+        assert file_pe32((dist / name).read_bytes()) == built[0].read_bytes(), name

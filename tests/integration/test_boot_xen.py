@@ -1,8 +1,9 @@
 """Boot truth on real Xen: ONE nested Xen 4.17 boot runs the guest set, one verdict per guest.
 
 The guests, in turn: the xen-pvh ELF as a PVH guest (to the UEFI Shell), the same file as an HVM
-guest's firmware (hvmloader, reset vector, to the Shell) and the negative control (ud2 at the PVH
-entry: must crash). Xen runs nested under QEMU TCG with a Debian dom0 (see ovmfgen/boot/xen/). The
+guest's firmware (hvmloader, reset vector, to the Shell), the negative control (ud2 at the PVH
+entry: must crash), then the same platform built against the newest edk2 tree (edk2-stable202605)
+as a PVH and an HVM guest (variant "202605": one nested boot serves both trees). Xen runs nested under QEMU TCG with a Debian dom0 (see ovmfgen/boot/xen/). The
 first run on a machine builds the cache (hypervisor, dom0 kernel, dom0 root file system with
 qemu-system-xen: a few minutes); the run itself takes a few minutes and ~2.5 GB of RAM.
 """
@@ -18,6 +19,7 @@ import pytest
 
 from ovmfgen.boot.xen import Verdict, format_result, nested
 from ovmfgen.boot.xen.guests import XenGuest, check_mode, pvh_entry_offset
+from ovmfgen.edk2.releases import NEWEST_TAG
 
 pytestmark = [
     pytest.mark.integration,
@@ -25,19 +27,23 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="building dom0 (debootstrap, chroot) needs root"),
 ]
 
+NEWEST_VARIANT = NEWEST_TAG.removeprefix("edk2-stable")    # "202605"
 _SEC_RE = re.compile(r"\(d\d+\) SecCoreStartupWithStack\((0x[0-9A-Fa-f]+), (0x[0-9A-Fa-f]+)\)")
 
 
 @pytest.fixture(scope="module")
-def guest_set(published_xen_pvh_hvcon: Path) -> dict[str, nested.GuestOutcome]:
-    """The 'all' guest set in one nested boot; logs and xen-boot.json beside the firmware."""
+def guest_set(published_xen_pvh_hvcon: Path, published_xen_pvh_hvcon_newest: Path) -> dict[str, nested.GuestOutcome]:
+    """The 'all' guest set, then the newest tree's shell guests, in one nested boot; logs and
+    xen-boot.json beside the default tree's firmware."""
     elf = Path(published_xen_pvh_hvcon) / "ovmf.elf"
+    newest = Path(published_xen_pvh_hvcon_newest) / "ovmf.elf"
     guests = [XenGuest(mode, payload, elf) for mode, payload in check_mode("all")]
+    guests += [XenGuest(mode, "shell", newest, variant=NEWEST_VARIANT) for mode in ("pvh", "hvm")]
     # No wall-clock timeout: dom0's deadlines are in its own seconds and the host watches for stalls.
     outcomes = nested.boot_xen_guests(guests, elf.parent)
     for o in outcomes:
         print(o.guest.name, format_result(o.result))
-    return {f"{o.guest.mode}-{o.guest.payload}": o for o in outcomes}
+    return {o.guest.name.removeprefix("ovmfgen-"): o for o in outcomes}
 
 
 def _sec_args(log: Path) -> tuple[int, int]:
@@ -65,6 +71,27 @@ def test_hvm_guest_reaches_the_shell_from_the_reset_vector(guest_set):
     assert 0xFF000000 <= sec < 0x100000000, hex(sec)
 
 
+def test_newest_tree_pvh_guest_reaches_the_shell(guest_set):
+    """edk2-stable202605: the Shell is the boot option of last resort again (xen-pvh's 202605-only
+    BdsPlatform.c override), and the hypervisor-console DebugLib links (its INF override)."""
+    o = guest_set[f"pvh-shell-{NEWEST_VARIANT}"]
+    r = o.result
+    assert r.verdict is Verdict.SHELL_REACHED, f"{r.verdict}: {r.detail} (see {r.serial_log})"
+    assert "UEFI Interactive Shell" in r.guest_console and "Shell>" in r.guest_console
+    assert "No bootable option" not in r.guest_console
+    sec, _ = _sec_args(r.serial_log)
+    assert 0x100000 <= sec < 0x400000, hex(sec)
+    assert o.guest.image.parent.parts[-2] == NEWEST_TAG
+
+
+def test_newest_tree_hvm_guest_reaches_the_shell(guest_set):
+    r = guest_set[f"hvm-shell-{NEWEST_VARIANT}"].result
+    assert r.verdict is Verdict.SHELL_REACHED, f"{r.verdict}: {r.detail} (see {r.serial_log})"
+    assert "Shell>" in r.guest_console
+    sec, _ = _sec_args(r.serial_log)
+    assert 0xFF000000 <= sec < 0x100000000, hex(sec)
+
+
 def test_broken_pvh_entry_is_reported_as_a_crash(guest_set):
     """Negative control: the same image with ud2 at its PVH entry must not pass."""
     o = guest_set["pvh-ud2"]
@@ -78,7 +105,8 @@ def test_summary_records_every_guest(guest_set):
     out = next(iter(guest_set.values())).guest.image.parent
     summary = json.loads((out / nested.SUMMARY_NAME).read_text())
     assert [g["name"] for g in summary["guests"]] == [
-        "ovmfgen-pvh-shell", "ovmfgen-hvm-shell", "ovmfgen-pvh-ud2"]
+        "ovmfgen-pvh-shell", "ovmfgen-hvm-shell", "ovmfgen-pvh-ud2",
+        f"ovmfgen-pvh-shell-{NEWEST_VARIANT}", f"ovmfgen-hvm-shell-{NEWEST_VARIANT}"]
     for g in summary["guests"]:
         assert g["xen"].startswith("4.17") and g["mode"] in ("pvh", "hvm") and g["verdict"]
         assert (out / g["log"]).is_file() and (out / g["console_log"]).is_file()
