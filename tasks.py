@@ -133,14 +133,15 @@ def check_elf(c, elf):
     "fd_size": "the build's --fd-size", "feature": "the build's --feature NAME=VALUE (repeatable)",
     "define": "the build's --define NAME=VALUE (repeatable)",
     "mode": "with --on xen: pvh (default), hvm, or all (PVH and HVM to the Shell, the ud2 control) in one Xen boot",
+    "xen": "with --on xen: the Xen version, 4.17 (default; bookworm, host QEMU 7.2) or 4.20 (trixie, QEMU 10 chroot)",
 })
 def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=None, edk2=None, fd_size=None,
-         feature=None, define=None, mode=None):
+         feature=None, define=None, mode=None, xen=None):
     """Boot the published firmware in QEMU (PVH and/or reset-vector entry) or under real Xen."""
     from ovmfgen.boot import command as stage
 
     guard(stage.boot_command, platform=platform, target=target, entry=entry, on=on, image=image, edk2=edk2,
-          fd_size=fd_size, features=feature or [], defines=define or [], mode=mode)
+          fd_size=fd_size, features=feature or [], defines=define or [], mode=mode, xen_version=xen)
 
 
 @task(help={

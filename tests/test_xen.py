@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from ovmfgen.host import apt
-from ovmfgen.boot.xen import debian, guests, nested, verdicts, watch
+from ovmfgen.boot.xen import cache, debian, guests, nested, verdicts, watch
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.boot.xen import Verdict, classify_xen_run
 
@@ -68,9 +70,12 @@ def test_timeout_capture():
     assert "dom0" in r.detail
 
 
-def test_timeout_when_qemu_was_killed_after_xl_create():
+def test_qemu_killed_after_xl_create_before_dom0_reported_is_a_stall():
+    # dom0's own deadline makes a firmware TIMEOUT; a run killed before dom0 could report is the
+    # emulator's stall (or crawl), not a firmware verdict.
     r = classify_capture("timeout-killed", rc=None)
-    assert r.verdict is Verdict.TIMEOUT, r
+    assert r.verdict is Verdict.HARNESS_FAILURE, r
+    assert r.detail.startswith("QEMU stalled")
     # the same log with QEMU having exited by itself: dom0 never reported, nothing to conclude
     assert classify_capture("timeout-killed", rc=0).verdict is Verdict.HARNESS_FAILURE
 
@@ -103,10 +108,12 @@ def test_killed_before_dom0_reached_xl_is_harness_failure():
     assert classify_xen_run(cut, "", None).verdict is Verdict.HARNESS_FAILURE
 
 
-def test_killed_after_xl_create_without_shell_is_timeout():
+def test_killed_after_xl_create_without_dom0_result_is_harness_failure():
     serial = load("shell.serial.log")
     cut = serial[: serial.index(verdicts.EVENT + " created")]
-    assert classify_xen_run(cut, "", None).verdict is Verdict.TIMEOUT
+    assert classify_xen_run(cut, "", None).verdict is Verdict.HARNESS_FAILURE
+    # dom0's own deadline still makes a firmware TIMEOUT, whether or not QEMU was killed later
+    assert classify_xen_run(cut + f"{verdicts.RESULT} timeout\n", "", None).verdict is Verdict.TIMEOUT
 
 
 def test_dom0_ended_without_result_is_harness_failure():
@@ -176,6 +183,92 @@ def test_qemu_argv(tmp_path):
     retry = nested.qemu_argv(Path("/x"), Path("/t/v"), Path("/t/i"), Path("/s"), icount_shift=1)
     assert retry[retry.index("-icount") + 1] == "shift=1,sleep=off"
     assert nested.QEMU_ICOUNT_SHIFTS[0] != nested.QEMU_ICOUNT_SHIFTS[1]
+
+
+def test_qemu_argv_per_xen_release(tmp_path):
+    # 4.20: trixie's QEMU run through its chroot, no icount, 3 GiB with 1536 MiB for dom0
+    r = debian.XEN_420
+    argv = nested.qemu_argv(Path("/tmp/r/xen-4.20"), Path("/tmp/r/vmlinuz"), Path("/tmp/r/i.cpio"),
+                            Path("/tmp/r/s.log"), icount_shift=None,
+                            qemu=("chroot", "/c/root", "/usr/bin/qemu-system-x86_64"), release=r)
+    assert argv[:3] == ["chroot", "/c/root", "/usr/bin/qemu-system-x86_64"]
+    assert "-icount" not in argv
+    assert argv[argv.index("-m") + 1] == "3072"
+    assert "dom0_mem=1536M,max:1536M" in argv[argv.index("-append") + 1]
+    assert argv[argv.index("-serial") + 1] == "file:/tmp/r/s.log"
+    # 4.17's line is what it was
+    assert nested.qemu_argv(Path("/x"), Path("/v"), Path("/i"), Path("/s")) == nested.qemu_argv(
+        Path("/x"), Path("/v"), Path("/i"), Path("/s"), release=debian.XEN_417)
+    assert nested.xen_cmdline() == nested.XEN_CMDLINE
+
+
+def test_qemu_command_is_the_hosts_or_the_chroots(tmp_path):
+    v = debian.XenVersions("4.20.4", "4.20.4", "linux-image-6.1.0-57-amd64", "6.1.192-3")
+    host = nested.XenAssets(tmp_path / "x", tmp_path / "k", tmp_path / "m", tmp_path / "c", v)
+    assert nested.qemu_command(host) == ("qemu-system-x86_64",)
+    chroot = nested.XenAssets(tmp_path / "x", tmp_path / "k", tmp_path / "m", tmp_path / "c", v,
+                              debian.XEN_420, tmp_path / "root")
+    assert nested.qemu_command(chroot) == ("chroot", str(tmp_path / "root"), "/usr/bin/qemu-system-x86_64")
+
+
+def test_xen_releases_and_the_outer_qemu_each_needs():
+    a, b = debian.check_xen("4.17"), debian.check_xen("4.20")
+    assert debian.check_xen(None) is a and debian.DEFAULT_XEN == "4.17"
+    assert (a.suite, a.outer_qemu, a.icount, a.cache_subdir) == ("bookworm", "host", True, "")
+    assert (b.suite, b.outer_qemu, b.icount, b.cache_subdir) == ("trixie", "chroot", False, "4.20")
+    assert b.hypervisor_package == "xen-hypervisor-4.20-amd64" and b.utils_package == "xen-utils-4.20"
+    assert b.security_suite == "trixie-security" and b.dom0_mem_mib > 1024
+    assert debian.check_xen(b) is b
+
+
+@pytest.mark.parametrize("bad", ["4.18", "4", "", "xen-4.20", "4.20.4"])
+def test_unknown_xen_version_is_one_clear_line(bad):
+    with pytest.raises(OvmfgenError) as e:
+        debian.check_xen(bad)
+    assert str(e.value) == f"error: unknown Xen version {bad!r}: expected 4.17 or 4.20"
+
+
+def test_private_apt_sources_for_trixie_use_the_machines_archive(tmp_path):
+    text = debian.private_apt_sources(debian.XEN_420, "http://mirror.example/debian",
+                                      "http://mirror.example/debian-security")
+    assert "URIs: http://mirror.example/debian\nSuites: trixie\n" in text
+    assert "URIs: http://mirror.example/debian-security\nSuites: trixie-security\n" in text
+    assert text.count("Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg") == 2
+    assert "security" not in debian.private_apt_sources(debian.XEN_420, "http://m.example/debian", None)
+    opts = debian.private_apt_options(tmp_path)
+    assert f"Dir::State::Lists={tmp_path / 'lists'}" in opts and "Dir::Etc::SourceList=/dev/null" in opts
+
+
+def test_4_17_cache_keys_are_unchanged_by_4_20():
+    # The 4.17 dom0 entry cached on machines before 4.20 existed keeps its key (no rebuild).
+    v = debian.XenVersions("4.17.7+13-g2445b30a44-0+deb12u1", "4.17.7+13-g2445b30a44-0+deb12u1",
+                           "linux-image-6.1.0-57-amd64", "6.1.192-3", "1:7.2+dfsg-7+deb12u18+b3")
+    assert v.rootfs_key() == "07b0779ed7cfe2af"
+    assert cache.xen_cache_dir(debian.XEN_417) == cache.xen_cache_dir()
+    assert cache.xen_cache_dir(debian.XEN_420) == cache.xen_cache_dir() / "4.20"
+    # the same tools version in another suite is another root file system
+    from dataclasses import replace
+    assert replace(v, suite="trixie").rootfs_key() != v.rootfs_key()
+
+
+def test_dom0_init_runs_the_releases_tools():
+    assert "export PATH=/usr/lib/xen-4.20/bin:" in guests.dom0_init_script("4.20")
+    assert "export PATH=/usr/lib/xen-4.17/bin:" in guests.dom0_init_script()
+
+
+QEMU_72_ABORT = """\
+qemu-system-x86_64: warning: host doesn't support requested feature: CPUID.80000001H:ECX.svm [bit 2]
+**
+ERROR:../accel/tcg/tcg-accel-ops.c:83:tcg_handle_interrupt: assertion failed: (qemu_mutex_iothread_locked())
+Bail out! ERROR:../accel/tcg/tcg-accel-ops.c:83:tcg_handle_interrupt: assertion failed: (qemu_mutex_iothread_locked())
+"""
+
+
+def test_qemu_message_is_qemus_own_last_error_line():
+    assert nested.qemu_message(QEMU_72_ABORT).startswith("Bail out! ERROR:../accel/tcg/tcg-accel-ops.c:83:")
+    assert nested.qemu_message("qemu: Bad icount read\n\n") == "qemu: Bad icount read"
+    assert nested.qemu_message("just a line\n") == "just a line"
+    assert nested.qemu_message("") == ""
 
 
 def test_wall_cap_is_a_safety_net_not_the_guest_deadline():
@@ -469,6 +562,11 @@ def test_boot_xen_command_rejects_an_unknown_mode_before_anything_else(tmp_path)
         nested.boot_xen_command("xen-pvh", "DEBUG", image=tmp_path / "missing.elf", mode="both")
 
 
+def test_boot_xen_command_rejects_an_unknown_xen_version_before_anything_else(tmp_path):
+    with pytest.raises(OvmfgenError, match="^error: unknown Xen version '4.18': expected 4.17 or 4.20$"):
+        nested.boot_xen_command("xen-pvh", "DEBUG", image=tmp_path / "missing.elf", xen="4.18")
+
+
 def test_ensure_host_packages_uses_the_setup_installer(monkeypatch):
     asked = []
     monkeypatch.setattr(debian, "ensure_apt_packages", lambda packages: asked.append(packages))
@@ -674,3 +772,51 @@ def test_guests_of_two_trees_share_one_run_apart(tmp_path):
         guests.XenGuest("pvh", "shell", new, variant="edk2-stable202605")
     with pytest.raises(OvmfgenError, match="two guests of one run have the same name"):
         nested.boot_xen_guests([both[0], guests.XenGuest("pvh", "shell", new)], tmp_path / "out")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--on", "xen", "--xen", "4.18"], "error: unknown Xen version '4.18': expected 4.17 or 4.20"),
+    (["--xen", "4.20"], "error: --xen chooses the Xen version: use it with --on xen"),
+])
+def test_invoke_boot_bad_xen_argument_is_one_line(args, message):
+    """`invoke boot` itself: exit 1, the one line on stderr, no traceback (before any cache or image work)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-m", "invoke", "boot", *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [message], proc.stderr
+
+
+def test_known_emulator_limit_needs_the_combination_the_qemu_and_its_message():
+    from ovmfgen.boot.xen import limits
+    abort = verdicts.XenBootResult(Verdict.HARNESS_FAILURE, "QEMU exited with status -6: QEMU 10.0.13 (Debian "
+                                   "1:10.0.13+ds-0+deb13u1): ERROR:../accel/tcg/tcg-accel-ops.c:90:"
+                                   "tcg_handle_interrupt: assertion failed: (bql_locked())")
+    lim = limits.known_limit("4.20", "hvm", "os", "10.0.13 (Debian 1:10.0.13+ds-0+deb13u1)", abort)
+    assert lim is not None
+    assert lim.reason("10.0.13").startswith("known emulator limit (QEMU 10.0.13: tcg_handle_interrupt: assertion failed): ")
+    # never for another combination, another QEMU, another message, or anything but a harness failure
+    assert limits.known_limit("4.17", "hvm", "os", "10.0.13", abort) is None
+    assert limits.known_limit("4.20", "hvm", "os", "7.2.22", abort) is None
+    assert limits.known_limit("4.20", "hvm", "os", "11.1.0", abort) is None
+    # a limit scoped to one guest kind does not cover another
+    one = limits.EmulatorLimit("4.20", "hvm", "os", "10.0", "tcg_handle_interrupt", "e")
+    assert limits.known_limit("4.20", "pvh", "os", "10.0.13", abort, [one]) is None
+    assert limits.known_limit("4.20", "hvm", "os", "10.0.13", abort, [one]) is one
+    other = verdicts.XenBootResult(Verdict.HARNESS_FAILURE, "QEMU exited with status 1: QEMU 10.0.13: out of memory")
+    assert limits.known_limit("4.20", "hvm", "os", "10.0.13", other) is None
+    for v in (Verdict.SHELL_REACHED, Verdict.TIMEOUT, Verdict.GUEST_CRASHED):
+        assert limits.known_limit("4.20", "hvm", "os", "10.0.13",
+                                  verdicts.XenBootResult(v, abort.detail)) is None
+
+
+def test_stale_chroot_run_dirs_of_dead_runs_are_swept(tmp_path):
+    live = tmp_path / f"ovmfgen-xen-{os.getpid()}-abc"
+    dead = tmp_path / "ovmfgen-xen-999999999-abc"   # no such pid
+    old_style = tmp_path / "ovmfgen-xen-d45rjc6n"   # no pid in the name: nobody owns it
+    other = tmp_path / "something-else"
+    for d in (live, dead, old_style, other):
+        d.mkdir()
+    assert nested.sweep_stale_run_dirs(tmp_path) == sorted([dead, old_style])
+    assert live.is_dir() and other.is_dir() and not dead.exists() and not old_style.exists()

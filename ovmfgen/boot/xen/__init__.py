@@ -1,6 +1,10 @@
-"""Boot truth on real Xen: run a PVH ELF as a guest of Xen 4.17, itself running nested under QEMU TCG.
+"""Boot truth on real Xen: run a PVH ELF as a guest of Xen 4.17 or 4.20, itself running nested under QEMU TCG.
 
-The pieces all come from Debian bookworm packages and are cached under ``cache_dir()/xen``:
+Xen 4.17 (the default) comes from Debian bookworm and runs under the host's QEMU (7.2, with icount);
+Xen 4.20 comes from trixie, with a trixie dom0, and runs under trixie's QEMU 10 (no icount) inside a
+trixie chroot on the host (``debian.XenRelease`` says which is which, and why). For 4.17 the pieces
+are these bookworm packages, cached under ``cache_dir()/xen`` (4.20's: the same in trixie, under
+``cache_dir()/xen/4.20``, plus the outer QEMU's chroot):
 
 * the hypervisor (``xen-hypervisor-4.17-amd64``), gunzipped, because QEMU's multiboot loader wants
   the plain ELF;
@@ -35,9 +39,10 @@ prints a heartbeat while it waits; the host kills QEMU only when the serial log 
 makes a run slower, never a guest's verdict a false TIMEOUT, and a real hang still ends.
 """
 
+from ovmfgen.boot.xen.debian import XEN_RELEASES, XenRelease, check_xen
 from ovmfgen.boot.xen.guests import XenGuest, check_mode
 from ovmfgen.boot.xen.nested import GuestOutcome, boot_xen, boot_xen_command, boot_xen_guests
 from ovmfgen.boot.xen.verdicts import Verdict, XenBootResult, classify_xen_run, format_result
 
-__all__ = ["GuestOutcome", "Verdict", "XenBootResult", "XenGuest", "boot_xen", "boot_xen_command", "boot_xen_guests",
-           "check_mode", "classify_xen_run", "format_result"]
+__all__ = ["GuestOutcome", "Verdict", "XEN_RELEASES", "XenBootResult", "XenGuest", "XenRelease", "boot_xen",
+           "boot_xen_command", "boot_xen_guests", "check_mode", "check_xen", "classify_xen_run", "format_result"]

@@ -1,4 +1,9 @@
-"""The Xen boot cache under ``cache_dir()/xen``: hypervisor, dom0 kernel + modules, dom0 root file system."""
+"""The Xen boot cache under ``cache_dir()/xen``: hypervisor, dom0 kernel + modules, dom0 root file system,
+and for a release whose outer QEMU is not the host's (4.20) that QEMU's chroot.
+
+Xen 4.17's entries sit in ``xen/`` itself (where they always were), 4.20's in ``xen/4.20/``; dom0's
+kernel (bookworm's) is shared, in ``xen/``. One lock (``xen/.lock``) serializes all preparation.
+"""
 
 from __future__ import annotations
 
@@ -17,17 +22,17 @@ from ovmfgen.boot.xen.debian import (
     DEBOOTSTRAP_INCLUDE,
     DEVICE_MODEL_PACKAGE,
     DOM0_MODULES,
-    HYPERVISOR_PACKAGE,
+    OUTER_QEMU_PACKAGE,
+    QEMU_CHROOT_RECIPE,
     ROOTFS_RECIPE,
     ROOTFS_STRIP,
-    SECURITY_SUITE,
-    SUITE,
-    UTILS_PACKAGE,
-    XEN_SERIES,
+    XEN_417,
+    XenRelease,
     XenVersions,
     _apt_download,
     debian_mirrors,
     ensure_host_packages,
+    private_apt,
     query_versions,
     safe_name,
 )
@@ -49,11 +54,15 @@ class XenAssets:
     modules_dir: Path    # the DOM0_MODULES as <name>.ko
     rootfs_cpio: Path    # dom0's root file system, newc cpio
     versions: XenVersions
+    release: XenRelease = XEN_417
+    #: The outer QEMU's chroot (None: the host's QEMU runs Xen).
+    qemu_root: Path | None = None
 
 
-def xen_cache_dir() -> Path:
-    """Where the Xen boot assets live (inside ovmfgen's cache; safe to delete)."""
-    return cache_dir() / "xen"
+def xen_cache_dir(release: XenRelease | None = None) -> Path:
+    """Where the Xen boot assets live (inside ovmfgen's cache; safe to delete); ``release``'s own part."""
+    base = cache_dir() / "xen"
+    return base / release.cache_subdir if release is not None and release.cache_subdir else base
 
 
 @contextmanager
@@ -83,17 +92,17 @@ def _stamp(d: Path, info: dict[str, object]) -> None:
     atomic_write_bytes(d / "stamp.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
 
 
-def _prepare_hypervisor(root: Path, v: XenVersions) -> Path:
+def _prepare_hypervisor(root: Path, v: XenVersions, release: XenRelease, opts: Sequence[str]) -> Path:
     final = root / f"hypervisor-{safe_name(v.hypervisor)}"
-    xen = final / f"xen-{XEN_SERIES}"
+    xen = final / f"xen-{release.series}"
     if (final / "stamp.json").is_file() and xen.is_file():
         return xen
     say(f"xen cache: hypervisor {v.hypervisor}")
     stage = _staging(root, "hypervisor")
     try:
-        deb = _apt_download(HYPERVISOR_PACKAGE, v.hypervisor, stage / "dl")
+        deb = _apt_download(release.hypervisor_package, v.hypervisor, stage / "dl", opts)
         run(["dpkg", "-x", deb, stage / "x"])
-        gz = stage / "x" / "boot" / f"xen-{XEN_SERIES}-amd64.gz"
+        gz = stage / "x" / "boot" / f"xen-{release.series}-amd64.gz"
         if not gz.is_file():
             raise OvmfgenError(f"{deb.name} has no boot/{gz.name}")
         with gzip.open(gz, "rb") as src:
@@ -103,7 +112,7 @@ def _prepare_hypervisor(root: Path, v: XenVersions) -> Path:
         (stage / xen.name).write_bytes(data)
         shutil.rmtree(stage / "dl")
         shutil.rmtree(stage / "x")
-        _stamp(stage, {"package": HYPERVISOR_PACKAGE, "version": v.hypervisor})
+        _stamp(stage, {"package": release.hypervisor_package, "version": v.hypervisor})
         replace_dir(stage, final)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -170,43 +179,53 @@ def _pack_cpio(tree: Path, out: Path) -> None:
         cwd=tree, input_text="\0".join(names) + "\0", timeout=900)
 
 
-def _prepare_rootfs(root: Path, v: XenVersions) -> Path:
+def _debootstrap(rootfs: Path, release: XenRelease, packages: Sequence[str]) -> None:
+    """A minbase ``release.suite`` tree at ``rootfs`` (from the machine's own Debian archive) + ``packages``."""
+    main, security = debian_mirrors()
+    run(["debootstrap", "--variant=minbase", f"--include={','.join(DEBOOTSTRAP_INCLUDE)}", release.suite,
+         rootfs, main], timeout=1800)
+    lines = [f"deb {main} {release.suite} main"]
+    if security:
+        lines.append(f"deb {security} {release.security_suite} main")
+    else:
+        say(f"no security apt source on this machine: {release.suite}'s packages without its security updates")
+    (rootfs / "etc/apt/sources.list").write_text("\n".join(lines) + "\n")
+    # No daemons may start inside the chroot while packages install.
+    policy = rootfs / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    _chroot_apt_install(rootfs, packages)
+    policy.unlink()
+
+
+def _strip(rootfs: Path) -> None:
+    for rel in ROOTFS_STRIP:
+        d = rootfs / rel
+        if d.is_dir():
+            shutil.rmtree(d)
+            d.mkdir()
+    (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+
+
+def _prepare_rootfs(root: Path, v: XenVersions, release: XenRelease) -> Path:
     final = root / f"dom0-{v.rootfs_key()}"
     cpio = final / "dom0.cpio"
     if (final / "stamp.json").is_file() and cpio.is_file():
         return cpio
     if os.geteuid() != 0:
         raise OvmfgenError("building the Xen dom0 root file system (debootstrap, chroot) needs root")
-    main, security = debian_mirrors()
-    say(f"xen cache: dom0 root file system (debootstrap {SUITE} + {UTILS_PACKAGE} {v.utils}); "
+    say(f"xen cache: dom0 root file system (debootstrap {release.suite} + {release.utils_package} {v.utils}); "
         "a few minutes, once")
     stage = _staging(root, "dom0")
     rootfs = stage / "root"
     try:
-        run(["debootstrap", "--variant=minbase", f"--include={','.join(DEBOOTSTRAP_INCLUDE)}", SUITE,
-             rootfs, main], timeout=1800)
-        lines = [f"deb {main} {SUITE} main"]
-        if security:
-            lines.append(f"deb {security} {SECURITY_SUITE} main")
-        else:
-            say(f"no {SECURITY_SUITE} apt source on this machine: dom0 gets {SUITE}'s Xen tools")
-        (rootfs / "etc/apt/sources.list").write_text("\n".join(lines) + "\n")
-        # No daemons may start inside the chroot while packages install.
-        policy = rootfs / "usr/sbin/policy-rc.d"
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-        _chroot_apt_install(rootfs, [f"{UTILS_PACKAGE}={v.utils}", f"{DEVICE_MODEL_PACKAGE}={v.device_model}"])
-        policy.unlink()
-        got = run(["chroot", rootfs, "dpkg-query", "-W", "-f=${Version}", UTILS_PACKAGE]).stdout.strip()
-        for rel in ROOTFS_STRIP:
-            d = rootfs / rel
-            if d.is_dir():
-                shutil.rmtree(d)
-                d.mkdir()
-        (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+        _debootstrap(rootfs, release, [f"{release.utils_package}={v.utils}",
+                                       f"{DEVICE_MODEL_PACKAGE}={v.device_model}"])
+        got = run(["chroot", rootfs, "dpkg-query", "-W", "-f=${Version}", release.utils_package]).stdout.strip()
+        _strip(rootfs)
         _pack_cpio(rootfs, stage / "dom0.cpio")
         shutil.rmtree(rootfs)
-        _stamp(stage, {"suite": SUITE, "utils": got, "recipe": ROOTFS_RECIPE, "key": v.rootfs_key()})
+        _stamp(stage, {"suite": release.suite, "utils": got, "recipe": ROOTFS_RECIPE, "key": v.rootfs_key()})
         replace_dir(stage, final)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -215,21 +234,57 @@ def _prepare_rootfs(root: Path, v: XenVersions) -> Path:
     return cpio
 
 
-def prepare_xen_cache() -> XenAssets:
-    """Make sure the cache holds Xen, dom0's kernel + modules and dom0's root file system.
+#: The outer QEMU inside its chroot.
+CHROOT_QEMU = "/usr/bin/qemu-system-x86_64"
+
+
+def _prepare_outer_qemu(root: Path, v: XenVersions, release: XenRelease) -> Path:
+    """A ``release.suite`` chroot with that suite's qemu-system-x86 (the outer QEMU), kept as a directory."""
+    final = root / f"qemu-{safe_name(v.outer_qemu)}-r{QEMU_CHROOT_RECIPE}"
+    if (final / "stamp.json").is_file() and (final / "root" / CHROOT_QEMU.lstrip("/")).is_file():
+        return final / "root"
+    if os.geteuid() != 0:
+        raise OvmfgenError("building the outer QEMU's chroot (debootstrap, chroot) needs root")
+    say(f"xen cache: outer QEMU chroot (debootstrap {release.suite} + {OUTER_QEMU_PACKAGE} {v.outer_qemu}); "
+        "a few minutes, once")
+    stage = _staging(root, "qemu")
+    try:
+        _debootstrap(stage / "root", release, [f"{OUTER_QEMU_PACKAGE}={v.outer_qemu}"])
+        _strip(stage / "root")
+        (stage / "root" / "tmp").mkdir(exist_ok=True)
+        version = run(["chroot", stage / "root", CHROOT_QEMU, "--version"]).stdout.splitlines()[0].strip()
+        _stamp(stage, {"suite": release.suite, "package": OUTER_QEMU_PACKAGE, "version": v.outer_qemu,
+                       "qemu": version, "recipe": QEMU_CHROOT_RECIPE})
+        replace_dir(stage, final)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _drop_siblings(root, "qemu", final)
+    return final / "root"
+
+
+def prepare_xen_cache(release: XenRelease = XEN_417) -> XenAssets:
+    """Make sure the cache holds ``release``'s Xen, dom0's kernel + modules, dom0's root file system and,
+    for a release whose outer QEMU runs from a chroot (4.20), that chroot.
 
     Idempotent; each entry is keyed by the package versions apt reports and rebuilt only when
     they change; built in a temp dir and renamed into place. Needs root (apt, debootstrap, chroot).
+    A release the machine's apt does not carry (trixie's 4.20 on bookworm) is looked up through a
+    private apt configuration in its cache directory, on the machine's own Debian archive.
     """
-    root = xen_cache_dir()
-    with _cache_lock(root):
+    base = xen_cache_dir()
+    root = xen_cache_dir(release)
+    with _cache_lock(base):
         ensure_host_packages()
-        v = query_versions()
+        root.mkdir(parents=True, exist_ok=True)
+        opts = [] if release.host_apt else private_apt(release, root / "apt")
+        v = query_versions(release, opts)
         if v.hypervisor != v.utils:
-            say(f"note: {HYPERVISOR_PACKAGE} {v.hypervisor} and {UTILS_PACKAGE} {v.utils} differ")
-        xen = _prepare_hypervisor(root, v)
-        vmlinuz, modules = _prepare_kernel(root, v)
-        cpio = _prepare_rootfs(root, v)
-    return XenAssets(xen, vmlinuz, modules, cpio, v)
+            say(f"note: {release.hypervisor_package} {v.hypervisor} and {release.utils_package} {v.utils} differ")
+        xen = _prepare_hypervisor(root, v, release, opts)
+        vmlinuz, modules = _prepare_kernel(base, v)
+        cpio = _prepare_rootfs(root, v, release)
+        qemu_root = _prepare_outer_qemu(root, v, release) if release.outer_qemu == "chroot" else None
+    return XenAssets(xen, vmlinuz, modules, cpio, v, release, qemu_root)
 
 

@@ -226,14 +226,14 @@ def xl_config(kernel: str, name: str = GUEST_NAME, memory_mib: int = GUEST_MEMOR
     )
 
 
-def dom0_init_script() -> str:
-    """dom0's /init: mount the basics, load the Xen drivers, start the Xen daemons, run the test."""
+def dom0_init_script(series: str = XEN_SERIES) -> str:
+    """dom0's /init: mount the basics, load the Xen drivers, start the Xen daemons (of Xen ``series``), run the test."""
     insmods = "\n".join(f"insmod /ovmfgen/modules/{m}.ko || echo 'ovmfgen: insmod {m} failed'"
                         for m in DOM0_MODULES)
     return f"""#!/bin/sh
 # dom0 /init written by ovmfgen.boot.xen: bring up Xen's dom0 services, run the test, power off.
 # The versioned tools first: xen-init-dom0 has no wrapper in /usr/sbin.
-export PATH=/usr/lib/xen-{XEN_SERIES}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH=/usr/lib/xen-{series}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -388,10 +388,10 @@ def newc_archive(entries: Sequence[tuple[str, int, bytes]]) -> bytes:
 
 
 def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, deadline: GuestDeadline,
-                 memory_mib: int = GUEST_MEMORY_MIB) -> bytes:
+                 memory_mib: int = GUEST_MEMORY_MIB, series: str = XEN_SERIES) -> bytes:
     """The per-run cpio appended to dom0's initramfs: /init, the Xen modules, each guest's firmware and config, test."""
     entries: list[tuple[str, int, bytes]] = [
-        ("init", 0o100755, dom0_init_script().encode()),
+        ("init", 0o100755, dom0_init_script(series).encode()),
         ("ovmfgen", 0o040755, b""),
         ("ovmfgen/modules", 0o040755, b""),
     ]

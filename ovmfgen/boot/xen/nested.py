@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ovmfgen.boot.xen.cache import XenAssets, prepare_xen_cache
+from ovmfgen.boot.xen.cache import CHROOT_QEMU, XenAssets, prepare_xen_cache
+from ovmfgen.boot.xen.debian import XEN_417, XenRelease, check_xen
 from ovmfgen.boot.xen.guests import GUEST_MEMORY_MIB, GuestDeadline, XenGuest, check_mode, overlay_cpio
+from ovmfgen.boot.xen.limits import known_limit
 from ovmfgen.boot.xen.verdicts import (
     Verdict,
     XenBootResult,
@@ -26,16 +28,16 @@ from ovmfgen.boot.xen.watch import STALL_S, RunWatch
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import atomic_write_bytes
 from ovmfgen.paths import DIST_DIR
-from ovmfgen.run import DEVNULL, STDOUT, popen, stop, wait
+from ovmfgen.run import DEVNULL, STDOUT, CommandError, popen, run, stop, wait
 from ovmfgen.ui import say
 
 # QEMU settings that make Xen work nested under TCG here (each was needed):
 # -smap,-smep: without them dom0 dies at once (#PF in create_bounce_frame); -rdtscp: without it PVH
 # guests die ("SVM Insn len emulation failed"); 2 GiB / dom0_mem=1024M: with less, dom0's initramfs
-# (the root file system) does not unpack.
+# (the root file system) does not unpack (4.20's bigger trixie dom0 gets 3 GiB / 1536M: XenRelease).
 QEMU_BINARY = "qemu-system-x86_64"
 QEMU_CPU = "max,-smap,-smep,-rdtscp"
-QEMU_MEMORY_MIB = 2048
+QEMU_MEMORY_MIB = XEN_417.qemu_memory_mib
 # -icount with a fixed shift and sleep=off: guest time advances by instructions executed, not by
 # the host's clock. Without it QEMU 7.2 aborted in most boots of an edk2 guest ("tcg_handle_interrupt:
 # assertion failed: (qemu_mutex_iothread_locked())"): edk2's interrupt exit path writes CR8, and a
@@ -44,9 +46,19 @@ QEMU_MEMORY_MIB = 2048
 # handler, which wall-clock time (host load, TCG translation) makes common. With icount the run is
 # also close to deterministic. The cost: one TCG thread for both vCPUs (~70 s instead of ~30 s).
 # A retry (see boot_xen) uses the next shift, so it does not replay the same instruction stream.
+# This is Xen 4.17's choice (the host's QEMU 7.2). Xen 4.20 runs under trixie's QEMU 10 without
+# icount (XenRelease.icount): QEMU 7.2 aborts Xen 4.20 in every run, and QEMU 10 with icount stops
+# on "Bad icount read" before any guest (measured here).
 QEMU_ICOUNT_SHIFTS = (0, 1)
-XEN_CMDLINE = ("console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all "
-               "dom0_mem=1024M,max:1024M dom0_max_vcpus=1 dom0_vcpus_pin noreboot")
+
+
+def xen_cmdline(dom0_mem_mib: int = XEN_417.dom0_mem_mib) -> str:
+    """Xen's command line: serial console, all log levels, dom0 with ``dom0_mem_mib`` on pCPU 0."""
+    return ("console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all "
+            f"dom0_mem={dom0_mem_mib}M,max:{dom0_mem_mib}M dom0_max_vcpus=1 dom0_vcpus_pin noreboot")
+
+
+XEN_CMDLINE = xen_cmdline()
 DOM0_CMDLINE = "console=hvc0 earlyprintk=xen rdinit=/init"
 
 #: The default wall-clock cap of one QEMU run: a safety net only. What bounds a run is dom0's
@@ -63,21 +75,57 @@ SUMMARY_NAME = "xen-boot.json"
 
 
 def qemu_argv(xen: Path, dom0_kernel: Path, dom0_initrd: Path, serial_log: Path,
-              icount_shift: int = QEMU_ICOUNT_SHIFTS[0], qemu: str = QEMU_BINARY) -> list[str]:
-    """QEMU's command line: Xen by multiboot, dom0 kernel and initramfs as its modules."""
+              icount_shift: int | None = QEMU_ICOUNT_SHIFTS[0], qemu: Sequence[str] = (QEMU_BINARY,),
+              release: XenRelease = XEN_417) -> list[str]:
+    """QEMU's command line: Xen by multiboot, dom0 kernel and initramfs as its modules.
+
+    ``qemu``: the command that runs QEMU (the host's binary, or ``chroot ROOT /usr/bin/qemu-...``, in
+    which case the paths are the ones seen inside the chroot); ``icount_shift`` None: no ``-icount``.
+    Memory and dom0's share of it are ``release``'s.
+    """
     for p in (dom0_kernel, dom0_initrd):
         # QEMU splits multiboot modules at commas and a module's path from its arguments at spaces.
         if "," in str(p) or " " in str(p):
             raise OvmfgenError(f"path unusable as a QEMU multiboot module (comma or space): {p}")
+    icount = ["-icount", f"shift={icount_shift},sleep=off"] if icount_shift is not None else []
     return [
-        qemu, "-machine", "pc", "-accel", "tcg", "-icount", f"shift={icount_shift},sleep=off",
-        "-cpu", QEMU_CPU, "-smp", "2", "-m", str(QEMU_MEMORY_MIB),
+        *qemu, "-machine", "pc", "-accel", "tcg", *icount,
+        "-cpu", QEMU_CPU, "-smp", "2", "-m", str(release.qemu_memory_mib),
         "-display", "none", "-vga", "none", "-no-reboot", "-nodefaults", "-monitor", "none",
         "-serial", f"file:{serial_log}",
         "-kernel", str(xen),
-        "-append", XEN_CMDLINE,
+        "-append", xen_cmdline(release.dom0_mem_mib),
         "-initrd", f"{dom0_kernel} {DOM0_CMDLINE},{dom0_initrd}",
     ]
+
+
+def qemu_command(assets: XenAssets) -> tuple[str, ...]:
+    """The command that runs the outer QEMU of ``assets.release``: the host's, or the one in its chroot."""
+    if assets.qemu_root is None:
+        return (QEMU_BINARY,)
+    return ("chroot", str(assets.qemu_root), CHROOT_QEMU)
+
+
+def qemu_version(assets: XenAssets) -> str:
+    """The outer QEMU's own version (``7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)``), or "unknown"."""
+    try:
+        out = run([*qemu_command(assets), "--version"], timeout=60).stdout
+    except CommandError:
+        return "unknown"
+    first = out.splitlines()[0].strip() if out.strip() else "unknown"
+    return first.replace("QEMU emulator version ", "")
+
+
+_QEMU_ERROR_WORDS = ("assertion", "ERROR", "error", "Bad ", "abort", "qemu-system")
+
+
+def qemu_message(qemu_output: str) -> str:
+    """QEMU's own message about why it stopped: the last line that reads like an error, else its last line."""
+    lines = [ln.strip() for ln in qemu_output.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if any(w in line for w in _QEMU_ERROR_WORDS):
+            return line
+    return lines[-1] if lines else ""
 
 
 # --- Booting --------------------------------------------------------------------------------------
@@ -165,32 +213,67 @@ def guest_log_names(guest: XenGuest) -> tuple[str, str]:
     return f"xen-{stem}.log", f"xen-{stem}.console.log"
 
 
+RUN_DIR_PREFIX = "ovmfgen-xen-"
+
+
+def sweep_stale_run_dirs(where: Path) -> list[Path]:
+    """Remove run dirs in ``where`` (a chroot's /tmp) whose ovmfgen process is gone (killed before its
+    clean-up ran); the dirs of live runs stay. Returns what was removed."""
+    removed = []
+    for d in sorted(where.glob(f"{RUN_DIR_PREFIX}*")):
+        pid = d.name[len(RUN_DIR_PREFIX):].split("-", 1)[0]
+        if d.is_dir() and not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 def _attempt(guests: Sequence[XenGuest], out_dir: Path, assets: XenAssets, timeout: float, memory_mib: int,
-             icount_shift: int, deadline: GuestDeadline, stall_s: float) -> tuple[list[XenBootResult], QemuRun]:
+             icount_shift: int | None, deadline: GuestDeadline, stall_s: float,
+             qemu_ver: str) -> tuple[list[XenBootResult], QemuRun]:
+    release = assets.release
     serial, qemu_log = out_dir / SERIAL_LOG_NAME, out_dir / QEMU_LOG_NAME
     serial.unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix="ovmfgen-xen-") as tmp:
+    # A chroot QEMU sees only its chroot: the run's files go into a temp dir inside it (removed
+    # afterwards, whatever happens; a killed run's dir is swept by the next run), and the serial
+    # log is copied out when QEMU is done.
+    where = assets.qemu_root / "tmp" if assets.qemu_root is not None else None
+    if where is not None:
+        sweep_stale_run_dirs(where)
+    with tempfile.TemporaryDirectory(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-", dir=where) as tmp:
         t = Path(tmp)
+        root = assets.qemu_root
+        seen = (lambda p: Path("/") / p.relative_to(root)) if root is not None else (lambda p: p)
         # dom0's initramfs = the cached root file system + this run's overlay, one file (Xen takes
         # one initrd module; the kernel unpacks concatenated cpio archives in order).
         initrd = t / "dom0-initrd.cpio"
         with open(initrd, "wb") as fh:
             with open(assets.rootfs_cpio, "rb") as src:
                 shutil.copyfileobj(src, fh, 1 << 20)
-            fh.write(overlay_cpio(guests, assets.modules_dir, deadline, memory_mib))
+            fh.write(overlay_cpio(guests, assets.modules_dir, deadline, memory_mib, release.series))
         kernel = t / "vmlinuz"
         shutil.copyfile(assets.dom0_kernel, kernel)
-        argv = qemu_argv(assets.xen, kernel, initrd, serial, icount_shift=icount_shift)
+        xen = assets.xen
+        if root is not None:
+            xen = t / assets.xen.name
+            shutil.copyfile(assets.xen, xen)
+        run_serial = t / SERIAL_LOG_NAME if root is not None else serial
+        argv = qemu_argv(seen(xen), seen(kernel), seen(initrd), seen(run_serial), icount_shift=icount_shift,
+                         qemu=qemu_command(assets), release=release)
         names = ", ".join(g.name for g in guests)
-        say(f"booting {names} under Xen {assets.versions.hypervisor} in QEMU (TCG)")
-        qrun = _run_qemu(argv, qemu_log, serial, timeout, stall_s)
+        say(f"booting {names} under Xen {assets.versions.hypervisor} in QEMU {qemu_ver} (TCG"
+            f"{', icount' if icount_shift is not None else ''})")
+        qrun = _run_qemu(argv, qemu_log, run_serial, timeout, stall_s)
+        if run_serial != serial and run_serial.is_file():
+            shutil.copyfile(run_serial, serial)
     rc, seconds, peak = qrun.returncode, qrun.seconds, qrun.peak_rss_kib
     serial_text = serial.read_text(encoding="utf-8", errors="replace") if serial.is_file() else ""
     parts, _, _ = guest_segments(serial_text)
     tail = ""
     if rc not in (None, 0):
-        lines = qemu_log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
-        tail = lines[0].strip() if lines else ""
+        # The emulator's own words and version: an abort says nothing about the firmware.
+        msg = qemu_message(qemu_log.read_text(encoding="utf-8", errors="replace"))
+        tail = f"QEMU {qemu_ver}: {msg}" if msg else f"QEMU {qemu_ver}"
     results = []
     for g in guests:
         log_name, console_name = guest_log_names(g)
@@ -204,8 +287,10 @@ def _attempt(guests: Sequence[XenGuest], out_dir: Path, assets: XenAssets, timeo
             result = replace(result, verdict=Verdict.HARNESS_FAILURE,
                              detail=f"the nested run stalled: no serial output for {stall_s:.0f} s (wall)"
                                     f"{' during this guest' if g.name in qrun.watch.guest_start else ''}")
-        if result.verdict is Verdict.HARNESS_FAILURE and tail:
-            result = replace(result, detail=f"{result.detail}: {tail}")
+        if result.verdict is Verdict.HARNESS_FAILURE:
+            extra = tail or (f"QEMU {qemu_ver}" if rc is None else "")
+            if extra:
+                result = replace(result, detail=f"{result.detail}: {extra}")
         results.append(replace(result, qemu_seconds=round(seconds, 1), wall_seconds=qrun.watch.guest_wall_seconds(g.name),
                                qemu_max_rss_mib=None if peak is None else round(peak / 1024, 1),
                                serial_log=out_dir / log_name, guest_log=out_dir / console_name,
@@ -225,7 +310,7 @@ def _run_record(guests: Sequence[XenGuest], qrun: QemuRun) -> dict[str, object]:
 
 def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | None = None,
                     memory_mib: int = GUEST_MEMORY_MIB, deadline: GuestDeadline = GuestDeadline(),
-                    stall_s: float = STALL_S) -> list[GuestOutcome]:
+                    stall_s: float = STALL_S, xen: str | XenRelease | None = None) -> list[GuestOutcome]:
     """Boot ``guests`` one after the other in ONE nested Xen run; one verdict per guest.
 
     Logs go to ``out_dir``: ``xen-serial.log`` (Xen's console for the whole run), per guest
@@ -235,9 +320,11 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
     ``cap_s``, stretched by dom0's measure of the host's speed); the host kills QEMU when its serial
     log has not grown for ``stall_s`` wall seconds (a HARNESS_FAILURE) or, as a safety net, after
     ``timeout`` wall seconds (default ``wall_cap_s``). Guests that got a HARNESS_FAILURE (QEMU itself
-    died, a stall, ...) run again, once, in a second nested run with another icount shift; the first run's
-    logs are kept as ``*.attempt1.log``.
+    died, a stall, ...) run again, once, in a second nested run (with icount: another shift); the first
+    run's logs are kept as ``*.attempt1.log``. ``xen``: the Xen version (``4.17``, the default, or
+    ``4.20``), which also picks the outer QEMU (``debian.XenRelease``).
     """
+    release = check_xen(xen)
     guests = list(guests)
     if not guests:
         raise OvmfgenError("no guests to boot")
@@ -252,9 +339,11 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
     if len(set(names)) != len(names):
         raise OvmfgenError(f"two guests of one run have the same name ({', '.join(names)}): give one a variant")
     cap = wall_cap_s(len(guests)) if timeout is None else timeout
-    assets = prepare_xen_cache()
+    assets = prepare_xen_cache(release)
+    qemu_ver = qemu_version(assets)
+    shifts = QEMU_ICOUNT_SHIFTS if release.icount else (None, None)
     started = time.monotonic()
-    first, qrun = _attempt(guests, out_dir, assets, cap, memory_mib, QEMU_ICOUNT_SHIFTS[0], deadline, stall_s)
+    first, qrun = _attempt(guests, out_dir, assets, cap, memory_mib, shifts[0], deadline, stall_s, qemu_ver)
     results = dict(zip(names, first))
     runs = [_run_record(guests, qrun)]
     again = [g for g in guests if results[g.name].verdict is Verdict.HARNESS_FAILURE]
@@ -264,14 +353,15 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
                                                                        for n in guest_log_names(g))]:
             if p.exists():
                 os.replace(p, p.with_name(p.name.replace(".log", ".attempt1.log")))
-        retried, qrun = _attempt(again, out_dir, assets, cap, memory_mib, QEMU_ICOUNT_SHIFTS[1], deadline, stall_s)
+        retried, qrun = _attempt(again, out_dir, assets, cap, memory_mib, shifts[1], deadline, stall_s, qemu_ver)
         for g, r in zip(again, retried):
             results[g.name] = replace(r, attempts=2)
         runs.append(_run_record(again, qrun))
     outcomes = [GuestOutcome(g, results[g.name]) for g in guests]
     v = assets.versions
     summary = {
-        "xen": v.hypervisor, "xen_utils": v.utils, "device_model": v.device_model,
+        "xen_series": release.series, "xen": v.hypervisor, "xen_utils": v.utils, "device_model": v.device_model,
+        "dom0_suite": v.suite, "outer_qemu": qemu_ver, "icount": release.icount,
         "dom0_kernel": f"{v.kernel_package} {v.kernel}", "seconds": round(time.monotonic() - started, 1),
         "runs": runs,
         "guests": [{
@@ -279,7 +369,7 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
             "variant": o.guest.variant, "image": display_path(o.guest.image), "verdict": o.result.verdict.value,
             "expected": o.guest.expected.value, "ok": o.ok, "detail": o.result.detail,
             "seconds_to_shell": o.result.shell_seconds, "wall_seconds": o.result.wall_seconds,
-            "attempts": o.result.attempts,
+            "attempts": o.result.attempts, "known_emulator_limit": _limit_reason(release, o, qemu_ver),
             "log": o.result.serial_log.name if o.result.serial_log else None,
             "console_log": o.result.guest_log.name if o.result.guest_log else None,
         } for o in outcomes],
@@ -288,30 +378,37 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
     return outcomes
 
 
+def _limit_reason(release: XenRelease, o: GuestOutcome, qemu_ver: str) -> str | None:
+    lim = known_limit(release.series, o.guest.mode, o.guest.payload, qemu_ver, o.result)
+    return lim.reason(qemu_ver) if lim else None
+
+
 def boot_xen(image: Path, out_dir: Path, timeout: float | None = None,
-             memory_mib: int = GUEST_MEMORY_MIB) -> XenBootResult:
-    """Boot ``image`` (a PVH ELF) as a PVH guest of Xen 4.17 nested in QEMU TCG; one verdict.
+             memory_mib: int = GUEST_MEMORY_MIB, xen: str | XenRelease | None = None) -> XenBootResult:
+    """Boot ``image`` (a PVH ELF) as a PVH guest of Xen ``xen`` (default 4.17) nested in QEMU TCG; one verdict.
 
     The one-guest case of ``boot_xen_guests`` (same logs in ``out_dir``).
     """
-    return boot_xen_guests([XenGuest("pvh", "shell", Path(image))], out_dir, timeout, memory_mib)[0].result
+    return boot_xen_guests([XenGuest("pvh", "shell", Path(image))], out_dir, timeout, memory_mib,
+                           xen=xen)[0].result
 
 
 def boot_xen_command(platform: str = "xen-pvh", target: str = "DEBUG", image: Path | str | None = None,
-                     timeout: float | None = None, mode: str = "pvh") -> list[GuestOutcome]:
+                     timeout: float | None = None, mode: str = "pvh", xen: str | None = None) -> list[GuestOutcome]:
     """CLI entry: boot the published (or given) ELF under real Xen as the ``mode`` guest set; raise unless
     every guest got the verdict a good firmware gets.
 
     The image defaults to ``dist/<platform>/<target>/ovmf.elf``; logs are written beside it.
     """
     kinds = check_mode(mode)
+    release = check_xen(xen)
     path = Path(image) if image else DIST_DIR / platform / target / "ovmf.elf"
     if not path.is_file():
         hint = "" if image else f" (build it: invoke build --platform {platform} --target {target})"
         raise OvmfgenError(f"no firmware image at {display_path(path)}{hint}")
     started = time.monotonic()
     guests = [XenGuest(m, p, path) for m, p in kinds]
-    outcomes = boot_xen_guests(guests, path.parent, timeout=timeout)
+    outcomes = boot_xen_guests(guests, path.parent, timeout=timeout, xen=release)
     for o in outcomes:
         mark = "ok" if o.ok else f"FAILED (expected {o.guest.expected})"
         print(f"{o.guest.mode} {o.guest.payload}: {format_result(o.result)} - {mark}; "
@@ -321,7 +418,7 @@ def boot_xen_command(platform: str = "xen-pvh", target: str = "DEBUG", image: Pa
     bad = [o for o in outcomes if not o.ok]
     if bad:
         o = bad[0]
-        raise OvmfgenError(f"{display_path(path)}: {o.guest.mode} {o.guest.payload} guest under Xen: "
+        raise OvmfgenError(f"{display_path(path)}: {o.guest.mode} {o.guest.payload} guest under Xen {release.series}: "
                            f"{o.result.verdict}{': ' + o.result.detail if o.result.detail else ''} "
                            f"(expected {o.guest.expected})")
     return outcomes

@@ -30,8 +30,8 @@ class Verdict(str, Enum):
     FW_ASSERT = "FW_ASSERT"            # the firmware hit an ASSERT (detail: the ASSERT line)
     GUEST_CRASHED = "GUEST_CRASHED"    # Xen saw the guest crash (triple fault, domain_crash, state c)
     GUEST_GONE = "GUEST_GONE"          # the domain vanished (or was never created) without a shell
-    TIMEOUT = "TIMEOUT"                # still running, no shell, when time ran out
-    HARNESS_FAILURE = "HARNESS_FAILURE"  # QEMU/Xen/dom0 failed: says nothing about the firmware
+    TIMEOUT = "TIMEOUT"                # still running, no shell, at dom0's deadline for the guest
+    HARNESS_FAILURE = "HARNESS_FAILURE"  # QEMU (abort, stall)/Xen/dom0 failed: says nothing about the firmware
 
     def __str__(self) -> str:
         return self.value
@@ -161,8 +161,12 @@ def classify_xen_run(serial_log: str, guest_console: str, qemu_returncode: int |
         return XenBootResult(Verdict.TIMEOUT, why.group(1).strip() if why else "no shell prompt before dom0's deadline",
                              **timing)
     if qemu_returncode is None:
+        # dom0 judges a guest against its own deadline (a TIMEOUT above) well before the wall-clock
+        # limit: a run killed before dom0 could report means the emulator stalled or crawled, and
+        # says nothing about the firmware.
         if "create" in events:
-            return XenBootResult(Verdict.TIMEOUT, "no shell prompt before the QEMU run timed out", **timing)
+            return XenBootResult(Verdict.HARNESS_FAILURE, "QEMU stalled: the run hit its wall-clock limit "
+                                 "before dom0's own deadline for the guest", **timing)
         return XenBootResult(Verdict.HARNESS_FAILURE, "dom0 never reached xl create before the timeout",
                              **timing)
     dom0_panic = _DOM0_PANIC_RE.search(serial_log)
