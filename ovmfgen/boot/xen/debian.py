@@ -222,7 +222,8 @@ class XenVersions:
 
     def rootfs_key(self) -> str:
         """Key of the dom0 root file system: what goes into it, and how it is made."""
-        recipe = {"suite": self.suite, "utils": self.utils, "device_model": self.device_model, "include": list(DEBOOTSTRAP_INCLUDE),
+        recipe = {"suite": self.suite, "utils": self.utils, "device_model": self.device_model,
+                  "include": list(DEBOOTSTRAP_INCLUDE),
                   "strip": list(ROOTFS_STRIP), "recipe": ROOTFS_RECIPE}
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 

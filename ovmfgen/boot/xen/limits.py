@@ -45,15 +45,16 @@ KNOWN_LIMITS: tuple[EmulatorLimit, ...] = (
     #   (measured before this table, issue #16); QEMU 11 with icount stops on "Bad icount read";
     #   QEMU 7.2 aborts Xen 4.20 in every run without icount;
     # - PVH and HVM guests without a disk: 4 of 4 runs passed on a quiet machine, but on this machine
-    #   at load ~22 (several engineers' builds) 4 of 4 attempts (2 nested runs, each retried) aborted in DXE (right after CpuDxe
-    #   installs the CPU arch protocol and the timer starts); QEMU 10.0 with icount (shift 0/1) stops
+    #   at load ~20 (several engineers' builds) 4 of 4 attempts (2 nested runs, each retried)
+    #   aborted in DXE (right after CpuDxe installs the CPU arch protocol and the timer starts);
+    #   QEMU 10.0 with icount (shift 0/1) stops
     #   before any guest on "Bad icount read" (measured here).
     # A retry runs first (nested.boot_xen_guests); only what still aborts lands here, never as a pass.
     EmulatorLimit(
         "4.20", "*", "*", "10.0", r"tcg_handle_interrupt: assertion failed",
         "QEMU 10.0 aborts under Xen 4.20 (tcg_handle_interrupt: bql_locked): always for HVM + disk (10.0 "
-        "and 11.1), under host load for the others (4/4 passed quiet, 4/4 attempts aborted at load ~20); icount on "
-        "QEMU 10/11: 'Bad icount read'; QEMU 7.2: aborts 4.20 in every run"),
+        "and 11.1), under host load for the others (4/4 passed quiet, 4/4 attempts aborted at load ~20); "
+        "icount on QEMU 10/11: 'Bad icount read'; QEMU 7.2: aborts 4.20 in every run"),
 )
 
 
