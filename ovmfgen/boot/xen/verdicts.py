@@ -19,6 +19,11 @@ GUEST_START = "OVMFGEN-GUEST-START"
 GUEST_STOP = "OVMFGEN-GUEST-STOP"
 # Why dom0 stopped waiting for a guest that showed no shell (its deadline, in dom0's words).
 DEADLINE = "OVMFGEN-DEADLINE"
+#: What the OS disk's init prints once Linux runs user space (split so that no file holding the
+#: script or the command line matches it whole).
+OS_MARKER = "OVMFGEN-OS-" "REACHED"
+#: The Linux kernel's banner: a user's disk (``--disk``) that shows it has handed over to an OS.
+LINUX_BANNER = "Linux version "
 
 # --- Verdicts -------------------------------------------------------------------------------------
 

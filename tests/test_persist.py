@@ -1,0 +1,48 @@
+"""ovmfgen.boot.xen.persist: the persistence guest's script and the reading of its two runs."""
+
+from __future__ import annotations
+
+from ovmfgen.boot.xen import persist
+
+
+def _console(*, variable: bool, option: bool, disk_file: bool, nvvars: bool, done: bool = True) -> str:
+    lines = ["UEFI Interactive Shell v2.2", persist.READ_BEGIN]
+    lines.append(f"{persist.VARIABLE_GUID.upper()} - {persist.VARIABLE} - 000A Bytes" if variable
+                 else f"setvar: Unable to get - {persist.VARIABLE_GUID.upper()} - {persist.VARIABLE}")
+    lines.append("Option: 00. Variable: Boot0000\n  Desc    - UiApp")
+    if option:
+        lines.append(f"Option: 01. Variable: Boot0009\n  Desc    - {persist.OPTION}")
+    if disk_file:
+        lines.append("disk-file: present")
+    if nvvars:
+        lines.append("nvvars-file: present")
+    lines.append(persist.READ_END)
+    if done:
+        lines.append(persist.DONE)
+    return "\x1b[0m" + "\r\n".join(lines) + "\r\nShell> "
+
+
+def test_startup_nsh_reads_before_it_writes():
+    nsh = persist.startup_nsh()
+    assert nsh.startswith("@echo -off\n")
+    read = nsh.index(persist.READ_BEGIN), nsh.index(persist.READ_END)
+    assert read[0] < nsh.index(f"setvar {persist.VARIABLE} -guid {persist.VARIABLE_GUID}\n") < read[1]
+    assert read[1] < nsh.index("-nv -bs -rt") < nsh.index("bcfg boot add") < nsh.index(persist.DONE)
+    assert f'"{persist.OPTION}"' in nsh and persist.TARGET in nsh
+
+
+def test_what_a_restart_kept():
+    first = _console(variable=False, option=False, disk_file=False, nvvars=False)
+    second = _console(variable=False, option=False, disk_file=True, nvvars=False)
+    out = persist.persistence_outcome(first, second)
+    assert out["persisted"] == {"variable": False, "boot_option": False, "disk_file": True, "nvvars_file": False}
+    everything = _console(variable=True, option=True, disk_file=True, nvvars=True)
+    assert all(persist.persistence_outcome(first, everything)["persisted"].values())
+
+
+def test_a_run_that_did_not_finish_proves_nothing():
+    first = _console(variable=False, option=False, disk_file=False, nvvars=False, done=False)
+    second = _console(variable=True, option=True, disk_file=True, nvvars=True)
+    assert set(persist.persistence_outcome(first, second)["persisted"].values()) == {None}
+    assert persist.persistence_outcome(first, "BdsDxe: no bootable option")["second"] is None
+    assert persist.observe("") is None
