@@ -212,8 +212,10 @@ def build_at(request: build_request.Request, root: Path, cache: Path | None = No
     with _cache_at(cache):
         say(f"reproducibility: building from scratch in {display_path(lay.build_root)}"
             + (f", cache {display_path(cache)}" if cache is not None else ""))
-        result = build_cmd.build(request, lay)
+        # Planned before building: the comparison then describes the inputs this build really read,
+        # even if the checkout's platform files change while it runs.
         plan = build_plan.plan(request, lay)
+        result = build_cmd.build(request, lay)
         return PlacedBuild(plan, result, paths.cache_dir())
 
 
