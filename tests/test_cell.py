@@ -33,9 +33,13 @@ def _fake_build(tmp_path: Path, builds: list[str | None]):
     return build
 
 
+versions: list[str | None] = []
+
+
 def _fake_boot(booted: list[list[xen.XenGuest]], verdicts: dict[str, Verdict]):
-    def boot_xen_guests(guests, out_dir, timeout=None, **_):
+    def boot_xen_guests(guests, out_dir, timeout=None, xen=None, **_):
         booted.append(list(guests))
+        versions.append(xen)
         out_dir.mkdir(parents=True, exist_ok=True)
         outcomes, entries = [], []
         for g in guests:
@@ -108,3 +112,9 @@ def test_guests_of_the_cells_own_size_need_no_other_build(tmp_path, monkeypatch)
     record, builds, booted = _run(tmp_path, monkeypatch, cell)
     assert builds == ["4M"] and "build-4M" not in [s["name"] for s in record["steps"]]
     assert {g.image.read_bytes() for g in booted[0]} == {b"elf 4M"}
+
+
+def test_the_cells_xen_version_goes_to_the_nested_boot(tmp_path, monkeypatch):
+    versions.clear()
+    _run(tmp_path, monkeypatch, Cell(name="v", platform="xen-pvh", boot=("xen",), xen="4.20"))
+    assert versions == ["4.20"]

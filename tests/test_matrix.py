@@ -52,6 +52,8 @@ def test_the_shipped_matrix_parses_and_covers_the_required_cells():
     assert "debug_output=hypervisor-console" in xen.features and xen.fd_size == "2M"
     # The guest set and the 4 MiB PVH guest, in ONE nested boot.
     assert xen.xen_guests == ("pvh-shell", "hvm-shell", "pvh-ud2", "pvh-shell-4M")
+    assert xen.xen is None and by["xen-pvh-DEBUG-hvcon-xen420"].xen == "4.20"
+    assert by["xen-pvh-DEBUG-hvcon-xen420"].xen_guests == xen.xen_guests
     assert all(c.ccache for c in m.cells)
     assert set(m.repro_rotate) <= set(by) and m.repro_rotate
     assert {s.cell for s in m.install} <= set(by)

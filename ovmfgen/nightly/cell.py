@@ -212,7 +212,7 @@ def _xen_steps(cell: Cell, cell_dir: Path, night: Path, elf_path: Path, record: 
             raise OvmfgenError(f"no {', '.join(missing)} build to boot (its build step failed)")
         guests = xen_guests_of(cell, elf_path, images)
         out_dir = cell_dir / "xen"
-        outcomes = xen.boot_xen_guests(guests, out_dir, timeout=cell.timeout)
+        outcomes = xen.boot_xen_guests(guests, out_dir, timeout=cell.timeout, xen=cell.xen)
         rec = xen_boot_record(outcomes, out_dir, night)
         record["boot"]["xen"] = rec
         lines = "; ".join(f"{o.guest.name.removeprefix('ovmfgen-')} {xen.format_result(o.result).removeprefix('xen: ')}"

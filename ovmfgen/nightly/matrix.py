@@ -15,6 +15,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ovmfgen import paths
+from ovmfgen.boot.xen.debian import check_xen
 from ovmfgen.boot.xen.guests import parse_guest_spec
 from ovmfgen.build.request import parse_assignments, parse_fd_size, parse_target
 from ovmfgen.edk2.releases import KNOWN_TAGS
@@ -25,7 +26,7 @@ from ovmfgen.platform.nodes import load_yaml_nodes, where
 DEFAULT_MATRIX = paths.REPO_ROOT / "nightly.yaml"
 BOOT_KINDS = ("pvh", "reset", "shell", "xen")
 CELL_KEYS = ("name", "platform", "target", "fd_size", "features", "defines", "boot", "description", "optional",
-             "requires", "ccache", "timeout", "edk2", "xen_guests")
+             "requires", "ccache", "timeout", "edk2", "xen_guests", "xen")
 TOP_KEYS = ("description", "defaults", "cells", "reproducibility", "install")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -50,6 +51,7 @@ class Cell:
     #: boot xen: the guests of its ONE nested Xen boot, MODE-PAYLOAD[-FDSIZE] (default: pvh-shell);
     #: a guest with another FD size boots that size's build of the cell (built in the cell too).
     xen_guests: tuple[str, ...] = ()
+    xen: str | None = None                     # boot xen: the Xen version (4.17, 4.20; None: the default)
     # Where each switch is written in nightly.yaml ("feature:NAME"/"define:NAME" -> Location): messages only.
     locations: tuple[tuple[str, Location], ...] = field(default=(), compare=False, repr=False)
 
@@ -249,6 +251,12 @@ def _parse_cell(raw: Node, defaults: _Fields | None, path: str, seen: set[str]) 
                            item.loc("boot"))
     timeout = _seconds(item.get("timeout"), item.loc("timeout"))
     xen_guests = _xen_guests(item, [b for b, _ in boot])
+    xen_version = item.get("xen")
+    if xen_version is not None:
+        if "xen" not in [b for b, _ in boot]:
+            raise OvmfgenError("xen needs 'xen' in the cell's boot list", item.loc("xen"))
+        with _located(item.loc("xen")):
+            xen_version = check_xen(str(xen_version)).series
     return Cell(
         name=name, platform=platform, target=target, fd_size=fd_size, features=features, defines=defines,
         boot=tuple(b for b, _ in boot), description=" ".join(str(item.get("description") or "").split()),
@@ -258,6 +266,7 @@ def _parse_cell(raw: Node, defaults: _Fields | None, path: str, seen: set[str]) 
         timeout=timeout, locations=tuple(locations),
         edk2=edk2,
         xen_guests=xen_guests,
+        xen=xen_version,
     )
 
 
