@@ -132,16 +132,18 @@ def check_elf(c, elf):
     "edk2": "edk2 tree whose build to boot: a tag such as edk2-stable202605 (default: the default tree)",
     "fd_size": "the build's --fd-size", "feature": "the build's --feature NAME=VALUE (repeatable)",
     "define": "the build's --define NAME=VALUE (repeatable)",
-    "mode": "with --on xen: pvh (default), hvm, or all (PVH and HVM to the Shell, the ud2 control) in one Xen boot",
+    "mode": "with --on xen: pvh (default), hvm, os (PVH and HVM boot Linux from a PV disk), persist (what "
+            "survives a restart), or all (those and the ud2 control) in one Xen boot",
     "xen": "with --on xen: the Xen version, 4.17 (default; bookworm, host QEMU 7.2) or 4.20 (trixie, QEMU 10 chroot)",
+    "disk": "with --on xen: boot this disk image (GPT/MBR) as the guest's PV disk and report how far it got",
 })
 def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=None, edk2=None, fd_size=None,
-         feature=None, define=None, mode=None, xen=None):
+         feature=None, define=None, mode=None, xen=None, disk=None):
     """Boot the published firmware in QEMU (PVH and/or reset-vector entry) or under real Xen."""
     from ovmfgen.boot import command as stage
 
     guard(stage.boot_command, platform=platform, target=target, entry=entry, on=on, image=image, edk2=edk2,
-          fd_size=fd_size, features=feature or [], defines=define or [], mode=mode, xen_version=xen)
+          fd_size=fd_size, features=feature or [], defines=define or [], mode=mode, xen_version=xen, disk=disk)
 
 
 @task(help={

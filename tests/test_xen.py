@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ovmfgen.host import apt
-from ovmfgen.boot.xen import cache, debian, guests, nested, verdicts, watch
+from ovmfgen.boot.xen import cache, debian, guests, nested, persist, verdicts, watch
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.boot.xen import Verdict, classify_xen_run
 
@@ -142,8 +142,34 @@ def test_xen_panic_is_harness_failure():
 
 def test_every_verdict_has_a_capture():
     assert {classify_capture(s).verdict for s in
-            ("shell", "assert", "triplefault", "gone", "timeout")} | {Verdict.HARNESS_FAILURE} \
+            ("shell", "os", "assert", "triplefault", "gone", "timeout")} | {Verdict.HARNESS_FAILURE} \
         == set(Verdict)
+
+
+def test_os_capture_is_os_reached_with_seconds_from_xl_create():
+    r = classify_capture("os")
+    assert r.verdict is Verdict.OS_REACHED and r.ok, r
+    assert r.detail == f"{verdicts.OS_MARKER} printed by the OS disk's init"
+    assert r.os_seconds == 10.16 and r.shell_seconds is None
+    assert "OS 10.2 s after xl create" in verdicts.format_result(r)
+
+
+def test_linux_that_stops_before_the_marker_shows_its_last_lines():
+    serial = "\n".join(ln for ln in load("os.serial.log").splitlines()
+                       if "REACHED" not in ln and "EVENT os" not in ln).replace("RESULT os", "RESULT crashed")
+    r = classify_xen_run(serial, verdicts.extract_guest_console(serial), 0)
+    assert r.verdict is Verdict.GUEST_CRASHED, r
+    assert r.detail.startswith("xl list shows the domain crashed; Linux's last lines: [    0.000000] Command line:")
+    assert r.detail.endswith("efi: EFI v2.70 by EDK II | [    2.098355] Run /init as init process")
+    # QEMU dying under Linux is the harness's failure, and says Linux had started.
+    r = classify_xen_run(serial, verdicts.extract_guest_console(serial), -6)
+    assert r.verdict is Verdict.HARNESS_FAILURE and "Run /init as init process" in r.detail
+
+
+def test_a_users_disk_counts_as_os_reached_at_linux_s_banner():
+    serial = "\n".join(ln for ln in load("os.serial.log").splitlines() if "REACHED" not in ln)
+    r = classify_xen_run(serial, verdicts.extract_guest_console(serial), 0)
+    assert r.verdict is Verdict.OS_REACHED and r.detail == "the Linux kernel's banner on the guest's console"
 
 
 # --- generated text ------------------------------------------------------------------------------
@@ -302,8 +328,44 @@ def test_dom0_scripts_are_valid_sh(tmp_path):
     text = guests.dom0_test_script(guests.GuestDeadline(idle_s=45, cap_s=120, tick_s=3))
     assert "IDLE=$(( 45 * SCALE ))" in text and "CAP=$(( 120 * SCALE ))" in text and "+ 3 ))" in text
     two = guests.dom0_test_script(guests.GuestDeadline(), ["a", "b"])
-    assert two.endswith("run_guest a\nrun_guest b\n") and "xl create /ovmfgen/$NAME.cfg" in two
-    assert "OVMFGEN-GUEST-START $NAME" in two and "OVMFGEN-GUEST-STOP $NAME" in two
+    assert two.endswith("run_guest a a 'Shell>' shell\nrun_guest b b 'Shell>' shell\n")
+    assert "xl create /ovmfgen/$NAME.cfg" in two
+    assert "OVMFGEN-GUEST-START $LABEL" in two and "OVMFGEN-GUEST-STOP $LABEL" in two
+
+
+def test_dom0_runs_each_payload_waits_for_its_own_sign(tmp_path):
+    disk = tmp_path / "d.img"
+    g = [guests.XenGuest("pvh", "os", tmp_path, disk=disk), guests.XenGuest("hvm", "persist", tmp_path, disk=disk),
+         guests.XenGuest("pvh", "disk", tmp_path, disk=disk)]
+    assert guests.guest_runs(g) == [
+        ("ovmfgen-pvh-os", "ovmfgen-pvh-os", verdicts.OS_MARKER, "os"),
+        ("ovmfgen-hvm-persist", "ovmfgen-hvm-persist", persist.DONE, "persist"),
+        ("ovmfgen-hvm-persist", "ovmfgen-hvm-persist-restart", persist.DONE, "persist"),
+        ("ovmfgen-pvh-disk", "ovmfgen-pvh-disk", f"{verdicts.OS_MARKER}|Linux version [0-9]", "os"),
+    ]
+    script = guests.dom0_test_script(guests.GuestDeadline(), runs=guests.guest_runs(g))
+    p = tmp_path / "t.sh"
+    p.write_text(script)
+    subprocess.run(["sh", "-n", str(p)], check=True)
+    # A guest that should boot an OS but shows the Shell stops at once, as "shell".
+    assert '[ "$EVENT" != shell ] && grep -q \'Shell>\'' in script
+    # The restart keeps the disk: the same domain config, a fresh console log.
+    assert script.count("run_guest ovmfgen-hvm-persist ") == 2 and 'rm -f "$LOG"' in script
+
+
+def test_block_hotplug_script_is_valid_sh_and_announces_the_loop_device(tmp_path):
+    p = tmp_path / "block"
+    p.write_text(guests.block_script())
+    subprocess.run(["sh", "-n", str(p)], check=True)
+    text = guests.block_script()
+    for key in ("physical-device", "physical-device-path", "hotplug-status"):
+        assert f'"$XENBUS_PATH/{key}"' in text
+    assert "losetup -f --show" in text and "losetup -d" in text
+    cfg = guests.xl_config("/ovmfgen/f.elf", "g", 256, "pvh", "/ovmfgen/disk-0.img")
+    # xl parses the disk spec up to target=, which takes the rest: it must come last.
+    assert cfg.endswith(f'disk = [ "format=raw,vdev=xvda,access=rw,script={guests.BLOCK_SCRIPT},'
+                        'target=/ovmfgen/disk-0.img" ]\n')
+    assert "disk =" not in guests.xl_config("/ovmfgen/f.elf", "g", 256, "pvh")
 
 
 def _read_newc(data: bytes) -> dict[str, tuple[int, bytes]]:
@@ -352,7 +414,12 @@ def test_overlay_cpio_carries_init_modules_each_guests_firmware_and_config(tmp_p
     for m in debian.DOM0_MODULES:
         (mods / f"{m}.ko").write_bytes(m.encode())
     image = _pvh_elf(tmp_path)
-    guest_set = [guests.XenGuest(m, p, image) for m, p in guests.check_mode("all")]
+    os_disk, p1, p2 = tmp_path / "os.img", tmp_path / "p1.img", tmp_path / "p2.img"
+    for d in (os_disk, p1, p2):
+        d.write_bytes(d.name.encode())
+    disks = {"os": os_disk, "persist": p1}
+    guest_set = [guests.XenGuest(m, p, image, disk=disks.get(p) if (m, p) != ("hvm", "persist") else p2)
+                 for m, p in guests.check_mode("all")]
     guest_set.append(guests.XenGuest("pvh", "shell", image, variant="4M"))
     got = _read_newc(guests.overlay_cpio(guest_set, mods, guests.GuestDeadline(cap_s=200)))
     assert got["init"][0] == 0o100755 and got["init"][1].startswith(b"#!/bin/sh")
@@ -366,10 +433,18 @@ def test_overlay_cpio_carries_init_modules_each_guests_firmware_and_config(tmp_p
     assert b'bios_path_override = "/ovmfgen/ovmf-hvm-shell.elf"' in got["ovmfgen/ovmfgen-hvm-shell.cfg"][1]
     script = got["ovmfgen/test.sh"][1].decode()
     assert "CAP=$(( 200 * SCALE ))" in script
-    assert script.index("run_guest ovmfgen-pvh-shell\n") < script.index("run_guest ovmfgen-hvm-shell\n") \
-        < script.index("run_guest ovmfgen-pvh-ud2\n") < script.index("run_guest ovmfgen-pvh-shell-4M\n")
+    assert script.index("run_guest ovmfgen-pvh-shell ") < script.index("run_guest ovmfgen-pvh-os ") \
+        < script.index("run_guest ovmfgen-hvm-shell ") < script.index("run_guest ovmfgen-hvm-os ") \
+        < script.index("run_guest ovmfgen-pvh-ud2 ") < script.index("run_guest ovmfgen-pvh-shell-4M ")
     assert got["ovmfgen/ovmf-pvh-shell-4M.elf"][1] == image.read_bytes()
     assert b'kernel = "/ovmfgen/ovmf-pvh-shell-4M.elf"' in got["ovmfgen/ovmfgen-pvh-shell-4M.cfg"][1]
+    # The two OS guests share one copy of the OS disk; each persistence guest has its own disk.
+    assert got["ovmfgen/disk-0.img"][1] == b"os.img"
+    assert {got["ovmfgen/disk-1.img"][1], got["ovmfgen/disk-2.img"][1]} == {b"p1.img", b"p2.img"}
+    assert "ovmfgen/disk-3.img" not in got and got["ovmfgen/block-loop"][0] == 0o100755
+    assert b"target=/ovmfgen/disk-0.img" in got["ovmfgen/ovmfgen-hvm-os.cfg"][1]
+    assert b"target=/ovmfgen/disk-0.img" in got["ovmfgen/ovmfgen-pvh-os.cfg"][1]
+    assert b"disk =" not in got["ovmfgen/ovmfgen-pvh-shell.cfg"][1]
 
 
 def test_guest_names_modes_and_expected_verdicts(tmp_path):
@@ -377,8 +452,10 @@ def test_guest_names_modes_and_expected_verdicts(tmp_path):
     assert g.name == "ovmfgen-hvm-shell" and g.expected is Verdict.SHELL_REACHED
     assert guests.XenGuest("pvh", "ud2", tmp_path).expected is Verdict.GUEST_CRASHED
     assert guests.check_mode("pvh") == (("pvh", "shell"),)
-    assert [k for k in guests.check_mode("all")] == [("pvh", "shell"), ("hvm", "shell"), ("pvh", "ud2")]
-    with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'kvm': expected all, hvm, pvh"):
+    assert [k for k in guests.check_mode("all")] == [
+        ("pvh", "shell"), ("pvh", "os"), ("hvm", "shell"), ("hvm", "os"), ("pvh", "persist"), ("hvm", "persist"),
+        ("pvh", "ud2")]
+    with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'kvm': expected all, hvm, os, persist, pvh"):
         guests.check_mode("kvm")
     four = guests.XenGuest("pvh", "shell", tmp_path / "4m.elf", variant="4M")
     assert four.name == "ovmfgen-pvh-shell-4M" and four.expected is Verdict.SHELL_REACHED
@@ -392,6 +469,28 @@ def test_one_run_refuses_two_guests_of_the_same_name(tmp_path):
     image = _pvh_elf(tmp_path)
     with pytest.raises(OvmfgenError, match="same name"):
         nested.boot_xen_guests([guests.XenGuest("pvh", "shell", image)] * 2, tmp_path)
+    assert guests.XenGuest("pvh", "os", tmp_path).expected is Verdict.OS_REACHED
+    assert guests.XenGuest("hvm", "disk", tmp_path).expected is Verdict.OS_REACHED
+    assert guests.XenGuest("hvm", "persist", tmp_path).expected is Verdict.SHELL_REACHED
+    assert guests.XenGuest("hvm", "persist", tmp_path).runs == ("ovmfgen-hvm-persist", "ovmfgen-hvm-persist-restart")
+
+
+def test_disk_requests_give_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert nested.check_disk_request("all", None) == guests.check_mode("all")
+    good = tmp_path / "g.img"
+    good.write_bytes(b"\0" * 510 + b"\x55\xaa")
+    assert nested.check_disk_request("all", good) == (("pvh", "disk"), ("hvm", "disk"))
+    assert nested.check_disk_request("hvm", good) == (("hvm", "disk"),)
+    with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'kvm'"):
+        nested.check_disk_request("kvm", good)
+    with pytest.raises(OvmfgenError, match="--disk boots your disk in --mode all, hvm, pvh, not 'persist'"):
+        nested.check_disk_request("persist", good)
+    with pytest.raises(OvmfgenError, match="^error: missing.img: no such disk image$"):
+        nested.check_disk_request("pvh", "missing.img")
+    (tmp_path / "notes.txt").write_text("hello\n")
+    with pytest.raises(OvmfgenError, match="^error: notes.txt: not a disk image"):
+        nested.check_disk_request("pvh", "notes.txt")
 
 
 def test_hvm_xl_config_boots_the_same_blob_through_hvmloader():
@@ -558,7 +657,7 @@ def test_boot_xen_command_without_image_names_the_build(tmp_path, monkeypatch):
 
 
 def test_boot_xen_command_rejects_an_unknown_mode_before_anything_else(tmp_path):
-    with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'both': expected all, hvm, pvh$"):
+    with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'both': expected all, hvm, os, persist, pvh$"):
         nested.boot_xen_command("xen-pvh", "DEBUG", image=tmp_path / "missing.elf", mode="both")
 
 
@@ -765,7 +864,7 @@ def test_guests_of_two_trees_share_one_run_apart(tmp_path):
     assert got["ovmfgen/ovmf-pvh-shell-202605.elf"][1] == new.read_bytes()
     assert b'kernel = "/ovmfgen/ovmf-pvh-shell-202605.elf"' in got["ovmfgen/ovmfgen-pvh-shell-202605.cfg"][1]
     assert b'bios_path_override = "/ovmfgen/ovmf-hvm-shell-202605.elf"' in got["ovmfgen/ovmfgen-hvm-shell-202605.cfg"][1]
-    assert "run_guest ovmfgen-hvm-shell-202605\n" in got["ovmfgen/test.sh"][1].decode()
+    assert "run_guest ovmfgen-hvm-shell-202605 ovmfgen-hvm-shell-202605 'Shell>' shell\n" in got["ovmfgen/test.sh"][1].decode()
     assert nested.guest_log_names(both[1]) == ("xen-pvh-shell-202605.log", "xen-pvh-shell-202605.console.log")
     assert nested.guest_log_names(both[0]) == ("xen-pvh-shell.log", "xen-pvh-shell.console.log")
     with pytest.raises(OvmfgenError, match="letters and digits"):
@@ -820,3 +919,21 @@ def test_stale_chroot_run_dirs_of_dead_runs_are_swept(tmp_path):
         d.mkdir()
     assert nested.sweep_stale_run_dirs(tmp_path) == sorted([dead, old_style])
     assert live.is_dir() and other.is_dir() and not dead.exists() and not old_style.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode", "kvm"], "error: unknown Xen boot mode 'kvm': expected all, hvm, os, persist, pvh"),
+    (["--disk", "missing.img"], "error: missing.img: no such disk image"),
+    (["--disk", "notes.txt"], "error: notes.txt: not a disk image (no MBR/GPT boot signature 0x55AA at byte 510)"),
+    (["--disk", "good.img", "--mode", "os"], "error: --disk boots your disk in --mode all, hvm, pvh, not 'os'"),
+])
+def test_invoke_boot_on_xen_bad_arguments_give_one_line(tmp_path, args, message):
+    """Through the CLI, before any build lookup or Xen cache work: one line, exit 1, no traceback."""
+    (tmp_path / "notes.txt").write_text("not a disk\n")
+    (tmp_path / "good.img").write_bytes(b"\0" * 510 + b"\x55\xaa")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "ovmfgen", "boot", "--on", "xen", *args], cwd=tmp_path,
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1, proc
+    assert proc.stderr.strip().splitlines()[-1] == message and "Traceback" not in proc.stderr
+    assert set(os.listdir(tmp_path)) == {"notes.txt", "good.img"}  # nothing written

@@ -56,25 +56,29 @@ def boot_command(platform: str = "xen-pvh", target: str = "DEBUG", entry: str = 
                  image: str | Path | None = None, edk2: str | None = None, fd_size: str | None = None,
                  features: Sequence[str] = (), defines: Sequence[str] = (),
                  layout: Layout | None = None, mode: str | None = None,
-                 xen_version: str | None = None) -> list[BootResult] | list[xen.GuestOutcome]:
+                 xen_version: str | None = None,
+                 disk: str | Path | None = None) -> list[BootResult] | list[xen.GuestOutcome]:
     """``invoke boot``: boot the published ELF through the PVH entry and/or the reset vector.
 
     ``image`` defaults to the ``ovmf.elf`` the build with the same ``target``, ``edk2`` tree (a tag;
     None: the default tree), ``fd_size``, ``features`` and ``defines`` published in ``layout``
     (``published_elf``); the logs are saved beside it. Prints one verdict line per entry and raises
     ``BootError`` (exit 1, log tails shown) if any failed. ``on="xen"`` boots that image under real
-    Xen instead as the ``mode`` guest set: pvh (default), hvm or all (``ovmfgen.boot.xen.boot_xen_command``,
-    returning one outcome per guest), on Xen ``xen_version`` (4.17, the default, or 4.20).
+    Xen instead as the ``mode`` guest set: pvh (default), hvm, os, persist or all
+    (``ovmfgen.boot.xen.boot_xen_command``, returning one outcome per guest), on Xen ``xen_version``
+    (4.17, the default, or 4.20); ``disk`` boots a user's disk image there instead.
     """
     if on not in ("qemu", "xen"):
         raise OvmfgenError(f"unknown boot host {on!r}: expected qemu or xen")
     if on == "xen":
-        xen.check_mode(mode or "pvh")
+        xen.check_disk_request(mode or "pvh", disk)
         xen.check_xen(xen_version)
     elif mode is not None:
         raise OvmfgenError("--mode chooses the Xen guests: use it with --on xen")
     elif xen_version is not None:
         raise OvmfgenError("--xen chooses the Xen version: use it with --on xen")
+    elif disk is not None:
+        raise OvmfgenError("--disk boots a disk under Xen: use it with --on xen")
     entries = _entries(entry) if on == "qemu" else ()
     if on == "qemu" and target.upper() == "RELEASE":
         raise OvmfgenError("a RELEASE build prints no DEBUG log, so its boot cannot be judged: "
@@ -87,7 +91,7 @@ def boot_command(platform: str = "xen-pvh", target: str = "DEBUG", entry: str = 
             raise OvmfgenError(f"no firmware image at {display_path(path)}")
     if on == "xen":
         return xen.boot_xen_command(platform=platform, target=target, image=path, mode=mode or "pvh",
-                                    xen=xen_version)
+                                    xen=xen_version, disk=disk)
     out_dir = path.resolve().parent
 
     results = []

@@ -27,7 +27,10 @@ The package, one job per module (imports flow downwards only):
   turns the logs into exactly one verdict (a pure function, unit-tested on captured logs);
 * ``debian``: package names, apt mirrors (from the machine's apt sources), candidate versions;
 * ``cache``: the cache entries (hypervisor, dom0 kernel + modules, dom0 root file system);
-* ``guests``: the generated xl config, dom0 /init and test script, and the per-run overlay cpio;
+* ``gpt``: GPT disk images byte for byte, and the check a user's disk gets (``--disk``);
+* ``osdisk``: the OS disk made from Debian packages (a unified kernel image, cached) and the persistence disk;
+* ``persist``: the persistence guest's startup.nsh and what its two boots read back;
+* ``guests``: the generated xl config, dom0 /init, test and hotplug scripts, and the per-run overlay cpio;
 * ``watch``: the host's watch over a run: wall seconds per guest, the host's speed, stalls;
 * ``nested``: the QEMU run itself, ``boot_xen`` (runs it all) and ``boot_xen_command`` (the CLI entry);
 * ``bench``: ``invoke bench --xen``, the real-Xen figure (one nested boot of the guest set).
@@ -41,8 +44,9 @@ makes a run slower, never a guest's verdict a false TIMEOUT, and a real hang sti
 
 from ovmfgen.boot.xen.debian import XEN_RELEASES, XenRelease, check_xen
 from ovmfgen.boot.xen.guests import XenGuest, check_mode
-from ovmfgen.boot.xen.nested import GuestOutcome, boot_xen, boot_xen_command, boot_xen_guests
+from ovmfgen.boot.xen.nested import GuestOutcome, boot_xen, boot_xen_command, boot_xen_guests, check_disk_request
 from ovmfgen.boot.xen.verdicts import Verdict, XenBootResult, classify_xen_run, format_result
 
 __all__ = ["GuestOutcome", "Verdict", "XEN_RELEASES", "XenBootResult", "XenGuest", "XenRelease", "boot_xen",
-           "boot_xen_command", "boot_xen_guests", "check_mode", "check_xen", "classify_xen_run", "format_result"]
+           "boot_xen_command", "boot_xen_guests", "check_disk_request", "check_mode", "check_xen", "classify_xen_run",
+           "format_result"]

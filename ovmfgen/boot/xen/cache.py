@@ -123,7 +123,8 @@ def _prepare_hypervisor(root: Path, v: XenVersions, release: XenRelease, opts: S
 
 def _prepare_kernel(root: Path, v: XenVersions) -> tuple[Path, Path]:
     final = root / f"kernel-{safe_name(v.kernel_package)}-{safe_name(v.kernel)}"
-    if (final / "stamp.json").is_file():
+    # An entry made before a module joined DOM0_MODULES lacks it: make it again.
+    if (final / "stamp.json").is_file() and all((final / "modules" / f"{m}.ko").is_file() for m in DOM0_MODULES):
         return final / "vmlinuz", final / "modules"
     say(f"xen cache: dom0 kernel {v.kernel_package} {v.kernel}")
     stage = _staging(root, "kernel")
@@ -137,10 +138,10 @@ def _prepare_kernel(root: Path, v: XenVersions) -> tuple[Path, Path]:
         shutil.copyfile(vmlinuz[0], stage / "vmlinuz")
         mods = stage / "modules"
         mods.mkdir()
-        found = {p.name[:-3]: p for p in (x / "lib" / "modules").glob("*/kernel/drivers/xen/**/*.ko")}
+        found = {p.name[:-3]: p for p in (x / "lib" / "modules").glob("*/kernel/drivers/**/*.ko")}
         for m in DOM0_MODULES:
             if m not in found:
-                raise OvmfgenError(f"{deb.name} has no module {m}.ko under drivers/xen (built in?)")
+                raise OvmfgenError(f"{deb.name} has no module {m}.ko under drivers/ (built in?)")
             shutil.copyfile(found[m], mods / f"{m}.ko")
         shutil.rmtree(stage / "dl")
         shutil.rmtree(x)

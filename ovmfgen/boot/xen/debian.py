@@ -30,8 +30,8 @@ DEVICE_MODEL_PACKAGE = "qemu-system-xen"
 HOST_PACKAGES = ("debootstrap", "cpio", "qemu-system-x86")
 #: Packages debootstrap adds to minbase: modprobe/insmod, ps, and busybox for poweroff.
 DEBOOTSTRAP_INCLUDE = ("kmod", "procps", "busybox")
-#: dom0's Xen driver modules, in load order (xenfs needs xen-privcmd).
-DOM0_MODULES = ("xen-privcmd", "xenfs", "xen-evtchn", "xen-gntdev", "xen-gntalloc")
+#: dom0's driver modules, in load order (xenfs needs xen-privcmd); loop and xen-blkback serve guest disks.
+DOM0_MODULES = ("xen-privcmd", "xenfs", "xen-evtchn", "xen-gntdev", "xen-gntalloc", "loop", "xen-blkback")
 #: Bump when the way the dom0 root file system is made changes (forces a rebuild of that entry).
 ROOTFS_RECIPE = 3
 #: Stripped from the root file system: only people read these, and they cost initramfs unpack time.

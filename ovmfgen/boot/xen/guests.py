@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen.boot.xen.debian import DOM0_MODULES, XEN_SERIES
+from ovmfgen.boot.xen.persist import DONE
 from ovmfgen.edk2.conventions import fd_size_label, parse_fd_size
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.boot.xen.verdicts import (
@@ -19,6 +20,8 @@ from ovmfgen.boot.xen.verdicts import (
     GUEST_PREFIX,
     GUEST_START,
     GUEST_STOP,
+    LINUX_BANNER,
+    OS_MARKER,
     RESULT,
     Verdict,
     XL_PREFIX,
@@ -63,15 +66,26 @@ class GuestDeadline:
 
 #: Guest kinds: how the firmware is started (``mode``) and what it is expected to do (``payload``).
 MODES = ("pvh", "hvm")
-PAYLOADS = ("shell", "ud2")
+#: shell: the firmware as built, no disk, to the UEFI Shell; os: the OS disk (osdisk.py) booted by the
+#: firmware's boot manager, to the marker its Linux prints; persist: the persistence disk, booted
+#: twice (persist.py); disk: a user's disk (``--disk``), as far as it gets; ud2: the negative control.
+PAYLOADS = ("shell", "os", "persist", "disk", "ud2")
 #: ``--mode`` choices and the guest set each runs, in order; ``all`` ends with the negative control.
 MODE_SETS = {
     "pvh": (("pvh", "shell"),),
     "hvm": (("hvm", "shell"),),
-    "all": (("pvh", "shell"), ("hvm", "shell"), ("pvh", "ud2")),
+    "os": (("pvh", "os"), ("hvm", "os")),
+    "persist": (("pvh", "persist"), ("hvm", "persist")),
+    "all": (("pvh", "shell"), ("pvh", "os"), ("hvm", "shell"), ("hvm", "os"), ("pvh", "persist"),
+            ("hvm", "persist"), ("pvh", "ud2")),
 }
 #: HVM guests' device model as Debian's qemu-system-xen installs it in dom0.
 DEVICE_MODEL = "/usr/libexec/xen-qemu-system-i386"
+#: dom0's hotplug script for a guest disk: a loop device on the image file, announced in xenstore.
+BLOCK_SCRIPT = "/ovmfgen/block-loop"
+#: What dom0 waits for on each payload's console (grep -E), and the event it reports.
+WANT = {"shell": ("Shell>", "shell"), "os": (OS_MARKER, "os"), "persist": (DONE, "persist"),
+        "disk": (f"{OS_MARKER}|{LINUX_BANNER}[0-9]", "os"), "ud2": ("Shell>", "shell")}
 
 
 @dataclass(frozen=True)
@@ -79,10 +93,11 @@ class XenGuest:
     """One guest of a nested run: its firmware, how Xen starts it, and the verdict a good firmware gets."""
 
     mode: str        # "pvh": Xen loads the ELF and jumps to its PVH entry; "hvm": hvmloader, reset vector
-    payload: str     # "shell": the firmware as built; "ud2": its PVH entry replaced by ud2 (must crash)
+    payload: str     # one of PAYLOADS
     image: Path      # the firmware file on the host
     #: Tells apart guests of one run with the same mode and payload but another image, e.g. "4M".
     variant: str = ""
+    disk: Path | None = None  # the disk image on the host, attached as xvda (a PV disk)
 
     def __post_init__(self) -> None:
         if self.variant and not re.fullmatch(r"[A-Za-z0-9]+", self.variant):
@@ -95,8 +110,15 @@ class XenGuest:
 
     @property
     def expected(self) -> Verdict:
-        """What a correct firmware yields: the Shell, or for the ud2 control a crash."""
-        return Verdict.GUEST_CRASHED if self.payload == "ud2" else Verdict.SHELL_REACHED
+        """What a correct firmware yields: the Shell, the OS, or for the ud2 control a crash."""
+        if self.payload == "ud2":
+            return Verdict.GUEST_CRASHED
+        return Verdict.OS_REACHED if self.payload in ("os", "disk") else Verdict.SHELL_REACHED
+
+    @property
+    def runs(self) -> tuple[str, ...]:
+        """The labels of this guest's boots in the log: the persistence guest boots twice, the same disk."""
+        return (self.name, f"{self.name}-restart") if self.payload == "persist" else (self.name,)
 
 
 @dataclass(frozen=True)
@@ -190,8 +212,13 @@ def guest_image(guest: XenGuest) -> bytes:
 # --- Generated text: xl config, dom0 /init, test script -----------------------------------------------
 
 
-def xl_config(kernel: str, name: str = GUEST_NAME, memory_mib: int = GUEST_MEMORY_MIB, mode: str = "pvh") -> str:
-    """The xl domain config that runs ``kernel`` as a PVH guest, or (``mode="hvm"``) as an HVM guest's BIOS."""
+def xl_config(kernel: str, name: str = GUEST_NAME, memory_mib: int = GUEST_MEMORY_MIB, mode: str = "pvh",
+              disk: str | None = None) -> str:
+    """The xl domain config that runs ``kernel`` as a PVH guest, or (``mode="hvm"``) as an HVM guest's BIOS.
+
+    ``disk`` (a file in dom0) becomes the guest's PV disk xvda through dom0's loop hotplug script
+    (Debian's block script waits for udev, which this dom0 has not); ``target=`` must come last.
+    """
     if mode == "hvm":
         # hvmloader copies the blob below 4 GiB and jumps to its reset vector; the PVH ELF's header
         # sits in the FD's reserved first pages, so the published ovmf.elf is that blob as it is.
@@ -223,7 +250,29 @@ def xl_config(kernel: str, name: str = GUEST_NAME, memory_mib: int = GUEST_MEMOR
         # `mov cr8` hits a QEMU 7.2 bug (cpu_interrupt without the BQL: QEMU aborts). Holding no
         # missed ticks pending avoids that pattern; the firmware sees the same periodic timer.
         'timer_mode = "no_missed_ticks_pending"\n'
+        + (f'disk = [ "format=raw,vdev=xvda,access=rw,script={BLOCK_SCRIPT},target={disk}" ]\n' if disk else "")
     )
+
+
+def block_script() -> str:
+    """dom0's hotplug script (xl runs it with add/remove, XENBUS_PATH set): a loop device for the image."""
+    return """#!/bin/sh
+# Written by ovmfgen.boot.xen: attach the file in params to a loop device and tell blkback about it.
+case "$1" in
+add)
+    file=$(xenstore-read "$XENBUS_PATH/params")
+    dev=$(losetup -f --show "$file") || exit 1
+    xenstore-write "$XENBUS_PATH/physical-device" "$(stat -L -c '%t:%T' "$dev")"
+    xenstore-write "$XENBUS_PATH/physical-device-path" "$dev"
+    xenstore-write "$XENBUS_PATH/hotplug-status" connected
+    ;;
+remove)
+    dev=$(xenstore-read "$XENBUS_PATH/physical-device-path" 2>/dev/null)
+    [ -n "$dev" ] && losetup -d "$dev"
+    ;;
+esac
+exit 0
+"""
 
 
 def dom0_init_script(series: str = XEN_SERIES) -> str:
@@ -257,15 +306,21 @@ sleep 30
 """
 
 
-def dom0_test_script(deadline: GuestDeadline, names: Sequence[str] = (GUEST_NAME,)) -> str:
-    """The dom0 test: for each guest in turn, ``xl create`` it, wait for its shell prompt (or death), report.
+def dom0_test_script(deadline: GuestDeadline, names: Sequence[str] = (GUEST_NAME,),
+                     runs: Sequence[tuple[str, str, str, str]] | None = None) -> str:
+    """The dom0 test: for each guest in turn, ``xl create`` it, wait for what it should show (or death), report.
 
-    Each guest's part of the log lies between ``GUEST_START name`` and ``GUEST_STOP name``, so that
-    ``classify_xen_run`` reads it as if the guest had had the run to itself. The wait ends on the
-    shell, an ASSERT, a crash, the domain going away, or ``deadline`` (see ``GuestDeadline``);
-    every ``deadline.tick_s`` dom0 seconds dom0 prints a heartbeat event.
+    ``runs`` lists (domain name, label, what to wait for (grep -E), event name); by default each of
+    ``names`` waits for the Shell prompt under its own name. Each run's part of the log lies between
+    ``GUEST_START label`` and ``GUEST_STOP label``, so that ``classify_xen_run`` reads it as if the
+    guest had had the run to itself. A domain that runs twice (same name) keeps its disk: the
+    second run is a restart after ``xl destroy``. The wait ends on what the guest should show, the
+    Shell when it should have shown something else, an ASSERT, a crash, the domain going away, or
+    ``deadline`` (see ``GuestDeadline``); every ``deadline.tick_s`` dom0 seconds dom0 prints a
+    heartbeat event.
     """
-    calls = "\n".join(f"run_guest {n}" for n in names)
+    runs = list(runs) if runs is not None else [(n, n, "Shell>", "shell") for n in names]
+    calls = "\n".join(f"run_guest {name} {label} '{want}' {event}" for name, label, want, event in runs)
     return f"""#!/bin/sh
 # Written by ovmfgen.boot.xen. Prints {EVENT}/{RESULT} lines that classify_xen_run reads.
 # The unit tests point these at fakes; in dom0 they are the real places.
@@ -285,14 +340,18 @@ CAP=$(( {deadline.cap_s} * SCALE ))
 echo "{EVENT} calibrated $t1 loop=$t0..$t1 scale=$SCALE idle=$IDLE cap=$CAP"
 run_guest() {{
 NAME=$1
+LABEL=$2
+WANT=$3
+EVENT=$4
 LOG="$CONSOLE/guest-$NAME.log"
-echo "{GUEST_START} $NAME"
+rm -f "$LOG"
+echo "{GUEST_START} $LABEL"
 ev create
 if ! xl create /ovmfgen/$NAME.cfg > $TMP/xl-create.log 2>&1; then
     sed 's/^/{XL_PREFIX}/' $TMP/xl-create.log
     tail -n 20 /var/log/xen/qemu-dm-$NAME.log 2>/dev/null | sed 's/^/{XL_PREFIX}qemu-dm: /'
     echo "{RESULT} create-failed"
-    echo "{GUEST_STOP} $NAME"
+    echo "{GUEST_STOP} $LABEL"
     return
 fi
 sed 's/^/{XL_PREFIX}/' $TMP/xl-create.log
@@ -304,11 +363,20 @@ tick=$(( created + {deadline.tick_s} ))
 seen=""
 while :; do
     t=$(now)
-    if grep -q 'Shell>' "$LOG" 2>/dev/null; then
-        ev shell
-        result=shell
+    if grep -Eq "$WANT" "$LOG" 2>/dev/null; then
+        ev "$EVENT"
+        result=$EVENT
+        # A guest's script may still be writing to its disk when its marker shows: give it a moment.
+        [ "$EVENT" = persist ] && sleep 2
         # Freeze the guest at once: nothing it does after this counts, and a guest that keeps
         # taking interrupts can still trip QEMU's TCG bug before dom0 has reported.
+        xl pause "$NAME"
+        break
+    fi
+    if [ "$EVENT" != shell ] && grep -q 'Shell>' "$LOG" 2>/dev/null; then
+        # Not what it should have shown: the firmware fell through to the Shell.
+        ev shell
+        result=shell
         xl pause "$NAME"
         break
     fi
@@ -322,7 +390,8 @@ while :; do
     fi
     state=$(xl list 2>/dev/null | awk -v n="$NAME" '$1 == n {{ print $5 }}')
     if [ -z "$state" ]; then
-        result=gone
+        # An OS that powers off right after its marker: the log is still there.
+        if grep -Eq "$WANT" "$LOG" 2>/dev/null; then ev "$EVENT"; result=$EVENT; else result=gone; fi
         break
     fi
     case "$state" in *c*) result=crashed; break ;; esac
@@ -347,18 +416,23 @@ while :; do
     sleep 1
 done
 xl list 2>&1 | sed 's/^/{XL_PREFIX}/'
-[ "$result" = shell ] || tail -n 20 /var/log/xen/qemu-dm-$NAME.log 2>/dev/null | sed 's/^/{XL_PREFIX}qemu-dm: /'
+[ "$result" = "$EVENT" ] || tail -n 20 /var/log/xen/qemu-dm-$NAME.log 2>/dev/null | sed 's/^/{XL_PREFIX}qemu-dm: /'
 echo "{GUEST_BEGIN}"
-tail -c 65536 "$LOG" 2>/dev/null | sed 's/^/{GUEST_PREFIX}/'
+tail -c 131072 "$LOG" 2>/dev/null | sed 's/^/{GUEST_PREFIX}/'
 echo
 echo "{GUEST_END}"
 echo "{RESULT} $result"
 xl destroy "$NAME" > /dev/null 2>&1
 xl dmesg -c > /dev/null 2>&1
-echo "{GUEST_STOP} $NAME"
+echo "{GUEST_STOP} $LABEL"
 }}
 {calls}
 """
+
+
+def guest_runs(guests: Sequence[XenGuest]) -> list[tuple[str, str, str, str]]:
+    """``dom0_test_script``'s runs for ``guests``: (domain, label, what to wait for, event) per boot."""
+    return [(g.name, label, *WANT[g.payload]) for g in guests for label in g.runs]
 
 
 # --- newc cpio (for the small per-run overlay) ----------------------------------------------------
@@ -389,7 +463,11 @@ def newc_archive(entries: Sequence[tuple[str, int, bytes]]) -> bytes:
 
 def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, deadline: GuestDeadline,
                  memory_mib: int = GUEST_MEMORY_MIB, series: str = XEN_SERIES) -> bytes:
-    """The per-run cpio appended to dom0's initramfs: /init, the Xen modules, each guest's firmware and config, test."""
+    """The per-run cpio appended to dom0's initramfs: /init, the Xen modules, each guest's firmware, disk and
+    config, the hotplug script, the test.
+
+    Guests that name the same disk file share one copy in dom0 (the OS disk); each other disk is its own.
+    """
     entries: list[tuple[str, int, bytes]] = [
         ("init", 0o100755, dom0_init_script(series).encode()),
         ("ovmfgen", 0o040755, b""),
@@ -397,11 +475,19 @@ def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, deadline: GuestD
     ]
     for m in DOM0_MODULES:
         entries.append((f"ovmfgen/modules/{m}.ko", 0o100644, (modules_dir / f"{m}.ko").read_bytes()))
+    disks: dict[Path, str] = {}
+    for g in guests:
+        if g.disk is not None and g.disk not in disks:
+            disks[g.disk] = f"/ovmfgen/disk-{len(disks)}.img"
+            entries.append((disks[g.disk], 0o100644, g.disk.read_bytes()))
+    if disks:
+        entries.append((BLOCK_SCRIPT, 0o100755, block_script().encode()))
     for g in guests:
         fw = f"/ovmfgen/ovmf-{g.name.removeprefix('ovmfgen-')}.elf"
+        disk = disks.get(g.disk) if g.disk is not None else None
         entries += [
             (fw, 0o100644, guest_image(g)),
-            (f"ovmfgen/{g.name}.cfg", 0o100644, xl_config(fw, g.name, memory_mib, g.mode).encode()),
+            (f"ovmfgen/{g.name}.cfg", 0o100644, xl_config(fw, g.name, memory_mib, g.mode, disk).encode()),
         ]
-    entries.append(("ovmfgen/test.sh", 0o100755, dom0_test_script(deadline, [g.name for g in guests]).encode()))
+    entries.append(("ovmfgen/test.sh", 0o100755, dom0_test_script(deadline, runs=guest_runs(guests)).encode()))
     return newc_archive(entries)

@@ -14,8 +14,11 @@ from pathlib import Path
 
 from ovmfgen.boot.xen.cache import CHROOT_QEMU, XenAssets, prepare_xen_cache
 from ovmfgen.boot.xen.debian import XEN_417, XenRelease, check_xen
+from ovmfgen.boot.xen.gpt import check_disk_image
 from ovmfgen.boot.xen.guests import GUEST_MEMORY_MIB, GuestDeadline, XenGuest, check_mode, overlay_cpio
 from ovmfgen.boot.xen.limits import known_limit
+from ovmfgen.boot.xen.osdisk import persist_disk, prepare_os_disk
+from ovmfgen.boot.xen.persist import persistence_outcome, startup_nsh
 from ovmfgen.boot.xen.verdicts import (
     Verdict,
     XenBootResult,
@@ -200,6 +203,8 @@ class GuestOutcome:
 
     guest: XenGuest
     result: XenBootResult
+    #: A persistence guest's ``persist.persistence_outcome`` (what its second boot read back).
+    persistence: dict[str, object] | None = None
 
     @property
     def ok(self) -> bool:
@@ -207,9 +212,12 @@ class GuestOutcome:
         return self.result.verdict is self.guest.expected
 
 
-def guest_log_names(guest: XenGuest) -> tuple[str, str]:
-    """(this guest's part of Xen's serial log, its console log): file names in the output directory."""
-    stem = guest.name.removeprefix("ovmfgen-")
+def guest_log_names(guest: XenGuest, label: str | None = None) -> tuple[str, str]:
+    """(this guest's part of Xen's serial log, its console log): file names in the output directory.
+
+    ``label`` names one of the guest's runs (``XenGuest.runs``; the first one by default).
+    """
+    stem = guest.name.removeprefix("ovmfgen-") + (label[len(guest.name):] if label else "")
     return f"xen-{stem}.log", f"xen-{stem}.console.log"
 
 
@@ -228,9 +236,33 @@ def sweep_stale_run_dirs(where: Path) -> list[Path]:
     return removed
 
 
+def make_guests(kinds: Sequence[tuple[str, str]], image: Path, out_dir: Path,
+                disk: Path | None = None) -> list[XenGuest]:
+    """The guests of ``kinds`` (``check_mode``) for ``image``, each with the disk its payload needs.
+
+    os: the cached OS disk; persist: a fresh persistence disk per mode in ``out_dir``; disk: ``disk``.
+    """
+    out: list[XenGuest] = []
+    for mode, payload in kinds:
+        d: Path | None = None
+        if payload == "os":
+            d = prepare_os_disk()
+        elif payload == "persist":
+            d = Path(out_dir) / f"xen-{mode}-persist-disk.img"
+            with tempfile.TemporaryDirectory(prefix="ovmfgen-persist-") as tmp:
+                atomic_write_bytes(d, persist_disk(Path(tmp), startup_nsh()))
+        elif payload == "disk":
+            if disk is None:
+                raise OvmfgenError("the disk payload needs a disk image (--disk IMAGE)")
+            d = Path(disk)
+        out.append(XenGuest(mode, payload, Path(image), disk=d))
+    return out
+
+
 def _attempt(guests: Sequence[XenGuest], out_dir: Path, assets: XenAssets, timeout: float, memory_mib: int,
              icount_shift: int | None, deadline: GuestDeadline, stall_s: float,
-             qemu_ver: str) -> tuple[list[XenBootResult], QemuRun]:
+             qemu_ver: str) -> tuple[list[list[XenBootResult]], QemuRun]:
+    """One nested run of ``guests``; per guest, one result per boot of it (``XenGuest.runs``)."""
     release = assets.release
     serial, qemu_log = out_dir / SERIAL_LOG_NAME, out_dir / QEMU_LOG_NAME
     serial.unlink(missing_ok=True)
@@ -276,26 +308,40 @@ def _attempt(guests: Sequence[XenGuest], out_dir: Path, assets: XenAssets, timeo
         tail = f"QEMU {qemu_ver}: {msg}" if msg else f"QEMU {qemu_ver}"
     results = []
     for g in guests:
-        log_name, console_name = guest_log_names(g)
-        part = parts.get(g.name, "")
-        console = extract_guest_console(part)
-        atomic_write_bytes(out_dir / log_name, part.encode())
-        atomic_write_bytes(out_dir / console_name, console.encode())
-        result = classify_guest(serial_text, g.name, rc)
-        if qrun.stalled and g.name not in qrun.watch.guest_stop:
-            # dom0 prints a heartbeat while it waits: silence is QEMU, Xen or dom0, never the guest.
-            result = replace(result, verdict=Verdict.HARNESS_FAILURE,
-                             detail=f"the nested run stalled: no serial output for {stall_s:.0f} s (wall)"
-                                    f"{' during this guest' if g.name in qrun.watch.guest_start else ''}")
-        if result.verdict is Verdict.HARNESS_FAILURE:
-            extra = tail or (f"QEMU {qemu_ver}" if rc is None else "")
-            if extra:
-                result = replace(result, detail=f"{result.detail}: {extra}")
-        results.append(replace(result, qemu_seconds=round(seconds, 1), wall_seconds=qrun.watch.guest_wall_seconds(g.name),
-                               qemu_max_rss_mib=None if peak is None else round(peak / 1024, 1),
-                               serial_log=out_dir / log_name, guest_log=out_dir / console_name,
-                               guest_console=console))
+        per_run = []
+        for label in g.runs:
+            log_name, console_name = guest_log_names(g, label)
+            part = parts.get(label, "")
+            console = extract_guest_console(part)
+            atomic_write_bytes(out_dir / log_name, part.encode())
+            atomic_write_bytes(out_dir / console_name, console.encode())
+            result = classify_guest(serial_text, label, rc)
+            if qrun.stalled and label not in qrun.watch.guest_stop:
+                # dom0 prints a heartbeat while it waits: silence is QEMU, Xen or dom0, never the guest.
+                result = replace(result, verdict=Verdict.HARNESS_FAILURE,
+                                 detail=f"the nested run stalled: no serial output for {stall_s:.0f} s (wall)"
+                                        f"{' during this guest' if label in qrun.watch.guest_start else ''}")
+            if result.verdict is Verdict.HARNESS_FAILURE:
+                extra = tail or (f"QEMU {qemu_ver}" if rc is None else "")
+                if extra:
+                    result = replace(result, detail=f"{result.detail}: {extra}")
+            per_run.append(replace(result, qemu_seconds=round(seconds, 1),
+                                   wall_seconds=qrun.watch.guest_wall_seconds(label),
+                                   qemu_max_rss_mib=None if peak is None else round(peak / 1024, 1),
+                                   serial_log=out_dir / log_name, guest_log=out_dir / console_name,
+                                   guest_console=console))
+        results.append(per_run)
     return results, qrun
+
+
+def _combine(guest: XenGuest, runs: list[XenBootResult]) -> GuestOutcome:
+    """One outcome from a guest's boots: the first that went wrong, else the last; and what persisted."""
+    if guest.payload != "persist":
+        return GuestOutcome(guest, runs[0])
+    bad = next((r for r in runs if r.verdict is not guest.expected), None)
+    result = runs[-1] if bad is None else replace(
+        bad, detail=f"boot {runs.index(bad) + 1} of {len(runs)}: {bad.detail}")
+    return GuestOutcome(guest, result, persistence_outcome(runs[0].guest_console, runs[-1].guest_console))
 
 
 def _run_record(guests: Sequence[XenGuest], qrun: QemuRun) -> dict[str, object]:
@@ -338,26 +384,27 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
     names = [g.name for g in guests]
     if len(set(names)) != len(names):
         raise OvmfgenError(f"two guests of one run have the same name ({', '.join(names)}): give one a variant")
-    cap = wall_cap_s(len(guests)) if timeout is None else timeout
+    cap = wall_cap_s(sum(len(g.runs) for g in guests)) if timeout is None else timeout
     assets = prepare_xen_cache(release)
     qemu_ver = qemu_version(assets)
     shifts = QEMU_ICOUNT_SHIFTS if release.icount else (None, None)
     started = time.monotonic()
     first, qrun = _attempt(guests, out_dir, assets, cap, memory_mib, shifts[0], deadline, stall_s, qemu_ver)
-    results = dict(zip(names, first))
+    results = {g.name: _combine(g, r) for g, r in zip(guests, first)}
     runs = [_run_record(guests, qrun)]
-    again = [g for g in guests if results[g.name].verdict is Verdict.HARNESS_FAILURE]
+    again = [g for g in guests if results[g.name].result.verdict is Verdict.HARNESS_FAILURE]
     if again:
-        say(f"harness failure ({results[again[0].name].detail}); retrying {len(again)} guest(s) once")
-        for p in [out_dir / SERIAL_LOG_NAME, out_dir / QEMU_LOG_NAME, *(out_dir / n for g in again
-                                                                       for n in guest_log_names(g))]:
+        say(f"harness failure ({results[again[0].name].result.detail}); retrying {len(again)} guest(s) once")
+        for p in [out_dir / SERIAL_LOG_NAME, out_dir / QEMU_LOG_NAME,
+                  *(out_dir / n for g in again for label in g.runs for n in guest_log_names(g, label))]:
             if p.exists():
                 os.replace(p, p.with_name(p.name.replace(".log", ".attempt1.log")))
         retried, qrun = _attempt(again, out_dir, assets, cap, memory_mib, shifts[1], deadline, stall_s, qemu_ver)
         for g, r in zip(again, retried):
-            results[g.name] = replace(r, attempts=2)
+            o = _combine(g, r)
+            results[g.name] = replace(o, result=replace(o.result, attempts=2))
         runs.append(_run_record(again, qrun))
-    outcomes = [GuestOutcome(g, results[g.name]) for g in guests]
+    outcomes = [results[g.name] for g in guests]
     v = assets.versions
     summary = {
         "xen_series": release.series, "xen": v.hypervisor, "xen_utils": v.utils, "device_model": v.device_model,
@@ -368,8 +415,11 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
             "name": o.guest.name, "xen": v.hypervisor, "mode": o.guest.mode, "payload": o.guest.payload,
             "variant": o.guest.variant, "image": display_path(o.guest.image), "verdict": o.result.verdict.value,
             "expected": o.guest.expected.value, "ok": o.ok, "detail": o.result.detail,
-            "seconds_to_shell": o.result.shell_seconds, "wall_seconds": o.result.wall_seconds,
-            "attempts": o.result.attempts, "known_emulator_limit": _limit_reason(release, o, qemu_ver),
+            "seconds_to_shell": o.result.shell_seconds, "seconds_to_os": o.result.os_seconds,
+            "wall_seconds": o.result.wall_seconds,
+            "disk": display_path(o.guest.disk) if o.guest.disk else None,
+            "persistence": o.persistence, "attempts": o.result.attempts,
+            "known_emulator_limit": _limit_reason(release, o, qemu_ver),
             "log": o.result.serial_log.name if o.result.serial_log else None,
             "console_log": o.result.guest_log.name if o.result.guest_log else None,
         } for o in outcomes],
@@ -393,26 +443,48 @@ def boot_xen(image: Path, out_dir: Path, timeout: float | None = None,
                            xen=xen)[0].result
 
 
+#: ``--mode`` choices that can take ``--disk`` (the user's disk replaces the firmware-only guests).
+DISK_MODES = {"pvh": ("pvh",), "hvm": ("hvm",), "all": ("pvh", "hvm")}
+
+
+def check_disk_request(mode: str, disk: Path | str | None) -> tuple[tuple[str, str], ...]:
+    """The (mode, payload) guest set for ``--mode`` and ``--disk``, or one clear error (bad mode, bad disk)."""
+    kinds = check_mode(mode)
+    if disk is None:
+        return kinds
+    if mode not in DISK_MODES:
+        raise OvmfgenError(f"--disk boots your disk in --mode {', '.join(sorted(DISK_MODES))}, not {mode!r}")
+    check_disk_image(Path(disk))
+    return tuple((m, "disk") for m in DISK_MODES[mode])
+
+
 def boot_xen_command(platform: str = "xen-pvh", target: str = "DEBUG", image: Path | str | None = None,
-                     timeout: float | None = None, mode: str = "pvh", xen: str | None = None) -> list[GuestOutcome]:
+                     timeout: float | None = None, mode: str = "pvh", xen: str | None = None,
+                     disk: Path | str | None = None) -> list[GuestOutcome]:
     """CLI entry: boot the published (or given) ELF under real Xen as the ``mode`` guest set; raise unless
     every guest got the verdict a good firmware gets.
 
-    The image defaults to ``dist/<platform>/<target>/ovmf.elf``; logs are written beside it.
+    With ``disk`` (a disk image: GPT or MBR) the guests (PVH, HVM or both) boot it as their PV disk
+    and report how far it got (OS_REACHED once Linux prints its banner). The image defaults to
+    ``dist/<platform>/<target>/ovmf.elf``; logs are written beside it.
     """
-    kinds = check_mode(mode)
+    kinds = check_disk_request(mode, disk)
     release = check_xen(xen)
     path = Path(image) if image else DIST_DIR / platform / target / "ovmf.elf"
     if not path.is_file():
         hint = "" if image else f" (build it: invoke build --platform {platform} --target {target})"
         raise OvmfgenError(f"no firmware image at {display_path(path)}{hint}")
     started = time.monotonic()
-    guests = [XenGuest(m, p, path) for m, p in kinds]
+    guests = make_guests(kinds, path, path.parent, Path(disk) if disk else None)
     outcomes = boot_xen_guests(guests, path.parent, timeout=timeout, xen=release)
     for o in outcomes:
         mark = "ok" if o.ok else f"FAILED (expected {o.guest.expected})"
         print(f"{o.guest.mode} {o.guest.payload}: {format_result(o.result)} - {mark}; "
               f"log: {display_path(o.result.serial_log or path.parent)}", flush=True)
+        if o.persistence is not None:
+            print(f"{o.guest.mode} {o.guest.payload}: after a restart, read back: "
+                  + ", ".join(f"{k} {'yes' if v else 'no' if v is False else '?'}"
+                              for k, v in sorted(o.persistence["persisted"].items())), flush=True)
     print(f"xen: {len(outcomes)} guest(s) in {time.monotonic() - started:.1f} s; "
           f"summary: {display_path(path.parent / SUMMARY_NAME)}", flush=True)
     bad = [o for o in outcomes if not o.ok]

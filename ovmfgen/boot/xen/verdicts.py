@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
@@ -32,6 +32,7 @@ class Verdict(str, Enum):
     """The one outcome of a boot under Xen."""
 
     SHELL_REACHED = "SHELL_REACHED"    # the guest printed the UEFI Shell prompt on its PV console
+    OS_REACHED = "OS_REACHED"          # an OS booted from the guest's disk ran (the marker, or Linux's banner)
     FW_ASSERT = "FW_ASSERT"            # the firmware hit an ASSERT (detail: the ASSERT line)
     GUEST_CRASHED = "GUEST_CRASHED"    # Xen saw the guest crash (triple fault, domain_crash, state c)
     GUEST_GONE = "GUEST_GONE"          # the domain vanished (or was never created) without a shell
@@ -51,6 +52,7 @@ class XenBootResult:
     #: dom0 uptime (s) at ``xl create`` and when the shell prompt was seen; None when unknown.
     create_at: float | None = None
     shell_at: float | None = None
+    os_at: float | None = None
     #: Filled in by ``boot_xen``: wall time and peak RSS of the QEMU run, attempts made, the logs.
     qemu_seconds: float | None = None
     qemu_max_rss_mib: float | None = None
@@ -63,8 +65,8 @@ class XenBootResult:
 
     @property
     def ok(self) -> bool:
-        """True only for SHELL_REACHED."""
-        return self.verdict is Verdict.SHELL_REACHED
+        """True for SHELL_REACHED and OS_REACHED (whether that was the aim is the guest's business)."""
+        return self.verdict in (Verdict.SHELL_REACHED, Verdict.OS_REACHED)
 
     @property
     def shell_seconds(self) -> float | None:
@@ -72,6 +74,13 @@ class XenBootResult:
         if self.create_at is None or self.shell_at is None:
             return None
         return round(self.shell_at - self.create_at, 2)
+
+    @property
+    def os_seconds(self) -> float | None:
+        """Seconds from ``xl create`` to the OS's marker (dom0's clock)."""
+        if self.create_at is None or self.os_at is None:
+            return None
+        return round(self.os_at - self.create_at, 2)
 
 
 # --- Log classification (pure) --------------------------------------------------------------------
@@ -85,6 +94,17 @@ _XEN_PANIC_RE = re.compile(r"\(XEN\) (?:\*+ )?Panic on CPU.*|\(XEN\) FATAL .*")
 _DOM0_PANIC_RE = re.compile(r"Kernel panic - not syncing.*")
 _SHELL_RE = re.compile(r"Shell>")
 _DEADLINE_RE = re.compile(rf"{DEADLINE} (.*)")
+_ANSI_RE = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]")
+
+
+def linux_tail(guest_console: str, lines: int = 3) -> str:
+    """The last ``lines`` non-empty console lines from Linux's banner on ('' when Linux never started)."""
+    at = guest_console.rfind(LINUX_BANNER)
+    if at < 0:
+        return ""
+    text = _ANSI_RE.sub("", guest_console[at:])
+    kept = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " | ".join(kept[-lines:])
 
 
 def extract_guest_console(serial_log: str) -> str:
@@ -130,11 +150,25 @@ def classify_xen_run(serial_log: str, guest_console: str, qemu_returncode: int |
         events.setdefault(m.group(1), float(m.group(2)))
     results = _RESULT_RE.findall(serial_log)
     result = results[-1] if results else None
-    timing = {"create_at": events.get("create"), "shell_at": events.get("shell")}
+    timing = {"create_at": events.get("create"), "shell_at": events.get("shell"), "os_at": events.get("os")}
     shell_seen = "shell" in events or bool(_SHELL_RE.search(guest_console))
+    os_seen = "os" in events or OS_MARKER in guest_console
+    verdict = classify_events(serial_log, qemu_returncode, result, timing, shell_seen, os_seen,
+                              OS_MARKER in guest_console)
+    tail = linux_tail(guest_console)
+    if tail and verdict.verdict is not Verdict.OS_REACHED:
+        # Linux started and did not get to the marker: its last words say why.
+        return replace(verdict, detail=f"{verdict.detail}; Linux's last lines: {tail}")
+    return verdict
 
+
+def classify_events(serial_log: str, qemu_returncode: int | None, result: str | None,
+                    timing: dict[str, float | None], shell_seen: bool, os_seen: bool,
+                    marker_seen: bool) -> XenBootResult:
+    """``classify_xen_run``'s decision, from what it has parsed out of the logs."""
     if qemu_returncode not in (None, 0):
-        seen = " (the guest had reached the shell)" if shell_seen else ""
+        seen = (" (the guest's OS had started)" if os_seen else
+                " (the guest had reached the shell)" if shell_seen else "")
         return XenBootResult(Verdict.HARNESS_FAILURE,
                              f"QEMU exited with status {qemu_returncode}{seen}", **timing)
     panic = _XEN_PANIC_RE.search(serial_log)
@@ -148,6 +182,10 @@ def classify_xen_run(serial_log: str, guest_console: str, qemu_returncode: int |
     if result == "assert":
         return XenBootResult(Verdict.FW_ASSERT, "xl dmesg showed a guest ASSERT (line not in the serial log)",
                              **timing)
+    if os_seen:
+        what = (f"{OS_MARKER} printed by the OS disk's init" if marker_seen
+                else "the Linux kernel's banner on the guest's console")
+        return XenBootResult(Verdict.OS_REACHED, what, **timing)
     if shell_seen:
         return XenBootResult(Verdict.SHELL_REACHED, "UEFI Shell prompt on the guest's PV console", **timing)
 
@@ -169,7 +207,7 @@ def classify_xen_run(serial_log: str, guest_console: str, qemu_returncode: int |
         # dom0 judges a guest against its own deadline (a TIMEOUT above) well before the wall-clock
         # limit: a run killed before dom0 could report means the emulator stalled or crawled, and
         # says nothing about the firmware.
-        if "create" in events:
+        if timing["create_at"] is not None:
             return XenBootResult(Verdict.HARNESS_FAILURE, "QEMU stalled: the run hit its wall-clock limit "
                                  "before dom0's own deadline for the guest", **timing)
         return XenBootResult(Verdict.HARNESS_FAILURE, "dom0 never reached xl create before the timeout",
@@ -235,6 +273,8 @@ def format_result(result: XenBootResult) -> str:
     timings = []
     if result.shell_seconds is not None:
         timings.append(f"shell {result.shell_seconds:.1f} s after xl create")
+    if result.os_seconds is not None:
+        timings.append(f"OS {result.os_seconds:.1f} s after xl create")
     if result.wall_seconds is not None:
         timings.append(f"{result.wall_seconds:.0f} s wall")
     if result.qemu_seconds is not None:
