@@ -46,3 +46,16 @@ def test_a_run_that_did_not_finish_proves_nothing():
     assert set(persist.persistence_outcome(first, second)["persisted"].values()) == {None}
     assert persist.persistence_outcome(first, "BdsDxe: no bootable option")["second"] is None
     assert persist.observe("") is None
+
+
+def test_captured_pvh_restart_keeps_the_disk_but_not_the_variables():
+    """Real consoles (tests/data/xen): a PVH guest of Xen 4.17, run 1 then run 2 after xl destroy."""
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "xen"
+    first = (data / "pvh-persist.console.log").read_text(errors="replace")
+    second = (data / "pvh-persist-restart.console.log").read_text(errors="replace")
+    out = persist.persistence_outcome(first, second)
+    assert out["first"] == {"variable": False, "boot_option": False, "disk_file": False, "nvvars_file": False,
+                            "nvvars_file_after_set": False, "done": True}
+    assert out["persisted"] == {"variable": False, "boot_option": False, "disk_file": True, "nvvars_file": False}
