@@ -79,6 +79,8 @@ MODE_SETS = {
     "all": (("pvh", "shell"), ("pvh", "os"), ("hvm", "shell"), ("hvm", "os"), ("pvh", "persist"),
             ("hvm", "persist"), ("pvh", "ud2")),
 }
+#: The payloads a nightly cell can name (``parse_guest_spec``): those that need no disk.
+SPEC_PAYLOADS = ("shell", "ud2")
 #: HVM guests' device model as Debian's qemu-system-xen installs it in dom0.
 DEVICE_MODEL = "/usr/libexec/xen-qemu-system-i386"
 #: dom0's hotplug script for a guest disk: a loop device on the image file, announced in xenstore.
@@ -145,9 +147,9 @@ class GuestSpec:
 def parse_guest_spec(text: str) -> GuestSpec:
     """``pvh-shell``, ``hvm-shell``, ``pvh-ud2``, ``pvh-shell-4M``... -> GuestSpec, or one clear error."""
     parts = str(text).split("-")
-    if len(parts) not in (2, 3) or parts[0] not in MODES or parts[1] not in PAYLOADS:
+    if len(parts) not in (2, 3) or parts[0] not in MODES or parts[1] not in SPEC_PAYLOADS:
         raise OvmfgenError(f"guest '{text}' is not MODE-PAYLOAD[-FDSIZE] (modes: {', '.join(MODES)}; "
-                           f"payloads: {', '.join(PAYLOADS)}; e.g. pvh-shell-4M)")
+                           f"payloads: {', '.join(SPEC_PAYLOADS)}; e.g. pvh-shell-4M)")
     size = None
     if len(parts) == 3:
         try:
