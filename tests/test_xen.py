@@ -864,7 +864,8 @@ def test_guests_of_two_trees_share_one_run_apart(tmp_path):
     assert got["ovmfgen/ovmf-pvh-shell-202605.elf"][1] == new.read_bytes()
     assert b'kernel = "/ovmfgen/ovmf-pvh-shell-202605.elf"' in got["ovmfgen/ovmfgen-pvh-shell-202605.cfg"][1]
     assert b'bios_path_override = "/ovmfgen/ovmf-hvm-shell-202605.elf"' in got["ovmfgen/ovmfgen-hvm-shell-202605.cfg"][1]
-    assert "run_guest ovmfgen-hvm-shell-202605 ovmfgen-hvm-shell-202605 'Shell>' shell\n" in got["ovmfgen/test.sh"][1].decode()
+    script = got["ovmfgen/test.sh"][1].decode()
+    assert "run_guest ovmfgen-hvm-shell-202605 ovmfgen-hvm-shell-202605 'Shell>' shell\n" in script
     assert nested.guest_log_names(both[1]) == ("xen-pvh-shell-202605.log", "xen-pvh-shell-202605.console.log")
     assert nested.guest_log_names(both[0]) == ("xen-pvh-shell.log", "xen-pvh-shell.console.log")
     with pytest.raises(OvmfgenError, match="letters and digits"):

@@ -3,7 +3,10 @@
 The guests, in turn: the xen-pvh ELF as a PVH guest (to the UEFI Shell), the same file as an HVM
 guest's firmware (hvmloader, reset vector, to the Shell), the negative control (ud2 at the PVH
 entry: must crash), then the same platform built against the newest edk2 tree (edk2-stable202605)
-as a PVH and an HVM guest (variant "202605": one nested boot serves both trees). Xen runs nested under QEMU TCG with a Debian dom0 (see ovmfgen/boot/xen/). The
+as a PVH and an HVM guest (variant "202605": one nested boot serves both trees). Under Xen 4.17 only,
+the PVH guest also boots Linux from the project's OS disk as a PV disk (pvh-os) and boots twice with
+one disk to see what survives a restart (pvh-persist); hvm-os and hvm-persist are in ``--mode all``
+but not here (CI time). Xen runs nested under QEMU TCG with a Debian dom0 (see ovmfgen/boot/xen/). The
 first run on a machine builds the cache (hypervisor, dom0 kernel, dom0 root file system with
 qemu-system-xen: a few minutes); the run itself takes a few minutes and ~2.5 GB of RAM. Xen 4.17 comes
 from bookworm and runs under the host's QEMU 7.2 with icount; 4.20 from trixie, under trixie's QEMU 10
@@ -38,20 +41,38 @@ _SEC_RE = re.compile(r"\(d\d+\) SecCoreStartupWithStack\((0x[0-9A-Fa-f]+), (0x[0
 
 
 XEN_VERSIONS = ("4.17", "4.20")
+#: The disk guests in CI: under Xen 4.17 only, PVH only (CI time: an HVM guest's PCI enumeration alone
+#: takes ~15 min wall under load). hvm-os and hvm-persist stay in ``--mode all`` and the API.
+CI_DISK_GUESTS = {"4.17": (("pvh", "os"), ("pvh", "persist")), "4.20": ()}
+
+
+def ci_kinds(xen: str) -> tuple[tuple[str, str], ...]:
+    """The 'all' guest set of Xen ``xen`` in CI: the firmware-only guests, plus that version's disk guests."""
+    return tuple((m, p) for m, p in check_mode("all")
+                 if p not in ("os", "persist") or (m, p) in CI_DISK_GUESTS[xen])
+
+
+def _disk_guest(request, guest_set: dict[str, nested.GuestOutcome], name: str) -> nested.GuestOutcome:
+    """The disk guest ``name`` of this Xen version's run; a skip where it is not in the CI set (4.20)."""
+    xen = request.node.callspec.params["guest_set"]
+    if tuple(name.split("-", 1)) not in CI_DISK_GUESTS[xen]:
+        pytest.skip(f"{name} runs in the Xen 4.17 boot only (CI time)")
+    return guest_set[name]
 
 
 @pytest.fixture(scope="module", params=XEN_VERSIONS)
 def guest_set(request, published_xen_pvh_hvcon: Path,
               published_xen_pvh_hvcon_newest: Path) -> dict[str, nested.GuestOutcome]:
-    """The 'all' guest set, then the newest tree's shell guests, in one nested boot per Xen version; logs
-    and xen-boot.json in xen-<version>/ beside the default tree's firmware."""
+    """The version's CI guest set (``ci_kinds``), then the newest tree's shell guests, in one nested boot
+    per Xen version; logs and xen-boot.json in xen-<version>/ beside the default tree's firmware."""
     xen = request.param
     elf = Path(published_xen_pvh_hvcon) / "ovmf.elf"
     newest = Path(published_xen_pvh_hvcon_newest) / "ovmf.elf"
-    guests = [XenGuest(mode, payload, elf) for mode, payload in check_mode("all")]
+    out = elf.parent / f"xen-{xen}"
+    guests = nested.make_guests(ci_kinds(xen), elf, out)
     guests += [XenGuest(mode, "shell", newest, variant=NEWEST_VARIANT) for mode in ("pvh", "hvm")]
     # No wall-clock timeout: dom0's deadlines are in its own seconds and the host watches for stalls.
-    outcomes = nested.boot_xen_guests(guests, elf.parent / f"xen-{xen}", xen=xen)
+    outcomes = nested.boot_xen_guests(guests, out, xen=xen)
     for o in outcomes:
         print(xen, o.guest.name, format_result(o.result))
     return {o.guest.name.removeprefix("ovmfgen-"): o for o in outcomes}
@@ -117,6 +138,43 @@ def test_newest_tree_hvm_guest_reaches_the_shell(guest_set):
     assert 0xFF000000 <= sec < 0x100000000, hex(sec)
 
 
+#: What boot 2 reads back after boot 1 set it and the domain was destroyed (see persist.py).
+#: PVH, measured (Xen 4.17, 2026-11-30): the disk keeps its file, but no \NvVars is ever written:
+#: PlatformBdsRestoreNvVarsFromHardDisk (OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c, both
+#: trees) connects only PCI mass storage and Xen's PCI device before it looks for a file system, and a
+#: PVH guest's PV disk hangs off XenIoPvhDxe, not PCI: its FAT volume appears only at
+#: EfiBootManagerConnectAll, after that look, so NvVarsFileLib is never connected.
+#: That is a firmware finding (OvmfXen's PVH boot manager), not a harness limit: the test pins what
+#: was measured so that a change in either direction shows.
+#: HVM, expected from the same code (Xen's platform PCI device 0xFF/0x80 is connected first, so the
+#: PV disk's volume is there): variables saved to \NvVars and restored. Not asserted: hvm-persist is
+#: not in the CI set (CI time) and that expectation was never observed.
+PVH_PERSISTED = {"variable": False, "boot_option": False, "disk_file": True, "nvvars_file": False}
+
+
+def test_pvh_guest_boots_linux_from_a_pv_disk_through_the_boot_manager(request, guest_set):
+    """No Shell: BDS boots \\EFI\\BOOT\\BOOTX64.EFI (a UKI) from xvda, Linux runs the disk's init."""
+    r = _judged(_disk_guest(request, guest_set, "pvh-os")).result
+    assert r.verdict is Verdict.OS_REACHED, f"{r.verdict}: {r.detail} (see {r.serial_log})"
+    assert "Shell>" not in r.guest_console and "Linux version" in r.guest_console
+    assert r.os_seconds is not None and r.os_seconds > 0
+
+
+def test_what_survives_a_pvh_restart(request, guest_set):
+    """Run 1 sets a variable, a boot option and a file; the domain is destroyed; run 2 reads them back.
+
+    Measured under Xen 4.17: the disk's file comes back, the variable and the boot option are lost
+    (a firmware finding, PVH_PERSISTED above)."""
+    o = _judged(_disk_guest(request, guest_set, "pvh-persist"))
+    assert o.result.verdict is Verdict.SHELL_REACHED, f"{o.result.verdict}: {o.result.detail}"
+    p = o.persistence
+    assert p is not None and p["first"] is not None and p["first"]["done"], p
+    assert not any(p["first"][k] for k in ("variable", "boot_option", "disk_file")), p  # a fresh disk
+    # The disk itself keeps what the guest wrote (else nothing below would mean anything).
+    assert p["persisted"]["disk_file"] is True, p
+    assert p["persisted"] == PVH_PERSISTED, p
+
+
 def test_broken_pvh_entry_is_reported_as_a_crash(guest_set):
     """Negative control: the same image with ud2 at its PVH entry must not pass."""
     o = _judged(guest_set["pvh-ud2"])
@@ -135,9 +193,13 @@ def test_summary_records_every_guest(guest_set):
     assert (summary["icount"], summary["outer_qemu"][:3]) == {"4.17": (True, "7.2"), "4.20": (False, "10.")}[xen]
     assert summary["dom0_suite"] == {"4.17": "bookworm", "4.20": "trixie"}[xen]
     assert [g["name"] for g in summary["guests"]] == [
-        "ovmfgen-pvh-shell", "ovmfgen-hvm-shell", "ovmfgen-pvh-ud2",
+        *{"4.17": ["ovmfgen-pvh-shell", "ovmfgen-pvh-os", "ovmfgen-hvm-shell", "ovmfgen-pvh-persist",
+                   "ovmfgen-pvh-ud2"],
+          "4.20": ["ovmfgen-pvh-shell", "ovmfgen-hvm-shell", "ovmfgen-pvh-ud2"]}[xen],
         f"ovmfgen-pvh-shell-{NEWEST_VARIANT}", f"ovmfgen-hvm-shell-{NEWEST_VARIANT}"]
     for g in summary["guests"]:
         assert g["xen"].startswith(xen) and g["mode"] in ("pvh", "hvm") and g["verdict"]
         assert (out / g["log"]).is_file() and (out / g["console_log"]).is_file()
+        assert (g["persistence"] is not None) == (g["payload"] == "persist")
+        assert (g["disk"] is None) == (g["payload"] in ("shell", "ud2"))
     assert len(summary["runs"]) in (1, 2) and summary["runs"][0]["guests"] == [g["name"] for g in summary["guests"]]
