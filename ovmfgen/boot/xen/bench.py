@@ -18,8 +18,8 @@ from pathlib import Path
 
 from ovmfgen import paths
 from ovmfgen.boot.xen.cache import prepare_xen_cache
-from ovmfgen.boot.xen.guests import XenGuest, check_mode
-from ovmfgen.boot.xen.nested import SUMMARY_NAME, boot_xen_guests
+from ovmfgen.boot.xen.guests import check_mode
+from ovmfgen.boot.xen.nested import SUMMARY_NAME, boot_xen_guests, make_guests
 from ovmfgen.build.bench import RESULTS, merge_results
 from ovmfgen.build.layout import ELF_NAME, dist_dir
 from ovmfgen.errors import OvmfgenError, display_path
@@ -71,7 +71,8 @@ def bench_xen_command(platform: str = "xen-pvh", target: str = "DEBUG", output: 
     cache_s = time.monotonic() - t0
     load = round(os.getloadavg()[0], 1)
     say(f"bench: one nested Xen boot of {len(kinds)} guest(s) on {display_path(image)} (load {load})")
-    outcomes = boot_xen_guests([XenGuest(m, p, image) for m, p in kinds], OUT_DIR)
+    # os and persist guests need their disks (the OS disk, a fresh persistence disk): make_guests gives them.
+    outcomes = boot_xen_guests(make_guests(kinds, image, OUT_DIR), OUT_DIR)
     summary = json.loads((OUT_DIR / SUMMARY_NAME).read_text(encoding="utf-8"))
     figures = xen_figures(summary, load, cache_s)
     rows = [(name.removeprefix("ovmfgen-"), str(g["verdict"]), _s(g["wall_s"]), f"<= {GUEST_GOAL_S:.0f} s",
