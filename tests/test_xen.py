@@ -261,7 +261,7 @@ def test_private_apt_sources_for_trixie_use_the_machines_archive(tmp_path):
     assert "URIs: http://mirror.example/debian-security\nSuites: trixie-security\n" in text
     assert text.count("Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg") == 2
     assert "security" not in debian.private_apt_sources(debian.XEN_420, "http://m.example/debian", None)
-    opts = debian.private_apt_options(tmp_path)
+    opts = apt.private_apt_options(tmp_path)
     assert f"Dir::State::Lists={tmp_path / 'lists'}" in opts and "Dir::Etc::SourceList=/dev/null" in opts
 
 

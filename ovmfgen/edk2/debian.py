@@ -21,7 +21,7 @@ from ovmfgen.edk2.fetch import check_file, clean_stale, staging_dir
 from ovmfgen.edk2.tree import PIN
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.fsutil import atomic_write_bytes, write_if_changed
-from ovmfgen.host.apt import debian_archive, deb_src_entry
+from ovmfgen.host.apt import deb_src_entry, debian_archive, private_apt_options
 from ovmfgen.run import CommandError, run
 from ovmfgen.ui import say
 
@@ -32,16 +32,6 @@ APT_SOURCES_NAME = "ovmfgen-edk2-src.sources"
 def apt_dir() -> Path:
     """The private apt configuration/state used to fetch the source package."""
     return paths.cache_dir() / "apt"
-
-
-def apt_options(adir: Path) -> list[str]:
-    """apt options that read only our sources and keep lists/caches in ``adir`` (system apt untouched)."""
-    return [
-        "-o", "Dir::Etc::SourceList=/dev/null",
-        "-o", f"Dir::Etc::SourceParts={adir / 'sources.list.d'}",
-        "-o", f"Dir::State::Lists={adir / 'lists'}",
-        "-o", f"Dir::Cache={adir / 'cache'}",
-    ]
 
 
 @dataclass(frozen=True)
@@ -143,7 +133,7 @@ def fetch_source_package(downloads: Path, etc_apt: Path = Path("/etc/apt")) -> d
     for sub in ("sources.list.d", "lists/partial", "cache/archives/partial"):
         (adir / sub).mkdir(parents=True, exist_ok=True)
     write_if_changed(adir / "sources.list.d" / APT_SOURCES_NAME, deb_src_entry(archive, PIN.suite).encode())
-    opts = apt_options(adir)
+    opts = private_apt_options(adir)
     say(f"fetching Debian's {PIN.suite} source index (from the archive in {archive.origin})")
     try:
         run(["apt-get", *opts, "--error-on=any", "update"], timeout=600)

@@ -181,3 +181,13 @@ def ensure_apt_packages(packages: tuple[str, ...]) -> bool:
     if still:
         raise OvmfgenError(f"apt-get ran but these packages are still not installed: {' '.join(still)}")
     return True
+
+
+def private_apt_options(adir: Path) -> list[str]:
+    """apt options that read only the sources in ``adir`` and keep lists/caches there (system apt untouched)."""
+    return [
+        "-o", "Dir::Etc::SourceList=/dev/null",
+        "-o", f"Dir::Etc::SourceParts={adir / 'sources.list.d'}",
+        "-o", f"Dir::State::Lists={adir / 'lists'}",
+        "-o", f"Dir::Cache={adir / 'cache'}",
+    ]

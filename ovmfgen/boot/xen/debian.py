@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.fsutil import write_if_changed
-from ovmfgen.host.apt import AptSource, ensure_apt_packages, read_apt_sources
+from ovmfgen.host.apt import AptSource, ensure_apt_packages, private_apt_options, read_apt_sources
 from ovmfgen.run import CommandError, run
 from ovmfgen.ui import say
 
@@ -174,16 +174,6 @@ def private_apt_sources(release: XenRelease, main: str, security: str | None) ->
         text += f"\nTypes: deb\nURIs: {security}\nSuites: {release.security_suite}\nComponents: main\n" \
                 f"Signed-By: {keyring}\n"
     return text
-
-
-def private_apt_options(adir: Path) -> list[str]:
-    """apt options that read only the sources in ``adir`` and keep lists/caches there (system apt untouched)."""
-    return [
-        "-o", "Dir::Etc::SourceList=/dev/null",
-        "-o", f"Dir::Etc::SourceParts={adir / 'sources.list.d'}",
-        "-o", f"Dir::State::Lists={adir / 'lists'}",
-        "-o", f"Dir::Cache={adir / 'cache'}",
-    ]
 
 
 def private_apt(release: XenRelease, adir: Path) -> list[str]:
