@@ -149,7 +149,9 @@ def test_every_verdict_has_a_capture():
 def test_os_capture_is_os_reached_with_seconds_from_xl_create():
     r = classify_capture("os")
     assert r.verdict is Verdict.OS_REACHED and r.ok, r
-    assert r.detail == f"{verdicts.OS_MARKER} printed by the OS disk's init"
+    assert r.detail == (f"{verdicts.OS_MARKER} printed by the OS disk's init; the firmware booted Boot0001 "
+                        '"UEFI Misc Device" from the PV disk (XenBus, XenPvBlkDxe)')
+    assert r.boot is not None and r.boot.disk_kind == "pv" and r.boot.option == "Boot0001"
     assert r.os_seconds == 10.16 and r.shell_seconds is None
     assert "OS 10.2 s after xl create" in verdicts.format_result(r)
 
@@ -159,17 +161,47 @@ def test_linux_that_stops_before_the_marker_shows_its_last_lines():
                        if "REACHED" not in ln and "EVENT os" not in ln).replace("RESULT os", "RESULT crashed")
     r = classify_xen_run(serial, verdicts.extract_guest_console(serial), 0)
     assert r.verdict is Verdict.GUEST_CRASHED, r
-    assert r.detail.startswith("xl list shows the domain crashed; Linux's last lines: [    0.000000] Command line:")
+    assert r.detail.startswith('xl list shows the domain crashed; the firmware booted Boot0001 "UEFI Misc Device" '
+                               "from the PV disk (XenBus, XenPvBlkDxe); Linux's last lines: [    0.000000] Command line:")
     assert r.detail.endswith("efi: EFI v2.70 by EDK II | [    2.098355] Run /init as init process")
     # QEMU dying under Linux is the harness's failure, and says Linux had started.
     r = classify_xen_run(serial, verdicts.extract_guest_console(serial), -6)
     assert r.verdict is Verdict.HARNESS_FAILURE and "Run /init as init process" in r.detail
 
 
+def test_hvm_os_capture_booted_the_emulated_ide_disk_from_the_reset_vector():
+    # A real HVM guest with the OS disk as xvda: libxl gives it as an IDE disk (dom0's QEMU) AND a PV
+    # disk; the firmware's boot manager listed both and started the IDE one.
+    r = classify_capture("hvm-os")
+    assert r.verdict is Verdict.OS_REACHED and r.os_seconds == 24.16, r
+    assert r.boot == verdicts.BootStart("Boot0001", "UEFI QEMU HARDDISK QM00001 ",
+                                        "PciRoot(0x0)/Pci(0x1,0x1)/Ata(Primary,Master,0x0)")
+    assert r.detail.endswith('booted Boot0001 "UEFI QEMU HARDDISK QM00001" from the emulated IDE disk '
+                             "(dom0's device model, AtaAtapiPassThruDxe)")
+    assert "SecCoreStartupWithStack(0xFFFCC000, 0x820000)" in load("hvm-os.serial.log")
+
+
+@pytest.mark.parametrize("path, kind", [
+    ("VenHw(A732241F-383D-4D9C-8AE1-8E09837589D7,00F09E0F00000000)/VenHw(3D3CA290-B9A5-11E3-B75D-B8AC6F7D65E6,"
+     "010000CA)", "pv"),
+    ("PciRoot(0x0)/Pci(0x2,0x0)/VenHw(3D3CA290-B9A5-11E3-B75D-B8AC6F7D65E6,010000CA)/HD(1,GPT,X,0x800,0xF000)", "pv"),
+    ("PciRoot(0x0)/Pci(0x1,0x1)/Ata(Primary,Master,0x0)", "ide"),
+    ("PciRoot(0x0)/Pci(0x3,0x0)/Sata(0x0,0xFFFF,0x0)", "ahci"),
+    ("Fv(7CB8BDC9-F8EB-4F34-AAEA-3EE4AF6516A1)/FvFile(7C04A583-9E3E-4F1C-AD65-E05268D0B4D1)", "other"),
+])
+def test_booted_from_names_the_disk_path_the_firmware_took(path, kind):
+    console = f'\x1b[2JBdsDxe: loading Boot0002 "x" from {path}\nBdsDxe: starting Boot0002 "UEFI QEMU HARDDISK " from {path}\n'
+    boot = verdicts.booted_from(console)
+    assert boot == verdicts.BootStart("Boot0002", "UEFI QEMU HARDDISK ", path) and boot.disk_kind == kind
+    assert boot.text.startswith('Boot0002 "UEFI QEMU HARDDISK" from ')
+    assert verdicts.booted_from("no boot option started") is None
+
+
 def test_a_users_disk_counts_as_os_reached_at_linux_s_banner():
     serial = "\n".join(ln for ln in load("os.serial.log").splitlines() if "REACHED" not in ln)
     r = classify_xen_run(serial, verdicts.extract_guest_console(serial), 0)
-    assert r.verdict is Verdict.OS_REACHED and r.detail == "the Linux kernel's banner on the guest's console"
+    assert r.verdict is Verdict.OS_REACHED
+    assert r.detail == "the Linux kernel's banner on the guest's console; " + f"the firmware booted {r.boot.text}"
 
 
 # --- generated text ------------------------------------------------------------------------------

@@ -419,6 +419,9 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
             "wall_seconds": o.result.wall_seconds,
             "disk": display_path(o.guest.disk) if o.guest.disk else None,
             "persistence": o.persistence, "attempts": o.result.attempts,
+            "boot": None if o.result.boot is None else {
+                "option": o.result.boot.option, "description": o.result.boot.description.strip(),
+                "device_path": o.result.boot.device_path, "disk": o.result.boot.disk_kind},
             "known_emulator_limit": _limit_reason(release, o, qemu_ver),
             "log": o.result.serial_log.name if o.result.serial_log else None,
             "console_log": o.result.guest_log.name if o.result.guest_log else None,

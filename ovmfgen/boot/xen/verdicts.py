@@ -24,6 +24,8 @@ DEADLINE = "OVMFGEN-DEADLINE"
 OS_MARKER = "OVMFGEN-OS-" "REACHED"
 #: The Linux kernel's banner: a user's disk (``--disk``) that shows it has handed over to an OS.
 LINUX_BANNER = "Linux version "
+#: OvmfPkg's gXenBusProtocolGuid: a device path through it is a Xen PV device (XenBusDxe's child).
+XENBUS_PROTOCOL_GUID = "3D3CA290-B9A5-11E3-B75D-B8AC6F7D65E6"
 
 # --- Verdicts -------------------------------------------------------------------------------------
 
@@ -41,6 +43,36 @@ class Verdict(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+@dataclass(frozen=True)
+class BootStart:
+    """A boot option BdsDxe started: ``BdsDxe: starting Boot0001 "UEFI Misc Device" from <device path>``."""
+
+    option: str        # "Boot0001"
+    description: str   # "UEFI Misc Device", "UEFI QEMU HARDDISK QM00001 "
+    device_path: str   # the option's device path as BdsDxe printed it
+
+    @property
+    def disk_kind(self) -> str:
+        """Which path to the disk: ``pv`` (XenBus, XenPvBlkDxe), ``ide``/``ahci``/``scsi`` (a controller the
+        device model in dom0 emulates), ``other``."""
+        path = self.device_path.upper()
+        if f"VENHW({XENBUS_PROTOCOL_GUID}" in path:
+            return "pv"
+        for node, kind in (("/ATA(", "ide"), ("/SATA(", "ahci"), ("/SCSI(", "scsi")):
+            if node in path:
+                return kind
+        return "other"
+
+    @property
+    def text(self) -> str:
+        """One line for people: the option, and the firmware driver that gave it its disk."""
+        how = {"pv": "the PV disk (XenBus, XenPvBlkDxe)",
+               "ide": "the emulated IDE disk (dom0's device model, AtaAtapiPassThruDxe)",
+               "ahci": "the emulated AHCI disk (dom0's device model)",
+               "scsi": "the emulated SCSI disk (dom0's device model)"}.get(self.disk_kind, self.device_path)
+        return f'{self.option} "{self.description.strip()}" from {how}'
 
 
 @dataclass(frozen=True)
@@ -62,6 +94,8 @@ class XenBootResult:
     serial_log: Path | None = None
     guest_log: Path | None = None
     guest_console: str = field(default="", repr=False)
+    #: The boot option the firmware's boot manager started last (``booted_from``), if it started one.
+    boot: BootStart | None = None
 
     @property
     def ok(self) -> bool:
@@ -95,6 +129,13 @@ _DOM0_PANIC_RE = re.compile(r"Kernel panic - not syncing.*")
 _SHELL_RE = re.compile(r"Shell>")
 _DEADLINE_RE = re.compile(rf"{DEADLINE} (.*)")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]")
+_BDS_START_RE = re.compile(r'BdsDxe: starting (Boot[0-9A-Fa-f]{4}) "([^"]*)" from (\S+)')
+
+
+def booted_from(guest_console: str) -> BootStart | None:
+    """The last boot option BdsDxe started, from the guest's console (None when it started none)."""
+    found = _BDS_START_RE.findall(_ANSI_RE.sub("", guest_console))
+    return BootStart(*found[-1]) if found else None
 
 
 def linux_tail(guest_console: str, lines: int = 3) -> str:
@@ -155,6 +196,12 @@ def classify_xen_run(serial_log: str, guest_console: str, qemu_returncode: int |
     os_seen = "os" in events or OS_MARKER in guest_console
     verdict = classify_events(serial_log, qemu_returncode, result, timing, shell_seen, os_seen,
                               OS_MARKER in guest_console)
+    boot = booted_from(guest_console)
+    if boot is not None:
+        verdict = replace(verdict, boot=boot)
+        if boot.disk_kind != "other":
+            # Which disk path the firmware took (an HVM guest's disk is both a PV and an emulated one).
+            verdict = replace(verdict, detail=f"{verdict.detail}; the firmware booted {boot.text}")
     tail = linux_tail(guest_console)
     if tail and verdict.verdict is not Verdict.OS_REACHED:
         # Linux started and did not get to the marker: its last words say why.
