@@ -713,8 +713,14 @@ case "$1" in
   create) echo "Parsing config from $2"; exit 0 ;;
   list) echo "Name ID Mem VCPUs State Time(s)"; [ -f "$FAKE/state" ] && echo "$NAME_X 1 256 1 $(cat "$FAKE/state") 1.0" ;;
   dmesg) [ "$2" = -c ] || cat "$FAKE/dmesg" 2>/dev/null ;;
+  domid) echo 7 ;;
 esac
 exit 0
+"""
+
+# xenstore-read for the test: the guest's console tty is a file the key goes into.
+_FAKE_XENSTORE_READ = """#!/bin/sh
+[ "$1" = /local/domain/7/console/tty ] && echo "$FAKE/tty"
 """
 
 # `sleep 1` advances dom0's clock by one second and lets the scenario act at that second.
@@ -732,6 +738,7 @@ def _wait_for_guest(tmp_path: Path, scenario: str, deadline: guests.GuestDeadlin
         d.mkdir()
     (bin_dir / "xl").write_text(_FAKE_XL)
     (bin_dir / "sleep").write_text(_FAKE_SLEEP)
+    (bin_dir / "xenstore-read").write_text(_FAKE_XENSTORE_READ)
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     (fake / "scenario").write_text(scenario)
@@ -788,6 +795,27 @@ if [ "$t" -eq 22 ]; then printf 'Shell> ' >> "$LOG"; fi
     assert "OVMFGEN-RESULT shell" in out and clock == 22
     r = verdicts.classify_xen_run(out, verdicts.extract_guest_console(out), 0)
     assert r.verdict is Verdict.SHELL_REACHED and r.shell_seconds == 12.0
+
+
+def test_dom0_presses_a_key_at_the_shells_startup_countdown(tmp_path):
+    # The Shell counts down from 5 (a busy wait): dom0 presses one key (a space, not ESC: startup.nsh
+    # still runs) on the guest's console once it shows, and the Shell goes on at the next step.
+    scenario = """t=$1
+LOG="$OVMFGEN_CONSOLE_DIR/guest-g.log"
+if [ "$t" -eq 13 ]; then printf 'Press \\033[1mESC\\033[0m in 5 seconds to skip startup.nsh' >> "$LOG"; fi
+if [ "$t" -ge 14 ] && [ "$t" -lt 18 ] && [ -s "$FAKE/tty" ]; then printf 'Shell> ' >> "$LOG"; fi
+"""
+    out, clock = _wait_for_guest(tmp_path, scenario, guests.GuestDeadline(idle_s=30, cap_s=100, tick_s=5))
+    assert (tmp_path / "fake" / "tty").read_text() == " "
+    events = [x.split()[1:] for x in out.splitlines() if x.startswith("OVMFGEN-EVENT ")]
+    assert ["key", "13.00"] in events and ["shell", "14.00"] in events and clock == 14, events
+    # No countdown, no key.
+    (tmp_path / "quiet").mkdir()
+    scenario = """t=$1
+[ "$t" -eq 13 ] && printf 'Shell> ' >> "$OVMFGEN_CONSOLE_DIR/guest-g.log"
+"""
+    out, _ = _wait_for_guest(tmp_path / "quiet", scenario, guests.GuestDeadline(idle_s=30, cap_s=100, tick_s=5))
+    assert "OVMFGEN-EVENT key" not in out and not (tmp_path / "quiet" / "fake" / "tty").exists()
 
 
 def test_a_crash_and_an_assert_end_the_wait_at_once(tmp_path):

@@ -85,6 +85,8 @@ SPEC_PAYLOADS = ("shell", "ud2")
 DEVICE_MODEL = "/usr/libexec/xen-qemu-system-i386"
 #: dom0's hotplug script for a guest disk: a loop device on the image file, announced in xenstore.
 BLOCK_SCRIPT = "/ovmfgen/block-loop"
+#: What the UEFI Shell prints during its startup countdown (between ANSI colour codes: grep, not a string).
+SHELL_COUNTDOWN = "Press .*ESC.* in [0-9]* seconds"
 #: What dom0 waits for on each payload's console (grep -E), and the event it reports.
 WANT = {"shell": ("Shell>", "shell"), "os": (OS_MARKER, "os"), "persist": (DONE, "persist"),
         "disk": (f"{OS_MARKER}|{LINUX_BANNER}[0-9]", "os"), "ud2": ("Shell>", "shell")}
@@ -363,8 +365,17 @@ created=$(now)
 last=$created
 tick=$(( created + {deadline.tick_s} ))
 seen=""
+pressed=""
 while :; do
     t=$(now)
+    if [ -z "$pressed" ] && grep -q '{SHELL_COUNTDOWN}' "$LOG" 2>/dev/null; then
+        # The Shell's startup countdown (5 steps) waits by gBS->Stall, a busy loop: under icount each
+        # step costs as much emulation as a second of boot. Like a user at the console, press a key
+        # (not ESC: startup.nsh still runs) on the guest's console: the countdown ends after its step.
+        pressed=1
+        tty=$(xenstore-read "/local/domain/$(xl domid "$NAME" 2>/dev/null)/console/tty" 2>/dev/null)
+        if [ -n "$tty" ] && printf ' ' > "$tty" 2>/dev/null; then ev key; fi
+    fi
     if grep -Eq "$WANT" "$LOG" 2>/dev/null; then
         ev "$EVENT"
         result=$EVENT
