@@ -204,6 +204,7 @@ class PlacedBuild:
     plan: build_plan.Plan
     result: build_cmd.BuildResult
     cache: Path
+    root: Path | None = None    # the checkout it was built in (build_at's ``root``); None: the repository's
 
 
 def build_at(request: build_request.Request, root: Path, cache: Path | None = None) -> PlacedBuild:
@@ -216,7 +217,7 @@ def build_at(request: build_request.Request, root: Path, cache: Path | None = No
         # even if the checkout's platform files change while it runs.
         plan = build_plan.plan(request, lay)
         result = build_cmd.build(request, lay)
-        return PlacedBuild(plan, result, paths.cache_dir())
+        return PlacedBuild(plan, result, paths.cache_dir(), root)
 
 
 def compare_placed(a: PlacedBuild, b: PlacedBuild, limit: int = 20) -> Comparison:

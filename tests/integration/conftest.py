@@ -6,6 +6,9 @@ features: the build test checks it, the QEMU boot tests boot it. ``published_xen
 it is an ordinary build, so a no-op when already published from the same inputs.
 ``published_xen_pvh_newest`` is xen-pvh DEBUG 2M against the newest edk2 tree (edk2-stable202605),
 ``published_xen_pvh_hvcon_newest`` its hypervisor-console variant (the Xen boot test's newest guests).
+``xen_pvh_ccache_elsewhere`` is a clean ``--ccache`` build at another checkout path with another, cold
+cache: the reproducibility test compares it with the session build and the ``--ccache`` test rebuilds
+it warm, so one clean build serves both.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pytest
 from ovmfgen.build import command as build_cmd
 from ovmfgen.build import request as build_request
 from ovmfgen.edk2.releases import NEWEST_TAG
+from ovmfgen.nightly import repro
 
 HVCON = ("debug_output=hypervisor-console",)
 
@@ -50,3 +54,15 @@ def published_xen_pvh_newest() -> Path:
 def published_xen_pvh_hvcon_newest() -> Path:
     """dist/xen-pvh/edk2-stable202605/DEBUG-hvcon/: the hypervisor-console build against the newest tree."""
     return build_cmd.build_command("xen-pvh", "DEBUG", features=HVCON, edk2=NEWEST_TAG)
+
+
+@pytest.fixture(scope="session")
+def xen_pvh_ccache_elsewhere(tmp_path_factory: pytest.TempPathFactory) -> repro.PlacedBuild:
+    """xen-pvh DEBUG ``--clean --ccache`` from scratch at a checkout path of another length, with
+    ``OVMFGEN_CACHE`` at another path (the tree hard-linked there): its ccache and link cache start empty.
+    Only the ``--ccache`` test builds there again (warm)."""
+    base = tmp_path_factory.mktemp("elsewhere")
+    cache = repro.moved_cache(None, base / "another-cache-at-a-longer-path")
+    assert cache is not None, "the default tree lives in ovmfgen's cache: its path can move"
+    return repro.build_at(build_request.make_request("xen-pvh", "DEBUG", clean=True, ccache=True),
+                          base / "a-second-checkout-somewhere-else", cache)

@@ -3,8 +3,8 @@ stuart command on its own, the seeded stack cookies, a warm `--ccache` rebuild, 
 one-line summary, and the workspace lock.
 
 Full builds are expensive (~3-5 minutes on 2 cores): the clean build is the session fixture the QEMU
-boot tests share; the `--ccache` test adds one cold and one warm build; the others here are
-incremental or fail early.
+boot tests share; the `--ccache` test rebuilds warm the cold `--ccache` build made elsewhere (shared
+with test_repro); the others here are incremental or fail early.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ovmfgen.build import manifest as build_manifest
 from ovmfgen.build import plan as build_plan
 from ovmfgen.build import request as build_request
 from ovmfgen.edk2 import tree as edk2
+from ovmfgen.nightly import repro
 from ovmfgen.fsutil import sha256_file
 from ovmfgen.paths import Layout
 
@@ -127,26 +128,24 @@ def _ccache_stats(ccache_dir: Path) -> dict[str, int]:
     return {k: int(v) for k, v in (line.split("\t") for line in proc.stdout.splitlines()) if v.isdigit()}
 
 
-def test_warm_ccache_rebuild_reuses_everything_and_gives_the_same_firmware(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """`--clean --ccache` twice with private caches: the second compiles and links (almost) nothing, same bytes."""
-    ccache_dir, link_dir = tmp_path / "ccache", tmp_path / "linkcache"
-    monkeypatch.setattr(build_plan, "ccache_dir", lambda: ccache_dir)
-    monkeypatch.setattr(build_plan, "link_cache_dir", lambda: link_dir)
-    monkeypatch.setattr(build_cmd, "link_cache_dir", lambda: link_dir)  # the trim after the build
-    layout = Layout(paths.PLATFORMS_DIR, paths.OVERRIDES_DIR, tmp_path / "build", tmp_path / "dist")
-    request = build_request.make_request("xen-pvh", clean=True, ccache=True)
-
-    cold = build_cmd.build(request, layout)
+def test_warm_ccache_rebuild_reuses_everything_and_gives_the_same_firmware(
+        xen_pvh_ccache_elsewhere: repro.PlacedBuild) -> None:
+    """`--clean --ccache` again where the cold one was built (its own, private caches): the warm run
+    compiles and links (almost) nothing, and gives the same bytes."""
+    cold = xen_pvh_ccache_elsewhere
+    ccache_dir, link_dir = cold.cache / "ccache", cold.cache / "linkcache"
+    assert cold.root is not None
+    # Nothing else builds with these caches: they hold what the cold build left.
     entries = sorted(p.name for p in link_dir.glob("??/*"))
     assert len(entries) >= 100  # every module's LTO link (DXE drivers, PEIMs, SEC, the Shell) was stored
     cold_stats = _ccache_stats(ccache_dir)
     assert cold_stats["direct_cache_miss"] > 1000
 
-    warm = build_cmd.build(request, layout)
+    warm = repro.build_at(build_request.make_request("xen-pvh", "DEBUG", clean=True, ccache=True),
+                          cold.root, cold.cache).result
     assert not warm.noop
     for name in ("OVMF.fd", "ovmf.elf"):
-        assert warm.manifest["outputs"][name] == cold.manifest["outputs"][name], name
+        assert warm.manifest["outputs"][name] == cold.result.manifest["outputs"][name], name
     # The warm run compiles and links (almost) nothing anew. Almost: in one CI dry run 5 of 1634
     # compiles missed and 2 modules were linked again (same firmware bytes); a manual cold/warm pair
     # right after had 0 misses, and the cause is not found yet. A broken cache misses by the thousand.

@@ -1,15 +1,14 @@
 """Reproducible from any path: the session's xen-pvh DEBUG build against one made elsewhere, byte for byte.
 
 The session build (``published_xen_pvh``: the repository's workspace, ovmfgen's cache, no ccache) is
-the first of the pair; this test makes the second from scratch at a path of another length, with
-``OVMFGEN_CACHE`` at another path (the tree hard-linked there, so its sources sit elsewhere too) and
-through ccache and the link cache (cold: a new cache). GenFw and GenFds run for real in both. One
-extra clean DEBUG build: about 4-5 minutes on a quiet 2-core machine.
+the first of the pair; the second is ``xen_pvh_ccache_elsewhere``: from scratch at a path of another
+length, with ``OVMFGEN_CACHE`` at another path (the tree hard-linked there, so its sources sit elsewhere
+too) and through ccache and the link cache (cold: a new cache). GenFw and GenFds run for real in both.
+That build is shared with the warm ``--ccache`` test (test_build.py), so this test adds no build.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -23,13 +22,10 @@ pytestmark = pytest.mark.integration
 
 
 def test_the_same_firmware_from_another_checkout_and_cache_path(xen_pvh_clean_build: BuildResult,
-                                                                tmp_path: Path) -> None:
+                                                                xen_pvh_ccache_elsewhere: repro.PlacedBuild) -> None:
     req = build_request.make_request("xen-pvh", "DEBUG", clean=True)
     first = repro.PlacedBuild(build_plan.plan(req), xen_pvh_clean_build, paths.cache_dir())
-    cache = repro.moved_cache(None, tmp_path / "another-cache-at-a-longer-path")
-    assert cache is not None, "the default tree lives in ovmfgen's cache: its path can move"
-    second = repro.build_at(build_request.make_request("xen-pvh", "DEBUG", clean=True, ccache=True),
-                            tmp_path / "a-second-checkout-somewhere-else", cache)
+    second = xen_pvh_ccache_elsewhere
     assert len(str(second.plan.workspace)) != len(str(first.plan.workspace))
     assert second.plan.edk2_root != first.plan.edk2_root and second.cache != first.cache
     cmp = repro.compare_placed(first, second)
