@@ -15,8 +15,10 @@ from ovmfgen.ui import say
 from ovmfgen.host.apt import ensure_apt_packages
 from ovmfgen.host.setup import setup_all
 
-# What only the integration tests need: a browser to open the nightly report the way a person would.
-TEST_APT_PACKAGES = ("chromium",)
+# What only the tests need: a browser to open the nightly report the way a person would; the UKI stub
+# Debian ships (systemd-boot-efi: EFI binaries only, no dependencies), whose PE checksum the OS-disk
+# code must reproduce (tests/test_osdisk.py; the product takes its stub from the downloaded package).
+TEST_APT_PACKAGES = ("chromium", "systemd-boot-efi")
 
 # pytest's exit codes (pytest.ExitCode), for the error line.
 PYTEST_EXIT = {1: "tests failed", 2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}
