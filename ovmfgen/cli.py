@@ -6,8 +6,11 @@ non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import TypeVar
 
 from ovmfgen.errors import OvmfgenError
@@ -16,9 +19,25 @@ from ovmfgen.ui import setup_logging
 T = TypeVar("T")
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C, so every ``finally`` runs (QEMU runs stopped, temp dirs removed)."""
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)
+
+
 def guard(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-    """Call ``fn``; turn ``OvmfgenError`` into one ``path:line:col: error: ...`` line and exit 1."""
+    """Call ``fn``; turn ``OvmfgenError`` into one ``path:line:col: error: ...`` line and exit 1.
+
+    SIGTERM (a CI timeout, ``kill``, the nightly stopping a job) unwinds ``fn`` like Ctrl-C does, so the
+    children it started (a nested Xen run's QEMU, builds) are stopped by their ``finally`` blocks instead
+    of being left running; the exit status is then 143.
+    """
     setup_logging()
+    # Python's default for SIGTERM is to die at once, without unwinding: replace it while fn runs.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main else None
     try:
         return fn(*args, **kwargs)
     except OvmfgenError as exc:
@@ -32,3 +51,9 @@ def guard(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except Terminated:
+        print("error: terminated (SIGTERM)", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
