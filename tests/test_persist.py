@@ -59,3 +59,19 @@ def test_captured_pvh_restart_keeps_the_disk_but_not_the_variables():
     assert out["first"] == {"variable": False, "boot_option": False, "disk_file": False, "nvvars_file": False,
                             "nvvars_file_after_set": False, "done": True}
     assert out["persisted"] == {"variable": False, "boot_option": False, "disk_file": True, "nvvars_file": False}
+
+
+def test_captured_hvm_restart_keeps_the_variable_the_boot_option_and_the_disk():
+    """Real consoles (tests/data/xen): an HVM guest of Xen 4.17 (the disk as xvda: IDE and PV), run 1 then run 2.
+
+    BDS had saved \\NvVars on the disk's FAT before the Shell ran (the platform PCI device and the IDE
+    disk are connected before it looks), and run 2's BDS restored the variables from it."""
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "xen"
+    first = (data / "hvm-persist.console.log").read_text(errors="replace")
+    second = (data / "hvm-persist-restart.console.log").read_text(errors="replace")
+    out = persist.persistence_outcome(first, second)
+    assert out["first"] == {"variable": False, "boot_option": False, "disk_file": False, "nvvars_file": True,
+                            "nvvars_file_after_set": True, "done": True}
+    assert out["persisted"] == {"variable": True, "boot_option": True, "disk_file": True, "nvvars_file": True}
