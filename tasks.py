@@ -134,7 +134,7 @@ def check_elf(c, elf):
     "define": "the build's --define NAME=VALUE (repeatable)",
     "mode": "with --on xen: pvh (default), hvm, os (PVH and HVM boot Linux from a PV disk), persist (what "
             "survives a restart), or all (those and the ud2 control) in one Xen boot",
-    "xen": "with --on xen: the Xen version, 4.17 (default; bookworm, host QEMU 7.2) or 4.20 (trixie, QEMU 10 chroot)",
+    "xen": "with --on xen: the Xen version, 4.17 (default; bookworm) or 4.20 (trixie); both under the host's QEMU 7.2",
     "disk": "with --on xen: boot this disk image (GPT/MBR) as the guest's PV disk and report how far it got",
 })
 def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=None, edk2=None, fd_size=None,

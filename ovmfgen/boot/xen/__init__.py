@@ -1,10 +1,9 @@
 """Boot truth on real Xen: run a PVH ELF as a guest of Xen 4.17 or 4.20, itself running nested under QEMU TCG.
 
-Xen 4.17 (the default) comes from Debian bookworm and runs under the host's QEMU (7.2, with icount);
-Xen 4.20 comes from trixie, with a trixie dom0, and runs under trixie's QEMU 10 (no icount) inside a
-trixie chroot on the host (``debian.XenRelease`` says which is which, and why). For 4.17 the pieces
-are these bookworm packages, cached under ``cache_dir()/xen`` (4.20's: the same in trixie, under
-``cache_dir()/xen/4.20``, plus the outer QEMU's chroot):
+Xen 4.17 (the default) comes from Debian bookworm; Xen 4.20 comes from trixie, with a trixie dom0
+(``debian.XenRelease``). Both run under the host's QEMU (7.2, with icount: ``nested.QEMU_ICOUNT_SHIFTS``
+and ``limits`` say why). For 4.17 the pieces are these bookworm packages, cached under
+``cache_dir()/xen`` (4.20's: the same in trixie, under ``cache_dir()/xen/4.20``):
 
 * the hypervisor (``xen-hypervisor-4.17-amd64``), gunzipped, because QEMU's multiboot loader wants
   the plain ELF;

@@ -1,5 +1,4 @@
-"""The Xen boot cache under ``cache_dir()/xen``: hypervisor, dom0 kernel + modules, dom0 root file system,
-and for a release whose outer QEMU is not the host's (4.20) that QEMU's chroot.
+"""The Xen boot cache under ``cache_dir()/xen``: hypervisor, dom0 kernel + modules, dom0 root file system.
 
 Xen 4.17's entries sit in ``xen/`` itself (where they always were), 4.20's in ``xen/4.20/``; dom0's
 kernel (bookworm's) is shared, in ``xen/``. One lock (``xen/.lock``) serializes all preparation.
@@ -22,8 +21,6 @@ from ovmfgen.boot.xen.debian import (
     DEBOOTSTRAP_INCLUDE,
     DEVICE_MODEL_PACKAGE,
     DOM0_MODULES,
-    OUTER_QEMU_PACKAGE,
-    QEMU_CHROOT_RECIPE,
     ROOTFS_RECIPE,
     ROOTFS_STRIP,
     XEN_417,
@@ -55,8 +52,6 @@ class XenAssets:
     rootfs_cpio: Path    # dom0's root file system, newc cpio
     versions: XenVersions
     release: XenRelease = XEN_417
-    #: The outer QEMU's chroot (None: the host's QEMU runs Xen).
-    qemu_root: Path | None = None
 
 
 def xen_cache_dir(release: XenRelease | None = None) -> Path:
@@ -235,38 +230,8 @@ def _prepare_rootfs(root: Path, v: XenVersions, release: XenRelease) -> Path:
     return cpio
 
 
-#: The outer QEMU inside its chroot.
-CHROOT_QEMU = "/usr/bin/qemu-system-x86_64"
-
-
-def _prepare_outer_qemu(root: Path, v: XenVersions, release: XenRelease) -> Path:
-    """A ``release.suite`` chroot with that suite's qemu-system-x86 (the outer QEMU), kept as a directory."""
-    final = root / f"qemu-{safe_name(v.outer_qemu)}-r{QEMU_CHROOT_RECIPE}"
-    if (final / "stamp.json").is_file() and (final / "root" / CHROOT_QEMU.lstrip("/")).is_file():
-        return final / "root"
-    if os.geteuid() != 0:
-        raise OvmfgenError("building the outer QEMU's chroot (debootstrap, chroot) needs root")
-    say(f"xen cache: outer QEMU chroot (debootstrap {release.suite} + {OUTER_QEMU_PACKAGE} {v.outer_qemu}); "
-        "a few minutes, once")
-    stage = _staging(root, "qemu")
-    try:
-        _debootstrap(stage / "root", release, [f"{OUTER_QEMU_PACKAGE}={v.outer_qemu}"])
-        _strip(stage / "root")
-        (stage / "root" / "tmp").mkdir(exist_ok=True)
-        version = run(["chroot", stage / "root", CHROOT_QEMU, "--version"]).stdout.splitlines()[0].strip()
-        _stamp(stage, {"suite": release.suite, "package": OUTER_QEMU_PACKAGE, "version": v.outer_qemu,
-                       "qemu": version, "recipe": QEMU_CHROOT_RECIPE})
-        replace_dir(stage, final)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    _drop_siblings(root, "qemu", final)
-    return final / "root"
-
-
 def prepare_xen_cache(release: XenRelease = XEN_417) -> XenAssets:
-    """Make sure the cache holds ``release``'s Xen, dom0's kernel + modules, dom0's root file system and,
-    for a release whose outer QEMU runs from a chroot (4.20), that chroot.
+    """Make sure the cache holds ``release``'s Xen, dom0's kernel + modules and dom0's root file system.
 
     Idempotent; each entry is keyed by the package versions apt reports and rebuilt only when
     they change; built in a temp dir and renamed into place. Needs root (apt, debootstrap, chroot).
@@ -285,7 +250,6 @@ def prepare_xen_cache(release: XenRelease = XEN_417) -> XenAssets:
         xen = _prepare_hypervisor(root, v, release, opts)
         vmlinuz, modules = _prepare_kernel(base, v)
         cpio = _prepare_rootfs(root, v, release)
-        qemu_root = _prepare_outer_qemu(root, v, release) if release.outer_qemu == "chroot" else None
-    return XenAssets(xen, vmlinuz, modules, cpio, v, release, qemu_root)
+    return XenAssets(xen, vmlinuz, modules, cpio, v, release)
 
 

@@ -38,29 +38,20 @@ ROOTFS_RECIPE = 3
 ROOTFS_STRIP = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
                 "usr/share/lintian", "var/cache/apt", "var/lib/apt/lists")
 
-#: The outer QEMU of a chroot release (its own suite's qemu-system-x86, run inside a chroot of that suite).
-OUTER_QEMU_PACKAGE = "qemu-system-x86"
-#: Bump when the way the outer QEMU's chroot is made changes.
-QEMU_CHROOT_RECIPE = 1
-
 
 @dataclass(frozen=True)
 class XenRelease:
-    """One Xen version ovmfgen boots: where its packages come from, and the outer QEMU that runs it.
+    """One Xen version ovmfgen boots: where its packages come from, and how much memory it gets.
 
-    The outer QEMU is a choice per Xen version (measured on this machine): Xen 4.17 runs under the
-    host's QEMU 7.2 with icount (QEMU 10 makes its guests triple-fault); Xen 4.20 aborts QEMU 7.2 in
-    every run and runs under trixie's QEMU 10 without icount, from a trixie chroot on the host.
+    Both run under the host's QEMU 7.2 with icount (measured on this machine, nested.QEMU_ICOUNT_SHIFTS):
+    QEMU 10 makes Xen 4.17's guests triple-fault, aborts under Xen 4.20 without icount
+    (tcg_handle_interrupt) and stops on "Bad icount read" with it; QEMU 7.2 without icount aborts both.
     """
 
     series: str             # "4.17"
     suite: str              # the Debian suite of the hypervisor, the tools and dom0's userland
     #: True: the machine's own apt knows ``suite`` (bookworm); False: a private apt configuration for it.
     host_apt: bool
-    #: "host": the machine's qemu-system-x86_64; "chroot": ``suite``'s, run inside a chroot of ``suite``.
-    outer_qemu: str
-    #: Run the outer QEMU with ``-icount`` (guest time by instructions executed) or not.
-    icount: bool
     qemu_memory_mib: int
     dom0_mem_mib: int
     #: Under ``cache_dir()/xen``: "" for 4.17 (where its cache always was), the series otherwise.
@@ -82,10 +73,10 @@ class XenRelease:
         return f"{self.suite}-security"
 
 
-XEN_417 = XenRelease("4.17", "bookworm", True, "host", True, 2048, 1024, "")
+XEN_417 = XenRelease("4.17", "bookworm", True, 2048, 1024, "")
 # dom0 of 4.20 needs more than 1 GiB: trixie's qemu-system-xen (HVM device model) and its libraries
 # live in dom0's initramfs, and with 1 GiB HVM guests' device model did not start.
-XEN_420 = XenRelease("4.20", "trixie", False, "chroot", False, 3072, 1536, "4.20")
+XEN_420 = XenRelease("4.20", "trixie", False, 3072, 1536, "4.20")
 XEN_RELEASES = {r.series: r for r in (XEN_417, XEN_420)}
 DEFAULT_XEN = XEN_417.series
 
@@ -207,8 +198,6 @@ class XenVersions:
     device_model: str = ""
     #: The suite of dom0's userland (bookworm for 4.17, trixie for 4.20).
     suite: str = SUITE
-    #: The outer QEMU's package version when it runs from a chroot ("" for the host's QEMU).
-    outer_qemu: str = ""
 
     def rootfs_key(self) -> str:
         """Key of the dom0 root file system: what goes into it, and how it is made."""
@@ -222,20 +211,17 @@ def query_versions(release: XenRelease = XEN_417, opts: Sequence[str] = ()) -> X
     """The candidate versions apt reports for the hypervisor, the tools and dom0's kernel.
 
     ``opts``: the private apt configuration of a release the machine's apt does not carry (its
-    hypervisor, tools, device model and outer QEMU come from there). dom0's kernel is always the
+    hypervisor, tools and device model come from there). dom0's kernel is always the
     machine's own suite's (bookworm's 6.1, whose Xen drivers are the modules dom0 loads).
     """
     wanted = [release.hypervisor_package, release.utils_package, DEVICE_MODEL_PACKAGE]
-    if release.outer_qemu == "chroot":
-        wanted.append(OUTER_QEMU_PACKAGE)
     recs = apt_candidates(wanted, opts, release.suite) if opts else \
         apt_candidates([*wanted, KERNEL_META_PACKAGE])
     meta = recs[KERNEL_META_PACKAGE] if not opts else apt_candidates([KERNEL_META_PACKAGE])[KERNEL_META_PACKAGE]
     kpkg = kernel_package(meta)
     krec = apt_candidates([kpkg])[kpkg]
     return XenVersions(recs[release.hypervisor_package]["Version"], recs[release.utils_package]["Version"], kpkg,
-                       krec["Version"], recs[DEVICE_MODEL_PACKAGE]["Version"], release.suite,
-                       recs[OUTER_QEMU_PACKAGE]["Version"] if release.outer_qemu == "chroot" else "")
+                       krec["Version"], recs[DEVICE_MODEL_PACKAGE]["Version"], release.suite)
 
 
 def safe_name(version: str) -> str:

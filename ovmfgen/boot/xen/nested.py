@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ovmfgen.boot.xen.cache import CHROOT_QEMU, XenAssets, prepare_xen_cache
+from ovmfgen.boot.xen.cache import XenAssets, prepare_xen_cache
 from ovmfgen.boot.xen.debian import XEN_417, XenRelease, check_xen
 from ovmfgen.boot.xen.gpt import check_disk_image
 from ovmfgen.boot.xen.guests import GUEST_MEMORY_MIB, GuestDeadline, XenGuest, check_mode, overlay_cpio
@@ -49,9 +49,10 @@ QEMU_MEMORY_MIB = XEN_417.qemu_memory_mib
 # handler, which wall-clock time (host load, TCG translation) makes common. With icount the run is
 # also close to deterministic. The cost: one TCG thread for both vCPUs (~70 s instead of ~30 s).
 # A retry (see boot_xen) uses the next shift, so it does not replay the same instruction stream.
-# This is Xen 4.17's choice (the host's QEMU 7.2). Xen 4.20 runs under trixie's QEMU 10 without
-# icount (XenRelease.icount): QEMU 7.2 aborts Xen 4.20 in every run, and QEMU 10 with icount stops
-# on "Bad icount read" before any guest (measured here).
+# Both Xen versions run this way. Xen 4.20 aborted QEMU 7.2 in every run without icount, and
+# trixie's QEMU 10.0 (run from a trixie chroot until 2026-11-30) aborted the same way without icount
+# in 8 of 8 attempts here and stopped on "Bad icount read" with it; QEMU 7.2 with icount ran its
+# guest set (PVH, HVM, PVH from a PV disk) in every run (README, limits.py).
 QEMU_ICOUNT_SHIFTS = (0, 1)
 
 
@@ -78,21 +79,18 @@ SUMMARY_NAME = "xen-boot.json"
 
 
 def qemu_argv(xen: Path, dom0_kernel: Path, dom0_initrd: Path, serial_log: Path,
-              icount_shift: int | None = QEMU_ICOUNT_SHIFTS[0], qemu: Sequence[str] = (QEMU_BINARY,),
-              release: XenRelease = XEN_417) -> list[str]:
+              icount_shift: int = QEMU_ICOUNT_SHIFTS[0], release: XenRelease = XEN_417) -> list[str]:
     """QEMU's command line: Xen by multiboot, dom0 kernel and initramfs as its modules.
 
-    ``qemu``: the command that runs QEMU (the host's binary, or ``chroot ROOT /usr/bin/qemu-...``, in
-    which case the paths are the ones seen inside the chroot); ``icount_shift`` None: no ``-icount``.
-    Memory and dom0's share of it are ``release``'s.
+    Guest time runs by instructions (``-icount shift=icount_shift,sleep=off``); memory and dom0's share
+    of it are ``release``'s.
     """
     for p in (dom0_kernel, dom0_initrd):
         # QEMU splits multiboot modules at commas and a module's path from its arguments at spaces.
         if "," in str(p) or " " in str(p):
             raise OvmfgenError(f"path unusable as a QEMU multiboot module (comma or space): {p}")
-    icount = ["-icount", f"shift={icount_shift},sleep=off"] if icount_shift is not None else []
     return [
-        *qemu, "-machine", "pc", "-accel", "tcg", *icount,
+        QEMU_BINARY, "-machine", "pc", "-accel", "tcg", "-icount", f"shift={icount_shift},sleep=off",
         "-cpu", QEMU_CPU, "-smp", "2", "-m", str(release.qemu_memory_mib),
         "-display", "none", "-vga", "none", "-no-reboot", "-nodefaults", "-monitor", "none",
         "-serial", f"file:{serial_log}",
@@ -102,17 +100,10 @@ def qemu_argv(xen: Path, dom0_kernel: Path, dom0_initrd: Path, serial_log: Path,
     ]
 
 
-def qemu_command(assets: XenAssets) -> tuple[str, ...]:
-    """The command that runs the outer QEMU of ``assets.release``: the host's, or the one in its chroot."""
-    if assets.qemu_root is None:
-        return (QEMU_BINARY,)
-    return ("chroot", str(assets.qemu_root), CHROOT_QEMU)
-
-
-def qemu_version(assets: XenAssets) -> str:
+def qemu_version() -> str:
     """The outer QEMU's own version (``7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)``), or "unknown"."""
     try:
-        out = run([*qemu_command(assets), "--version"], timeout=60).stdout
+        out = run([QEMU_BINARY, "--version"], timeout=60).stdout
     except CommandError:
         return "unknown"
     first = out.splitlines()[0].strip() if out.strip() else "unknown"
@@ -221,21 +212,6 @@ def guest_log_names(guest: XenGuest, label: str | None = None) -> tuple[str, str
     return f"xen-{stem}.log", f"xen-{stem}.console.log"
 
 
-RUN_DIR_PREFIX = "ovmfgen-xen-"
-
-
-def sweep_stale_run_dirs(where: Path) -> list[Path]:
-    """Remove run dirs in ``where`` (a chroot's /tmp) whose ovmfgen process is gone (killed before its
-    clean-up ran); the dirs of live runs stay. Returns what was removed."""
-    removed = []
-    for d in sorted(where.glob(f"{RUN_DIR_PREFIX}*")):
-        pid = d.name[len(RUN_DIR_PREFIX):].split("-", 1)[0]
-        if d.is_dir() and not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(d)
-    return removed
-
-
 def make_guests(kinds: Sequence[tuple[str, str]], image: Path, out_dir: Path,
                 disk: Path | None = None) -> list[XenGuest]:
     """The guests of ``kinds`` (``check_mode``) for ``image``, each with the disk its payload needs.
@@ -260,22 +236,14 @@ def make_guests(kinds: Sequence[tuple[str, str]], image: Path, out_dir: Path,
 
 
 def _attempt(guests: Sequence[XenGuest], out_dir: Path, assets: XenAssets, timeout: float, memory_mib: int,
-             icount_shift: int | None, deadline: GuestDeadline, stall_s: float,
+             icount_shift: int, deadline: GuestDeadline, stall_s: float,
              qemu_ver: str) -> tuple[list[list[XenBootResult]], QemuRun]:
     """One nested run of ``guests``; per guest, one result per boot of it (``XenGuest.runs``)."""
     release = assets.release
     serial, qemu_log = out_dir / SERIAL_LOG_NAME, out_dir / QEMU_LOG_NAME
     serial.unlink(missing_ok=True)
-    # A chroot QEMU sees only its chroot: the run's files go into a temp dir inside it (removed
-    # afterwards, whatever happens; a killed run's dir is swept by the next run), and the serial
-    # log is copied out when QEMU is done.
-    where = assets.qemu_root / "tmp" if assets.qemu_root is not None else None
-    if where is not None:
-        sweep_stale_run_dirs(where)
-    with tempfile.TemporaryDirectory(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-", dir=where) as tmp:
+    with tempfile.TemporaryDirectory(prefix="ovmfgen-xen-") as tmp:
         t = Path(tmp)
-        root = assets.qemu_root
-        seen = (lambda p: Path("/") / p.relative_to(root)) if root is not None else (lambda p: p)
         # dom0's initramfs = the cached root file system + this run's overlay, one file (Xen takes
         # one initrd module; the kernel unpacks concatenated cpio archives in order).
         initrd = t / "dom0-initrd.cpio"
@@ -283,21 +251,10 @@ def _attempt(guests: Sequence[XenGuest], out_dir: Path, assets: XenAssets, timeo
             with open(assets.rootfs_cpio, "rb") as src:
                 shutil.copyfileobj(src, fh, 1 << 20)
             fh.write(overlay_cpio(guests, assets.modules_dir, deadline, memory_mib, release.series))
-        kernel = t / "vmlinuz"
-        shutil.copyfile(assets.dom0_kernel, kernel)
-        xen = assets.xen
-        if root is not None:
-            xen = t / assets.xen.name
-            shutil.copyfile(assets.xen, xen)
-        run_serial = t / SERIAL_LOG_NAME if root is not None else serial
-        argv = qemu_argv(seen(xen), seen(kernel), seen(initrd), seen(run_serial), icount_shift=icount_shift,
-                         qemu=qemu_command(assets), release=release)
+        argv = qemu_argv(assets.xen, assets.dom0_kernel, initrd, serial, icount_shift=icount_shift, release=release)
         names = ", ".join(g.name for g in guests)
-        say(f"booting {names} under Xen {assets.versions.hypervisor} in QEMU {qemu_ver} (TCG"
-            f"{', icount' if icount_shift is not None else ''})")
-        qrun = _run_qemu(argv, qemu_log, run_serial, timeout, stall_s)
-        if run_serial != serial and run_serial.is_file():
-            shutil.copyfile(run_serial, serial)
+        say(f"booting {names} under Xen {assets.versions.hypervisor} in QEMU {qemu_ver} (TCG, icount)")
+        qrun = _run_qemu(argv, qemu_log, serial, timeout, stall_s)
     rc, seconds, peak = qrun.returncode, qrun.seconds, qrun.peak_rss_kib
     serial_text = serial.read_text(encoding="utf-8", errors="replace") if serial.is_file() else ""
     parts, _, _ = guest_segments(serial_text)
@@ -366,9 +323,9 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
     ``cap_s``, stretched by dom0's measure of the host's speed); the host kills QEMU when its serial
     log has not grown for ``stall_s`` wall seconds (a HARNESS_FAILURE) or, as a safety net, after
     ``timeout`` wall seconds (default ``wall_cap_s``). Guests that got a HARNESS_FAILURE (QEMU itself
-    died, a stall, ...) run again, once, in a second nested run (with icount: another shift); the first
+    died, a stall, ...) run again, once, in a second nested run with another icount shift; the first
     run's logs are kept as ``*.attempt1.log``. ``xen``: the Xen version (``4.17``, the default, or
-    ``4.20``), which also picks the outer QEMU (``debian.XenRelease``).
+    ``4.20``; ``debian.XenRelease``).
     """
     release = check_xen(xen)
     guests = list(guests)
@@ -386,8 +343,8 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
         raise OvmfgenError(f"two guests of one run have the same name ({', '.join(names)}): give one a variant")
     cap = wall_cap_s(sum(len(g.runs) for g in guests)) if timeout is None else timeout
     assets = prepare_xen_cache(release)
-    qemu_ver = qemu_version(assets)
-    shifts = QEMU_ICOUNT_SHIFTS if release.icount else (None, None)
+    qemu_ver = qemu_version()
+    shifts = QEMU_ICOUNT_SHIFTS
     started = time.monotonic()
     first, qrun = _attempt(guests, out_dir, assets, cap, memory_mib, shifts[0], deadline, stall_s, qemu_ver)
     results = {g.name: _combine(g, r) for g, r in zip(guests, first)}
@@ -408,7 +365,7 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
     v = assets.versions
     summary = {
         "xen_series": release.series, "xen": v.hypervisor, "xen_utils": v.utils, "device_model": v.device_model,
-        "dom0_suite": v.suite, "outer_qemu": qemu_ver, "icount": release.icount,
+        "dom0_suite": v.suite, "outer_qemu": qemu_ver, "icount": True,
         "dom0_kernel": f"{v.kernel_package} {v.kernel}", "seconds": round(time.monotonic() - started, 1),
         "runs": runs,
         "guests": [{
