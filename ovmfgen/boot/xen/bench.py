@@ -40,7 +40,7 @@ def xen_figures(summary: dict, load_before: float | None, cache_s: float) -> dic
     for g in summary.get("guests") or []:
         wall = g.get("wall_seconds")
         guests[g["name"]] = {"verdict": g.get("verdict"), "ok": bool(g.get("ok")), "wall_s": wall,
-                             "dom0_s_to_shell": g.get("seconds_to_shell"),
+                             "dom0_s_to_shell": g.get("seconds_to_shell"), "dom0_s_to_os": g.get("seconds_to_os"),
                              "met": wall is not None and wall <= GUEST_GOAL_S}
     set_s = run.get("qemu_seconds")
     retried = len(summary.get("runs") or []) > 1
