@@ -35,6 +35,7 @@ Code map::
         validate.py        the rendered files and overrides checked against the edk2 tree
         reads.py           the -D names a platform's files and !includes read (no silently ignored --define)
         render.py          model -> XenOvmf.dsc/.fdf text (jinja2, CRLF), write-if-changed
+        overrides.py       what the overrides make of the tree's files: whole-file copies and patches (git apply), in order
         located.py         a platform loaded for a tree (the file's own errors before "tree not set up")
         command.py         ``invoke render``: load, render once, validate, write
         importer.py        ``invoke import``: an upstream .dsc/.fdf -> platform YAML

@@ -50,6 +50,22 @@ def layout(tmp_path: Path) -> Layout:
     return Layout(tmp_path / "platforms", tmp_path / "overrides", tmp_path / "build", tmp_path / "dist")
 
 
+def patch_preimage(diff: bytes) -> dict[str, bytes]:
+    """Files a unified diff applies to (the lines its hunks keep or remove, hunk after hunk): a fake tree
+    the platform's patch overrides apply to at an offset, as they do to the real tree."""
+    out: dict[str, bytes] = {}
+    current = None
+    for line in diff.splitlines(keepends=True):
+        if line.startswith(b"+++ b/"):
+            current = line[6:].rstrip(b"\r\n").decode()
+            out[current] = b""
+        elif line.startswith((b"--- ", b"diff ", b"index ", b"@@")):
+            continue
+        elif current is not None and line[:1] in (b" ", b"-"):
+            out[current] += line[1:]
+    return out
+
+
 @pytest.fixture
 def fake_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
     """locate() and the tool versions, fixed (and changeable by the test through the returned dict)."""
@@ -57,6 +73,10 @@ def fake_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
     root = tmp_path / "edk2"
     (root / "BaseTools" / "Conf").mkdir(parents=True)
     (root / "BaseTools" / "Conf" / "tools_def.template").write_text("*_GCC5_*_*_FAMILY = GCC\n")
+    for patch in sorted((paths.OVERRIDES_DIR / "xen-pvh").rglob("*.patch")):
+        for rel, data in patch_preimage(patch.read_bytes()).items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(data)
 
     def fake_locate(repo_root=None):
         return Edk2Tree(root=root, basetools=tmp_path / "bt" / "BaseTools", identity=dict(state["identity"]))

@@ -29,6 +29,7 @@ from ovmfgen.build.stuart import run_stuart
 from ovmfgen.build.workspace import prepare_workspace, workspace_lock
 from ovmfgen.edk2.conventions import fd_size_bytes, fd_size_kb
 from ovmfgen.errors import OvmfgenError, display_path
+from ovmfgen.platform.overrides import patch_targets
 from ovmfgen.platform.validate import override_tag, validate
 from ovmfgen.ui import say
 
@@ -52,7 +53,15 @@ class BuildResult:
 def _source_map(p: Plan) -> dict[str, Path]:
     ov_root = p.layout.overrides_for(p.platform.name)
     tag = override_tag(p.platform)
-    out = {ov.path: ov_root / ov.source(tag) for ov in p.platform.overrides}
+    out: dict[str, Path] = {}
+    for ov in p.platform.overrides:
+        source = ov_root / ov.source(tag)
+        if not ov.patch:
+            out[ov.path] = source
+            continue
+        # A patched file's lines are not the diff's: its errors stay at the workspace copy.
+        for rel in patch_targets(source.read_bytes(), f"overrides/{p.platform.name}/{ov.source(tag)}", ov):
+            out.pop(rel, None)
     return out
 
 

@@ -32,6 +32,8 @@ from ovmfgen.edk2.tree import Edk2Tree
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.located import load_for_tree
 from ovmfgen.platform.model import Platform
+from ovmfgen.platform.overrides import override_files as overridden_files
+from ovmfgen.platform.overrides import override_steps
 from ovmfgen.platform.reads import check_defines, check_features, names_read
 from ovmfgen.platform.render import Rendered, render
 from ovmfgen.run import run
@@ -240,13 +242,8 @@ def plan(request: Request, layout: Layout | None = None) -> Plan:
     rendered_platform = render(platform)
     rendered = {f"{platform.package_dir}/{name}": data for name, data in rendered_platform.files().items()}
     override_root = lay.overrides_for(platform.name)
-    override_files: dict[str, bytes] = {}
-    for ov in platform.overrides:
-        try:
-            override_files[ov.path] = (override_root / ov.source(tree.tag)).read_bytes()
-        except OSError as exc:
-            raise OvmfgenError(f"cannot read override overrides/{platform.name}/{ov.source(tree.tag)}: "
-                               f"{exc.strerror or exc}", ov.loc) from None
+    # Whole files as they are, patches applied to the tree's files (platform/overrides.py).
+    override_files = overridden_files(override_steps(platform, override_root, tree.tag, tree.root))
     # An overridden source file needs its module's other files in the workspace too (edk2/modules.py).
     override_files.update(module_companions(override_files, tree.root))
     if request.defines:

@@ -16,6 +16,7 @@ from ovmfgen.patch.intree import (
     elf_header_include, header_include_path, in_tree_files,
 )
 from ovmfgen.platform.model import Platform
+from ovmfgen.platform.overrides import override_steps
 from ovmfgen.run import run
 
 SUBJECT_MAX = 75            # PatchCheck.py: a subject of 76 characters or more is an error
@@ -129,25 +130,20 @@ def _sizes(platform: Platform) -> str:
     return (", ".join(mib[:-1]) + " and " + mib[-1]) if len(mib) > 1 else "".join(mib)
 
 
-def override_commits(platform: Platform, tag: str) -> tuple[Commit, ...]:
-    """One commit per override: the file the platform's build uses in place of edk2's, sent upstream.
+def override_commits(platform: Platform, tag: str, tree_root: Path) -> tuple[Commit, ...]:
+    """One commit per override: the files the platform's build uses in place of edk2's, sent upstream.
 
     The platform's ``overrides:`` entry carries the commit's subject and body (``commit:``); the series
-    cannot carry an override without one, since upstream has nothing to say why.
+    cannot carry an override without one, since upstream has nothing to say why. Entries apply in order
+    (platform/overrides.py), so a patch on a file an earlier entry replaced is a commit on top of it.
     """
-    out = []
     for ov in platform.overrides:
         if not ov.commit_subject:
             raise OvmfgenError(f"override {ov.path} has no 'commit:' (subject and body): the upstream series "
                                "carries each override as its own commit", ov.loc)
-        src = paths.OVERRIDES_DIR / platform.name / ov.source(tag)
-        try:
-            data = src.read_bytes()
-        except OSError as exc:
-            raise OvmfgenError(f"cannot read override overrides/{platform.name}/{ov.source(tag)}: "
-                               f"{exc.strerror or exc}", ov.loc) from None
-        out.append(Commit(subject=ov.commit_subject, body=ov.commit_body, files=((ov.path, data),), builds=False))
-    return tuple(out)
+    steps = override_steps(platform, paths.OVERRIDES_DIR / platform.name, tag, tree_root)
+    return tuple(Commit(subject=s.override.commit_subject, body=s.override.commit_body, files=s.files, builds=False)
+                 for s in steps)
 
 
 def plan_series(platform: Platform, tree_root: Path, tag: str, upstream_commit: str, release_date: str) -> Series:
@@ -155,7 +151,7 @@ def plan_series(platform: Platform, tree_root: Path, tag: str, upstream_commit: 
     if platform.package_dir != "OvmfPkg":
         raise OvmfgenError(f"platform {platform.name} lives in {platform.package_dir}/: the upstream series is "
                            "for OvmfPkg platforms (PlatformCI, Maintainers.txt section)", platform.loc)
-    fixes = override_commits(platform, tag)
+    fixes = override_commits(platform, tag, tree_root)
     name = platform.dsc_name
     tc = toolchain_tag(tree_root)
     pipeline, ci_tc = ci_pipeline(tree_root)

@@ -23,11 +23,13 @@ from ovmfgen.paths import Layout
 from ovmfgen.platform.importer import _resolve_input
 from ovmfgen.platform.located import load_for_tree
 from ovmfgen.platform.model import Include, Platform, Region, RegionContent, RegionPcds, ReservedRegion, Statement
+from ovmfgen.platform.overrides import override_files, override_sources
 from ovmfgen.platform.render import Rendered, render
 from ovmfgen.platform.syntax import parse_fdf
 from ovmfgen.platform.validate import (
     Infos, Workspace, active_statements, component_libraries, conditional_evaluator,
-    dsc_parser, expand_macros, fdf_parser, override_tag, prepare_workspace, quiet_edk2toollib, validate,
+    dsc_parser, expand_macros, fdf_parser, platform_override_steps, prepare_workspace,
+    quiet_edk2toollib, validate,
 )
 
 CONFIGURATIONS: tuple[tuple[tuple[str, str], ...], ...] = (
@@ -240,15 +242,17 @@ def _delta_matches(delta_kind: str, delta_subject: str, diff: Difference) -> boo
                                        or delta_subject in diff.ours or delta_subject in diff.theirs)
 
 
-def override_differences(platform: Platform, ws_root: Path, edk2_root: Path) -> list[Difference]:
-    """One ``file`` difference per override whose bytes differ from the edk2 tree's file at its path."""
+def override_differences(platform: Platform, ov_root: Path, edk2_root: Path) -> list[Difference]:
+    """One ``file`` difference per file the overrides change whose bytes differ from the edk2 tree's file
+    at its path (named by the override file or patch that last changed it)."""
+    steps = platform_override_steps(platform, ov_root, edk2_root)
+    sources = override_sources(steps)
     out = []
-    for ov in sorted(platform.overrides, key=lambda o: o.path):
-        ours = (ws_root / ov.path).read_bytes()
-        upstream = edk2_root / ov.path
+    for rel, ours in override_files(steps).items():
+        upstream = edk2_root / rel
         theirs = upstream.read_bytes() if upstream.is_file() else None
         if ours != theirs:
-            out.append(Difference("file", ov.path, f"overrides/{platform.name}/{ov.source(override_tag(platform))}",
+            out.append(Difference("file", rel, " + ".join(f"overrides/{platform.name}/{s}" for s in sources[rel]),
                                   "edk2" if theirs is not None else ""))
     return out
 
@@ -263,7 +267,7 @@ def diff_platform(platform: Platform, against_dsc: Path, against_fdf: Path, edk2
     """
     ov_root = (layout or Layout()).overrides_for(platform.name)
     with tempfile.TemporaryDirectory(prefix="ovmfgen-diff-") as tmp:
-        ws_root = prepare_workspace(platform, Path(tmp), rendered or render(platform), ov_root)
+        ws_root = prepare_workspace(platform, Path(tmp), rendered or render(platform), ov_root, edk2_root)
         ours_ws = Workspace((ws_root, edk2_root))
         theirs_ws = Workspace((against_dsc.parent, edk2_root))
         # Upstream files are resolved in the edk2 tree by their tree-relative path when they live there.
@@ -274,7 +278,7 @@ def diff_platform(platform: Platform, against_dsc: Path, against_fdf: Path, edk2
         except ValueError:
             dsc_rel, fdf_rel = against_dsc.name, against_fdf.name
         per_config = diff_files((ours_ws, platform.dsc_path, platform.fdf_path), (theirs_ws, dsc_rel, fdf_rel))
-        files = override_differences(platform, ws_root, edk2_root)
+        files = override_differences(platform, ov_root, edk2_root)
     for diffs in per_config.values():
         # An override replaces the file in every configuration.
         diffs.extend(files)
@@ -337,7 +341,6 @@ def format_report(platform: Platform, per_config: dict[str, list[Difference]], u
     for label, diffs in per_config.items():
         for d in diffs:
             all_diffs.setdefault(d, []).append(label)
-    reasons = {(dl.kind, dl.subject): dl.reason for dl in platform.deltas}
     for group in GROUPS:
         group_diffs = [d for d in all_diffs if d.kind == group]
         if not group_diffs:
@@ -350,9 +353,10 @@ def format_report(platform: Platform, per_config: dict[str, list[Difference]], u
             where = "" if len(configs) == len(per_config) else f"   [{'; '.join(configs)}]"
             mark = "!" if d in unexplained else " "
             lines.append(f" {mark} {d.line()}{where}")
-            reason = next((r for (k, s), r in reasons.items() if _delta_matches(k, s, d)), None)
-            if reason and d not in unexplained:
-                lines.append(f"      delta: {reason}")
+            # Every delta that explains it (a file two overrides change has a reason for each change).
+            if d not in unexplained:
+                lines.extend(f"      delta: {r}" for r in dict.fromkeys(
+                    dl.reason for dl in platform.deltas if _delta_matches(dl.kind, dl.subject, d)))
     if not lines:
         lines.append("no semantic differences")
     if unexplained:

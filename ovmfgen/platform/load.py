@@ -684,9 +684,12 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
             if isinstance(item, MappingNode):
                 # {path: P, per_tree: true}: one copy per edk2 tree (overrides/<platform>/<tag>/P);
                 # {edk2: ">= TAG"}: only for the trees that condition holds for
-                okeys = _mapping(item, opath, "override", ("path", "per_tree", "edk2", "commit"))
-                if "path" not in okeys:
-                    raise OvmfgenError("override: missing 'path'", _where(item, opath))
+                # {patch: NAME.patch}: a unified diff applied to the tree's files (platform/overrides.py)
+                okeys = _mapping(item, opath, "override", ("path", "patch", "per_tree", "edk2", "commit"))
+                if ("path" in okeys) == ("patch" in okeys):
+                    raise OvmfgenError("override: needs one of 'path' (a whole file) or 'patch' (a unified diff)",
+                                       _where(item, opath))
+                key = "path" if "path" in okeys else "patch"
                 # {edk2: COND}: the override fixes what only some releases need (an upstream bug of
                 # one release); for other trees the entry is left out, like a when: block.
                 if "edk2" in okeys and not _release_holds(okeys["edk2"][1], opath, ctx, "override edk2"):
@@ -705,8 +708,9 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
                         raise OvmfgenError("override commit: needs 'subject' and 'body'", _where(okeys["commit"][1], opath))
                     subject = " ".join(_text(ckeys["subject"][1], opath, "override commit subject").split())
                     body = _text(ckeys["body"][1], opath, "override commit body").strip("\n")
-                overrides.append(Override(_text(okeys["path"][1], opath, "override path").strip(), per_tree=per_tree,
-                                          commit_subject=subject, commit_body=body, loc=_where(item, opath)))
+                overrides.append(Override(_text(okeys[key][1], opath, f"override {key}").strip(), per_tree=per_tree,
+                                          commit_subject=subject, commit_body=body, patch=key == "patch",
+                                          loc=_where(item, opath)))
             else:
                 overrides.append(Override(_text(item, opath, "override path").strip(), loc=_where(item, opath)))
 

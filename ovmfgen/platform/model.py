@@ -271,15 +271,17 @@ class ElfSpec:
 
 @dataclass(frozen=True)
 class Override:
-    """A file in overrides/<platform>/ that replaces edk2's file at the same relative path."""
+    """A file in overrides/<platform>/ that replaces edk2's file at the same relative path, or (``patch``)
+    a unified diff there that changes the tree's files it names (platform/overrides.py applies them)."""
 
-    path: str            # the path it shadows in the edk2 tree
+    path: str            # the path it shadows in the edk2 tree; with ``patch``, the diff's own file name
     # One copy per edk2 tree, in overrides/<platform>/<tree tag>/<path>: a whole-file replacement must
     # start from each tree's own file, or it would silently revert that tree's other changes to it.
     per_tree: bool = False
     # The commit that sends the change upstream (``invoke patch``): edk2's subject and body.
     commit_subject: str = ""
     commit_body: str = ""
+    patch: bool = False
     loc: Location | None = _loc()
 
     def source(self, tag: str | None) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from ovmfgen.platform.model import (
     Component, Conditional, Field, Include, Inf, LibraryMapping, Pcd, Platform, Region, RegionPcds, ReservedRegion,
     Section, SetPcd, Statement, walk,
 )
+from ovmfgen.platform.overrides import OverrideStep, override_files, override_steps
 from ovmfgen.platform.render import Rendered
 
 
@@ -428,17 +428,25 @@ def check_fd_layout(platform: Platform, ws_root: Path, edk2_path: object) -> Non
 # ---------------------------------------------------------------------------------------------
 
 
-def prepare_workspace(platform: Platform, root: Path, rendered: Rendered, overrides_root: Path) -> Path:
-    """Lay out a workspace at ``root``: rendered files under their package dir plus the overrides
-    (from ``overrides_root``, the layout's overrides/<platform>/)."""
+def platform_override_steps(platform: Platform, overrides_root: Path, edk2_root: Path) -> tuple[OverrideStep, ...]:
+    """The platform's overrides (``overrides_root``: the layout's overrides/<platform>/) applied in order
+    for the release it was loaded for, patches on the files of the tree at ``edk2_root``."""
+    return override_steps(platform, overrides_root, override_tag(platform), edk2_root)
+
+
+def prepare_workspace(platform: Platform, root: Path, rendered: Rendered, overrides_root: Path,
+                      edk2_root: Path | None = None) -> Path:
+    """Lay out a workspace at ``root``: rendered files under their package dir plus the files the overrides
+    make (from ``overrides_root``, the layout's overrides/<platform>/; a patch applies to ``edk2_root``'s)."""
     pkg = root / platform.package_dir
     pkg.mkdir(parents=True, exist_ok=True)
     for name, data in rendered.files().items():
         (pkg / name).write_bytes(data)
-    for ov in platform.overrides:
-        target = root / ov.path
+    steps = platform_override_steps(platform, overrides_root, edk2_root or root)
+    for rel, data in override_files(steps).items():
+        target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(overrides_root / ov.source(override_tag(platform)), target)
+        target.write_bytes(data)
     return root
 
 
@@ -447,8 +455,9 @@ def _cache_key(platform: Platform, edk2_digest: str, rendered: Rendered, ov_root
     h = hashlib.sha256()
     for name, data in rendered.files().items():
         h.update(name.encode() + b"\0" + data + b"\0")
-    for ov in sorted(platform.overrides, key=lambda o: o.path):
-        h.update(ov.path.encode() + b"\0" + (ov_root / ov.source(override_tag(platform))).read_bytes() + b"\0")
+    for ov in platform.overrides:   # in order: a patch applies on what the entries before it made
+        h.update(f"{ov.path}:{ov.patch}".encode() + b"\0"
+                 + (ov_root / ov.source(override_tag(platform))).read_bytes() + b"\0")
     h.update(edk2_digest.encode())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()
@@ -489,7 +498,7 @@ def validate(platform: Platform, rendered: Rendered, edk2_root: Path | None = No
             return
     quiet_edk2toollib()
     with tempfile.TemporaryDirectory(prefix="ovmfgen-validate-") as tmp:
-        ws_root = prepare_workspace(platform, Path(tmp), rendered, ov_root)
+        ws_root = prepare_workspace(platform, Path(tmp), rendered, ov_root, edk2_root)
         ws = Workspace((ws_root, edk2_root))
         check_paths(platform, ws)
         edk2_path = Edk2Path(str(ws_root), [str(edk2_root)])

@@ -1,0 +1,134 @@
+"""What a platform's overrides make of the edk2 tree's files: whole-file copies and patches, in order.
+
+An ``overrides:`` entry is a whole file (``path: P``: overrides/<platform>/[<tag>/]P replaces the
+tree's P) or a unified diff (``patch: NAME.patch``: overrides/<platform>/[<tag>/]NAME.patch applied
+with ``git apply`` to the files it names). Entries take effect in the order the YAML lists them, each
+on what the ones before it left: a patch changes the tree's file, or a whole-file override's copy of
+it. A few-line fix is then a few-line diff, which says what it changes and fails with one line when
+a new tree no longer has its context, instead of a full copy that would silently revert the tree's
+other changes to the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from ovmfgen.errors import OvmfgenError
+from ovmfgen.platform.model import Override, Platform
+from ovmfgen.run import run
+
+_TARGET_RE = re.compile(rb"^(---|\+\+\+) (\S+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class OverrideStep:
+    """One ``overrides:`` entry's effect: the edk2 files it writes, with their bytes once it applied."""
+
+    override: Override
+    source: str                                # the entry's file, relative to overrides/<platform>/
+    files: tuple[tuple[str, bytes], ...]       # edk2 path -> bytes, sorted by path
+
+
+def patch_targets(diff: bytes, where: str, ov: Override) -> tuple[str, ...]:
+    """The tree-relative files a unified diff (``git diff``/``diff -u`` with a/ and b/ prefixes) changes.
+
+    Only changes to existing files: a diff that creates, deletes or renames a file, or names a path
+    leaving the tree, is an error located at the entry (``where`` is the diff's display path).
+    """
+    headers = [(m.group(1), m.group(2).decode("utf-8", "replace")) for m in _TARGET_RE.finditer(diff)]
+    if not headers:
+        raise OvmfgenError(f"override patch {where} is not a unified diff (no '---'/'+++' lines)", ov.loc)
+    out: list[str] = []
+    for (k1, old), (k2, new) in zip(headers[::2], headers[1::2]):
+        if (k1, k2) != (b"---", b"+++") or not old.startswith("a/") or not new.startswith("b/"):
+            raise OvmfgenError(f"override patch {where}: expected '--- a/PATH' then '+++ b/PATH', "
+                               f"got '{old}' and '{new}'", ov.loc)
+        rel = new[2:]
+        if old[2:] != rel:
+            raise OvmfgenError(f"override patch {where} renames, adds or deletes a file ({old} -> {new}): "
+                               "a patch override only changes existing files", ov.loc)
+        parts = PurePosixPath(rel).parts
+        if not parts or rel.startswith("/") or ".." in parts:
+            raise OvmfgenError(f"override patch {where} names a path outside the edk2 tree: {rel}", ov.loc)
+        if rel not in out:
+            out.append(rel)
+    if len(headers) % 2:
+        raise OvmfgenError(f"override patch {where}: a '---' line without its '+++' line", ov.loc)
+    return tuple(sorted(out))
+
+
+def apply_patch(diff: bytes, base: dict[str, bytes], where: str, tag: str, ov: Override) -> dict[str, bytes]:
+    """``base`` (path -> bytes, the files the diff changes) with the diff applied by ``git apply``.
+
+    No fuzz, offsets only (git's default): a diff whose context is gone is one line naming the entry,
+    the tree and git's own reason.
+    """
+    with tempfile.TemporaryDirectory(prefix="ovmfgen-patch-") as tmp:
+        root = Path(tmp) / "tree"
+        for rel, data in base.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(data)
+        patch_file = Path(tmp) / "override.patch"
+        patch_file.write_bytes(diff)
+        # Outside any repository: git apply then patches the files under cwd. The ceiling keeps git
+        # from finding a repository above the temporary directory (a TMPDIR inside a checkout).
+        env = {**os.environ, "GIT_CEILING_DIRECTORIES": tmp, "LC_ALL": "C"}
+        proc = run(["git", "apply", "--whitespace=nowarn", str(patch_file)], cwd=root, env=env, check=False)
+        if proc.returncode != 0:
+            # git's first line names the file and the line of the first hunk that no longer matches.
+            lines = [ln.removeprefix("error: ").strip() for ln in (proc.stdout or "").splitlines() if ln.strip()]
+            reason = lines[0] if lines else f"exit status {proc.returncode}"
+            raise OvmfgenError(f"override patch {where} does not apply to {tag}: {reason} (git apply)", ov.loc)
+        return {rel: (root / rel).read_bytes() for rel in sorted(base)}
+
+
+def override_steps(platform: Platform, overrides_root: Path, tag: str, tree_root: Path) -> tuple[OverrideStep, ...]:
+    """Each override entry of ``platform`` in order, applied on the tree at ``tree_root`` (tagged ``tag``)
+    and on the entries before it; ``overrides_root`` is the layout's overrides/<platform>/."""
+    current: dict[str, bytes] = {}
+    steps = []
+    for ov in platform.overrides:
+        source = ov.source(tag)
+        where = f"overrides/{platform.name}/{source}"
+        try:
+            data = (overrides_root / source).read_bytes()
+        except OSError as exc:
+            raise OvmfgenError(f"cannot read override {where}: {exc.strerror or exc}", ov.loc) from None
+        if ov.patch:
+            base = {}
+            for rel in patch_targets(data, where, ov):
+                if rel in current:
+                    base[rel] = current[rel]
+                    continue
+                try:
+                    base[rel] = (tree_root / rel).read_bytes()
+                except OSError:
+                    raise OvmfgenError(f"override patch {where} changes {rel}, which {tag} does not have",
+                                       ov.loc) from None
+            files = apply_patch(data, base, where, tag, ov)
+        else:
+            files = {ov.path: data}
+        current.update(files)
+        steps.append(OverrideStep(ov, source, tuple(sorted(files.items()))))
+    return tuple(steps)
+
+
+def override_files(steps: tuple[OverrideStep, ...]) -> dict[str, bytes]:
+    """Every file the overrides change (edk2 path -> its final bytes), sorted by path."""
+    out: dict[str, bytes] = {}
+    for step in steps:
+        out.update(step.files)
+    return dict(sorted(out.items()))
+
+
+def override_sources(steps: tuple[OverrideStep, ...]) -> dict[str, tuple[str, ...]]:
+    """edk2 path -> the overrides/<platform>/-relative files of the entries that changed it, in order."""
+    out: dict[str, tuple[str, ...]] = {}
+    for step in steps:
+        for rel, _ in step.files:
+            out[rel] = (*out.get(rel, ()), step.source)
+    return dict(sorted(out.items()))
