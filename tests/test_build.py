@@ -689,7 +689,11 @@ def test_prepare_workspace_writes_and_prunes_overrides(layout: Layout, fake_env:
     src.write_text("# override\n")
     p = plan(make_request("xen-pvh"), layout)
     written = build_workspace.prepare_workspace(p)
-    assert set(written) == {"OvmfPkg/XenOvmf.dsc", "OvmfPkg/XenOvmf.fdf", "OvmfPkg/Sec/SecMain.c", ov_rel}
+    # The whole-file overrides, the files the patch override changes (and their modules' other files:
+    # none in this fake tree), the new override.
+    assert set(written) == {"OvmfPkg/XenOvmf.dsc", "OvmfPkg/XenOvmf.fdf", "OvmfPkg/Sec/SecMain.c", ov_rel,
+                            "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c",
+                            "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"}
     assert (p.workspace / ov_rel).read_text() == "# override\n"
     assert build_workspace.prepare_workspace(p) == []  # unchanged: nothing rewritten (EDK2 sees no change)
     yaml_path.write_text(original)

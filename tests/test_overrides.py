@@ -14,6 +14,9 @@ from ovmfgen.platform.overrides import override_files, override_sources, overrid
 from ovmfgen.platform.render import render
 from ovmfgen.platform.validate import validate
 
+BDS = "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"
+INF = "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"
+NVVARS = "patches/PlatformBootManagerLib-NvVars-Xen-PVH.patch"
 DIFF = (b"diff --git a/Pkg/A.c b/Pkg/A.c\n--- a/Pkg/A.c\n+++ b/Pkg/A.c\n@@ -5,3 +5,3 @@\n"
         b" one\r\n-two\r\n+TWO\r\n three\r\n")
 
@@ -78,6 +81,25 @@ def test_a_patch_changes_only_existing_files_inside_the_tree(diff: bytes, messag
     with pytest.raises(OvmfgenError) as info:
         patch_targets(diff, "overrides/p/x.patch", Override("x.patch", patch=True, loc=_loc()))
     assert str(info.value) == f"platforms/p.yaml:7:5: error: {message}"
+
+
+def test_the_nvvars_patch_applies_to_both_trees(edk2_tree, edk2_tree_202605) -> None:
+    """One diff for both releases: on 202502's own files, and on 202605's BdsPlatform.c copy (the Shell fix)."""
+    assert patch_targets((Layout().overrides_for("xen-pvh") / NVVARS).read_bytes(), NVVARS,
+                         Override(NVVARS, patch=True)) == (BDS, INF)
+    for tree in (edk2_tree, edk2_tree_202605):
+        platform = load_platform("xen-pvh", edk2=tree.identity["tag"])
+        files = override_files(override_steps(platform, Layout().overrides_for("xen-pvh"), tree.identity["tag"],
+                                              tree.root))
+        upstream = (tree.root / BDS).read_bytes()
+        assert b"ConnectRecursivelyXenIo" not in upstream
+        assert b"  if (XenPvhDetected ()) {\r\n" in files[BDS] and b"#include <Protocol/XenIo.h>\r\n" in files[BDS]
+        assert b"  gXenIoProtocolGuid " in files[INF] and files[INF].replace(
+            b"  gXenIoProtocolGuid                            # PROTOCOL SOMETIMES_CONSUMED\r\n", b"") == \
+            (tree.root / INF).read_bytes()
+        # 202605 keeps its own fix too: the Shell is a boot option again (one application option fewer).
+        app = b"LOAD_OPTION_ACTIVE | LOAD_OPTION_CATEGORY_APP,"
+        assert files[BDS].count(app) == upstream.count(app) - (tree.identity["tag"] == "edk2-stable202605")
 
 
 def test_validate_with_a_patch_that_does_not_apply_stops_at_the_entry(tmp_path: Path, edk2_tree) -> None:

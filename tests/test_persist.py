@@ -48,8 +48,9 @@ def test_a_run_that_did_not_finish_proves_nothing():
     assert persist.observe("") is None
 
 
-def test_captured_pvh_restart_keeps_the_disk_but_not_the_variables():
-    """Real consoles (tests/data/xen): a PVH guest of Xen 4.17, run 1 then run 2 after xl destroy."""
+def test_captured_pvh_restart_without_the_nvvars_fix_keeps_the_disk_but_not_the_variables():
+    """Real consoles (tests/data/xen): a PVH guest of Xen 4.17 without the NvVars fix, run 1 then run 2 after
+    xl destroy."""
     from pathlib import Path
 
     data = Path(__file__).parent / "data" / "xen"
@@ -71,6 +72,20 @@ def test_captured_hvm_restart_keeps_the_variable_the_boot_option_and_the_disk():
     data = Path(__file__).parent / "data" / "xen"
     first = (data / "hvm-persist.console.log").read_text(errors="replace")
     second = (data / "hvm-persist-restart.console.log").read_text(errors="replace")
+    out = persist.persistence_outcome(first, second)
+    assert out["first"] == {"variable": False, "boot_option": False, "disk_file": False, "nvvars_file": True,
+                            "nvvars_file_after_set": True, "done": True}
+    assert out["persisted"] == {"variable": True, "boot_option": True, "disk_file": True, "nvvars_file": True}
+
+
+def test_captured_pvh_restart_with_the_nvvars_fix_keeps_everything():
+    """Real consoles (tests/data/xen): the same guest with xen-pvh's NvVars fix (XenIo connected before the
+    boot manager looks for \\NvVars): the file is written in run 1, and run 2 reads everything back."""
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "xen"
+    first = (data / "pvh-persist-nvvars.console.log").read_text(errors="replace")
+    second = (data / "pvh-persist-nvvars-restart.console.log").read_text(errors="replace")
     out = persist.persistence_outcome(first, second)
     assert out["first"] == {"variable": False, "boot_option": False, "disk_file": False, "nvvars_file": True,
                             "nvvars_file_after_set": True, "done": True}

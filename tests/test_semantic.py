@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,10 @@ def test_xen_pvh_shows_only_listed_deltas(edk2_tree) -> None:
     default = {(d.kind, d.subject) for d in per_config["default"]}
     assert default == {("define", "PLATFORM_NAME"), ("define", "PLATFORM_GUID"), ("define", "OUTPUT_DIRECTORY"),
                        ("define", "FLASH_DEFINITION"), ("fd-region", "FD.OVMF 0x0|0xe000"),
-                       ("file", "OvmfPkg/Sec/SecMain.c")}
+                       ("file", "OvmfPkg/Sec/SecMain.c"),
+                       # The NvVars fix: one patch override changing two files.
+                       ("file", "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"),
+                       ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf")}
     four = {(d.kind, d.subject) for d in per_config["FD_SIZE_4MB=TRUE"]}
     assert ("fd-region", "FD.OVMF 0x0|0x40000") in four
 
@@ -36,8 +40,10 @@ def test_xen_pvh_shows_only_listed_deltas_on_202605(edk2_tree_202605) -> None:
     assert {(d.kind, d.subject) for d in per_config["default"]} == {
         ("define", "PLATFORM_NAME"), ("define", "PLATFORM_GUID"), ("define", "OUTPUT_DIRECTORY"),
         ("define", "FLASH_DEFINITION"), ("fd-region", "FD.OVMF 0x0|0xe000"), ("file", "OvmfPkg/Sec/SecMain.c"),
-        # 202605's own two fixes (edk2: edk2-stable202605 overrides and deltas).
+        # 202605's own two fixes (edk2: edk2-stable202605 overrides and deltas); the NvVars patch applies
+        # on top of 202605's BdsPlatform.c copy and to the INF.
         ("file", "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"),
+        ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
         ("file", "OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPortNocheck.inf")}
     # With the hypervisor console the fixed INF makes every module resolve MemDebugLogLib (upstream: no link).
     assert {(d.kind, d.subject.split(": ")[-1]) for d in per_config["DEBUG_ON_HYPERVISOR_CONSOLE=TRUE"]
@@ -97,6 +103,7 @@ def test_an_override_equal_to_upstream_is_a_stale_delta(tmp_path: Path, edk2_tre
     overrides = tmp_path / "xen-pvh"
     (overrides / tag / "OvmfPkg/Sec").mkdir(parents=True)
     (overrides / tag / "OvmfPkg/Sec/SecMain.c").write_bytes((tree / "OvmfPkg/Sec/SecMain.c").read_bytes())
+    shutil.copytree(Layout().overrides_for("xen-pvh") / "patches", overrides / "patches")
     platform = load_platform("xen-pvh")
     _, unexplained, stale = diff_platform(platform, tree / "OvmfPkg/OvmfXen.dsc", tree / "OvmfPkg/OvmfXen.fdf", tree,
                                           layout=Layout(overrides_dir=tmp_path))

@@ -142,19 +142,19 @@ def test_newest_tree_hvm_guest_reaches_the_shell(guest_set):
 
 
 #: What boot 2 reads back after boot 1 set it and the domain was destroyed (see persist.py).
-#: PVH, measured (Xen 4.17, 2026-11-30): the disk keeps its file, but no \NvVars is ever written:
-#: PlatformBdsRestoreNvVarsFromHardDisk (OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c, both
-#: trees) connects only PCI mass storage and Xen's PCI device before it looks for a file system, and a
-#: PVH guest's PV disk hangs off XenIoPvhDxe, not PCI: its FAT volume appears only at
-#: EfiBootManagerConnectAll, after that look, so NvVarsFileLib is never connected.
-#: That is a firmware finding (OvmfXen's PVH boot manager), not a harness limit: the test pins what
-#: was measured so that a change in either direction shows.
+#: PVH: everything. Before the NvVars fix (overrides/xen-pvh/patches/PlatformBootManagerLib-NvVars-Xen-PVH.patch)
+#: only the disk's file came back and no \NvVars was ever written (Xen 4.17, measured 2026-11-30):
+#: PlatformBdsRestoreNvVarsFromHardDisk connected only PCI mass storage and Xen's platform PCI device
+#: before it looked for a file system, and a PVH guest's PV disk hangs off XenIoPvhDxe, not PCI, so
+#: its FAT volume appeared only at EfiBootManagerConnectAll, after that look. With the fix (XenIo
+#: connected first on PVH) the variable, the boot option and the file come back (Xen 4.17, measured
+#: 2026-11-30: boot 2 read OvmfgenPersist = L"kept" and Boot0003 "ovmfgen-persist-option").
 #: HVM, measured (Xen 4.17, 2026-11-30, ``--mode persist``; the disk as xvda, IDE and PV): everything
 #: comes back. Xen's platform PCI device and the IDE disk are connected before that look, so BDS finds
 #: the FAT volume, restores \NvVars (absent on a fresh disk) and saves it at every variable write;
 #: run 2 reads back the variable, the boot option and the file (tests/test_persist.py holds the
 #: consoles). Not asserted here: hvm-persist (two more HVM boots, ~1.5x hvm-os) is not in the CI set.
-PVH_PERSISTED = {"variable": False, "boot_option": False, "disk_file": True, "nvvars_file": False}
+PVH_PERSISTED = {"variable": True, "boot_option": True, "disk_file": True, "nvvars_file": True}
 
 
 def test_pvh_guest_boots_linux_from_a_pv_disk_through_the_boot_manager(request, guest_set):
@@ -186,13 +186,14 @@ def test_hvm_guest_boots_linux_from_its_disk_through_the_boot_manager(request, g
 def test_what_survives_a_pvh_restart(request, guest_set):
     """Run 1 sets a variable, a boot option and a file; the domain is destroyed; run 2 reads them back.
 
-    Measured under Xen 4.17: the disk's file comes back, the variable and the boot option are lost
-    (a firmware finding, PVH_PERSISTED above)."""
+    With the NvVars fix all three come back (PVH_PERSISTED above; before it, only the file did)."""
     o = _judged(_disk_guest(request, guest_set, "pvh-persist"))
     assert o.result.verdict is Verdict.SHELL_REACHED, f"{o.result.verdict}: {o.result.detail}"
     p = o.persistence
     assert p is not None and p["first"] is not None and p["first"]["done"], p
     assert not any(p["first"][k] for k in ("variable", "boot_option", "disk_file")), p  # a fresh disk
+    # The firmware found the PV disk's FAT before its boot manager ran, and wrote \NvVars there at once.
+    assert p["first"]["nvvars_file"] is True, p
     # The disk itself keeps what the guest wrote (else nothing below would mean anything).
     assert p["persisted"]["disk_file"] is True, p
     assert p["persisted"] == PVH_PERSISTED, p

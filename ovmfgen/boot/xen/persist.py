@@ -4,7 +4,9 @@ OvmfXen keeps UEFI variables in RAM (EmuVariableFvbRuntimeDxe); its PlatformBoot
 to save them to ``\\NvVars`` on the first FAT file system it finds (NvVarsFileLib), when flash
 variables are off. The guest boots twice with the same disk (the domain destroyed in between); each
 time startup.nsh first reads back a non-volatile variable, a boot option and a file it writes to
-the disk, then sets all three. Run 2's reading is the answer.
+the disk, then sets all three. Run 2's reading is the answer. A PVH guest's PV disk is found in time
+only with xen-pvh's NvVars fix (overrides/xen-pvh/patches/PlatformBootManagerLib-NvVars-Xen-PVH.patch:
+XenIo is connected before the look); without it only the disk's file survived.
 """
 
 from __future__ import annotations
