@@ -11,7 +11,8 @@ as a PV disk) and the PVH guest boots twice with one disk to see what survives a
 host's QEMU 7.2 (TCG, icount) with a Debian dom0 (see ovmfgen/boot/xen/). The first run on a machine
 builds the cache (hypervisor, dom0 kernel, dom0 root file system with qemu-system-xen: a few
 minutes); the run itself takes a few minutes and ~3.5 GB of RAM (4.17, from bookworm) or ~4.5 GB
-(4.20, from trixie: 3 GiB for Xen).
+(4.20, from trixie: 3 GiB for Xen). The two versions' nested boots run at the same time: under icount
+each outer QEMU is one TCG thread, so on a 2-core machine the pair takes about as long as the longer.
 
 Every verdict is the expected one, or a known emulator limit (ovmfgen/boot/xen/limits.py: an xfail
 naming QEMU's message and version); any other HARNESS_FAILURE fails the test, never passes it.
@@ -22,11 +23,14 @@ from __future__ import annotations
 import json
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from ovmfgen.boot.xen import Verdict, format_result, nested
+from ovmfgen.boot.xen.cache import prepare_xen_cache
+from ovmfgen.boot.xen.debian import check_xen
 from ovmfgen.boot.xen.guests import XenGuest, check_mode, pvh_entry_offset
 from ovmfgen.boot.xen.limits import known_limit
 from ovmfgen.edk2.releases import NEWEST_TAG
@@ -64,22 +68,39 @@ def _disk_guest(request, guest_set: dict[str, nested.GuestOutcome], name: str) -
     return guest_set[name]
 
 
-@pytest.fixture(scope="module", params=XEN_VERSIONS)
-def guest_set(request, published_xen_pvh_hvcon: Path,
-              published_xen_pvh_hvcon_newest: Path) -> dict[str, nested.GuestOutcome]:
-    """The version's CI guest set (``ci_kinds``), then the newest tree's shell guests, in one nested boot
-    per Xen version; logs and xen-boot.json in xen-<version>/ beside the default tree's firmware."""
-    xen = request.param
+@pytest.fixture(scope="module")
+def guest_sets(published_xen_pvh_hvcon: Path,
+               published_xen_pvh_hvcon_newest: Path) -> dict[str, dict[str, nested.GuestOutcome]]:
+    """Per Xen version: its CI guest set (``ci_kinds``), then the newest tree's shell guests, in one nested
+    boot; logs and xen-boot.json in xen-<version>/ beside the default tree's firmware.
+
+    The caches, disks and guest lists are made first, one at a time (their cache entries are shared);
+    then both nested boots run at once, each outer QEMU (icount: one TCG thread) on a core of its own.
+    """
     elf = Path(published_xen_pvh_hvcon) / "ovmf.elf"
     newest = Path(published_xen_pvh_hvcon_newest) / "ovmf.elf"
-    out = elf.parent / f"xen-{xen}"
-    guests = nested.make_guests(ci_kinds(xen), elf, out)
-    guests += [XenGuest(mode, "shell", newest, variant=NEWEST_VARIANT) for mode in ("pvh", "hvm")]
+    runs = {}
+    for xen in XEN_VERSIONS:
+        prepare_xen_cache(check_xen(xen))
+        out = elf.parent / f"xen-{xen}"
+        guests = nested.make_guests(ci_kinds(xen), elf, out)
+        guests += [XenGuest(mode, "shell", newest, variant=NEWEST_VARIANT) for mode in ("pvh", "hvm")]
+        runs[xen] = (guests, out)
     # No wall-clock timeout: dom0's deadlines are in its own seconds and the host watches for stalls.
-    outcomes = nested.boot_xen_guests(guests, out, xen=xen)
-    for o in outcomes:
-        print(xen, o.guest.name, format_result(o.result))
-    return {o.guest.name.removeprefix("ovmfgen-"): o for o in outcomes}
+    with ThreadPoolExecutor(len(runs)) as pool:
+        futures = {xen: pool.submit(nested.boot_xen_guests, guests, out, xen=xen)
+                   for xen, (guests, out) in runs.items()}
+        outcomes = {xen: f.result() for xen, f in futures.items()}
+    for xen, per_guest in outcomes.items():
+        for o in per_guest:
+            print(xen, o.guest.name, format_result(o.result))
+    return {xen: {o.guest.name.removeprefix("ovmfgen-"): o for o in per_guest} for xen, per_guest in outcomes.items()}
+
+
+@pytest.fixture(scope="module", params=XEN_VERSIONS)
+def guest_set(request, guest_sets: dict[str, dict[str, nested.GuestOutcome]]) -> dict[str, nested.GuestOutcome]:
+    """The outcomes of Xen ``request.param``'s nested boot, by guest name (``pvh-shell``, ...)."""
+    return guest_sets[request.param]
 
 
 def _judged(o: nested.GuestOutcome) -> nested.GuestOutcome:
