@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from ovmfgen.boot.xen import persist
 
 
@@ -48,45 +52,28 @@ def test_a_run_that_did_not_finish_proves_nothing():
     assert persist.observe("") is None
 
 
-def test_captured_pvh_restart_without_the_nvvars_fix_keeps_the_disk_but_not_the_variables():
-    """Real consoles (tests/data/xen): a PVH guest of Xen 4.17 without the NvVars fix, run 1 then run 2 after
-    xl destroy."""
-    from pathlib import Path
+#: What a real guest's consoles (tests/data/xen: run 1, then run 2 after xl destroy) read, all Xen 4.17:
+#: - pvh-persist: PVH without the NvVars fix: the disk keeps its file, the variables are lost;
+#: - hvm-persist: HVM (the disk as xvda: IDE and PV): BDS had saved \NvVars on the disk's FAT before the
+#:   Shell ran (the platform PCI device and the IDE disk are connected before it looks), and run 2's BDS
+#:   restored the variables from it;
+#: - pvh-persist-nvvars: PVH with xen-pvh's NvVars fix (XenIo connected before the boot manager looks for
+#:   \NvVars): the file is written in run 1, and run 2 reads everything back.
+_NOTHING_YET = {"variable": False, "boot_option": False, "disk_file": False, "nvvars_file": False,
+                "nvvars_file_after_set": False, "done": True}
+_NVVARS_WRITTEN = {**_NOTHING_YET, "nvvars_file": True, "nvvars_file_after_set": True}
+_EVERYTHING = {"variable": True, "boot_option": True, "disk_file": True, "nvvars_file": True}
+CAPTURED_RESTARTS = [
+    ("pvh-persist", _NOTHING_YET, {"variable": False, "boot_option": False, "disk_file": True, "nvvars_file": False}),
+    ("hvm-persist", _NVVARS_WRITTEN, _EVERYTHING),
+    ("pvh-persist-nvvars", _NVVARS_WRITTEN, _EVERYTHING),
+]
 
+
+@pytest.mark.parametrize(("name", "first", "persisted"), CAPTURED_RESTARTS, ids=[c[0] for c in CAPTURED_RESTARTS])
+def test_captured_restart_reads_what_survived(name: str, first: dict, persisted: dict) -> None:
     data = Path(__file__).parent / "data" / "xen"
-    first = (data / "pvh-persist.console.log").read_text(errors="replace")
-    second = (data / "pvh-persist-restart.console.log").read_text(errors="replace")
-    out = persist.persistence_outcome(first, second)
-    assert out["first"] == {"variable": False, "boot_option": False, "disk_file": False, "nvvars_file": False,
-                            "nvvars_file_after_set": False, "done": True}
-    assert out["persisted"] == {"variable": False, "boot_option": False, "disk_file": True, "nvvars_file": False}
-
-
-def test_captured_hvm_restart_keeps_the_variable_the_boot_option_and_the_disk():
-    """Real consoles (tests/data/xen): an HVM guest of Xen 4.17 (the disk as xvda: IDE and PV), run 1 then run 2.
-
-    BDS had saved \\NvVars on the disk's FAT before the Shell ran (the platform PCI device and the IDE
-    disk are connected before it looks), and run 2's BDS restored the variables from it."""
-    from pathlib import Path
-
-    data = Path(__file__).parent / "data" / "xen"
-    first = (data / "hvm-persist.console.log").read_text(errors="replace")
-    second = (data / "hvm-persist-restart.console.log").read_text(errors="replace")
-    out = persist.persistence_outcome(first, second)
-    assert out["first"] == {"variable": False, "boot_option": False, "disk_file": False, "nvvars_file": True,
-                            "nvvars_file_after_set": True, "done": True}
-    assert out["persisted"] == {"variable": True, "boot_option": True, "disk_file": True, "nvvars_file": True}
-
-
-def test_captured_pvh_restart_with_the_nvvars_fix_keeps_everything():
-    """Real consoles (tests/data/xen): the same guest with xen-pvh's NvVars fix (XenIo connected before the
-    boot manager looks for \\NvVars): the file is written in run 1, and run 2 reads everything back."""
-    from pathlib import Path
-
-    data = Path(__file__).parent / "data" / "xen"
-    first = (data / "pvh-persist-nvvars.console.log").read_text(errors="replace")
-    second = (data / "pvh-persist-nvvars-restart.console.log").read_text(errors="replace")
-    out = persist.persistence_outcome(first, second)
-    assert out["first"] == {"variable": False, "boot_option": False, "disk_file": False, "nvvars_file": True,
-                            "nvvars_file_after_set": True, "done": True}
-    assert out["persisted"] == {"variable": True, "boot_option": True, "disk_file": True, "nvvars_file": True}
+    out = persist.persistence_outcome((data / f"{name}.console.log").read_text(errors="replace"),
+                                      (data / f"{name}-restart.console.log").read_text(errors="replace"))
+    assert out["first"] == first
+    assert out["persisted"] == persisted
