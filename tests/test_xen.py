@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -985,3 +986,32 @@ def test_invoke_boot_on_xen_bad_arguments_give_one_line(tmp_path, args, message)
     assert proc.returncode == 1, proc
     assert proc.stderr.strip().splitlines()[-1] == message and "Traceback" not in proc.stderr
     assert set(os.listdir(tmp_path)) == {"notes.txt", "good.img"}  # nothing written
+
+
+def test_nightly_guest_specs_name_the_guest_sets_payloads():
+    assert guests.parse_guest_spec("hvm-os") == guests.GuestSpec("hvm", "os")
+    assert guests.parse_guest_spec("pvh-os-4M") == guests.GuestSpec("pvh", "os", "4M")
+    with pytest.raises(OvmfgenError, match="payloads: shell, os, ud2"):
+        guests.parse_guest_spec("pvh-persist")
+
+
+@pytest.mark.skipif(shutil.which("mcopy") is None or shutil.which("mkfs.fat") is None,
+                    reason="mtools and dosfstools (invoke setup) not installed")
+def test_with_disks_gives_each_payload_its_disk(tmp_path, monkeypatch):
+    """os: the cached OS disk (here a stand-in: making the real one downloads Debian packages); persist: a
+    fresh persistence disk per guest; shell and ud2: none; disk: the user's."""
+    os_disk = tmp_path / "os.img"
+    monkeypatch.setattr(nested, "prepare_os_disk", lambda: os_disk)
+    image = tmp_path / "ovmf.elf"
+    got = nested.with_disks([guests.XenGuest("pvh", "shell", image), guests.XenGuest("hvm", "os", image),
+                             guests.XenGuest("pvh", "os", image, variant="4M"),
+                             guests.XenGuest("pvh", "persist", image), guests.XenGuest("pvh", "persist", image,
+                                                                                       variant="4M"),
+                             guests.XenGuest("pvh", "ud2", image)], tmp_path / "out")
+    assert [g.disk for g in got[:3]] == [None, os_disk, os_disk] and got[5].disk is None
+    assert [g.disk.name for g in got[3:5]] == ["xen-pvh-persist-disk.img", "xen-pvh-persist-4M-disk.img"]
+    assert all(g.disk.stat().st_size > 0 for g in got[3:5])
+    assert [g.name for g in got] == [g.name for g in nested.with_disks(got, tmp_path / "out")]
+    with pytest.raises(OvmfgenError, match="needs a disk image"):
+        nested.with_disks([guests.XenGuest("pvh", "disk", image)], tmp_path / "out")
+    assert nested.with_disks([guests.XenGuest("pvh", "disk", image)], tmp_path, disk=os_disk)[0].disk == os_disk

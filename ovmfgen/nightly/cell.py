@@ -22,6 +22,7 @@ from ovmfgen.boot.shell import boot_qemu_shell
 from ovmfgen.boot import xen
 from ovmfgen.boot.xen.guests import parse_guest_spec
 from ovmfgen.boot.xen.nested import SUMMARY_NAME as XEN_SUMMARY
+from ovmfgen.boot.xen.nested import with_disks
 from ovmfgen.build import command as build_cmd
 from ovmfgen.build import layout as build_layout
 from ovmfgen.build import request as build_request
@@ -210,8 +211,8 @@ def _xen_steps(cell: Cell, cell_dir: Path, night: Path, elf_path: Path, record: 
                           if s.fd_size and s.fd_size not in images})
         if missing:
             raise OvmfgenError(f"no {', '.join(missing)} build to boot (its build step failed)")
-        guests = xen_guests_of(cell, elf_path, images)
         out_dir = cell_dir / "xen"
+        guests = with_disks(xen_guests_of(cell, elf_path, images), out_dir)
         outcomes = xen.boot_xen_guests(guests, out_dir, timeout=cell.timeout, xen=cell.xen)
         rec = xen_boot_record(outcomes, out_dir, night)
         record["boot"]["xen"] = rec

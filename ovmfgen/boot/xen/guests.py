@@ -79,8 +79,9 @@ MODE_SETS = {
     "all": (("pvh", "shell"), ("pvh", "os"), ("hvm", "shell"), ("hvm", "os"), ("pvh", "persist"),
             ("hvm", "persist"), ("pvh", "ud2")),
 }
-#: The payloads a nightly cell can name (``parse_guest_spec``): those that need no disk.
-SPEC_PAYLOADS = ("shell", "ud2")
+#: The payloads a nightly cell can name (``parse_guest_spec``): the guest set's (an os guest boots the
+#: project's OS disk, ``nested.with_disks``).
+SPEC_PAYLOADS = ("shell", "os", "ud2")
 #: HVM guests' device model as Debian's qemu-system-xen installs it in dom0.
 DEVICE_MODEL = "/usr/libexec/xen-qemu-system-i386"
 #: dom0's hotplug script for a guest disk: a loop device on the image file, announced in xenstore.

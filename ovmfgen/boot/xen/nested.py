@@ -214,24 +214,29 @@ def guest_log_names(guest: XenGuest, label: str | None = None) -> tuple[str, str
 
 def make_guests(kinds: Sequence[tuple[str, str]], image: Path, out_dir: Path,
                 disk: Path | None = None) -> list[XenGuest]:
-    """The guests of ``kinds`` (``check_mode``) for ``image``, each with the disk its payload needs.
+    """The guests of ``kinds`` (``check_mode``) for ``image``, each with the disk its payload needs (``with_disks``)."""
+    return with_disks([XenGuest(mode, payload, Path(image)) for mode, payload in kinds], out_dir, disk)
 
-    os: the cached OS disk; persist: a fresh persistence disk per mode in ``out_dir``; disk: ``disk``.
+
+def with_disks(guests: Sequence[XenGuest], out_dir: Path, disk: Path | None = None) -> list[XenGuest]:
+    """``guests``, each with the disk its payload needs.
+
+    os: the cached OS disk; persist: a fresh persistence disk per guest in ``out_dir``; disk: ``disk``.
     """
     out: list[XenGuest] = []
-    for mode, payload in kinds:
-        d: Path | None = None
-        if payload == "os":
+    for g in guests:
+        d: Path | None = g.disk
+        if g.payload == "os":
             d = prepare_os_disk()
-        elif payload == "persist":
-            d = Path(out_dir) / f"xen-{mode}-persist-disk.img"
+        elif g.payload == "persist":
+            d = Path(out_dir) / f"xen-{g.mode}-persist{'-' + g.variant if g.variant else ''}-disk.img"
             with tempfile.TemporaryDirectory(prefix="ovmfgen-persist-") as tmp:
                 atomic_write_bytes(d, persist_disk(Path(tmp), startup_nsh()))
-        elif payload == "disk":
+        elif g.payload == "disk":
             if disk is None:
                 raise OvmfgenError("the disk payload needs a disk image (--disk IMAGE)")
             d = Path(disk)
-        out.append(XenGuest(mode, payload, Path(image), disk=d))
+        out.append(replace(g, disk=d))
     return out
 
 
