@@ -465,12 +465,15 @@ def test_overlay_cpio_carries_init_modules_each_guests_firmware_and_config(tmp_p
         < script.index("run_guest ovmfgen-pvh-ud2 ") < script.index("run_guest ovmfgen-pvh-shell-4M ")
     assert got["ovmfgen/ovmf-pvh-shell-4M.elf"][1] == image.read_bytes()
     assert b'kernel = "/ovmfgen/ovmf-pvh-shell-4M.elf"' in got["ovmfgen/ovmfgen-pvh-shell-4M.cfg"][1]
-    # The two OS guests share one copy of the OS disk; each persistence guest has its own disk.
-    assert got["ovmfgen/disk-0.img"][1] == b"os.img"
-    assert {got["ovmfgen/disk-1.img"][1], got["ovmfgen/disk-2.img"][1]} == {b"p1.img", b"p2.img"}
-    assert "ovmfgen/disk-3.img" not in got and got["ovmfgen/block-loop"][0] == 0o100755
-    assert b"target=/ovmfgen/disk-0.img" in got["ovmfgen/ovmfgen-hvm-os.cfg"][1]
-    assert b"target=/ovmfgen/disk-0.img" in got["ovmfgen/ovmfgen-pvh-os.cfg"][1]
+    # Each guest has its own copy of its disk: the two OS guests do not share what the firmware writes.
+    assert got["ovmfgen/disk-pvh-os.img"][1] == got["ovmfgen/disk-hvm-os.img"][1] == b"os.img"
+    assert (got["ovmfgen/disk-pvh-persist.img"][1], got["ovmfgen/disk-hvm-persist.img"][1]) == (b"p1.img", b"p2.img")
+    assert sorted(n for n in got if n.startswith("ovmfgen/disk-")) == [
+        "ovmfgen/disk-hvm-os.img", "ovmfgen/disk-hvm-persist.img", "ovmfgen/disk-pvh-os.img",
+        "ovmfgen/disk-pvh-persist.img"]
+    assert got["ovmfgen/block-loop"][0] == 0o100755
+    assert b"target=/ovmfgen/disk-hvm-os.img" in got["ovmfgen/ovmfgen-hvm-os.cfg"][1]
+    assert b"target=/ovmfgen/disk-pvh-os.img" in got["ovmfgen/ovmfgen-pvh-os.cfg"][1]
     assert b"disk =" not in got["ovmfgen/ovmfgen-pvh-shell.cfg"][1]
 
 

@@ -480,7 +480,10 @@ def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, deadline: GuestD
     """The per-run cpio appended to dom0's initramfs: /init, the Xen modules, each guest's firmware, disk and
     config, the hotplug script, the test.
 
-    Guests that name the same disk file share one copy in dom0 (the OS disk); each other disk is its own.
+    Each guest gets its own copy of its disk, as each VM has its own disk (the OS disk is one file on
+    the host): the firmware writes ``\\NvVars`` (BootOrder included) on the first FAT it finds, and an
+    HVM guest that restored a PVH guest's boot options from the shared copy booted the Shell instead
+    of the disk (measured). The persistence guest's two boots are one guest: they share its copy.
     """
     entries: list[tuple[str, int, bytes]] = [
         ("init", 0o100755, dom0_init_script(series).encode()),
@@ -489,16 +492,16 @@ def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, deadline: GuestD
     ]
     for m in DOM0_MODULES:
         entries.append((f"ovmfgen/modules/{m}.ko", 0o100644, (modules_dir / f"{m}.ko").read_bytes()))
-    disks: dict[Path, str] = {}
+    disks: dict[str, str] = {}
     for g in guests:
-        if g.disk is not None and g.disk not in disks:
-            disks[g.disk] = f"/ovmfgen/disk-{len(disks)}.img"
-            entries.append((disks[g.disk], 0o100644, g.disk.read_bytes()))
+        if g.disk is not None:
+            disks[g.name] = f"/ovmfgen/disk-{g.name.removeprefix('ovmfgen-')}.img"
+            entries.append((disks[g.name], 0o100644, g.disk.read_bytes()))
     if disks:
         entries.append((BLOCK_SCRIPT, 0o100755, block_script().encode()))
     for g in guests:
         fw = f"/ovmfgen/ovmf-{g.name.removeprefix('ovmfgen-')}.elf"
-        disk = disks.get(g.disk) if g.disk is not None else None
+        disk = disks.get(g.name)
         entries += [
             (fw, 0o100644, guest_image(g)),
             (f"ovmfgen/{g.name}.cfg", 0o100644, xl_config(fw, g.name, memory_mib, g.mode, disk).encode()),
