@@ -51,7 +51,7 @@ def test_the_shipped_matrix_parses_and_covers_the_required_cells():
     assert xen.optional and xen.boot == ("xen",) and xen.requires == "ovmfgen.boot.xen"
     assert "debug_output=hypervisor-console" in xen.features and xen.fd_size == "2M"
     # The guest set and the 4 MiB PVH guest, in ONE nested boot.
-    assert xen.xen_guests == ("pvh-shell", "hvm-shell", "pvh-ud2", "pvh-shell-4M")
+    assert xen.xen_guests == ("pvh-shell", "pvh-os", "hvm-shell", "hvm-os", "pvh-ud2", "pvh-shell-4M")
     assert xen.xen is None and by["xen-pvh-DEBUG-hvcon-xen420"].xen == "4.20"
     assert by["xen-pvh-DEBUG-hvcon-xen420"].xen_guests == xen.xen_guests
     assert all(c.ccache for c in m.cells)
