@@ -55,5 +55,5 @@ def guard(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         print("error: terminated (SIGTERM)", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
     finally:
-        if main:
+        if main and previous is not None:  # None: a handler set outside Python, which cannot be put back
             signal.signal(signal.SIGTERM, previous)
