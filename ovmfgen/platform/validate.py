@@ -435,14 +435,14 @@ def platform_override_steps(platform: Platform, overrides_root: Path, edk2_root:
 
 
 def prepare_workspace(platform: Platform, root: Path, rendered: Rendered, overrides_root: Path,
-                      edk2_root: Path | None = None) -> Path:
+                      edk2_root: Path) -> Path:
     """Lay out a workspace at ``root``: rendered files under their package dir plus the files the overrides
     make (from ``overrides_root``, the layout's overrides/<platform>/; a patch applies to ``edk2_root``'s)."""
     pkg = root / platform.package_dir
     pkg.mkdir(parents=True, exist_ok=True)
     for name, data in rendered.files().items():
         (pkg / name).write_bytes(data)
-    steps = platform_override_steps(platform, overrides_root, edk2_root or root)
+    steps = platform_override_steps(platform, overrides_root, edk2_root)
     for rel, data in override_files(steps).items():
         target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
