@@ -349,9 +349,8 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
     cap = wall_cap_s(sum(len(g.runs) for g in guests)) if timeout is None else timeout
     assets = prepare_xen_cache(release)
     qemu_ver = qemu_version()
-    shifts = QEMU_ICOUNT_SHIFTS
     started = time.monotonic()
-    first, qrun = _attempt(guests, out_dir, assets, cap, memory_mib, shifts[0], deadline, stall_s, qemu_ver)
+    first, qrun = _attempt(guests, out_dir, assets, cap, memory_mib, QEMU_ICOUNT_SHIFTS[0], deadline, stall_s, qemu_ver)
     results = {g.name: _combine(g, r) for g, r in zip(guests, first)}
     runs = [_run_record(guests, qrun)]
     again = [g for g in guests if results[g.name].result.verdict is Verdict.HARNESS_FAILURE]
@@ -361,7 +360,8 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
                   *(out_dir / n for g in again for label in g.runs for n in guest_log_names(g, label))]:
             if p.exists():
                 os.replace(p, p.with_name(p.name.replace(".log", ".attempt1.log")))
-        retried, qrun = _attempt(again, out_dir, assets, cap, memory_mib, shifts[1], deadline, stall_s, qemu_ver)
+        retried, qrun = _attempt(again, out_dir, assets, cap, memory_mib, QEMU_ICOUNT_SHIFTS[1], deadline,
+                                 stall_s, qemu_ver)
         for g, r in zip(again, retried):
             o = _combine(g, r)
             results[g.name] = replace(o, result=replace(o.result, attempts=2))
