@@ -86,7 +86,7 @@ def rebase_platform(c, platform="xen-pvh", to=None, from_=None, dry_run=False):
 def build(c, platform="xen-pvh", target="DEBUG", fd_size=None, define=None, feature=None, jobs=None, force=False,
           clean=False, ccache=False, version_string=None, release_date=None, edk2=None):
     """Render, build with stuart (offline), make the PVH ELF and publish to dist/PLATFORM/TARGET/."""
-    from ovmfgen.build import command as stage
+    from ovmfgen.builder import command as stage
 
     guard(stage.build_command, platform=platform, target=target, fd_size=fd_size, defines=define or [],
           features=feature or [], jobs=jobs, force=force, ccache=ccache, version_string=version_string,
@@ -105,7 +105,7 @@ def bench(c, platform="xen-pvh", target="DEBUG", output=None, edk2=None, xen=Fal
 
         guard(xen_stage.bench_xen_command, platform=platform, target=target, output=output, edk2=edk2, mode=mode)
         return
-    from ovmfgen.build import bench as stage
+    from ovmfgen.builder import bench as stage
 
     guard(stage.bench_command, platform=platform, target=target, output=output, edk2=edk2)
 

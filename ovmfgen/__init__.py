@@ -3,7 +3,7 @@
 The pipeline, one package per stage; data flows one way (tests/test_imports.py checks that the
 import graph among ovmfgen modules has no cycle)::
 
-    platforms/*.yaml --platform/--> XenOvmf.dsc/.fdf --build/--> dist/<platform>/<target>/ --boot/, patch/, nightly/
+    platforms/*.yaml --platform/--> XenOvmf.dsc/.fdf --builder/--> dist/<platform>/<target>/ --boot/, patch/, nightly/
 
 Code map::
 
@@ -41,7 +41,7 @@ Code map::
         importer.py        ``invoke import``: an upstream .dsc/.fdf -> platform YAML
         diff.py            ``invoke diff``: what a DSC/FDF builds, and the semantic difference
         rebase.py          ``invoke rebase``: upstream's release change merged in as release conditions
-      build/
+      builder/
         request.py         ``Request``: the build's options, checked
         layout.py          the variant names and the workspace/dist directories in a Layout
         plan.py            ``Plan``: inputs, their hash, the stuart command (the no-op check runs on it)

@@ -40,7 +40,7 @@ TREE_FIXTURES = frozenset({"edk2_tree", "edk2_tree_202605"})
 # (a module first imported inside an isolated test would keep that test's temp root for good).
 # build/child/ runs as separate processes and is never imported by ovmfgen.
 for _info in pkgutil.walk_packages(ovmfgen.__path__, "ovmfgen."):
-    if not _info.name.startswith("ovmfgen.build.child"):
+    if not _info.name.startswith("ovmfgen.builder.child"):
         importlib.import_module(_info.name)
 
 # A stand-in for BaseTools/Source/C/GNUmakefile: "builds" each of $(APPLICATIONS) into bin/, recording

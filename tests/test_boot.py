@@ -10,7 +10,7 @@ import pytest
 
 from ovmfgen.boot import command as boot_command
 from ovmfgen.boot import shell as boot_shell
-from ovmfgen.build import layout as build_layout
+from ovmfgen.builder import layout as build_layout
 from ovmfgen.boot.command import BootError
 from ovmfgen.boot.qemu import qemu_argv
 from ovmfgen.boot.verdict import BootResult, Verdict, classify_log, installed_ppis

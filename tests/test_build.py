@@ -1,4 +1,4 @@
-"""ovmfgen.build (request, layout, plan, manifest, diagnose, publish, command) without an edk2 build: input hash, variants, manifest, failure summaries, lock,
+"""ovmfgen.builder (request, layout, plan, manifest, diagnose, publish, command) without an edk2 build: input hash, variants, manifest, failure summaries, lock,
 atomic publish, the stuart command line and the stuart settings module's build parameters."""
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ from pathlib import Path
 import pytest
 
 from ovmfgen import paths
-from ovmfgen.build import command as build_cmd
-from ovmfgen.build import diagnose as build_diagnose
-from ovmfgen.build import layout as build_layout
-from ovmfgen.build import manifest as build_manifest
-from ovmfgen.build import plan as build_plan
-from ovmfgen.build import publish as build_publish
-from ovmfgen.build import stuart as build_stuart
-from ovmfgen.build import workspace as build_workspace
-from ovmfgen.build.child.pathfree import source_date_epoch
-from ovmfgen.build.plan import plan
+from ovmfgen.builder import command as build_cmd
+from ovmfgen.builder import diagnose as build_diagnose
+from ovmfgen.builder import layout as build_layout
+from ovmfgen.builder import manifest as build_manifest
+from ovmfgen.builder import plan as build_plan
+from ovmfgen.builder import publish as build_publish
+from ovmfgen.builder import stuart as build_stuart
+from ovmfgen.builder import workspace as build_workspace
+from ovmfgen.builder.child.pathfree import source_date_epoch
+from ovmfgen.builder.plan import plan
 from ovmfgen.platform import located as platform_located
-from ovmfgen.build.request import make_request
-from ovmfgen.build.stuart import Progress
+from ovmfgen.builder.request import make_request
+from ovmfgen.builder.stuart import Progress
 from ovmfgen.edk2.tree import Edk2Tree
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.paths import Layout
@@ -257,7 +257,7 @@ def test_settings_module_build_parameters(monkeypatch: pytest.MonkeyPatch) -> No
 
     from edk2toolext.environment.var_dict import VarDict
 
-    from ovmfgen.build.child import stuart_platform
+    from ovmfgen.builder.child import stuart_platform
 
     monkeypatch.setattr(sys, "argv", ["stuart_build", "--workspace", "/ws"])
     b = stuart_platform.PlatformBuilder()
@@ -282,7 +282,7 @@ def test_settings_module_puts_the_path_free_wrappers_first(tmp_path: Path, monke
     SOURCE_DATE_EPOCH set and ELF_PACKAGE_METADATA gone from the environment the build inherits."""
     from edk2toolext.environment import shell_environment
 
-    from ovmfgen.build.child import stuart_platform
+    from ovmfgen.builder.child import stuart_platform
 
     tools = tmp_path / "basetools"
     genfw = tools / "BinWrappers" / "PosixLike" / "GenFw"
@@ -317,7 +317,7 @@ def test_stack_cookies_come_from_the_seed(tmp_path: Path) -> None:
     """The cookie lists BaseTools would draw at random, derived instead (same seed, same firmware)."""
     from edk2toolext.environment.var_dict import VarDict
 
-    from ovmfgen.build.child import stuart_platform
+    from ovmfgen.builder.child import stuart_platform
 
     v64 = stuart_platform.stack_cookie_values("xen-pvh/DEBUG", 64)
     v32 = stuart_platform.stack_cookie_values("xen-pvh/DEBUG", 32)
@@ -535,7 +535,7 @@ def test_progress_counts_modules(tmp_path: Path) -> None:
 LOCK_HOLDER = """
 import sys, time
 from pathlib import Path
-from ovmfgen.build.workspace import workspace_lock
+from ovmfgen.builder.workspace import workspace_lock
 while len(sys.argv) > 4 and not Path(sys.argv[4]).exists():
     time.sleep(0.005)
 with workspace_lock(Path(sys.argv[1]), "test"):
@@ -723,7 +723,7 @@ def test_recipe_modules_exist() -> None:
     root = Path(build_plan.__file__).resolve().parent.parent
     missing = [name for name in build_plan.RECIPE_MODULES if not (root / name).is_file()]
     assert not missing
-    assert "build/command.py" in build_plan.RECIPE_MODULES
+    assert "builder/command.py" in build_plan.RECIPE_MODULES
 
 
 def test_a_define_no_file_of_the_platform_reads_is_refused_in_one_line(edk2_tree, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ovmfgen.boot import xen
 from ovmfgen.boot.xen import nested
 from ovmfgen.boot.xen.verdicts import Verdict, XenBootResult
-from ovmfgen.build import command as build_cmd
+from ovmfgen.builder import command as build_cmd
 from ovmfgen.nightly import cell as cellmod
 from ovmfgen.nightly.matrix import Cell
 

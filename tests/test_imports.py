@@ -20,7 +20,7 @@ KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:
-    """``ovmfgen/build/plan.py`` -> ``ovmfgen.build.plan`` (a package's ``__init__`` -> the package)."""
+    """``ovmfgen/builder/plan.py`` -> ``ovmfgen.builder.plan`` (a package's ``__init__`` -> the package)."""
     rel = path.relative_to(PACKAGE_DIR.parent).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
@@ -34,7 +34,7 @@ def all_modules() -> dict[str, Path]:
 
 
 def _resolve(name: str, modules: dict[str, Path]) -> str | None:
-    """The ovmfgen module ``name`` refers to (``ovmfgen.build.plan.Plan`` -> ``ovmfgen.build.plan``)."""
+    """The ovmfgen module ``name`` refers to (``ovmfgen.builder.plan.Plan`` -> ``ovmfgen.builder.plan``)."""
     while name:
         if name in modules:
             return name
@@ -115,7 +115,7 @@ def test_the_check_finds_a_cycle() -> None:
 def test_function_local_imports_count() -> None:
     """An import inside a function body is an edge like any other."""
     graph = import_graph()
-    assert "ovmfgen.build.plan" in graph["ovmfgen.build.command"]
+    assert "ovmfgen.builder.plan" in graph["ovmfgen.builder.command"]
     assert all(name.startswith("ovmfgen") for deps in graph.values() for name in deps)
 
 

@@ -1,4 +1,4 @@
-"""ovmfgen.build.child.linkcache with real LTO links by the system gcc, shaped as edk2's GCC5 DLINK writes them.
+"""ovmfgen.builder.child.linkcache with real LTO links by the system gcc, shaped as edk2's GCC5 DLINK writes them.
 
 The "compiler" the cache is given is a counting wrapper around gcc, so each test sees whether a link
 really ran or was restored from the cache.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen.build.child import linkcache
+from ovmfgen.builder.child import linkcache
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("gcc-ar") is None,
                                 reason="needs gcc and gcc-ar")

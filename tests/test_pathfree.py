@@ -1,4 +1,4 @@
-"""Path-free builds (ovmfgen/build/child/pathfree.py): the wrappers run for real, with stand-in tools."""
+"""Path-free builds (ovmfgen/builder/child/pathfree.py): the wrappers run for real, with stand-in tools."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen.build.child import pathfree
+from ovmfgen.builder.child import pathfree
 from ovmfgen.run import run
 
 ECHO_TOOL = "#!/bin/sh\necho \"cwd=$PWD\"\nfor a in \"$@\"; do echo \"arg=$a\"; done\n"

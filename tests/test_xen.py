@@ -890,7 +890,7 @@ def test_bench_xen_names_the_build_it_needs(tmp_path):
 
 
 def test_bench_results_keep_the_other_figures(tmp_path):
-    from ovmfgen.build.bench import merge_results
+    from ovmfgen.builder.bench import merge_results
 
     out = tmp_path / "results.json"
     merge_results(out, {"noop": {"ovmfgen_s": 0.5}})

@@ -5,7 +5,7 @@ What one night does
 ``nightly.yaml`` declares the cells (platform, target, FD size, features, boot tests). For each
 selected cell, in its own process and at most ``--jobs`` at a time:
 
-1. **build** - ``ovmfgen.build`` with the compiler cache on (one ccache directory and one BaseTools
+1. **build** - ``ovmfgen.builder`` with the compiler cache on (one ccache directory and one BaseTools
    for every cell: both come from ovmfgen's cache). A cell whose inputs are already published is a
    no-op; its artifacts (OVMF.fd, ovmf.elf, manifest.json, build.log) are linked into the night.
 2. **check-elf** (cells with a PVH ELF) - every loader rule of ``ovmfgen.elf.check_elf``.
@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from ovmfgen import paths
-from ovmfgen.build import plan as build_plan
-from ovmfgen.build import request as build_request
+from ovmfgen.builder import plan as build_plan
+from ovmfgen.builder import request as build_request
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import replace_dir
 from ovmfgen.nightly import report

@@ -4,7 +4,7 @@ The two builds differ in every path a build can see: the workspace (two roots of
 lengths) and ovmfgen's cache (the second build's ``OVMFGEN_CACHE`` is a linked copy of the edk2
 tree's directory at a longer path, so the tree sources and BaseTools sit elsewhere too). The first
 build compiles through ccache and the link cache, the second without either: the promise is the same
-bytes from the same inputs, however they were built (``ovmfgen/build/child/pathfree.py``).
+bytes from the same inputs, however they were built (``ovmfgen/builder/child/pathfree.py``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ovmfgen import paths
-from ovmfgen.build import command as build_cmd
-from ovmfgen.build import layout as build_layout
-from ovmfgen.build import plan as build_plan
-from ovmfgen.build import request as build_request
+from ovmfgen.builder import command as build_cmd
+from ovmfgen.builder import layout as build_layout
+from ovmfgen.builder import plan as build_plan
+from ovmfgen.builder import request as build_request
 from ovmfgen.edk2 import tree as edk2_tree
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.nightly.history import CELL_LOG

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ovmfgen import elf
-from ovmfgen.build.diagnose import summarize_failure
+from ovmfgen.builder.diagnose import summarize_failure
 from ovmfgen.edk2 import conventions
 from ovmfgen.edk2.conventions import ARCH, TARGETS, toolchain_tag
 from ovmfgen.edk2.tree import locate

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen.build import command as build_cmd
-from ovmfgen.build import request as build_request
+from ovmfgen.builder import command as build_cmd
+from ovmfgen.builder import request as build_request
 from ovmfgen.edk2.releases import NEWEST_TAG
 from ovmfgen.nightly import repro
 

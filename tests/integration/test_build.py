@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 from ovmfgen import elf, paths
-from ovmfgen.build import command as build_cmd
-from ovmfgen.build import layout as build_layout
-from ovmfgen.build import manifest as build_manifest
-from ovmfgen.build import plan as build_plan
-from ovmfgen.build import request as build_request
+from ovmfgen.builder import command as build_cmd
+from ovmfgen.builder import layout as build_layout
+from ovmfgen.builder import manifest as build_manifest
+from ovmfgen.builder import plan as build_plan
+from ovmfgen.builder import request as build_request
 from ovmfgen.edk2 import tree as edk2
 from ovmfgen.nightly import repro
 from ovmfgen.fsutil import sha256_file
@@ -112,7 +112,7 @@ def test_printed_stuart_command_rebuilds_the_workspace_alone(xen_pvh_clean_build
 
 def test_stack_cookies_are_the_seeded_ones(xen_pvh_clean_build: build_cmd.BuildResult) -> None:
     """The clean build used the cookie lists derived from its seed, not edk2's random ones."""
-    from ovmfgen.build.child import stuart_platform
+    from ovmfgen.builder.child import stuart_platform
 
     out = paths.BUILD_DIR / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC"
     values = stuart_platform.stack_cookie_values("xen-pvh/DEBUG", 64)

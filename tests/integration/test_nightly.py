@@ -1,7 +1,7 @@
 """A small nightly end to end: xen-pvh DEBUG 2 MiB (QEMU through both entries) + qemu-x64 DEBUG
 (QEMU to the UEFI Shell), its report rendered by headless Chromium, and the install layout.
 
-The cells' builds are ordinary ``ovmfgen.build`` builds: when dist/ already holds them from the same
+The cells' builds are ordinary ``ovmfgen.builder`` builds: when dist/ already holds them from the same
 inputs (another test, an earlier run) the build step is a no-op, otherwise it builds (qemu-x64 from
 scratch takes about 10 minutes on 2 cores, much less with a warm ccache).
 """

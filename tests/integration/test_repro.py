@@ -13,9 +13,9 @@ from __future__ import annotations
 import pytest
 
 from ovmfgen import paths
-from ovmfgen.build import plan as build_plan
-from ovmfgen.build import request as build_request
-from ovmfgen.build.command import BuildResult
+from ovmfgen.builder import plan as build_plan
+from ovmfgen.builder import request as build_request
+from ovmfgen.builder.command import BuildResult
 from ovmfgen.nightly import repro
 
 pytestmark = pytest.mark.integration

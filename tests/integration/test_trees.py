@@ -22,7 +22,7 @@ import pytest
 from ovmfgen import elf, paths
 from ovmfgen.boot.qemu import boot_qemu
 from ovmfgen.boot.verdict import ENTRIES, Verdict
-from ovmfgen.build import layout as build_layout
+from ovmfgen.builder import layout as build_layout
 from ovmfgen.edk2 import releases
 from ovmfgen.edk2 import tree as edk2
 from ovmfgen.edk2.fetch import TARBALLS_ENV

@@ -20,8 +20,8 @@ from ovmfgen import paths
 from ovmfgen.boot.xen.cache import prepare_xen_cache
 from ovmfgen.boot.xen.guests import check_mode
 from ovmfgen.boot.xen.nested import SUMMARY_NAME, boot_xen_guests, make_guests
-from ovmfgen.build.bench import RESULTS, merge_results
-from ovmfgen.build.layout import ELF_NAME, dist_dir
+from ovmfgen.builder.bench import RESULTS, merge_results
+from ovmfgen.builder.layout import ELF_NAME, dist_dir
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.paths import Layout
 from ovmfgen.ui import say

@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from ovmfgen.build.manifest import MANIFEST
+from ovmfgen.builder.manifest import MANIFEST
 from ovmfgen.fsutil import replace_dir
 
 _RENAME_EXCHANGE = 2

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ovmfgen import __version__, paths
-from ovmfgen.build.child.pathfree import source_date_epoch
-from ovmfgen.build.layout import Layout, variant_suffix, workspace_dir
-from ovmfgen.build.request import Request
+from ovmfgen.builder.child.pathfree import source_date_epoch
+from ovmfgen.builder.layout import Layout, variant_suffix, workspace_dir
+from ovmfgen.builder.request import Request
 from ovmfgen.edk2.conventions import ARCH, fd_size_define, fd_size_label, toolchain_tag
 from ovmfgen.edk2.modules import module_companions
 from ovmfgen.edk2.releases import path_part
@@ -43,9 +43,9 @@ PCD_VERSION = "gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareVersionString"
 PCD_RELEASE_DATE = "gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareReleaseDateString"
 STUART_PLATFORM = Path(__file__).resolve().parent / "child" / "stuart_platform.py"
 # The modules whose code shapes the artifacts: a change to them invalidates the no-op.
-RECIPE_MODULES = ("build/request.py", "build/plan.py", "build/workspace.py", "build/stuart.py", "build/manifest.py",
-                  "build/publish.py", "build/command.py", "build/child/stuart_platform.py",
-                  "build/child/linkcache.py", "build/child/pathfree.py", "edk2/conventions.py", "edk2/modules.py", "elf.py",
+RECIPE_MODULES = ("builder/request.py", "builder/plan.py", "builder/workspace.py", "builder/stuart.py", "builder/manifest.py",
+                  "builder/publish.py", "builder/command.py", "builder/child/stuart_platform.py",
+                  "builder/child/linkcache.py", "builder/child/pathfree.py", "edk2/conventions.py", "edk2/modules.py", "elf.py",
                   "platform/reads.py")
 
 
@@ -205,7 +205,7 @@ def ccache_dir() -> Path:
 
 
 def link_cache_dir() -> Path:
-    """Where --ccache builds cache LTO links (ovmfgen/build/child/linkcache.py): beside ccache's directory."""
+    """Where --ccache builds cache LTO links (ovmfgen/builder/child/linkcache.py): beside ccache's directory."""
     return paths.cache_dir() / "linkcache"
 
 

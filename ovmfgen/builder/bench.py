@@ -7,7 +7,7 @@ Three comparisons, each against its goal:
 * clean build: ``invoke build --clean`` (render, stuart, ELF, checks, publish) vs a raw ``build``
   of the same rendered DSC from an empty Build/ (goal: <= 1.05x);
 * ccache: a clean ``--ccache`` build with warm caches vs one with cold caches (goal: <= 0.4x); ``--ccache``
-  means ccache for compiles and ovmfgen's link cache for the LTO links (``ovmfgen/build/child/linkcache.py``).
+  means ccache for compiles and ovmfgen's link cache for the LTO links (``ovmfgen/builder/child/linkcache.py``).
 
 The raw workspace (``build/<platform>.bench-raw/``) holds the same rendered files and Conf/ from
 BaseTools' templates, and is built with the same ``-D``/``--pcd`` arguments ovmfgen passes. It takes
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen import paths
-from ovmfgen.build.plan import Plan, ccache_dir, link_cache_dir, pcd_arguments, plan
-from ovmfgen.build.request import make_request
+from ovmfgen.builder.plan import Plan, ccache_dir, link_cache_dir, pcd_arguments, plan
+from ovmfgen.builder.request import make_request
 from ovmfgen.edk2.conventions import ARCH, build_env
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import atomic_write_bytes

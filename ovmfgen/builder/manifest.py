@@ -8,8 +8,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from ovmfgen.build.diagnose import strip_log_prefix
-from ovmfgen.build.plan import Plan, sha256_bytes
+from ovmfgen.builder.diagnose import strip_log_prefix
+from ovmfgen.builder.plan import Plan, sha256_bytes
 from ovmfgen.edk2.conventions import ARCH, fd_size_label
 from ovmfgen.fsutil import sha256_file
 from ovmfgen.run import quote

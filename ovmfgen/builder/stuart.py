@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 from typing import IO
 
-from ovmfgen.build.diagnose import BUILDING, strip_log_prefix
-from ovmfgen.build.plan import Plan
+from ovmfgen.builder.diagnose import BUILDING, strip_log_prefix
+from ovmfgen.builder.plan import Plan
 from ovmfgen.edk2.conventions import ARCH
-from ovmfgen.build.workspace import Lock
+from ovmfgen.builder.workspace import Lock
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.run import PIPE, STDOUT, popen, quote, stop
 from ovmfgen.ui import is_interactive, say

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovmfgen.build.plan import STATE_DIR, Plan
+from ovmfgen.builder.plan import STATE_DIR, Plan
 from ovmfgen.errors import display_path
 from ovmfgen.fsutil import atomic_write_bytes, write_if_changed
 from ovmfgen.ui import say

@@ -1,9 +1,9 @@
-"""stuart settings module for every ovmfgen platform: ``stuart_build -c ovmfgen/build/child/stuart_platform.py ...``.
+"""stuart settings module for every ovmfgen platform: ``stuart_build -c ovmfgen/builder/child/stuart_platform.py ...``.
 
 One generic module, not one per platform: everything platform-specific arrives on the command line
-that ``ovmfgen.build.plan`` composes (and that a person can rerun by hand, unchanged)::
+that ``ovmfgen.builder.plan`` composes (and that a person can rerun by hand, unchanged)::
 
-    stuart_build -c ovmfgen/build/child/stuart_platform.py \\
+    stuart_build -c ovmfgen/builder/child/stuart_platform.py \\
         --workspace build/xen-pvh --edk2 <edk2 tree> --edk-tools-path <BaseTools> \\
         --dsc OvmfPkg/XenOvmf.dsc --arch X64 --name XenOvmf \\
         --pcd gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareVersionString=L"..." \\
@@ -99,7 +99,7 @@ class PlatformBuilder(UefiBuilder, BuildSettingsManager):
         parserObj.add_argument("--ccache-dir", dest="ccache_dir", default=None,
                                help=f"compile through ccache ({CCACHE_MASQUERADE} first on PATH) with this CCACHE_DIR")
         parserObj.add_argument("--link-cache-dir", dest="link_cache_dir", default=None,
-                               help="with --ccache-dir: also cache LTO links of .dll files here (ovmfgen/build/child/linkcache.py)")
+                               help="with --ccache-dir: also cache LTO links of .dll files here (ovmfgen/builder/child/linkcache.py)")
         parserObj.add_argument("--stack-cookie-seed", dest="stack_cookie_seed", default=None,
                                help="derive the stack cookie values from this text (default: edk2's random ones)")
         parserObj.add_argument("--source-date-epoch", dest="source_date_epoch", type=int, default=None,

@@ -16,17 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen import elf
-from ovmfgen.build.child import linkcache
-from ovmfgen.build.diagnose import summarize_failure
-from ovmfgen.build.layout import ELF_NAME, LOG_NAME, Layout
-from ovmfgen.build.manifest import (
+from ovmfgen.builder.child import linkcache
+from ovmfgen.builder.diagnose import summarize_failure
+from ovmfgen.builder.layout import ELF_NAME, LOG_NAME, Layout
+from ovmfgen.builder.manifest import (
     MANIFEST, fv_usage_from_log, fv_usage_from_report, make_manifest, read_manifest, up_to_date,
 )
-from ovmfgen.build.plan import Plan, link_cache_dir, plan
-from ovmfgen.build.publish import publish
-from ovmfgen.build.request import Request, make_request
-from ovmfgen.build.stuart import run_stuart
-from ovmfgen.build.workspace import prepare_workspace, workspace_lock
+from ovmfgen.builder.plan import Plan, link_cache_dir, plan
+from ovmfgen.builder.publish import publish
+from ovmfgen.builder.request import Request, make_request
+from ovmfgen.builder.stuart import run_stuart
+from ovmfgen.builder.workspace import prepare_workspace, workspace_lock
 from ovmfgen.edk2.conventions import fd_size_bytes, fd_size_kb
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.platform.overrides import patch_targets
