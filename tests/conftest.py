@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import io
 import os
 import pkgutil
 import subprocess
 import sys
-import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import pytest
 import ovmfgen
 from ovmfgen import paths
 from ovmfgen.edk2 import tree as edk2
+from helpers import fake_edk2_files, make_tar_xz, write_tree
 
 # The environment ovmfgen locates its cache and edk2 tree from, as the session started (before any
 # test isolates it): what ``edk2_tree`` and ``real_cache`` put back.
@@ -42,16 +41,6 @@ TREE_FIXTURES = frozenset({"edk2_tree", "edk2_tree_202605"})
 for _info in pkgutil.walk_packages(ovmfgen.__path__, "ovmfgen."):
     if not _info.name.startswith("ovmfgen.builder.child"):
         importlib.import_module(_info.name)
-
-# A stand-in for BaseTools/Source/C/GNUmakefile: "builds" each of $(APPLICATIONS) into bin/, recording
-# EDK2_PATH, so a test can see that the build ran out of the tree with the right arguments.
-FAKE_BASETOOLS_MAKEFILE = """\
-all: $(addprefix bin/,$(APPLICATIONS))
-bin/%:
-\tmkdir -p bin && echo "$(EDK2_PATH)" > $@
-.PHONY: all
-"""
-
 
 def _redirect(monkeypatch: pytest.MonkeyPatch, real: Path, fake: Path) -> None:
     """Point every ovmfgen module-level binding of ``real`` at ``fake``, dataclass defaults included
@@ -114,49 +103,6 @@ def real_cache(monkeypatch: pytest.MonkeyPatch, _isolated_roots: Path | None) ->
     """The session's real cache and OVMFGEN_EDK2 for a test whose code locates the edk2 tree itself
     (build and dist roots stay isolated)."""
     _real_env(monkeypatch)
-
-
-def fake_edk2_files(files_per_dir: int = 3) -> dict[str, bytes]:
-    """The files of a tiny edk2-like tree (OvmfPkg/, the required submodules, a fake BaseTools)."""
-    files: dict[str, bytes] = {
-        "OvmfPkg/OvmfXen.dsc": b"[Defines]\n  PLATFORM_NAME = OvmfXen\n",
-        "MdePkg/Include/Uefi.h": b"/* fake */\n",
-        "BaseTools/Source/C/GNUmakefile": FAKE_BASETOOLS_MAKEFILE.encode(),
-        "BaseTools/BinWrappers/PosixLike/GenFw": b"#!/bin/sh\n",
-        ".gitmodules": b'[submodule "x"]\n\tpath = BaseTools/Source/C/BrotliCompress/brotli\n'
-                       b'[submodule "y"]\n\tpath = CryptoPkg/Library/OpensslLib/openssl\n',
-    }
-    for sub in edk2.REQUIRED_SUBMODULES:
-        files[f"{sub}/README"] = b"submodule content\n"
-    for i in range(files_per_dir):
-        files[f"MdePkg/Library/Fake/file{i:05d}.c"] = f"int f{i};\n".encode() * 64
-    return files
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    """Write ``files`` under ``root`` (plus the empty brotli submodule directory)."""
-    for rel, data in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-    (root / "BaseTools/Source/C/BrotliCompress/brotli").mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def make_tar_xz(path: Path, members: dict[str, bytes], dirs: tuple[str, ...] = ()) -> Path:
-    """Write a .tar.xz holding ``members`` (name -> content) and empty ``dirs``."""
-    with tarfile.open(path, "w:xz", preset=0) as tar:
-        for d in dirs:
-            info = tarfile.TarInfo(d)
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            tar.addfile(info)
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 @pytest.fixture

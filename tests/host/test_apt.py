@@ -7,18 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import etc_apt
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.host import apt
-
-
-def etc_apt(tmp_path: Path, sources_list: str = "", parts: dict[str, str] | None = None) -> Path:
-    """A fake /etc/apt with a sources.list and sources.list.d/ files."""
-    d = tmp_path / "etc-apt"
-    (d / "sources.list.d").mkdir(parents=True)
-    (d / "sources.list").write_text(textwrap.dedent(sources_list))
-    for name, text in (parts or {}).items():
-        (d / "sources.list.d" / name).write_text(textwrap.dedent(text))
-    return d
 
 
 DEB822_MACHINE = """\

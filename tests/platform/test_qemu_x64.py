@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO
+
 
 
 def test_qemu_x64_shares_the_common_fragments_and_lists_its_deltas():

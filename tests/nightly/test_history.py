@@ -6,26 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from helpers import fake_night
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.nightly import command, history
 from ovmfgen.nightly.command import NightlyFailed
 
 
-def _fake_night(root: Path, date: str, names: list[str], status: str = "passed") -> Path:
-    night = root / date
-    cells = []
-    for name in names:
-        d = night / "cells" / name
-        d.mkdir(parents=True)
-        (d / "cell.log").write_text(f"log of {name}\n")
-        cells.append({"name": name, "status": status, "steps": [], "log": f"cells/{name}/cell.log"})
-    history.write_summary(night, history.make_summary(date, cells, None, "nightly.yaml", 1, 10.0))
-    return night
-
-
 def test_history_keeps_the_last_n_nights(tmp_path: Path):
     for day in range(1, 6):
-        _fake_night(tmp_path, f"2025-01-{day:02d}", ["c"])
+        fake_night(tmp_path, f"2025-01-{day:02d}", ["c"])
     (tmp_path / "assets").mkdir()
     (tmp_path / "2025-01-09").mkdir()  # no summary: not a night, never pruned
     removed = history.prune_history(tmp_path, 3)

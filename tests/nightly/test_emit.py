@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import REPO
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.nightly import emit, matrix
 from ovmfgen.run import run
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_github_workflow_has_a_job_per_cell_and_a_merging_report_job(tmp_path: Path):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import DATA
 from ovmfgen.boot.xen import persist
 
 
@@ -72,7 +73,7 @@ CAPTURED_RESTARTS = [
 
 @pytest.mark.parametrize(("name", "first", "persisted"), CAPTURED_RESTARTS, ids=[c[0] for c in CAPTURED_RESTARTS])
 def test_captured_restart_reads_what_survived(name: str, first: dict, persisted: dict) -> None:
-    data = Path(__file__).parent / "data" / "xen"
+    data = DATA / "xen"
     out = persist.persistence_outcome((data / f"{name}.console.log").read_text(errors="replace"),
                                       (data / f"{name}-restart.console.log").read_text(errors="replace"))
     assert out["first"] == first

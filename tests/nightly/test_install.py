@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import REPO
 from ovmfgen.boot import shell as boot_shell
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.nightly import history, install, matrix
 from ovmfgen.nightly.matrix import InstallSpec
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _fv_header(length: int) -> bytes:

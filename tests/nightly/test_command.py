@@ -10,15 +10,14 @@ import pytest
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.nightly import command
 from ovmfgen.nightly.command import NightlyFailed, Options
-from test_history import _fake_night  # tests/ is on sys.path (rootdir conftest)
-from test_matrix import _matrix
+from helpers import fake_night, matrix_of
 
 
 def test_failing_cells_are_counted_and_never_stop_the_others(tmp_path: Path, real_cache: None):
     """Real cell processes: two cells that cannot build (unknown platforms; a bad feature value is now
     refused while the matrix loads, tests/invalid-nightly/bad-feature-value.yaml); the night completes,
     and the exit status is the failure count."""
-    m = _matrix([
+    m = matrix_of([
         {"name": "broken-platform", "platform": "no-such-platform", "target": "DEBUG"},
         {"name": "broken-feature", "platform": "no-such-platform-either", "features": ["timer=acpi"]},
     ])
@@ -42,8 +41,8 @@ def test_failing_cells_are_counted_and_never_stop_the_others(tmp_path: Path, rea
 
 
 def test_merge_combines_per_job_nights_into_one_report(tmp_path: Path):
-    a = _fake_night(tmp_path / "job-a", "2025-02-03", ["xen-pvh-DEBUG-2M"])
-    b = _fake_night(tmp_path / "job-b", "2025-02-03", ["qemu-x64-DEBUG"], status="failed")
+    a = fake_night(tmp_path / "job-a", "2025-02-03", ["xen-pvh-DEBUG-2M"])
+    b = fake_night(tmp_path / "job-b", "2025-02-03", ["qemu-x64-DEBUG"], status="failed")
     out = tmp_path / "nightly"
     merged = command.merge([a, tmp_path / "job-b"], out)   # a night dir, and a dir searched below
     assert merged["totals"] == {"cells": 2, "passed": 1, "failed": 1}
@@ -59,8 +58,8 @@ def test_merge_combines_per_job_nights_into_one_report(tmp_path: Path):
 
 
 def test_merge_refuses_mixed_nights_unless_a_date_is_given(tmp_path: Path):
-    a = _fake_night(tmp_path / "a", "2025-02-03", ["x"])
-    b = _fake_night(tmp_path / "b", "2025-02-04", ["y"])
+    a = fake_night(tmp_path / "a", "2025-02-03", ["x"])
+    b = fake_night(tmp_path / "b", "2025-02-04", ["y"])
     with pytest.raises(OvmfgenError, match="different nights"):
         command.merge([a, b], tmp_path / "out")
     merged = command.merge([a, b], tmp_path / "out", date="2025-02-04")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from helpers import REPO, matrix_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,13 +19,7 @@ from ovmfgen.nightly import command, matrix
 from ovmfgen.nightly.matrix import Cell
 from ovmfgen.run import run
 
-REPO = Path(__file__).resolve().parent.parent
 
-
-
-def _matrix(cells: list[dict], **top) -> matrix.Matrix:
-    """The matrix of this data, composed as nightly.yaml is (YAML nodes with their locations)."""
-    return matrix.parse_matrix(yaml.compose(yaml.safe_dump({"cells": cells, **top})), "test.yaml")
 
 
 SMALL = [
@@ -60,7 +56,7 @@ def test_the_shipped_matrix_parses_and_covers_the_required_cells():
 
 
 def test_cell_names_default_from_the_variant():
-    m = _matrix([{"platform": "xen-pvh", "target": "release", "fd_size": "4", "features": ["timer=acpi"]},
+    m = matrix_of([{"platform": "xen-pvh", "target": "release", "fd_size": "4", "features": ["timer=acpi"]},
                  {"platform": "xen-pvh", "fd_size": "2M", "edk2": "edk2-stable202605"}])
     assert m.cells[0].name == "xen-pvh-RELEASE-4M-acpi"
     assert m.cells[0].target == "RELEASE" and m.cells[0].fd_size == "4M" and m.cells[0].edk2 is None
@@ -94,11 +90,11 @@ def test_the_shipped_matrix_has_a_tree_axis():
 ])
 def test_bad_matrices_are_one_line_errors(cells, top, message):
     with pytest.raises(OvmfgenError, match=message):
-        _matrix(cells, **top)
+        matrix_of(cells, **top)
 
 
 def test_selection_default_match_exclude_and_exact_cells():
-    m = _matrix(SMALL)
+    m = matrix_of(SMALL)
     names = lambda cells: [c.name for c in cells]  # noqa: E731
     # Default: everything but optional and unavailable cells, in matrix order.
     assert names(matrix.select_cells(m)) == ["a-DEBUG-2M", "a-RELEASE-4M", "q-DEBUG"]
@@ -115,7 +111,7 @@ def test_selection_default_match_exclude_and_exact_cells():
 
 
 def test_list_shows_every_cell_with_its_description_and_flags(capsys):
-    m = _matrix([*SMALL[:3], {**SMALL[3], "description": "real Xen, slow"}, SMALL[4]])
+    m = matrix_of([*SMALL[:3], {**SMALL[3], "description": "real Xen, slow"}, SMALL[4]])
     lines = matrix.list_text(m).splitlines()
     assert [ln.split()[0] for ln in lines] == [c["name"] for c in SMALL]
     assert lines[3].endswith("real Xen, slow [optional]")
@@ -133,25 +129,25 @@ def test_the_xen_cell_is_selectable_with_match_xen_when_xen_py_is_present():
 
 
 def test_xen_guests_are_read_normalised_and_survive_the_cell_process_json():
-    m = _matrix([{"name": "x", "platform": "xen-pvh", "boot": ["xen"], "xen_guests": ["pvh-shell", "pvh-shell-4mb"]},
+    m = matrix_of([{"name": "x", "platform": "xen-pvh", "boot": ["xen"], "xen_guests": ["pvh-shell", "pvh-shell-4mb"]},
                  {"name": "y", "platform": "xen-pvh", "boot": ["xen"]}])
     assert m.cells[0].xen_guests == ("pvh-shell", "pvh-shell-4M") and m.cells[1].xen_guests == ()
     assert matrix.Cell.from_json(m.cells[0].to_json()) == m.cells[0]
 
 
 def test_the_reproducibility_cell_rotates_with_the_date():
-    m = _matrix(SMALL, reproducibility={"rotate": ["a-DEBUG-2M", "a-RELEASE-4M", "q-DEBUG"]})
+    m = matrix_of(SMALL, reproducibility={"rotate": ["a-DEBUG-2M", "a-RELEASE-4M", "q-DEBUG"]})
     sel = matrix.select_cells(m)
     picks = [matrix.repro_cell_for(m, f"2025-03-{d:02d}", sel).name for d in range(1, 7)]
     assert sorted(set(picks)) == ["a-DEBUG-2M", "a-RELEASE-4M", "q-DEBUG"]
     assert picks[:3] == picks[3:]                                      # a 3-day cycle
     assert matrix.repro_cell_for(m, "2025-03-01", sel) == matrix.repro_cell_for(m, "2025-03-01", sel)
     assert matrix.repro_cell_for(m, "2025-03-01", [m.cell("q-DEBUG")]).name == "q-DEBUG"  # only selected cells
-    assert matrix.repro_cell_for(_matrix(SMALL), "2025-03-01", sel) is None
+    assert matrix.repro_cell_for(matrix_of(SMALL), "2025-03-01", sel) is None
 
 
 def test_cells_round_trip_through_json():
-    cell = _matrix(SMALL).cells[0]
+    cell = matrix_of(SMALL).cells[0]
     assert Cell.from_json(json.loads(json.dumps(cell.to_json()))) == cell
 
 

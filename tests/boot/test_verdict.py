@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import DATA as DATA_ROOT
 from ovmfgen.boot import command as boot_command
 from ovmfgen.boot import shell as boot_shell
 from ovmfgen.builder import layout as build_layout
@@ -17,7 +18,7 @@ from ovmfgen.boot.verdict import BootResult, Verdict, classify_log, installed_pp
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.paths import Layout
 
-DATA = Path(__file__).parent / "data" / "boot"
+DATA = DATA_ROOT / "boot"
 ALL_MILESTONES = ("sec", "pei_core", "xen_platform_pei", "xen_not_detected")
 
 

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers import DATA as DATA_ROOT
+from helpers import REPO
 from ovmfgen.host import apt
 from ovmfgen.boot.xen import cache, debian, guests, nested, persist, verdicts, watch
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.boot.xen import Verdict, classify_xen_run
 
-DATA = Path(__file__).parent / "data" / "xen"
+DATA = DATA_ROOT / "xen"
 
 
 def load(name: str) -> str:
@@ -938,7 +940,7 @@ def test_guests_of_two_trees_share_one_run_apart(tmp_path):
 ])
 def test_invoke_boot_bad_xen_argument_is_one_line(args, message):
     """`invoke boot` itself: exit 1, the one line on stderr, no traceback (before any cache or image work)."""
-    root = Path(__file__).resolve().parents[1]
+    root = REPO
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.run([sys.executable, "-m", "invoke", "boot", *args], cwd=root, env=env,
                           capture_output=True, text=True, timeout=120)
@@ -983,7 +985,7 @@ def test_invoke_boot_on_xen_bad_arguments_give_one_line(tmp_path, args, message)
     """Through the CLI, before any build lookup or Xen cache work: one line, exit 1, no traceback."""
     (tmp_path / "notes.txt").write_text("not a disk\n")
     (tmp_path / "good.img").write_bytes(b"\0" * 510 + b"\x55\xaa")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-m", "ovmfgen", "boot", "--on", "xen", *args], cwd=tmp_path,
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 1, proc

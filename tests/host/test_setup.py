@@ -22,9 +22,8 @@ from ovmfgen.edk2.debian import SourceRelease
 from ovmfgen.edk2.tree import PIN
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.host import setup
-from test_apt import etc_apt
+from helpers import REPO, etc_apt
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 # ---- the signed index
@@ -194,7 +193,7 @@ def test_interrupted_basetools_build_is_redone(
 
 
 def test_unpack_of_a_tarball_without_the_top_dir_fails_cleanly(tmp_path: Path) -> None:
-    from conftest import make_tar_xz
+    from helpers import make_tar_xz
 
     tb = make_tar_xz(tmp_path / "x.tar.xz", {"other/file": b"x"})
     final = tmp_path / "out" / "tree"

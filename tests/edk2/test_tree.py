@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import REPO
 from ovmfgen.edk2 import releases
 from ovmfgen.edk2 import tree as edk2
 from ovmfgen.edk2 import install
@@ -32,7 +33,7 @@ def test_pin() -> None:
 
 def test_pin_matches_the_repository_submodule_gitlink() -> None:
     """The submodule pinned in git's index and PIN name the same commit."""
-    repo = Path(__file__).resolve().parent.parent
+    repo = REPO
     out = subprocess.run(["git", "-C", str(repo), "ls-files", "-s", "edk2"], capture_output=True, text=True)
     if out.returncode != 0 or not out.stdout:
         pytest.skip("not a git checkout")
@@ -208,7 +209,7 @@ ASSEMBLY = b"edk2-stable202605 (commit b03a21a), assembled offline.\nIdentical t
 @pytest.fixture
 def tarball_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """$OVMFGEN_EDK2_TARBALLS holding a small generated edk2-stable202605.tar.xz (pin adjusted to it)."""
-    from conftest import fake_edk2_files, make_tar_xz
+    from helpers import fake_edk2_files, make_tar_xz
 
     d = tmp_path / "tarballs"
     d.mkdir()
@@ -332,7 +333,7 @@ def test_a_checkout_is_named_by_the_stated_tag_else_git_describe_else_its_commit
 def test_a_plain_directory_needs_a_stated_known_tag(
     isolated_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from conftest import fake_edk2_files, write_tree
+    from helpers import fake_edk2_files, write_tree
 
     root = write_tree(tmp_path / "plain", fake_edk2_files())
     monkeypatch.setenv("OVMFGEN_EDK2", str(root))
@@ -350,7 +351,7 @@ def test_a_plain_directory_needs_a_stated_known_tag(
 
 def test_setup_cli_errors_are_one_line_and_exit_1(isolated_cache: Path, tmp_path: Path) -> None:
     """The real `python -m ovmfgen setup --edk2 ...` in a child: no traceback, one line, exit 1."""
-    repo = Path(__file__).resolve().parent.parent
+    repo = REPO
     env = {k: v for k, v in os.environ.items() if k not in ("OVMFGEN_EDK2", "OVMFGEN_EDK2_TARBALLS")}
     env.update(OVMFGEN_CACHE=str(isolated_cache), PYTHONPATH=str(repo))
     proc = subprocess.run([sys.executable, "-m", "ovmfgen", "setup", "--edk2", "edk2-stable209912"],
