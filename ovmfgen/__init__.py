@@ -13,6 +13,7 @@ Code map::
       cli.py               the command layer shared by tasks.py and __main__ (one-line errors, exit status)
       errors.py            OvmfgenError and Location: the one error type, shown as ``path:line:col: error: ...``
       paths.py             the repository's places, the cache, and ``Layout`` (platforms/overrides/build/dist)
+      request.py           ``Request``: the options of one build (from tasks, boot and nightly cells), checked
       run.py               the one door to subprocesses (run, popen, stop, wait)
       fsutil.py            atomic writes (temp file + rename), write-if-changed, sha256 of a file
       ui.py                ``ovmfgen: ...`` progress lines, logging set-up
@@ -42,7 +43,6 @@ Code map::
         diff.py            ``invoke diff``: what a DSC/FDF builds, and the semantic difference
         rebase.py          ``invoke rebase``: upstream's release change merged in as release conditions
       builder/
-        request.py         ``Request``: the build's options, checked
         layout.py          the variant names and the workspace/dist directories in a Layout
         plan.py            ``Plan``: inputs, their hash, the stuart command (the no-op check runs on it)
         workspace.py       the per-workspace lock; rendered files + overrides written into the workspace

@@ -9,7 +9,7 @@ from ovmfgen.boot import xen
 from ovmfgen.boot.qemu import boot_qemu
 from ovmfgen.boot.verdict import ENTRIES, BootResult, check_entry, tail_text
 from ovmfgen.builder.layout import ELF_NAME, dist_dir
-from ovmfgen.builder.request import parse_assignments
+from ovmfgen.request import parse_assignments
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.paths import Layout
 from ovmfgen.ui import say

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ovmfgen import paths
 from ovmfgen.builder.plan import Plan, ccache_dir, link_cache_dir, pcd_arguments, plan
-from ovmfgen.builder.request import make_request
+from ovmfgen.request import make_request
 from ovmfgen.edk2.conventions import ARCH, build_env
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import atomic_write_bytes

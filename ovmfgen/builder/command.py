@@ -24,7 +24,7 @@ from ovmfgen.builder.manifest import (
 )
 from ovmfgen.builder.plan import Plan, link_cache_dir, plan
 from ovmfgen.builder.publish import publish
-from ovmfgen.builder.request import Request, make_request
+from ovmfgen.request import Request, make_request
 from ovmfgen.builder.stuart import run_stuart
 from ovmfgen.builder.workspace import prepare_workspace, workspace_lock
 from ovmfgen.edk2.conventions import fd_size_bytes, fd_size_kb

@@ -24,7 +24,7 @@ from pathlib import Path
 from ovmfgen import __version__, paths
 from ovmfgen.builder.child.pathfree import source_date_epoch
 from ovmfgen.builder.layout import Layout, variant_suffix, workspace_dir
-from ovmfgen.builder.request import Request
+from ovmfgen.request import Request
 from ovmfgen.edk2.conventions import ARCH, fd_size_define, fd_size_label, toolchain_tag
 from ovmfgen.edk2.modules import module_companions
 from ovmfgen.edk2.releases import path_part
@@ -43,7 +43,7 @@ PCD_VERSION = "gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareVersionString"
 PCD_RELEASE_DATE = "gEfiMdeModulePkgTokenSpaceGuid.PcdFirmwareReleaseDateString"
 STUART_PLATFORM = Path(__file__).resolve().parent / "child" / "stuart_platform.py"
 # The modules whose code shapes the artifacts: a change to them invalidates the no-op.
-RECIPE_MODULES = ("builder/request.py", "builder/plan.py", "builder/workspace.py", "builder/stuart.py", "builder/manifest.py",
+RECIPE_MODULES = ("request.py", "builder/plan.py", "builder/workspace.py", "builder/stuart.py", "builder/manifest.py",
                   "builder/publish.py", "builder/command.py", "builder/child/stuart_platform.py",
                   "builder/child/linkcache.py", "builder/child/pathfree.py", "edk2/conventions.py", "edk2/modules.py", "elf.py",
                   "platform/reads.py")

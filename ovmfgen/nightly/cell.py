@@ -25,7 +25,7 @@ from ovmfgen.boot.xen.nested import SUMMARY_NAME as XEN_SUMMARY
 from ovmfgen.boot.xen.nested import with_disks
 from ovmfgen.builder import command as build_cmd
 from ovmfgen.builder import layout as build_layout
-from ovmfgen.builder import request as build_request
+from ovmfgen import request as build_request
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.nightly.history import CELL_LOG, RESULT, write_public
 from ovmfgen.nightly.matrix import Cell

@@ -50,7 +50,7 @@ from typing import Any
 
 from ovmfgen import paths
 from ovmfgen.builder import plan as build_plan
-from ovmfgen.builder import request as build_request
+from ovmfgen import request as build_request
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import replace_dir
 from ovmfgen.nightly import report

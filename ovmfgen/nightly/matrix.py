@@ -17,7 +17,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ovmfgen import paths
 from ovmfgen.boot.xen.debian import check_xen
 from ovmfgen.boot.xen.guests import parse_guest_spec
-from ovmfgen.builder.request import parse_assignments, parse_fd_size, parse_target
+from ovmfgen.request import parse_assignments, parse_fd_size, parse_target
 from ovmfgen.edk2.releases import KNOWN_TAGS
 from ovmfgen.errors import Location, OvmfgenError, display_path
 from ovmfgen.platform.load import check_feature

@@ -24,7 +24,7 @@ from ovmfgen import paths
 from ovmfgen.builder import command as build_cmd
 from ovmfgen.builder import layout as build_layout
 from ovmfgen.builder import plan as build_plan
-from ovmfgen.builder import request as build_request
+from ovmfgen import request as build_request
 from ovmfgen.edk2 import tree as edk2_tree
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.nightly.history import CELL_LOG

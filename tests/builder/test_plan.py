@@ -26,7 +26,7 @@ from ovmfgen.builder import workspace as build_workspace
 from ovmfgen.builder.child.pathfree import source_date_epoch
 from ovmfgen.builder.plan import plan
 from ovmfgen.platform import located as platform_located
-from ovmfgen.builder.request import make_request
+from ovmfgen.request import make_request
 from ovmfgen.builder.stuart import Progress
 from ovmfgen.edk2.tree import Edk2Tree
 from ovmfgen.errors import OvmfgenError

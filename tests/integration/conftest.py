@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ovmfgen.builder import command as build_cmd
-from ovmfgen.builder import request as build_request
+from ovmfgen import request as build_request
 from ovmfgen.edk2.releases import NEWEST_TAG
 from ovmfgen.nightly import repro
 

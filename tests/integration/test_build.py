@@ -26,7 +26,7 @@ from ovmfgen.builder import command as build_cmd
 from ovmfgen.builder import layout as build_layout
 from ovmfgen.builder import manifest as build_manifest
 from ovmfgen.builder import plan as build_plan
-from ovmfgen.builder import request as build_request
+from ovmfgen import request as build_request
 from ovmfgen.edk2 import tree as edk2
 from ovmfgen.nightly import repro
 from ovmfgen.fsutil import sha256_file

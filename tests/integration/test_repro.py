@@ -14,7 +14,7 @@ import pytest
 
 from ovmfgen import paths
 from ovmfgen.builder import plan as build_plan
-from ovmfgen.builder import request as build_request
+from ovmfgen import request as build_request
 from ovmfgen.builder.command import BuildResult
 from ovmfgen.nightly import repro
 

@@ -65,7 +65,7 @@ def test_a_feature_nothing_reads_is_one_line_naming_what_is_read() -> None:
 
 def test_plan_refuses_a_feature_the_platform_does_not_read(edk2_tree) -> None:
     from ovmfgen.builder.plan import plan
-    from ovmfgen.builder.request import make_request
+    from ovmfgen.request import make_request
 
     with pytest.raises(UnreadSwitch) as info:
         plan(make_request("qemu-x64", features=["debug_output=hypervisor-console"]))
