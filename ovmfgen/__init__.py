@@ -12,7 +12,7 @@ Code map::
       __main__.py          ``python -m ovmfgen TASK``: the tasks without the invoke CLI
       cli.py               the command layer shared by tasks.py and __main__ (one-line errors, exit status)
       errors.py            OvmfgenError and Location: the one error type, shown as ``path:line:col: error: ...``
-      paths.py             the repository's places, the cache, and ``Layout`` (platforms/overrides/build/dist)
+      paths.py             the checkout, the cache, and ``Layout`` (platforms/overrides/build/dist roots, the output paths)
       request.py           ``Request``: the options of one build (from tasks, boot and nightly cells), checked
       run.py               the one door to subprocesses (run, popen, stop, wait)
       fsutil.py            atomic writes (temp file + rename), write-if-changed, sha256 of a file
@@ -38,19 +38,19 @@ Code map::
         render.py          model -> XenOvmf.dsc/.fdf text (jinja2, CRLF), write-if-changed
         overrides.py       what the overrides make of the tree's files: whole-file copies and patches (git apply), in order
         located.py         a platform loaded for a tree (the file's own errors before "tree not set up")
+        resolve.py         ``Resolved``: this platform on this tree with these options, rendered, overrides applied once, output paths
         command.py         ``invoke render``: load, render once, validate, write
         importer.py        ``invoke import``: an upstream .dsc/.fdf -> platform YAML
         diff.py            ``invoke diff``: what a DSC/FDF builds, and the semantic difference
         rebase.py          ``invoke rebase``: upstream's release change merged in as release conditions
       builder/
-        layout.py          the variant names and the workspace/dist directories in a Layout
         plan.py            ``Plan``: inputs, their hash, the stuart command (the no-op check runs on it)
         workspace.py       the per-workspace lock; rendered files + overrides written into the workspace
         stuart.py          running the stuart child, progress
         diagnose.py        a failed build's first real error, located
         manifest.py        manifest.json: read, compare (no-op), make; FV usage
         publish.py         the atomic swap into dist/
-        command.py         ``invoke build``: plan, lock, validate, workspace, stuart, ELF, publish
+        command.py         ``invoke build``: a resolved platform planned, locked, validated, built, turned into the ELF, published
         bench.py           ``invoke bench``: ovmfgen vs edk2's own build
         child/             run as other processes, import nothing from ovmfgen
           stuart_platform.py   the stuart settings module

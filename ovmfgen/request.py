@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ovmfgen.edk2.conventions import FD_SIZE_DEFINE, parse_fd_size, parse_target
+from ovmfgen.edk2.conventions import FD_SIZE_DEFINE, fd_size_label, parse_fd_size, parse_target
 from ovmfgen.errors import OvmfgenError
 
 _DEFINE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -50,6 +50,19 @@ class Request:
     version_string: str | None = None
     release_date: str | None = None
     edk2: str | None = None                         # the edk2 tree's tag; None: the default tree
+
+    def options(self) -> list[str]:
+        """The ``invoke build`` options that select this build (``--platform xen-pvh --target DEBUG ...``)."""
+        words = ["--platform", self.platform, "--target", self.target]
+        if self.edk2:
+            words += ["--edk2", self.edk2]
+        if self.fd_size is not None:
+            words += ["--fd-size", fd_size_label(self.fd_size)]
+        for name, value in self.features:
+            words += ["--feature", f"{name}={value}"]
+        for name, value in self.defines:
+            words += ["--define", f"{name}={value}"]
+        return words
 
 
 def make_request(platform: str, target: str = "DEBUG", fd_size: str | int | None = None,

@@ -1,8 +1,9 @@
 """Shared fixtures: isolated roots for unit tests, small generated edk2-like trees, the real tree.
 
-Every unit test runs isolated (the autouse ``_isolated_roots``): the ovmfgen cache, the build root and
-the dist root are fresh folders under a temp directory and OVMFGEN_EDK2 is unset, so a unit test reads
-nothing a previous run or the developer left and writes nothing into the checkout. Unit tests that need
+Every unit test runs isolated through the environment (the autouse ``_isolated_roots``): the ovmfgen
+cache, the build root and the dist root ($OVMFGEN_CACHE, $OVMFGEN_BUILD_DIR, $OVMFGEN_DIST_DIR, which
+ovmfgen reads when it needs them) are fresh folders under a temp directory and OVMFGEN_EDK2 is unset,
+so a unit test reads nothing a previous run or the developer left and writes nothing into the checkout. Unit tests that need
 the real edk2 tree ask for it (``edk2_tree``/``edk2_tree_202605``, which also keep the real cache for the
 code under test, or ``real_cache`` alone, e.g. for a subprocess that locates the tree itself).
 Integration tests (``integration``/``xen`` markers) keep the real cache, build and dist roots: they
@@ -11,18 +12,13 @@ need the real tree and share published builds through session fixtures.
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import os
-import pkgutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-import ovmfgen
 from ovmfgen import paths
 from ovmfgen.edk2 import tree as edk2
 from helpers import fake_edk2_files, make_tar_xz, write_tree
@@ -30,35 +26,8 @@ from helpers import fake_edk2_files, make_tar_xz, write_tree
 # The environment ovmfgen locates its cache and edk2 tree from, as the session started (before any
 # test isolates it): what ``edk2_tree`` and ``real_cache`` put back.
 REAL_ENV = {name: os.environ.get(name) for name in ("OVMFGEN_CACHE", "OVMFGEN_EDK2", "XDG_CACHE_HOME")}
-# Module-level path constants the isolation redirects (wherever a module bound them by name).
-ROOTS = {"build": paths.BUILD_DIR, "dist": paths.DIST_DIR}
 # A unit test asking for one of these checks against the real tree: it keeps the real cache (isolated roots).
 TREE_FIXTURES = frozenset({"edk2_tree", "edk2_tree_202605"})
-
-# Import every ovmfgen module now, so that each binds the real roots before any test redirects them
-# (a module first imported inside an isolated test would keep that test's temp root for good).
-# build/child/ runs as separate processes and is never imported by ovmfgen.
-for _info in pkgutil.walk_packages(ovmfgen.__path__, "ovmfgen."):
-    if not _info.name.startswith("ovmfgen.builder.child"):
-        importlib.import_module(_info.name)
-
-def _redirect(monkeypatch: pytest.MonkeyPatch, real: Path, fake: Path) -> None:
-    """Point every ovmfgen module-level binding of ``real`` at ``fake``, dataclass defaults included
-    (``build.layout.Layout(build_root=paths.BUILD_DIR)`` bound the value when the class was made)."""
-    for name, module in list(sys.modules.items()):
-        if name != "ovmfgen" and not name.startswith("ovmfgen."):
-            continue
-        for attr, value in list(vars(module).items()):
-            if isinstance(value, Path) and value == real:
-                monkeypatch.setattr(module, attr, fake)
-            elif isinstance(value, type) and value.__module__ == name and dataclasses.is_dataclass(value):
-                for field in dataclasses.fields(value):
-                    if isinstance(field.default, Path) and field.default == real:
-                        monkeypatch.setattr(value, field.name, fake)
-                defaults = value.__init__.__defaults__ or ()
-                if any(isinstance(d, Path) and d == real for d in defaults):
-                    monkeypatch.setattr(value.__init__, "__defaults__",
-                                        tuple(fake if isinstance(d, Path) and d == real else d for d in defaults))
 
 
 @pytest.fixture(autouse=True)
@@ -75,9 +44,9 @@ def _isolated_roots(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
         return
     root = tmp_path_factory.mktemp("roots")
     monkeypatch.setenv("OVMFGEN_CACHE", str(root / "cache"))
+    monkeypatch.setenv(paths.BUILD_ENV, str(root / "build"))
+    monkeypatch.setenv(paths.DIST_ENV, str(root / "dist"))
     monkeypatch.delenv("OVMFGEN_EDK2", raising=False)
-    for name, real in ROOTS.items():
-        _redirect(monkeypatch, real, root / name)
     if TREE_FIXTURES & set(request.fixturenames):
         _real_env(monkeypatch)  # a test that asks for the real tree checks against it, wherever it looks it up
     yield root

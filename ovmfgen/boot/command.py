@@ -8,10 +8,10 @@ from pathlib import Path
 from ovmfgen.boot import xen
 from ovmfgen.boot.qemu import boot_qemu
 from ovmfgen.boot.verdict import ENTRIES, BootResult, check_entry, tail_text
-from ovmfgen.builder.layout import ELF_NAME, dist_dir
-from ovmfgen.request import parse_assignments
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.paths import Layout
+from ovmfgen.platform.resolve import resolve
+from ovmfgen.request import make_request
 from ovmfgen.ui import say
 
 
@@ -34,24 +34,6 @@ def _entries(entry: str) -> tuple[str, ...]:
     return (entry,)
 
 
-def published_elf(platform: str, target: str = "DEBUG", fd_size: str | None = None, features: Sequence[str] = (),
-                  defines: Sequence[str] = (), layout: Layout | None = None, edk2: str | None = None) -> Path:
-    """The ``ovmf.elf`` that ``invoke build`` with these options published (one clear line if it did not).
-
-    The same ``dist_dir`` rule as the build: ``--fd-size 4M`` is ``dist/<platform>/<target>-4M/``.
-    """
-    feats = parse_assignments(features, "feature")
-    defs = parse_assignments(defines, "define")
-    path = dist_dir(platform, target, fd_size, feats, defs, layout, edk2) / ELF_NAME
-    if not path.is_file():
-        options = "".join([f" --target {target}", f" --edk2 {edk2}" if edk2 else "",
-                           f" --fd-size {fd_size}" if fd_size else "",
-                           *(f" --feature {f}" for f in features), *(f" --define {d}" for d in defines)])
-        raise OvmfgenError(f"no published firmware at {display_path(path)}: "
-                           f"run `invoke build --platform {platform}{options}` first")
-    return path
-
-
 def boot_command(platform: str = "xen-pvh", target: str = "DEBUG", entry: str = "both", on: str = "qemu",
                  image: str | Path | None = None, edk2: str | None = None, fd_size: str | None = None,
                  features: Sequence[str] = (), defines: Sequence[str] = (),
@@ -62,7 +44,7 @@ def boot_command(platform: str = "xen-pvh", target: str = "DEBUG", entry: str = 
 
     ``image`` defaults to the ``ovmf.elf`` the build with the same ``target``, ``edk2`` tree (a tag;
     None: the default tree), ``fd_size``, ``features`` and ``defines`` published in ``layout``
-    (``published_elf``); the logs are saved beside it. Prints one verdict line per entry and raises
+    (``Resolved.published``); the logs are saved beside it. Prints one verdict line per entry and raises
     ``BootError`` (exit 1, log tails shown) if any failed. ``on="xen"`` boots that image under real
     Xen instead as the ``mode`` guest set: pvh (default), hvm, os, persist or all
     (``ovmfgen.boot.xen.boot_xen_command``, returning one outcome per guest), on Xen ``xen_version``
@@ -84,13 +66,13 @@ def boot_command(platform: str = "xen-pvh", target: str = "DEBUG", entry: str = 
         raise OvmfgenError("a RELEASE build prints no DEBUG log, so its boot cannot be judged: "
                            "boot a DEBUG or NOOPT build")
     if image is None:
-        path = published_elf(platform, target, fd_size, features, defines, layout, edk2)
+        path = resolve(make_request(platform, target, fd_size, defines, features, edk2=edk2), layout).published()
     else:
         path = Path(image)
         if not path.is_file():
             raise OvmfgenError(f"no firmware image at {display_path(path)}")
     if on == "xen":
-        return xen.boot_xen_command(platform=platform, target=target, image=path, mode=mode or "pvh",
+        return xen.boot_xen_command(path, mode=mode or "pvh",
                                     xen=xen_version, disk=disk)
     out_dir = path.resolve().parent
 

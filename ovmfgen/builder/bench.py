@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ovmfgen import paths
 from ovmfgen.builder.plan import Plan, ccache_dir, link_cache_dir, pcd_arguments, plan
+from ovmfgen.platform.resolve import resolve
 from ovmfgen.request import make_request
 from ovmfgen.edk2.conventions import ARCH, build_env
 from ovmfgen.errors import OvmfgenError, display_path
@@ -121,7 +122,7 @@ def bench_command(platform: str = "xen-pvh", target: str = "DEBUG", output: str 
     """
     request = make_request(platform, target, edk2=edk2)
     tree_args = ("--edk2", edk2) if edk2 else ()
-    p = plan(request)
+    p = plan(resolve(request))
     logs = p.workspace.parent / f"{p.workspace.name}.bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
     ws = raw_workspace(p)

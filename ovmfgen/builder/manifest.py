@@ -12,16 +12,16 @@ from ovmfgen.builder.diagnose import strip_log_prefix
 from ovmfgen.builder.plan import Plan, sha256_bytes
 from ovmfgen.edk2.conventions import ARCH, fd_size_label
 from ovmfgen.fsutil import sha256_file
+from ovmfgen.paths import MANIFEST_NAME
 from ovmfgen.run import quote
 
-MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
 
 
 def read_manifest(dist: Path) -> dict | None:
     """The manifest published in ``dist`` (None when absent or unreadable)."""
     try:
-        data = json.loads((dist / MANIFEST).read_text(encoding="utf-8"))
+        data = json.loads((dist / MANIFEST_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

@@ -17,25 +17,16 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ovmfgen import __version__, paths
 from ovmfgen.builder.child.pathfree import source_date_epoch
-from ovmfgen.builder.layout import Layout, variant_suffix, workspace_dir
-from ovmfgen.request import Request
-from ovmfgen.edk2.conventions import ARCH, fd_size_define, fd_size_label, toolchain_tag
-from ovmfgen.edk2.modules import module_companions
-from ovmfgen.edk2.releases import path_part
+from ovmfgen.edk2.conventions import ARCH, fd_size_label, toolchain_tag
 from ovmfgen.edk2.tree import Edk2Tree
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.platform.located import load_for_tree
-from ovmfgen.platform.model import Platform
-from ovmfgen.platform.overrides import override_files as overridden_files
-from ovmfgen.platform.overrides import override_steps
-from ovmfgen.platform.reads import check_defines, check_features, names_read
-from ovmfgen.platform.render import Rendered, render
+from ovmfgen.platform.resolve import Resolved
 from ovmfgen.run import run
 
 STATE_DIR = ".ovmfgen"                  # inside a workspace: what ovmfgen itself keeps there
@@ -46,7 +37,7 @@ STUART_PLATFORM = Path(__file__).resolve().parent / "child" / "stuart_platform.p
 RECIPE_MODULES = ("request.py", "builder/plan.py", "builder/workspace.py", "builder/stuart.py", "builder/manifest.py",
                   "builder/publish.py", "builder/command.py", "builder/child/stuart_platform.py",
                   "builder/child/linkcache.py", "builder/child/pathfree.py", "edk2/conventions.py", "edk2/modules.py", "elf.py",
-                  "platform/reads.py")
+                  "platform/reads.py", "platform/resolve.py")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -116,30 +107,32 @@ def pcd_arguments(version_string: str, release_date: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything decided before building: paths, the stuart command, the inputs and their hash."""
+    """A resolved platform's build, decided: version stamps, tool versions, the inputs and their hash."""
 
-    request: Request
-    platform: Platform
-    layout: Layout
-    suffix: str
-    workspace: Path
-    dist: Path
-    rendered: dict[str, bytes]             # workspace path -> bytes, from rendered_platform
-    rendered_platform: Rendered             # the one render of this build: validated, then written
-    overrides: dict[str, bytes]
-    edk2_root: Path
-    edk2_tools: Path
-    edk2_identity: dict
+    resolved: Resolved
     toolchain: str                          # the tree's TOOL_CHAIN_TAG (GCC on both known trees)
-    fd_size: int                            # MiB
-    features: dict[str, str]                # effective features
-    defines: dict[str, str]                 # every -D passed (FD_SIZE_xMB included)
     version_string: str
     release_date: str
     source_date_epoch: int                  # SOURCE_DATE_EPOCH: the edk2 release's date at 00:00 UTC
     tools: dict[str, str]
     inputs: dict = field(hash=False)
     input_hash: str = ""
+
+    # What the build stages read, as the resolved platform has it.
+    request = property(lambda self: self.resolved.request)
+    platform = property(lambda self: self.resolved.platform)
+    layout = property(lambda self: self.resolved.layout)
+    suffix = property(lambda self: self.resolved.suffix)
+    workspace = property(lambda self: self.resolved.workspace)
+    dist = property(lambda self: self.resolved.dist)
+    rendered = property(lambda self: self.resolved.rendered_files)
+    overrides = property(lambda self: self.resolved.overrides)
+    fd_size = property(lambda self: self.resolved.fd_size)
+    features = property(lambda self: self.resolved.features)
+    defines = property(lambda self: self.resolved.defines)
+    edk2_root = property(lambda self: self.resolved.tree.root)
+    edk2_tools = property(lambda self: self.resolved.tree.basetools)
+    edk2_identity = property(lambda self: self.resolved.tree.identity)
 
     @property
     def output_base(self) -> Path:
@@ -209,72 +202,35 @@ def link_cache_dir() -> Path:
     return paths.cache_dir() / "linkcache"
 
 
-def _included(overrides: Mapping[str, bytes], edk2_root: Path) -> Callable[[str], bytes | None]:
-    """How the build finds an ``!include``d file: the platform's overrides first, then the edk2 tree."""
-    def read(rel: str) -> bytes | None:
-        if rel in overrides:
-            return overrides[rel]
-        try:
-            return (edk2_root / rel).read_bytes()
-        except OSError:
-            return None
-    return read
-
-
-def plan(request: Request, layout: Layout | None = None) -> Plan:
-    """Load and render the platform, read overrides, the edk2 identity and tool versions; hash them.
+def plan(resolved: Resolved) -> Plan:
+    """The build of ``resolved``: version stamps, tool versions, the input hash.
 
     Cheap (no edk2 tooling is imported): the no-op check runs on this alone.
     """
-    lay = layout or Layout()
-    overrides = dict(request.features)
-    if request.fd_size is not None:
-        overrides["fd_size"] = str(request.fd_size)
-    tree, platform = load_for_tree(request.platform, lay.platforms_dir, request.edk2, feature_overrides=overrides)
-    check_features(platform.name, dict(request.features), platform.features_read)
-    defaults = dict(platform.default_features)
-    features = dict(platform.features)
-    fd_size = int(features.get("fd_size", "2"))
-    suffix = variant_suffix(defaults, fd_size, features, dict(request.defines))
-    workspace = workspace_dir(platform.name, suffix, lay, request.edk2)
-    dist = lay.dist_root / platform.name / path_part(request.edk2) / (
-        f"{request.target}-{suffix}" if suffix else request.target)
-    rendered_platform = render(platform)
-    rendered = {f"{platform.package_dir}/{name}": data for name, data in rendered_platform.files().items()}
-    override_root = lay.overrides_for(platform.name)
-    # Whole files as they are, patches applied to the tree's files (platform/overrides.py).
-    override_files = overridden_files(override_steps(platform, override_root, tree.tag, tree.root))
-    # An overridden source file needs its module's other files in the workspace too (edk2/modules.py).
-    override_files.update(module_companions(override_files, tree.root))
-    if request.defines:
-        check_defines(platform.name, dict(request.defines), names_read(rendered, _included(override_files, tree.root)))
-    version_string = request.version_string or default_version_string(tree)
-    release_date = request.release_date or default_release_date(tree)
-    defines = {fd_size_define(fd_size): "TRUE", **dict(request.defines)}
+    req, tree = resolved.request, resolved.tree
+    version_string = req.version_string or default_version_string(tree)
+    release_date = req.release_date or default_release_date(tree)
     toolchain = toolchain_tag(tree.root)
     tools = tool_versions()
     inputs = {
         "ovmfgen": __version__,
         "recipe": recipe_digest(),
-        "platform": platform.name,
-        "target": request.target,
+        "platform": resolved.platform.name,
+        "target": req.target,
         "toolchain": toolchain,
         "arch": ARCH,
-        "fd_size": fd_size_label(fd_size),
-        "defines": dict(sorted(defines.items())),
-        "features": dict(sorted(features.items())),
+        "fd_size": fd_size_label(resolved.fd_size),
+        "defines": dict(sorted(resolved.defines.items())),
+        "features": dict(sorted(resolved.features.items())),
         "version_string": version_string,
         "release_date": release_date,
-        "rendered": {k: sha256_bytes(v) for k, v in sorted(rendered.items())},
-        "overrides": {k: sha256_bytes(v) for k, v in sorted(override_files.items())},
+        "rendered": {k: sha256_bytes(v) for k, v in sorted(resolved.rendered_files.items())},
+        "overrides": {k: sha256_bytes(v) for k, v in sorted(resolved.overrides.items())},
         "edk2": tree.digest,
         "tools": tools,
     }
     return Plan(
-        request=request, platform=platform, layout=lay, suffix=suffix, workspace=workspace, dist=dist,
-        rendered=rendered, rendered_platform=rendered_platform, overrides=override_files, edk2_root=tree.root, edk2_tools=tree.basetools,
-        edk2_identity=tree.identity, toolchain=toolchain, fd_size=fd_size, features=features, defines=defines,
-        version_string=version_string, release_date=release_date,
+        resolved=resolved, toolchain=toolchain, version_string=version_string, release_date=release_date,
         source_date_epoch=source_date_epoch(tree.release_date), tools=tools, inputs=inputs,
         input_hash=input_hash(inputs),
     )

@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from ovmfgen.builder.manifest import MANIFEST
+from ovmfgen.paths import MANIFEST_NAME
 from ovmfgen.fsutil import replace_dir
 
 _RENAME_EXCHANGE = 2
@@ -64,7 +64,7 @@ def publish(files: Mapping[str, bytes], final: Path) -> None:
         shutil.rmtree(staging)
     staging.mkdir()
     try:
-        names = sorted(files, key=lambda n: (n == MANIFEST, n))
+        names = sorted(files, key=lambda n: (n == MANIFEST_NAME, n))
         for name in names:
             with open(staging / name, "wb") as fh:
                 fh.write(files[name])

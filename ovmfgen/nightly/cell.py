@@ -24,9 +24,9 @@ from ovmfgen.boot.xen.guests import parse_guest_spec
 from ovmfgen.boot.xen.nested import SUMMARY_NAME as XEN_SUMMARY
 from ovmfgen.boot.xen.nested import with_disks
 from ovmfgen.builder import command as build_cmd
-from ovmfgen.builder import layout as build_layout
-from ovmfgen import request as build_request
 from ovmfgen.errors import OvmfgenError, display_path
+from ovmfgen.paths import ELF_NAME, LOG_NAME
+from ovmfgen.platform.resolve import resolve
 from ovmfgen.nightly.history import CELL_LOG, RESULT, write_public
 from ovmfgen.nightly.matrix import Cell
 from ovmfgen.nightly.records import BootRecord, CellRecord, ReproRecord, StepRecord, XenGuestRecord
@@ -82,9 +82,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> CellReco
                     "artifacts": {}, "boot": {}, "steps": steps}
 
     def do_build() -> tuple[bool, str, StepRecord]:
-        req = build_request.make_request(cell.platform, cell.target, cell.fd_size, cell.defines, cell.features,
-                                         jobs=threads, ccache=cell.ccache, edk2=cell.edk2)
-        result = build_cmd.build(req)
+        result = build_cmd.build(resolve(cell.request(jobs=threads)))
         manifest = result.manifest
         art = cell_dir / "artifacts"
         for name in sorted(os.listdir(result.dist)):
@@ -96,7 +94,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> CellReco
             "fd_size", "features", "defines", "version_string", "release_date", "input_hash", "edk2", "build_seconds",
             "stuart_command", "jobs", "ccache")}
         record["sizes"] = {n: o.get("size") for n, o in (manifest.get("outputs") or {}).items()
-                           if n != build_layout.LOG_NAME}
+                           if n != LOG_NAME}
         record["fv_usage"] = manifest.get("fv_usage") or {}
         record["fd_size"] = manifest.get("fd_size") or cell.fd_size
         how = "up to date (no-op)" if result.noop else f"built in {result.seconds:.0f} s"
@@ -105,7 +103,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> CellReco
 
     if _step(steps, "build", do_build):
         art = cell_dir / "artifacts"
-        elf_path = art / build_layout.ELF_NAME
+        elf_path = art / ELF_NAME
         fd_path = next((art / n for n in record["artifacts"] if n.endswith(".fd")), None)
         if elf_path.is_file():
             def do_check() -> tuple[bool, str, StepRecord]:
@@ -120,7 +118,7 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> CellReco
             if kind in ("pvh", "reset"):
                 def do_boot(entry: str = kind) -> tuple[bool, str, StepRecord]:
                     if not elf_path.is_file():
-                        raise OvmfgenError("the build published no ovmf.elf to boot")
+                        raise OvmfgenError(f"the build published no {ELF_NAME} to boot")
                     r = (boot_qemu(elf_path, entry, cell_dir, timeout=cell.timeout) if cell.timeout
                          else boot_qemu(elf_path, entry, cell_dir))
                     record["boot"][entry] = {"verdict": r.verdict.value, "seconds": round(r.duration or 0, 1),
@@ -191,13 +189,11 @@ def _xen_steps(cell: Cell, cell_dir: Path, night: Path, elf_path: Path, record: 
     images: dict[str, Path] = {}
     for size in sorted({s.fd_size for s in map(parse_guest_spec, cell.xen_guests) if s.fd_size and s.fd_size != own}):
         def do_build(size: str = size) -> tuple[bool, str, StepRecord]:
-            req = build_request.make_request(cell.platform, cell.target, size, cell.defines, cell.features,
-                                             jobs=threads, ccache=cell.ccache, edk2=cell.edk2)
-            result = build_cmd.build(req)
+            result = build_cmd.build(resolve(cell.request(fd_size=size, jobs=threads)))
             art = cell_dir / f"artifacts-{size}"
-            _link_or_copy(result.dist / build_layout.ELF_NAME, art / build_layout.ELF_NAME)
-            record["artifacts"][f"{size}/{build_layout.ELF_NAME}"] = _rel(art / build_layout.ELF_NAME, night)
-            images[size] = art / build_layout.ELF_NAME
+            _link_or_copy(result.dist / ELF_NAME, art / ELF_NAME)
+            record["artifacts"][f"{size}/{ELF_NAME}"] = _rel(art / ELF_NAME, night)
+            images[size] = art / ELF_NAME
             how = "up to date (no-op)" if result.noop else f"built in {result.seconds:.0f} s"
             return True, f"{how}: {display_path(result.dist)}", {"noop": result.noop}
         _step(steps, f"build-{size}", do_build)
@@ -206,7 +202,7 @@ def _xen_steps(cell: Cell, cell_dir: Path, night: Path, elf_path: Path, record: 
 
     def do_xen() -> tuple[bool, str, StepRecord]:
         if not elf_path.is_file():
-            raise OvmfgenError("the build published no ovmf.elf to boot")
+            raise OvmfgenError(f"the build published no {ELF_NAME} to boot")
         missing = sorted({s.fd_size for s in map(parse_guest_spec, cell.xen_guests)
                           if s.fd_size and s.fd_size not in images})
         if missing:

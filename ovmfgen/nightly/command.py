@@ -49,8 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from ovmfgen import paths
-from ovmfgen.builder import plan as build_plan
-from ovmfgen import request as build_request
+from ovmfgen.platform.resolve import resolve
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import replace_dir
 from ovmfgen.nightly import report
@@ -164,10 +163,8 @@ def check_switches(cells: Sequence[Cell]) -> None:
     for cell in cells:
         if not (cell.features or cell.defines):
             continue
-        req = build_request.make_request(cell.platform, cell.target, cell.fd_size, cell.defines, cell.features,
-                                         edk2=cell.edk2)
         try:
-            build_plan.plan(req)
+            resolve(cell.request())
         except UnreadSwitch as exc:
             raise OvmfgenError(f"{exc.kind} {exc.name}={exc.value}: {exc.detail}",
                                cell.location(exc.kind, exc.name)) from None

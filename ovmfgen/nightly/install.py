@@ -8,10 +8,14 @@ from pathlib import Path
 
 from ovmfgen.boot.shell import split_unified_fd
 from ovmfgen.errors import OvmfgenError
+from ovmfgen.paths import ELF_NAME
 from ovmfgen.nightly.history import write_public
 from ovmfgen.nightly.matrix import InstallSpec
 from ovmfgen.nightly.records import CellRecord, Summary
 from ovmfgen.ui import say
+
+# The code and variable halves of a split OVMF, as edk2's QEMU platforms name them.
+SPLIT_FDS = ("OVMF_CODE.fd", "OVMF_VARS.fd")
 
 
 def firmware_descriptor(kind: str, description: str, paths_abs: Mapping[str, str], cell: CellRecord,
@@ -80,23 +84,25 @@ def install(summary: Summary, night: Path, root: Path, specs: Sequence[InstallSp
         arts = cell.get("artifacts") or {}
         files: dict[str, tuple[str, Path]]
         if spec.firmware:
-            src = night / arts.get("ovmf.elf", "")
-            if not arts.get("ovmf.elf") or not src.is_file():
-                raise OvmfgenError(f"install: cell {spec.cell} has no ovmf.elf to install as {spec.firmware}")
+            src = night / arts.get(ELF_NAME, "")
+            if not arts.get(ELF_NAME) or not src.is_file():
+                raise OvmfgenError(f"install: cell {spec.cell} has no {ELF_NAME} to install as {spec.firmware}")
             files = {"firmware": (spec.firmware, src)}
             kind = "kernel"
         else:
-            code = arts.get("OVMF_CODE.fd")
-            vars_ = arts.get("OVMF_VARS.fd")
+            code = arts.get(SPLIT_FDS[0])
+            vars_ = arts.get(SPLIT_FDS[1])
             if not (code and vars_):
-                fd_rel = arts.get("OVMF.fd")
+                # The unified FD the build published (the platform's FD name: OVMF.fd).
+                fd_rel = next((rel for name, rel in sorted(arts.items())
+                               if name.endswith(".fd") and "/" not in name and name not in SPLIT_FDS), None)
                 if not fd_rel:
-                    raise OvmfgenError(f"install: cell {spec.cell} has no OVMF.fd to install")
+                    raise OvmfgenError(f"install: cell {spec.cell} has no unified FD (OVMF.fd) to install")
                 v, c = split_unified_fd((night / fd_rel).read_bytes())
                 tmp = night / "cells" / spec.cell
-                (tmp / "OVMF_CODE.fd").write_bytes(c)
-                (tmp / "OVMF_VARS.fd").write_bytes(v)
-                code, vars_ = f"cells/{spec.cell}/OVMF_CODE.fd", f"cells/{spec.cell}/OVMF_VARS.fd"
+                (tmp / SPLIT_FDS[0]).write_bytes(c)
+                (tmp / SPLIT_FDS[1]).write_bytes(v)
+                code, vars_ = (f"cells/{spec.cell}/{name}" for name in SPLIT_FDS)
             if not spec.vars:
                 raise OvmfgenError(f"install: the entry for {spec.cell} needs 'vars' with 'code'")
             assert spec.code, "parse_matrix: an install entry without 'firmware' has 'code'"

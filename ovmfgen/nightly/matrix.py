@@ -17,7 +17,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ovmfgen import paths
 from ovmfgen.boot.xen.debian import check_xen
 from ovmfgen.boot.xen.guests import parse_guest_spec
-from ovmfgen.request import parse_assignments, parse_fd_size, parse_target
+from ovmfgen.request import Request, make_request, parse_assignments, parse_fd_size, parse_target
 from ovmfgen.edk2.releases import KNOWN_TAGS
 from ovmfgen.errors import Location, OvmfgenError, display_path
 from ovmfgen.platform.load import check_feature
@@ -60,6 +60,12 @@ class Cell:
         data = asdict(self)
         data.pop("locations")
         return data
+
+    def request(self, fd_size: str | None = None, jobs: int | None = None, clean: bool = False,
+                ccache: bool | None = None) -> Request:
+        """The build this cell asks for (``fd_size``: another FD size of it; ``ccache``: instead of the cell's)."""
+        return make_request(self.platform, self.target, fd_size or self.fd_size, self.defines, self.features,
+                            jobs=jobs, clean=clean, ccache=self.ccache if ccache is None else ccache, edk2=self.edk2)
 
     def location(self, kind: str, name: str) -> Location | None:
         """Where the ``kind`` (feature/define) switch ``name`` is written in nightly.yaml, if it is."""

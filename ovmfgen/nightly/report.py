@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ovmfgen.fsutil import atomic_write_bytes
+from ovmfgen.paths import LOG_NAME
 from ovmfgen.nightly.history import read_summaries
 from ovmfgen.nightly.records import BootRecord, CellRecord, FvUsage, StepRecord, Summary, Totals
 
@@ -227,10 +228,10 @@ def _cells_table(summary: Summary, base: str) -> str:
             check_cls = "ok" if check.get("status") == "passed" else "bad"
         arts = rec.get("artifacts") or {}
         links = [_link(f"{base}/{rec.get('log')}", "cell log") if rec.get("log") else ""]
-        if "build.log" in arts:
-            links.append(_link(f"{base}/{arts['build.log']}", "build log"))
+        if LOG_NAME in arts:
+            links.append(_link(f"{base}/{arts[LOG_NAME]}", "build log"))
         for name in sorted(arts):
-            if name != "build.log":
+            if name != LOG_NAME:
                 links.append(_link(f"{base}/{arts[name]}", name))
         error = rec.get("error")
         name_cell = f"<b>{_e(rec.get('name'))}</b>"

@@ -22,11 +22,12 @@ from typing import Any
 
 from ovmfgen import paths
 from ovmfgen.builder import command as build_cmd
-from ovmfgen.builder import layout as build_layout
 from ovmfgen.builder import plan as build_plan
-from ovmfgen import request as build_request
+from ovmfgen.request import Request
 from ovmfgen.edk2 import tree as edk2_tree
 from ovmfgen.errors import OvmfgenError, display_path
+from ovmfgen.paths import Layout
+from ovmfgen.platform.resolve import resolve
 from ovmfgen.nightly.history import CELL_LOG
 from ovmfgen.nightly.matrix import Cell
 from ovmfgen.nightly.records import Comparison, ReproRecord
@@ -207,17 +208,16 @@ class PlacedBuild:
     root: Path | None = None    # the checkout it was built in (build_at's ``root``); None: the repository's
 
 
-def build_at(request: build_request.Request, root: Path, cache: Path | None = None) -> PlacedBuild:
+def build_at(request: Request, root: Path, cache: Path | None = None) -> PlacedBuild:
     """Build ``request`` with its workspace and dist under ``root`` and (when given) ``OVMFGEN_CACHE=cache``."""
-    lay = build_layout.Layout(build_root=root / "build", dist_root=root / "dist")
+    lay = Layout(build_root=root / "build", dist_root=root / "dist")
     with _cache_at(cache):
         say(f"reproducibility: building from scratch in {display_path(lay.build_root)}"
             + (f", cache {display_path(cache)}" if cache is not None else ""))
-        # Planned before building: the comparison then describes the inputs this build really read,
-        # even if the checkout's platform files change while it runs.
-        plan = build_plan.plan(request, lay)
-        result = build_cmd.build(request, lay)
-        return PlacedBuild(plan, result, paths.cache_dir(), root)
+        # The plan is decided before building: the comparison then describes the inputs this build
+        # really read, even if the checkout's platform files change while it runs.
+        result = build_cmd.build(resolve(request, lay))
+        return PlacedBuild(result.plan, result, paths.cache_dir(), root)
 
 
 def compare_placed(a: PlacedBuild, b: PlacedBuild, limit: int = 20) -> Comparison:
@@ -241,7 +241,7 @@ def run_repro(cell: Cell, repro_dir: Path, threads: int | None = None, keep_work
     """
     repro_dir = Path(repro_dir).resolve()
     repro_dir.mkdir(parents=True, exist_ok=True)
-    root = paths.BUILD_DIR / ".nightly-repro"
+    root = Layout().build_root / ".nightly-repro"
     t0 = time.monotonic()
     builds: list[dict[str, Any]] = []
     record: ReproRecord = {"cell": cell.name, "status": "failed", "builds": builds}
@@ -249,9 +249,7 @@ def run_repro(cell: Cell, repro_dir: Path, threads: int | None = None, keep_work
         placed = []
         for tag, ccache in ((FIRST_ROOT, True), (SECOND_ROOT, False)):
             cache = moved_cache(cell.edk2, root / SECOND_CACHE) if tag == SECOND_ROOT else None
-            req = build_request.make_request(cell.platform, cell.target, cell.fd_size, cell.defines, cell.features,
-                                             jobs=threads, clean=True, ccache=ccache, edk2=cell.edk2)
-            b = build_at(req, root / tag, cache)
+            b = build_at(cell.request(jobs=threads, clean=True, ccache=ccache), root / tag, cache)
             placed.append(b)
             builds.append({"workspace": display_path(b.plan.workspace), "cache": display_path(b.cache),
                            "ccache": ccache, "seconds": round(b.result.seconds, 1)})

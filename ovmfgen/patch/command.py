@@ -38,11 +38,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ovmfgen import paths
 from ovmfgen.edk2.releases import NEWEST_TAG, path_part
 from ovmfgen.errors import OvmfgenError, display_path
+from ovmfgen.patch.series import parse_signoff
 from ovmfgen.patch.verify import verify_series
 from ovmfgen.patch.write import Generated, generate
+from ovmfgen.platform.resolve import resolve
+from ovmfgen.request import make_request
 from ovmfgen.ui import say
 
 
@@ -53,8 +55,9 @@ def patch_command(platform: str, output: str | None = None, signoff: str | None 
     ``check_each_commit`` apply it to a pristine tree and build after every commit. ``edk2`` (a tag) is the
     tree the series is for: by default the newest known release, since a series must apply to the
     current upstream tree."""
-    edk2 = edk2 or NEWEST_TAG
-    gen = generate(platform, Path(output) if output else None, signoff, edk2=edk2)
+    signer = parse_signoff(signoff) if signoff is not None else None
+    r = resolve(make_request(platform, edk2=edk2 or NEWEST_TAG))
+    gen = generate(r, Path(output) if output else None, signer)
     size = sum(p.stat().st_size for p in (gen.cover, *gen.patches))
     say(f"{display_path(gen.out_dir)}: cover letter + {len(gen.patches)} patches ({size} bytes), "
         f"based on {gen.series.tag} ({gen.series.upstream_commit[:12]})")
@@ -64,11 +67,10 @@ def patch_command(platform: str, output: str | None = None, signoff: str | None 
     say(f"PatchCheck.py: {sum(c.clean for c in files)}/{len(files)} patch files pass with no warning; "
         f"the commits pass too (one package per commit)")
     if check_each_commit:
-        work = paths.BUILD_DIR / "patch-check" / path_part(edk2) / gen.series.platform
+        work = r.layout.build_root / "patch-check" / path_part(r.tree.tag) / gen.series.platform
         say(f"applying with git am to a pristine {gen.series.tag} in {display_path(work / 'edk2')} and building "
             "after each commit")
-        ver = verify_series(gen.out_dir, work, platform, each=True, target=target, jobs=jobs, progress=say,
-                            edk2=edk2)
+        ver = verify_series(gen.out_dir, work, r, each=True, target=target, jobs=jobs, progress=say)
         if not ver.ok:
             failed = [s for s in ver.steps if not s.ok]
             raise OvmfgenError(f"the tree does not build after commit {failed[0].index} of {len(ver.commits)} "

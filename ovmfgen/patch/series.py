@@ -10,13 +10,14 @@ from pathlib import Path
 
 from ovmfgen import elf, paths
 from ovmfgen.edk2.conventions import toolchain_tag
+from ovmfgen.edk2.tree import PIN
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.patch.intree import (
     CI_TEMPLATE, MAINTAINERS, add_ci_job, add_maintainers, ci_pipeline, ci_script, ci_script_path,
     elf_header_include, header_include_path, in_tree_files,
 )
 from ovmfgen.platform.model import Platform
-from ovmfgen.platform.overrides import override_steps
+from ovmfgen.platform.resolve import Resolved
 from ovmfgen.run import run
 
 SUBJECT_MAX = 75            # PatchCheck.py: a subject of 76 characters or more is an error
@@ -130,28 +131,30 @@ def _sizes(platform: Platform) -> str:
     return (", ".join(mib[:-1]) + " and " + mib[-1]) if len(mib) > 1 else "".join(mib)
 
 
-def override_commits(platform: Platform, tag: str, tree_root: Path) -> tuple[Commit, ...]:
+def override_commits(r: Resolved) -> tuple[Commit, ...]:
     """One commit per override: the files the platform's build uses in place of edk2's, sent upstream.
 
     The platform's ``overrides:`` entry carries the commit's subject and body (``commit:``); the series
     cannot carry an override without one, since upstream has nothing to say why. Entries apply in order
     (platform/overrides.py), so a patch on a file an earlier entry replaced is a commit on top of it.
     """
-    for ov in platform.overrides:
+    for ov in r.platform.overrides:
         if not ov.commit_subject:
             raise OvmfgenError(f"override {ov.path} has no 'commit:' (subject and body): the upstream series "
                                "carries each override as its own commit", ov.loc)
-    steps = override_steps(platform, paths.OVERRIDES_DIR / platform.name, tag, tree_root)
     return tuple(Commit(subject=s.override.commit_subject, body=s.override.commit_body, files=s.files, builds=False)
-                 for s in steps)
+                 for s in r.steps)
 
 
-def plan_series(platform: Platform, tree_root: Path, tag: str, upstream_commit: str, release_date: str) -> Series:
-    """The series for ``platform`` against the edk2 tree at ``tree_root``: pure data, no git involved."""
+def plan_series(r: Resolved) -> Series:
+    """The series for the resolved platform against its edk2 tree: pure data, no git involved."""
+    platform, tree_root, tag = r.platform, r.tree.root, r.tree.tag
+    upstream_commit = str(r.tree.identity.get("commit") or PIN.commit)
+    release_date = r.tree.release_date
     if platform.package_dir != "OvmfPkg":
         raise OvmfgenError(f"platform {platform.name} lives in {platform.package_dir}/: the upstream series is "
                            "for OvmfPkg platforms (PlatformCI, Maintainers.txt section)", platform.loc)
-    fixes = override_commits(platform, tag, tree_root)
+    fixes = override_commits(r)
     name = platform.dsc_name
     tc = toolchain_tag(tree_root)
     pipeline, ci_tc = ci_pipeline(tree_root)

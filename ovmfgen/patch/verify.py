@@ -13,14 +13,13 @@ from ovmfgen import elf
 from ovmfgen.builder.diagnose import summarize_failure
 from ovmfgen.edk2 import conventions
 from ovmfgen.edk2.conventions import ARCH, TARGETS, toolchain_tag
-from ovmfgen.edk2.tree import locate
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import write_if_changed
 from ovmfgen.patch.git import BASE_IDENT, RAW_ATTRIBUTES, BaseRepo, ensure_base, git
 from ovmfgen.patch.series import Ident
 from ovmfgen.patch.write import COVER_LETTER
-from ovmfgen.platform.load import load_platform
 from ovmfgen.platform.model import Platform
+from ovmfgen.platform.resolve import Resolved
 from ovmfgen.run import CommandError, run
 
 
@@ -182,18 +181,16 @@ class Verification:
         return next((s.fd for s in reversed(self.steps) if s.fd is not None), None)
 
 
-def verify_series(patch_dir: Path, work: Path, platform_name: str, each: bool = True, target: str = "DEBUG",
-                  jobs: int | None = None, progress: Callable[[str], None] | None = None,
-                  edk2: str | None = None) -> Verification:
-    """Apply the series in ``patch_dir`` to a pristine clone of the edk2 tree ``edk2`` (a tag; None: the
-    default tree) in ``work`` and build it.
+def verify_series(patch_dir: Path, work: Path, r: Resolved, each: bool = True, target: str = "DEBUG",
+                  jobs: int | None = None, progress: Callable[[str], None] | None = None) -> Verification:
+    """Apply the series in ``patch_dir`` to a pristine clone of the resolved platform's edk2 tree in
+    ``work`` and build it.
 
     ``each``: build after every commit (bisectability); otherwise only at the tip. Nothing of ovmfgen is
     involved in the build: upstream's ``build`` with EDK_TOOLS_PATH = the pinned BaseTools, WORKSPACE =
     the clone, Conf from the BaseTools templates.
     """
-    tree = locate(edk2)
-    platform = load_platform(platform_name, edk2=tree.tag)
+    tree, platform = r.tree, r.platform
     base = ensure_base(tree.root, tree.digest, tree.tag, tree.release_date)
     work = Path(work)
     repo = work / "edk2"

@@ -8,9 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ovmfgen import paths
 from ovmfgen.edk2.releases import path_part
-from ovmfgen.edk2.tree import PIN, locate
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import replace_dir
 from ovmfgen.patch.checks import CheckResult, get_maintainers, patchcheck
@@ -18,9 +16,8 @@ from ovmfgen.patch.git import (
     BaseRepo, commit_date, edk2_git_options, ensure_base, git, ident_env, make_commit, work_repo,
 )
 from ovmfgen.patch.intree import MAINTAINERS
-from ovmfgen.patch.series import Commit, Ident, Series, default_signoff, parse_signoff, plan_series
-from ovmfgen.platform.load import load_platform
-from ovmfgen.platform.render import render
+from ovmfgen.patch.series import Commit, Ident, Series, default_signoff, plan_series
+from ovmfgen.platform.resolve import Resolved
 from ovmfgen.platform.validate import validate
 
 COVER_LETTER = "0000-cover-letter.patch"
@@ -139,25 +136,21 @@ def check_writable(out: Path) -> None:
         raise OvmfgenError(f"cannot write the series to {display_path(out)}: {exc.strerror or exc}") from None
 
 
-def default_output_dir(platform_name: str, edk2: str | None = None) -> Path:
+def default_output_dir(r: Resolved) -> Path:
     """``dist/patches/<platform>/`` (``dist/patches/<platform>/<tag>/`` for another tree than the default)."""
-    return paths.DIST_DIR / "patches" / platform_name / path_part(edk2)
+    return r.layout.patches_dir(r.platform.name, path_part(r.tree.tag))
 
 
-def generate(platform_name: str, out_dir: Path | None = None, signoff: str | None = None,
-             validate_platform: bool = True, edk2: str | None = None) -> Generated:
-    """Load (and validate) the platform and write its upstream series for the edk2 tree ``edk2`` (a tag;
-    None: the default tree) to ``out_dir``."""
-    signer = parse_signoff(signoff) if signoff is not None else default_signoff()
-    tree = locate(edk2)
-    platform = load_platform(platform_name, edk2=tree.tag)
-    out = Path(out_dir) if out_dir is not None else default_output_dir(platform.name, edk2)
+def generate(r: Resolved, out_dir: Path | None = None, signer: Ident | None = None,
+             validate_platform: bool = True) -> Generated:
+    """Validate the resolved platform and write its upstream series for its edk2 tree to ``out_dir``
+    (default: ``default_output_dir``), signed off by ``signer`` (default: git's user)."""
+    signer = signer or default_signoff()
+    out = Path(out_dir) if out_dir is not None else default_output_dir(r)
     check_writable(out)
     if validate_platform:
-        validate(platform, render(platform))
-    tag = tree.tag
-    upstream = str(tree.identity.get("commit") or PIN.commit)
-    release_date = tree.release_date
-    series = plan_series(platform, tree.root, tag, upstream, release_date)
-    base = ensure_base(tree.root, tree.digest, tag, release_date)
+        validate(r)
+    series = plan_series(r)
+    tree = r.tree
+    base = ensure_base(tree.root, tree.digest, tree.tag, tree.release_date)
     return write_series(series, base, signer, out, tree.root)

@@ -19,16 +19,16 @@ from pathlib import Path
 
 from ovmfgen.edk2.conventions import ARCH, toolchain_tag
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.paths import Layout
 from ovmfgen.platform.importer import _resolve_input
-from ovmfgen.platform.located import load_for_tree
 from ovmfgen.platform.model import Include, Platform, Region, RegionContent, RegionPcds, ReservedRegion, Statement
-from ovmfgen.platform.overrides import override_files, override_sources
-from ovmfgen.platform.render import Rendered, render
+from ovmfgen.platform.overrides import override_sources
+from ovmfgen.platform import resolve as platform_resolve
+from ovmfgen.platform.resolve import Resolved
 from ovmfgen.platform.syntax import parse_fdf
+from ovmfgen.request import make_request
 from ovmfgen.platform.validate import (
     Infos, Workspace, active_statements, component_libraries, conditional_evaluator,
-    dsc_parser, expand_macros, fdf_parser, platform_override_steps, prepare_workspace,
+    dsc_parser, expand_macros, fdf_parser, prepare_workspace,
     quiet_edk2toollib, validate,
 )
 
@@ -242,13 +242,13 @@ def _delta_matches(delta_kind: str, delta_subject: str, diff: Difference) -> boo
                                        or delta_subject in diff.ours or delta_subject in diff.theirs)
 
 
-def override_differences(platform: Platform, ov_root: Path, edk2_root: Path) -> list[Difference]:
+def override_differences(r: Resolved) -> list[Difference]:
     """One ``file`` difference per file the overrides change whose bytes differ from the edk2 tree's file
-    at its path (named by the override file or patch that last changed it)."""
-    steps = platform_override_steps(platform, ov_root, edk2_root)
-    sources = override_sources(steps)
+    at its path (named by the override files or patches that changed it)."""
+    platform, edk2_root = r.platform, r.tree.root
+    sources = override_sources(r.steps)
     out = []
-    for rel, ours in override_files(steps).items():
+    for rel, ours in r.override_files.items():
         upstream = edk2_root / rel
         theirs = upstream.read_bytes() if upstream.is_file() else None
         if ours != theirs:
@@ -257,17 +257,13 @@ def override_differences(platform: Platform, ov_root: Path, edk2_root: Path) -> 
     return out
 
 
-def diff_platform(platform: Platform, against_dsc: Path, against_fdf: Path, edk2_root: Path,
-                  rendered: Rendered | None = None, layout: Layout | None = None
+def diff_platform(r: Resolved, against_dsc: Path, against_fdf: Path
                   ) -> tuple[dict[str, list[Difference]], list[Difference], list[str]]:
-    """(differences per configuration, unexplained ones, listed deltas never observed).
-
-    ``rendered`` is the platform's render when the caller has one (else it is rendered here); the
-    overrides come from ``layout``.
-    """
-    ov_root = (layout or Layout()).overrides_for(platform.name)
+    """(differences per configuration, unexplained ones, listed deltas never observed) of the resolved
+    platform (its render, the files its overrides make) against ``against_dsc``/``against_fdf``."""
+    platform, edk2_root = r.platform, r.tree.root
     with tempfile.TemporaryDirectory(prefix="ovmfgen-diff-") as tmp:
-        ws_root = prepare_workspace(platform, Path(tmp), rendered or render(platform), ov_root, edk2_root)
+        ws_root = prepare_workspace(r, Path(tmp))
         ours_ws = Workspace((ws_root, edk2_root))
         theirs_ws = Workspace((against_dsc.parent, edk2_root))
         # Upstream files are resolved in the edk2 tree by their tree-relative path when they live there.
@@ -278,7 +274,7 @@ def diff_platform(platform: Platform, against_dsc: Path, against_fdf: Path, edk2
         except ValueError:
             dsc_rel, fdf_rel = against_dsc.name, against_fdf.name
         per_config = diff_files((ours_ws, platform.dsc_path, platform.fdf_path), (theirs_ws, dsc_rel, fdf_rel))
-        files = override_differences(platform, ov_root, edk2_root)
+        files = override_differences(r)
     for diffs in per_config.values():
         # An override replaces the file in every configuration.
         diffs.extend(files)
@@ -376,10 +372,10 @@ def diff_command(platform_name: str, against: str | None = None, fdf: str | None
     refuses for a platform that does not validate against that tree: the differences come first (what
     upstream changed), the validation error after them, and the exit status is 1.
     """
-    tree, platform = load_for_tree(platform_name, edk2=edk2)
-    rendered = render(platform)
+    r = platform_resolve.resolve(make_request(platform_name, edk2=edk2))
+    tree, platform = r.tree, r.platform
     try:
-        validate(platform, rendered, tree=tree)
+        validate(r)
         invalid = None
     except OvmfgenError as exc:
         invalid = exc
@@ -398,7 +394,7 @@ def diff_command(platform_name: str, against: str | None = None, fdf: str | None
         shown = against
         if not fdf_path.is_file():
             raise OvmfgenError(f"no FDF beside {against}; pass --fdf")
-    per_config, unexplained, stale = diff_platform(platform, dsc_path, fdf_path, tree.root, rendered)
+    per_config, unexplained, stale = diff_platform(r, dsc_path, fdf_path)
     print(format_report(platform, per_config, unexplained, stale), flush=True)
     if invalid is not None:
         print(f"{platform.name} does not validate against {tree.tag}:", flush=True)

@@ -33,6 +33,30 @@ class OverrideStep:
     files: tuple[tuple[str, bytes], ...]       # edk2 path -> bytes, sorted by path
 
 
+def check_overrides(platform: Platform, overrides_root: Path, tag: str) -> None:
+    """Every override must be a file inside ``overrides_root`` (the layout's overrides/<platform>/: no ``..``,
+    absolute paths or escaping links). A ``per_tree`` override needs its copy for the tree tagged ``tag``
+    (overrides/<platform>/<tag>/<path>)."""
+    root = overrides_root
+    for ov in platform.overrides:
+        rel = ov.path
+        if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
+            raise OvmfgenError(f"override path must be relative to overrides/{platform.name}/: {rel}", ov.loc)
+        if ".." in Path(rel).parts:
+            raise OvmfgenError(f"override path must stay inside overrides/{platform.name}/: {rel}", ov.loc)
+        rel = ov.source(tag)
+        target = root / rel
+        try:
+            resolved = target.resolve(strict=True)
+        except (FileNotFoundError, RuntimeError):
+            hint = f" (per_tree: one copy per edk2 tree; none for {tag})" if ov.per_tree else ""
+            raise OvmfgenError(f"override not found: overrides/{platform.name}/{rel}{hint}", ov.loc) from None
+        if not resolved.is_relative_to(root.resolve()):
+            raise OvmfgenError(f"override overrides/{platform.name}/{rel} is a link leaving overrides/", ov.loc)
+        if not resolved.is_file():
+            raise OvmfgenError(f"override must be a file: overrides/{platform.name}/{rel}", ov.loc)
+
+
 def patch_targets(diff: bytes, where: str, ov: Override) -> tuple[str, ...]:
     """The tree-relative files a unified diff (``git diff``/``diff -u`` with a/ and b/ prefixes) changes.
 

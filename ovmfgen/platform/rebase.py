@@ -36,7 +36,7 @@ from ovmfgen.edk2.releases import DEFAULT_TAG
 from ovmfgen.edk2.tree import Edk2Tree, locate
 from ovmfgen.errors import Location, OvmfgenError, display_path
 from ovmfgen.fsutil import write_if_changed
-from ovmfgen.paths import PLATFORMS_DIR
+from ovmfgen.paths import Layout
 from ovmfgen.platform.importer import dump_yaml, yaml_items
 from ovmfgen.platform.load import HEADER_FIELDS, load_platform
 from ovmfgen.platform.model import (
@@ -45,8 +45,8 @@ from ovmfgen.platform.model import (
     Statement,
 )
 from ovmfgen.platform.release import tag_number
-from ovmfgen.platform.render import render
 from ovmfgen.platform.syntax import parse_dsc, parse_fdf
+from ovmfgen.platform.resolve import resolved
 from ovmfgen.platform.validate import validate
 from ovmfgen.ui import say
 
@@ -466,7 +466,7 @@ def rebase_command(platform_name: str, to: str, from_tag: str | None = None, dry
     """
     if not to:
         raise OvmfgenError("rebase needs --to TAG, the edk2 release to carry the platform to")
-    path = Path(platform_name) if platform_name.endswith(".yaml") else PLATFORMS_DIR / f"{platform_name}.yaml"
+    path = Path(platform_name) if platform_name.endswith(".yaml") else Layout().platforms_dir / f"{platform_name}.yaml"
     if not path.is_file():
         raise OvmfgenError(f"unknown platform '{platform_name}' (no {display_path(path)})")
     text = path.read_text(encoding="utf-8")
@@ -489,7 +489,7 @@ def rebase_command(platform_name: str, to: str, from_tag: str | None = None, dry
         probe.write_text(result.text, encoding="utf-8")
         for tree in (base_tree, target_tree):
             probed = load_platform(probe, platforms_dir=path.parent, edk2=tree.tag)
-            validate(probed, render(probed), edk2_root=tree.root, use_cache=False)
+            validate(resolved(probed, tree, Layout(platforms_dir=path.parent)), use_cache=False)
     for change in result.changes:
         say(f"{target_tree.tag}: {change}")
     if dry_run:

@@ -24,16 +24,12 @@ from pathlib import Path
 
 from ovmfgen import elf
 from ovmfgen.edk2.conventions import ARCH, FD_SIZES_KB, toolchain_tag
-from ovmfgen.edk2.releases import DEFAULT_TAG
-from ovmfgen.edk2.tree import Edk2Tree, locate
 from ovmfgen.errors import Location, OvmfgenError
-from ovmfgen.paths import Layout
 from ovmfgen.platform.model import (
     Component, Conditional, Field, Include, Inf, LibraryMapping, Pcd, Platform, Region, RegionPcds, ReservedRegion,
     Section, SetPcd, Statement, walk,
 )
-from ovmfgen.platform.overrides import OverrideStep, override_files, override_steps
-from ovmfgen.platform.render import Rendered
+from ovmfgen.platform.resolve import Resolved
 
 
 @dataclass(frozen=True)
@@ -99,36 +95,6 @@ def quiet_edk2toollib() -> None:
     logging.getLogger("edk2toollib").setLevel(logging.CRITICAL)
     for name in ("DscParser", "FdfParser", "InfParser", "DecParser", "Edk2Path"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-def override_tag(platform: Platform) -> str:
-    """The tree whose copy of a ``per_tree`` override applies: the release the platform was loaded for."""
-    return platform.edk2 or DEFAULT_TAG
-
-
-def check_overrides(platform: Platform, overrides_root: Path) -> None:
-    """Every override must be a file inside ``overrides_root`` (the layout's overrides/<platform>/: no ``..``,
-    absolute paths or escaping links). A ``per_tree`` override needs its copy for the platform's tree
-    (overrides/<platform>/<tag>/<path>)."""
-    root = overrides_root
-    tag = override_tag(platform)
-    for ov in platform.overrides:
-        rel = ov.path
-        if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
-            raise OvmfgenError(f"override path must be relative to overrides/{platform.name}/: {rel}", ov.loc)
-        if ".." in Path(rel).parts:
-            raise OvmfgenError(f"override path must stay inside overrides/{platform.name}/: {rel}", ov.loc)
-        rel = ov.source(tag)
-        target = root / rel
-        try:
-            resolved = target.resolve(strict=True)
-        except (FileNotFoundError, RuntimeError):
-            hint = f" (per_tree: one copy per edk2 tree; none for {tag})" if ov.per_tree else ""
-            raise OvmfgenError(f"override not found: overrides/{platform.name}/{rel}{hint}", ov.loc) from None
-        if not resolved.is_relative_to(root.resolve()):
-            raise OvmfgenError(f"override overrides/{platform.name}/{rel} is a link leaving overrides/", ov.loc)
-        if not resolved.is_file():
-            raise OvmfgenError(f"override must be a file: overrides/{platform.name}/{rel}", ov.loc)
 
 
 def _all_statements(sections: tuple[Section, ...]) -> Iterator[tuple[Section, Statement]]:
@@ -428,37 +394,24 @@ def check_fd_layout(platform: Platform, ws_root: Path, edk2_path: object) -> Non
 # ---------------------------------------------------------------------------------------------
 
 
-def platform_override_steps(platform: Platform, overrides_root: Path, edk2_root: Path) -> tuple[OverrideStep, ...]:
-    """The platform's overrides (``overrides_root``: the layout's overrides/<platform>/) applied in order
-    for the release it was loaded for, patches on the files of the tree at ``edk2_root``."""
-    return override_steps(platform, overrides_root, override_tag(platform), edk2_root)
-
-
-def prepare_workspace(platform: Platform, root: Path, rendered: Rendered, overrides_root: Path,
-                      edk2_root: Path) -> Path:
-    """Lay out a workspace at ``root``: rendered files under their package dir plus the files the overrides
-    make (from ``overrides_root``, the layout's overrides/<platform>/; a patch applies to ``edk2_root``'s)."""
-    pkg = root / platform.package_dir
-    pkg.mkdir(parents=True, exist_ok=True)
-    for name, data in rendered.files().items():
-        (pkg / name).write_bytes(data)
-    steps = platform_override_steps(platform, overrides_root, edk2_root)
-    for rel, data in override_files(steps).items():
+def prepare_workspace(r: Resolved, root: Path) -> Path:
+    """Lay out a checking workspace at ``root``: the rendered files under their package dir plus the
+    files the overrides make (as ``r`` applied them once)."""
+    for rel, data in {**r.rendered_files, **r.override_files}.items():
         target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     return root
 
 
-def _cache_key(platform: Platform, edk2_digest: str, rendered: Rendered, ov_root: Path) -> str:
-    """What a validation result depends on: the rendered files, the overrides, the tree, this checker."""
+def _cache_key(r: Resolved) -> str:
+    """What a validation result depends on: the rendered files, what the overrides make, the tree, this checker."""
     h = hashlib.sha256()
-    for name, data in rendered.files().items():
+    for name, data in r.rendered.files().items():
         h.update(name.encode() + b"\0" + data + b"\0")
-    for ov in platform.overrides:   # in order: a patch applies on what the entries before it made
-        h.update(f"{ov.path}:{ov.patch}".encode() + b"\0"
-                 + (ov_root / ov.source(override_tag(platform))).read_bytes() + b"\0")
-    h.update(edk2_digest.encode())
+    for rel, data in r.override_files.items():
+        h.update(rel.encode() + b"\0" + data + b"\0")
+    h.update(r.tree.digest.encode())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()
 
@@ -468,14 +421,9 @@ def _marker_prefix(platform: Platform) -> str:
     return f"{platform.name}-{platform.edk2}-" if platform.edk2 else f"{platform.name}-"
 
 
-def validate(platform: Platform, rendered: Rendered, edk2_root: Path | None = None, use_cache: bool = True,
-             tree: Edk2Tree | None = None, layout: Layout | None = None) -> None:
-    """Check ``rendered`` (the platform's rendered files, as the caller will write or build them) and
-    the platform's overrides in ``layout`` against the edk2 tree; the first problem raises
-    ``OvmfgenError`` located in the YAML.
-
-    The tree checked against is ``edk2_root`` (tests), else ``tree``, else the tree of the release the
-    platform was loaded for (``platform.edk2``; the default tree when that is the default tag).
+def validate(r: Resolved, use_cache: bool = True) -> None:
+    """Check the resolved platform's rendered files and overrides against its edk2 tree; the first
+    problem raises ``OvmfgenError`` located in the YAML.
 
     A passing result is remembered (``layout.validated_dir``) under a key over everything the checks
     read, so unchanged platforms re-check fast; any change to YAML, overrides, tree or checker re-runs it.
@@ -483,22 +431,15 @@ def validate(platform: Platform, rendered: Rendered, edk2_root: Path | None = No
     # Function-local: edk2toollib takes ~0.3 s to import and the no-op build never validates.
     from edk2toollib.uefi.edk2.path_utilities import Edk2Path
 
-    lay = layout or Layout()
-    ov_root = lay.overrides_for(platform.name)
-    digest = ""
-    if edk2_root is None:
-        if tree is None:
-            tree = locate(platform.edk2 if platform.edk2 and platform.edk2 != DEFAULT_TAG else None)
-        edk2_root, digest = tree.root, tree.digest
-    check_overrides(platform, ov_root)
+    platform, edk2_root = r.platform, r.tree.root
     marker = None
-    if use_cache and digest:
-        marker = lay.validated_dir / f"{_marker_prefix(platform)}{_cache_key(platform, digest, rendered, ov_root)}"
+    if use_cache:
+        marker = r.layout.validated_dir / f"{_marker_prefix(platform)}{_cache_key(r)}"
         if marker.is_file():
             return
     quiet_edk2toollib()
     with tempfile.TemporaryDirectory(prefix="ovmfgen-validate-") as tmp:
-        ws_root = prepare_workspace(platform, Path(tmp), rendered, ov_root, edk2_root)
+        ws_root = prepare_workspace(r, Path(tmp))
         ws = Workspace((ws_root, edk2_root))
         check_paths(platform, ws)
         edk2_path = Edk2Path(str(ws_root), [str(edk2_root)])

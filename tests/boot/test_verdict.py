@@ -11,7 +11,8 @@ import pytest
 from helpers import DATA as DATA_ROOT
 from ovmfgen.boot import command as boot_command
 from ovmfgen.boot import shell as boot_shell
-from ovmfgen.builder import layout as build_layout
+from ovmfgen.platform.resolve import resolve
+from ovmfgen.request import make_request
 from ovmfgen.boot.command import BootError
 from ovmfgen.boot.qemu import qemu_argv
 from ovmfgen.boot.verdict import BootResult, Verdict, classify_log, installed_ppis
@@ -221,7 +222,7 @@ def test_summary_is_one_line():
 
 # --- boot_command's checks that need no QEMU -------------------------------------------------------
 
-def test_boot_command_without_published_image(tmp_path):
+def test_boot_command_without_published_image(tmp_path, real_cache):
     layout = Layout(dist_root=tmp_path)
     with pytest.raises(OvmfgenError, match=r"no published firmware at .*xen-pvh/DEBUG/ovmf.elf.*invoke build"):
         boot_command.boot_command(layout=layout)
@@ -230,7 +231,7 @@ def test_boot_command_without_published_image(tmp_path):
         boot_command.boot_command(fd_size="4M", features=["debug_output=hypervisor-console"], layout=layout)
 
 
-def test_boot_finds_the_variant_build_through_the_layout(tmp_path):
+def test_boot_finds_the_variant_build_through_the_layout(tmp_path, real_cache):
     """--fd-size/--feature/--target name the same dist directory the build published to."""
     layout = Layout(dist_root=tmp_path)
     for kw, rel in [({}, "DEBUG"), ({"fd_size": "4M"}, "DEBUG-4M"), ({"target": "RELEASE"}, "RELEASE"),
@@ -239,9 +240,7 @@ def test_boot_finds_the_variant_build_through_the_layout(tmp_path):
         elf = tmp_path / "xen-pvh" / rel / "ovmf.elf"
         elf.parent.mkdir(parents=True, exist_ok=True)
         elf.write_bytes(b"ELF")
-        assert boot_command.published_elf("xen-pvh", layout=layout, **kw) == elf
-        assert build_layout.dist_dir("xen-pvh", layout=layout, **{**kw, "features": dict(
-            f.split("=") for f in kw.get("features", []))}) / "ovmf.elf" == elf
+        assert resolve(make_request("xen-pvh", **kw), layout).published() == elf
 
 
 def test_boot_command_rejects_release_and_bad_options(tmp_path):

@@ -1,4 +1,4 @@
-"""ovmfgen.builder (request, layout, plan, manifest, diagnose, publish, command) without an edk2 build: input hash, variants, manifest, failure summaries, lock,
+"""ovmfgen.builder (plan, manifest, diagnose, publish, command) and the request and variant rules without an edk2 build: input hash, variants, manifest, failure summaries, lock,
 atomic publish, the stuart command line and the stuart settings module's build parameters."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import pytest
 from ovmfgen import paths
 from ovmfgen.builder import command as build_cmd
 from ovmfgen.builder import diagnose as build_diagnose
-from ovmfgen.builder import layout as build_layout
 from ovmfgen.builder import manifest as build_manifest
 from ovmfgen.builder import plan as build_plan
 from ovmfgen.builder import publish as build_publish
@@ -26,6 +25,7 @@ from ovmfgen.builder import workspace as build_workspace
 from ovmfgen.builder.child.pathfree import source_date_epoch
 from ovmfgen.builder.plan import plan
 from ovmfgen.platform import located as platform_located
+from ovmfgen.platform.resolve import resolve, variant_suffix
 from ovmfgen.request import make_request
 from ovmfgen.builder.stuart import Progress
 from ovmfgen.edk2.tree import Edk2Tree
@@ -87,7 +87,7 @@ def fake_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
 
 
 def _hash(layout: Layout, **kw) -> str:
-    return plan(make_request("xen-pvh", **kw), layout).input_hash
+    return plan(resolve(make_request("xen-pvh", **kw), layout)).input_hash
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,8 +95,8 @@ def _hash(layout: Layout, **kw) -> str:
 
 
 def test_input_hash_is_stable(layout: Layout, fake_env: dict) -> None:
-    a = plan(make_request("xen-pvh"), layout)
-    b = plan(make_request("xen-pvh"), layout)
+    a = plan(resolve(make_request("xen-pvh"), layout))
+    b = plan(resolve(make_request("xen-pvh"), layout))
     assert a.input_hash == b.input_hash and len(a.input_hash) == 64
     # Knobs that do not change the firmware do not change the hash.
     assert _hash(layout, jobs=1) == _hash(layout, jobs=7) == a.input_hash
@@ -155,11 +155,11 @@ def test_input_hash_sees_identity_tools_version_overrides_and_yaml(layout: Layou
 
 
 def test_version_stamps(layout: Layout, fake_env: dict) -> None:
-    p = plan(make_request("xen-pvh"), layout)
+    p = plan(resolve(make_request("xen-pvh"), layout))
     assert p.version_string == "edk2-stable202502-ovmfgen-0.1.0"
     assert p.release_date == "02/21/2025"
     assert p.inputs["version_string"] == p.version_string and p.inputs["release_date"] == p.release_date
-    q = plan(make_request("xen-pvh", version_string="v1", release_date="03/04/2026"), layout)
+    q = plan(resolve(make_request("xen-pvh", version_string="v1", release_date="03/04/2026"), layout))
     assert (q.version_string, q.release_date) == ("v1", "03/04/2026")
     for bad in ('has"quote', "a=b", "back\\slash"):
         with pytest.raises(OvmfgenError):
@@ -189,32 +189,32 @@ def test_request_normalisation() -> None:
             make_request("xen-pvh", **kw)
 
 
-def test_dist_dir_rule(layout: Layout) -> None:
+def test_dist_dir_rule(layout: Layout, fake_env: dict) -> None:
     d = layout.dist_root / "xen-pvh"
-    assert build_layout.dist_dir("xen-pvh", "DEBUG", layout=layout) == d / "DEBUG"
-    assert build_layout.dist_dir("xen-pvh", "release", layout=layout) == d / "RELEASE"
-    assert build_layout.dist_dir("xen-pvh", "DEBUG", "2M", {"debug_output": "debugcon"}, layout=layout) == d / "DEBUG"
-    assert build_layout.dist_dir("xen-pvh", "DEBUG", "4M", layout=layout) == d / "DEBUG-4M"
-    assert build_layout.dist_dir("xen-pvh", "DEBUG", None, {"debug_output": "hypervisor-console"}, layout=layout) \
-        == d / "DEBUG-hvcon"
-    assert build_layout.dist_dir("xen-pvh", "DEBUG", "1M", {"shell": "false", "debug_output": "hypervisor-console"},
-                          layout=layout) == d / "DEBUG-1M-hvcon-noshell"
-    with_define = build_layout.dist_dir("xen-pvh", "DEBUG", defines={"X": "1"}, layout=layout)
+
+    def dist(**kw: object) -> Path:
+        return resolve(make_request("xen-pvh", **kw), layout).dist
+
+    assert dist() == d / "DEBUG"
+    assert dist(target="release") == d / "RELEASE"
+    assert dist(fd_size="2M", features=["debug_output=debugcon"]) == d / "DEBUG"
+    assert dist(fd_size="4M") == d / "DEBUG-4M"
+    assert dist(features=["debug_output=hypervisor-console"]) == d / "DEBUG-hvcon"
+    assert dist(fd_size="1M", features=["shell=false", "debug_output=hypervisor-console"]) == d / "DEBUG-1M-hvcon-noshell"
+    with_define = dist(defines=["SOURCE_DEBUG_ENABLE=TRUE"])
     assert with_define.name.startswith("DEBUG-D") and len(with_define.name) == len("DEBUG-D") + 8
-    assert build_layout.dist_dir("xen-pvh", "DEBUG", defines={"X": "2"}, layout=layout) != with_define
-    assert build_layout.variant_suffix({"fd_size": "2"}, 2, {"odd_feature": "some value"}) == "oddfeature-somevalue"
+    assert dist(defines=["SOURCE_DEBUG_ENABLE=FALSE"]) != with_define
+    assert variant_suffix({"fd_size": "2"}, 2, {"odd_feature": "some value"}, {}) == "oddfeature-somevalue"
 
 
 def test_plan_places_variants_apart(layout: Layout, fake_env: dict) -> None:
-    default = plan(make_request("xen-pvh"), layout)
-    hvcon = plan(make_request("xen-pvh", features=["debug_output=hypervisor-console"]), layout)
-    big = plan(make_request("xen-pvh", fd_size="4M"), layout)
+    default = plan(resolve(make_request("xen-pvh"), layout))
+    hvcon = plan(resolve(make_request("xen-pvh", features=["debug_output=hypervisor-console"]), layout))
+    big = plan(resolve(make_request("xen-pvh", fd_size="4M"), layout))
     assert default.workspace == layout.build_root / "xen-pvh"
     assert default.dist == layout.dist_root / "xen-pvh" / "DEBUG"
     assert hvcon.workspace == layout.build_root / "xen-pvh.hvcon" and hvcon.dist.name == "DEBUG-hvcon"
     assert big.workspace == layout.build_root / "xen-pvh.4M" and big.dist.name == "DEBUG-4M"
-    assert hvcon.dist == build_layout.dist_dir("xen-pvh", "DEBUG", None, {"debug_output": "hypervisor-console"},
-                                        layout=layout)
     # The variant's DSC really differs (what the Xen boot test needs).
     assert b"DEBUG_ON_HYPERVISOR_CONSOLE" in hvcon.rendered["OvmfPkg/XenOvmf.dsc"]
     assert big.defines["FD_SIZE_4MB"] == "TRUE" and "FD_SIZE_2MB" not in big.defines
@@ -226,7 +226,7 @@ def test_plan_places_variants_apart(layout: Layout, fake_env: dict) -> None:
 
 
 def test_stuart_command_line(layout: Layout, fake_env: dict) -> None:
-    p = plan(make_request("xen-pvh", jobs=3, defines=["SOURCE_DEBUG_ENABLE=TRUE"]), layout)
+    p = plan(resolve(make_request("xen-pvh", jobs=3, defines=["SOURCE_DEBUG_ENABLE=TRUE"]), layout))
     argv = p.stuart_argv()
     assert Path(argv[0]).name == "stuart_build"
     assert argv[1:3] == ["-c", str(build_plan.STUART_PLATFORM)]
@@ -246,7 +246,7 @@ def test_stuart_command_line(layout: Layout, fake_env: dict) -> None:
     # SOURCE_DATE_EPOCH: the tree's release date (child/pathfree.py), never the wall clock.
     assert int(opt("--source-date-epoch")) == p.source_date_epoch == source_date_epoch(p.edk2_identity["release_date"])
     assert "--ccache-dir" not in argv and "--link-cache-dir" not in argv
-    cc = plan(make_request("xen-pvh", ccache=True), layout).stuart_argv()
+    cc = plan(resolve(make_request("xen-pvh", ccache=True), layout)).stuart_argv()
     assert cc[cc.index("--ccache-dir") + 1] == str(build_plan.ccache_dir())
     assert cc[cc.index("--link-cache-dir") + 1] == str(build_plan.link_cache_dir())
 
@@ -354,7 +354,7 @@ def test_stack_cookies_come_from_the_seed(tmp_path: Path) -> None:
 
 
 def test_manifest_schema(layout: Layout, fake_env: dict) -> None:
-    p = plan(make_request("xen-pvh"), layout)
+    p = plan(resolve(make_request("xen-pvh"), layout))
     outputs = {"OVMF.fd": b"\xff" * 4096, "ovmf.elf": b"\x7fELF" + b"\0" * 60, "build.log": b"log\n"}
     fv = {"DXEFV": {"size": 10, "used": 4, "free": 6, "percent_full": 40.0}}
     m = build_manifest.make_manifest(p, outputs, fv, {"base": "0x100000"}, 123.46)
@@ -638,7 +638,7 @@ def test_recover_after_a_killed_publish(tmp_path: Path) -> None:
 
 
 def test_noop_when_published_manifest_matches(layout: Layout, fake_env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    p = plan(make_request("xen-pvh"), layout)
+    p = plan(resolve(make_request("xen-pvh"), layout))
     files = {"OVMF.fd": b"fd", "ovmf.elf": b"elf", "build.log": b"log"}
     manifest = build_manifest.make_manifest(p, files, {}, None, 1.0)
     build_publish.publish({**files, "manifest.json": json.dumps(manifest).encode()}, p.dist)
@@ -648,15 +648,15 @@ def test_noop_when_published_manifest_matches(layout: Layout, fake_env: dict, mo
 
     monkeypatch.setattr(build_cmd, "run_stuart", no_build)
     monkeypatch.setattr(build_cmd, "validate", no_build)
-    result = build_cmd.build(make_request("xen-pvh"), layout)
+    result = build_cmd.build(resolve(make_request("xen-pvh"), layout))
     assert result.noop and result.dist == p.dist
     # A changed input is not a no-op (and the build is attempted: here it is refused).
     with pytest.raises(AssertionError, match="must not build"):
-        build_cmd.build(make_request("xen-pvh", version_string="other"), layout)
+        build_cmd.build(resolve(make_request("xen-pvh", version_string="other"), layout))
     # Nor is a damaged artifact.
     (p.dist / "ovmf.elf").write_bytes(b"ELF")
     with pytest.raises(AssertionError, match="must not build"):
-        build_cmd.build(make_request("xen-pvh"), layout)
+        build_cmd.build(resolve(make_request("xen-pvh"), layout))
 
 
 def test_a_per_tree_override_takes_the_copy_of_the_tree_it_builds(layout: Layout, fake_env: dict) -> None:
@@ -667,15 +667,16 @@ def test_a_per_tree_override_takes_the_copy_of_the_tree_it_builds(layout: Layout
     hashes = set()
     for tag, data in copies.items():
         fake_env["identity"]["tag"] = tag
-        p = plan(make_request("xen-pvh"), layout)
+        p = plan(resolve(make_request("xen-pvh"), layout))
         assert p.overrides[sec] == data
         hashes.add(p.input_hash)
     assert len(hashes) == 2
     fake_env["identity"]["tag"] = "edk2-stable209912"
     with pytest.raises(OvmfgenError) as info:
-        plan(make_request("xen-pvh"), layout)
-    assert str(info.value).endswith("error: cannot read override overrides/xen-pvh/edk2-stable209912/"
-                                    "OvmfPkg/Sec/SecMain.c: No such file or directory")
+        plan(resolve(make_request("xen-pvh"), layout))
+    assert str(info.value).endswith("error: override not found: overrides/xen-pvh/edk2-stable209912/"
+                                    "OvmfPkg/Sec/SecMain.c (per_tree: one copy per edk2 tree; none for "
+                                    "edk2-stable209912)")
     assert info.value.location is not None and info.value.location.line > 0
 
 
@@ -687,7 +688,7 @@ def test_prepare_workspace_writes_and_prunes_overrides(layout: Layout, fake_env:
     src = layout.overrides_dir / "xen-pvh" / ov_rel
     src.parent.mkdir(parents=True)
     src.write_text("# override\n")
-    p = plan(make_request("xen-pvh"), layout)
+    p = plan(resolve(make_request("xen-pvh"), layout))
     written = build_workspace.prepare_workspace(p)
     # The whole-file overrides, the files the patch override changes (and their modules' other files:
     # none in this fake tree), the new override.
@@ -697,7 +698,7 @@ def test_prepare_workspace_writes_and_prunes_overrides(layout: Layout, fake_env:
     assert (p.workspace / ov_rel).read_text() == "# override\n"
     assert build_workspace.prepare_workspace(p) == []  # unchanged: nothing rewritten (EDK2 sees no change)
     yaml_path.write_text(original)
-    q = plan(make_request("xen-pvh"), layout)
+    q = plan(resolve(make_request("xen-pvh"), layout))
     build_workspace.prepare_workspace(q)
     assert not (q.workspace / ov_rel).exists()  # would otherwise still shadow edk2's file
 
@@ -706,7 +707,7 @@ def test_ccache_missing_is_one_clear_line(layout: Layout, fake_env: dict, monkey
                                           tmp_path: Path) -> None:
     monkeypatch.setattr(build_cmd, "CCACHE_MASQUERADE", tmp_path / "no-ccache")
     with pytest.raises(OvmfgenError, match=r"--ccache needs Debian's ccache .*invoke setup"):
-        build_cmd.build(make_request("xen-pvh", ccache=True), layout)
+        build_cmd.build(resolve(make_request("xen-pvh", ccache=True), layout))
 
 
 @pytest.mark.parametrize("task", ["build", "render"])
@@ -744,7 +745,7 @@ def test_a_define_no_file_of_the_platform_reads_is_refused_in_one_line(edk2_tree
 
 
 def test_a_changed_set_of_overrides_makes_edk2_resolve_every_module_again(layout: Layout, fake_env: dict) -> None:
-    p = plan(make_request("xen-pvh"), layout)
+    p = plan(resolve(make_request("xen-pvh"), layout))
     stamp = p.workspace / "Build" / "XenOvmf" / "DEBUG_GCC5" / "X64" / "OvmfPkg" / "Sec" / "SecMain" / "AutoGenTimeStamp"
     stamp.parent.mkdir(parents=True)
     stamp.write_text("old place\n")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ovmfgen.platform.resolve import resolve
 from ovmfgen.builder import command as build_cmd
 from ovmfgen import request as build_request
 from ovmfgen.edk2.releases import NEWEST_TAG
@@ -28,7 +29,7 @@ HVCON = ("debug_output=hypervisor-console",)
 @pytest.fixture(scope="session")
 def xen_pvh_clean_build() -> build_cmd.BuildResult:
     """Build xen-pvh DEBUG from a clean workspace (once per session) and publish it."""
-    return build_cmd.build(build_request.make_request("xen-pvh", "DEBUG", clean=True))
+    return build_cmd.build(resolve(build_request.make_request("xen-pvh", "DEBUG", clean=True)))
 
 
 @pytest.fixture(scope="session")

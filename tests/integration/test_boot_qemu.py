@@ -133,7 +133,7 @@ def test_the_shell_boot_takes_the_builds_own_shell_from_the_image(build: str, wo
     """boot.fvfile finds the Shell in the published image (DXEFV, inside FVMAIN_COMPACT's LZMA section):
     the same bytes as the build's Shell.efi, in the FD and in the PVH ELF, for both trees."""
     dist = request.getfixturevalue(build)
-    built = sorted((paths.BUILD_DIR / workspace / "Build").glob("*/DEBUG_*/X64/Shell.efi"))
+    built = sorted((paths.build_root() / workspace / "Build").glob("*/DEBUG_*/X64/Shell.efi"))
     assert len(built) == 1, built
     for name in ("OVMF.fd", "ovmf.elf"):
         assert file_pe32((dist / name).read_bytes()) == built[0].read_bytes(), name

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from ovmfgen.platform.resolve import resolve
 from ovmfgen import elf, paths
 from ovmfgen.builder import command as build_cmd
-from ovmfgen.builder import layout as build_layout
 from ovmfgen.builder import manifest as build_manifest
 from ovmfgen.builder import plan as build_plan
 from ovmfgen import request as build_request
@@ -45,7 +45,7 @@ def test_clean_build_publishes_what_its_manifest_says(xen_pvh_clean_build: build
     result = xen_pvh_clean_build
     assert not result.noop
     dist = result.dist
-    assert dist == build_layout.dist_dir("xen-pvh", "DEBUG") == paths.DIST_DIR / "xen-pvh" / "DEBUG"
+    assert dist == resolve(build_request.make_request("xen-pvh", "DEBUG")).dist == paths.dist_root() / "xen-pvh" / "DEBUG"
     m = _manifest(dist)
     assert m == result.manifest
     assert (m["platform"], m["target"], m["fd_size"], m["toolchain"]) == ("xen-pvh", "DEBUG", "2M", "GCC")
@@ -74,7 +74,7 @@ def test_clean_build_publishes_what_its_manifest_says(xen_pvh_clean_build: build
     assert "- Done -" in (dist / "build.log").read_text(errors="replace")
 
     # The version stamps reached the firmware's SMBIOS driver as the --pcd values.
-    autogen = (paths.BUILD_DIR / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC" / "X64" / "OvmfPkg" /
+    autogen = (paths.build_root() / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC" / "X64" / "OvmfPkg" /
                "SmbiosPlatformDxe" / "XenSmbiosPlatformDxe" / "DEBUG" / "AutoGen.c").read_text()
     as_c = ", ".join(str(ord(c)) for c in m["version_string"])
     assert "PcdFirmwareVersionString[" in autogen and as_c in autogen
@@ -83,7 +83,7 @@ def test_clean_build_publishes_what_its_manifest_says(xen_pvh_clean_build: build
 
 def test_rebuild_is_a_noop(xen_pvh_clean_build: build_cmd.BuildResult) -> None:
     before = _manifest(xen_pvh_clean_build.dist)
-    again = build_cmd.build(build_request.make_request("xen-pvh"))
+    again = build_cmd.build(resolve(build_request.make_request("xen-pvh")))
     assert again.noop and again.dist == xen_pvh_clean_build.dist
     assert again.seconds < 1.0, f"no-op took {again.seconds:.2f} s"
     assert _manifest(again.dist) == before
@@ -106,7 +106,7 @@ def test_printed_stuart_command_rebuilds_the_workspace_alone(xen_pvh_clean_build
     proc = subprocess.run(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, errors="replace", timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    fd = paths.BUILD_DIR / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC" / "FV" / "OVMF.fd"
+    fd = paths.build_root() / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC" / "FV" / "OVMF.fd"
     assert sha256_file(fd) == m["outputs"]["OVMF.fd"]["sha256"]
 
 
@@ -114,7 +114,7 @@ def test_stack_cookies_are_the_seeded_ones(xen_pvh_clean_build: build_cmd.BuildR
     """The clean build used the cookie lists derived from its seed, not edk2's random ones."""
     from ovmfgen.builder.child import stuart_platform
 
-    out = paths.BUILD_DIR / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC"
+    out = paths.build_root() / "xen-pvh" / "Build" / "XenOvmf" / "DEBUG_GCC"
     values = stuart_platform.stack_cookie_values("xen-pvh/DEBUG", 64)
     assert json.loads((out / "StackCookieValues64.json").read_text()) == values
     autogen = (out / "X64" / "OvmfPkg" / "XenPlatformPei" / "XenPlatformPei" / "DEBUG" / "AutoGen.h").read_text()
@@ -198,7 +198,7 @@ def test_compile_error_is_one_line_and_the_previous_dist_stays(xen_pvh_clean_bui
     before = {p.name: p.read_bytes() for p in previous.iterdir()}
 
     with pytest.raises(build_cmd.BuildFailed) as ei:
-        build_cmd.build(build_request.make_request("xen-pvh"), layout)
+        build_cmd.build(resolve(build_request.make_request("xen-pvh"), layout))
     text = str(ei.value)
     assert "\n" not in text
     # path:line:col of the file the user edits (the override, not the workspace copy), the module, the cause.

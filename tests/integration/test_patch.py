@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from ovmfgen.patch.series import parse_signoff
+from ovmfgen.platform.resolve import resolve
+from ovmfgen.request import make_request
 from ovmfgen import elf
 from ovmfgen.boot.qemu import boot_qemu
 from ovmfgen.boot.verdict import Verdict
@@ -28,12 +31,14 @@ SIGNER = "Test Submitter <submitter@example.com>"
 
 @pytest.fixture(scope="module")
 def series(tmp_path_factory: pytest.TempPathFactory) -> patch_write.Generated:
-    return patch_write.generate("xen-pvh", tmp_path_factory.mktemp("patches") / "xen-pvh", signoff=SIGNER)
+    return patch_write.generate(resolve(make_request("xen-pvh")), tmp_path_factory.mktemp("patches") / "xen-pvh",
+                                signer=parse_signoff(SIGNER))
 
 
 @pytest.fixture(scope="module")
 def verified(series: patch_write.Generated, tmp_path_factory: pytest.TempPathFactory) -> patch_verify.Verification:
-    return patch_verify.verify_series(series.out_dir, tmp_path_factory.mktemp("check"), "xen-pvh", each=True)
+    return patch_verify.verify_series(series.out_dir, tmp_path_factory.mktemp("check"), resolve(make_request("xen-pvh")),
+                                      each=True)
 
 
 def test_patchcheck_passes_every_patch_of_the_series(series: patch_write.Generated, edk2_tree: edk2.Edk2Tree) -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import pytest
 
 from ovmfgen import paths
-from ovmfgen.builder import plan as build_plan
-from ovmfgen import request as build_request
 from ovmfgen.builder.command import BuildResult
 from ovmfgen.nightly import repro
 
@@ -23,8 +21,7 @@ pytestmark = pytest.mark.integration
 
 def test_the_same_firmware_from_another_checkout_and_cache_path(xen_pvh_clean_build: BuildResult,
                                                                 xen_pvh_ccache_elsewhere: repro.PlacedBuild) -> None:
-    req = build_request.make_request("xen-pvh", "DEBUG", clean=True)
-    first = repro.PlacedBuild(build_plan.plan(req), xen_pvh_clean_build, paths.cache_dir())
+    first = repro.PlacedBuild(xen_pvh_clean_build.plan, xen_pvh_clean_build, paths.cache_dir())
     second = xen_pvh_ccache_elsewhere
     assert len(str(second.plan.workspace)) != len(str(first.plan.workspace))
     assert second.plan.edk2_root != first.plan.edk2_root and second.cache != first.cache

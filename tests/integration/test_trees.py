@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from ovmfgen.platform.resolve import resolve
+from ovmfgen.request import make_request
 from ovmfgen import elf, paths
 from ovmfgen.boot.qemu import boot_qemu
 from ovmfgen.boot.verdict import ENTRIES, Verdict
-from ovmfgen.builder import layout as build_layout
 from ovmfgen.edk2 import releases
 from ovmfgen.edk2 import tree as edk2
 from ovmfgen.edk2.fetch import TARBALLS_ENV
@@ -76,7 +77,7 @@ def test_render_and_diff_against_the_newest_tree(newest_tree: edk2.Edk2Tree) -> 
                             cwd=paths.REPO_ROOT, env=env, capture_output=True, text=True)
     assert render.returncode == 0, render.stderr
     assert f"build/{NEW}/xen-pvh/OvmfPkg/XenOvmf.dsc" in render.stderr
-    dsc = (paths.BUILD_DIR / NEW / "xen-pvh" / "OvmfPkg" / "XenOvmf.dsc").read_bytes()
+    dsc = (paths.build_root() / NEW / "xen-pvh" / "OvmfPkg" / "XenOvmf.dsc").read_bytes()
     assert b"MemDebugLogLib" in dsc and b"\r\n" in dsc  # 202605's library class, CRLF as EDK2 files are
     diff = subprocess.run([sys.executable, "-m", "ovmfgen", "diff", "--platform", "xen-pvh", "--against",
                            "edk2/OvmfPkg/OvmfXen.dsc", "--edk2", NEW], cwd=paths.REPO_ROOT, env=env,
@@ -93,7 +94,7 @@ def _explain(result) -> str:
 def test_the_newest_build_is_published_apart_and_names_its_tree(published_xen_pvh_newest: Path,
                                                                 newest_tree: edk2.Edk2Tree) -> None:
     dist = published_xen_pvh_newest
-    assert dist == build_layout.dist_dir("xen-pvh", "DEBUG", edk2=NEW) == paths.DIST_DIR / "xen-pvh" / NEW / "DEBUG"
+    assert dist == resolve(make_request("xen-pvh", "DEBUG", edk2=NEW)).dist == paths.dist_root() / "xen-pvh" / NEW / "DEBUG"
     m = json.loads((dist / "manifest.json").read_text())
     assert m["edk2"]["tag"] == NEW and m["edk2"]["digest"] == newest_tree.digest
     assert m["edk2"]["source"] == "tarball" and m["edk2"]["release_date"] == "2026-05-08"

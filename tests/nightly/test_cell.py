@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from ovmfgen.boot import xen
 from ovmfgen.boot.xen import nested
 from ovmfgen.boot.xen.verdicts import Verdict, XenBootResult
@@ -17,12 +19,16 @@ from ovmfgen.builder import command as build_cmd
 from ovmfgen.nightly import cell as cellmod
 from ovmfgen.nightly.matrix import Cell
 
+# The cells resolve their builds for real (on the real tree); only the build and the boot are fakes.
+pytestmark = pytest.mark.usefixtures("real_cache")
+
 XEN_CELL = Cell(name="x", platform="xen-pvh", fd_size="2M", features=("debug_output=hypervisor-console",),
                 boot=("xen",), xen_guests=("pvh-shell", "hvm-shell", "pvh-ud2", "pvh-shell-4M"))
 
 
 def _fake_build(tmp_path: Path, builds: list[str | None]):
-    def build(req):
+    def build(resolved):
+        req = resolved.request
         size = f"{req.fd_size}M" if isinstance(req.fd_size, int) else req.fd_size
         builds.append(size)
         dist = tmp_path / "dist" / f"DEBUG-{size}"

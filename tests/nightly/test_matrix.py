@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from helpers import REPO, matrix_of
 from hypothesis import HealthCheck, given, settings

@@ -19,11 +19,14 @@ from ovmfgen.patch import intree as patch_intree
 from ovmfgen.patch import series as patch_series
 from ovmfgen.patch import verify as patch_verify
 from ovmfgen.patch import write as patch_write
+from ovmfgen.patch.series import parse_signoff
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.load import load_platform
 from ovmfgen.platform.model import Comment, Conditional, Include, Region, RegionContent, ReservedRegion, walk
 from ovmfgen.paths import REPO_ROOT
+from ovmfgen.platform.resolve import resolve
 from ovmfgen.platform.syntax import parse_fdf, strip_comment
+from ovmfgen.request import make_request
 
 SIGNER = "Test Submitter <submitter@example.com>"
 MIB = 1 << 20
@@ -266,8 +269,9 @@ def test_default_signoff_comes_from_git_config(tmp_path: Path, monkeypatch: pyte
 @pytest.fixture(scope="module")
 def series_dirs(tmp_path_factory: pytest.TempPathFactory, tree: edk2.Edk2Tree) -> tuple[patch_write.Generated, Path]:
     """The series generated twice from the same inputs into two directories."""
-    first = patch_write.generate("xen-pvh", tmp_path_factory.mktemp("series") / "a", signoff=SIGNER)
-    second = patch_write.generate("xen-pvh", tmp_path_factory.mktemp("series") / "b", signoff=SIGNER)
+    r = resolve(make_request("xen-pvh"))
+    first = patch_write.generate(r, tmp_path_factory.mktemp("series") / "a", signer=parse_signoff(SIGNER))
+    second = patch_write.generate(r, tmp_path_factory.mktemp("series") / "b", signer=parse_signoff(SIGNER))
     return first, second.out_dir
 
 
@@ -505,9 +509,10 @@ def test_build_env_is_what_edksetup_would_set(tree: edk2.Edk2Tree, tmp_path: Pat
 
 def test_the_series_for_the_newest_tree(tmp_path: Path, edk2_tree_202605: edk2.Edk2Tree) -> None:
     """--edk2 edk2-stable202605: based on that release, its GCC tool chain and its Ubuntu-GCC pipeline."""
-    gen = patch_write.generate("xen-pvh", tmp_path / "new", signoff=SIGNER, edk2="edk2-stable202605")
-    assert patch_write.default_output_dir("xen-pvh", "edk2-stable202605") == \
-        patch_write.default_output_dir("xen-pvh") / "edk2-stable202605"
+    r = resolve(make_request("xen-pvh", edk2="edk2-stable202605"))
+    gen = patch_write.generate(r, tmp_path / "new", signer=parse_signoff(SIGNER))
+    assert patch_write.default_output_dir(r) == \
+        patch_write.default_output_dir(resolve(make_request("xen-pvh"))) / "edk2-stable202605"
     assert (gen.series.tag, gen.series.upstream_commit) == ("edk2-stable202605", edk2_tree_202605.identity["commit"])
     # 202605's copy of the SEC fix, then that release's two fixes of its own (edk2: edk2-stable202605
     # overrides: the Nocheck DebugLib's MemDebugLogLib, the Shell as the boot option of last resort),
@@ -532,15 +537,16 @@ def test_the_series_for_the_newest_tree(tmp_path: Path, edk2_tree_202605: edk2.E
     assert dates <= {f"Fri, 8 May 2026 00:0{i}:00 +0000" for i in range(1, 8)}, dates
 
 
-def test_invoke_patch_defaults_to_the_newest_tree(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_invoke_patch_defaults_to_the_newest_tree(monkeypatch: pytest.MonkeyPatch, real_cache: None,
+                                                  edk2_tree_202605: edk2.Edk2Tree) -> None:
     """A series must apply to the current upstream tree; --edk2 still targets an older one."""
     from ovmfgen.edk2.releases import NEWEST_TAG
     from ovmfgen.patch import command as patch_command
 
     asked: list[str | None] = []
 
-    def fake_generate(platform, out, signoff, edk2=None):
-        asked.append(edk2)
+    def fake_generate(resolved, out, signer):
+        asked.append(resolved.tree.tag)
         raise OvmfgenError("stop here")
 
     monkeypatch.setattr(patch_command, "generate", fake_generate)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ovmfgen.platform.resolve import resolved
 from ovmfgen.platform.load import load_platform
 from ovmfgen.paths import REPO_ROOT, Layout
 from ovmfgen.platform.diff import diff_platform
@@ -15,8 +16,8 @@ from ovmfgen.platform.diff import diff_platform
 def test_xen_pvh_shows_only_listed_deltas(edk2_tree) -> None:
     tree = edk2_tree.root
     platform = load_platform("xen-pvh")
-    per_config, unexplained, stale = diff_platform(platform, tree / "OvmfPkg/OvmfXen.dsc",
-                                                   tree / "OvmfPkg/OvmfXen.fdf", tree)
+    per_config, unexplained, stale = diff_platform(resolved(platform, edk2_tree), tree / "OvmfPkg/OvmfXen.dsc",
+                                                   tree / "OvmfPkg/OvmfXen.fdf")
     assert unexplained == []
     assert stale == []
     default = {(d.kind, d.subject) for d in per_config["default"]}
@@ -34,8 +35,8 @@ def test_xen_pvh_shows_only_listed_deltas_on_202605(edk2_tree_202605) -> None:
     # The same platform file, loaded for the newer release, against that release's OvmfXen.
     tree = edk2_tree_202605.root
     platform = load_platform("xen-pvh", edk2=edk2_tree_202605.tag)
-    per_config, unexplained, stale = diff_platform(platform, tree / "OvmfPkg/OvmfXen.dsc",
-                                                   tree / "OvmfPkg/OvmfXen.fdf", tree)
+    per_config, unexplained, stale = diff_platform(resolved(platform, edk2_tree_202605), tree / "OvmfPkg/OvmfXen.dsc",
+                                                   tree / "OvmfPkg/OvmfXen.fdf")
     assert (unexplained, stale) == ([], [])
     assert {(d.kind, d.subject) for d in per_config["default"]} == {
         ("define", "PLATFORM_NAME"), ("define", "PLATFORM_GUID"), ("define", "OUTPUT_DIRECTORY"),
@@ -75,7 +76,8 @@ def test_unexplained_delta_fails(tmp_path: Path, edk2_tree) -> None:
     path = tmp_path / "xen-pvh.yaml"  # the name finds its overrides/xen-pvh/
     path.write_text(text)
     platform = load_platform(path, platforms_dir=tmp_path)
-    _, unexplained, _ = diff_platform(platform, tree / "OvmfPkg/OvmfXen.dsc", tree / "OvmfPkg/OvmfXen.fdf", tree)
+    _, unexplained, _ = diff_platform(resolved(platform, edk2_tree), tree / "OvmfPkg/OvmfXen.dsc",
+                                      tree / "OvmfPkg/OvmfXen.fdf")
     assert ("component", "OvmfPkg/XenPvBlkDxe/XenPvBlkDxe.inf") in [(d.kind, d.subject) for d in unexplained]
     # Everything else it reports is that module's library resolution, gone with it.
     assert all("XenPvBlkDxe" in d.subject for d in unexplained)
@@ -105,7 +107,7 @@ def test_an_override_equal_to_upstream_is_a_stale_delta(tmp_path: Path, edk2_tre
     (overrides / tag / "OvmfPkg/Sec/SecMain.c").write_bytes((tree / "OvmfPkg/Sec/SecMain.c").read_bytes())
     shutil.copytree(Layout().overrides_for("xen-pvh") / "patches", overrides / "patches")
     platform = load_platform("xen-pvh")
-    _, unexplained, stale = diff_platform(platform, tree / "OvmfPkg/OvmfXen.dsc", tree / "OvmfPkg/OvmfXen.fdf", tree,
-                                          layout=Layout(overrides_dir=tmp_path))
+    _, unexplained, stale = diff_platform(resolved(platform, edk2_tree, Layout(overrides_dir=tmp_path)),
+                                          tree / "OvmfPkg/OvmfXen.dsc", tree / "OvmfPkg/OvmfXen.fdf")
     assert unexplained == []
     assert stale == ["file OvmfPkg/Sec/SecMain.c"]

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from ovmfgen.platform.resolve import resolved
 from ovmfgen.platform.importer import platform_yaml
 from ovmfgen.platform.load import load_platform
 from ovmfgen.platform.model import Comment, Include
-from ovmfgen.paths import Layout
-from ovmfgen.platform.render import render, render_dsc, render_fdf
+from ovmfgen.platform.render import render_dsc, render_fdf
 from ovmfgen.platform.diff import CONFIGURATIONS, diff_files
 from ovmfgen.platform.syntax import parse_dsc, parse_fdf
 from ovmfgen.platform.validate import Workspace, prepare_workspace
@@ -51,8 +51,7 @@ def test_round_trip_semantics(dsc: str, fdf: str, tmp_path: Path, edk2_tree) -> 
     # What EDK2 builds from the rendered files equals what it builds from upstream's, under each define set.
     tree = edk2_tree.root
     platform = _import(tree, dsc, fdf, tmp_path)
-    ws_root = prepare_workspace(platform, tmp_path / "ws", render(platform), Layout().overrides_for(platform.name),
-                                tree)
+    ws_root = prepare_workspace(resolved(platform, edk2_tree), tmp_path / "ws")
     ours = (Workspace((ws_root, tree)), platform.dsc_path, platform.fdf_path)
     theirs = (Workspace((tree,)), dsc, fdf)
     per_config = diff_files(ours, theirs, CONFIGURATIONS)
@@ -74,8 +73,7 @@ def test_semantic_diff_sees_a_change(tmp_path: Path, edk2_tree) -> None:
     path = tmp_path / "changed.yaml"
     path.write_text(text)
     platform = load_platform(path, platforms_dir=tmp_path)
-    ws_root = prepare_workspace(platform, tmp_path / "ws", render(platform), Layout().overrides_for(platform.name),
-                                tree)
+    ws_root = prepare_workspace(resolved(platform, edk2_tree), tmp_path / "ws")
     diffs = diff_files((Workspace((ws_root, tree)), platform.dsc_path, platform.fdf_path),
                        (Workspace((tree,)), dsc, fdf), ((),))["default"]
     subjects = {(d.kind, d.subject) for d in diffs}

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from ovmfgen.platform.resolve import resolved
 from ovmfgen.errors import Location, OvmfgenError
 from ovmfgen.paths import REPO_ROOT, Layout
 from ovmfgen.platform.load import load_platform
 from ovmfgen.platform.model import Override
 from ovmfgen.platform.overrides import override_files, override_sources, override_steps, patch_targets
-from ovmfgen.platform.render import render
 from ovmfgen.platform.validate import validate
 
 BDS = "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"
@@ -114,7 +114,7 @@ def test_validate_with_a_patch_that_does_not_apply_stops_at_the_entry(tmp_path: 
         b"--- a/OvmfPkg/OvmfPkg.dec\n+++ b/OvmfPkg/OvmfPkg.dec\n@@ -3,2 +3,2 @@\n-no such line\r\n+x\r\n context\r\n")
     platform = load_platform(platforms / "mini.yaml", platforms_dir=platforms)
     with pytest.raises(OvmfgenError) as info:
-        validate(platform, render(platform), edk2_root=edk2_tree.root, use_cache=False, layout=layout)
+        validate(resolved(platform, edk2_tree, layout), use_cache=False)
     assert str(info.value) == (
         f"{platform.source}:{len(mini.splitlines()) + 3}:5: error: override patch overrides/mini/stale.patch does not "
         f"apply to {edk2_tree.identity['tag']}: patch failed: OvmfPkg/OvmfPkg.dec:3 (git apply)")

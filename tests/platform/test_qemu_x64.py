@@ -3,7 +3,6 @@ OvmfPkgX64 but its listed deltas."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from helpers import REPO
 
@@ -39,14 +38,13 @@ def test_qemu_x64_matches_upstream_but_for_its_listed_deltas(edk2_tree):
     """`invoke diff --platform qemu-x64 --against edk2/OvmfPkg/OvmfPkgX64.dsc` exits 0 (needs the edk2 tree)."""
     from ovmfgen.platform.load import load_platform
     from ovmfgen.platform.diff import diff_platform
-    from ovmfgen.platform.render import render
+    from ovmfgen.platform.resolve import resolved
     from ovmfgen.platform.validate import validate
 
     tree = edk2_tree.root
-    p = load_platform("qemu-x64")
-    validate(p, render(p), tree)
-    per_config, unexplained, stale = diff_platform(p, tree / "OvmfPkg/OvmfPkgX64.dsc",
-                                                   tree / "OvmfPkg/OvmfPkgX64.fdf", tree)
+    r = resolved(load_platform("qemu-x64"), edk2_tree)
+    validate(r, use_cache=False)
+    per_config, unexplained, stale = diff_platform(r, tree / "OvmfPkg/OvmfPkgX64.dsc", tree / "OvmfPkg/OvmfPkgX64.fdf")
     assert unexplained == [] and stale == []
     default = {d.subject for d in per_config["default"]}
     assert default == {"FLASH_DEFINITION", "OUTPUT_DIRECTORY", "PLATFORM_NAME"}

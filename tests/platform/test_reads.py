@@ -63,10 +63,10 @@ def test_a_feature_nothing_reads_is_one_line_naming_what_is_read() -> None:
                               "(it reads: none)"
 
 
-def test_plan_refuses_a_feature_the_platform_does_not_read(edk2_tree) -> None:
-    from ovmfgen.builder.plan import plan
+def test_resolve_refuses_a_feature_the_platform_does_not_read(edk2_tree) -> None:
+    from ovmfgen.platform.resolve import resolve
     from ovmfgen.request import make_request
 
     with pytest.raises(UnreadSwitch) as info:
-        plan(make_request("qemu-x64", features=["debug_output=hypervisor-console"]))
+        resolve(make_request("qemu-x64", features=["debug_output=hypervisor-console"]))
     assert info.value.message.startswith("--feature debug_output=hypervisor-console: nothing in platform qemu-x64 reads")

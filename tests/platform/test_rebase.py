@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from ovmfgen.platform.resolve import resolved
 from ovmfgen.paths import REPO_ROOT
 from ovmfgen.platform.diff import diff_platform
 from ovmfgen.platform.load import load_platform
@@ -74,8 +75,8 @@ def test_qemu_x64_rebased_is_the_shipped_platform(tmp_path: Path, edk2_tree, edk
 def test_qemu_x64_diffs_clean_against_both_trees(which: str, request: pytest.FixtureRequest) -> None:
     tree = request.getfixturevalue(which)
     platform = load_platform("qemu-x64", edk2=tree.tag)
-    per_config, unexplained, stale = diff_platform(platform, tree.root / "OvmfPkg/OvmfPkgX64.dsc",
-                                                   tree.root / "OvmfPkg/OvmfPkgX64.fdf", tree.root)
+    per_config, unexplained, stale = diff_platform(resolved(platform, tree), tree.root / "OvmfPkg/OvmfPkgX64.dsc",
+                                                   tree.root / "OvmfPkg/OvmfPkgX64.fdf")
     assert (unexplained, stale) == ([], [])
     assert {(d.kind, d.subject) for d in per_config["default"]} == {
         ("define", "PLATFORM_NAME"), ("define", "OUTPUT_DIRECTORY"), ("define", "FLASH_DEFINITION")}

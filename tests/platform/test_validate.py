@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from ovmfgen.platform.resolve import resolved
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.load import load_platform
 from ovmfgen.paths import REPO_ROOT, Layout
 from ovmfgen.platform import validate as v
-from ovmfgen.platform.render import render
 from ovmfgen.platform.validate import validate
 
 INVALID = sorted((REPO_ROOT / "tests" / "invalid").glob("*.yaml"))
@@ -58,18 +58,18 @@ def test_invalid_case_fails_while_loading(case: Path, isolated_cache: Path) -> N
 def test_invalid_case_fails_against_the_tree(case: Path, edk2_tree) -> None:
     platform = load_platform(case, platforms_dir=case.parent)  # loads: the problem is only visible to validate
     with pytest.raises(OvmfgenError) as info:
-        validate(platform, render(platform), edk2_root=edk2_tree.root, use_cache=False)
+        validate(resolved(platform, edk2_tree), use_cache=False)
     assert str(info.value) == expected_message(case)
 
 
 def test_minimal_platform_is_valid(edk2_tree) -> None:
     platform = load_platform(MINI, platforms_dir=MINI.parent)
-    validate(platform, render(platform), edk2_root=edk2_tree.root, use_cache=False)
+    validate(resolved(platform, edk2_tree), use_cache=False)
 
 
 def test_xen_pvh_is_valid(edk2_tree) -> None:
     platform = load_platform("xen-pvh")
-    validate(platform, render(platform), edk2_root=edk2_tree.root, use_cache=False)
+    validate(resolved(platform, edk2_tree), use_cache=False)
 
 
 def test_cli_error_is_one_line_and_writes_nothing(tmp_path: Path, edk2_tree, real_cache: None) -> None:
@@ -86,12 +86,13 @@ def test_cli_error_is_one_line_and_writes_nothing(tmp_path: Path, edk2_tree, rea
 def test_validation_cache_is_keyed_on_content(tmp_path: Path, edk2_tree) -> None:
     # A passing validation is remembered; a change to the platform must run the checks again.
     ov_root = tmp_path / "overrides" / "mini"
+    layout = Layout(overrides_dir=ov_root.parent)
     platform = load_platform(MINI, platforms_dir=MINI.parent)
-    key = v._cache_key(platform, edk2_tree.digest, render(platform), ov_root)
+    key = v._cache_key(resolved(platform, edk2_tree, layout))
     broken = MINI.read_text().replace("RegisterFilterLib: ", "RegisterFilterLibX: ")
     (tmp_path / "mini.yaml").write_text(broken)
     other = load_platform(tmp_path / "mini.yaml", platforms_dir=tmp_path)
-    assert v._cache_key(other, edk2_tree.digest, render(other), ov_root) != key
+    assert v._cache_key(resolved(other, edk2_tree, layout)) != key
 
 
 def test_validate_uses_the_layouts_overrides(tmp_path: Path, edk2_tree) -> None:
@@ -101,16 +102,15 @@ def test_validate_uses_the_layouts_overrides(tmp_path: Path, edk2_tree) -> None:
     platforms.mkdir()
     (platforms / "mini.yaml").write_text(MINI.read_text() + f"\noverrides:\n  - {rel}\n")
     platform = load_platform(platforms / "mini.yaml", platforms_dir=platforms)
-    rendered = render(platform)
     layout = Layout(platforms, tmp_path / "overrides", tmp_path / "build", tmp_path / "dist")
     assert not (Layout().overrides_for("mini") / rel).exists()
     with pytest.raises(OvmfgenError, match=f"override not found: overrides/mini/{rel}"):
-        validate(platform, rendered, edk2_root=edk2_tree.root, use_cache=False, layout=layout)
+        validate(resolved(platform, edk2_tree, layout), use_cache=False)
     (layout.overrides_for("mini") / rel).parent.mkdir(parents=True)
     (layout.overrides_for("mini") / rel).write_bytes((edk2_tree.root / rel).read_bytes())
-    validate(platform, rendered, edk2_root=edk2_tree.root, use_cache=False, layout=layout)
+    validate(resolved(platform, edk2_tree, layout), use_cache=False)
     with pytest.raises(OvmfgenError, match="override not found"):
-        validate(platform, rendered, edk2_root=edk2_tree.root, use_cache=False)  # the repository's: not there
+        validate(resolved(platform, edk2_tree), use_cache=False)  # the repository's: not there
 
 
 

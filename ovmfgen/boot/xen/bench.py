@@ -21,15 +21,16 @@ from ovmfgen.boot.xen.cache import prepare_xen_cache
 from ovmfgen.boot.xen.guests import check_mode
 from ovmfgen.boot.xen.nested import SUMMARY_NAME, boot_xen_guests, make_guests
 from ovmfgen.builder.bench import RESULTS, merge_results
-from ovmfgen.builder.layout import ELF_NAME, dist_dir
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.paths import Layout
+from ovmfgen.platform.resolve import resolve
+from ovmfgen.request import make_request
 from ovmfgen.ui import say
 
 GUEST_GOAL_S = 30.0
 SET_GOAL_S = 200.0
 #: The firmware the figure boots: its DEBUG output goes to Xen's console, as in the Xen tests.
-FEATURES = {"debug_output": "hypervisor-console"}
+FEATURES = ("debug_output=hypervisor-console",)
 OUT_DIR = paths.REPO_ROOT / "bench" / "xen"
 
 
@@ -61,11 +62,7 @@ def bench_xen_command(platform: str = "xen-pvh", target: str = "DEBUG", output: 
                       edk2: str | None = None, mode: str = "all", layout: Layout | None = None) -> dict:
     """``invoke bench --xen``: boot the ``mode`` guest set once under real Xen, print and record the figures."""
     kinds = check_mode(mode)
-    image = dist_dir(platform, target, None, FEATURES, {}, layout, edk2) / ELF_NAME
-    if not image.is_file():
-        tree = f" --edk2 {edk2}" if edk2 else ""
-        raise OvmfgenError(f"no published firmware at {display_path(image)}: run `invoke build --platform {platform} "
-                           f"--target {target}{tree} --feature debug_output=hypervisor-console` first")
+    image = resolve(make_request(platform, target, features=FEATURES, edk2=edk2), layout).published()
     t0 = time.monotonic()
     prepare_xen_cache()  # warm cache: the figure is the boot, not the cache
     cache_s = time.monotonic() - t0

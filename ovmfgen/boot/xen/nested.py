@@ -30,7 +30,6 @@ from ovmfgen.boot.xen.verdicts import (
 from ovmfgen.boot.xen.watch import STALL_S, RunWatch
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import atomic_write_bytes
-from ovmfgen.paths import DIST_DIR
 from ovmfgen.run import DEVNULL, STDOUT, CommandError, popen, run, stop, wait
 from ovmfgen.ui import say
 
@@ -423,22 +422,20 @@ def check_disk_request(mode: str, disk: Path | str | None) -> tuple[tuple[str, s
     return tuple((m, "disk") for m in DISK_MODES[mode])
 
 
-def boot_xen_command(platform: str = "xen-pvh", target: str = "DEBUG", image: Path | str | None = None,
-                     timeout: float | None = None, mode: str = "pvh", xen: str | None = None,
+def boot_xen_command(image: Path | str, timeout: float | None = None, mode: str = "pvh", xen: str | None = None,
                      disk: Path | str | None = None) -> list[GuestOutcome]:
     """CLI entry: boot the published (or given) ELF under real Xen as the ``mode`` guest set; raise unless
     every guest got the verdict a good firmware gets.
 
     With ``disk`` (a disk image: GPT or MBR) the guests (PVH, HVM or both) boot it as their PV disk
-    and report how far it got (OS_REACHED once Linux prints its banner). The image defaults to
-    ``dist/<platform>/<target>/ovmf.elf``; logs are written beside it.
+    and report how far it got (OS_REACHED once Linux prints its banner). ``image`` is the firmware
+    (``invoke boot`` finds the published build's); logs are written beside it.
     """
     kinds = check_disk_request(mode, disk)
     release = check_xen(xen)
-    path = Path(image) if image else DIST_DIR / platform / target / "ovmf.elf"
+    path = Path(image)
     if not path.is_file():
-        hint = "" if image else f" (build it: invoke build --platform {platform} --target {target})"
-        raise OvmfgenError(f"no firmware image at {display_path(path)}{hint}")
+        raise OvmfgenError(f"no firmware image at {display_path(path)}")
     started = time.monotonic()
     guests = make_guests(kinds, path, path.parent, Path(disk) if disk else None)
     outcomes = boot_xen_guests(guests, path.parent, timeout=timeout, xen=release)

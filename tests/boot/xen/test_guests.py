@@ -682,20 +682,14 @@ def test_result_line_and_shell_seconds():
     assert line.startswith("xen: SHELL_REACHED") and "7.2 s after xl create" in line and "38.2 s" in line
 
 
-def test_boot_xen_command_without_image_names_the_build(tmp_path, monkeypatch):
-    monkeypatch.setattr(nested, "DIST_DIR", tmp_path)
-    with pytest.raises(OvmfgenError, match="invoke build --platform xen-pvh"):
-        nested.boot_xen_command("xen-pvh", "DEBUG")
-
-
 def test_boot_xen_command_rejects_an_unknown_mode_before_anything_else(tmp_path):
     with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'both': expected all, hvm, os, persist, pvh$"):
-        nested.boot_xen_command("xen-pvh", "DEBUG", image=tmp_path / "missing.elf", mode="both")
+        nested.boot_xen_command(tmp_path / "missing.elf", mode="both")
 
 
 def test_boot_xen_command_rejects_an_unknown_xen_version_before_anything_else(tmp_path):
     with pytest.raises(OvmfgenError, match="^error: unknown Xen version '4.18': expected 4.17 or 4.20$"):
-        nested.boot_xen_command("xen-pvh", "DEBUG", image=tmp_path / "missing.elf", xen="4.18")
+        nested.boot_xen_command(tmp_path / "missing.elf", xen="4.18")
 
 
 def test_ensure_host_packages_uses_the_setup_installer(monkeypatch):
@@ -879,7 +873,7 @@ def test_bench_figures_from_xen_boot_json():
     assert not bench.xen_figures(_bench_summary((5.0,), 100.0, runs=2), None, 0.0)["met"]  # a retry is no figure
 
 
-def test_bench_xen_names_the_build_it_needs(tmp_path):
+def test_bench_xen_names_the_build_it_needs(tmp_path, real_cache):
     from ovmfgen.boot.xen import bench
     from ovmfgen.paths import Layout
 
