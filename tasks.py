@@ -143,8 +143,8 @@ def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=N
     """Boot the published firmware in QEMU (PVH and/or reset-vector entry) or under real Xen."""
     from ovmfgen.boot import command as stage
 
-    guard(stage.boot_command, platform=platform, target=target, entry=entry, on=on, image=image, edk2=edk2,
-          fd_size=fd_size, features=feature or [], defines=define or [], mode=mode, xen_version=xen, disk=disk)
+    guard(stage.boot_command, entry=entry, on=on, image=image, mode=mode, xen_version=xen, disk=disk,
+          platform=platform, target=target, edk2=edk2, fd_size=fd_size, features=feature or [], defines=define or [])
 
 
 @task(help={
