@@ -86,7 +86,7 @@ def rebase_platform(c, platform="xen-pvh", to=None, from_=None, dry_run=False):
 def build(c, platform="xen-pvh", target="DEBUG", fd_size=None, define=None, feature=None, jobs=None, force=False,
           clean=False, ccache=False, version_string=None, release_date=None, edk2=None):
     """Render, build with stuart (offline), make the PVH ELF and publish to dist/PLATFORM/TARGET/."""
-    from ovmfgen.builder import command as stage
+    from ovmfgen.builder import entry as stage
 
     guard(stage.build_command, platform=platform, target=target, fd_size=fd_size, defines=define or [],
           features=feature or [], jobs=jobs, force=force, ccache=ccache, version_string=version_string,
@@ -97,8 +97,9 @@ def build(c, platform="xen-pvh", target="DEBUG", fd_size=None, define=None, feat
             "edk2": "edk2 tree: a tag such as edk2-stable202605 (default: the default tree)",
             "xen": "instead: the real-Xen figure, ONE nested Xen boot of the guest set (warm cache; needs the "
                    "--feature debug_output=hypervisor-console build)",
-            "mode": "with --xen: the guest set (all, pvh, hvm; default all)"})
-def bench(c, platform="xen-pvh", target="DEBUG", output=None, edk2=None, xen=False, mode="all"):
+            "mode": "with --xen: the guest set (all, pvh, hvm; default all)",
+            "noop": "only the no-op build and render against EDK2's own no-op (a few minutes)"})
+def bench(c, platform="xen-pvh", target="DEBUG", output=None, edk2=None, xen=False, mode="all", noop=False):
     """Time ovmfgen against raw EDK2 `build` (no-op, clean, ccache; ~15 min), or with --xen a real Xen boot."""
     if xen:
         from ovmfgen.boot.xen import bench as xen_stage
@@ -107,7 +108,7 @@ def bench(c, platform="xen-pvh", target="DEBUG", output=None, edk2=None, xen=Fal
         return
     from ovmfgen.builder import bench as stage
 
-    guard(stage.bench_command, platform=platform, target=target, output=output, edk2=edk2)
+    guard(stage.bench_command, platform=platform, target=target, output=output, edk2=edk2, noop_only=noop)
 
 
 @task(help={"fd": "input FD", "output": "ELF to write", "base": "load address (default 0x100000)"})
@@ -142,8 +143,8 @@ def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=N
     """Boot the published firmware in QEMU (PVH and/or reset-vector entry) or under real Xen."""
     from ovmfgen.boot import command as stage
 
-    guard(stage.boot_command, platform=platform, target=target, entry=entry, on=on, image=image, edk2=edk2,
-          fd_size=fd_size, features=feature or [], defines=define or [], mode=mode, xen_version=xen, disk=disk)
+    guard(stage.boot_command, entry=entry, on=on, image=image, mode=mode, xen_version=xen, disk=disk,
+          platform=platform, target=target, edk2=edk2, fd_size=fd_size, features=feature or [], defines=define or [])
 
 
 @task(help={

@@ -15,6 +15,7 @@ Code map::
       paths.py             the checkout, the cache, and ``Layout`` (platforms/overrides/build/dist roots, the output paths)
       request.py           ``Request``: the options of one build (from tasks, boot and nightly cells), checked
       run.py               the one door to subprocesses (run, popen, stop, wait)
+      stamp.py             stamps: a digest of every raw input, so that an unchanged build or render answers at once
       fsutil.py            atomic writes (temp file + rename), write-if-changed, sha256 of a file
       ui.py                ``ovmfgen: ...`` progress lines, logging set-up
       elf.py               FD -> PVH ELF, and the loader rules Xen's libelf and QEMU apply (pure bytes)
@@ -50,7 +51,9 @@ Code map::
         diagnose.py        a failed build's first real error, located
         manifest.py        manifest.json: read, compare (no-op), make; FV usage
         publish.py         the atomic swap into dist/
-        command.py         ``invoke build``: a resolved platform planned, locked, validated, built, turned into the ELF, published
+        entry.py           ``invoke build``'s entry: the request, the stamped no-op, else the full build
+        noop.py            the no-op: the published manifest checked, a build's stamp written and answered
+        command.py         a resolved platform planned, locked, validated, built, turned into the ELF, published
         bench.py           ``invoke bench``: ovmfgen vs edk2's own build
         child/             run as other processes, import nothing from ovmfgen
           stuart_platform.py   the stuart settings module

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen import elf
 from ovmfgen.builder.child import linkcache
 from ovmfgen.builder.diagnose import summarize_failure
-from ovmfgen.builder.manifest import fv_usage_from_log, fv_usage_from_report, make_manifest, read_manifest, up_to_date
+from ovmfgen.builder.noop import build_digest, read_manifest, record_build
+from ovmfgen.builder.manifest import fv_usage_from_log, fv_usage_from_report, make_manifest, up_to_date
 from ovmfgen.builder.plan import Plan, link_cache_dir, plan
 from ovmfgen.builder.publish import publish
 from ovmfgen.builder.stuart import run_stuart
@@ -26,9 +26,8 @@ from ovmfgen.builder.workspace import prepare_workspace, workspace_lock
 from ovmfgen.edk2.conventions import fd_size_bytes, fd_size_kb
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.paths import ELF_NAME, LOG_NAME, MANIFEST_NAME
-from ovmfgen.platform.resolve import Resolved, resolve
+from ovmfgen.platform.resolve import Resolved
 from ovmfgen.platform.validate import validate
-from ovmfgen.request import make_request
 from ovmfgen.ui import say
 
 CCACHE_MASQUERADE = Path("/usr/lib/ccache")
@@ -88,7 +87,7 @@ def post_build(p: Plan, log_text: str, seconds: float) -> dict[str, bytes]:
     return files
 
 
-def _check_ccache() -> None:
+def check_ccache() -> None:
     if not (CCACHE_MASQUERADE / "gcc").exists():
         raise OvmfgenError(f"--ccache needs Debian's ccache ({CCACHE_MASQUERADE}/gcc is missing): "
                            "run `invoke setup` (it installs ccache)")
@@ -99,11 +98,14 @@ def build(resolved: Resolved) -> BuildResult:
     t0 = time.monotonic()
     request = resolved.request
     if request.ccache:
-        _check_ccache()
+        check_ccache()
+    # Taken before the plan reads anything: an input edited during the build makes the stamp miss.
+    digest = build_digest(request, resolved.layout)
     p = plan(resolved)
     label = resolved.label
     if not request.force and not request.clean and up_to_date(p):
         say(f"{label}: up to date, nothing to do ({display_path(p.dist)}, input hash {p.input_hash[:12]})")
+        record_build(request, resolved.layout, digest, p.dist, p.input_hash, label)
         return BuildResult(p.dist, read_manifest(p.dist) or {}, True, time.monotonic() - t0, p)
     lock_path = p.layout.build_root / ".locks" / f"{p.workspace.name}.lock"
     with workspace_lock(lock_path, label) as lock:
@@ -131,19 +133,5 @@ def build(resolved: Resolved) -> BuildResult:
         elapsed = time.monotonic() - t0
         sizes = ", ".join(f"{n} {len(d) // 1024} KiB" for n, d in files.items() if n in (p.fd_file_name, ELF_NAME))
         say(f"published {display_path(p.dist)} ({sizes}) in {elapsed:.0f} s")
+        record_build(request, resolved.layout, digest, p.dist, p.input_hash, label)
         return BuildResult(p.dist, manifest, False, elapsed, p)
-
-
-def build_command(platform: str, target: str = "DEBUG", fd_size: str | None = None, defines: Sequence[str] = (),
-                  features: Sequence[str] = (), jobs: int | str | None = None, force: bool = False,
-                  ccache: bool = False, version_string: str | None = None, release_date: str | None = None,
-                  clean: bool = False, edk2: str | None = None) -> Path:
-    """``invoke build``: build ``platform`` against the edk2 tree ``edk2`` (a tag; None: the default
-    tree) and publish it; returns the dist directory.
-
-    A build whose inputs match the published manifest is a no-op (under a second); ``force``
-    builds anyway, ``clean`` first removes the variant's workspace.
-    """
-    request = make_request(platform, target, fd_size, defines, features, jobs, force, clean, ccache,
-                           version_string, release_date, edk2)
-    return build(resolve(request)).dist

@@ -2,46 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
 from ovmfgen.builder.diagnose import strip_log_prefix
+from ovmfgen.builder.noop import outputs_intact, read_manifest
 from ovmfgen.builder.plan import Plan, sha256_bytes
 from ovmfgen.edk2.conventions import ARCH, fd_size_label
-from ovmfgen.fsutil import sha256_file
-from ovmfgen.paths import MANIFEST_NAME
 from ovmfgen.run import quote
 
 MANIFEST_SCHEMA = 1
-
-
-def read_manifest(dist: Path) -> dict | None:
-    """The manifest published in ``dist`` (None when absent or unreadable)."""
-    try:
-        data = json.loads((dist / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def outputs_intact(dist: Path, manifest: Mapping[str, object]) -> bool:
-    """True when every output the manifest lists is in ``dist`` with its recorded size and sha256."""
-    outputs = manifest.get("outputs")
-    if not isinstance(outputs, dict) or not outputs:
-        return False
-    for name, rec in outputs.items():
-        path = dist / name
-        try:
-            if not isinstance(rec, dict) or path.stat().st_size != rec.get("size"):
-                return False
-            if sha256_file(path) != rec.get("sha256"):
-                return False
-        except OSError:
-            return False
-    return True
 
 
 def up_to_date(p: Plan) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 import jinja2
 
 from ovmfgen.fsutil import write_if_changed
+from ovmfgen import paths
 from ovmfgen.paths import TEMPLATES_DIR
 from ovmfgen.platform.model import Platform
 
@@ -29,10 +30,23 @@ def _indent_block(text: str, ind: str) -> str:
     return "\n".join((ind + line) if line else "" for line in text.split("\n"))
 
 
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """The compiled templates, kept in ovmfgen's cache (keyed by each template's source, so an edited
+    template is compiled again): compiling them is most of a render's time. None when the cache is not
+    writable (rendering then compiles, as it would anyway)."""
+    where = paths.cache_dir() / "jinja2"
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(where))
+
+
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        bytecode_cache=_bytecode_cache(),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,

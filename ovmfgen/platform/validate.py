@@ -428,15 +428,15 @@ def validate(r: Resolved, use_cache: bool = True) -> None:
     A passing result is remembered (``layout.validated_dir``) under a key over everything the checks
     read, so unchanged platforms re-check fast; any change to YAML, overrides, tree or checker re-runs it.
     """
-    # Function-local: edk2toollib takes ~0.3 s to import and the no-op build never validates.
-    from edk2toollib.uefi.edk2.path_utilities import Edk2Path
-
     platform, edk2_root = r.platform, r.tree.root
     marker = None
     if use_cache:
         marker = r.layout.validated_dir / f"{_marker_prefix(platform)}{_cache_key(r)}"
         if marker.is_file():
             return
+    # Function-local, after the remembered result: edk2toollib takes ~0.3 s to import.
+    from edk2toollib.uefi.edk2.path_utilities import Edk2Path
+
     quiet_edk2toollib()
     with tempfile.TemporaryDirectory(prefix="ovmfgen-validate-") as tmp:
         ws_root = prepare_workspace(r, Path(tmp))

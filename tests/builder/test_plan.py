@@ -659,6 +659,31 @@ def test_noop_when_published_manifest_matches(layout: Layout, fake_env: dict, mo
         build_cmd.build(resolve(make_request("xen-pvh"), layout))
 
 
+def test_the_stamped_noop_answers_without_resolving(layout: Layout, fake_env: dict,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`invoke build`'s entry: once the full path found the build up to date, the same call is answered from
+    the stamp (nothing loaded); a damaged artifact or an edited platform goes back to the full path."""
+    from ovmfgen.builder import entry as build_entry
+    from ovmfgen.platform import resolve as platform_resolve
+
+    p = plan(resolve(make_request("xen-pvh"), layout))
+    files = {"OVMF.fd": b"fd", "ovmf.elf": b"elf", "build.log": b"log"}
+    manifest = build_manifest.make_manifest(p, files, {}, None, 1.0)
+    build_publish.publish({**files, "manifest.json": json.dumps(manifest).encode()}, p.dist)
+    assert build_entry.build_command(layout, platform="xen-pvh") == p.dist   # full path: up to date, stamped
+    resolved_calls = []
+    real_resolve = platform_resolve.resolve
+    monkeypatch.setattr(platform_resolve, "resolve", lambda *a, **k: resolved_calls.append(a) or real_resolve(*a, **k))
+    assert build_entry.build_command(layout, platform="xen-pvh") == p.dist
+    assert resolved_calls == []                                             # answered by the stamp
+    (p.dist / "ovmf.elf").write_bytes(b"ELF")
+    with pytest.raises(AssertionError, match="must not build"):
+        monkeypatch.setattr(build_cmd, "run_stuart", lambda *a, **k: (_ for _ in ()).throw(AssertionError("must not build")))
+        monkeypatch.setattr(build_cmd, "validate", lambda *a, **k: None)
+        build_entry.build_command(layout, platform="xen-pvh")
+    assert len(resolved_calls) == 1                                         # the damaged artifact: full path
+
+
 def test_a_per_tree_override_takes_the_copy_of_the_tree_it_builds(layout: Layout, fake_env: dict) -> None:
     sec = "OvmfPkg/Sec/SecMain.c"
     copies = {tag: (layout.overrides_dir / "xen-pvh" / tag / sec).read_bytes()
