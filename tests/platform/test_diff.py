@@ -42,7 +42,7 @@ def test_xen_pvh_shows_only_listed_deltas_on_202605(edk2_tree_202605) -> None:
         ("define", "PLATFORM_NAME"), ("define", "PLATFORM_GUID"), ("define", "OUTPUT_DIRECTORY"),
         ("define", "FLASH_DEFINITION"), ("fd-region", "FD.OVMF 0x0|0xe000"), ("file", "OvmfPkg/Sec/SecMain.c"),
         # 202605's own two fixes (edk2: edk2-stable202605 overrides and deltas); the NvVars patch applies
-        # on top of 202605's BdsPlatform.c copy and to the INF.
+        # on top of 202605's Shell patch and to the INF.
         ("file", "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"),
         ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
         ("file", "OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPortNocheck.inf")}
