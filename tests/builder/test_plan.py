@@ -50,20 +50,24 @@ def layout(tmp_path: Path) -> Layout:
     return Layout(tmp_path / "platforms", tmp_path / "overrides", tmp_path / "build", tmp_path / "dist")
 
 
-def patch_preimage(diff: bytes) -> dict[str, bytes]:
-    """Files a unified diff applies to (the lines its hunks keep or remove, hunk after hunk): a fake tree
-    the platform's patch overrides apply to at an offset, as they do to the real tree."""
-    out: dict[str, bytes] = {}
-    current = None
-    for line in diff.splitlines(keepends=True):
-        if line.startswith(b"+++ b/"):
-            current = line[6:].rstrip(b"\r\n").decode()
-            out[current] = b""
-        elif line.startswith((b"--- ", b"diff ", b"index ", b"@@")):
-            continue
-        elif current is not None and line[:1] in (b" ", b"-"):
-            out[current] += line[1:]
-    return out
+def patch_preimage(*diffs: bytes) -> dict[str, bytes]:
+    """Files unified diffs apply to (the lines their hunks keep or remove, in the order of the hunks' old
+    line numbers, across diffs): a fake tree the platform's patch overrides apply to at an offset, as they
+    do to the real tree, even where two of them change the same file."""
+    hunks: dict[str, list[tuple[int, bytes]]] = {}
+    for diff in diffs:
+        current = None
+        for line in diff.splitlines(keepends=True):
+            if line.startswith(b"+++ b/"):
+                current = line[6:].rstrip(b"\r\n").decode()
+            elif line.startswith(b"@@") and current is not None:
+                hunks.setdefault(current, []).append((int(line.split()[1].split(b",")[0][1:]), b""))
+            elif line.startswith((b"--- ", b"diff ", b"index ")):
+                continue
+            elif current is not None and line[:1] in (b" ", b"-") and hunks.get(current):
+                start, text = hunks[current][-1]
+                hunks[current][-1] = (start, text + line[1:])
+    return {rel: b"".join(text for _, text in sorted(parts)) for rel, parts in hunks.items()}
 
 
 @pytest.fixture
@@ -73,10 +77,10 @@ def fake_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
     root = tmp_path / "edk2"
     (root / "BaseTools" / "Conf").mkdir(parents=True)
     (root / "BaseTools" / "Conf" / "tools_def.template").write_text("*_GCC5_*_*_FAMILY = GCC\n")
-    for patch in sorted((paths.OVERRIDES_DIR / "xen-pvh").rglob("*.patch")):
-        for rel, data in patch_preimage(patch.read_bytes()).items():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_bytes(data)
+    patches = [p.read_bytes() for p in sorted((paths.OVERRIDES_DIR / "xen-pvh").rglob("*.patch"))]
+    for rel, data in patch_preimage(*patches).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
 
     def fake_locate(repo_root=None):
         return Edk2Tree(root=root, basetools=tmp_path / "bt" / "BaseTools", identity=dict(state["identity"]))
@@ -685,10 +689,15 @@ def test_the_stamped_noop_answers_without_resolving(layout: Layout, fake_env: di
 
 
 def test_a_per_tree_override_takes_the_copy_of_the_tree_it_builds(layout: Layout, fake_env: dict) -> None:
-    sec = "OvmfPkg/Sec/SecMain.c"
-    copies = {tag: (layout.overrides_dir / "xen-pvh" / tag / sec).read_bytes()
-              for tag in ("edk2-stable202502", "edk2-stable202605")}
-    assert copies["edk2-stable202502"] != copies["edk2-stable202605"]
+    # xen-pvh ships no per-tree file (its fixes are patches that apply to both trees): give it one.
+    sec = "OvmfPkg/XenOvmfExtra/PerTree.h"
+    yaml_path = layout.platforms_dir / "xen-pvh.yaml"
+    yaml_path.write_text(yaml_path.read_text().replace("\noverrides:\n", f"\noverrides:\n  - {{path: {sec}, per_tree: true, "
+                                                       "commit: {subject: 'OvmfPkg: x', body: x}}\n", 1))
+    copies = {tag: f"// {tag}\r\n".encode() for tag in ("edk2-stable202502", "edk2-stable202605")}
+    for tag, data in copies.items():
+        (layout.overrides_dir / "xen-pvh" / tag / sec).parent.mkdir(parents=True)
+        (layout.overrides_dir / "xen-pvh" / tag / sec).write_bytes(data)
     hashes = set()
     for tag, data in copies.items():
         fake_env["identity"]["tag"] = tag
@@ -700,7 +709,7 @@ def test_a_per_tree_override_takes_the_copy_of_the_tree_it_builds(layout: Layout
     with pytest.raises(OvmfgenError) as info:
         plan(resolve(make_request("xen-pvh"), layout))
     assert str(info.value).endswith("error: override not found: overrides/xen-pvh/edk2-stable209912/"
-                                    "OvmfPkg/Sec/SecMain.c (per_tree: one copy per edk2 tree; none for "
+                                    f"{sec} (per_tree: one copy per edk2 tree; none for "
                                     "edk2-stable209912)")
     assert info.value.location is not None and info.value.location.line > 0
 

@@ -59,7 +59,7 @@ def test_the_same_image_runs_from_ram_and_from_flash(published_xen_pvh: Path, tm
 
 # What SEC hands to the PEI core (OvmfPkg/Sec/SecMain.c): gEfiTemporaryRamSupportPpiGuid and
 # gEfiPeiMpInitLibMpDepPpiGuid. Upstream's table of flash addresses reads as zeros through the PVH entry;
-# overrides/xen-pvh/<tree>/OvmfPkg/Sec/SecMain.c builds it at run time.
+# overrides/xen-pvh/patches/Sec-PEI-PPI-list-at-run-time.patch builds it at run time.
 TEMPORARY_RAM_SUPPORT = "DBE23AA9-A345-4B97-85B6-B226F1617389"
 MP_INIT_LIB_MP_DEP = "138F9CF4-F0E7-4721-8F49-F5FFECF42D40"
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
@@ -67,7 +67,7 @@ ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 
 @pytest.mark.parametrize("build", ["published_xen_pvh", "published_xen_pvh_newest"], ids=["default-tree", "newest-tree"])
 def test_sec_hands_pei_the_same_ppis_through_both_entries(build: str, request: pytest.FixtureRequest, tmp_path: Path):
-    # Both trees: each builds its own copy of the override (overrides/xen-pvh/<tag>/OvmfPkg/Sec/SecMain.c).
+    # Both trees: the one SEC patch, applied to each tree's own SecMain.c.
     elf = request.getfixturevalue(build) / "ovmf.elf"
     ppis = {}
     for entry in ENTRIES:

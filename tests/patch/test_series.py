@@ -304,7 +304,7 @@ def test_series_commits_split_bisectably(series_dirs) -> None:
         ("OvmfPkg/XenOvmf.dsc", "OvmfPkg/XenOvmf.fdf"),
         ("Maintainers.txt", "OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-GCC5.yml", "OvmfPkg/PlatformCI/XenOvmfBuild.py"),
     ]
-    # The SEC fix (overrides/xen-pvh/<tag>/) and the NvVars patch (overrides/xen-pvh/patches/) come first;
+    # The override patches (overrides/xen-pvh/patches/: the SEC fix, the NvVars fix) come first;
     # the header exists before the FDF that includes it.
     assert [c.builds for c in gen.series.commits] == [False, False, False, True, True]
 
@@ -380,11 +380,15 @@ def test_series_header_include_in_patch_3_is_the_generated_one(series_dirs, plat
     assert b"\n".join(added) + b"\n" == patch_intree.elf_header_include(platform).encode()
 
 
-def test_series_sec_fix_in_patch_1_turns_upstream_secmain_into_the_override(series_dirs, tree) -> None:
+def test_series_sec_fix_in_patch_1_turns_upstream_secmain_into_the_override(series_dirs, tree, tmp_path) -> None:
+    # The commit's file is the tree's own SecMain.c with the override's patch applied (by git apply itself).
     gen, _ = series_dirs
-    tag = tree.identity["tag"]
-    override = (REPO_ROOT / "overrides/xen-pvh" / tag / "OvmfPkg/Sec/SecMain.c").read_bytes()
-    assert gen.series.commits[0].files == (("OvmfPkg/Sec/SecMain.c", override),)
+    sec = tmp_path / "OvmfPkg/Sec/SecMain.c"
+    sec.parent.mkdir(parents=True)
+    sec.write_bytes((tree.root / "OvmfPkg/Sec/SecMain.c").read_bytes())
+    subprocess.run(["git", "apply", str(REPO_ROOT / "overrides/xen-pvh/patches/Sec-PEI-PPI-list-at-run-time.patch")],
+                   cwd=tmp_path, check=True, env={**os.environ, "GIT_CEILING_DIRECTORIES": str(tmp_path)})
+    assert gen.series.commits[0].files == (("OvmfPkg/Sec/SecMain.c", sec.read_bytes()),)
     text = gen.patches[0].read_bytes()
     assert b"+  PrivateDispatchTable[0].Guid  = &gEfiTemporaryRamSupportPpiGuid;\r\n" in text
     assert b"-EFI_PEI_PPI_DESCRIPTOR  mPrivateDispatchTableMp[] = {\r\n" in text
@@ -514,7 +518,7 @@ def test_the_series_for_the_newest_tree(tmp_path: Path, edk2_tree_202605: edk2.E
     assert patch_write.default_output_dir(r) == \
         patch_write.default_output_dir(resolve(make_request("xen-pvh"))) / "edk2-stable202605"
     assert (gen.series.tag, gen.series.upstream_commit) == ("edk2-stable202605", edk2_tree_202605.identity["commit"])
-    # 202605's copy of the SEC fix, then that release's two fixes of its own (edk2: edk2-stable202605
+    # The SEC fix (the same patch as for 202502), then that release's two fixes of its own (edk2: edk2-stable202605
     # overrides: the Nocheck DebugLib's MemDebugLogLib, the Shell as the boot option of last resort),
     # then the NvVars patch, on top of the Shell commit's BdsPlatform.c.
     assert [c.paths for c in gen.series.commits[:4]] == [

@@ -42,7 +42,7 @@ def test_xen_pvh_shows_only_listed_deltas_on_202605(edk2_tree_202605) -> None:
         ("define", "PLATFORM_NAME"), ("define", "PLATFORM_GUID"), ("define", "OUTPUT_DIRECTORY"),
         ("define", "FLASH_DEFINITION"), ("fd-region", "FD.OVMF 0x0|0xe000"), ("file", "OvmfPkg/Sec/SecMain.c"),
         # 202605's own two fixes (edk2: edk2-stable202605 overrides and deltas); the NvVars patch applies
-        # on top of 202605's BdsPlatform.c copy and to the INF.
+        # on top of 202605's Shell patch and to the INF.
         ("file", "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"),
         ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
         ("file", "OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPortNocheck.inf")}
@@ -94,20 +94,26 @@ def test_diff_command_exit_status(edk2_tree, real_cache: None) -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PLATFORM_NAME: Ovmf -> XenOvmf" in proc.stdout and "unexplained" not in proc.stdout
-    tag = edk2_tree.identity["tag"]
-    assert f"OvmfPkg/Sec/SecMain.c: edk2 -> overrides/xen-pvh/{tag}/OvmfPkg/Sec/SecMain.c\n      delta: SEC builds" \
-        in proc.stdout
+    # The SEC fix: one patch for both trees, named as the file's source.
+    assert ("OvmfPkg/Sec/SecMain.c: edk2 -> overrides/xen-pvh/patches/Sec-PEI-PPI-list-at-run-time.patch\n"
+            "      delta: SEC builds") in proc.stdout
 
 
 def test_an_override_equal_to_upstream_is_a_stale_delta(tmp_path: Path, edk2_tree) -> None:
+    # The SEC fix's entry as a whole file that is the tree's own SecMain.c: the delta explains nothing.
     tree = edk2_tree.root
-    tag = edk2_tree.identity["tag"]
-    overrides = tmp_path / "xen-pvh"
-    (overrides / tag / "OvmfPkg/Sec").mkdir(parents=True)
-    (overrides / tag / "OvmfPkg/Sec/SecMain.c").write_bytes((tree / "OvmfPkg/Sec/SecMain.c").read_bytes())
+    text = (REPO_ROOT / "platforms" / "xen-pvh.yaml").read_text()
+    entry = "  - patch: patches/Sec-PEI-PPI-list-at-run-time.patch\n"
+    assert text.count(entry) == 1
+    path = tmp_path / "platforms" / "xen-pvh.yaml"
+    path.parent.mkdir()
+    path.write_text(text.replace(entry, "  - path: OvmfPkg/Sec/SecMain.c\n"))
+    overrides = tmp_path / "overrides" / "xen-pvh"
     shutil.copytree(Layout().overrides_for("xen-pvh") / "patches", overrides / "patches")
-    platform = load_platform("xen-pvh")
-    _, unexplained, stale = diff_platform(resolved(platform, edk2_tree, Layout(overrides_dir=tmp_path)),
+    (overrides / "OvmfPkg/Sec").mkdir(parents=True)
+    (overrides / "OvmfPkg/Sec/SecMain.c").write_bytes((tree / "OvmfPkg/Sec/SecMain.c").read_bytes())
+    platform = load_platform(path, platforms_dir=path.parent)
+    _, unexplained, stale = diff_platform(resolved(platform, edk2_tree, Layout(overrides_dir=tmp_path / "overrides")),
                                           tree / "OvmfPkg/OvmfXen.dsc", tree / "OvmfPkg/OvmfXen.fdf")
     assert unexplained == []
     assert stale == ["file OvmfPkg/Sec/SecMain.c"]

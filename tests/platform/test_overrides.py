@@ -84,7 +84,7 @@ def test_a_patch_changes_only_existing_files_inside_the_tree(diff: bytes, messag
 
 
 def test_the_nvvars_patch_applies_to_both_trees(edk2_tree, edk2_tree_202605) -> None:
-    """One diff for both releases: on 202502's own files, and on 202605's BdsPlatform.c copy (the Shell fix)."""
+    """One diff for both releases: on 202502's own files, and on 202605's after its Shell patch."""
     assert patch_targets((Layout().overrides_for("xen-pvh") / NVVARS).read_bytes(), NVVARS,
                          Override(NVVARS, patch=True)) == (BDS, INF)
     for tree in (edk2_tree, edk2_tree_202605):
