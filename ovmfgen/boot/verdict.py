@@ -58,7 +58,6 @@ MILESTONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     # XenPlatformPei's XenDetect() fails: the expected end without Xen.
     ("xen_not_detected", re.compile(r"ERROR: Xen isn't detected")),
 )
-FINAL_MILESTONE = MILESTONES[-1][0]
 
 # Firmware failure lines (DebugLib ASSERT, CpuExceptionHandlerLib dump).
 FAILURE_LINE = re.compile(r"^ASSERT[ _]|^!!!! (X64|IA32) Exception Type|ASSERT_EFI_ERROR")

@@ -733,8 +733,3 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
         default_features=default_features, features_read=tuple(sorted(ctx.features_read)), edk2=edk2,
         loc=Location(doc.path, 1, 1),
     )
-
-
-def list_platforms(platforms_dir: Path = PLATFORMS_DIR) -> list[str]:
-    """Names of the platforms in ``platforms/`` (sorted)."""
-    return sorted(p.stem for p in platforms_dir.glob("*.yaml"))

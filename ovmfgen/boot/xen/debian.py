@@ -21,8 +21,6 @@ from ovmfgen.ui import say
 SUITE = "bookworm"
 SECURITY_SUITE = f"{SUITE}-security"
 XEN_SERIES = "4.17"
-HYPERVISOR_PACKAGE = f"xen-hypervisor-{XEN_SERIES}-amd64"
-UTILS_PACKAGE = f"xen-utils-{XEN_SERIES}"
 KERNEL_META_PACKAGE = "linux-image-amd64"
 #: HVM guests' device model (hvmloader itself comes with the tools): installed in dom0.
 DEVICE_MODEL_PACKAGE = "qemu-system-xen"

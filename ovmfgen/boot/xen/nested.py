@@ -39,7 +39,6 @@ from ovmfgen.ui import say
 # (the root file system) does not unpack (4.20's bigger trixie dom0 gets 3 GiB / 1536M: XenRelease).
 QEMU_BINARY = "qemu-system-x86_64"
 QEMU_CPU = "max,-smap,-smep,-rdtscp"
-QEMU_MEMORY_MIB = XEN_417.qemu_memory_mib
 # -icount with a fixed shift and sleep=off: guest time advances by instructions executed, not by
 # the host's clock. Without it QEMU 7.2 aborted in most boots of an edk2 guest ("tcg_handle_interrupt:
 # assertion failed: (qemu_mutex_iothread_locked())"): edk2's interrupt exit path writes CR8, and a
