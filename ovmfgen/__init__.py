@@ -10,6 +10,7 @@ Code map::
     ovmfgen/
       __init__.py          this map
       __main__.py          ``python -m ovmfgen TASK``: the tasks without the invoke CLI
+      apt.py               apt on this machine: its sources, installing packages (on the floor: edk2 and host both use it)
       cli.py               the command layer shared by tasks.py and __main__ (one-line errors, exit status)
       errors.py            OvmfgenError and Location: the one error type, shown as ``path:line:col: error: ...``
       paths.py             the checkout, the cache, and ``Layout`` (platforms/overrides/build/dist roots, the output paths)
@@ -86,7 +87,6 @@ Code map::
         emit.py            the matrix as a GitHub/GitLab workflow
         command.py         ``invoke nightly``
       host/
-        apt.py             apt on this machine: its sources, installing packages
         setup.py           ``invoke setup``: apt packages, the edk2 trees, BaseTools
         testrun.py         ``invoke test``
 """

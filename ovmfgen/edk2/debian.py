@@ -21,7 +21,7 @@ from ovmfgen.edk2.fetch import check_file, clean_stale, staging_dir
 from ovmfgen.edk2.tree import PIN
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.fsutil import atomic_write_bytes, write_if_changed
-from ovmfgen.host.apt import deb_src_entry, debian_archive, private_apt_options
+from ovmfgen.apt import deb_src_entry, debian_archive, private_apt_options
 from ovmfgen.run import CommandError, run
 from ovmfgen.ui import say
 

@@ -1,7 +1,7 @@
 """``invoke setup``: make this machine ready to build (apt packages, the edk2 tree, BaseTools).
 
 Idempotent and cached: a second run checks a few files and says it has nothing to do. The edk2 side
-lives in ``ovmfgen.edk2`` (install, fetch, debian, basetools); apt in ``ovmfgen.host.apt``.
+lives in ``ovmfgen.edk2`` (install, fetch, debian, basetools); apt in ``ovmfgen.apt``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from ovmfgen.edk2.install import ensure_edk2
-from ovmfgen.host.apt import ensure_apt_packages
+from ovmfgen.apt import ensure_apt_packages
 from ovmfgen.ui import say
 
 APT_PACKAGES = ("nasm", "acpica-tools", "uuid-dev", "build-essential", "dpkg-dev", "qemu-system-x86", "ccache", "mtools", "dosfstools")

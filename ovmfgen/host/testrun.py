@@ -12,7 +12,7 @@ from ovmfgen.edk2.releases import NEWEST_TAG
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.run import run
 from ovmfgen.ui import say
-from ovmfgen.host.apt import ensure_apt_packages
+from ovmfgen.apt import ensure_apt_packages
 from ovmfgen.host.setup import setup_all
 
 # What only the tests need: a browser to open the nightly report the way a person would; the UKI stub

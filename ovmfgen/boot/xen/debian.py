@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.fsutil import write_if_changed
-from ovmfgen.host.apt import AptSource, ensure_apt_packages, private_apt_options, read_apt_sources
+from ovmfgen.apt import AptSource, ensure_apt_packages, private_apt_options, read_apt_sources
 from ovmfgen.run import CommandError, run
 from ovmfgen.ui import say
 

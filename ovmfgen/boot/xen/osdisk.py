@@ -26,7 +26,7 @@ from ovmfgen.boot.xen.guests import newc_archive
 from ovmfgen.boot.xen.verdicts import OS_MARKER
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.fsutil import replace_dir
-from ovmfgen.host.apt import ensure_apt_packages
+from ovmfgen.apt import ensure_apt_packages
 from ovmfgen.paths import cache_dir
 from ovmfgen.run import run
 from ovmfgen.ui import say

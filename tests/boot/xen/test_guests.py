@@ -13,7 +13,7 @@ import pytest
 
 from helpers import DATA as DATA_ROOT
 from helpers import REPO
-from ovmfgen.host import apt
+from ovmfgen import apt
 from ovmfgen.boot.xen import cache, debian, guests, nested, persist, verdicts, watch
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.boot.xen import Verdict, classify_xen_run

@@ -1,4 +1,4 @@
-"""ovmfgen.host.apt: the apt sources this machine reads (the Debian archive), and installed packages."""
+"""ovmfgen.apt: the apt sources this machine reads (the Debian archive), and installed packages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from helpers import etc_apt
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.host import apt
+from ovmfgen import apt
 
 
 DEB822_MACHINE = """\
