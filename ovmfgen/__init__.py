@@ -28,6 +28,7 @@ Code map::
         basetools.py       BaseTools built out of the tree, in the cache
         install.py         a tree made ready: placed (or a checkout adopted), BaseTools, identity
         conventions.py     ARCH, TARGETS, the FD-size vocabulary, a tree's tool chain tag, the edksetup env
+        toollib.py         edk2toollib adapters: DSC/FDF parsers with ovmfgen's fixes, the workspace paths resolve in, macros, ``!if``
         modules.py         what comes along into the workspace when an override replaces a module's source
       platform/
         nodes.py           YAML -> located node graph (never hangs, crashes or errs unlocated)

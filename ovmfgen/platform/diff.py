@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen.edk2.conventions import ARCH, toolchain_tag
+from ovmfgen.edk2.toollib import (
+    Workspace, conditional_evaluator, dsc_parser, expand_macros, fdf_parser, quiet_edk2toollib,
+)
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.importer import _resolve_input
 from ovmfgen.platform.model import Include, Platform, Region, RegionContent, RegionPcds, ReservedRegion, Statement
@@ -26,11 +29,7 @@ from ovmfgen.platform import resolve as platform_resolve
 from ovmfgen.platform.resolve import Resolved
 from ovmfgen.platform.syntax import parse_fdf
 from ovmfgen.request import make_request
-from ovmfgen.platform.validate import (
-    Infos, Workspace, active_statements, component_libraries, conditional_evaluator,
-    dsc_parser, expand_macros, fdf_parser, prepare_workspace,
-    quiet_edk2toollib, validate,
-)
+from ovmfgen.platform.validate import Infos, active_statements, component_libraries, prepare_workspace, validate
 
 CONFIGURATIONS: tuple[tuple[tuple[str, str], ...], ...] = (
     (),

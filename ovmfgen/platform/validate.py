@@ -15,11 +15,8 @@ overrides, InfParser, DecParser, FdfParser for FDF macros); errors point at the 
 from __future__ import annotations
 
 import hashlib
-import logging
-import re
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen import elf
@@ -29,72 +26,10 @@ from ovmfgen.platform.model import (
     Component, Conditional, Field, Include, Inf, LibraryMapping, Pcd, Platform, Region, RegionPcds, ReservedRegion,
     Section, SetPcd, Statement, walk,
 )
+from ovmfgen.edk2.toollib import (
+    Workspace, conditional_evaluator, dsc_parser, expand_macros, fdf_parser, quiet_edk2toollib,
+)
 from ovmfgen.platform.resolve import Resolved
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """Where paths resolve: the platform's overrides first, then the edk2 tree."""
-
-    roots: tuple[Path, ...]
-
-    def find(self, rel: str) -> Path | None:
-        """The file ``rel`` (workspace-relative, as written in a DSC/FDF) or None."""
-        if not rel or "$(" in rel:
-            return None
-        for root in self.roots:
-            candidate = root / rel
-            if candidate.is_file():
-                return candidate
-        return None
-
-
-class _IfdefElseFix:
-    """Mixin fixing edk2toollib 0.21's ``!ifdef``/``!ifndef`` ... ``!else``.
-
-    Its ProcessConditional pushes an ifdef's result without marking the block as already taken,
-    so the ``!else`` branch is active too and its DEFINEs win (``-D FD_SIZE_4MB`` still yields
-    FD_SIZE_IN_KB = 2048 on OvmfXen.dsc). Decide ifdef/ifndef here and record "taken" properly.
-    """
-
-    def ProcessConditional(self, text: str) -> bool:  # noqa: N802 - edk2toollib's name
-        tokens = text.split()
-        if len(tokens) == 2 and tokens[0].lower() in ("!ifdef", "!ifndef"):
-            defined = tokens[1] != self._MacroNotDefinedValue  # type: ignore[attr-defined]
-            value = defined if tokens[0].lower() == "!ifdef" else not defined
-            self.PushConditional(value, value)  # type: ignore[attr-defined]
-            return True
-        return super().ProcessConditional(text)  # type: ignore[misc]
-
-
-def dsc_parser() -> object:
-    """An edk2toollib DscParser with ovmfgen's conditional fix."""
-    # Function-local: edk2toollib is slow to import; `invoke build`'s no-op path never needs it.
-    from edk2toollib.uefi.edk2.parsers.dsc_parser import DscParser
-
-    class _Dsc(_IfdefElseFix, DscParser):
-        pass
-
-    return _Dsc()
-
-
-def fdf_parser() -> object:
-    """An edk2toollib FdfParser with ovmfgen's conditional fix."""
-    # Function-local: edk2toollib is slow to import; `invoke build`'s no-op path never needs it.
-    from edk2toollib.uefi.edk2.parsers.fdf_parser import FdfParser
-
-    class _Fdf(_IfdefElseFix, FdfParser):
-        pass
-
-    return _Fdf()
-
-
-def quiet_edk2toollib() -> None:
-    """Silence edk2toollib's per-line warnings while ovmfgen parses."""
-    # edk2toollib logs every unresolved macro at WARNING; our own messages say what matters.
-    logging.getLogger("edk2toollib").setLevel(logging.CRITICAL)
-    for name in ("DscParser", "FdfParser", "InfParser", "DecParser", "Edk2Path"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _all_statements(sections: tuple[Section, ...]) -> Iterator[tuple[Section, Statement]]:
@@ -287,16 +222,6 @@ def _fdf_macros(fdf_rel: str, ws_root: Path, edk2_path: object, fd_size_kb: int)
     return {**parser.LocalVars, **parser.InputVars}
 
 
-def expand_macros(text: str, macros: dict[str, str]) -> str:
-    """``$(NAME)`` references in ``text`` replaced from ``macros`` (nested ones too; unknown ones kept)."""
-    for _ in range(8):
-        new = re.sub(r"\$\((\w+)\)", lambda m: macros.get(m.group(1), m.group(0)), text)
-        if new == text:
-            break
-        text = new
-    return text
-
-
 def active_statements(body: tuple[Statement, ...], evaluate: object) -> Iterator[Statement]:
     """Statements of ``body`` in force for the macros ``evaluate`` knows (``!if`` decided)."""
     for stmt in body:
@@ -309,28 +234,6 @@ def active_statements(body: tuple[Statement, ...], evaluate: object) -> Iterator
             yield from active_statements(chosen, evaluate)
         else:
             yield stmt
-
-
-def conditional_evaluator(macros: dict[str, str]) -> object:
-    """A ``(directive, expr) -> bool`` function deciding ``!if``/``!ifdef``/``!ifndef`` with edk2toollib."""
-    # Function-local: edk2toollib is slow to import; `invoke build`'s no-op path never needs it.
-    from edk2toollib.uefi.edk2.parsers.base_parser import HashFileParser
-
-    probe = HashFileParser("ovmfgen")
-    probe.LocalVars = dict(macros)
-
-    def evaluate(directive: str, expr: str) -> bool:
-        if directive in ("ifdef", "ifndef"):
-            name = expr.strip()
-            name = name[2:-1] if name.startswith("$(") and name.endswith(")") else name
-            defined = name in macros
-            return defined if directive == "ifdef" else not defined
-        try:
-            return bool(probe.EvaluateConditional(f"!if {expr}"))
-        except Exception:  # noqa: BLE001 - an expression edk2toollib cannot evaluate
-            return False
-
-    return evaluate
 
 
 def _int(text: str) -> int | None:

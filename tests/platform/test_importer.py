@@ -13,7 +13,8 @@ from ovmfgen.platform.model import Comment, Include
 from ovmfgen.platform.render import render_dsc, render_fdf
 from ovmfgen.platform.diff import CONFIGURATIONS, diff_files
 from ovmfgen.platform.syntax import parse_dsc, parse_fdf
-from ovmfgen.platform.validate import Workspace, prepare_workspace
+from ovmfgen.edk2.toollib import Workspace
+from ovmfgen.platform.validate import prepare_workspace
 
 PLATFORMS = [
     ("OvmfPkg/OvmfXen.dsc", "OvmfPkg/OvmfXen.fdf"),
