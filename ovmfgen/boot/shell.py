@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ovmfgen.boot.fvfile import file_pe32
 from ovmfgen.boot.qemu import DEBUG_PORT, QEMU, preflight
-from ovmfgen.boot.verdict import FAILURE_LINE, TAIL_LINES, describe_exit, log_lines
+from ovmfgen.boot.verdict import FAILURE_LINE, TAIL_LINES, Verdict, describe_exit, log_lines
 from ovmfgen.elf import fv_header_ok
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.run import DEVNULL, STDOUT, popen, run, stop
@@ -131,7 +131,7 @@ def strip_ansi(text: str) -> str:
 class ShellBootResult:
     """The verdict on a boot to the UEFI Shell."""
 
-    verdict: str                   # SHELL_REACHED, FIRMWARE_ERROR, QEMU_FAILED, TIMEOUT
+    verdict: Verdict               # SHELL_REACHED, FIRMWARE_ERROR, QEMU_FAILED, TIMEOUT
     detail: str
     duration: float
     serial_log: Path
@@ -142,7 +142,7 @@ class ShellBootResult:
     @property
     def ok(self) -> bool:
         """True when the Shell ran startup.nsh from the FAT disk (the marker was printed)."""
-        return self.verdict == "SHELL_REACHED"
+        return self.verdict == Verdict.SHELL_REACHED
 
     def summary(self) -> str:
         """One line for people."""
@@ -150,23 +150,23 @@ class ShellBootResult:
 
 
 def classify_shell_boot(serial: str, debug: str, marker: str = SHELL_MARKER, returncode: int | None = None,
-                        timed_out: bool = False) -> tuple[str, str]:
+                        timed_out: bool = False) -> tuple[Verdict, str]:
     """(verdict, detail) for a shell boot from its serial console and DEBUG log (pure)."""
     console = strip_ansi(serial)
     if any(line.strip() == marker for line in console.splitlines()):
         started = _STARTING.findall(console)
         how = f" (started by {started[-1]})" if started else ""
-        return "SHELL_REACHED", f"startup.nsh printed {marker} on the serial console{how}"
+        return Verdict.SHELL_REACHED, f"startup.nsh printed {marker} on the serial console{how}"
     failure = next((l for l in log_lines(debug) if FAILURE_LINE.search(l)), None)
     if failure is not None:
-        return "FIRMWARE_ERROR", failure.strip()
+        return Verdict.FIRMWARE_ERROR, failure.strip()
     if returncode is not None:
         reached = "the Shell started" if "Shell>" in console or "UEFI Interactive Shell" in console else \
             "no Shell banner"
-        return "QEMU_FAILED", f"{describe_exit(returncode) if returncode else 'QEMU exited'} before the marker ({reached})"
+        return Verdict.QEMU_FAILED, f"{describe_exit(returncode) if returncode else 'QEMU exited'} before the marker ({reached})"
     if timed_out:
         last = next((l for l in reversed(console.splitlines()) if l.strip()), "")
-        return "TIMEOUT", f"no marker before the time limit; last console line: {last.strip()[:120]!r}"
+        return Verdict.TIMEOUT, f"no marker before the time limit; last console line: {last.strip()[:120]!r}"
     return "UNKNOWN", "the boot was not judged"
 
 
@@ -207,7 +207,7 @@ def boot_qemu_shell(image: Path, out_dir: Path, timeout: float = SHELL_TIMEOUT_S
             while True:
                 serial = serial_log.read_bytes().decode("utf-8", errors="replace")
                 verdict, _ = classify_shell_boot(serial, "", marker)
-                if verdict == "SHELL_REACHED":
+                if verdict == Verdict.SHELL_REACHED:
                     break
                 exited = proc.poll()
                 if exited is not None:
@@ -227,7 +227,7 @@ def boot_qemu_shell(image: Path, out_dir: Path, timeout: float = SHELL_TIMEOUT_S
     serial = serial_log.read_bytes().decode("utf-8", errors="replace")
     debug = debug_log.read_bytes().decode("utf-8", errors="replace")
     verdict, detail = classify_shell_boot(serial, debug, marker, returncode, timed_out)
-    if verdict == "SHELL_REACHED":
+    if verdict == Verdict.SHELL_REACHED:
         returncode = None
     elif output.strip():
         detail += f"; QEMU said: {log_lines(output)[-1].strip()}" if log_lines(output) else ""

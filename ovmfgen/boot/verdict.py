@@ -36,15 +36,29 @@ TAIL_LINES = 25
 
 
 class Verdict(str, enum.Enum):
-    """What a boot attempt proved."""
+    """What a boot proved: the one vocabulary of every boot ovmfgen judges (QEMU's logs, the UEFI Shell
+    in QEMU, guests under real Xen), as records, reports and messages spell it."""
 
+    # Boots in QEMU through an entry (classify_log).
     REACHED_XEN_PLATFORM_PEI = "REACHED_XEN_PLATFORM_PEI"  # the whole chain, through the requested entry
     WRONG_ENTRY = "WRONG_ENTRY"  # SEC ran, but from the other entry point
     UNPROVEN = "UNPROVEN"  # "Xen isn't detected" printed, but the chain of milestones is incomplete
-    FIRMWARE_ERROR = "FIRMWARE_ERROR"  # an ASSERT or CPU exception before XenPlatformPei finished
     STALLED = "STALLED"  # the log stopped (hang, or the guest reset/triple-faulted) before the end
+    # Any boot.
+    FIRMWARE_ERROR = "FIRMWARE_ERROR"  # an ASSERT or CPU exception (in QEMU: before XenPlatformPei finished)
     QEMU_FAILED = "QEMU_FAILED"  # QEMU exited non-zero or died of a signal (e.g. SIGFPE on p_align 0)
-    TIMEOUT = "TIMEOUT"  # still printing when the time ran out
+    TIMEOUT = "TIMEOUT"  # still running (printing) when the time ran out, without the expected end
+    # Boots that go on past PEI: to the UEFI Shell (in QEMU or under Xen) and to an OS.
+    SHELL_REACHED = "SHELL_REACHED"    # the UEFI Shell ran (its prompt, or startup.nsh's marker)
+    OS_REACHED = "OS_REACHED"          # an OS booted from the guest's disk ran (the marker, or Linux's banner)
+    # Guests under real Xen (boot/xen/verdicts.py).
+    FW_ASSERT = "FW_ASSERT"            # the firmware hit an ASSERT (detail: the ASSERT line)
+    GUEST_CRASHED = "GUEST_CRASHED"    # Xen saw the guest crash (triple fault, domain_crash, state c)
+    GUEST_GONE = "GUEST_GONE"          # the domain vanished (or was never created) without a shell
+    HARNESS_FAILURE = "HARNESS_FAILURE"  # QEMU (abort, stall)/Xen/dom0 failed: says nothing about the firmware
+
+    def __str__(self) -> str:
+        return self.value
 
 
 # The milestones, in the order the firmware must print them.

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from pathlib import Path
+
+from ovmfgen.boot.verdict import Verdict
 
 # Markers the dom0 side prints on its console (which Xen copies to the serial log).
 EVENT = "OVMFGEN-EVENT"
@@ -27,22 +28,11 @@ LINUX_BANNER = "Linux version "
 #: OvmfPkg's gXenBusProtocolGuid: a device path through it is a Xen PV device (XenBusDxe's child).
 XENBUS_PROTOCOL_GUID = "3D3CA290-B9A5-11E3-B75D-B8AC6F7D65E6"
 
-# --- Verdicts -------------------------------------------------------------------------------------
+# --- Verdicts (the one vocabulary: boot/verdict.py's Verdict) -------------------------------------
 
-
-class Verdict(str, Enum):
-    """The one outcome of a boot under Xen."""
-
-    SHELL_REACHED = "SHELL_REACHED"    # the guest printed the UEFI Shell prompt on its PV console
-    OS_REACHED = "OS_REACHED"          # an OS booted from the guest's disk ran (the marker, or Linux's banner)
-    FW_ASSERT = "FW_ASSERT"            # the firmware hit an ASSERT (detail: the ASSERT line)
-    GUEST_CRASHED = "GUEST_CRASHED"    # Xen saw the guest crash (triple fault, domain_crash, state c)
-    GUEST_GONE = "GUEST_GONE"          # the domain vanished (or was never created) without a shell
-    TIMEOUT = "TIMEOUT"                # still running, no shell, at dom0's deadline for the guest
-    HARNESS_FAILURE = "HARNESS_FAILURE"  # QEMU (abort, stall)/Xen/dom0 failed: says nothing about the firmware
-
-    def __str__(self) -> str:
-        return self.value
+#: The verdicts a guest under Xen gets (classify_xen_run), of the one vocabulary.
+XEN_VERDICTS = frozenset({Verdict.SHELL_REACHED, Verdict.OS_REACHED, Verdict.FW_ASSERT, Verdict.GUEST_CRASHED,
+                          Verdict.GUEST_GONE, Verdict.TIMEOUT, Verdict.HARNESS_FAILURE})
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ def test_xen_panic_is_harness_failure():
 def test_every_verdict_has_a_capture():
     assert {classify_capture(s).verdict for s in
             ("shell", "os", "assert", "triplefault", "gone", "timeout")} | {Verdict.HARNESS_FAILURE} \
-        == set(Verdict)
+        == verdicts.XEN_VERDICTS
 
 
 def test_os_capture_is_os_reached_with_seconds_from_xl_create():
