@@ -1,12 +1,20 @@
-"""Atomic file output: write to a temp file beside the target, then rename; write only if changed."""
+"""Atomic file output (a temp file beside the target, then a rename; write only if changed), sha256 of a
+file, and the one exclusive lock every cache entry, workspace and Xen run takes."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+from ovmfgen.errors import display_path
+from ovmfgen.ui import say
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -65,3 +73,37 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@dataclass
+class Lock:
+    """An acquired lock: an open, flocked file (``fd``; a child given it keeps the lock while it runs)."""
+
+    path: Path
+    fd: int
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, what: str) -> Iterator[Lock]:
+    """Hold an exclusive ``fcntl`` lock on ``path`` (created with its directory); when someone else holds
+    it, say ``waiting for lock PATH: WHAT`` (with the holder's pid) and wait. Released on exit, or when
+    the last process holding the fd (a child it was passed to) ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = ""
+            try:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            except OSError:
+                pass
+            say(f"waiting for lock {display_path(path)}: {what}" + (f" (pid {holder})" if holder.isdigit() else ""))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield Lock(path, fd)
+    finally:
+        os.close(fd)
+

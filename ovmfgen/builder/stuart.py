@@ -12,7 +12,7 @@ from typing import IO
 from ovmfgen.builder.diagnose import BUILDING, strip_log_prefix
 from ovmfgen.builder.plan import Plan
 from ovmfgen.edk2.conventions import ARCH
-from ovmfgen.builder.workspace import Lock
+from ovmfgen.fsutil import Lock
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.run import PIPE, STDOUT, popen, quote, stop
 from ovmfgen.ui import is_interactive, say

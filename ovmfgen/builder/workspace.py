@@ -8,50 +8,18 @@ it, so a killed ovmfgen does not let a second build into a workspace still being
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen.builder.plan import STATE_DIR, Plan
-from ovmfgen.errors import display_path
-from ovmfgen.fsutil import atomic_write_bytes, write_if_changed
-from ovmfgen.ui import say
+from ovmfgen.fsutil import Lock, atomic_write_bytes, exclusive, write_if_changed
 
 
-@dataclass
-class Lock:
-    """An acquired per-workspace lock (an open, flocked file)."""
-
-    path: Path
-    fd: int
-
-
-@contextmanager
-def workspace_lock(path: Path, what: str) -> Iterator[Lock]:
-    """Hold an exclusive ``fcntl`` lock on ``path``; say "waiting for lock" when someone else has it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = ""
-            try:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            except OSError:
-                pass
-            say(f"waiting for lock {display_path(path)}: another build of {what} is running"
-                + (f" (pid {holder})" if holder.isdigit() else ""))
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield Lock(path, fd)
-    finally:
-        os.close(fd)  # releases the lock (unless a child inherited it: then when that child exits too)
+def workspace_lock(path: Path, what: str) -> contextlib.AbstractContextManager[Lock]:
+    """Hold the workspace's lock at ``path``; say "waiting for lock" (with the holder's pid) when another
+    build of ``what`` has it."""
+    return exclusive(path, f"another build of {what} is running")
 
 
 def prepare_workspace(p: Plan) -> list[str]:

@@ -7,7 +7,6 @@ leaves something that looks complete; the next run removes the leftovers (``clea
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
@@ -20,8 +19,7 @@ from pathlib import Path
 from ovmfgen.edk2 import tree as edk2
 from ovmfgen.edk2.releases import Release
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.fsutil import replace_dir, sha256_file
-from ovmfgen.ui import say
+from ovmfgen.fsutil import exclusive, replace_dir, sha256_file
 
 TMP_INFIX = ".tmp-"
 
@@ -56,18 +54,8 @@ def staging_dir(final: Path) -> Path:
 @contextlib.contextmanager
 def setup_lock() -> Iterator[None]:
     """Hold ``<cache>/edk2/.lock`` so two setups never work on the cache at once."""
-    d = edk2.edk2_cache()
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"waiting for another `invoke setup` (lock {d / '.lock'})")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with exclusive(edk2.edk2_cache() / ".lock", "another `invoke setup` is running"):
+        yield
 
 
 def check_file(path: Path, sha256: str, size: int, what: str) -> None:

@@ -6,7 +6,6 @@ kernel (bookworm's) is shared, in ``xen/``. One lock (``xen/.lock``) serializes 
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import json
 import os
@@ -34,7 +33,7 @@ from ovmfgen.boot.xen.debian import (
     safe_name,
 )
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.fsutil import atomic_write_bytes, replace_dir
+from ovmfgen.fsutil import atomic_write_bytes, exclusive, replace_dir
 from ovmfgen.paths import cache_dir
 from ovmfgen.run import run
 from ovmfgen.ui import say
@@ -63,13 +62,8 @@ def xen_cache_dir(release: XenRelease | None = None) -> Path:
 @contextmanager
 def _cache_lock(root: Path) -> Iterator[None]:
     """Serialize cache preparation between concurrent ovmfgen runs."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with exclusive(root / ".lock", "another run is preparing the Xen cache"):
+        yield
 
 
 def _staging(root: Path, name: str) -> Path:

@@ -29,7 +29,7 @@ from ovmfgen.boot.xen.verdicts import (
 )
 from ovmfgen.boot.xen.watch import STALL_S, RunWatch
 from ovmfgen.errors import OvmfgenError, display_path
-from ovmfgen.fsutil import atomic_write_bytes
+from ovmfgen.fsutil import atomic_write_bytes, exclusive
 from ovmfgen.run import DEVNULL, STDOUT, CommandError, popen, run, stop, wait
 from ovmfgen.ui import say
 
@@ -421,6 +421,11 @@ def check_disk_request(mode: str, disk: Path | str | None) -> tuple[tuple[str, s
     return tuple((m, "disk") for m in DISK_MODES[mode])
 
 
+def xen_output_dir(image: Path, release: XenRelease) -> Path:
+    """Where ``invoke boot --on xen`` writes a run's logs and ``xen-boot.json``: ``xen-<series>/`` beside the firmware."""
+    return Path(image).parent / f"xen-{release.series}"
+
+
 def boot_xen_command(image: Path | str, timeout: float | None = None, mode: str = "pvh", xen: str | None = None,
                      disk: Path | str | None = None) -> list[GuestOutcome]:
     """CLI entry: boot the published (or given) ELF under real Xen as the ``mode`` guest set; raise unless
@@ -428,7 +433,7 @@ def boot_xen_command(image: Path | str, timeout: float | None = None, mode: str 
 
     With ``disk`` (a disk image: GPT or MBR) the guests (PVH, HVM or both) boot it as their PV disk
     and report how far it got (OS_REACHED once Linux prints its banner). ``image`` is the firmware
-    (``invoke boot`` finds the published build's); logs are written beside it.
+    (``invoke boot`` finds the published build's); logs go to ``xen-<series>/`` beside it.
     """
     kinds = check_disk_request(mode, disk)
     release = check_xen(xen)
@@ -436,18 +441,22 @@ def boot_xen_command(image: Path | str, timeout: float | None = None, mode: str 
     if not path.is_file():
         raise OvmfgenError(f"no firmware image at {display_path(path)}")
     started = time.monotonic()
-    guests = make_guests(kinds, path, path.parent, Path(disk) if disk else None)
-    outcomes = boot_xen_guests(guests, path.parent, timeout=timeout, xen=release)
+    # Each Xen version's run of this firmware has its own directory beside it (xen-4.17/, xen-4.20/):
+    # runs of two versions at once never share a log; a second run of the same version waits.
+    out_dir = xen_output_dir(path, release)
+    with exclusive(out_dir / ".lock", f"Xen {release.series} boot of {display_path(path)}"):
+        guests = make_guests(kinds, path, out_dir, Path(disk) if disk else None)
+        outcomes = boot_xen_guests(guests, out_dir, timeout=timeout, xen=release)
     for o in outcomes:
         mark = "ok" if o.ok else f"FAILED (expected {o.guest.expected})"
         print(f"{o.guest.mode} {o.guest.payload}: {format_result(o.result)} - {mark}; "
-              f"log: {display_path(o.result.serial_log or path.parent)}", flush=True)
+              f"log: {display_path(o.result.serial_log or out_dir)}", flush=True)
         if o.persistence is not None:
             print(f"{o.guest.mode} {o.guest.payload}: after a restart, read back: "
                   + ", ".join(f"{k} {'yes' if v else 'no' if v is False else '?'}"
                               for k, v in sorted(o.persistence["persisted"].items())), flush=True)
     print(f"xen: {len(outcomes)} guest(s) in {time.monotonic() - started:.1f} s; "
-          f"summary: {display_path(path.parent / SUMMARY_NAME)}", flush=True)
+          f"summary: {display_path(out_dir / SUMMARY_NAME)}", flush=True)
     bad = [o for o in outcomes if not o.ok]
     if bad:
         o = bad[0]

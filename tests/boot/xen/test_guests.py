@@ -1014,3 +1014,14 @@ def test_with_disks_gives_each_payload_its_disk(tmp_path, monkeypatch):
     with pytest.raises(OvmfgenError, match="needs a disk image"):
         nested.with_disks([guests.XenGuest("pvh", "disk", image)], tmp_path / "out")
     assert nested.with_disks([guests.XenGuest("pvh", "disk", image)], tmp_path, disk=os_disk)[0].disk == os_disk
+
+
+def test_each_xen_version_keeps_its_own_outputs_beside_the_firmware(tmp_path):
+    """`invoke boot --on xen --xen 4.17` and `--xen 4.20` of one build at once write apart (they used to share
+    xen-serial.log and xen-boot.json, and one run's log was renamed under the other)."""
+    from ovmfgen.boot.xen.debian import XEN_RELEASES
+
+    image = tmp_path / "dist" / "xen-pvh" / "DEBUG" / "ovmf.elf"
+    dirs = {series: nested.xen_output_dir(image, release) for series, release in XEN_RELEASES.items()}
+    assert dirs == {"4.17": image.parent / "xen-4.17", "4.20": image.parent / "xen-4.20"}
+
