@@ -5,7 +5,7 @@
 
 from invoke import task
 
-from ovmfgen.cli import guard
+from ovmfgen.cli import guard, required
 
 
 @task(help={"edk2": "the edk2 tree to set up: a known tag (default edk2-stable202502, or edk2-stable202605), "
@@ -37,10 +37,11 @@ def render(c, platform="xen-pvh", output=None, edk2=None):
 
 
 @task(name="import", help={"dsc": "upstream .dsc", "fdf": "upstream .fdf", "output": "YAML to write"})
-def import_platform(c, dsc, fdf, output):
+def import_platform(c, dsc=None, fdf=None, output=None):
     """Turn an existing edk2 platform (.dsc + .fdf) into a platform YAML."""
     from ovmfgen.platform import importer
 
+    guard(required, "import", dsc=dsc, fdf=fdf, output=output)
     guard(importer.import_command, dsc, fdf, output)
 
 
@@ -112,18 +113,20 @@ def bench(c, platform="xen-pvh", target="DEBUG", output=None, edk2=None, xen=Fal
 
 
 @task(help={"fd": "input FD", "output": "ELF to write", "base": "load address (default 0x100000)"})
-def elf(c, fd, output, base="0x100000"):
+def elf(c, fd=None, output=None, base="0x100000"):
     """Turn a built FD into a PVH-bootable ELF (header computed from the image)."""
     from ovmfgen import elf as stage
 
+    guard(required, "elf", fd=fd, output=output)
     guard(stage.elf_command, fd, output, base)
 
 
 @task(name="check-elf", help={"elf": "ELF image to check"})
-def check_elf(c, elf):
+def check_elf(c, elf=None):
     """Predict whether Xen's libxc/libelf and QEMU's PVH loader accept an ELF (one line per rule)."""
     from ovmfgen import elf as stage
 
+    guard(required, "check-elf", elf=elf)
     guard(stage.check_elf_command, elf)
 
 
@@ -143,12 +146,12 @@ def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=N
     """Boot the published firmware in QEMU (PVH and/or reset-vector entry) or under real Xen."""
     from ovmfgen.boot import command as stage
 
-    guard(stage.boot_command, platform=platform, target=target, entry=entry, on=on, image=image, edk2=edk2,
-          fd_size=fd_size, features=feature or [], defines=define or [], mode=mode, xen_version=xen, disk=disk)
+    guard(stage.boot_command, entry=entry, on=on, image=image, mode=mode, xen_version=xen, disk=disk,
+          platform=platform, target=target, edk2=edk2, fd_size=fd_size, features=feature or [], defines=define or [])
 
 
 @task(help={
-    "platform": "platform name", "output": "output directory (default dist/patches/PLATFORM/)",
+    "platform": "platform name", "output": "output directory (default dist/patches/PLATFORM/[TAG/]: the tree's tag unless it is the default tree)",
     "signoff": "'Name <email>' for Signed-off-by (default: git config user.name/user.email)",
     "check_each": "git am onto a pristine edk2 tree and build after every commit",
     "edk2": "the edk2 tree the series is for: a tag (default: the newest, edk2-stable202605)",

@@ -27,6 +27,14 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated(signum)
 
 
+def required(task: str, **options: object) -> None:
+    """One line naming the options of ``invoke TASK`` that were not given (invoke's own positional
+    arguments would make ``invoke TASK --help`` fail instead of showing the help)."""
+    missing = [f"--{name.replace('_', '-')}" for name, value in options.items() if value in (None, "")]
+    if missing:
+        raise OvmfgenError(f"invoke {task} needs {', '.join(missing)} (invoke {task} --help)")
+
+
 def guard(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     """Call ``fn``; turn ``OvmfgenError`` into one ``path:line:col: error: ...`` line and exit 1.
 

@@ -47,10 +47,9 @@ XEN_PVH_MAIN_PROLOGUE = bytes.fromhex("66bf4250")
 XEN_PVH_MAIN_MAGIC = b"XPVH"
 XEN_PVH_MAIN_MAGIC_WITHIN = 32
 
-# The FD sizes OvmfXen builds (FD_SIZE_1MB / 2MB / 4MB) and the erased region at offset 0 that the
-# platform reserves for the header (the old VarStore placeholder: 0xE000 bytes, 0x40000 for 4 MiB).
+# The FD sizes OvmfXen builds (FD_SIZE_1MB / 2MB / 4MB). The erased region at offset 0 the header goes
+# in is the platform's to say (its YAML's elf.header_region): the build passes it as ``reserved``.
 FD_SIZES = tuple(fd_size_bytes(mib) for mib in FD_SIZES_MIB)
-RESERVED_REGION = {1 * MIB: 0xE000, 2 * MIB: 0xE000, 4 * MIB: 0x40000}
 ERASED = 0xFF
 
 # libxl builds PVH guests with the MMIO hole starting at ACPI_INFO_PHYSICAL_ADDRESS (0xFC000000,
@@ -88,14 +87,6 @@ MULTIBOOT_MAGIC = 0x1BADB002
 MULTIBOOT_SEARCH = 8192 - 48
 # Xen's libelf stops parsing after this many notes (ELF_MAX_TOTAL_NOTE_COUNT).
 XEN_MAX_NOTES = 1024
-
-
-def reserved_size(fd_size: int) -> int:
-    """The erased header region ovmfgen's platform reserves at FD offset 0 for an FD of ``fd_size``."""
-    try:
-        return RESERVED_REGION[fd_size]
-    except KeyError:
-        raise OvmfgenError(_size_message(fd_size)) from None
 
 
 def _size_message(n: int) -> str:

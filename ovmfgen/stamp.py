@@ -71,9 +71,14 @@ def _stat(path: Path) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
+def stamps_dir(layout: paths.Layout) -> Path:
+    """Where the stamps of ``layout``'s builds and renders are kept (deleting it only costs the fast path)."""
+    return layout.build_root / ".stamps"
+
+
 def _stamp_path(layout: paths.Layout, kind: str, platform: str, key: Mapping[str, object]) -> Path:
     name = hashlib.sha256(json.dumps([kind, platform, key, str(layout)], sort_keys=True).encode()).hexdigest()
-    return layout.build_root / ".stamps" / f"{kind}-{name[:20]}.json"
+    return stamps_dir(layout) / f"{kind}-{name[:20]}.json"
 
 
 def read_stamp(layout: paths.Layout, kind: str, platform: str, key: Mapping[str, object]) -> dict | None:

@@ -69,3 +69,13 @@ def test_sigterm_stops_the_child_a_command_started(tmp_path: Path):
     assert "Traceback" not in err
     # The child is gone (reaped by stop(); a zombie would still have a /proc entry with state Z).
     assert not Path(f"/proc/{child}").exists()
+
+
+@pytest.mark.parametrize("task", ["import", "elf", "check-elf"])
+def test_a_task_with_required_options_shows_its_help_and_names_what_is_missing(task: str) -> None:
+    shown = subprocess.run([sys.executable, "-m", "ovmfgen", task, "--help"], cwd=REPO, capture_output=True, text=True)
+    assert shown.returncode == 0 and "Usage:" in shown.stdout, shown.stdout + shown.stderr
+    bare = subprocess.run([sys.executable, "-m", "ovmfgen", task], cwd=REPO, capture_output=True, text=True)
+    assert bare.returncode == 1 and bare.stderr.splitlines() == [
+        f"error: invoke {task} needs " + {"import": "--dsc, --fdf, --output", "elf": "--fd, --output",
+                                          "check-elf": "--elf"}[task] + f" (invoke {task} --help)"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 from ovmfgen.boot import xen
@@ -34,22 +33,20 @@ def _entries(entry: str) -> tuple[str, ...]:
     return (entry,)
 
 
-def boot_command(platform: str = "xen-pvh", target: str = "DEBUG", entry: str = "both", on: str = "qemu",
-                 image: str | Path | None = None, edk2: str | None = None, fd_size: str | None = None,
-                 features: Sequence[str] = (), defines: Sequence[str] = (),
-                 layout: Layout | None = None, mode: str | None = None,
-                 xen_version: str | None = None,
-                 disk: str | Path | None = None) -> list[BootResult] | list[xen.GuestOutcome]:
+def boot_command(entry: str = "both", on: str = "qemu", image: str | Path | None = None,
+                 layout: Layout | None = None, mode: str | None = None, xen_version: str | None = None,
+                 disk: str | Path | None = None, **build: object) -> list[BootResult] | list[xen.GuestOutcome]:
     """``invoke boot``: boot the published ELF through the PVH entry and/or the reset vector.
 
-    ``image`` defaults to the ``ovmf.elf`` the build with the same ``target``, ``edk2`` tree (a tag;
-    None: the default tree), ``fd_size``, ``features`` and ``defines`` published in ``layout``
+    ``image`` defaults to the ``ovmf.elf`` that the build the ``build`` options select (``make_request``'s:
+    platform, default xen-pvh, target, fd_size, features, defines, edk2) published in ``layout``
     (``Resolved.published``); the logs are saved beside it. Prints one verdict line per entry and raises
     ``BootError`` (exit 1, log tails shown) if any failed. ``on="xen"`` boots that image under real
     Xen instead as the ``mode`` guest set: pvh (default), hvm, os, persist or all
     (``ovmfgen.boot.xen.boot_xen_command``, returning one outcome per guest), on Xen ``xen_version``
     (4.17, the default, or 4.20); ``disk`` boots a user's disk image there instead.
     """
+    request = make_request(**{"platform": "xen-pvh", **build})  # type: ignore[arg-type]
     if on not in ("qemu", "xen"):
         raise OvmfgenError(f"unknown boot host {on!r}: expected qemu or xen")
     if on == "xen":
@@ -62,11 +59,11 @@ def boot_command(platform: str = "xen-pvh", target: str = "DEBUG", entry: str = 
     elif disk is not None:
         raise OvmfgenError("--disk boots a disk under Xen: use it with --on xen")
     entries = _entries(entry) if on == "qemu" else ()
-    if on == "qemu" and target.upper() == "RELEASE":
+    if on == "qemu" and request.target == "RELEASE":
         raise OvmfgenError("a RELEASE build prints no DEBUG log, so its boot cannot be judged: "
                            "boot a DEBUG or NOOPT build")
     if image is None:
-        path = resolve(make_request(platform, target, fd_size, defines, features, edk2=edk2), layout).published()
+        path = resolve(request, layout).published()
     else:
         path = Path(image)
         if not path.is_file():

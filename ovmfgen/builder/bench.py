@@ -35,6 +35,7 @@ from ovmfgen.edk2.conventions import ARCH, build_env
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import atomic_write_bytes
 from ovmfgen.run import run
+from ovmfgen.stamp import stamps_dir
 from ovmfgen.ui import say
 
 RESULTS = paths.REPO_ROOT / "bench" / "results.json"
@@ -134,7 +135,7 @@ def noop_figures(p: Plan, platform: str, target: str, tree_args: tuple[str, ...]
     ours_noop = statistics.median(_timed(f"invoke build, no-op #{i + 1}", build).seconds for i in range(NOOP_RUNS))
     ours_render = statistics.median(_timed(f"invoke render, unchanged #{i + 1}", render).seconds
                                     for i in range(NOOP_RUNS))
-    shutil.rmtree(p.layout.build_root / ".stamps", ignore_errors=True)
+    shutil.rmtree(stamps_dir(p.layout), ignore_errors=True)
     first = _timed("invoke build, first no-op after a change (no stamp)", build).seconds
     ws = raw_workspace(p)
     env, argv = raw_env(p, ws), raw_build_argv(p)

@@ -48,6 +48,18 @@ def outputs_intact(dist: Path, manifest: Mapping[str, object]) -> bool:
     return True
 
 
+def output_stats(dist: Path, manifest: Mapping[str, object]) -> dict[str, list[int]] | None:
+    """Each listed output's (size, mtime, inode) as it lies in ``dist`` now; None when one is missing."""
+    out: dict[str, list[int]] = {}
+    for name in manifest.get("outputs") or {}:  # type: ignore[union-attr]
+        try:
+            st = (dist / name).stat()
+        except OSError:
+            return None
+        out[name] = [st.st_size, st.st_mtime_ns, st.st_ino]
+    return out
+
+
 def stamp_key(request: Request) -> dict[str, object]:
     """What selects the build's outputs (jobs and ccache do not; --force and --clean skip the stamp)."""
     return {"target": request.target, "fd_size": request.fd_size, "defines": list(request.defines),
@@ -71,7 +83,10 @@ def stamped_noop(request: Request, layout: Layout) -> Path | None:
         return None
     dist, input_hash = Path(str(decided.get("dist"))), str(decided.get("input_hash"))
     manifest = read_manifest(dist)
-    if not manifest or manifest.get("input_hash") != input_hash or not outputs_intact(dist, manifest):
+    if not manifest or manifest.get("input_hash") != input_hash:
+        return None
+    # Outputs untouched since the full path hashed them (same size, mtime and inode) need no hashing again.
+    if output_stats(dist, manifest) != decided.get("outputs") and not outputs_intact(dist, manifest):
         return None
     say(f"{decided.get('label')}: up to date, nothing to do ({display_path(dist)}, input hash {input_hash[:12]})")
     return dist
@@ -80,5 +95,7 @@ def stamped_noop(request: Request, layout: Layout) -> Path | None:
 def record_build(request: Request, layout: Layout, digest: str | None, dist: Path, input_hash: str,
                  label: str) -> None:
     """Stamp what the full path decided for ``request`` (``digest`` taken before it read anything)."""
+    manifest = read_manifest(dist) or {}
     write_stamp(layout, STAMP_KIND, request.platform, stamp_key(request),
-                {"dist": str(dist), "input_hash": input_hash, "label": label}, digest)
+                {"dist": str(dist), "input_hash": input_hash, "label": label,
+                 "outputs": output_stats(dist, manifest)}, digest)

@@ -674,17 +674,17 @@ def test_the_stamped_noop_answers_without_resolving(layout: Layout, fake_env: di
     files = {"OVMF.fd": b"fd", "ovmf.elf": b"elf", "build.log": b"log"}
     manifest = build_manifest.make_manifest(p, files, {}, None, 1.0)
     build_publish.publish({**files, "manifest.json": json.dumps(manifest).encode()}, p.dist)
-    assert build_entry.build_command("xen-pvh", layout=layout) == p.dist   # full path: up to date, stamped
+    assert build_entry.build_command(layout, platform="xen-pvh") == p.dist   # full path: up to date, stamped
     resolved_calls = []
     real_resolve = platform_resolve.resolve
     monkeypatch.setattr(platform_resolve, "resolve", lambda *a, **k: resolved_calls.append(a) or real_resolve(*a, **k))
-    assert build_entry.build_command("xen-pvh", layout=layout) == p.dist
+    assert build_entry.build_command(layout, platform="xen-pvh") == p.dist
     assert resolved_calls == []                                             # answered by the stamp
     (p.dist / "ovmf.elf").write_bytes(b"ELF")
     with pytest.raises(AssertionError, match="must not build"):
         monkeypatch.setattr(build_cmd, "run_stuart", lambda *a, **k: (_ for _ in ()).throw(AssertionError("must not build")))
         monkeypatch.setattr(build_cmd, "validate", lambda *a, **k: None)
-        build_entry.build_command("xen-pvh", layout=layout)
+        build_entry.build_command(layout, platform="xen-pvh")
     assert len(resolved_calls) == 1                                         # the damaged artifact: full path
 
 

@@ -42,20 +42,20 @@ def published_xen_pvh(xen_pvh_clean_build: build_cmd.BuildResult) -> Path:
 @pytest.fixture(scope="session")
 def published_xen_pvh_hvcon() -> Path:
     """dist/xen-pvh/DEBUG-hvcon/: the build whose DEBUG output goes to Xen's console (port 0xe9)."""
-    return build_entry.build_command("xen-pvh", "DEBUG", features=HVCON)
+    return build_entry.build_command(platform="xen-pvh", target="DEBUG", features=HVCON)
 
 
 @pytest.fixture(scope="session")
 def published_xen_pvh_newest() -> Path:
     """dist/xen-pvh/edk2-stable202605/DEBUG/: xen-pvh DEBUG 2M against the newest tree (an ordinary build:
     a no-op when already published from the same inputs). ``invoke test`` set the tree up."""
-    return build_entry.build_command("xen-pvh", "DEBUG", fd_size="2M", edk2=NEWEST_TAG)
+    return build_entry.build_command(platform="xen-pvh", target="DEBUG", fd_size="2M", edk2=NEWEST_TAG)
 
 
 @pytest.fixture(scope="session")
 def published_xen_pvh_hvcon_newest() -> Path:
     """dist/xen-pvh/edk2-stable202605/DEBUG-hvcon/: the hypervisor-console build against the newest tree."""
-    return build_entry.build_command("xen-pvh", "DEBUG", features=HVCON, edk2=NEWEST_TAG)
+    return build_entry.build_command(platform="xen-pvh", target="DEBUG", features=HVCON, edk2=NEWEST_TAG)
 
 
 @pytest.fixture(scope="session")

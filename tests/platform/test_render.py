@@ -1,6 +1,6 @@
-"""Rendering: golden files for xen-pvh, EDK2 conventions, determinism, atomic write-if-changed.
+"""Rendering: golden files for xen-pvh and qemu-x64, EDK2 conventions, determinism, atomic write-if-changed.
 
-Regenerate the golden files only on request: OVMFGEN_REGEN_GOLDEN=1 pytest tests/test_render.py
+Regenerate the golden files only on request: OVMFGEN_REGEN_GOLDEN=1 pytest tests/platform/test_render.py
 """
 
 from __future__ import annotations
@@ -16,18 +16,21 @@ from ovmfgen.platform.render import render, render_dsc, write_outputs
 
 GOLDEN = REPO_ROOT / "tests" / "golden"
 VARIANTS = {
-    # golden directory -> (feature overrides, edk2 release the platform is loaded for)
-    "xen-pvh": ({}, "edk2-stable202502"),
-    "xen-pvh-hvcon-4M": ({"debug_output": "hypervisor-console", "fd_size": "4"}, "edk2-stable202502"),
-    "xen-pvh-edk2-stable202605": ({}, "edk2-stable202605"),
-    "xen-pvh-hvcon-4M-edk2-stable202605": ({"debug_output": "hypervisor-console", "fd_size": "4"}, "edk2-stable202605"),
+    # golden directory -> (platform, feature overrides, edk2 release the platform is loaded for)
+    "xen-pvh": ("xen-pvh", {}, "edk2-stable202502"),
+    "xen-pvh-hvcon-4M": ("xen-pvh", {"debug_output": "hypervisor-console", "fd_size": "4"}, "edk2-stable202502"),
+    "xen-pvh-edk2-stable202605": ("xen-pvh", {}, "edk2-stable202605"),
+    "xen-pvh-hvcon-4M-edk2-stable202605": ("xen-pvh", {"debug_output": "hypervisor-console", "fd_size": "4"},
+                                           "edk2-stable202605"),
+    "qemu-x64": ("qemu-x64", {}, "edk2-stable202502"),
+    "qemu-x64-edk2-stable202605": ("qemu-x64", {}, "edk2-stable202605"),
 }
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_golden(variant: str) -> None:
-    features, edk2 = VARIANTS[variant]
-    platform = load_platform("xen-pvh", feature_overrides=features, edk2=edk2)
+    name, features, edk2 = VARIANTS[variant]
+    platform = load_platform(name, feature_overrides=features, edk2=edk2)
     out = GOLDEN / variant
     for name, data in render(platform).files().items():
         path = out / name

@@ -45,7 +45,7 @@ class EmulatorLimit:
 #: and 4.20 in most or all runs, and trixie's QEMU 10.0.13 under Xen 4.20 in 8 of 8 attempts
 #: (HVM with a disk also on QEMU 11.1); QEMU 10/11 with icount stop on "Bad icount read". Xen 4.20
 #: under the host's QEMU 7.2 WITH icount (what 4.17 uses) ran PVH/HVM to the Shell and PVH from a
-#: PV disk to Linux (3 of 3 runs, 2026-11-30; README "Xen" gives them), and HVM with the OS disk to
+#: PV disk to Linux (3 of 3 runs, 2026-11-30), and HVM with the OS disk to
 #: Linux (1 of 1, 25.6 dom0 s, 705 s wall at load ~6), so both versions run that way now.
 KNOWN_LIMITS: tuple[EmulatorLimit, ...] = ()
 

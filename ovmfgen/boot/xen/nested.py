@@ -51,7 +51,7 @@ QEMU_MEMORY_MIB = XEN_417.qemu_memory_mib
 # Both Xen versions run this way. Xen 4.20 aborted QEMU 7.2 in every run without icount, and
 # trixie's QEMU 10.0 (run from a trixie chroot until 2026-11-30) aborted the same way without icount
 # in 8 of 8 attempts here and stopped on "Bad icount read" with it; QEMU 7.2 with icount ran its
-# guest set (PVH, HVM, PVH from a PV disk) in every run (README, limits.py).
+# guest set (PVH, HVM, PVH from a PV disk) in every run (limits.py).
 QEMU_ICOUNT_SHIFTS = (0, 1)
 
 
