@@ -1,12 +1,20 @@
-"""ovmfgen.platform.overrides: whole-file and patch overrides applied in order, and a patch that no longer applies."""
+"""ovmfgen.platform.overrides: whole-file and patch overrides applied in order, and a patch that no longer applies;
+overrides/ holds no copy of a tree's file, and xen-pvh's patches make the golden files of each tree."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import hashlib
+import os
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
 
 import pytest
 
-from ovmfgen.platform.resolve import resolved
+from ovmfgen.boot.xen.guests import parse_guest_spec
+from ovmfgen.edk2.releases import KNOWN_TAGS
+from ovmfgen.nightly.matrix import load_matrix
+from ovmfgen.platform.resolve import resolve, resolved
+from ovmfgen.request import Request
 from ovmfgen.errors import Location, OvmfgenError
 from ovmfgen.paths import REPO_ROOT, Layout
 from ovmfgen.platform.load import load_platform
@@ -118,3 +126,67 @@ def test_validate_with_a_patch_that_does_not_apply_stops_at_the_entry(tmp_path: 
     assert str(info.value) == (
         f"{platform.source}:{len(mini.splitlines()) + 3}:5: error: override patch overrides/mini/stale.patch does not "
         f"apply to {edk2_tree.identity['tag']}: patch failed: OvmfPkg/OvmfPkg.dec:3 (git apply)")
+
+
+# --- the rule: patches for the tree's files, whole files only for files the platform adds -------------
+
+
+def copies_of_tree_files(overrides_dir: Path, trees: tuple[Path, ...]) -> list[str]:
+    """The whole files under ``overrides_dir`` (overrides/<platform>/[<tag>/]P, not a patch) whose edk2 path
+    P exists in one of ``trees``: copies, which a new release's other changes to P would be lost to."""
+    out = []
+    for path in sorted(overrides_dir.rglob("*")):
+        rel = path.relative_to(overrides_dir).parts
+        if not path.is_file() or path.suffix == ".patch" or len(rel) < 2:   # overrides/README.md
+            continue
+        edk2_parts = rel[2:] if rel[1] in KNOWN_TAGS else rel[1:]         # without <platform>/[<tag>/]
+        if edk2_parts and any((tree / PurePosixPath(*edk2_parts)).exists() for tree in trees):
+            out.append("/".join(rel))
+    return out
+
+
+def test_overrides_hold_no_copy_of_a_file_either_tree_has(tmp_path: Path, edk2_tree, edk2_tree_202605) -> None:
+    trees = (edk2_tree.root, edk2_tree_202605.root)
+    assert copies_of_tree_files(Layout().overrides_dir, trees) == []
+    # What the check finds: a copy (also one per tree), never a patch or a file the platform adds.
+    sec = "OvmfPkg/Sec/SecMain.c"
+    for rel, data in {f"p/{sec}": b"", f"p/edk2-stable202605/{sec}": b"", "p/OvmfPkg/XenOvmfExtra/New.c": b"",
+                      "p/patches/Fix.patch": DIFF, "README.md": b""}.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    assert copies_of_tree_files(tmp_path, trees) == [f"p/{sec}", f"p/edk2-stable202605/{sec}"]
+
+
+def _nightly_xen_pvh_requests() -> list[tuple[str, Request]]:
+    """Every xen-pvh build nightly.yaml asks for (its cells, and the other FD sizes their Xen guests boot),
+    each on both trees: (a label, its request)."""
+    out = []
+    for cell in load_matrix(REPO_ROOT / "nightly.yaml").cells:
+        if cell.platform != "xen-pvh":
+            continue
+        sizes = {cell.fd_size, *(s.fd_size for s in map(parse_guest_spec, cell.xen_guests) if s.fd_size)}
+        for size in sorted(s for s in sizes if s):
+            for tag in ("edk2-stable202502", "edk2-stable202605"):
+                out.append((f"{cell.name} {size} {tag}", replace(cell, edk2=tag).request(fd_size=size)))
+    return out
+
+
+def test_xen_pvh_overrides_make_the_golden_files(edk2_tree, edk2_tree_202605) -> None:
+    """What xen-pvh's overrides make of each tree, for every build the nightly asks for, is the golden
+    tests/golden/overrides/xen-pvh-<tag>.sha256: the bytes main's whole-file copies made before they became
+    patches (the same build inputs, so the same firmware). Regenerate only on request (OVMFGEN_REGEN_GOLDEN=1)
+    and only for a change of a patch's meaning."""
+    for tree in (edk2_tree, edk2_tree_202605):
+        made = {}
+        for label, req in _nightly_xen_pvh_requests():
+            if req.edk2 == tree.tag:
+                files = resolve(req).override_files
+                made[label] = "".join(f"{hashlib.sha256(data).hexdigest()}  {rel}\n" for rel, data in files.items())
+        assert len(made) >= 5 and len(set(made.values())) == 1, made   # features, FD sizes change none of them
+        text = next(iter(made.values()))
+        golden = REPO_ROOT / "tests/golden/overrides" / f"xen-pvh-{tree.tag}.sha256"
+        if os.environ.get("OVMFGEN_REGEN_GOLDEN"):
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(text)
+        assert golden.is_file(), f"missing golden file {golden} (OVMFGEN_REGEN_GOLDEN=1 to create)"
+        assert text == golden.read_text(), tree.tag
