@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,21 +224,53 @@ def inspect_fd(fd: bytes, reserved: int | None = None) -> FdInfo:
     )
 
 
-# Firmware volume header (PI spec): FvLength at 0x20, "_FVH" at 0x28, HeaderLength at 0x30.
+# Firmware volume header (PI spec): FvLength at 0x20, "_FVH" at 0x28, HeaderLength at 0x30,
+# ExtHeaderOffset at 0x34. The one reader of FV headers: read_fv_header / fv_headers.
 FVH_SIGNATURE = b"_FVH"
 FOUR_GIB = 1 << 32
 
 
+@dataclass(frozen=True)
+class FvHeader:
+    """A valid firmware volume header (signature, sane lengths, 16-bit checksum zero) at ``offset``."""
+
+    offset: int
+    length: int            # FvLength: the whole volume
+    header_length: int     # HeaderLength: where the block map ends (files start here without an ext header)
+    ext_header_offset: int  # ExtHeaderOffset (0: none)
+
+    @property
+    def end(self) -> int:
+        """Where the volume ends in the image."""
+        return self.offset + self.length
+
+
+def read_fv_header(data: bytes, off: int) -> FvHeader | None:
+    """The firmware volume header at ``off`` of ``data``, or None when there is no valid one."""
+    if off < 0 or off + 0x38 > len(data) or data[off + 0x28: off + 0x2C] != FVH_SIGNATURE:
+        return None
+    fv_length = int.from_bytes(data[off + 0x20: off + 0x28], "little")
+    header_length = int.from_bytes(data[off + 0x30: off + 0x32], "little")
+    if not (0x48 <= header_length <= fv_length <= len(data) - off) or header_length % 2:
+        return None
+    words = data[off: off + header_length]
+    if sum(int.from_bytes(words[i: i + 2], "little") for i in range(0, header_length, 2)) % 0x10000:
+        return None
+    return FvHeader(off, fv_length, header_length, int.from_bytes(data[off + 0x34: off + 0x36], "little"))
+
+
 def fv_header_ok(fd: bytes, off: int) -> bool:
-    """A valid firmware volume header at ``off``: signature, sane lengths, 16-bit checksum zero."""
-    if off + 0x38 > len(fd) or fd[off + 0x28: off + 0x2C] != FVH_SIGNATURE:
-        return False
-    fv_length = int.from_bytes(fd[off + 0x20: off + 0x28], "little")
-    header_length = int.from_bytes(fd[off + 0x30: off + 0x32], "little")
-    if not (0x48 <= header_length <= fv_length <= len(fd) - off) or header_length % 2:
-        return False
-    words = fd[off: off + header_length]
-    return sum(int.from_bytes(words[i: i + 2], "little") for i in range(0, header_length, 2)) % 0x10000 == 0
+    """A valid firmware volume header at ``off``."""
+    return read_fv_header(fd, off) is not None
+
+
+def fv_headers(image: bytes, start: int = 0, step: int = PAGE_SIZE) -> Iterator[FvHeader]:
+    """Every valid firmware volume header at ``start``, ``start + step``, ... of ``image`` (volumes are
+    page-aligned in an FD)."""
+    for off in range(start, len(image), step):
+        fv = read_fv_header(image, off)
+        if fv is not None:
+            yield fv
 
 
 def boot_fv_offset(image: bytes) -> int:
@@ -246,9 +279,9 @@ def boot_fv_offset(image: bytes) -> int:
     SEC runs from it on both entry paths and prints its address first (``SecCoreStartupWithStack``);
     releases move it (0x1CC000 in edk2-stable202502's 2 MiB layout, 0x1DC000 in edk2-stable202605's).
     """
-    for off in range(0, len(image), PAGE_SIZE):
-        if fv_header_ok(image, off) and off + int.from_bytes(image[off + 0x20: off + 0x28], "little") == len(image):
-            return off
+    for fv in fv_headers(image):
+        if fv.end == len(image):
+            return fv.offset
     raise OvmfgenError("no firmware volume ends at the top of the image (no SECFV holding the reset vector)")
 
 

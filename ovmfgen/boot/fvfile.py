@@ -13,7 +13,7 @@ import lzma
 import uuid
 from collections.abc import Iterator
 
-from ovmfgen.elf import PAGE_SIZE, fv_header_ok
+from ovmfgen.elf import fv_header_ok, fv_headers, read_fv_header
 from ovmfgen.errors import OvmfgenError
 
 #: ShellPkg's gUefiShellFileGuid, the Shell application's FILE_GUID in every OvmfPkg platform.
@@ -64,12 +64,13 @@ def _sections(data: bytes, depth: int) -> Iterator[tuple[int, bytes]]:
 
 def _files(fv: bytes, depth: int) -> Iterator[tuple[bytes, bytes]]:
     """(name GUID bytes, sections) of each FFS file in the volume ``fv`` and the volumes inside it."""
-    header_length = int.from_bytes(fv[0x30:0x32], "little")
-    ext = int.from_bytes(fv[0x34:0x36], "little")
-    off = header_length
+    header = read_fv_header(fv, 0)
+    if header is None:
+        return
+    off, ext = header.header_length, header.ext_header_offset
     if ext:
         off = ext + int.from_bytes(fv[ext + 16:ext + 20], "little")
-    end = min(len(fv), int.from_bytes(fv[0x20:0x28], "little"))
+    end = min(len(fv), header.length)
     while True:
         off = (off + 7) & ~7
         if off + 24 > end or fv[off:off + 24] == b"\xff" * 24:
@@ -96,10 +97,8 @@ def file_pe32(image: bytes, file_guid: str = SHELL_FILE_GUID) -> bytes:
     sections; one clear error when the file or its PE32 section is not there.
     """
     want = uuid.UUID(file_guid).bytes_le
-    for top in range(0, len(image), PAGE_SIZE):
-        if not fv_header_ok(image, top):
-            continue
-        fv = image[top:top + int.from_bytes(image[top + 0x20:top + 0x28], "little")]
+    for header in fv_headers(image):
+        fv = image[header.offset:header.end]
         for name, body in _files(fv, 0):
             if name != want:
                 continue

@@ -26,7 +26,7 @@ from pathlib import Path
 from ovmfgen.boot.fvfile import file_pe32
 from ovmfgen.boot.qemu import DEBUG_PORT, QEMU, preflight
 from ovmfgen.boot.verdict import FAILURE_LINE, TAIL_LINES, Verdict, describe_exit, log_lines
-from ovmfgen.elf import fv_header_ok
+from ovmfgen.elf import fv_headers, read_fv_header
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.run import DEVNULL, STDOUT, popen, run, stop
 
@@ -87,12 +87,11 @@ def split_unified_fd(fd: bytes) -> tuple[bytes, bytes]:
     exactly those two slices. The split point is the first valid firmware volume header after the
     variable store's own FV, so no size table is needed.
     """
-    if not fv_header_ok(fd, 0):
+    store = read_fv_header(fd, 0)
+    if store is None:
         raise OvmfgenError("not a unified OVMF image: no firmware volume (the variable store) at offset 0")
-    first = int.from_bytes(fd[0x20:0x28], "little")
-    for off in range(first, len(fd), 0x1000):
-        if fv_header_ok(fd, off):
-            return fd[:off], fd[off:]
+    for code in fv_headers(fd, start=store.end):
+        return fd[:code.offset], fd[code.offset:]
     raise OvmfgenError("not a unified OVMF image: no code firmware volume after the variable store")
 
 
