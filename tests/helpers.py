@@ -6,13 +6,20 @@
 from __future__ import annotations
 
 import io
+import shutil
 import tarfile
 import textwrap
 from pathlib import Path
 
+import pytest
 import yaml
 
+from ovmfgen import paths
+from ovmfgen.builder import plan as build_plan
 from ovmfgen.edk2 import tree as edk2
+from ovmfgen.edk2.tree import Edk2Tree
+from ovmfgen.paths import Layout
+from ovmfgen.platform import located as platform_located
 from ovmfgen.nightly import history, matrix
 
 TESTS = Path(__file__).resolve().parent
@@ -97,3 +104,63 @@ def etc_apt(tmp_path: Path, sources_list: str = "", parts: dict[str, str] | None
     for name, text in (parts or {}).items():
         (d / "sources.list.d" / name).write_text(textwrap.dedent(text))
     return d
+
+
+# --- a fake edk2 tree and tool versions for plans without a real tree (import the fixtures: noqa F401) ---
+
+FAKE_IDENTITY = {"schema": 1, "tag": "edk2-stable202502", "commit": "f" * 40, "release_date": "2025-02-21",
+                 "source": "debian"}
+FAKE_TOOLS = {"gcc": "gcc (Debian 12.2.0-14) 12.2.0", "binutils": "GNU ld 2.40", "nasm": "NASM version 2.16.01",
+              "iasl": "ASL+ Optimizing Compiler/Disassembler version 20200925"}
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    """A private copy of platforms/ and overrides/ with empty build/ and dist/ roots."""
+    (tmp_path / "platforms").mkdir()
+    for yaml_file in paths.PLATFORMS_DIR.glob("*.yaml"):  # platforms/common/ is shared by load_platform
+        shutil.copy(yaml_file, tmp_path / "platforms")
+    shutil.copytree(paths.OVERRIDES_DIR, tmp_path / "overrides")
+    for d in ("build", "dist"):
+        (tmp_path / d).mkdir()
+    return Layout(tmp_path / "platforms", tmp_path / "overrides", tmp_path / "build", tmp_path / "dist")
+
+
+def patch_preimage(*diffs: bytes) -> dict[str, bytes]:
+    """Files unified diffs apply to (the lines their hunks keep or remove, in the order of the hunks' old
+    line numbers, across diffs): a fake tree the platform's patch overrides apply to at an offset, as they
+    do to the real tree, even where two of them change the same file."""
+    hunks: dict[str, list[tuple[int, bytes]]] = {}
+    for diff in diffs:
+        current = None
+        for line in diff.splitlines(keepends=True):
+            if line.startswith(b"+++ b/"):
+                current = line[6:].rstrip(b"\r\n").decode()
+            elif line.startswith(b"@@") and current is not None:
+                hunks.setdefault(current, []).append((int(line.split()[1].split(b",")[0][1:]), b""))
+            elif line.startswith((b"--- ", b"diff ", b"index ")):
+                continue
+            elif current is not None and line[:1] in (b" ", b"-") and hunks.get(current):
+                start, text = hunks[current][-1]
+                hunks[current][-1] = (start, text + line[1:])
+    return {rel: b"".join(text for _, text in sorted(parts)) for rel, parts in hunks.items()}
+
+
+@pytest.fixture
+def fake_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
+    """locate() and the tool versions, fixed (and changeable by the test through the returned dict)."""
+    state = {"identity": dict(FAKE_IDENTITY), "tools": dict(FAKE_TOOLS)}
+    root = tmp_path / "edk2"
+    (root / "BaseTools" / "Conf").mkdir(parents=True)
+    (root / "BaseTools" / "Conf" / "tools_def.template").write_text("*_GCC5_*_*_FAMILY = GCC\n")
+    patches = [p.read_bytes() for p in sorted((paths.OVERRIDES_DIR / "xen-pvh").rglob("*.patch"))]
+    for rel, data in patch_preimage(*patches).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+
+    def fake_locate(repo_root=None):
+        return Edk2Tree(root=root, basetools=tmp_path / "bt" / "BaseTools", identity=dict(state["identity"]))
+
+    monkeypatch.setattr(platform_located, "locate", fake_locate)
+    monkeypatch.setattr(build_plan, "tool_versions", lambda: dict(state["tools"]))
+    return state

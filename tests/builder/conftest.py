@@ -1,0 +1,3 @@
+"""Fixtures the builder tests share (defined in tests/helpers.py)."""
+
+from helpers import fake_env, layout  # noqa: F401 (fixtures)

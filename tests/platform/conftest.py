@@ -1,0 +1,3 @@
+"""Fixtures the platform tests share (defined in tests/helpers.py)."""
+
+from helpers import fake_env, layout  # noqa: F401 (fixtures)
