@@ -79,6 +79,11 @@ def make_tar_xz(path: Path, members: dict[str, bytes], dirs: tuple[str, ...] = (
     return path
 
 
+def boot_log(name: str) -> str:
+    """A firmware log captured from a real boot (tests/data/boot/NAME)."""
+    return (DATA / "boot" / name).read_bytes().decode("utf-8")
+
+
 def fake_night(root: Path, date: str, names: list[str], status: str = "passed") -> Path:
     night = root / date
     cells = []
