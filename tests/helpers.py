@@ -23,6 +23,8 @@ from ovmfgen.platform import located as platform_located
 from ovmfgen.nightly import history, matrix
 
 TESTS = Path(__file__).resolve().parent
+# Who signs the patch series in the tests.
+SIGNER = "Test Submitter <submitter@example.com>"
 REPO = TESTS.parent
 DATA = TESTS / "data"
 
