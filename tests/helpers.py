@@ -171,3 +171,42 @@ def fake_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
     monkeypatch.setattr(platform_located, "locate", fake_locate)
     monkeypatch.setattr(build_plan, "tool_versions", lambda: dict(state["tools"]))
     return state
+
+
+# --- boot/xen: a captured QEMU abort, the initramfs reader, a PVH ELF on disk ---
+
+QEMU_72_ABORT = """\
+qemu-system-x86_64: warning: host doesn't support requested feature: CPUID.80000001H:ECX.svm [bit 2]
+**
+ERROR:../accel/tcg/tcg-accel-ops.c:83:tcg_handle_interrupt: assertion failed: (qemu_mutex_iothread_locked())
+Bail out! ERROR:../accel/tcg/tcg-accel-ops.c:83:tcg_handle_interrupt: assertion failed: (qemu_mutex_iothread_locked())
+"""
+
+
+def read_newc(data: bytes) -> dict[str, tuple[int, bytes]]:
+    out, pos = {}, 0
+    while True:
+        hdr = data[pos:pos + 110]
+        assert hdr[:6] == b"070701"
+        f = [int(hdr[6 + 8 * i: 14 + 8 * i], 16) for i in range(13)]
+        mode, size, namesize = f[1], f[6], f[11]
+        name = data[pos + 110: pos + 110 + namesize - 1].decode()
+        pos += 110 + namesize
+        pos += -pos % 4
+        body = data[pos: pos + size]
+        pos += size
+        pos += -pos % 4
+        if name == "TRAILER!!!":
+            assert pos == len(data)
+            return out
+        out[name] = (mode, body)
+
+
+def pvh_elf_file(tmp_path: Path) -> Path:
+    """A small but well-formed PVH ELF (ovmfgen.elf's header around a fake 1 MiB FD) on disk."""
+    from ovmfgen import elf as elfmod
+
+    fd = bytearray(b"\xff" * (1 << 20))
+    image = tmp_path / "ovmf.elf"
+    image.write_bytes(elfmod.pvh_header(len(fd)) + bytes(fd[len(elfmod.pvh_header(len(fd))):]))
+    return image
