@@ -557,30 +557,15 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
     from the command line) before ``when:`` blocks are decided. ``edk2`` is the tag of the tree the
     platform is loaded for (``Edk2Tree.tag``; None: the default tree's), which decides
     ``when: {edk2: ...}`` blocks.
+
+    The steps, each a function below: find the file; read it and what it ``extends:``; gather the
+    fragments ``use:`` may splice; decide the features (the YAML's, then the overrides), which fixes
+    what every ``when:``/``${var}`` reads; then each top-level key, in the order the model needs them.
     """
     edk2 = edk2 or DEFAULT_TAG
-    path = Path(name_or_path)
-    if path.suffix != ".yaml":
-        path = platforms_dir / f"{name_or_path}.yaml"
-        if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in platforms_dir.glob("*.yaml"))) or "none"
-            raise OvmfgenError(f"unknown platform '{name_or_path}' (known: {known})")
+    path = _platform_path(name_or_path, platforms_dir)
     doc = read_yaml(path)
     top = _resolve_extends(doc, path.parent, (doc.path,))
-    # Shared fragments live in platforms/common/; a platform elsewhere (tests) may add its own common/.
-    fragments = load_fragments(PLATFORMS_DIR / "common")
-    if (path.parent / "common").resolve() != (PLATFORMS_DIR / "common").resolve():
-        for fname, value in load_fragments(path.parent / "common").items():
-            if fname in fragments:
-                raise OvmfgenError(f"fragment '{fname}' is already defined in {fragments[fname][1]}")
-            fragments[fname] = value
-    if "fragments" in top:
-        fnode, fpath = top["fragments"]
-        for fname, (knode, vnode) in _mapping(fnode, fpath, "fragments").items():
-            if fname in fragments:
-                raise OvmfgenError(f"fragment '{fname}' is already defined in {fragments[fname][1]}",
-                                   _where(knode, fpath))
-            fragments[fname] = (vnode, fpath)
 
     def get(key: str) -> tuple[Node, str] | tuple[None, str]:
         return top.get(key, (None, doc.path))
@@ -591,11 +576,63 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
     for fname, fvalue in (feature_overrides or {}).items():
         check_feature(fname, fvalue)
         features[fname] = fvalue
-    ctx = _Ctx(path.stem, fragments, feature_variables(features), features, edk2)
+    ctx = _Ctx(path.stem, _fragments(path, get("fragments")), feature_variables(features), features, edk2)
 
-    pnode, ppath = get("platform")
+    files, header = _platform_header(get("platform"), doc.path, ctx)
+    package_dir, _, dsc_name = files.rpartition("/")
+    dsc = _dsc(get("dsc"), doc.path, header, ctx)
+    fnode_, fpath_ = get("fdf")
+    fdf = _sections(fnode_, fpath_, ctx, "fdf") if fnode_ is not None else ()
+    return Platform(
+        name=path.stem, source=doc.path, dsc_name=dsc_name, package_dir=package_dir,
+        description=_description(get("description")),
+        features=tuple(sorted(features.items())), dsc=dsc, fdf=fdf, deltas=_deltas(get("deltas"), ctx),
+        upstream=_upstream(get("upstream")), elf=_elf(get("elf")), overrides=_overrides(get("overrides"), ctx),
+        fd_name=_fd_name(get("publish")), copyright=_copyright(get("copyright")),
+        default_features=default_features, features_read=tuple(sorted(ctx.features_read)), edk2=edk2,
+        loc=Location(doc.path, 1, 1),
+    )
+
+
+# --- load_platform's steps --------------------------------------------------------------------------
+
+
+def _platform_path(name_or_path: str | Path, platforms_dir: Path) -> Path:
+    """A path ending in .yaml as given; a name looked up in ``platforms_dir`` (one line naming the known ones)."""
+    path = Path(name_or_path)
+    if path.suffix != ".yaml":
+        path = platforms_dir / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in platforms_dir.glob("*.yaml"))) or "none"
+            raise OvmfgenError(f"unknown platform '{name_or_path}' (known: {known})")
+    return path
+
+
+def _fragments(path: Path, declared: tuple[Node | None, str]) -> dict[str, tuple[Node, str]]:
+    """The fragments ``use:`` may splice: platforms/common/, the platform's own common/ (a platform kept
+    elsewhere, as tests do), then its ``fragments:`` key; a name defined twice is an error at the second."""
+    fragments = load_fragments(PLATFORMS_DIR / "common")
+    if (path.parent / "common").resolve() != (PLATFORMS_DIR / "common").resolve():
+        for fname, value in load_fragments(path.parent / "common").items():
+            if fname in fragments:
+                raise OvmfgenError(f"fragment '{fname}' is already defined in {fragments[fname][1]}")
+            fragments[fname] = value
+    fnode, fpath = declared
+    if fnode is not None:
+        for fname, (knode, vnode) in _mapping(fnode, fpath, "fragments").items():
+            if fname in fragments:
+                raise OvmfgenError(f"fragment '{fname}' is already defined in {fragments[fname][1]}",
+                                   _where(knode, fpath))
+            fragments[fname] = (vnode, fpath)
+    return fragments
+
+
+def _platform_header(node: tuple[Node | None, str], doc_path: str, ctx: _Ctx) -> tuple[str, list[Statement]]:
+    """``platform:`` -> (its ``files`` path, the [Defines] fields it makes: name, guid, the other header
+    fields, ``fields:``, and FLASH_DEFINITION)."""
+    pnode, ppath = node
     if pnode is None:
-        raise OvmfgenError("missing 'platform:' (name, guid, files, ...)", Location(doc.path, 1, 1))
+        raise OvmfgenError("missing 'platform:' (name, guid, files, ...)", Location(doc_path, 1, 1))
     pkeys = _mapping(pnode, ppath, "platform", PLATFORM_KEYS)
     for required in ("files", "name", "guid"):
         if required not in pkeys:
@@ -604,7 +641,6 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
     if files.startswith("/") or ".." in files.split("/") or not re.match(r"^[\w./-]+$", files):
         raise OvmfgenError(f"platform.files must be a relative path like OvmfPkg/XenOvmf, got '{files}'",
                            _where(pkeys["files"][1], ppath))
-    package_dir, _, dsc_name = files.rpartition("/")
     header: list[Statement] = []
     for key, field_name in HEADER_FIELDS.items():
         if key not in pkeys:
@@ -621,21 +657,25 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
         for key, (knode, vnode) in _mapping(pkeys["fields"][1], ppath, "platform.fields").items():
             header.append(Field(key, _value(vnode, ppath, f"platform.fields.{key}", ctx), loc=_where(knode, ppath)))
     header.append(Field("FLASH_DEFINITION", f"{files}.fdf", loc=_where(pkeys["files"][0], ppath)))
+    return files, header
 
-    dnode, dpath = get("dsc")
+
+def _dsc(node: tuple[Node | None, str], doc_path: str, header: list[Statement], ctx: _Ctx) -> tuple[Section, ...]:
+    """``dsc:`` -> its sections, the first one [Defines] with the platform header's fields in front."""
+    dnode, dpath = node
     if dnode is None:
-        raise OvmfgenError("missing 'dsc:' sections", Location(doc.path, 1, 1))
+        raise OvmfgenError("missing 'dsc:' sections", Location(doc_path, 1, 1))
     dsc = _sections(dnode, dpath, ctx, "dsc")
     if not dsc or dsc[0].header != "Defines":
         where = dsc[0].loc if dsc else _where(dnode, dpath)
         raise OvmfgenError("the first dsc section must be 'Defines'", where)
-    dsc = (Section("Defines", (*header, *dsc[0].body), loc=dsc[0].loc), *dsc[1:])
+    return (Section("Defines", (*header, *dsc[0].body), loc=dsc[0].loc), *dsc[1:])
 
-    fnode_, fpath_ = get("fdf")
-    fdf = _sections(fnode_, fpath_, ctx, "fdf") if fnode_ is not None else ()
 
+def _deltas(node: tuple[Node | None, str], ctx: _Ctx) -> tuple[Delta, ...]:
+    """``deltas:`` -> the differences from upstream in force for this tree (kind, subject, reason)."""
+    dnode2, dpath2 = node
     deltas = []
-    dnode2, dpath2 = get("deltas")
     if dnode2 is not None:
         for item in _seq(dnode2, dpath2, "deltas"):
             keys = _mapping(item, dpath2, "delta", ("kind", "subject", "reason", "edk2"))
@@ -652,84 +692,106 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
             deltas.append(Delta(kind, _text(keys["subject"][1], dpath2, "delta subject").strip(),
                                 " ".join(_text(keys["reason"][1], dpath2, "delta reason").split()),
                                 loc=_where(item, dpath2)))
+    return tuple(deltas)
 
-    upstream = None
-    unode, upath = get("upstream")
-    if unode is not None:
-        ukeys = _mapping(unode, upath, "upstream", ("dsc", "fdf"))
-        if "dsc" not in ukeys or "fdf" not in ukeys:
-            raise OvmfgenError("upstream: needs 'dsc' and 'fdf'", _where(unode, upath))
-        upstream = Upstream(_text(ukeys["dsc"][1], upath, "upstream.dsc").strip(),
-                            _text(ukeys["fdf"][1], upath, "upstream.fdf").strip())
 
-    elf = None
-    enode, epath = get("elf")
-    if enode is not None:
-        ekeys = _mapping(enode, epath, "elf", ("base", "header_region"))
-        base = _int(ekeys["base"][1], epath, "elf.base") if "base" in ekeys else 0x100000
-        regions: list[tuple[int, int]] = []
-        if "header_region" in ekeys:
-            for size, (knode, vnode) in _mapping(ekeys["header_region"][1], epath, "elf.header_region").items():
-                mib = size.upper().removesuffix("M").removesuffix("MB").removesuffix("MIB")
-                if mib not in ("1", "2", "4"):
-                    raise OvmfgenError(f"elf.header_region: FD size '{size}' is not one of 1M, 2M, 4M",
-                                       _where(knode, epath))
-                regions.append((int(mib) * 1024, _int(vnode, epath, f"elf.header_region.{size}")))
-        elf = ElfSpec(base, tuple(sorted(regions)))
+def _upstream(node: tuple[Node | None, str]) -> Upstream | None:
+    """``upstream:`` -> the DSC/FDF in the tree the platform is compared with (``invoke diff``, rebase)."""
+    unode, upath = node
+    if unode is None:
+        return None
+    ukeys = _mapping(unode, upath, "upstream", ("dsc", "fdf"))
+    if "dsc" not in ukeys or "fdf" not in ukeys:
+        raise OvmfgenError("upstream: needs 'dsc' and 'fdf'", _where(unode, upath))
+    return Upstream(_text(ukeys["dsc"][1], upath, "upstream.dsc").strip(),
+                    _text(ukeys["fdf"][1], upath, "upstream.fdf").strip())
 
-    overrides = []
-    onode, opath = get("overrides")
-    if onode is not None:
-        for item in _seq(onode, opath, "overrides"):
-            if isinstance(item, MappingNode):
-                # {path: P, per_tree: true}: one copy per edk2 tree (overrides/<platform>/<tag>/P);
-                # {edk2: ">= TAG"}: only for the trees that condition holds for
-                # {patch: NAME.patch}: a unified diff applied to the tree's files (platform/overrides.py)
-                okeys = _mapping(item, opath, "override", ("path", "patch", "per_tree", "edk2", "commit"))
-                if ("path" in okeys) == ("patch" in okeys):
-                    raise OvmfgenError("override: needs one of 'path' (a whole file) or 'patch' (a unified diff)",
-                                       _where(item, opath))
-                key = "path" if "path" in okeys else "patch"
-                # {edk2: COND}: the override fixes what only some releases need (an upstream bug of
-                # one release); for other trees the entry is left out, like a when: block.
-                if "edk2" in okeys and not _release_holds(okeys["edk2"][1], opath, ctx, "override edk2"):
-                    continue
-                per_tree = False
-                if "per_tree" in okeys:
-                    flag = _text(okeys["per_tree"][1], opath, "override per_tree").strip().lower()
-                    if flag not in ("true", "false"):
-                        raise OvmfgenError(f"override per_tree: expected true or false, got '{flag}'",
-                                           _where(okeys["per_tree"][1], opath))
-                    per_tree = flag == "true"
-                subject = body = ""
-                if "commit" in okeys:
-                    ckeys = _mapping(okeys["commit"][1], opath, "override commit", ("subject", "body"))
-                    if "subject" not in ckeys or "body" not in ckeys:
-                        raise OvmfgenError("override commit: needs 'subject' and 'body'", _where(okeys["commit"][1], opath))
-                    subject = " ".join(_text(ckeys["subject"][1], opath, "override commit subject").split())
-                    body = _text(ckeys["body"][1], opath, "override commit body").strip("\n")
-                overrides.append(Override(_text(okeys[key][1], opath, f"override {key}").strip(), per_tree=per_tree,
-                                          commit_subject=subject, commit_body=body, patch=key == "patch",
-                                          loc=_where(item, opath)))
-            else:
-                overrides.append(Override(_text(item, opath, "override path").strip(), loc=_where(item, opath)))
 
-    fd_name = "OVMF"
-    pubnode, pubpath = get("publish")
+def _elf(node: tuple[Node | None, str]) -> ElfSpec | None:
+    """``elf:`` -> the PVH ELF's load address and the header region each FD size reserves at offset 0."""
+    enode, epath = node
+    if enode is None:
+        return None
+    ekeys = _mapping(enode, epath, "elf", ("base", "header_region"))
+    base = _int(ekeys["base"][1], epath, "elf.base") if "base" in ekeys else 0x100000
+    regions: list[tuple[int, int]] = []
+    if "header_region" in ekeys:
+        for size, (knode, vnode) in _mapping(ekeys["header_region"][1], epath, "elf.header_region").items():
+            mib = size.upper().removesuffix("M").removesuffix("MB").removesuffix("MIB")
+            if mib not in ("1", "2", "4"):
+                raise OvmfgenError(f"elf.header_region: FD size '{size}' is not one of 1M, 2M, 4M",
+                                   _where(knode, epath))
+            regions.append((int(mib) * 1024, _int(vnode, epath, f"elf.header_region.{size}")))
+    return ElfSpec(base, tuple(sorted(regions)))
+
+
+def _overrides(node: tuple[Node | None, str], ctx: _Ctx) -> tuple[Override, ...]:
+    """``overrides:`` -> the entries in force for this tree, in order (platform/overrides.py applies them)."""
+    onode, opath = node
+    if onode is None:
+        return ()
+    out = []
+    for item in _seq(onode, opath, "overrides"):
+        if not isinstance(item, MappingNode):
+            out.append(Override(_text(item, opath, "override path").strip(), loc=_where(item, opath)))
+            continue
+        entry = _override_entry(item, opath, ctx)
+        if entry is not None:
+            out.append(entry)
+    return tuple(out)
+
+
+def _override_entry(item: MappingNode, opath: str, ctx: _Ctx) -> Override | None:
+    """One mapping entry of ``overrides:``; None when its ``edk2:`` condition leaves it out of this tree.
+
+    {path: P, per_tree: true}: one copy per edk2 tree (overrides/<platform>/<tag>/P);
+    {patch: NAME.patch}: a unified diff applied to the tree's files (platform/overrides.py);
+    {edk2: COND}: only for the trees that condition holds for (a fix of one release's upstream bug);
+    {commit: {subject, body}}: the entry's commit in the upstream series (invoke patch).
+    """
+    okeys = _mapping(item, opath, "override", ("path", "patch", "per_tree", "edk2", "commit"))
+    if ("path" in okeys) == ("patch" in okeys):
+        raise OvmfgenError("override: needs one of 'path' (a whole file) or 'patch' (a unified diff)",
+                           _where(item, opath))
+    key = "path" if "path" in okeys else "patch"
+    if "edk2" in okeys and not _release_holds(okeys["edk2"][1], opath, ctx, "override edk2"):
+        return None
+    per_tree = False
+    if "per_tree" in okeys:
+        flag = _text(okeys["per_tree"][1], opath, "override per_tree").strip().lower()
+        if flag not in ("true", "false"):
+            raise OvmfgenError(f"override per_tree: expected true or false, got '{flag}'",
+                               _where(okeys["per_tree"][1], opath))
+        per_tree = flag == "true"
+    subject = body = ""
+    if "commit" in okeys:
+        ckeys = _mapping(okeys["commit"][1], opath, "override commit", ("subject", "body"))
+        if "subject" not in ckeys or "body" not in ckeys:
+            raise OvmfgenError("override commit: needs 'subject' and 'body'", _where(okeys["commit"][1], opath))
+        subject = " ".join(_text(ckeys["subject"][1], opath, "override commit subject").split())
+        body = _text(ckeys["body"][1], opath, "override commit body").strip("\n")
+    return Override(_text(okeys[key][1], opath, f"override {key}").strip(), per_tree=per_tree,
+                    commit_subject=subject, commit_body=body, patch=key == "patch", loc=_where(item, opath))
+
+
+def _fd_name(node: tuple[Node | None, str]) -> str:
+    """``publish: {fd: NAME}``: the FD the build publishes (OVMF by default)."""
+    pubnode, pubpath = node
     if pubnode is not None:
-        pkeys2 = _mapping(pubnode, pubpath, "publish", ("fd",))
-        if "fd" in pkeys2:
-            fd_name = _text(pkeys2["fd"][1], pubpath, "publish.fd").strip()
+        keys = _mapping(pubnode, pubpath, "publish", ("fd",))
+        if "fd" in keys:
+            return _text(keys["fd"][1], pubpath, "publish.fd").strip()
+    return "OVMF"
 
-    cnode, cpath = get("copyright")
-    copyright_lines = tuple(_text(c, cpath, "copyright line").strip() for c in _seq(cnode, cpath, "copyright")) \
+
+def _copyright(node: tuple[Node | None, str]) -> tuple[str, ...]:
+    """``copyright:`` -> the lines carried into the generated files' header."""
+    cnode, cpath = node
+    return tuple(_text(c, cpath, "copyright line").strip() for c in _seq(cnode, cpath, "copyright")) \
         if cnode is not None else ()
-    desc_node, desc_path = get("description")
-    description = " ".join(_text(desc_node, desc_path, "description").split()) if desc_node is not None else ""
-    return Platform(
-        name=path.stem, source=doc.path, dsc_name=dsc_name, package_dir=package_dir, description=description,
-        features=tuple(sorted(features.items())), dsc=dsc, fdf=fdf, deltas=tuple(deltas), upstream=upstream,
-        elf=elf, overrides=tuple(overrides), fd_name=fd_name, copyright=copyright_lines,
-        default_features=default_features, features_read=tuple(sorted(ctx.features_read)), edk2=edk2,
-        loc=Location(doc.path, 1, 1),
-    )
+
+
+def _description(node: tuple[Node | None, str]) -> str:
+    """``description:`` folded to one line."""
+    desc_node, desc_path = node
+    return " ".join(_text(desc_node, desc_path, "description").split()) if desc_node is not None else ""
