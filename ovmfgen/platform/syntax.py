@@ -89,6 +89,23 @@ class _Frame:
 
 
 class _Parser:
+    """One pass over a DSC or FDF (``flavour``), line by line, into located ``Section``s.
+
+    How it reads:
+
+    * ``[Header]`` lines close the open section (an unterminated ``!if`` or component block in it is an
+      error at its opening line) and open the next; statements outside any section are errors.
+    * ``self.stack`` holds the open containers, innermost last (``_Frame``): the section, then any
+      ``!if`` branch (``!elseif``/``!else`` replace the top frame, ``!endif`` folds the branches into one
+      ``Conditional``), a component (``INF {`` ... ``}``) and its ``<LibraryClasses>``-style sub-sections.
+      ``emit`` appends a statement to the innermost one.
+    * The statement grammar is the innermost sub-section's kind if any, else the section's
+      (``current_kind``): ``dsc_statement`` and ``fdf_statement`` parse one line each; FDF brace blocks
+      (FILE, APRIORI, rule bodies) are gathered first and kept as one raw ``fdf_block``.
+    * Comment lines are kept as ``Comment`` statements before the statement that follows them (so the
+      rendered file keeps them where they were), except those right before a section header.
+    """
+
     def __init__(self, text: str, path: str, flavour: str) -> None:
         self.lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
         self.path = path
