@@ -67,7 +67,7 @@ Code map::
         shell.py           booting a full OVMF to the UEFI Shell (pflash + FAT disk)
         fvfile.py          a file's PE32 out of a built image (firmware volumes, LZMA sections): the Shell for the disk
         command.py         ``invoke boot``: finds the build through the Layout, boots it
-        xen/               real Xen 4.17 / 4.20 nested in QEMU: debian, cache, gpt, osdisk, persist, guests, nested, verdicts, watch, bench, limits
+        xen/               real Xen 4.17 / 4.20 nested in QEMU: debian, cache, gpt, osdisk, persist, guests (dom0/test.sh: dom0's test), nested, verdicts, watch, bench, limits
       patch/
         intree.py          the platform as upstream keeps it (ELF header include, PlatformCI, Maintainers.txt)
         series.py          the series as data: signer, commits, subjects, bodies

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -311,9 +312,13 @@ sleep 30
 """
 
 
+DOM0_TEST = Path(__file__).resolve().parent / "dom0" / "test.sh"
+
+
 def dom0_test_script(deadline: GuestDeadline, names: Sequence[str] = (GUEST_NAME,),
                      runs: Sequence[tuple[str, str, str, str]] | None = None) -> str:
-    """The dom0 test: for each guest in turn, ``xl create`` it, wait for what it should show (or death), report.
+    """The dom0 test (``dom0/test.sh``) with its parameters in front and its runs after it: for each guest
+    in turn, ``xl create`` it, wait for what it should show (or death), report.
 
     ``runs`` lists (domain name, label, what to wait for (grep -E), event name); by default each of
     ``names`` waits for the Shell prompt under its own name. Each run's part of the log lies between
@@ -325,123 +330,17 @@ def dom0_test_script(deadline: GuestDeadline, names: Sequence[str] = (GUEST_NAME
     heartbeat event.
     """
     runs = list(runs) if runs is not None else [(n, n, "Shell>", "shell") for n in names]
-    calls = "\n".join(f"run_guest {name} {label} '{want}' {event}" for name, label, want, event in runs)
-    return f"""#!/bin/sh
-# Written by ovmfgen.boot.xen. Prints {EVENT}/{RESULT} lines that classify_xen_run reads.
-# The unit tests point these at fakes; in dom0 they are the real places.
-UPTIME=${{OVMFGEN_UPTIME:-/proc/uptime}}
-CONSOLE=${{OVMFGEN_CONSOLE_DIR:-/var/log/xen/console}}
-TMP=${{TMPDIR:-/tmp}}
-ev() {{ echo "{EVENT} $1 $(cut -d' ' -f1 "$UPTIME")"; }}
-now() {{ cut -d. -f1 "$UPTIME"; }}
-# Host speed: a fixed loop; SCALE = how many times slower than the reference it ran (1..{MAX_SCALE}).
-t0=$(cut -d' ' -f1 "$UPTIME")
-i=0
-while [ $i -lt {CALIBRATION_LOOPS} ]; do i=$((i + 1)); done
-t1=$(cut -d' ' -f1 "$UPTIME")
-SCALE=$(awk -v a="$t0" -v b="$t1" 'BEGIN {{ s = (b - a) / {CALIBRATION_REFERENCE_S}; n = int(s); if (n < s) n++; if (n < 1) n = 1; if (n > {MAX_SCALE}) n = {MAX_SCALE}; print n }}')
-IDLE=$(( {deadline.idle_s} * SCALE ))
-CAP=$(( {deadline.cap_s} * SCALE ))
-echo "{EVENT} calibrated $t1 loop=$t0..$t1 scale=$SCALE idle=$IDLE cap=$CAP"
-run_guest() {{
-NAME=$1
-LABEL=$2
-WANT=$3
-EVENT=$4
-LOG="$CONSOLE/guest-$NAME.log"
-rm -f "$LOG"
-echo "{GUEST_START} $LABEL"
-ev create
-if ! xl create /ovmfgen/$NAME.cfg > $TMP/xl-create.log 2>&1; then
-    sed 's/^/{XL_PREFIX}/' $TMP/xl-create.log
-    tail -n 20 /var/log/xen/qemu-dm-$NAME.log 2>/dev/null | sed 's/^/{XL_PREFIX}qemu-dm: /'
-    echo "{RESULT} create-failed"
-    echo "{GUEST_STOP} $LABEL"
-    return
-fi
-sed 's/^/{XL_PREFIX}/' $TMP/xl-create.log
-ev created
-result=timeout
-created=$(now)
-last=$created
-tick=$(( created + {deadline.tick_s} ))
-seen=""
-pressed=""
-while :; do
-    t=$(now)
-    if [ -z "$pressed" ] && grep -q '{SHELL_COUNTDOWN}' "$LOG" 2>/dev/null; then
-        # The Shell's startup countdown (5 steps) waits by gBS->Stall, a busy loop: under icount each
-        # step costs as much emulation as a second of boot. Like a user at the console, press a key
-        # (not ESC: startup.nsh still runs) on the guest's console: the countdown ends after its step.
-        pressed=1
-        tty=$(xenstore-read "/local/domain/$(xl domid "$NAME" 2>/dev/null)/console/tty" 2>/dev/null)
-        if [ -n "$tty" ] && printf ' ' > "$tty" 2>/dev/null; then ev key; fi
-    fi
-    if grep -Eq "$WANT" "$LOG" 2>/dev/null; then
-        ev "$EVENT"
-        result=$EVENT
-        # A guest's script may still be writing to its disk when its marker shows: give it a moment.
-        [ "$EVENT" = persist ] && sleep 2
-        # Freeze the guest at once: nothing it does after this counts, and a guest that keeps
-        # taking interrupts can still trip QEMU's TCG bug before dom0 has reported.
-        xl pause "$NAME"
-        break
-    fi
-    if [ "$EVENT" != shell ] && grep -q 'Shell>' "$LOG" 2>/dev/null; then
-        # Not what it should have shown: the firmware fell through to the Shell.
-        ev shell
-        result=shell
-        xl pause "$NAME"
-        break
-    fi
-    xl dmesg > $TMP/dmesg 2>/dev/null
-    # A DEBUG firmware that writes to the hypervisor console shows its ASSERT in Xen's ring, then
-    # dead-loops: stop waiting at once (xl dmesg -c: the next guest starts from a clean ring).
-    if grep -Eq '\\(d[1-9][0-9]*\\) ASSERT' $TMP/dmesg; then
-        ev assert
-        result=assert
-        break
-    fi
-    state=$(xl list 2>/dev/null | awk -v n="$NAME" '$1 == n {{ print $5 }}')
-    if [ -z "$state" ]; then
-        # An OS that powers off right after its marker: the log is still there.
-        if grep -Eq "$WANT" "$LOG" 2>/dev/null; then ev "$EVENT"; result=$EVENT; else result=gone; fi
-        break
-    fi
-    case "$state" in *c*) result=crashed; break ;; esac
-    # Progress: the guest's console grew, or it printed a new (dN) line to Xen's ring.
-    fp="$(stat -c %s "$LOG" 2>/dev/null) $(grep -E '\\(d[1-9][0-9]*\\)' $TMP/dmesg | tail -n 1 | cksum)"
-    if [ "$fp" != "$seen" ]; then
-        seen=$fp
-        last=$t
-    fi
-    if [ $(( t - last )) -ge "$IDLE" ]; then
-        echo "{DEADLINE} no new guest output for $IDLE s (dom0 clock; idle limit, host scale $SCALE)"
-        break
-    fi
-    if [ $(( t - created )) -ge "$CAP" ]; then
-        echo "{DEADLINE} no shell after $CAP s (dom0 clock; cap, host scale $SCALE)"
-        break
-    fi
-    if [ "$t" -ge "$tick" ]; then
-        ev tick
-        tick=$(( t + {deadline.tick_s} ))
-    fi
-    sleep 1
-done
-xl list 2>&1 | sed 's/^/{XL_PREFIX}/'
-[ "$result" = "$EVENT" ] || tail -n 20 /var/log/xen/qemu-dm-$NAME.log 2>/dev/null | sed 's/^/{XL_PREFIX}qemu-dm: /'
-echo "{GUEST_BEGIN}"
-tail -c 131072 "$LOG" 2>/dev/null | sed 's/^/{GUEST_PREFIX}/'
-echo
-echo "{GUEST_END}"
-echo "{RESULT} $result"
-xl destroy "$NAME" > /dev/null 2>&1
-xl dmesg -c > /dev/null 2>&1
-echo "{GUEST_STOP} $LABEL"
-}}
-{calls}
-"""
+    params = {
+        "OV_EVENT": EVENT, "OV_RESULT": RESULT, "OV_GUEST_START": GUEST_START, "OV_GUEST_STOP": GUEST_STOP,
+        "OV_XL_PREFIX": XL_PREFIX, "OV_GUEST_PREFIX": GUEST_PREFIX, "OV_GUEST_BEGIN": GUEST_BEGIN,
+        "OV_GUEST_END": GUEST_END, "OV_DEADLINE": DEADLINE, "OV_SHELL_COUNTDOWN": SHELL_COUNTDOWN,
+        "OV_IDLE_S": deadline.idle_s, "OV_CAP_S": deadline.cap_s, "OV_TICK_S": deadline.tick_s,
+        "OV_CALIBRATION_LOOPS": CALIBRATION_LOOPS, "OV_CALIBRATION_REFERENCE_S": CALIBRATION_REFERENCE_S,
+        "OV_MAX_SCALE": MAX_SCALE,
+    }
+    head = "".join(f"{name}={shlex.quote(str(value))}\n" for name, value in params.items())
+    calls = "".join(f"run_guest {name} {label} '{want}' {event}\n" for name, label, want, event in runs)
+    return "#!/bin/sh\n" + head + DOM0_TEST.read_text(encoding="utf-8") + calls
 
 
 def guest_runs(guests: Sequence[XenGuest]) -> list[tuple[str, str, str, str]]:

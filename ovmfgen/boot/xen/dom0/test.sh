@@ -1,0 +1,120 @@
+# dom0's test (ovmfgen/boot/xen/dom0/test.sh, shipped with ovmfgen): for each guest in turn, `xl create` it,
+# wait for what it should show (or its end), report. boot/xen/guests.py's dom0_test_script puts the
+# OV_* parameters in front of this file (the lines classify_xen_run reads, dom0's deadlines in dom0
+# seconds, the host-speed calibration) and the run_guest calls after it.
+#
+# Prints ${OV_EVENT}/${OV_RESULT} lines, and each run's part of the log between ${OV_GUEST_START} LABEL
+# and ${OV_GUEST_STOP} LABEL, so that classify_xen_run reads it as if the guest had had the run to itself.
+# The unit tests point these at fakes; in dom0 they are the real places.
+UPTIME=${OVMFGEN_UPTIME:-/proc/uptime}
+CONSOLE=${OVMFGEN_CONSOLE_DIR:-/var/log/xen/console}
+TMP=${TMPDIR:-/tmp}
+ev() { echo "${OV_EVENT} $1 $(cut -d' ' -f1 "$UPTIME")"; }
+now() { cut -d. -f1 "$UPTIME"; }
+# Host speed: a fixed loop; SCALE = how many times slower than the reference it ran (1..OV_MAX_SCALE).
+t0=$(cut -d' ' -f1 "$UPTIME")
+i=0
+while [ $i -lt "$OV_CALIBRATION_LOOPS" ]; do i=$((i + 1)); done
+t1=$(cut -d' ' -f1 "$UPTIME")
+SCALE=$(awk -v a="$t0" -v b="$t1" -v ref="$OV_CALIBRATION_REFERENCE_S" -v max="$OV_MAX_SCALE" \
+    'BEGIN { s = (b - a) / ref; n = int(s); if (n < s) n++; if (n < 1) n = 1; if (n > max) n = max; print n }')
+IDLE=$(( OV_IDLE_S * SCALE ))
+CAP=$(( OV_CAP_S * SCALE ))
+echo "${OV_EVENT} calibrated $t1 loop=$t0..$t1 scale=$SCALE idle=$IDLE cap=$CAP"
+run_guest() {
+NAME=$1
+LABEL=$2
+WANT=$3
+EVENT=$4
+LOG="$CONSOLE/guest-$NAME.log"
+rm -f "$LOG"
+echo "${OV_GUEST_START} $LABEL"
+ev create
+if ! xl create /ovmfgen/$NAME.cfg > $TMP/xl-create.log 2>&1; then
+    sed "s/^/${OV_XL_PREFIX}/" $TMP/xl-create.log
+    tail -n 20 /var/log/xen/qemu-dm-$NAME.log 2>/dev/null | sed "s/^/${OV_XL_PREFIX}qemu-dm: /"
+    echo "${OV_RESULT} create-failed"
+    echo "${OV_GUEST_STOP} $LABEL"
+    return
+fi
+sed "s/^/${OV_XL_PREFIX}/" $TMP/xl-create.log
+ev created
+result=timeout
+created=$(now)
+last=$created
+tick=$(( created + OV_TICK_S ))
+seen=""
+pressed=""
+while :; do
+    t=$(now)
+    if [ -z "$pressed" ] && grep -q "$OV_SHELL_COUNTDOWN" "$LOG" 2>/dev/null; then
+        # The Shell's startup countdown (5 steps) waits by gBS->Stall, a busy loop: under icount each
+        # step costs as much emulation as a second of boot. Like a user at the console, press a key
+        # (not ESC: startup.nsh still runs) on the guest's console: the countdown ends after its step.
+        pressed=1
+        tty=$(xenstore-read "/local/domain/$(xl domid "$NAME" 2>/dev/null)/console/tty" 2>/dev/null)
+        if [ -n "$tty" ] && printf ' ' > "$tty" 2>/dev/null; then ev key; fi
+    fi
+    if grep -Eq "$WANT" "$LOG" 2>/dev/null; then
+        ev "$EVENT"
+        result=$EVENT
+        # A guest's script may still be writing to its disk when its marker shows: give it a moment.
+        [ "$EVENT" = persist ] && sleep 2
+        # Freeze the guest at once: nothing it does after this counts, and a guest that keeps
+        # taking interrupts can still trip QEMU's TCG bug before dom0 has reported.
+        xl pause "$NAME"
+        break
+    fi
+    if [ "$EVENT" != shell ] && grep -q 'Shell>' "$LOG" 2>/dev/null; then
+        # Not what it should have shown: the firmware fell through to the Shell.
+        ev shell
+        result=shell
+        xl pause "$NAME"
+        break
+    fi
+    xl dmesg > $TMP/dmesg 2>/dev/null
+    # A DEBUG firmware that writes to the hypervisor console shows its ASSERT in Xen's ring, then
+    # dead-loops: stop waiting at once (xl dmesg -c: the next guest starts from a clean ring).
+    if grep -Eq '\(d[1-9][0-9]*\) ASSERT' $TMP/dmesg; then
+        ev assert
+        result=assert
+        break
+    fi
+    state=$(xl list 2>/dev/null | awk -v n="$NAME" '$1 == n { print $5 }')
+    if [ -z "$state" ]; then
+        # An OS that powers off right after its marker: the log is still there.
+        if grep -Eq "$WANT" "$LOG" 2>/dev/null; then ev "$EVENT"; result=$EVENT; else result=gone; fi
+        break
+    fi
+    case "$state" in *c*) result=crashed; break ;; esac
+    # Progress: the guest's console grew, or it printed a new (dN) line to Xen's ring.
+    fp="$(stat -c %s "$LOG" 2>/dev/null) $(grep -E '\(d[1-9][0-9]*\)' $TMP/dmesg | tail -n 1 | cksum)"
+    if [ "$fp" != "$seen" ]; then
+        seen=$fp
+        last=$t
+    fi
+    if [ $(( t - last )) -ge "$IDLE" ]; then
+        echo "${OV_DEADLINE} no new guest output for $IDLE s (dom0 clock; idle limit, host scale $SCALE)"
+        break
+    fi
+    if [ $(( t - created )) -ge "$CAP" ]; then
+        echo "${OV_DEADLINE} no shell after $CAP s (dom0 clock; cap, host scale $SCALE)"
+        break
+    fi
+    if [ "$t" -ge "$tick" ]; then
+        ev tick
+        tick=$(( t + OV_TICK_S ))
+    fi
+    sleep 1
+done
+xl list 2>&1 | sed "s/^/${OV_XL_PREFIX}/"
+[ "$result" = "$EVENT" ] || tail -n 20 /var/log/xen/qemu-dm-$NAME.log 2>/dev/null | sed "s/^/${OV_XL_PREFIX}qemu-dm: /"
+echo "${OV_GUEST_BEGIN}"
+tail -c 131072 "$LOG" 2>/dev/null | sed "s/^/${OV_GUEST_PREFIX}/"
+echo
+echo "${OV_GUEST_END}"
+echo "${OV_RESULT} $result"
+xl destroy "$NAME" > /dev/null 2>&1
+xl dmesg -c > /dev/null 2>&1
+echo "${OV_GUEST_STOP} $LABEL"
+}
