@@ -24,7 +24,7 @@ Code map::
       edk2/
         releases.py        the edk2 releases ovmfgen knows (tag, commit, date, tarball)
         tree.py            where a tree is, which edk2 it is (identity), its BaseTools
-        fetch.py           staging, the setup lock, checks and unpacking for trees in the cache
+        fetch.py           the setup lock, checks and unpacking (staged through cacheentry) for trees in the cache
         debian.py          the default tree from Debian's source package
         basetools.py       BaseTools built out of the tree, in the cache
         install.py         a tree made ready: placed (or a checkout adopted), BaseTools, identity
