@@ -17,13 +17,14 @@ Code map::
       request.py           ``Request``: the options of one build (from tasks, boot and nightly cells), checked
       run.py               the one door to subprocesses (run, popen, stop, wait)
       stamp.py             stamps: a digest of every raw input, so that an unchanged build or render answers at once
-      fsutil.py            atomic writes (temp file + rename), write-if-changed, sha256 of a file
+      fsutil.py            atomic writes (temp file + rename), write-if-changed, sha256 of a file, the one lock (``exclusive``)
+      cacheentry.py        a cache entry made whole or not at all: lock, temp dir beside it, stamp, rename, stale stages removed
       ui.py                ``ovmfgen: ...`` progress lines, logging set-up
       elf.py               FD -> PVH ELF, and the loader rules Xen's libelf and QEMU apply (pure bytes)
       edk2/
         releases.py        the edk2 releases ovmfgen knows (tag, commit, date, tarball)
         tree.py            where a tree is, which edk2 it is (identity), its BaseTools
-        fetch.py           staging, the setup lock, checks and unpacking for trees in the cache
+        fetch.py           the setup lock, checks and unpacking (staged through cacheentry) for trees in the cache
         debian.py          the default tree from Debian's source package
         basetools.py       BaseTools built out of the tree, in the cache
         install.py         a tree made ready: placed (or a checkout adopted), BaseTools, identity
