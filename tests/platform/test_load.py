@@ -61,8 +61,9 @@ def test_when_selects_by_edk2_release(tmp_path: Path) -> None:
     assert [s for s in p.dsc[0].body if isinstance(s, Define)] == [Define("T", "old")]
     with pytest.raises(OvmfgenError) as ei:
         load_platform(path, platforms_dir=tmp_path, edk2="my-branch")
-    assert str(ei.value).endswith("m.yaml:21:22: error: the edk2 tree 'my-branch' has no release date number "
-                                  "(edk2-stableYYYYMM), so 'edk2: >= edk2-stable202605' cannot be decided")
+    assert str(ei.value).endswith("m.yaml:21:22: error: the edk2 tree 'my-branch' is neither a release tag "
+                                  "(edk2-stableYYYYMM) nor git describe past one (edk2-stableYYYYMM-N-gHASH), so "
+                                  "'edk2: >= edk2-stable202605' cannot be decided")
 
 
 def test_release_ranges_and_whole_sections(tmp_path: Path) -> None:
