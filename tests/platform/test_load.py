@@ -176,6 +176,20 @@ def test_override_edk2_condition_keeps_it_for_those_trees_only(tmp_path: Path) -
     assert p.overrides[0].source("edk2-stable202605") == "edk2-stable202605/OvmfPkg/Sec/SecMain.c"
 
 
+def test_a_one_release_patch_is_carried_to_later_trees(tmp_path: Path) -> None:
+    # {patch: P, edk2: TAG}: a fix of TAG's upstream. Later trees (a later release, a checkout past TAG)
+    # keep it, marked carried (platform/overrides.py applies it while it applies); earlier ones never see it.
+    entry = ("overrides:\n  - patch: patches/fix.patch\n    edk2: edk2-stable202605\n"
+             "deltas:\n  - kind: file\n    subject: OvmfPkg/X.c\n    edk2: edk2-stable202605\n    reason: r\n")
+    path = write(tmp_path, "m", MINI.replace("features:\n", entry + "features:\n", 1))
+    for tag, carried in (("edk2-stable202502", None), ("edk2-stable202605", ""),
+                         ("edk2-stable202605-3-g5ccd4da", "edk2-stable202605"),
+                         ("edk2-stable202611", "edk2-stable202605")):
+        p = load_platform(path, platforms_dir=tmp_path, edk2=tag)
+        assert [o.carried for o in p.overrides] == ([] if carried is None else [carried]), tag
+        assert [d.carried for d in p.deltas] == ([] if carried is None else [carried]), tag
+
+
 def test_delta_edk2_condition_keeps_it_for_those_trees_only(tmp_path: Path) -> None:
     # The difference a release-only override makes exists for that release only: elsewhere its delta
     # would be stale (invoke diff refuses stale deltas).
