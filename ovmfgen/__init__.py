@@ -22,7 +22,7 @@ Code map::
       ui.py                ``ovmfgen: ...`` progress lines, logging set-up
       elf.py               FD -> PVH ELF, and the loader rules Xen's libelf and QEMU apply (pure bytes)
       edk2/
-        releases.py        the edk2 releases ovmfgen knows (tag, commit, date, tarball)
+        releases.py        the edk2 releases ovmfgen knows (releases.yaml: tag, commit, date, tarball), and Position: any tree ordered among them
         tree.py            where a tree is, which edk2 it is (identity), its BaseTools
         fetch.py           the setup lock, checks and unpacking (staged through cacheentry) for trees in the cache
         debian.py          the default tree from Debian's source package

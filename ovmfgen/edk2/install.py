@@ -211,6 +211,7 @@ def ensure_edk2(tag: str | None = None, force: bool = False) -> tuple[Edk2Tree, 
     states which edk2 it is). Otherwise an initialised submodule serves the default tree, and ``tag``
     when it is checked out at that release; else the cache's tree of ``tag`` (default: DEFAULT_TAG).
     """
+    tag = edk2.checkout_argument(tag)
     override = os.environ.get("OVMFGEN_EDK2")
     with setup_lock():
         if override:

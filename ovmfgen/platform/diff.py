@@ -30,6 +30,7 @@ from ovmfgen.platform.resolve import Resolved
 from ovmfgen.platform.syntax import parse_fdf
 from ovmfgen.request import make_request
 from ovmfgen.platform.validate import Infos, active_statements, component_libraries, prepare_workspace, validate
+from ovmfgen.ui import say
 
 CONFIGURATIONS: tuple[tuple[tuple[str, str], ...], ...] = (
     (),
@@ -286,7 +287,15 @@ def diff_platform(r: Resolved, against_dsc: Path, against_fdf: Path
                 seen_deltas.update(hits)
             elif d not in unexplained:
                 unexplained.append(d)
-    stale = [f"{delta.kind} {delta.subject}" for i, delta in enumerate(platform.deltas) if i not in seen_deltas]
+    stale = [f"{delta.kind} {delta.subject}" for i, delta in enumerate(platform.deltas)
+             if i not in seen_deltas and not delta.carried]
+    # A delta carried from the release it was written for (its fix left out, or upstream now the same):
+    # one note, not a stale delta.
+    for i, delta in enumerate(platform.deltas):
+        if i not in seen_deltas and delta.carried:
+            say(f"{delta.loc or platform.name}: note: delta {delta.kind} {delta.subject}, written for "
+                f"{delta.carried}, is no longer observed on {r.tree.tag}: upstream now does the same; end its "
+                f"'edk2:' at {delta.carried}", prefix=False)
     return per_config, unexplained, stale
 
 

@@ -408,6 +408,20 @@ def _release_holds(node: Node, path: str, ctx: _Ctx, what: str) -> bool:
         raise OvmfgenError(str(exc), _where(node, path)) from None
 
 
+def _entry_release(node: Node, path: str, ctx: _Ctx, what: str) -> tuple[bool, str]:
+    """An override's or delta's ``edk2: COND`` for this tree: (in force, the release it is carried from).
+
+    A condition naming one release (``edk2: edk2-stable202605``) marks a fix of that release's upstream:
+    on a later tree the entry stays, carried (``"edk2-stable202605"``), and applies while its patch does.
+    """
+    try:
+        cond = parse_condition(_text(node, path, what))
+        carried = cond.carried(ctx.edk2)
+        return (carried is not None or cond.holds(ctx.edk2)), carried or ""
+    except ConditionError as exc:
+        raise OvmfgenError(str(exc), _where(node, path)) from None
+
+
 def _decide(node: Node, path: str, ctx: _Ctx) -> bool:
     """Whether a ``when:`` mapping holds for this load (features and the edk2 release)."""
     cond = _mapping(node, path, "when", WHEN_KEYS)
@@ -683,15 +697,18 @@ def _deltas(node: tuple[Node | None, str], ctx: _Ctx) -> tuple[Delta, ...]:
                 if req not in keys:
                     raise OvmfgenError(f"delta: missing '{req}'", _where(item, dpath2))
             # {edk2: COND}: a difference only some releases have (a release-only override's file).
-            if "edk2" in keys and not _release_holds(keys["edk2"][1], dpath2, ctx, "delta edk2"):
-                continue
+            carried = ""
+            if "edk2" in keys:
+                in_force, carried = _entry_release(keys["edk2"][1], dpath2, ctx, "delta edk2")
+                if not in_force:
+                    continue
             kind = _text(keys["kind"][1], dpath2, "delta kind").strip()
             if kind not in DELTA_KINDS:
                 raise OvmfgenError(f"delta kind '{kind}' is not one of: {', '.join(DELTA_KINDS)}",
                                    _where(keys["kind"][1], dpath2))
             deltas.append(Delta(kind, _text(keys["subject"][1], dpath2, "delta subject").strip(),
                                 " ".join(_text(keys["reason"][1], dpath2, "delta reason").split()),
-                                loc=_where(item, dpath2)))
+                                loc=_where(item, dpath2), carried=carried))
     return tuple(deltas)
 
 
@@ -746,7 +763,8 @@ def _override_entry(item: MappingNode, opath: str, ctx: _Ctx) -> Override | None
 
     {path: P, per_tree: true}: one copy per edk2 tree (overrides/<platform>/<tag>/P);
     {patch: NAME.patch}: a unified diff applied to the tree's files (platform/overrides.py);
-    {edk2: COND}: only for the trees that condition holds for (a fix of one release's upstream bug);
+    {edk2: COND}: only for the trees that condition holds for; a condition naming one release (a fix of
+    that release's upstream bug) also carries the entry to later trees, while its patch applies;
     {commit: {subject, body}}: the entry's commit in the upstream series (invoke patch).
     """
     okeys = _mapping(item, opath, "override", ("path", "patch", "per_tree", "edk2", "commit"))
@@ -754,8 +772,11 @@ def _override_entry(item: MappingNode, opath: str, ctx: _Ctx) -> Override | None
         raise OvmfgenError("override: needs one of 'path' (a whole file) or 'patch' (a unified diff)",
                            _where(item, opath))
     key = "path" if "path" in okeys else "patch"
-    if "edk2" in okeys and not _release_holds(okeys["edk2"][1], opath, ctx, "override edk2"):
-        return None
+    carried = ""
+    if "edk2" in okeys:
+        in_force, carried = _entry_release(okeys["edk2"][1], opath, ctx, "override edk2")
+        if not in_force:
+            return None
     per_tree = False
     if "per_tree" in okeys:
         flag = _text(okeys["per_tree"][1], opath, "override per_tree").strip().lower()
@@ -763,6 +784,10 @@ def _override_entry(item: MappingNode, opath: str, ctx: _Ctx) -> Override | None
             raise OvmfgenError(f"override per_tree: expected true or false, got '{flag}'",
                                _where(okeys["per_tree"][1], opath))
         per_tree = flag == "true"
+    # Only one diff for every tree can be carried (applying it tells whether it still fits): a whole file
+    # or a per-tree copy names its trees, and stays with them.
+    if carried and (key != "patch" or per_tree):
+        return None
     subject = body = ""
     if "commit" in okeys:
         ckeys = _mapping(okeys["commit"][1], opath, "override commit", ("subject", "body"))
@@ -771,7 +796,8 @@ def _override_entry(item: MappingNode, opath: str, ctx: _Ctx) -> Override | None
         subject = " ".join(_text(ckeys["subject"][1], opath, "override commit subject").split())
         body = _text(ckeys["body"][1], opath, "override commit body").strip("\n")
     return Override(_text(okeys[key][1], opath, f"override {key}").strip(), per_tree=per_tree,
-                    commit_subject=subject, commit_body=body, patch=key == "patch", loc=_where(item, opath))
+                    commit_subject=subject, commit_body=body, patch=key == "patch", loc=_where(item, opath),
+                    carried=carried)
 
 
 def _fd_name(node: tuple[Node | None, str]) -> str:

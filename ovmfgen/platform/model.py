@@ -247,6 +247,8 @@ class Delta:
     subject: str       # what differs, in the diff's own words (e.g. "PLATFORM_NAME")
     reason: str
     loc: Location | None = _loc()
+    # The release its ``edk2:`` condition names, when this tree is a later one (a fix carried forward).
+    carried: str = ""
 
 
 @dataclass(frozen=True)
@@ -283,6 +285,9 @@ class Override:
     commit_body: str = ""
     patch: bool = False
     loc: Location | None = _loc()
+    # The release its ``edk2:`` condition names, when this tree is a later one: the entry is a fix of that
+    # release's upstream, applied while its patch applies (platform/overrides.py says when it no longer does).
+    carried: str = ""
 
     def source(self, tag: str | None) -> str:
         """The file's path relative to overrides/<platform>/ for the edk2 tree tagged ``tag``."""

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.model import Override, Platform
 from ovmfgen.run import run
+from ovmfgen.ui import say
 
 _TARGET_RE = re.compile(rb"^(---|\+\+\+) (\S+)", re.MULTILINE)
 
@@ -123,22 +124,37 @@ def override_steps(platform: Platform, overrides_root: Path, tag: str, tree_root
         except OSError as exc:
             raise OvmfgenError(f"cannot read override {where}: {exc.strerror or exc}", ov.loc) from None
         if ov.patch:
-            base = {}
-            for rel in patch_targets(data, where, ov):
-                if rel in current:
-                    base[rel] = current[rel]
-                    continue
-                try:
-                    base[rel] = (tree_root / rel).read_bytes()
-                except OSError:
-                    raise OvmfgenError(f"override patch {where} changes {rel}, which {tag} does not have",
-                                       ov.loc) from None
-            files = apply_patch(data, base, where, tag, ov)
+            try:
+                files = _patched(data, current, where, tag, tree_root, ov)
+            except OvmfgenError as exc:
+                if not ov.carried:
+                    raise
+                # A fix of an older release's upstream that no longer applies: upstream changed (most often:
+                # fixed) what it fixes. Said in one line at the entry, never dropped silently.
+                say(f"{exc.location or platform.name}: note: override patch {exc.message.removeprefix('override patch ')}"
+                    f"; written for {ov.carried}, it is not applied to this later tree: if upstream fixed what it "
+                    f"fixes, end its 'edk2:' at {ov.carried}, else rewrite it", prefix=False)
+                continue
         else:
             files = {ov.path: data}
         current.update(files)
         steps.append(OverrideStep(ov, source, tuple(sorted(files.items()))))
     return tuple(steps)
+
+
+def _patched(data: bytes, current: dict[str, bytes], where: str, tag: str, tree_root: Path,
+             ov: Override) -> dict[str, bytes]:
+    """The files the patch ``data`` makes of the tree's (or an earlier entry's) files."""
+    base = {}
+    for rel in patch_targets(data, where, ov):
+        if rel in current:
+            base[rel] = current[rel]
+            continue
+        try:
+            base[rel] = (tree_root / rel).read_bytes()
+        except OSError:
+            raise OvmfgenError(f"override patch {where} changes {rel}, which {tag} does not have", ov.loc) from None
+    return apply_patch(data, base, where, tag, ov)
 
 
 def override_files(steps: tuple[OverrideStep, ...]) -> dict[str, bytes]:

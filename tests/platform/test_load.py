@@ -61,8 +61,9 @@ def test_when_selects_by_edk2_release(tmp_path: Path) -> None:
     assert [s for s in p.dsc[0].body if isinstance(s, Define)] == [Define("T", "old")]
     with pytest.raises(OvmfgenError) as ei:
         load_platform(path, platforms_dir=tmp_path, edk2="my-branch")
-    assert str(ei.value).endswith("m.yaml:21:22: error: the edk2 tree 'my-branch' has no release date number "
-                                  "(edk2-stableYYYYMM), so 'edk2: >= edk2-stable202605' cannot be decided")
+    assert str(ei.value).endswith("m.yaml:21:22: error: the edk2 tree 'my-branch' is neither a release tag "
+                                  "(edk2-stableYYYYMM) nor git describe past one (edk2-stableYYYYMM-N-gHASH), so "
+                                  "'edk2: >= edk2-stable202605' cannot be decided")
 
 
 def test_release_ranges_and_whole_sections(tmp_path: Path) -> None:
@@ -173,6 +174,20 @@ def test_override_edk2_condition_keeps_it_for_those_trees_only(tmp_path: Path) -
         assert [o.path for o in p.overrides] == want, tag
     p = load_platform(path, platforms_dir=tmp_path, edk2="edk2-stable202605")
     assert p.overrides[0].source("edk2-stable202605") == "edk2-stable202605/OvmfPkg/Sec/SecMain.c"
+
+
+def test_a_one_release_patch_is_carried_to_later_trees(tmp_path: Path) -> None:
+    # {patch: P, edk2: TAG}: a fix of TAG's upstream. Later trees (a later release, a checkout past TAG)
+    # keep it, marked carried (platform/overrides.py applies it while it applies); earlier ones never see it.
+    entry = ("overrides:\n  - patch: patches/fix.patch\n    edk2: edk2-stable202605\n"
+             "deltas:\n  - kind: file\n    subject: OvmfPkg/X.c\n    edk2: edk2-stable202605\n    reason: r\n")
+    path = write(tmp_path, "m", MINI.replace("features:\n", entry + "features:\n", 1))
+    for tag, carried in (("edk2-stable202502", None), ("edk2-stable202605", ""),
+                         ("edk2-stable202605-3-g5ccd4da", "edk2-stable202605"),
+                         ("edk2-stable202611", "edk2-stable202605")):
+        p = load_platform(path, platforms_dir=tmp_path, edk2=tag)
+        assert [o.carried for o in p.overrides] == ([] if carried is None else [carried]), tag
+        assert [d.carried for d in p.deltas] == ([] if carried is None else [carried]), tag
 
 
 def test_delta_edk2_condition_keeps_it_for_those_trees_only(tmp_path: Path) -> None:
