@@ -219,7 +219,8 @@ def _concat_seqs(base: Node, over: Node) -> Node:
 
 # Each ``${var}`` and the feature it comes from.
 VARIABLE_FEATURES = {"fd_size_kb": "fd_size", "fd_size": "fd_size", "network": "network", "shell": "shell",
-                     "timer": "timer", "debug_output": "debug_output", "sb_store_offset": "secure_boot"}
+                     "timer": "timer", "debug_output": "debug_output", "sb_store_offset": "secure_boot",
+                     "elf_base": "secure_boot"}
 #: An open feature's value (a key set name): what ``--feature secure_boot=NAME`` may say.
 _OPEN_VALUE_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -592,8 +593,10 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
     section = _secure_boot_section(get("secure_boot"))
     secure_boot = _secure_boot(section, features, feature_overrides or {}, (fnode, fpath), path.parent)
     variables = feature_variables(features)
+    elf_spec = _elf(get("elf"), secure_boot)
     if section is not None:
         variables["sb_store_offset"] = f"0x{section.offset:x}"
+        variables["elf_base"] = f"0x{(elf_spec.base if elf_spec else 0x100000):x}"
     ctx = _Ctx(path.stem, _fragments(path, get("fragments")), variables, features, edk2)
     if get("secure_boot")[0] is not None:
         ctx.features_read.add("secure_boot")
@@ -607,7 +610,7 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
         name=path.stem, source=doc.path, dsc_name=dsc_name, package_dir=package_dir,
         description=_description(get("description")),
         features=tuple(sorted(features.items())), dsc=dsc, fdf=fdf, deltas=_deltas(get("deltas"), ctx),
-        upstream=_upstream(get("upstream")), elf=_elf(get("elf"), secure_boot),
+        upstream=_upstream(get("upstream")), elf=elf_spec,
         overrides=_overrides(get("overrides"), ctx),
         fd_name=_fd_name(get("publish")), copyright=_copyright(get("copyright")),
         default_features=default_features, features_read=tuple(sorted(ctx.features_read)), edk2=edk2,
