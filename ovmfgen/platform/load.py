@@ -219,8 +219,7 @@ def _concat_seqs(base: Node, over: Node) -> Node:
 
 # Each ``${var}`` and the feature it comes from.
 VARIABLE_FEATURES = {"fd_size_kb": "fd_size", "fd_size": "fd_size", "network": "network", "shell": "shell",
-                     "timer": "timer", "debug_output": "debug_output", "sb_store_offset": "secure_boot",
-                     "elf_base": "secure_boot"}
+                     "timer": "timer", "debug_output": "debug_output", "sb_store_offset": "secure_boot"}
 #: An open feature's value (a key set name): what ``--feature secure_boot=NAME`` may say.
 _OPEN_VALUE_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -594,9 +593,12 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
     secure_boot = _secure_boot(section, features, feature_overrides or {}, (fnode, fpath), path.parent)
     variables = feature_variables(features)
     elf_spec = _elf(get("elf"), secure_boot)
+    if secure_boot is not None and elf_spec is not None and elf_spec.base != SECURE_BOOT_PVH_BASE:
+        raise OvmfgenError(f"feature secure_boot: elf.base is 0x{elf_spec.base:x}, but the firmware looks for its "
+                           f"keys at 0x{SECURE_BOOT_PVH_BASE:x} in a PVH guest (the load address Xen uses)",
+                           Location(doc.path, 1, 1))
     if section is not None:
         variables["sb_store_offset"] = f"0x{section.offset:x}"
-        variables["elf_base"] = f"0x{(elf_spec.base if elf_spec else 0x100000):x}"
     ctx = _Ctx(path.stem, _fragments(path, get("fragments")), variables, features, edk2)
     if get("secure_boot")[0] is not None:
         ctx.features_read.add("secure_boot")
@@ -830,6 +832,11 @@ def _description(node: tuple[Node | None, str]) -> str:
 #: Secure Boot needs the 4 MiB layout: its PcdMaxAuthVariableSize (0x8400) holds a current dbx
 #: (21-31 kB); the 2 MiB layout's (0x2800, 10 KiB) does not.
 SECURE_BOOT_FD_KB = 4096
+#: The 4 MiB layout's NV variable store region (PcdFlashNvStorageVariableSize): XenPlatformPei looks for the
+#: pre-enrolled store at each 4 KiB boundary in it, after the ELF header's page.
+SECURE_BOOT_STORE_REGION = 0x40000
+#: Where Xen loads a PVH guest's FD; XenPlatformPei looks for the store there (XEN_PVH_FD_BASE in the patch).
+SECURE_BOOT_PVH_BASE = 0x100000
 #: Owner GUID of the signature list entries ovmfgen enrolls for certificates that are not Microsoft's.
 OVMFGEN_OWNER = "6f766d66-6765-6e00-8000-6b65797365ff"
 #: Owner GUID of Microsoft's certificates (as Microsoft and virt-firmware enroll them).
@@ -947,9 +954,11 @@ def _secure_boot_section(node: tuple[Node | None, str]) -> _SecureBootSection | 
             raise OvmfgenError(f"secure_boot.store: missing '{req}'", _where(keys["store"][1], spath))
     offset = _int(store["offset"][1], spath, "secure_boot.store.offset")
     size = _int(store["size"][1], spath, "secure_boot.store.size")
-    if offset < 0x1000 or offset % 0x1000:
-        raise OvmfgenError(f"secure_boot.store.offset: 0x{offset:x} must be a multiple of 0x1000 and leave the "
-                           "PVH ELF header its page (at least 0x1000)", _where(store["offset"][1], spath))
+    if offset < 0x1000 or offset % 0x1000 or offset >= SECURE_BOOT_STORE_REGION:
+        raise OvmfgenError(f"secure_boot.store.offset: 0x{offset:x} must be a multiple of 0x1000 that leaves the "
+                           "PVH ELF header its page and lies in the NV variable store region (0x1000 to "
+                           f"0x{SECURE_BOOT_STORE_REGION - 0x1000:x}: where XenPlatformPei looks)",
+                           _where(store["offset"][1], spath))
     sets = _mapping(keys["key_sets"][1], spath, "secure_boot.key_sets")
     for name, (knode, _) in sets.items():
         if not _OPEN_VALUE_RE.match(name) or name == "off":
