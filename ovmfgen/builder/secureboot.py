@@ -21,7 +21,7 @@ from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.model import Cert, SecureBoot
 from ovmfgen.run import CommandError, run
 from ovmfgen.varstore import (
-    GLOBAL_VARIABLE_GUID, IMAGE_SECURITY_DATABASE_GUID, SECURE_BOOT_KEYS, Store, StoreError,
+    IMAGE_SECURITY_DATABASE_GUID, SECURE_BOOT_KEYS, Store, StoreError,
     check_secure_boot_store, parse_store, signature_lists,
 )
 
@@ -111,7 +111,5 @@ def describe(store: Store, sb: SecureBoot) -> dict:
     out["dbx"] = {"size": dbx.size, "entries": len(signature_lists(dbx.data)),
                   "sha256": hashlib.sha256(dbx.data).hexdigest(),
                   "source": str(ks.dbx.name) if ks.dbx is not None else "empty (virt-firmware's placeholder)"}
-    sb_var = store.get("SecureBoot", GLOBAL_VARIABLE_GUID)
-    out["secure_boot_enable"] = 1
-    out["setup_mode_at_build"] = None if sb_var is None else sb_var.data.hex()
+    out["secure_boot_enable"] = 1   # read_store checked it
     return out
