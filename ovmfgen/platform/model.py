@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Union
 
 from ovmfgen.errors import Location
@@ -301,8 +302,44 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "network": ("true", "false"),
     "shell": ("true", "false"),
     "fd_size": ("2", "1", "4"),
+    # "off" or the name of a key set of the platform's ``secure_boot.key_sets`` (open: checked on load)
+    "secure_boot": ("off",),
 }
 """Feature switches that read like the seed; ``when:`` blocks select on them at render time."""
+#: Features whose values the platform file names (besides the listed ones): checked when it is loaded.
+OPEN_FEATURES = frozenset({"secure_boot"})
+
+
+@dataclass(frozen=True)
+class Cert:
+    """A certificate a key set enrolls: a file beside the platform, or one that virt-firmware ships."""
+
+    spec: str            # as the platform file writes it (``keys/ovmfgen-test/db.pem``, ``ms-uefi-2023``)
+    path: Path           # the certificate file (PEM or DER)
+    owner: str           # the owner GUID of its signature list entry
+    loc: Location | None = _loc()
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """What a Secure Boot image enrolls: one PK, KEKs, db certificates, and a dbx (None: an empty one)."""
+
+    name: str
+    description: str
+    pk: Cert
+    kek: tuple[Cert, ...]
+    db: tuple[Cert, ...]
+    dbx: Path | None
+    loc: Location | None = _loc()
+
+
+@dataclass(frozen=True)
+class SecureBoot:
+    """Secure Boot of a build (feature ``secure_boot``): the key set, where its store sits in the FD."""
+
+    key_set: KeySet
+    store_offset: int    # FD offset of the pre-enrolled variable store (after the PVH ELF header page)
+    store_size: int      # bytes from there that the store may use (the rest of the old VarStore region)
 
 
 @dataclass(frozen=True)
@@ -326,6 +363,8 @@ class Platform:
     default_features: tuple[tuple[str, str], ...] = ()  # as the YAML sets them, before overrides
     features_read: tuple[str, ...] = ()  # the features a when: block or ${var} of this load consulted
     edk2: str = ""                  # tag of the edk2 tree it was loaded for (decided its release conditions)
+    secure_boot: SecureBoot | None = None   # feature secure_boot on: its key set and store
+    key_sets: tuple[str, ...] = ()          # the key sets feature secure_boot may name
     loc: Location | None = _loc()
 
     @property
@@ -337,6 +376,11 @@ class Platform:
     def fdf_path(self) -> str:
         """Workspace-relative path of the generated FDF."""
         return f"{self.package_dir}/{self.dsc_name}.fdf"
+
+    def feature_values(self) -> dict[str, str]:
+        """What each feature that a -D stands for takes on this platform (for the line refusing the -D)."""
+        sets = ", ".join(self.key_sets)
+        return {"secure_boot": f"'off' or a key set: {sets}" if sets else "this platform has no Secure Boot"}
 
     def feature(self, name: str) -> str:
         """The value of feature ``name`` (its default when the platform does not set it)."""

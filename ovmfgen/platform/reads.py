@@ -60,6 +60,23 @@ class UnreadSwitch(OvmfgenError):
         self.kind, self.name, self.value, self.detail = kind, name, value, detail
 
 
+#: ``-D`` switches other builds of OvmfXen take (Fedora's, Alpine's) for what ovmfgen builds as a feature:
+#: refused with the feature to write instead (SECURE_BOOT_ENABLE is read, by ShellDxe.fdf.inc, but alone it
+#: only drops the Shell: the image would have no keys).
+FEATURE_DEFINES = {"SECURE_BOOT_ENABLE": "secure_boot"}
+
+
+def refuse_feature_defines(defines: Mapping[str, str], values: Mapping[str, str], flag: str = "--define",
+                           where: Mapping[str, Location] | None = None) -> None:
+    """Raise for a define that stands for a feature; ``values`` says, per feature, what it takes."""
+    for name in sorted(defines):
+        feature = FEATURE_DEFINES.get(name)
+        if feature is not None:
+            raise UnreadSwitch(flag, "define", name, defines[name], f"ovmfgen builds this as a feature: write "
+                               f"--feature {feature}=VALUE instead ({values.get(feature, 'not available here')})",
+                               (where or {}).get(name))
+
+
 def check_defines(platform: str, defines: Mapping[str, str], read: frozenset[str], flag: str = "--define",
                   where: Mapping[str, Location] | None = None) -> None:
     """Raise for the first define (in name order) that no file of ``platform`` reads.

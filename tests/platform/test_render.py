@@ -22,6 +22,8 @@ VARIANTS = {
     "xen-pvh-edk2-stable202605": ("xen-pvh", {}, "edk2-stable202605"),
     "xen-pvh-hvcon-4M-edk2-stable202605": ("xen-pvh", {"debug_output": "hypervisor-console", "fd_size": "4"},
                                            "edk2-stable202605"),
+    "xen-pvh-secureboot": ("xen-pvh", {"secure_boot": "test"}, "edk2-stable202502"),
+    "xen-pvh-secureboot-edk2-stable202605": ("xen-pvh", {"secure_boot": "test"}, "edk2-stable202605"),
     "qemu-x64": ("qemu-x64", {}, "edk2-stable202502"),
     "qemu-x64-edk2-stable202605": ("qemu-x64", {}, "edk2-stable202605"),
 }
