@@ -920,10 +920,7 @@ def _check_certificate(data: bytes, what: str, loc: Location) -> None:
 def _key_set(name: str, node: Node, path: str, base: Path) -> KeySet:
     """One key set of ``secure_boot.key_sets`` (its certificate files read and checked)."""
     what = f"secure_boot.key_sets.{name}"
-    keys = _mapping(node, path, what, _KEY_SET_KEYS)
-    for req in ("pk", "kek", "db"):
-        if req not in keys:
-            raise OvmfgenError(f"{what}: missing '{req}'", _where(node, path))
+    keys = _fields(node, path, what, _KEY_SET_KEYS, ("pk", "kek", "db"))
     shipped = shipped_certs()
 
     def certs(key: str) -> tuple[Cert, ...]:
@@ -965,19 +962,24 @@ class _SecureBootSection:
     path: str
 
 
+def _fields(node: Node, path: str, what: str, allowed: tuple[str, ...],
+            required: tuple[str, ...]) -> dict[str, tuple[Node, Node]]:
+    """A mapping with only ``allowed`` keys, each of ``required`` present (else one line naming the first missing)."""
+    keys = _mapping(node, path, what, allowed)
+    for req in required:
+        if req not in keys:
+            raise OvmfgenError(f"{what}: missing '{req}'", _where(node, path))
+    return keys
+
+
 def _secure_boot_section(node: tuple[Node | None, str]) -> _SecureBootSection | None:
     """``secure_boot:`` -> where the store goes and the key sets by name (checked whether the feature is on
     or not, like a ``when:`` block's unused arm)."""
     snode, spath = node
     if snode is None:
         return None
-    keys = _mapping(snode, spath, "secure_boot", ("store", "key_sets"))
-    if "store" not in keys or "key_sets" not in keys:
-        raise OvmfgenError("secure_boot: needs 'store' and 'key_sets'", _where(snode, spath))
-    store = _mapping(keys["store"][1], spath, "secure_boot.store", ("offset", "size"))
-    for req in ("offset", "size"):
-        if req not in store:
-            raise OvmfgenError(f"secure_boot.store: missing '{req}'", _where(keys["store"][1], spath))
+    keys = _fields(snode, spath, "secure_boot", ("store", "key_sets"), ("store", "key_sets"))
+    store = _fields(keys["store"][1], spath, "secure_boot.store", ("offset", "size"), ("offset", "size"))
     offset = _int(store["offset"][1], spath, "secure_boot.store.offset")
     size = _int(store["size"][1], spath, "secure_boot.store.size")
     if offset < 0x1000 or offset % 0x1000 or offset >= SECURE_BOOT_STORE_REGION:
