@@ -26,7 +26,9 @@ def test_xen_pvh_shows_only_listed_deltas(edk2_tree) -> None:
                        ("file", "OvmfPkg/Sec/SecMain.c"),
                        # The NvVars fix: one patch override changing two files.
                        ("file", "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"),
-                       ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf")}
+                       ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
+                       ("file", "OvmfPkg/XenPlatformPei/Platform.c"),
+                       ("file", "OvmfPkg/XenPlatformPei/XenPlatformPei.inf")}
     four = {(d.kind, d.subject) for d in per_config["FD_SIZE_4MB=TRUE"]}
     assert ("fd-region", "FD.OVMF 0x0|0x40000") in four
 
@@ -45,7 +47,8 @@ def test_xen_pvh_shows_only_listed_deltas_on_202605(edk2_tree_202605) -> None:
         # on top of 202605's Shell patch and to the INF.
         ("file", "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"),
         ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
-        ("file", "OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPortNocheck.inf")}
+        ("file", "OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPortNocheck.inf"),
+        ("file", "OvmfPkg/XenPlatformPei/Platform.c"), ("file", "OvmfPkg/XenPlatformPei/XenPlatformPei.inf")}
     # With the hypervisor console the fixed INF makes every module resolve MemDebugLogLib (upstream: no link).
     assert {(d.kind, d.subject.split(": ")[-1]) for d in per_config["DEBUG_ON_HYPERVISOR_CONSOLE=TRUE"]
             if d.kind == "library"} == {("library", "MemDebugLogLib")}
