@@ -28,11 +28,15 @@ OS_MARKER = "OVMFGEN-OS-" "REACHED"
 SB_MARKER = "OVMFGEN-SECURE-" "BOOT"
 #: What the Secure Boot disks' grub.cfg echoes before each step (how far GRUB got).
 GRUB_MARKER = "OVMFGEN-GRUB:"
-#: A Secure Boot refusal on the guest's console (grep -E, also dom0's): edk2's BdsDxe
-#: (PlatformBmPrintScLib: ``... Access Denied -- rejected probably by Secure Boot``), shim
-#: (``Verification failed: (0x1A) Security Violation``), Debian's GRUB through shim's protocol.
-SB_REFUSED = (r"rejected probably by Secure Boot|Verification failed: \(0x1A\)|bad shim signature"
-              r"|prohibited by secure boot policy")
+#: A Secure Boot refusal on the guest's console (grep -E, also dom0's): edk2's BdsDxe (PlatformBmPrintScLib)
+#: prints ``BdsDxe: failed to load Boot0001 "..." from ...: Access Denied``, from edk2-stable202511 on
+#: followed by `` -- rejected probably by Secure Boot`` (LoadImage under the DENY policy, 0x04), or
+#: ``failed to start ...: Security Violation`` (a deferred policy); shim prints ``Verification failed:
+#: (0x1A) Security Violation``; Debian's GRUB, through shim's protocol, ``bad shim signature``.
+SB_REFUSED = (r"rejected probably by Secure Boot"
+              r"|BdsDxe: failed to load Boot[0-9A-Fa-f]{4} .*: Access Denied"
+              r"|BdsDxe: failed to start Boot[0-9A-Fa-f]{4} .*: Security Violation"
+              r"|Verification failed: \(0x1A\)|bad shim signature|prohibited by secure boot policy")
 #: The Linux kernel's banner: a user's disk (``--disk``) that shows it has handed over to an OS.
 LINUX_BANNER = "Linux version "
 #: OvmfPkg's gXenBusProtocolGuid: a device path through it is a Xen PV device (XenBusDxe's child).
