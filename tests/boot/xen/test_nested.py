@@ -76,7 +76,7 @@ def test_qemu_argv_rejects_module_paths_qemu_would_split():
 
 
 def test_boot_xen_command_rejects_an_unknown_mode_before_anything_else(tmp_path):
-    with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'both': expected all, hvm, os, persist, pvh$"):
+    with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'both': expected all, hvm, os, persist, pvh, sb$"):
         nested.boot_xen_command(tmp_path / "missing.elf", mode="both")
 
 
