@@ -62,13 +62,18 @@ SIGN_TOOLS = {"sbsign": "sbsigntool", "sbverify": "sbsigntool", "faketime": "fak
 #: The key set the tests enroll (``--feature secure_boot=test``): its db key signs the ``signed`` UKI.
 TEST_KEYS = PLATFORMS_DIR / "keys" / "ovmfgen-test"
 #: Bump when the way the disks are made changes (forces a rebuild of the cache entry).
-SB_DISK_RECIPE = 1
+SB_DISK_RECIPE = 2
 #: The disks, in the order they are made; ``SbDisks.path`` names them.
 SB_DISK_NAMES = ("unsigned", "signed", "shim-uki", "shim-grub")
 #: Where the kernel and initramfs sit on the shim-grub disk's ESP (GRUB's ``linux``/``initrd`` paths).
 GRUB_KERNEL = "ovmfgen/vmlinuz"
 GRUB_INITRD = "ovmfgen/initrd.img"
 SECURE_BOOT_VAR = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+#: Room on each ESP beyond its files (FATs, directories), and its least size (FAT16 with one sector per
+#: cluster wants at least 4085 clusters). The disks are sized to their files: every guest's disk is
+#: copied into dom0's initramfs, which shares dom0's memory with everything else.
+ESP_SLACK_KIB = 1024
+ESP_MIN_KIB = 4 * 1024
 
 _BB = "/bin/busybox"
 _INIT = f"""#!/bin/busybox sh
@@ -198,6 +203,12 @@ def sign_image(image: Path, cert: Path, key: Path, out: Path) -> Path:
     return out
 
 
+def esp_kib(files: dict[str, Path]) -> int:
+    """The size of an ESP holding ``files``: their sizes plus ESP_SLACK_KIB, in whole MiB, at least ESP_MIN_KIB."""
+    need = sum(-(-p.stat().st_size // 1024) for p in files.values()) + ESP_SLACK_KIB
+    return max(ESP_MIN_KIB, -(-need // 1024) * 1024)
+
+
 def build_sb_disks(kernel: Path, stub: Path, busybox: Path, efivarfs_ko: Path, shim: Path, grub: Path,
                    cert: Path, key: Path, work: Path) -> dict[str, bytes]:
     """The Secure Boot disks' bytes by name (SB_DISK_NAMES) from their pieces (paths on the host)."""
@@ -216,7 +227,8 @@ def build_sb_disks(kernel: Path, stub: Path, busybox: Path, efivarfs_ko: Path, s
         "shim-grub": {"EFI/BOOT/BOOTX64.EFI": shim, "EFI/BOOT/grubx64.efi": grub, "EFI/BOOT/grub.cfg": cfg,
                       "EFI/debian/grub.cfg": cfg, GRUB_KERNEL: kernel, GRUB_INITRD: initrd},
     }
-    return {name: gpt_disk(fat_image(work / f"esp-{name}.img", esps[name], label="OVMFGENSB"),
+    return {name: gpt_disk(fat_image(work / f"esp-{name}.img", esps[name], size_kib=esp_kib(esps[name]),
+                                     label="OVMFGENSB"),
                            label=f"ovmfgen-sb-{name}")
             for name in SB_DISK_NAMES}
 

@@ -130,7 +130,7 @@ def test_invoke_boot_bad_xen_argument_is_one_line(args, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--mode", "kvm"], "error: unknown Xen boot mode 'kvm': expected all, hvm, os, persist, pvh"),
+    (["--mode", "kvm"], "error: unknown Xen boot mode 'kvm': expected all, hvm, os, persist, pvh, sb"),
     (["--disk", "missing.img"], "error: missing.img: no such disk image"),
     (["--disk", "notes.txt"], "error: notes.txt: not a disk image (no MBR/GPT boot signature 0x55AA at byte 510)"),
     (["--disk", "good.img", "--mode", "os"], "error: --disk boots your disk in --mode all, hvm, pvh, not 'os'"),

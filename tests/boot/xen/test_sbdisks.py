@@ -75,6 +75,14 @@ def test_signing_time_is_the_certificates_not_before():
     assert nb.tzinfo is timezone.utc and datetime(2026, 1, 1, tzinfo=timezone.utc) < nb
 
 
+def test_esps_are_sized_to_their_files(tmp_path):
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.write_bytes(b"x" * 1000)
+    big.write_bytes(b"x" * (10 * 1024 * 1024 + 1))
+    assert sbdisks.esp_kib({"a": small}) == sbdisks.ESP_MIN_KIB
+    assert sbdisks.esp_kib({"a": big, "b": small}) == 12 * 1024  # 10 MiB + 1 KiB + 1 KiB + the slack: 12 MiB
+
+
 @needs_tools
 def test_sign_image_is_reproducible_and_verifies_only_against_the_db_cert(tmp_path):
     cert, key = sbdisks.signing_pair(KEYS)
