@@ -24,6 +24,7 @@ from ovmfgen.boot.xen.verdicts import (
     LINUX_BANNER,
     OS_MARKER,
     RESULT,
+    SB_REFUSED,
     Verdict,
     XL_PREFIX,
 )
@@ -70,7 +71,15 @@ MODES = ("pvh", "hvm")
 #: shell: the firmware as built, no disk, to the UEFI Shell; os: the OS disk (osdisk.py) booted by the
 #: firmware's boot manager, to the marker its Linux prints; persist: the persistence disk, booted
 #: twice (persist.py); disk: a user's disk (``--disk``), as far as it gets; ud2: the negative control.
-PAYLOADS = ("shell", "os", "persist", "disk", "ud2")
+#: The Secure Boot guests (sbdisks.py; for a Secure Boot build): sb-refused: the project's UKI unsigned,
+#: which the firmware must refuse; sb-signed: the same UKI signed with the key set's db key, to the OS;
+#: sb-shim: Debian's Microsoft-signed shim -> the signed UKI; sb-os: shim -> Debian-signed GRUB ->
+#: Debian-signed kernel. An sb-* guest that reaches the OS passes only with Secure Boot on.
+PAYLOADS = ("shell", "os", "persist", "disk", "ud2", "sb-refused", "sb-signed", "sb-shim", "sb-os")
+#: The Secure Boot payloads and the disk each boots (``sbdisks.SB_DISK_NAMES``).
+SB_PAYLOAD_DISKS = {"sb-refused": "unsigned", "sb-signed": "signed", "sb-shim": "shim-uki", "sb-os": "shim-grub"}
+#: The Secure Boot guest set of one mode: the refusal first (quick), the GRUB chain last.
+_SB_SET = ("sb-refused", "sb-signed", "sb-shim", "sb-os")
 #: ``--mode`` choices and the guest set each runs, in order; ``all`` ends with the negative control.
 MODE_SETS = {
     "pvh": (("pvh", "shell"),),
@@ -79,10 +88,12 @@ MODE_SETS = {
     "persist": (("pvh", "persist"), ("hvm", "persist")),
     "all": (("pvh", "shell"), ("pvh", "os"), ("hvm", "shell"), ("hvm", "os"), ("pvh", "persist"),
             ("hvm", "persist"), ("pvh", "ud2")),
+    # A Secure Boot build's guest set (``--feature secure_boot=...``): PVH, then HVM.
+    "sb": tuple((mode, payload) for mode in ("pvh", "hvm") for payload in _SB_SET),
 }
 #: The payloads a nightly cell can name (``parse_guest_spec``): the guest set's (an os guest boots the
-#: project's OS disk, ``nested.with_disks``).
-SPEC_PAYLOADS = ("shell", "os", "ud2")
+#: project's OS disk, an sb-* guest its Secure Boot disk, ``nested.with_disks``).
+SPEC_PAYLOADS = ("shell", "os", "ud2", *_SB_SET)
 #: HVM guests' device model as Debian's qemu-system-xen installs it in dom0.
 DEVICE_MODEL = "/usr/libexec/xen-qemu-system-i386"
 #: dom0's hotplug script for a guest disk: a loop device on the image file, announced in xenstore.
@@ -91,7 +102,9 @@ BLOCK_SCRIPT = "/ovmfgen/block-loop"
 SHELL_COUNTDOWN = "Press .*ESC.* in [0-9]* seconds"
 #: What dom0 waits for on each payload's console (grep -E), and the event it reports.
 WANT = {"shell": ("Shell>", "shell"), "os": (OS_MARKER, "os"), "persist": (DONE, "persist"),
-        "disk": (f"{OS_MARKER}|{LINUX_BANNER}[0-9]", "os"), "ud2": ("Shell>", "shell")}
+        "disk": (f"{OS_MARKER}|{LINUX_BANNER}[0-9]", "os"), "ud2": ("Shell>", "shell"),
+        "sb-refused": (SB_REFUSED, "refused"), "sb-signed": (OS_MARKER, "os"), "sb-shim": (OS_MARKER, "os"),
+        "sb-os": (OS_MARKER, "os")}
 
 
 @dataclass(frozen=True)
@@ -116,10 +129,18 @@ class XenGuest:
 
     @property
     def expected(self) -> Verdict:
-        """What a correct firmware yields: the Shell, the OS, or for the ud2 control a crash."""
+        """What a correct firmware yields: the Shell, the OS, for the ud2 control a crash, for the unsigned
+        image a Secure Boot refusal."""
         if self.payload == "ud2":
             return Verdict.GUEST_CRASHED
-        return Verdict.OS_REACHED if self.payload in ("os", "disk") else Verdict.SHELL_REACHED
+        if self.payload == "sb-refused":
+            return Verdict.SECURE_BOOT_REFUSED
+        return Verdict.OS_REACHED if self.payload in ("os", "disk", *SB_PAYLOAD_DISKS) else Verdict.SHELL_REACHED
+
+    @property
+    def secure_boot(self) -> bool:
+        """True for the Secure Boot guests: they pass only with Secure Boot on."""
+        return self.payload in SB_PAYLOAD_DISKS
 
     @property
     def runs(self) -> tuple[str, ...]:
@@ -149,18 +170,22 @@ class GuestSpec:
 
 
 def parse_guest_spec(text: str) -> GuestSpec:
-    """``pvh-shell``, ``hvm-shell``, ``pvh-ud2``, ``pvh-shell-4M``... -> GuestSpec, or one clear error."""
-    parts = str(text).split("-")
-    if len(parts) not in (2, 3) or parts[0] not in MODES or parts[1] not in SPEC_PAYLOADS:
+    """``pvh-shell``, ``hvm-shell``, ``pvh-ud2``, ``pvh-shell-4M``, ``hvm-sb-refused``... -> GuestSpec, or one
+    clear error (a payload may hold a dash: the longest payload that fits wins)."""
+    mode, _, rest = str(text).partition("-")
+    payload = next((p for p in sorted(SPEC_PAYLOADS, key=len, reverse=True)
+                    if rest == p or rest.startswith(p + "-")), None)
+    tail = rest[len(payload) + 1:] if payload is not None else ""
+    if mode not in MODES or payload is None or (payload != rest and (not tail or "-" in tail)):
         raise OvmfgenError(f"guest '{text}' is not MODE-PAYLOAD[-FDSIZE] (modes: {', '.join(MODES)}; "
                            f"payloads: {', '.join(SPEC_PAYLOADS)}; e.g. pvh-shell-4M)")
     size = None
-    if len(parts) == 3:
+    if tail:
         try:
-            size = fd_size_label(parse_fd_size(parts[2]) or 0)
+            size = fd_size_label(parse_fd_size(tail) or 0)
         except OvmfgenError as exc:
             raise OvmfgenError(f"guest '{text}': {exc.message}") from None
-    return GuestSpec(parts[0], parts[1], size)
+    return GuestSpec(mode, payload, size)
 
 
 def check_mode(mode: str) -> tuple[tuple[str, str], ...]:
@@ -334,6 +359,7 @@ def dom0_test_script(deadline: GuestDeadline, names: Sequence[str] = (GUEST_NAME
         "OV_EVENT": EVENT, "OV_RESULT": RESULT, "OV_GUEST_START": GUEST_START, "OV_GUEST_STOP": GUEST_STOP,
         "OV_XL_PREFIX": XL_PREFIX, "OV_GUEST_PREFIX": GUEST_PREFIX, "OV_GUEST_BEGIN": GUEST_BEGIN,
         "OV_GUEST_END": GUEST_END, "OV_DEADLINE": DEADLINE, "OV_SHELL_COUNTDOWN": SHELL_COUNTDOWN,
+        "OV_SB_REFUSED": SB_REFUSED,
         "OV_IDLE_S": deadline.idle_s, "OV_CAP_S": deadline.cap_s, "OV_TICK_S": deadline.tick_s,
         "OV_CALIBRATION_LOOPS": CALIBRATION_LOOPS, "OV_CALIBRATION_REFERENCE_S": CALIBRATION_REFERENCE_S,
         "OV_MAX_SCALE": MAX_SCALE,

@@ -15,10 +15,18 @@ from pathlib import Path
 from ovmfgen.boot.xen.cache import XenAssets, prepare_xen_cache
 from ovmfgen.boot.xen.debian import XEN_417, XenRelease, check_xen
 from ovmfgen.boot.xen.gpt import check_disk_image
-from ovmfgen.boot.xen.guests import GUEST_MEMORY_MIB, GuestDeadline, XenGuest, check_mode, overlay_cpio
+from ovmfgen.boot.xen.guests import (
+    GUEST_MEMORY_MIB,
+    SB_PAYLOAD_DISKS,
+    GuestDeadline,
+    XenGuest,
+    check_mode,
+    overlay_cpio,
+)
 from ovmfgen.boot.xen.limits import known_limit
 from ovmfgen.boot.xen.osdisk import persist_disk, prepare_os_disk
 from ovmfgen.boot.xen.persist import persistence_outcome, startup_nsh
+from ovmfgen.boot.xen.sbdisks import prepare_sb_disks
 from ovmfgen.boot.xen.verdicts import (
     Verdict,
     XenBootResult,
@@ -197,8 +205,22 @@ class GuestOutcome:
 
     @property
     def ok(self) -> bool:
-        """True when the verdict is the expected one (the Shell; a crash for the ud2 control)."""
-        return self.result.verdict is self.guest.expected
+        """True when the verdict is the expected one (the Shell; a crash for the ud2 control); a Secure Boot
+        guest that reached its OS also needs its logs to say Secure Boot was on."""
+        if self.result.verdict is not self.guest.expected:
+            return False
+        if self.guest.secure_boot and self.result.verdict is Verdict.OS_REACHED:
+            return self.result.secure_boot.enabled is True
+        return True
+
+    @property
+    def why_not(self) -> str:
+        """Why ``ok`` is False, in words ('' when it is True)."""
+        if self.ok:
+            return ""
+        if self.result.verdict is self.guest.expected:
+            return f"{self.result.secure_boot.text}: a Secure Boot guest passes only with Secure Boot on"
+        return f"expected {self.guest.expected}"
 
 
 def guest_log_names(guest: XenGuest, label: str | None = None) -> tuple[str, str]:
@@ -219,13 +241,16 @@ def make_guests(kinds: Sequence[tuple[str, str]], image: Path, out_dir: Path,
 def with_disks(guests: Sequence[XenGuest], out_dir: Path, disk: Path | None = None) -> list[XenGuest]:
     """``guests``, each with the disk its payload needs.
 
-    os: the cached OS disk; persist: a fresh persistence disk per guest in ``out_dir``; disk: ``disk``.
+    os: the cached OS disk; persist: a fresh persistence disk per guest in ``out_dir``; disk: ``disk``;
+    sb-*: the cached Secure Boot disks (``sbdisks``, signed with the test key set's db key).
     """
     out: list[XenGuest] = []
     for g in guests:
         d: Path | None = g.disk
         if g.payload == "os":
             d = prepare_os_disk()
+        elif g.payload in SB_PAYLOAD_DISKS:
+            d = prepare_sb_disks().path(SB_PAYLOAD_DISKS[g.payload])
         elif g.payload == "persist":
             d = Path(out_dir) / f"xen-{g.mode}-persist{'-' + g.variant if g.variant else ''}-disk.img"
             with tempfile.TemporaryDirectory(prefix="ovmfgen-persist-") as tmp:
@@ -374,8 +399,9 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
         "guests": [{
             "name": o.guest.name, "xen": v.hypervisor, "mode": o.guest.mode, "payload": o.guest.payload,
             "variant": o.guest.variant, "image": display_path(o.guest.image), "verdict": o.result.verdict.value,
-            "expected": o.guest.expected.value, "ok": o.ok, "detail": o.result.detail,
+            "expected": o.guest.expected.value, "ok": o.ok, "why_not": o.why_not or None, "detail": o.result.detail,
             "seconds_to_shell": o.result.shell_seconds, "seconds_to_os": o.result.os_seconds,
+            "seconds_to_refusal": o.result.refused_seconds, "secure_boot": o.result.secure_boot.as_json(),
             "wall_seconds": o.result.wall_seconds,
             "disk": display_path(o.guest.disk) if o.guest.disk else None,
             "persistence": o.persistence, "attempts": o.result.attempts,
@@ -448,7 +474,7 @@ def boot_xen_command(image: Path | str, timeout: float | None = None, mode: str 
         guests = make_guests(kinds, path, out_dir, Path(disk) if disk else None)
         outcomes = boot_xen_guests(guests, out_dir, timeout=timeout, xen=release)
     for o in outcomes:
-        mark = "ok" if o.ok else f"FAILED (expected {o.guest.expected})"
+        mark = "ok" if o.ok else f"FAILED ({o.why_not})"
         print(f"{o.guest.mode} {o.guest.payload}: {format_result(o.result)} - {mark}; "
               f"log: {display_path(o.result.serial_log or out_dir)}", flush=True)
         if o.persistence is not None:
@@ -462,5 +488,5 @@ def boot_xen_command(image: Path | str, timeout: float | None = None, mode: str 
         o = bad[0]
         raise OvmfgenError(f"{display_path(path)}: {o.guest.mode} {o.guest.payload} guest under Xen {release.series}: "
                            f"{o.result.verdict}{': ' + o.result.detail if o.result.detail else ''} "
-                           f"(expected {o.guest.expected})")
+                           f"({o.why_not})")
     return outcomes

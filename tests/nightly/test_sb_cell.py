@@ -1,0 +1,80 @@
+"""The nightly's Secure Boot cells: nightly.yaml's (commented until the platform has the secure_boot feature)
+block loads as cells of Secure Boot guests, and a cell's record and report show each guest's Secure Boot state."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from helpers import REPO
+from ovmfgen.boot.xen import guests as guestmod
+from ovmfgen.errors import OvmfgenError
+from ovmfgen.nightly import cell as cellmod
+from ovmfgen.nightly import matrix, report
+from ovmfgen.platform import model
+
+_BLOCK = re.compile(r"^  # BEGIN secure-boot cells\n(.*?)^  # END secure-boot cells\n", re.S | re.M)
+
+
+def nightly_with_sb_cells() -> str:
+    """nightly.yaml with its Secure Boot block uncommented."""
+    text = (REPO / "nightly.yaml").read_text()
+    m = _BLOCK.search(text)
+    assert m, "nightly.yaml has no '# BEGIN secure-boot cells' ... '# END secure-boot cells' block"
+    if re.search(r"^ +features:.*secure_boot=", text[:m.start()] + text[m.end():], re.M):
+        pytest.skip("the Secure Boot cells are enabled in nightly.yaml already (test_matrix covers them)")
+    body = "".join(line.replace("  # ", "  ", 1) if line.strip() != "#" else "\n"
+                   for line in m.group(1).splitlines(keepends=True))
+    return text[:m.start()] + body + text[m.end():]
+
+
+def test_the_secure_boot_cells_load_once_the_feature_exists(tmp_path, monkeypatch):
+    path = tmp_path / "nightly.yaml"
+    path.write_text(nightly_with_sb_cells())
+    if "secure_boot" not in model.FEATURES:
+        # Today: the one thing wrong with the block is the feature the platform does not have yet.
+        with pytest.raises(OvmfgenError, match=r"feature secure_boot=test: no such feature"):
+            matrix.load_matrix(path)
+        monkeypatch.setitem(model.FEATURES, "secure_boot", ("off", "test"))
+    by = {c.name: c for c in matrix.load_matrix(path).cells}
+    for name, xen in (("xen-pvh-DEBUG-secure-boot-xen417", None), ("xen-pvh-DEBUG-secure-boot-xen420", "4.20")):
+        c = by[name]
+        assert (c.fd_size, c.boot, c.optional, c.xen) == ("4M", ("xen",), True, xen)
+        assert "secure_boot=test" in c.features and "debug_output=hypervisor-console" in c.features
+        specs = [guestmod.parse_guest_spec(t) for t in c.xen_guests]
+        assert [(s.mode, s.payload) for s in specs] == list(guestmod.check_mode("sb"))
+
+
+def test_a_cells_record_and_report_show_each_guests_secure_boot_state(tmp_path):
+    night = tmp_path / "night"
+    out = night / "cells" / "sb" / "xen"
+    out.mkdir(parents=True)
+    on = {"enabled": True, "firmware": True, "store": "pre-enrolled variable store", "linux": True, "efivar": True,
+          "refused": None, "verification": None}
+    refused = {**on, "linux": None, "efivar": None, "refused": 'BdsDxe: failed to load Boot0001 "x" from y: '
+               "Access Denied -- rejected probably by Secure Boot", "verification": "Image is not signed"}
+    nothing = dict.fromkeys(on)
+    entries = [
+        {"name": "ovmfgen-pvh-sb-refused", "mode": "pvh", "payload": "sb-refused", "verdict": "SECURE_BOOT_REFUSED",
+         "expected": "SECURE_BOOT_REFUSED", "ok": True, "secure_boot": refused},
+        {"name": "ovmfgen-pvh-sb-signed", "mode": "pvh", "payload": "sb-signed", "verdict": "OS_REACHED",
+         "expected": "OS_REACHED", "ok": True, "secure_boot": on},
+        {"name": "ovmfgen-pvh-shell", "mode": "pvh", "payload": "shell", "verdict": "SHELL_REACHED",
+         "expected": "SHELL_REACHED", "ok": True, "secure_boot": nothing},
+    ]
+    (out / "xen-boot.json").write_text(json.dumps({"xen": "4.17.test", "seconds": 1.0, "runs": [], "guests": entries}))
+    rec = cellmod.xen_boot_record([], out, night)
+    got = {g["name"]: g.get("secure_boot") for g in rec["guests"]}
+    assert got == {
+        "ovmfgen-pvh-sb-refused": "Secure Boot on (firmware: SecureBoot=1; XenPlatformPei: pre-enrolled variable store; "
+                                  'refused: BdsDxe: failed to load Boot0001 "x" from y: Access Denied -- rejected '
+                                  "probably by Secure Boot)",
+        "ovmfgen-pvh-sb-signed": "Secure Boot on (firmware: SecureBoot=1; XenPlatformPei: pre-enrolled variable store; "
+                                 "Linux: enabled; efivar: 01)",
+        "ovmfgen-pvh-shell": None}
+    assert rec["ok"] and rec["verdict"] == "ALL_EXPECTED"
+    html = report._boot_cell({"xen": rec}, ".")
+    assert "pvh-sb-refused: SECURE_BOOT_REFUSED" in html and "rejected probably by Secure Boot" in html
+    assert "pvh-sb-signed: OS_REACHED" in html and "Linux: enabled; efivar: 01" in html
