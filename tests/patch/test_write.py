@@ -137,9 +137,9 @@ def test_patchcheck_passes_every_patch(series_dirs, tree: edk2.Edk2Tree) -> None
         assert "WARNING" not in proc.stdout
 
 
-def test_series_header_include_in_patch_3_is_the_generated_one(series_dirs, platform) -> None:
+def test_series_header_include_in_patch_4_is_the_generated_one(series_dirs, platform) -> None:
     gen, _ = series_dirs
-    added = [ln[1:] for ln in gen.patches[2].read_bytes().split(b"\n")
+    added = [ln[1:] for ln in gen.patches[3].read_bytes().split(b"\n")
              if ln.startswith(b"+") and not ln.startswith(b"+++")]
     assert b"\n".join(added) + b"\n" == patch_intree.elf_header_include(platform).encode()
 
@@ -167,13 +167,14 @@ def test_the_series_for_the_newest_tree(tmp_path: Path, edk2_tree_202605: edk2.E
     assert (gen.series.tag, gen.series.upstream_commit) == ("edk2-stable202605", edk2_tree_202605.identity["commit"])
     # The SEC fix (the same patch as for 202502), then that release's two fixes of its own (edk2: edk2-stable202605
     # overrides: the Nocheck DebugLib's MemDebugLogLib, the Shell as the boot option of last resort),
-    # then the NvVars patch, on top of the Shell commit's BdsPlatform.c.
-    assert [c.paths for c in gen.series.commits[:4]] == [
+    # then the NvVars patch, on top of the Shell commit's BdsPlatform.c, then the Secure Boot store.
+    assert [c.paths for c in gen.series.commits[:5]] == [
         ("OvmfPkg/Sec/SecMain.c",),
         ("OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPortNocheck.inf",),
         ("OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c",),
         ("OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c",
-         "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf")]
+         "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
+        ("OvmfPkg/XenPlatformPei/Platform.c", "OvmfPkg/XenPlatformPei/XenPlatformPei.inf")]
     shell, nvvars = dict(gen.series.commits[2].files), dict(gen.series.commits[3].files)
     bds = "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"
     assert b"    LOAD_OPTION_ACTIVE,\r\n" in shell[bds] and b"gXenIoProtocolGuid" not in shell[bds]
