@@ -409,6 +409,9 @@ def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, deadline: GuestD
     the host): the firmware writes ``\\NvVars`` (BootOrder included) on the first FAT it finds, and an
     HVM guest that restored a PVH guest's boot options from the shared copy booted the Shell instead
     of the disk (measured). The persistence guest's two boots are one guest: they share its copy.
+    Secure Boot guests (``sb-*``) share one copy per disk: a Secure Boot firmware writes nothing to a
+    disk (no ``\\NvVars``), and their disks are read-only to Linux's init. dom0's root file system is RAM: every copy counts (8 Secure Boot
+    guests with their own copies filled it: "No space left on device").
     """
     entries: list[tuple[str, int, bytes]] = [
         ("init", 0o100755, dom0_init_script(series).encode()),
@@ -418,10 +421,17 @@ def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, deadline: GuestD
     for m in DOM0_MODULES:
         entries.append((f"ovmfgen/modules/{m}.ko", 0o100644, (modules_dir / f"{m}.ko").read_bytes()))
     disks: dict[str, str] = {}
+    shared: dict[Path, str] = {}
     for g in guests:
-        if g.disk is not None:
-            disks[g.name] = f"/ovmfgen/disk-{g.name.removeprefix('ovmfgen-')}.img"
-            entries.append((disks[g.name], 0o100644, g.disk.read_bytes()))
+        if g.disk is None:
+            continue
+        if g.payload.startswith("sb-") and g.disk in shared:
+            disks[g.name] = shared[g.disk]
+            continue
+        disks[g.name] = f"/ovmfgen/disk-{g.name.removeprefix('ovmfgen-')}.img"
+        if g.payload.startswith("sb-"):
+            shared[g.disk] = disks[g.name]
+        entries.append((disks[g.name], 0o100644, g.disk.read_bytes()))
     if disks:
         entries.append((BLOCK_SCRIPT, 0o100755, block_script().encode()))
     for g in guests:

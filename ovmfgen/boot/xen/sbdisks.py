@@ -30,7 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ovmfgen.apt import ensure_apt_packages
-from ovmfgen.boot.xen.cache import _cache_lock, _drop_siblings, _staging, _stamp
+from ovmfgen.boot.xen.cache import CACHE_LOCK, CACHE_LOCK_WHAT
+from ovmfgen.cacheentry import ensure
 from ovmfgen.boot.xen.debian import apt_candidates
 from ovmfgen.boot.xen.gpt import gpt_disk
 from ovmfgen.boot.xen.guests import newc_archive
@@ -48,7 +49,6 @@ from ovmfgen.boot.xen.osdisk import (
 )
 from ovmfgen.boot.xen.verdicts import GRUB_MARKER, OS_MARKER, SB_MARKER
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.fsutil import replace_dir
 from ovmfgen.paths import PLATFORMS_DIR
 from ovmfgen.run import CommandError, run
 from ovmfgen.ui import say
@@ -260,37 +260,30 @@ def prepare_sb_disks(keys: Path = TEST_KEYS) -> SbDisks:
     v = query_sb_disk_versions(keys)
     final = root / f"sbdisks-{v.key()}"
     disks = SbDisks(final)
-    if (final / "stamp.json").is_file() and all(disks.path(n).is_file() for n in SB_DISK_NAMES):
-        return disks
-    with _cache_lock(root):
-        if (final / "stamp.json").is_file() and all(disks.path(n).is_file() for n in SB_DISK_NAMES):
-            return disks
-        o = v.os
+    o = v.os
+
+    def make(stage: Path) -> dict:
         say(f"xen cache: Secure Boot disks ({o.kernel_package} {o.kernel}, {STUB_PACKAGE} {o.stub}, "
             f"{BUSYBOX_PACKAGE} {o.busybox}, {SHIM_PACKAGE} {v.shim}, {GRUB_PACKAGE} {v.grub})")
-        stage = _staging(root, "sbdisks")
-        try:
-            cert, key = signing_pair(keys)
-            kernel = _extract(o.kernel_package, o.kernel, stage / "k", "boot/vmlinuz-*")
-            efivarfs = sorted((stage / "k" / "x").glob("lib/modules/*/kernel/fs/efivarfs/efivarfs.ko"))
-            if not efivarfs:
-                raise OvmfgenError(f"{o.kernel_package} {o.kernel} has no efivarfs.ko (built in?)")
-            stub = _extract(STUB_PACKAGE, o.stub, stage / "s", "usr/lib/systemd/boot/efi/linuxx64.efi.stub")
-            busybox = _extract(BUSYBOX_PACKAGE, o.busybox, stage / "b", "bin/busybox")
-            shim = _extract(SHIM_PACKAGE, v.shim, stage / "sh", SHIM_FILE)
-            grub = _extract(GRUB_PACKAGE, v.grub, stage / "g", GRUB_FILE)
-            data = build_sb_disks(kernel, stub, busybox, efivarfs[0], shim, grub, cert, key, stage / "work")
-            for d in ("k", "s", "b", "sh", "g", "work"):
-                shutil.rmtree(stage / d)
-            for name, blob in data.items():
-                (stage / disks.path(name).name).write_bytes(blob)
-            _stamp(stage, {"kernel": f"{o.kernel_package} {o.kernel}", STUB_PACKAGE: o.stub, BUSYBOX_PACKAGE: o.busybox,
-                           SHIM_PACKAGE: v.shim, GRUB_PACKAGE: v.grub, "signing_cert_sha256": v.cert_sha256,
-                           "recipe": SB_DISK_RECIPE, "key": v.key(),
-                           "sha256": {n: hashlib.sha256(b).hexdigest() for n, b in data.items()}})
-            replace_dir(stage, final)
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise
-        _drop_siblings(root, "sbdisks", final)
+        cert, key = signing_pair(keys)
+        kernel = _extract(o.kernel_package, o.kernel, stage / "k", "boot/vmlinuz-*")
+        efivarfs = sorted((stage / "k" / "x").glob("lib/modules/*/kernel/fs/efivarfs/efivarfs.ko"))
+        if not efivarfs:
+            raise OvmfgenError(f"{o.kernel_package} {o.kernel} has no efivarfs.ko (built in?)")
+        stub = _extract(STUB_PACKAGE, o.stub, stage / "s", "usr/lib/systemd/boot/efi/linuxx64.efi.stub")
+        busybox = _extract(BUSYBOX_PACKAGE, o.busybox, stage / "b", "bin/busybox")
+        shim = _extract(SHIM_PACKAGE, v.shim, stage / "sh", SHIM_FILE)
+        grub = _extract(GRUB_PACKAGE, v.grub, stage / "g", GRUB_FILE)
+        data = build_sb_disks(kernel, stub, busybox, efivarfs[0], shim, grub, cert, key, stage / "work")
+        for d in ("k", "s", "b", "sh", "g", "work"):
+            shutil.rmtree(stage / d)
+        for name, blob in data.items():
+            (stage / disks.path(name).name).write_bytes(blob)
+        return {"sha256": {n: hashlib.sha256(b).hexdigest() for n, b in data.items()}}
+
+    ensure(final, make, stamp={"kernel": f"{o.kernel_package} {o.kernel}", STUB_PACKAGE: o.stub,
+                               BUSYBOX_PACKAGE: o.busybox, SHIM_PACKAGE: v.shim, GRUB_PACKAGE: v.grub,
+                               "signing_cert_sha256": v.cert_sha256, "recipe": SB_DISK_RECIPE, "key": v.key()},
+           lock=root / CACHE_LOCK, what=CACHE_LOCK_WHAT,
+           complete=lambda d: all((d / disks.path(n).name).is_file() for n in SB_DISK_NAMES), siblings="sbdisks-*")
     return disks
