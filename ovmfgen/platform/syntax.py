@@ -212,13 +212,13 @@ class _Parser:
     def _section_spanning_end(self, start: int) -> int | None:
         """The index of the ``!endif`` closing the ``!if`` at line index ``start`` when a section header
         lies between them (else None: an ordinary conditional, or one that never closes)."""
-        if strip_comment(self.lines[start].strip())[1:].split(None, 1)[0].lower() not in ("if", "ifdef", "ifndef"):
+        if _directive_word(strip_comment(self.lines[start].strip())) not in ("if", "ifdef", "ifndef"):
             return None
         depth = 0
         spans = False
         for j in range(start, len(self.lines)):
             code = strip_comment(self.lines[j].strip())
-            word = code[1:].split(None, 1)[0].lower() if code.startswith("!") and len(code) > 1 else ""
+            word = _directive_word(code)
             if word in ("if", "ifdef", "ifndef"):
                 depth += 1
             elif word == "endif":
@@ -397,6 +397,12 @@ class _Parser:
             self.emit(Field(key.strip(), value.strip(), loc=loc))
             return
         self.emit(Raw(code, loc=loc))
+
+
+def _directive_word(code: str) -> str:
+    """``if`` for ``!if $(X)``; empty for a line that is no directive."""
+    words = code[1:].split(None, 1) if code.startswith("!") else []
+    return words[0].lower() if words else ""
 
 
 def _verbatim(lines: list[str]) -> str:
