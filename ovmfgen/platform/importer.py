@@ -256,7 +256,7 @@ def platform_document(dsc_text: str, fdf_text: str, dsc_rel: str, fdf_rel: str, 
     header = (f"# Imported by ovmfgen from {dsc_rel} and {fdf_rel}.\n"
               "# Statement for statement the upstream platform; refactor freely (fragments, features, deltas).\n")
     text = header + dump_yaml(doc)
-    return text, _origins(doc, text, header.count("\n"))
+    return text, _origins(doc, text)
 
 
 def platform_yaml(dsc_text: str, fdf_text: str, dsc_rel: str, fdf_rel: str, description: str = "",
@@ -266,7 +266,7 @@ def platform_yaml(dsc_text: str, fdf_text: str, dsc_rel: str, fdf_rel: str, desc
                              (tree,) if tree is not None else ())[0]
 
 
-def _origins(doc: Any, text: str, offset: int) -> list[tuple[int, int, Location]]:
+def _origins(doc: Any, text: str) -> list[tuple[int, int, Location]]:
     """(first line, last line, location) of every located item of ``doc`` in its dumped ``text``."""
     node = yaml.compose(text, Loader=yaml.SafeLoader)
     out: list[tuple[int, int, Location]] = []
@@ -283,7 +283,6 @@ def _origins(doc: Any, text: str, offset: int) -> list[tuple[int, int, Location]
                 walk(value, vnode)
 
     walk(doc, node)
-    del offset  # compose counts the header comment lines too
     return out
 
 
