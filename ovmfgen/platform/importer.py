@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ovmfgen.edk2.tree import locate
+from ovmfgen.edk2.tree import locate, tree_dir
 from ovmfgen.errors import Location, OvmfgenError, display_path
 from ovmfgen.fsutil import write_if_changed
 from ovmfgen.paths import REPO_ROOT
@@ -325,11 +325,18 @@ def locate_tree(edk2: str | None = None) -> Path:
 
 
 def _default_tree() -> Path | None:
-    """The default edk2 tree's root when there is one (import needs neither it nor its BaseTools)."""
+    """The default edk2 tree's root when there is one, BaseTools built or not (import needs neither)."""
     try:
         return locate().root
     except OvmfgenError:
-        return None
+        pass
+    override = os.environ.get("OVMFGEN_EDK2")
+    candidates = [Path(override).expanduser()] if override else []
+    try:
+        candidates.append(tree_dir() / "tree")
+    except OvmfgenError:
+        pass
+    return next((c for c in candidates if (c / "OvmfPkg").is_dir()), None)
 
 
 def _packages_path() -> tuple[Path, ...]:

@@ -103,3 +103,18 @@ def test_missing_input_is_named(tmp_path: Path, isolated_cache: Path) -> None:
     with pytest.raises(OvmfgenError) as info:
         import_command(str(tmp_path / "No.dsc"), str(tmp_path / "No.fdf"), str(tmp_path / "x.yaml"))
     assert str(info.value) == f"error: no such DSC: {tmp_path / 'No.dsc'}"
+
+
+def test_edk2_shorthand_needs_no_basetools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edk2_tree) -> None:
+    """``edk2/...`` names a file in the default tree even where its BaseTools were never built."""
+    fake = tmp_path / "edk2-checkout"
+    (fake / "OvmfPkg" / "Microvm").mkdir(parents=True)
+    (fake / "OvmfPkg" / "OvmfPkg.dec").write_text("[Defines]\n")
+    for name in ("MicrovmX64.dsc", "MicrovmX64.fdf"):
+        shutil.copy(edk2_tree.root / "OvmfPkg" / "Microvm" / name, fake / "OvmfPkg" / "Microvm" / name)
+    monkeypatch.setenv("OVMFGEN_EDK2", str(fake))  # no identity, no BaseTools: locate() refuses it
+    monkeypatch.setenv("OVMFGEN_CACHE", str(tmp_path / "empty-cache"))
+    out = tmp_path / "microvm.yaml"
+    import_command("edk2/OvmfPkg/Microvm/MicrovmX64.dsc", "edk2/OvmfPkg/Microvm/MicrovmX64.fdf", str(out))
+    platform = load_platform(out, platforms_dir=tmp_path)
+    assert platform.dsc_path == "OvmfPkg/Microvm/MicrovmX64.dsc" and platform.fd_name == "MICROVM"
