@@ -376,7 +376,8 @@ def _entry(key: str, knode: Node, vnode: Node, path: str, ctx: _Ctx, kind: str, 
             raise OvmfgenError(f"library class '{key}' needs an INF path", _where(vnode, path))
         return LibraryMapping(key, value, loc=loc)
     if kind.startswith("Pcds"):
-        if not re.match(r"^\w+\.\w+$", key):
+        # A structured PCD's field is written TokenSpaceGuid.PcdName.Field (or .Field[0], [0].Field).
+        if not re.match(r"^\w+\.\w+(?:\.\w+|\[\w+\])*$", key):
             raise OvmfgenError(f"'{key}' is not a PCD name (expected TokenSpaceGuid.PcdName)", _where(knode, path))
         parts = split_pcd_value(value)
         return Pcd(key, parts[0], tuple(parts[1:]), loc=loc)

@@ -205,7 +205,8 @@ def check_pcds(platform: Platform, infos: Infos, edk2_path: object) -> None:
         elif isinstance(stmt, RegionPcds):
             names = [stmt.base, stmt.size]
         for name in names:
-            if name not in declared:
+            # A structured PCD's field (Guid.PcdName.Field, Guid.PcdName[0]) belongs to Guid.PcdName.
+            if ".".join(name.split("[")[0].split(".")[:2]) not in declared:
                 raise OvmfgenError(f"PCD {name} is not declared in any DEC of the platform's packages "
                                    f"({', '.join(sorted(packages)) or 'none'})", stmt.loc)
 
