@@ -289,15 +289,50 @@ class Override:
         return f"{tag}/{self.path}" if self.per_tree and tag else self.path
 
 
-FEATURES: dict[str, tuple[str, ...]] = {
-    # feature -> allowed values (the first is the default)
+@dataclass(frozen=True)
+class Whole:
+    """A feature whose value is a whole number from ``low`` to ``high`` (``why`` says where the bounds come from)."""
+
+    default: int
+    low: int
+    high: int
+    why: str
+
+    def normal(self, value: str) -> str | None:
+        """``value`` in canonical form (decimal, no leading zeros), or None when it is not in range."""
+        if not value.isascii() or not value.isdigit() or not self.low <= int(value) <= self.high:
+            return None
+        return str(int(value))
+
+    def __str__(self) -> str:
+        return f"a whole number from {self.low} to {self.high}: {self.why}"
+
+
+FEATURES: dict[str, tuple[str, ...] | Whole] = {
+    # feature -> allowed values (the first is the default), or the range of a numeric one
     "timer": ("lapic", "acpi"),
     "debug_output": ("debugcon", "hypervisor-console"),
     "network": ("true", "false"),
     "shell": ("true", "false"),
     "fd_size": ("2", "1", "4"),
+    # PcdCpuMaxLogicalProcessorNumber: MpInitLib's room for processors (AP stacks, CPU data).
+    "max_cpus": Whole(128, 1, 128, "Xen gives PVH and HVM guests at most HVM_MAX_VCPUS = 128 vCPUs"),
 }
 """Feature switches that read like the seed; ``when:`` blocks select on them at render time."""
+
+
+def feature_default(name: str) -> str:
+    """The value feature ``name`` has when nothing sets it."""
+    spec = FEATURES[name]
+    return str(spec.default) if isinstance(spec, Whole) else spec[0]
+
+
+def feature_value(name: str, value: str) -> str | None:
+    """``value`` as feature ``name`` holds it (a number in canonical form), or None when ``name`` does not take it."""
+    spec = FEATURES[name]
+    if isinstance(spec, Whole):
+        return spec.normal(value)
+    return value if value in spec else None
 
 
 @dataclass(frozen=True)
@@ -335,7 +370,7 @@ class Platform:
 
     def feature(self, name: str) -> str:
         """The value of feature ``name`` (its default when the platform does not set it)."""
-        return dict(self.features).get(name, FEATURES[name][0])
+        return dict(self.features).get(name, feature_default(name))
 
     def header_field(self, name: str) -> str | None:
         """A [Defines] header field of the DSC (``PLATFORM_NAME``, ``OUTPUT_DIRECTORY``, ...)."""

@@ -26,7 +26,9 @@ def test_xen_pvh_shows_only_listed_deltas(edk2_tree) -> None:
                        ("file", "OvmfPkg/Sec/SecMain.c"),
                        # The NvVars fix: one patch override changing two files.
                        ("file", "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"),
-                       ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf")}
+                       ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
+                       # Feature max_cpus (128).
+                       ("pcd", "gUefiCpuPkgTokenSpaceGuid.PcdCpuMaxLogicalProcessorNumber")}
     four = {(d.kind, d.subject) for d in per_config["FD_SIZE_4MB=TRUE"]}
     assert ("fd-region", "FD.OVMF 0x0|0x40000") in four
 
@@ -45,7 +47,8 @@ def test_xen_pvh_shows_only_listed_deltas_on_202605(edk2_tree_202605) -> None:
         # on top of 202605's Shell patch and to the INF.
         ("file", "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"),
         ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
-        ("file", "OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPortNocheck.inf")}
+        ("file", "OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPortNocheck.inf"),
+        ("pcd", "gUefiCpuPkgTokenSpaceGuid.PcdCpuMaxLogicalProcessorNumber")}
     # With the hypervisor console the fixed INF makes every module resolve MemDebugLogLib (upstream: no link).
     assert {(d.kind, d.subject.split(": ")[-1]) for d in per_config["DEBUG_ON_HYPERVISOR_CONSOLE=TRUE"]
             if d.kind == "library"} == {("library", "MemDebugLogLib")}
@@ -65,7 +68,7 @@ def test_diff_never_refuses(edk2_tree_202605, real_cache: None) -> None:
     assert "FV.DXEFV: MdeModulePkg/Application/BootManagerMenuApp/BootManagerMenuApp.inf" in out
     assert out.rstrip().endswith("xen-pvh does not validate against edk2-stable202605:")
     assert proc.stderr.strip().splitlines() == [
-        f"{old}:473:9: error: library class MemDebugLogLib has no mapping for OvmfPkg/Sec/SecMain.inf (SEC) "
+        f"{old}:477:9: error: library class MemDebugLogLib has no mapping for OvmfPkg/Sec/SecMain.inf (SEC) "
         "(needed by OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPort.inf)"]
 
 

@@ -61,6 +61,10 @@ def test_features_render_where_the_seed_says() -> None:
     acpi = render_dsc(load_platform("xen-pvh", feature_overrides={"timer": "acpi"}))
     assert "TimerLib|OvmfPkg/Library/AcpiTimerLib/BaseAcpiTimerLib.inf" in acpi
     assert "SecPeiDxeTimerLibCpu" in plain and "SecPeiDxeTimerLibCpu" not in acpi
+    # max_cpus sets MpInitLib's limit.
+    assert "gUefiCpuPkgTokenSpaceGuid.PcdCpuMaxLogicalProcessorNumber|128\r\n" in plain
+    few = render_dsc(load_platform("xen-pvh", feature_overrides={"max_cpus": "64"}))
+    assert "gUefiCpuPkgTokenSpaceGuid.PcdCpuMaxLogicalProcessorNumber|64\r\n" in few
 
 
 def test_release_conditions_render_per_tree() -> None:
