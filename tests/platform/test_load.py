@@ -128,7 +128,7 @@ def test_features_read_are_the_ones_a_when_or_variable_consulted(tmp_path: Path)
 def test_fragments_are_spliced(tmp_path: Path) -> None:
     p = load_platform("xen-pvh")
     timer = [s for sec in p.dsc for s in walk(sec.body) if isinstance(s, LibraryMapping) and s.lib_class == "TimerLib"]
-    assert [t.inf for t in timer] == ["MdePkg/Library/SecPeiDxeTimerLibCpu/SecPeiDxeTimerLibCpu.inf"]
+    assert [t.inf for t in timer] == ["UefiCpuPkg/Library/SecPeiDxeTimerLibUefiCpu/SecPeiDxeTimerLibUefiCpu.inf"]
     fv = next(s for s in p.fdf if s.header == "FV.SECFV")
     assert Field("READ_LOCK_STATUS", "TRUE") in fv.body
 
