@@ -15,6 +15,9 @@ from ovmfgen.platform.diff import diff_platform
 
 # The x2APIC-capable TimerLib (UefiCpuPkg's) replaces MdePkg's and brings LocalApicLib and its CpuLib along.
 X2APIC_TIMER = {"TimerLib", "LocalApicLib", "CpuLib"}
+# The processors above max_cpus halt: one patch per tree to MpInitLib's C and assembly.
+MP_INIT_LIB = {("file", f"UefiCpuPkg/Library/MpInitLib/{name}")
+               for name in ("MpLib.c", "MpLib.h", "MpEqu.inc", "X64/MpFuncs.nasm", "Ia32/MpFuncs.nasm")}
 
 
 def _library_classes(diffs) -> set[str]:
@@ -37,7 +40,7 @@ def test_xen_pvh_shows_only_listed_deltas(edk2_tree) -> None:
                        ("file", "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"),
                        ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
                        # Feature max_cpus (128).
-                       ("pcd", "gUefiCpuPkgTokenSpaceGuid.PcdCpuMaxLogicalProcessorNumber")}
+                       ("pcd", "gUefiCpuPkgTokenSpaceGuid.PcdCpuMaxLogicalProcessorNumber"), *MP_INIT_LIB}
     assert _library_classes(per_config["default"]) == X2APIC_TIMER
     four = {(d.kind, d.subject) for d in per_config["FD_SIZE_4MB=TRUE"]}
     assert ("fd-region", "FD.OVMF 0x0|0x40000") in four
@@ -58,7 +61,7 @@ def test_xen_pvh_shows_only_listed_deltas_on_202605(edk2_tree_202605) -> None:
         ("file", "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"),
         ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
         ("file", "OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPortNocheck.inf"),
-        ("pcd", "gUefiCpuPkgTokenSpaceGuid.PcdCpuMaxLogicalProcessorNumber")}
+        ("pcd", "gUefiCpuPkgTokenSpaceGuid.PcdCpuMaxLogicalProcessorNumber"), *MP_INIT_LIB}
     assert _library_classes(per_config["default"]) == X2APIC_TIMER
     # With the hypervisor console the fixed INF makes every module resolve MemDebugLogLib (upstream: no link).
     assert _library_classes(per_config["DEBUG_ON_HYPERVISOR_CONSOLE=TRUE"]) == {"MemDebugLogLib", *X2APIC_TIMER}
@@ -122,7 +125,7 @@ def test_an_override_equal_to_upstream_is_a_stale_delta(tmp_path: Path, edk2_tre
     path.parent.mkdir()
     path.write_text(text.replace(entry, "  - path: OvmfPkg/Sec/SecMain.c\n"))
     overrides = tmp_path / "overrides" / "xen-pvh"
-    shutil.copytree(Layout().overrides_for("xen-pvh") / "patches", overrides / "patches")
+    shutil.copytree(Layout().overrides_for("xen-pvh"), overrides)   # patches/ and the per-tree <tag>/patches/
     (overrides / "OvmfPkg/Sec").mkdir(parents=True)
     (overrides / "OvmfPkg/Sec/SecMain.c").write_bytes((tree / "OvmfPkg/Sec/SecMain.c").read_bytes())
     platform = load_platform(path, platforms_dir=path.parent)
