@@ -25,10 +25,11 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ovmfgen.errors import Location, OvmfgenError, display_path
 from ovmfgen.platform.nodes import load_yaml_nodes
 from ovmfgen.platform.model import (
-    FEATURES, OPEN_FEATURES, Block, Cert, KeySet, SecureBoot, Branch, BuildOption, Comment, Component, Conditional, Define, Delta, ElfSpec,
+    FEATURES, OPEN_FEATURES, OPEN_VALUE_RE, Block, Cert, KeySet, SecureBoot, Branch, BuildOption, Comment, Component, Conditional, Define, Delta, ElfSpec,
     ErrorDirective, Field, Inf, Include, LibraryMapping, Override, Pcd, Platform, Raw, Region,
     RegionContent, RegionPcds, ReservedRegion, Section, SetPcd, Statement, SubSection, Upstream,
 )
+from ovmfgen.platform.model import Whole, feature_default, feature_value
 from ovmfgen.edk2.releases import DEFAULT_TAG
 from ovmfgen.paths import PLATFORMS_DIR
 from ovmfgen.platform.release import ConditionError, parse_condition
@@ -219,9 +220,8 @@ def _concat_seqs(base: Node, over: Node) -> Node:
 
 # Each ``${var}`` and the feature it comes from.
 VARIABLE_FEATURES = {"fd_size_kb": "fd_size", "fd_size": "fd_size", "network": "network", "shell": "shell",
-                     "timer": "timer", "debug_output": "debug_output", "sb_store_offset": "secure_boot"}
-#: An open feature's value (a key set name): what ``--feature secure_boot=NAME`` may say.
-_OPEN_VALUE_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+                     "timer": "timer", "debug_output": "debug_output", "sb_store_offset": "secure_boot",
+                     "max_cpus": "max_cpus"}
 
 
 def feature_variables(features: dict[str, str]) -> dict[str, str]:
@@ -234,6 +234,7 @@ def feature_variables(features: dict[str, str]) -> dict[str, str]:
         "shell": "TRUE" if features["shell"] == "true" else "FALSE",
         "timer": features["timer"],
         "debug_output": features["debug_output"],
+        "max_cpus": features["max_cpus"],
     }
 
 
@@ -241,36 +242,35 @@ def check_feature(name: str, value: str, flag: str = "--feature", loc: Location 
     """Raise one line for a feature override that names no feature, or a value the feature does not take."""
     if name not in FEATURES:
         raise OvmfgenError(f"{flag} {name}={value}: no such feature (features: {', '.join(sorted(FEATURES))})", loc)
-    if name in OPEN_FEATURES:
-        if not _OPEN_VALUE_RE.match(value):
-            raise OvmfgenError(f"{flag} {name}={value}: '{value}' is not a value of feature {name} ('off' or the "
-                               "name of one of the platform's key sets: lower-case letters, digits, '-')", loc)
-        return
-    if value not in FEATURES[name]:
-        shown = [f"{v}M" for v in sorted(FEATURES[name])] if name == "fd_size" else FEATURES[name]
+    if feature_value(name, value) is None:
         raise OvmfgenError(f"{flag} {name}={value}: '{value}' is not a value of feature {name} "
-                           f"(one of: {', '.join(shown)})", loc)
+                           f"({_shown(name)})", loc)
+
+
+def _shown(name: str, as_written: bool = True) -> str:
+    """The values feature ``name`` takes, as error messages say them ("one of: a, b", or a number's range);
+    ``as_written``: FD sizes as the features mapping writes them (``2M``), else as ``when:`` does (``2``)."""
+    spec = FEATURES[name]
+    if isinstance(spec, Whole):
+        return str(spec)
+    if name in OPEN_FEATURES:
+        return "'off' or the name of one of the platform's key sets: lower-case letters, digits, '-'"
+    return "one of: " + ", ".join([f"{v}M" for v in sorted(spec)] if name == "fd_size" and as_written else spec)
 
 
 def _features(node: Node | None, path: str) -> dict[str, str]:
-    values = {name: allowed[0] for name, allowed in FEATURES.items()}
+    values = {name: feature_default(name) for name in FEATURES}
     if node is None:
         return values
     for name, (knode, vnode) in _mapping(node, path, "features", tuple(FEATURES)).items():
         value = _text(vnode, path, f"feature '{name}'").strip().lower()
         if name == "fd_size":
             value = value.upper().removesuffix("M").removesuffix("MIB").removesuffix("MB").lower()
-        if name in OPEN_FEATURES:
-            if not _OPEN_VALUE_RE.match(value):
-                raise OvmfgenError(f"feature '{name}': '{vnode.value}' is not 'off' or a key set name (lower-case "
-                                   "letters, digits, '-')", _where(vnode, path))
-            values[name] = value
-            continue
-        if value not in FEATURES[name]:
-            shown = [f"{v}M" for v in sorted(FEATURES[name])] if name == "fd_size" else FEATURES[name]
-            raise OvmfgenError(f"feature '{name}': '{vnode.value}' is not one of: {', '.join(shown)}",
+        normal = feature_value(name, value)
+        if normal is None:
+            raise OvmfgenError(f"feature '{name}': '{vnode.value}' is not {_shown(name)}",
                                _where(vnode, path))
-        values[name] = value
+        values[name] = normal
     return values
 
 
@@ -449,12 +449,13 @@ def _decide(node: Node, path: str, ctx: _Ctx) -> bool:
             continue
         wanted = [_text(v, path, f"when {name}").strip().lower() for v in
                   (_seq(vnode, path, f"when {name}") if isinstance(vnode, SequenceNode) else [vnode])]
-        for w in wanted:
-            if w not in FEATURES[name] and name not in OPEN_FEATURES:
-                raise OvmfgenError(f"when: '{w}' is not a value of feature '{name}' (expected one of: "
-                                   f"{', '.join(FEATURES[name])})", _where(vnode, path))
+        normal = [feature_value(name, w) for w in wanted]
+        for w, n in zip(wanted, normal):
+            if n is None:
+                raise OvmfgenError(f"when: '{w}' is not a value of feature '{name}' (expected "
+                                   f"{_shown(name, as_written=False)})", _where(vnode, path))
         ctx.features_read.add(name)
-        match = match and ctx.features[name] in wanted
+        match = match and ctx.features[name] in normal
     return match
 
 
@@ -603,7 +604,7 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
     default_features = tuple(sorted(features.items()))
     for fname, fvalue in (feature_overrides or {}).items():
         check_feature(fname, fvalue)
-        features[fname] = fvalue
+        features[fname] = feature_value(fname, fvalue) or fvalue
     section = _secure_boot_section(get("secure_boot"))
     secure_boot = _secure_boot(section, features, feature_overrides or {}, (fnode, fpath), path.parent)
     variables = feature_variables(features)
@@ -990,7 +991,7 @@ def _secure_boot_section(node: tuple[Node | None, str]) -> _SecureBootSection | 
                            _where(store["offset"][1], spath))
     sets = _mapping(keys["key_sets"][1], spath, "secure_boot.key_sets")
     for name, (knode, _) in sets.items():
-        if not _OPEN_VALUE_RE.match(name) or name == "off":
+        if not OPEN_VALUE_RE.match(name) or name == "off":
             raise OvmfgenError(f"secure_boot.key_sets: '{name}' is not a key set name (lower-case letters, digits, "
                                "'-'; not 'off')", _where(knode, spath))
     return _SecureBootSection(offset, size, sets, spath)

@@ -12,6 +12,7 @@ equality so that two models compare by content.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,8 +296,27 @@ class Override:
         return f"{tag}/{self.path}" if self.per_tree and tag else self.path
 
 
-FEATURES: dict[str, tuple[str, ...]] = {
-    # feature -> allowed values (the first is the default)
+@dataclass(frozen=True)
+class Whole:
+    """A feature whose value is a whole number from ``low`` to ``high`` (``why`` says where the bounds come from)."""
+
+    default: int
+    low: int
+    high: int
+    why: str
+
+    def normal(self, value: str) -> str | None:
+        """``value`` in canonical form (decimal, no leading zeros), or None when it is not in range."""
+        if not value.isascii() or not value.isdigit() or not self.low <= int(value) <= self.high:
+            return None
+        return str(int(value))
+
+    def __str__(self) -> str:
+        return f"a whole number from {self.low} to {self.high}: {self.why}"
+
+
+FEATURES: dict[str, tuple[str, ...] | Whole] = {
+    # feature -> allowed values (the first is the default), or the range of a numeric one
     "timer": ("lapic", "acpi"),
     "debug_output": ("debugcon", "hypervisor-console"),
     "network": ("true", "false"),
@@ -304,10 +324,14 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "fd_size": ("2", "1", "4"),
     # "off" or the name of a key set of the platform's ``secure_boot.key_sets`` (open: checked on load)
     "secure_boot": ("off",),
+    # PcdCpuMaxLogicalProcessorNumber: MpInitLib's room for processors (AP stacks, CPU data).
+    "max_cpus": Whole(128, 1, 128, "Xen gives PVH and HVM guests at most HVM_MAX_VCPUS = 128 vCPUs"),
 }
 """Feature switches that read like the seed; ``when:`` blocks select on them at render time."""
 #: Features whose values the platform file names (besides the listed ones): checked when it is loaded.
 OPEN_FEATURES = frozenset({"secure_boot"})
+#: An open feature's value (a key set name): what ``--feature secure_boot=NAME`` may say.
+OPEN_VALUE_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
 @dataclass(frozen=True)
@@ -340,6 +364,22 @@ class SecureBoot:
     key_set: KeySet
     store_offset: int    # FD offset of the pre-enrolled variable store (after the PVH ELF header page)
     store_size: int      # bytes from there that the store may use (the rest of the old VarStore region)
+
+
+def feature_default(name: str) -> str:
+    """The value feature ``name`` has when nothing sets it."""
+    spec = FEATURES[name]
+    return str(spec.default) if isinstance(spec, Whole) else spec[0]
+
+
+def feature_value(name: str, value: str) -> str | None:
+    """``value`` as feature ``name`` holds it (a number in canonical form), or None when ``name`` does not take it."""
+    spec = FEATURES[name]
+    if isinstance(spec, Whole):
+        return spec.normal(value)
+    if name in OPEN_FEATURES:
+        return value if OPEN_VALUE_RE.match(value) else None
+    return value if value in spec else None
 
 
 @dataclass(frozen=True)
@@ -384,7 +424,7 @@ class Platform:
 
     def feature(self, name: str) -> str:
         """The value of feature ``name`` (its default when the platform does not set it)."""
-        return dict(self.features).get(name, FEATURES[name][0])
+        return dict(self.features).get(name, feature_default(name))
 
     def header_field(self, name: str) -> str | None:
         """A [Defines] header field of the DSC (``PLATFORM_NAME``, ``OUTPUT_DIRECTORY``, ...)."""

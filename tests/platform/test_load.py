@@ -86,22 +86,50 @@ def test_feature_override_and_variables(tmp_path: Path) -> None:
     with pytest.raises(OvmfgenError) as info:
         load_platform(write(tmp_path, "m", text), platforms_dir=tmp_path, feature_overrides={"tpm": "true"})
     assert str(info.value) == ("error: --feature tpm=true: no such feature "
-                               "(features: debug_output, fd_size, network, secure_boot, shell, timer)")
+                               "(features: debug_output, fd_size, max_cpus, network, secure_boot, shell, timer)")
+
+
+def test_numeric_feature_takes_whole_numbers_in_range(tmp_path: Path) -> None:
+    # max_cpus: the first numeric feature. Its value reaches ${max_cpus} in canonical decimal form, from the
+    # YAML and from --feature alike; the default is 128 (Xen's HVM_MAX_VCPUS) when nothing sets it.
+    text = MINI.replace("MINI_SWITCH = FALSE", "CPUS = ${max_cpus}")
+    path = write(tmp_path, "m", text)
+    assert Define("CPUS", "128") in load_platform(path, platforms_dir=tmp_path).dsc[0].body
+    for given, held in (("64", "64"), ("064", "64"), ("1", "1"), ("128", "128")):
+        p = load_platform(path, platforms_dir=tmp_path, feature_overrides={"max_cpus": given})
+        assert Define("CPUS", held) in p.dsc[0].body and p.feature("max_cpus") == held
+    p = load_platform(write(tmp_path, "y", text.replace("features:\n", "features:\n  max_cpus: 0096\n", 1)),
+                      platforms_dir=tmp_path)
+    assert p.feature("max_cpus") == "96" and dict(p.default_features)["max_cpus"] == "96"
+    why = "a whole number from 1 to 128: Xen gives PVH and HVM guests at most HVM_MAX_VCPUS = 128 vCPUs"
+    for bad in ("0", "129", "-1", "+5", "1e2", "0x40", "many", "", "６４"):
+        with pytest.raises(OvmfgenError) as info:
+            load_platform(path, platforms_dir=tmp_path, feature_overrides={"max_cpus": bad})
+        assert str(info.value) == f"error: --feature max_cpus={bad}: '{bad}' is not a value of feature max_cpus ({why})"
+
+
+def test_when_on_a_numeric_feature(tmp_path: Path) -> None:
+    block = ("      - when:\n          max_cpus: [064, 128]\n        then:\n          - define: BIG = TRUE\n"
+             "        else:\n          - define: BIG = FALSE\n")
+    path = write(tmp_path, "m", MINI.replace("      - define: MINI_SWITCH = FALSE\n", block))
+    assert Define("BIG", "TRUE") in load_platform(path, platforms_dir=tmp_path).dsc[0].body
+    small = load_platform(path, platforms_dir=tmp_path, feature_overrides={"max_cpus": "8"})
+    assert Define("BIG", "FALSE") in small.dsc[0].body and "max_cpus" in small.features_read
 
 
 def test_features_read_are_the_ones_a_when_or_variable_consulted(tmp_path: Path) -> None:
     text = MINI.replace("MINI_SWITCH = FALSE", "FD = ${fd_size_kb}")
     assert load_platform(write(tmp_path, "m", text), platforms_dir=tmp_path).features_read == ("fd_size",)
     assert load_platform(write(tmp_path, "m", MINI), platforms_dir=tmp_path).features_read == ()
-    assert load_platform("xen-pvh").features_read == ("debug_output", "fd_size", "network", "secure_boot", "shell",
-                                                      "timer")
+    assert load_platform("xen-pvh").features_read == ("debug_output", "fd_size", "max_cpus", "network", "secure_boot",
+                                                      "shell", "timer")
     assert "debug_output" not in load_platform("qemu-x64").features_read
 
 
 def test_fragments_are_spliced(tmp_path: Path) -> None:
     p = load_platform("xen-pvh")
     timer = [s for sec in p.dsc for s in walk(sec.body) if isinstance(s, LibraryMapping) and s.lib_class == "TimerLib"]
-    assert [t.inf for t in timer] == ["MdePkg/Library/SecPeiDxeTimerLibCpu/SecPeiDxeTimerLibCpu.inf"]
+    assert [t.inf for t in timer] == ["UefiCpuPkg/Library/SecPeiDxeTimerLibUefiCpu/SecPeiDxeTimerLibUefiCpu.inf"]
     fv = next(s for s in p.fdf if s.header == "FV.SECFV")
     assert Field("READ_LOCK_STATUS", "TRUE") in fv.body
 
