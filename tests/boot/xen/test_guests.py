@@ -368,3 +368,26 @@ def test_dom0_stops_at_a_secure_boot_refusal(tmp_path, payload):
     assert r.verdict is Verdict.SECURE_BOOT_REFUSED and r.refused_seconds == 5.0
     assert r.detail.endswith("Access Denied")
     assert (r.verdict is g.expected) == (payload == "sb-refused")
+
+
+def test_secure_boot_guests_share_one_copy_of_each_disk(tmp_path):
+    """dom0's root is RAM: Secure Boot guests (their firmware writes no \\NvVars) share a disk's copy; an OS
+    guest booting the same file still gets its own."""
+    mods = tmp_path / "modules"
+    mods.mkdir()
+    for m in debian.DOM0_MODULES:
+        (mods / f"{m}.ko").write_bytes(m.encode())
+    image = pvh_elf_file(tmp_path)
+    signed, unsigned = tmp_path / "signed.img", tmp_path / "unsigned.img"
+    signed.write_bytes(b"signed")
+    unsigned.write_bytes(b"unsigned")
+    guest_set = [guests.XenGuest("pvh", "sb-signed", image, disk=signed),
+                 guests.XenGuest("hvm", "sb-signed", image, disk=signed),
+                 guests.XenGuest("pvh", "sb-refused", image, disk=unsigned),
+                 guests.XenGuest("hvm", "sb-refused", image, disk=unsigned),
+                 guests.XenGuest("pvh", "os", image, disk=signed)]
+    got = read_newc(guests.overlay_cpio(guest_set, mods, guests.GuestDeadline()))
+    images = sorted(name for name in got if name.startswith("ovmfgen/disk-"))
+    assert images == ["ovmfgen/disk-pvh-os.img", "ovmfgen/disk-pvh-sb-refused.img", "ovmfgen/disk-pvh-sb-signed.img"]
+    assert b'/ovmfgen/disk-pvh-sb-signed.img' in got["ovmfgen/ovmfgen-hvm-sb-signed.cfg"][1]
+    assert b'/ovmfgen/disk-pvh-sb-refused.img' in got["ovmfgen/ovmfgen-hvm-sb-refused.cfg"][1]
