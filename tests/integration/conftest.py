@@ -23,7 +23,6 @@ from ovmfgen.builder import entry as build_entry
 from ovmfgen import request as build_request
 from ovmfgen.edk2.releases import NEWEST_TAG
 from ovmfgen.nightly import repro
-from ovmfgen.platform.model import FEATURES
 
 HVCON = ("debug_output=hypervisor-console",)
 #: The Secure Boot build the Xen boot test's Secure Boot guests boot: the test key set, 4 MiB.
@@ -62,11 +61,9 @@ def published_xen_pvh_hvcon_newest() -> Path:
 
 
 @pytest.fixture(scope="session")
-def published_xen_pvh_sb() -> Path | None:
+def published_xen_pvh_sb() -> Path:
     """dist/xen-pvh/DEBUG-<variant>/: the hypervisor-console build with Secure Boot on (``secure_boot=test``,
-    4 MiB); None while the platform has no ``secure_boot`` feature (issue #23's firmware side)."""
-    if "secure_boot" not in FEATURES:
-        return None
+    4 MiB)."""
     return build_entry.build_command(platform="xen-pvh", target="DEBUG", fd_size="4M", features=SB_FEATURES)
 
 

@@ -82,7 +82,7 @@ def _disk_guest(request, guest_set: dict[str, nested.GuestOutcome], name: str) -
 
 @pytest.fixture(scope="module")
 def guest_sets(published_xen_pvh_hvcon: Path, published_xen_pvh_hvcon_newest: Path,
-               published_xen_pvh_sb: Path | None) -> dict[str, dict[str, nested.GuestOutcome]]:
+               published_xen_pvh_sb: Path) -> dict[str, dict[str, nested.GuestOutcome]]:
     """Per Xen version: its CI guest set (``ci_kinds``), then the newest tree's shell guests, then (with a
     Secure Boot build) the Secure Boot guests, in one nested boot; logs and xen-boot.json in xen-<version>/
     beside the default tree's firmware.
@@ -98,9 +98,8 @@ def guest_sets(published_xen_pvh_hvcon: Path, published_xen_pvh_hvcon_newest: Pa
         out = elf.parent / f"xen-{xen}"
         guests = nested.make_guests(ci_kinds(xen), elf, out)
         guests += [XenGuest(mode, "shell", newest, variant=NEWEST_VARIANT) for mode in ("pvh", "hvm")]
-        if published_xen_pvh_sb is not None:
-            guests += nested.with_disks([XenGuest(mode, payload, Path(published_xen_pvh_sb) / "ovmf.elf")
-                                         for mode, payload in CI_SB_GUESTS], out)
+        guests += nested.with_disks([XenGuest(mode, payload, Path(published_xen_pvh_sb) / "ovmf.elf")
+                                     for mode, payload in CI_SB_GUESTS], out)
         runs[xen] = (guests, out)
     # No wall-clock timeout: dom0's deadlines are in its own seconds and the host watches for stalls.
     with ThreadPoolExecutor(len(runs)) as pool:
@@ -260,8 +259,7 @@ def test_summary_records_every_guest(guest_set):
           "4.20": ["ovmfgen-pvh-shell", "ovmfgen-pvh-os", "ovmfgen-hvm-shell", "ovmfgen-hvm-os",
                    "ovmfgen-pvh-ud2"]}[xen],
         f"ovmfgen-pvh-shell-{NEWEST_VARIANT}", f"ovmfgen-hvm-shell-{NEWEST_VARIANT}",
-        *([f"ovmfgen-{m}-{p}" for m, p in CI_SB_GUESTS] if "ovmfgen-pvh-sb-refused" in
-          [g["name"] for g in summary["guests"]] else [])]
+        *[f"ovmfgen-{m}-{p}" for m, p in CI_SB_GUESTS]]
     for g in summary["guests"]:
         assert g["xen"].startswith(xen) and g["mode"] in ("pvh", "hvm") and g["verdict"]
         assert (out / g["log"]).is_file() and (out / g["console_log"]).is_file()
@@ -277,9 +275,7 @@ def test_summary_records_every_guest(guest_set):
 
 
 def _sb_guest(guest_set: dict[str, nested.GuestOutcome], name: str) -> nested.GuestOutcome:
-    """The Secure Boot guest ``name`` (judged), or a skip while there is no Secure Boot build to boot."""
-    if name not in guest_set:
-        pytest.skip("no Secure Boot build: the platform has no secure_boot feature yet (issue #23)")
+    """The Secure Boot guest ``name``, judged."""
     return _judged(guest_set[name])
 
 
