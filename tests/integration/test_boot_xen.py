@@ -60,10 +60,12 @@ XEN_VERSIONS = ("4.17", "4.20")
 CI_DISK_GUESTS = {"4.17": (("pvh", "os"), ("hvm", "os"), ("pvh", "persist")), "4.20": (("pvh", "os"), ("hvm", "os"))}
 
 
-#: The Secure Boot guests in CI (a Secure Boot build only), on both versions: PVH the whole set, HVM without
-#: sb-shim (shim's own step is the same on both entry paths; sb-os covers shim under HVM).
-CI_SB_GUESTS = (("pvh", "sb-refused"), ("pvh", "sb-signed"), ("pvh", "sb-shim"), ("pvh", "sb-os"),
-                ("hvm", "sb-refused"), ("hvm", "sb-signed"), ("hvm", "sb-os"))
+#: The Secure Boot guests in CI, on both versions, PVH and HVM: the unsigned UKI (refused), the UKI signed with
+#: the test db key, Debian's shim -> that UKI. sb-os (shim -> Debian's GRUB -> Debian's kernel) runs in the
+#: nightly's Secure Boot cells only: under QEMU's icount GRUB hands over (the firmware logs ExitBootServices)
+#: and the kernel then prints nothing, so the guest costs dom0's idle limit (~6 min wall) without a verdict.
+CI_SB_GUESTS = (("pvh", "sb-refused"), ("pvh", "sb-signed"), ("pvh", "sb-shim"),
+                ("hvm", "sb-refused"), ("hvm", "sb-signed"), ("hvm", "sb-shim"))
 
 
 def ci_kinds(xen: str) -> tuple[tuple[str, str], ...]:

@@ -1,44 +1,18 @@
-"""The nightly's Secure Boot cells: nightly.yaml's (commented until the platform has the secure_boot feature)
-block loads as cells of Secure Boot guests, and a cell's record and report show each guest's Secure Boot state."""
+"""The nightly's Secure Boot cells load as cells of Secure Boot guests, and a cell's record and report show each
+guest's Secure Boot state."""
 
 from __future__ import annotations
 
 import json
-import re
 
-import pytest
 
 from helpers import REPO
 from ovmfgen.boot.xen import guests as guestmod
-from ovmfgen.errors import OvmfgenError
 from ovmfgen.nightly import cell as cellmod
 from ovmfgen.nightly import matrix, report
-from ovmfgen.platform import model
 
-_BLOCK = re.compile(r"^  # BEGIN secure-boot cells\n(.*?)^  # END secure-boot cells\n", re.S | re.M)
-
-
-def nightly_with_sb_cells() -> str:
-    """nightly.yaml with its Secure Boot block uncommented."""
-    text = (REPO / "nightly.yaml").read_text()
-    m = _BLOCK.search(text)
-    assert m, "nightly.yaml has no '# BEGIN secure-boot cells' ... '# END secure-boot cells' block"
-    if re.search(r"^ +features:.*secure_boot=", text[:m.start()] + text[m.end():], re.M):
-        pytest.skip("the Secure Boot cells are enabled in nightly.yaml already (test_matrix covers them)")
-    body = "".join(line.replace("  # ", "  ", 1) if line.strip() != "#" else "\n"
-                   for line in m.group(1).splitlines(keepends=True))
-    return text[:m.start()] + body + text[m.end():]
-
-
-def test_the_secure_boot_cells_load_once_the_feature_exists(tmp_path, monkeypatch):
-    path = tmp_path / "nightly.yaml"
-    path.write_text(nightly_with_sb_cells())
-    if "secure_boot" not in model.FEATURES:
-        # Today: the one thing wrong with the block is the feature the platform does not have yet.
-        with pytest.raises(OvmfgenError, match=r"feature secure_boot=test: no such feature"):
-            matrix.load_matrix(path)
-        monkeypatch.setitem(model.FEATURES, "secure_boot", ("off", "test"))
-    by = {c.name: c for c in matrix.load_matrix(path).cells}
+def test_the_secure_boot_cells_load() -> None:
+    by = {c.name: c for c in matrix.load_matrix(REPO / "nightly.yaml").cells}
     for name, xen in (("xen-pvh-DEBUG-secure-boot-xen417", None), ("xen-pvh-DEBUG-secure-boot-xen420", "4.20")):
         c = by[name]
         assert (c.fd_size, c.boot, c.optional, c.xen) == ("4M", ("xen",), True, xen)
