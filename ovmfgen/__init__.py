@@ -21,6 +21,7 @@ Code map::
       cacheentry.py        a cache entry made whole or not at all: lock, temp dir beside it, stamp, rename, stale stages removed
       ui.py                ``ovmfgen: ...`` progress lines, logging set-up
       elf.py               FD -> PVH ELF, and the loader rules Xen's libelf and QEMU apply (pure bytes)
+      varstore.py          an edk2 authenticated variable store in an image, read and checked (pure bytes)
       edk2/
         releases.py        the edk2 releases ovmfgen knows (releases.yaml: tag, commit, date, tarball), and Position: any tree ordered among them
         tree.py            where a tree is, which edk2 it is (identity), its BaseTools
@@ -58,6 +59,7 @@ Code map::
         noop.py            the no-op: the published manifest checked, a build's stamp written and answered
         command.py         a resolved platform planned, locked, validated, built, turned into the ELF, published
         bench.py           ``invoke bench``: ovmfgen vs edk2's own build
+        secureboot.py      Secure Boot's post-build step: virt-fw-vars enrolls the key set, the store read back and described
         child/             run as other processes, import nothing from ovmfgen
           stuart_platform.py   the stuart settings module
           linkcache.py         the LTO link cache behind ``--ccache``
