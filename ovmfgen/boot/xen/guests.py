@@ -32,6 +32,10 @@ from ovmfgen.boot.xen.verdicts import (
 GUEST_NAME = "ovmfgen-pvh"
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 GUEST_MEMORY_MIB = 256
+#: Payloads that need more memory than that: Debian's GRUB cannot allocate Debian's kernel in a 256 MiB
+#: guest ("error: out of memory" under Xen PVH, "cannot allocate kernel buffer" under QEMU with Debian's
+#: own OVMF, both measured 2026-12-05); with 512 MiB it boots it.
+PAYLOAD_MEMORY_MIB = {"sb-os": 512}
 
 # --- How long dom0 waits for a guest ---------------------------------------------------------------
 #
@@ -437,9 +441,10 @@ def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, deadline: GuestD
     for g in guests:
         fw = f"/ovmfgen/ovmf-{g.name.removeprefix('ovmfgen-')}.elf"
         disk = disks.get(g.name)
+        memory = max(memory_mib, PAYLOAD_MEMORY_MIB.get(g.payload, 0))
         entries += [
             (fw, 0o100644, guest_image(g)),
-            (f"ovmfgen/{g.name}.cfg", 0o100644, xl_config(fw, g.name, memory_mib, g.mode, disk).encode()),
+            (f"ovmfgen/{g.name}.cfg", 0o100644, xl_config(fw, g.name, memory, g.mode, disk).encode()),
         ]
     entries.append(("ovmfgen/test.sh", 0o100755, dom0_test_script(deadline, runs=guest_runs(guests)).encode()))
     return newc_archive(entries)

@@ -188,3 +188,19 @@ def test_nightly_specs_name_the_secure_boot_guests():
     for bad in ("pvh-sb", "pvh-sb-os-4M-x", "pvh-sb-os-", "pvh-sbos"):
         with pytest.raises(Exception, match="is not MODE-PAYLOAD"):
             guests.parse_guest_spec(bad)
+
+
+def test_the_grub_guest_gets_the_memory_debians_grub_needs(tmp_path):
+    from helpers import read_newc
+    mods = tmp_path / "m"
+    mods.mkdir()
+    for m in guests.DOM0_MODULES:
+        (mods / f"{m}.ko").write_bytes(b"ko")
+    elf = tmp_path / "ovmf.elf"
+    elf.write_bytes(b"elf")
+    disk = tmp_path / "d.img"
+    disk.write_bytes(b"disk")
+    gs = [XenGuest("pvh", "sb-os", elf, disk=disk), XenGuest("pvh", "sb-signed", elf, disk=disk)]
+    files = read_newc(guests.overlay_cpio(gs, mods, guests.GuestDeadline()))
+    assert b"memory = 512\n" in files["ovmfgen/ovmfgen-pvh-sb-os.cfg"][1]
+    assert b"memory = 256\n" in files["ovmfgen/ovmfgen-pvh-sb-signed.cfg"][1]
