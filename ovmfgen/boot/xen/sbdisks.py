@@ -53,6 +53,7 @@ from ovmfgen.boot.xen.persist import VARIABLE, VARIABLE_GUID
 from ovmfgen.boot.xen.verdicts import GRUB_MARKER, OS_MARKER, PERSIST_MARKER, SB_MARKER
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.paths import PLATFORMS_DIR
+from ovmfgen.varstore import IMAGE_SECURITY_DATABASE_GUID
 from ovmfgen.run import CommandError, run
 from ovmfgen.ui import say
 
@@ -74,7 +75,7 @@ GRUB_INITRD = "ovmfgen/initrd.img"
 SECURE_BOOT_VAR = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 #: The test variable the init sets (persist.py's name and vendor GUID), and db (EFI_IMAGE_SECURITY_DATABASE_GUID).
 PERSIST_VAR = f"{VARIABLE}-{VARIABLE_GUID}"
-DB_VAR = "db-d719b2cb-3d3a-4596-a3bc-00dad6ea1a65"
+DB_VAR = f"db-{IMAGE_SECURITY_DATABASE_GUID}"
 #: Room on each ESP beyond its files (FATs, directories), and its least size (FAT16 with one sector per
 #: cluster wants at least 4085 clusters). The disks are sized to their files: every guest's disk is
 #: copied into dom0's initramfs, which shares dom0's memory with everything else.

@@ -44,7 +44,7 @@ def test_init_sets_the_test_variable_and_tries_db_before_the_marker():
     assert 'for line in "$S" "$R" "$M"' in init and init.index('S="') < init.index('R="') < init.index('M="')
     assert ' var=$P db=$DB db-write=$D"' in init
     var = "/sys/firmware/efi/efivars/OvmfgenPersist-5f3c9ad2-7a41-4a6e-9c1b-6f766d666765"
-    db = "/sys/firmware/efi/efivars/db-d719b2cb-3d3a-4596-a3bc-00dad6ea1a65"
+    db = "/sys/firmware/efi/efivars/db-d719b2cb-3d3a-4596-a3bc-dad00e67656f"  # EFI_IMAGE_SECURITY_DATABASE_GUID
     assert f"F={var}\n" in init and f"B={db}\n" in init and 'cat /db.bin > "$B" )' in init
     # Looked for before it is set; attributes NV|BS|RT (7), and for db NV|BS|RT|TIME_BASED_AUTH|APPEND (0x67).
     assert init.index('[ -f "$F" ] && P=present') < init.index('cat /persist.bin > "$F"')
