@@ -13,9 +13,9 @@ firmware's boot manager starts (no Shell: a Secure Boot build has none):
 Every disk's Linux runs the same initramfs: before the OS marker it prints ``SB_MARKER`` with the
 SecureBoot variable's last byte (efivarfs, whose module comes with the kernel) and what Linux said
 ("Secure boot enabled"/"disabled"), then ``PERSIST_MARKER``: whether persist.py's test variable was
-there at boot, setting it (NV|BS|RT), and appending an unauthenticated entry to db (what a restart
-keeps: the ``sb-persist`` guest boots the signed disk twice). The UKIs use osdisk's kernel, stub and busybox; shim and GRUB
-come from ``shim-signed`` and ``grub-efi-amd64-signed``. Made without mounting and byte-for-byte
+there at boot, setting it (NV|BS|RT), whether db is there, and appending an unauthenticated entry to
+it (what a restart keeps: the ``sb-persist`` guest boots the signed disk twice). The UKIs use
+osdisk's kernel, stub and busybox; shim and GRUB come from ``shim-signed`` and ``grub-efi-amd64-signed``. Made without mounting and byte-for-byte
 reproducible (sbsign runs under faketime at the signing certificate's notBefore, so the PKCS#7
 signing time is fixed); cached under ``disks_cache_dir()``, keyed by the package versions, the
 recipe and the signing key.
