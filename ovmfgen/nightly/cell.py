@@ -183,6 +183,8 @@ def xen_boot_record(outcomes: Sequence[xen.GuestOutcome], out_dir: Path, night: 
         sb = g.get("secure_boot") or {}
         if any(v is not None for v in sb.values()):
             rec["secure_boot"] = secure_boot_text(sb)
+        if g.get("why_not"):
+            rec["why_not"] = g["why_not"]
         guests.append(rec)
     bad = [g for g in guests if not g.get("ok")]
     verdict = "ALL_EXPECTED" if not bad else ", ".join(f"{g['name']} {g['verdict']}" for g in bad)

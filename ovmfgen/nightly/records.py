@@ -40,6 +40,7 @@ class XenGuestRecord(TypedDict, total=False):
     attempts: int
     log: str                        # its part of Xen's serial log, relative to the night
     secure_boot: str                # what the logs say about Secure Boot ("Secure Boot on (...)"), when they say it
+    why_not: str                    # why a guest is not ok although its verdict is the expected one (xen-boot.json's)
 
 
 class BootRecord(TypedDict, total=False):

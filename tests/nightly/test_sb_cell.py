@@ -38,6 +38,9 @@ def test_a_cells_record_and_report_show_each_guests_secure_boot_state(tmp_path):
         {"name": "ovmfgen-pvh-shell", "mode": "pvh", "payload": "shell", "verdict": "SHELL_REACHED",
          "expected": "SHELL_REACHED", "ok": True, "secure_boot": nothing},
     ]
+    kept = "the variable the first boot set was present after the restart (expected absent: stateless)"
+    persisted = [{"name": "ovmfgen-hvm-sb-persist", "mode": "hvm", "payload": "sb-persist", "verdict": "OS_REACHED",
+                  "expected": "OS_REACHED", "ok": False, "why_not": kept, "secure_boot": on}]
     (out / "xen-boot.json").write_text(json.dumps({"xen": "4.17.test", "seconds": 1.0, "runs": [], "guests": entries}))
     rec = cellmod.xen_boot_record([], out, night)
     got = {g["name"]: g.get("secure_boot") for g in rec["guests"]}
@@ -52,3 +55,11 @@ def test_a_cells_record_and_report_show_each_guests_secure_boot_state(tmp_path):
     html = report._boot_cell({"xen": rec}, ".")
     assert "pvh-sb-refused: SECURE_BOOT_REFUSED" in html and "rejected probably by Secure Boot" in html
     assert "pvh-sb-signed: OS_REACHED" in html and "Linux: enabled; efivar: 01" in html
+    # A Secure Boot persistence guest whose restart kept the variable: not ok, and the report says why.
+    (out / "xen-boot.json").write_text(json.dumps({"xen": "4.17.test", "seconds": 1.0, "runs": [],
+                                                   "guests": entries + persisted}))
+    rec = cellmod.xen_boot_record([], out, night)
+    assert not rec["ok"] and rec["verdict"] == "ovmfgen-hvm-sb-persist OS_REACHED"
+    assert rec["guests"][-1]["why_not"] == kept and "why_not" not in rec["guests"][0]
+    html = report._boot_cell({"xen": rec}, ".")
+    assert "hvm-sb-persist: OS_REACHED" in html and kept in html

@@ -78,12 +78,17 @@ MODES = ("pvh", "hvm")
 #: The Secure Boot guests (sbdisks.py; for a Secure Boot build): sb-refused: the project's UKI unsigned,
 #: which the firmware must refuse; sb-signed: the same UKI signed with the key set's db key, to the OS;
 #: sb-shim: Debian's Microsoft-signed shim -> the signed UKI; sb-os: shim -> Debian-signed GRUB ->
-#: Debian-signed kernel. An sb-* guest that reaches the OS passes only with Secure Boot on.
-PAYLOADS = ("shell", "os", "persist", "disk", "ud2", "sb-refused", "sb-signed", "sb-shim", "sb-os")
+#: Debian-signed kernel; sb-persist: the signed UKI booted twice, the same disk (its init sets a variable
+#: and tries to append to db; the restart must not see the variable). An sb-* guest that reaches the OS
+#: passes only with Secure Boot on.
+PAYLOADS = ("shell", "os", "persist", "disk", "ud2", "sb-refused", "sb-signed", "sb-shim", "sb-os", "sb-persist")
 #: The Secure Boot payloads and the disk each boots (``sbdisks.SB_DISK_NAMES``).
-SB_PAYLOAD_DISKS = {"sb-refused": "unsigned", "sb-signed": "signed", "sb-shim": "shim-uki", "sb-os": "shim-grub"}
+SB_PAYLOAD_DISKS = {"sb-refused": "unsigned", "sb-signed": "signed", "sb-shim": "shim-uki", "sb-os": "shim-grub",
+                    "sb-persist": "signed"}
+#: The payloads whose guest boots twice, the same disk (``XenGuest.runs``).
+TWICE = ("persist", "sb-persist")
 #: The Secure Boot guest set of one mode: the refusal first (quick), the GRUB chain last.
-_SB_SET = ("sb-refused", "sb-signed", "sb-shim", "sb-os")
+_SB_SET = ("sb-refused", "sb-signed", "sb-shim", "sb-persist", "sb-os")
 #: ``--mode`` choices and the guest set each runs, in order; ``all`` ends with the negative control.
 MODE_SETS = {
     "pvh": (("pvh", "shell"),),
@@ -108,7 +113,7 @@ SHELL_COUNTDOWN = "Press .*ESC.* in [0-9]* seconds"
 WANT = {"shell": ("Shell>", "shell"), "os": (OS_MARKER, "os"), "persist": (DONE, "persist"),
         "disk": (f"{OS_MARKER}|{LINUX_BANNER}[0-9]", "os"), "ud2": ("Shell>", "shell"),
         "sb-refused": (SB_REFUSED, "refused"), "sb-signed": (OS_MARKER, "os"), "sb-shim": (OS_MARKER, "os"),
-        "sb-os": (OS_MARKER, "os")}
+        "sb-os": (OS_MARKER, "os"), "sb-persist": (OS_MARKER, "os")}
 
 
 @dataclass(frozen=True)
@@ -148,8 +153,8 @@ class XenGuest:
 
     @property
     def runs(self) -> tuple[str, ...]:
-        """The labels of this guest's boots in the log: the persistence guest boots twice, the same disk."""
-        return (self.name, f"{self.name}-restart") if self.payload == "persist" else (self.name,)
+        """The labels of this guest's boots in the log: the persistence guests boot twice, the same disk."""
+        return (self.name, f"{self.name}-restart") if self.payload in TWICE else (self.name,)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from ovmfgen.boot.xen.guests import (
 )
 from ovmfgen.boot.xen.limits import known_limit
 from ovmfgen.boot.xen.osdisk import persist_disk, prepare_os_disk
-from ovmfgen.boot.xen.persist import persistence_outcome, startup_nsh
+from ovmfgen.boot.xen.persist import persistence_outcome, sb_persistence_outcome, sb_stateless_problem, startup_nsh
 from ovmfgen.boot.xen.sbdisks import prepare_sb_disks
 from ovmfgen.boot.xen.verdicts import (
     Verdict,
@@ -200,14 +200,18 @@ class GuestOutcome:
 
     guest: XenGuest
     result: XenBootResult
-    #: A persistence guest's ``persist.persistence_outcome`` (what its second boot read back).
+    #: A persistence guest's ``persist.persistence_outcome`` (what its second boot read back), the Secure Boot
+    #: persistence guest's ``persist.sb_persistence_outcome``.
     persistence: dict[str, object] | None = None
 
     @property
     def ok(self) -> bool:
         """True when the verdict is the expected one (the Shell; a crash for the ud2 control); a Secure Boot
-        guest that reached its OS also needs its logs to say Secure Boot was on."""
+        guest that reached its OS also needs its logs to say Secure Boot was on, and the Secure Boot
+        persistence guest its two boots to show a stateless firmware (``persist.sb_stateless_problem``)."""
         if self.result.verdict is not self.guest.expected:
+            return False
+        if self.guest.payload == "sb-persist" and sb_stateless_problem(self.persistence):
             return False
         if self.guest.secure_boot and self.result.verdict is Verdict.OS_REACHED:
             return self.result.secure_boot.enabled is True
@@ -218,6 +222,9 @@ class GuestOutcome:
         """Why ``ok`` is False, in words ('' when it is True)."""
         if self.ok:
             return ""
+        if self.result.verdict is self.guest.expected and self.guest.payload == "sb-persist" \
+                and sb_stateless_problem(self.persistence):
+            return sb_stateless_problem(self.persistence)
         if self.result.verdict is self.guest.expected:
             return f"{self.result.secure_boot.text}: a Secure Boot guest passes only with Secure Boot on"
         return f"expected {self.guest.expected}"
@@ -321,12 +328,13 @@ def _attempt(guests: Sequence[XenGuest], out_dir: Path, assets: XenAssets, timeo
 
 def _combine(guest: XenGuest, runs: list[XenBootResult]) -> GuestOutcome:
     """One outcome from a guest's boots: the first that went wrong, else the last; and what persisted."""
-    if guest.payload != "persist":
+    if len(runs) == 1:
         return GuestOutcome(guest, runs[0])
     bad = next((r for r in runs if r.verdict is not guest.expected), None)
     result = runs[-1] if bad is None else replace(
         bad, detail=f"boot {runs.index(bad) + 1} of {len(runs)}: {bad.detail}")
-    return GuestOutcome(guest, result, persistence_outcome(runs[0].guest_console, runs[-1].guest_console))
+    outcome = sb_persistence_outcome if guest.payload == "sb-persist" else persistence_outcome
+    return GuestOutcome(guest, result, outcome(runs[0].guest_console, runs[-1].guest_console))
 
 
 def _run_record(guests: Sequence[XenGuest], qrun: QemuRun) -> dict[str, object]:

@@ -12,8 +12,10 @@ firmware's boot manager starts (no Shell: a Secure Boot build has none):
 
 Every disk's Linux runs the same initramfs: before the OS marker it prints ``SB_MARKER`` with the
 SecureBoot variable's last byte (efivarfs, whose module comes with the kernel) and what Linux said
-("Secure boot enabled"/"disabled"). The UKIs use osdisk's kernel, stub and busybox; shim and GRUB
-come from ``shim-signed`` and ``grub-efi-amd64-signed``. Made without mounting and byte-for-byte
+("Secure boot enabled"/"disabled"), then ``PERSIST_MARKER``: whether persist.py's test variable was
+there at boot, setting it (NV|BS|RT), whether db is there, and appending an unauthenticated entry to
+it (what a restart keeps: the ``sb-persist`` guest boots the signed disk twice). The UKIs use
+osdisk's kernel, stub and busybox; shim and GRUB come from ``shim-signed`` and ``grub-efi-amd64-signed``. Made without mounting and byte-for-byte
 reproducible (sbsign runs under faketime at the signing certificate's notBefore, so the PKCS#7
 signing time is fixed); cached under ``disks_cache_dir()``, keyed by the package versions, the
 recipe and the signing key.
@@ -47,9 +49,11 @@ from ovmfgen.boot.xen.osdisk import (
     make_uki,
     query_os_disk_versions,
 )
-from ovmfgen.boot.xen.verdicts import GRUB_MARKER, OS_MARKER, SB_MARKER
+from ovmfgen.boot.xen.persist import VARIABLE, VARIABLE_GUID
+from ovmfgen.boot.xen.verdicts import GRUB_MARKER, OS_MARKER, PERSIST_MARKER, SB_MARKER
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.paths import PLATFORMS_DIR
+from ovmfgen.varstore import IMAGE_SECURITY_DATABASE_GUID
 from ovmfgen.run import CommandError, run
 from ovmfgen.ui import say
 
@@ -62,13 +66,16 @@ SIGN_TOOLS = {"sbsign": "sbsigntool", "sbverify": "sbsigntool", "faketime": "fak
 #: The key set the tests enroll (``--feature secure_boot=test``): its db key signs the ``signed`` UKI.
 TEST_KEYS = PLATFORMS_DIR / "keys" / "ovmfgen-test"
 #: Bump when the way the disks are made changes (forces a rebuild of the cache entry).
-SB_DISK_RECIPE = 2
+SB_DISK_RECIPE = 3
 #: The disks, in the order they are made; ``SbDisks.path`` names them.
 SB_DISK_NAMES = ("unsigned", "signed", "shim-uki", "shim-grub")
 #: Where the kernel and initramfs sit on the shim-grub disk's ESP (GRUB's ``linux``/``initrd`` paths).
 GRUB_KERNEL = "ovmfgen/vmlinuz"
 GRUB_INITRD = "ovmfgen/initrd.img"
 SECURE_BOOT_VAR = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+#: The test variable the init sets (persist.py's name and vendor GUID), and db (EFI_IMAGE_SECURITY_DATABASE_GUID).
+PERSIST_VAR = f"{VARIABLE}-{VARIABLE_GUID}"
+DB_VAR = f"db-{IMAGE_SECURITY_DATABASE_GUID}"
 #: Room on each ESP beyond its files (FATs, directories), and its least size (FAT16 with one sector per
 #: cluster wants at least 4085 clusters). The disks are sized to their files: every guest's disk is
 #: copied into dom0's initramfs, which shares dom0's memory with everything else.
@@ -86,14 +93,38 @@ _INIT = f"""#!/bin/busybox sh
 # efivarfs is a module in Debian's kernel (signed by Debian: loadable under lockdown too).
 {_BB} insmod /lib/efivarfs.ko 2>/dev/null
 V=none
+P=none
+DB=none
+D=none
 if {_BB} mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null; then
     F=/sys/firmware/efi/efivars/{SECURE_BOOT_VAR}
     [ -f "$F" ] && V=$({_BB} tail -c 1 "$F" | {_BB} od -An -tx1 | {_BB} tr -d ' \\n')
+    # What lasts: was our test variable there at boot? Then set it (attributes NV|BS|RT, then "kept"),
+    # and append an unauthenticated entry to db (attributes NV|BS|RT|TIME_BASED_AUTH|APPEND): was db's
+    # file there (efivarfs makes it immutable: EPERM, before the firmware is asked)?
+    F=/sys/firmware/efi/efivars/{PERSIST_VAR}
+    P=absent
+    [ -f "$F" ] && P=present
+    {_BB} printf '\\007\\000\\000\\000kept' > /persist.bin
+    if ( {_BB} cat /persist.bin > "$F" ) 2>/dev/null; then P="$P->written"; else P="$P->failed"; fi
+    B=/sys/firmware/efi/efivars/{DB_VAR}
+    DB=absent
+    [ -f "$B" ] && DB=present
+    {_BB} printf '\\147\\000\\000\\000ovmfgen' > /db.bin
+    E=$( ( {_BB} cat /db.bin > "$B" ) 2>&1 ) && D=written || case "$E" in
+        *"not permitted"*) D=refused:EPERM ;;
+        *"denied"*) D=refused:EACCES ;;
+        *"Invalid argument"*) D=refused:EINVAL ;;
+        *"Read-only"*) D=refused:EROFS ;;
+        *"I/O error"*|*"Input/output"*) D=refused:EIO ;;
+        *) D=refused:other ;;
+    esac
 fi
 K=$({_BB} dmesg | {_BB} grep -o 'Secure boot [a-z]*' | {_BB} tail -n 1 | {_BB} cut -d' ' -f3)
 S="{SB_MARKER[:11]}""{SB_MARKER[11:]} efivar=$V kernel=${{K:-none}}"
+R="{PERSIST_MARKER[:11]}""{PERSIST_MARKER[11:]} var=$P db=$DB db-write=$D"
 M="{OS_MARKER[:11]}""{OS_MARKER[11:]} $({_BB} uname -r)"
-for line in "$S" "$M"; do
+for line in "$S" "$R" "$M"; do
     echo "$line" > /dev/kmsg
     echo "$line" > /dev/console
     for c in /dev/hvc0 /dev/ttyS0; do ( echo "$line" > $c ) 2>/dev/null & done

@@ -26,6 +26,11 @@ OS_MARKER = "OVMFGEN-OS-" "REACHED"
 #: What the Secure Boot disks' init prints before the OS marker: ``SB_MARKER efivar=01 kernel=enabled``
 #: (the SecureBoot variable's last byte, or ``none``; Linux's own word, or ``none``).
 SB_MARKER = "OVMFGEN-SECURE-" "BOOT"
+#: What the Secure Boot disks' init prints after it: ``PERSIST_MARKER var=absent->written db=present
+#: db-write=refused:EACCES`` (the test variable at boot (absent/present) -> setting it (written/failed); db's
+#: efivarfs file; appending an unauthenticated entry to db: written, or refused with the error Linux returned;
+#: ``none`` without efivarfs).
+PERSIST_MARKER = "OVMFGEN-PER" "SIST"
 #: What the Secure Boot disks' grub.cfg echoes before each step (how far GRUB got).
 GRUB_MARKER = "OVMFGEN-GRUB:"
 #: A Secure Boot refusal on the guest's console (grep -E, also dom0's): edk2's BdsDxe (PlatformBmPrintScLib)

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import read_newc
 from ovmfgen.boot.xen import gpt, osdisk, sbdisks
-from ovmfgen.boot.xen.verdicts import OS_MARKER, SB_MARKER
+from ovmfgen.boot.xen.verdicts import OS_MARKER, PERSIST_MARKER, SB_MARKER
 from ovmfgen.errors import OvmfgenError
 
 KEYS = sbdisks.TEST_KEYS
@@ -33,9 +33,57 @@ def test_init_reports_secure_boot_before_the_marker_and_powers_off():
     assert init.startswith("#!/bin/busybox sh\n") and init.rstrip().endswith("poweroff -f")
     for marker in (OS_MARKER, SB_MARKER):  # assembled by the shell: the script never shows them whole
         assert marker not in init and marker[:11] in init and marker[11:] in init
-    assert init.index('S="') < init.index('M="') and 'for line in "$S" "$M"' in init
+    assert init.index('S="') < init.index('M="')
     assert f"/sys/firmware/efi/efivars/{sbdisks.SECURE_BOOT_VAR}" in init and "insmod /lib/efivarfs.ko" in init
     assert "grep -o 'Secure boot [a-z]*'" in init
+
+
+def test_init_sets_the_test_variable_and_tries_db_before_the_marker():
+    init = sbdisks._INIT
+    assert PERSIST_MARKER not in init and PERSIST_MARKER[:11] in init and PERSIST_MARKER[11:] in init
+    assert 'for line in "$S" "$R" "$M"' in init and init.index('S="') < init.index('R="') < init.index('M="')
+    assert ' var=$P db=$DB db-write=$D"' in init
+    var = "/sys/firmware/efi/efivars/OvmfgenPersist-5f3c9ad2-7a41-4a6e-9c1b-6f766d666765"
+    db = "/sys/firmware/efi/efivars/db-d719b2cb-3d3a-4596-a3bc-dad00e67656f"  # EFI_IMAGE_SECURITY_DATABASE_GUID
+    assert f"F={var}\n" in init and f"B={db}\n" in init and 'cat /db.bin > "$B" )' in init
+    # Looked for before it is set; attributes NV|BS|RT (7), and for db NV|BS|RT|TIME_BASED_AUTH|APPEND (0x67).
+    assert init.index('[ -f "$F" ] && P=present') < init.index('cat /persist.bin > "$F"')
+    assert init.index('[ -f "$B" ] && DB=present') < init.index('cat /db.bin > "$B"')
+    assert "printf '\\007\\000\\000\\000kept' > /persist.bin" in init
+    assert "printf '\\147\\000\\000\\000ovmfgen' > /db.bin" in init
+    for errno in ("EPERM", "EACCES", "EINVAL", "EROFS", "EIO"):
+        assert f"D=refused:{errno} ;;" in init
+
+
+def _run_persistence_part(efivars: Path, tmp: Path) -> str:
+    """The init's efivarfs part, run by the host's sh on a directory standing in for efivarfs."""
+    init = sbdisks._INIT
+    start = init.index("    # What lasts")
+    body = init[start:init.index("\nfi\n", start)]
+    body = (body.replace("/sys/firmware/efi/efivars", str(efivars)).replace(sbdisks._BB + " ", "")
+            .replace("/persist.bin", str(tmp / "persist.bin")).replace("/db.bin", str(tmp / "db.bin")))
+    script = tmp / "part.sh"
+    script.write_text('P=none\nDB=none\nD=none\n' + body + '\necho "var=$P db=$DB db-write=$D"\n')
+    return subprocess.run(["sh", str(script)], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_init_persistence_part_reads_sets_and_reports_what_the_write_to_db_got(tmp_path):
+    efivars = tmp_path / "efivars"
+    efivars.mkdir()
+    var = efivars / f"{sbdisks.PERSIST_VAR}"
+    # A db whose write fails as a firmware's refusal would (here: a file that refuses writes with EIO).
+    (efivars / sbdisks.DB_VAR).symlink_to("/proc/version")
+    assert _run_persistence_part(efivars, tmp_path) == "var=absent->written db=present db-write=refused:EIO"
+    assert var.read_bytes() == b"\x07\x00\x00\x00kept"
+    assert (tmp_path / "db.bin").read_bytes() == b"\x67\x00\x00\x00ovmfgen"
+    # A store that kept it: the next boot finds it.
+    assert _run_persistence_part(efivars, tmp_path) == "var=present->written db=present db-write=refused:EIO"
+    # A variable that cannot be set (here a directory: not a variable either), and no db at all (the write
+    # creates the file: written).
+    var.unlink()
+    var.mkdir()
+    (efivars / sbdisks.DB_VAR).unlink()
+    assert _run_persistence_part(efivars, tmp_path) == "var=absent->failed db=absent db-write=written"
 
 
 def test_initramfs_holds_busybox_efivarfs_and_the_init():

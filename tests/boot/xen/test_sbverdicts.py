@@ -153,12 +153,12 @@ def test_nightly_line_is_the_states_text():
 def test_secure_boot_guests_expect_the_refusal_or_the_os():
     img = Path("ovmf.elf")
     assert XenGuest("pvh", "sb-refused", img).expected is Verdict.SECURE_BOOT_REFUSED
-    for p in ("sb-signed", "sb-shim", "sb-os"):
+    for p in ("sb-signed", "sb-shim", "sb-os", "sb-persist"):
         assert XenGuest("hvm", p, img).expected is Verdict.OS_REACHED and XenGuest("hvm", p, img).secure_boot
     assert not XenGuest("pvh", "os", img).secure_boot
     assert XenGuest("pvh", "sb-os", img).name == "ovmfgen-pvh-sb-os"
     assert guests.check_mode("sb") == tuple((m, p) for m in ("pvh", "hvm")
-                                            for p in ("sb-refused", "sb-signed", "sb-shim", "sb-os"))
+                                            for p in ("sb-refused", "sb-signed", "sb-shim", "sb-persist", "sb-os"))
     assert set(guests.SB_PAYLOAD_DISKS) <= set(guests.PAYLOADS) and set(guests.SB_PAYLOAD_DISKS) <= set(guests.WANT)
 
 
@@ -204,3 +204,71 @@ def test_the_grub_guest_gets_the_memory_debians_grub_needs(tmp_path):
     files = read_newc(guests.overlay_cpio(gs, mods, guests.GuestDeadline()))
     assert b"memory = 512\n" in files["ovmfgen/ovmfgen-pvh-sb-os.cfg"][1]
     assert b"memory = 256\n" in files["ovmfgen/ovmfgen-pvh-sb-signed.cfg"][1]
+
+
+# --- the Secure Boot persistence guest ---------------------------------------------------------------
+
+
+def _sb_console(var: str, write: str = "refused:EACCES", db: str = "present") -> str:
+    return (f"[    9.1] Secure boot enabled\r\n{verdicts.SB_MARKER} efivar=01 kernel=enabled\r\n"
+            f"{verdicts.PERSIST_MARKER} var={var} db={db} db-write={write}\r\n{verdicts.OS_MARKER} 6.1.0-57-amd64\r\n")
+
+
+def test_the_persistence_guest_boots_the_signed_disk_twice_to_the_os(tmp_path):
+    g = XenGuest("pvh", "sb-persist", tmp_path / "x.elf", disk=tmp_path / "d.img")
+    assert g.runs == ("ovmfgen-pvh-sb-persist", "ovmfgen-pvh-sb-persist-restart")
+    assert g.expected is Verdict.OS_REACHED and g.secure_boot and guests.SB_PAYLOAD_DISKS["sb-persist"] == "signed"
+    assert guests.guest_runs([g]) == [("ovmfgen-pvh-sb-persist", "ovmfgen-pvh-sb-persist", verdicts.OS_MARKER, "os"),
+                                      ("ovmfgen-pvh-sb-persist", "ovmfgen-pvh-sb-persist-restart",
+                                       verdicts.OS_MARKER, "os")]
+    assert guests.parse_guest_spec("hvm-sb-persist") == guests.GuestSpec("hvm", "sb-persist")
+
+
+def _boots(*consoles: str, verdict: Verdict = Verdict.OS_REACHED) -> list[verdicts.XenBootResult]:
+    on = SecureBootState(firmware=True, linux=True, efivar=True)
+    return [verdicts.XenBootResult(verdict, secure_boot=on, guest_console=c) for c in consoles]
+
+
+def test_a_stateless_restart_passes():
+    g = XenGuest("pvh", "sb-persist", Path("x.elf"))
+    o = nested._combine(g, _boots(_sb_console("absent->written"), _sb_console("absent->written")))
+    assert o.ok and o.why_not == ""
+    assert o.persistence == {
+        "persisted": {"variable": False},
+        "first": {"variable": "absent", "set": "written", "db": "present", "db_write": "refused:EACCES"},
+        "second": {"variable": "absent", "set": "written", "db": "present", "db_write": "refused:EACCES"}}
+
+
+@pytest.mark.parametrize(("first", "second", "why"), [
+    (("absent->written", "refused:EACCES"), ("present->written", "refused:EACCES"),
+     "the variable the first boot set was present after the restart (expected absent: stateless)"),
+    (("absent->failed", "refused:EACCES"), ("absent->written", "refused:EACCES"),
+     "the first boot did not find the variable absent and set it (var=absent->failed)"),
+    (("absent->written", "written"), ("absent->written", "refused:EACCES"),
+     "the first boot's unauthenticated db append was not refused (db-write=written)"),
+    (("none", "none", "none"), ("none", "none", "none"),
+     "the first boot did not find the variable absent and set it (var=None->None)"),
+])
+def test_what_lasted_or_was_not_shown_fails_the_guest(first, second, why):
+    g = XenGuest("hvm", "sb-persist", Path("x.elf"))
+    o = nested._combine(g, _boots(_sb_console(*first), _sb_console(*second)))
+    assert o.result.verdict is Verdict.OS_REACHED and not o.ok and o.why_not == why
+
+
+def test_no_persistence_line_fails_the_guest():
+    g = XenGuest("pvh", "sb-persist", Path("x.elf"))
+    plain = f"{verdicts.OS_MARKER} 6.1.0-57-amd64\r\n"
+    o = nested._combine(g, _boots(plain, plain))
+    assert not o.ok and o.why_not == "the first boot printed no persistence line"
+    o = nested._combine(g, _boots(_sb_console("absent->written"), plain))
+    assert not o.ok and o.why_not == "the restart printed no persistence line"
+    assert o.persistence["persisted"] == {"variable": None}
+
+
+def test_a_restart_that_went_wrong_is_the_guests_verdict():
+    g = XenGuest("pvh", "sb-persist", Path("x.elf"))
+    boots = _boots(_sb_console("absent->written"))
+    boots.append(verdicts.XenBootResult(Verdict.TIMEOUT, detail="no new guest output", guest_console=""))
+    o = nested._combine(g, boots)
+    assert o.result.verdict is Verdict.TIMEOUT and o.result.detail == "boot 2 of 2: no new guest output"
+    assert not o.ok and o.why_not == "expected OS_REACHED"
