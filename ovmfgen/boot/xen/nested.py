@@ -43,8 +43,10 @@ from ovmfgen.ui import say
 
 # QEMU settings that make Xen work nested under TCG here (each was needed):
 # -smap,-smep: without them dom0 dies at once (#PF in create_bounce_frame); -rdtscp: without it PVH
-# guests die ("SVM Insn len emulation failed"); 2 GiB / dom0_mem=1024M: with less, dom0's initramfs
-# (the root file system) does not unpack (4.20's bigger trixie dom0 gets 3 GiB / 1536M: XenRelease).
+# guests die ("SVM Insn len emulation failed"); 3 GiB / dom0_mem=1536M for both versions: dom0's root file
+# system is its initramfs, RAM, and holds every guest's firmware and disk copy; with 2 GiB / 1024M Xen 4.17's
+# dom0 could not unpack the CI guest set once the Secure Boot guests joined it ("Initramfs unpacking
+# failed: write error", then "No space left on device").
 QEMU_BINARY = "qemu-system-x86_64"
 QEMU_CPU = "max,-smap,-smep,-rdtscp"
 # -icount with a fixed shift and sleep=off: guest time advances by instructions executed, not by
