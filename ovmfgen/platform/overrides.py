@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ovmfgen.edk2.releases import position
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.model import Override, Platform
 from ovmfgen.run import run
@@ -34,6 +35,19 @@ class OverrideStep:
     files: tuple[tuple[str, bytes], ...]       # edk2 path -> bytes, sorted by path
 
 
+def override_source(ov: Override, overrides_root: Path, tag: str | None) -> str:
+    """The entry's file relative to overrides/<platform>/ for the tree tagged ``tag``. A ``per_tree`` entry
+    without a copy for a checkout past a release (``edk2-stable202605-3-g...``) takes the copy of the release
+    it descends from, as a ``carried`` patch entry does."""
+    source = ov.source(tag)
+    if not ov.per_tree or not tag or (overrides_root / source).exists():
+        return source
+    pos = position(tag)
+    if pos is not None and not pos.is_release and (overrides_root / ov.source(pos.release_tag)).exists():
+        return ov.source(pos.release_tag)
+    return source
+
+
 def check_overrides(platform: Platform, overrides_root: Path, tag: str) -> None:
     """Every override must be a file inside ``overrides_root`` (the layout's overrides/<platform>/: no ``..``,
     absolute paths or escaping links). A ``per_tree`` override needs its copy for the tree tagged ``tag``
@@ -45,7 +59,7 @@ def check_overrides(platform: Platform, overrides_root: Path, tag: str) -> None:
             raise OvmfgenError(f"override path must be relative to overrides/{platform.name}/: {rel}", ov.loc)
         if ".." in Path(rel).parts:
             raise OvmfgenError(f"override path must stay inside overrides/{platform.name}/: {rel}", ov.loc)
-        rel = ov.source(tag)
+        rel = override_source(ov, root, tag)
         target = root / rel
         try:
             resolved = target.resolve(strict=True)
@@ -117,7 +131,7 @@ def override_steps(platform: Platform, overrides_root: Path, tag: str, tree_root
     current: dict[str, bytes] = {}
     steps = []
     for ov in platform.overrides:
-        source = ov.source(tag)
+        source = override_source(ov, overrides_root, tag)
         where = f"overrides/{platform.name}/{source}"
         try:
             data = (overrides_root / source).read_bytes()

@@ -214,3 +214,16 @@ def test_xen_pvh_overrides_make_the_golden_files(edk2_tree, edk2_tree_202605) ->
             golden.write_text(text)
         assert golden.is_file(), f"missing golden file {golden} (OVMFGEN_REGEN_GOLDEN=1 to create)"
         assert text == golden.read_text(), tree.tag
+
+
+def test_a_per_tree_override_serves_a_checkout_past_its_release(tmp_path: Path) -> None:
+    from ovmfgen.platform.model import Override
+    from ovmfgen.platform.overrides import override_source
+    (tmp_path / "edk2-stable202605").mkdir()
+    (tmp_path / "edk2-stable202605" / "fix.patch").write_text("x")
+    ov = Override("fix.patch", per_tree=True, patch=True)
+    assert override_source(ov, tmp_path, "edk2-stable202605") == "edk2-stable202605/fix.patch"
+    assert override_source(ov, tmp_path, "edk2-stable202605-3-g5ccd4da1") == "edk2-stable202605/fix.patch"
+    # A release of its own needs its own copy: the message names the missing one.
+    assert override_source(ov, tmp_path, "edk2-stable202608") == "edk2-stable202608/fix.patch"
+    assert override_source(ov, tmp_path, "edk2-stable202502-1-gabcdef0") == "edk2-stable202502-1-gabcdef0/fix.patch"
