@@ -30,7 +30,10 @@ from tests.integration.checkout import make_checkout
 pytestmark = pytest.mark.integration
 
 TARBALL = paths.REPO_ROOT.parent / "shared" / "edk2" / "edk2-stable202605.tar.xz"
-NOTE = ("platforms/xen-pvh.yaml:145:5: note: override patch "
+_ENTRY = "  - patch: patches/PlatformDebugLibIoPort-Nocheck-MemDebugLogLib.patch"
+#: The entry's line in the platform file (the note is located there, at the list item's dash).
+_LINE = (paths.REPO_ROOT / "platforms/xen-pvh.yaml").read_text().splitlines().index(_ENTRY) + 1
+NOTE = (f"platforms/xen-pvh.yaml:{_LINE}:5: note: override patch "
         "overrides/xen-pvh/patches/PlatformDebugLibIoPort-Nocheck-MemDebugLogLib.patch does not apply to ")
 
 
