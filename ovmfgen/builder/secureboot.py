@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ovmfgen.edk2.conventions import NV_LAYOUTS
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.platform.model import Cert, SecureBoot
+from ovmfgen.platform.model import SecureBoot
 from ovmfgen.run import CommandError, run
 from ovmfgen.varstore import (
     IMAGE_SECURITY_DATABASE_GUID, SECURE_BOOT_KEYS, Store, StoreError,
@@ -42,19 +42,6 @@ def enroll_argv(sb: SecureBoot, src: Path, dst: Path) -> list[str]:
     if ks.dbx is not None:
         argv += ["--set-dbx", str(ks.dbx)]
     return argv + ["--secure-boot"]
-
-
-def _der(cert: Cert) -> bytes:
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-    data = cert.path.read_bytes()
-    parsed = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
-    return parsed.public_bytes(Encoding.DER)
-
-
-def _subject(der: bytes) -> str:
-    from cryptography import x509
-    return x509.load_der_x509_certificate(der).subject.rfc4514_string()
 
 
 def enroll(image: bytes, sb: SecureBoot, fd_size: int) -> bytes:
@@ -99,13 +86,11 @@ def describe(store: Store, sb: SecureBoot) -> dict:
         assert var is not None  # read_store checked it
         entries = signature_lists(var.data)
         got = sorted(s.sha256 for s in entries if s.kind == "x509")
-        ders = {hashlib.sha256(d).hexdigest(): (c, d) for c in certs for d in [_der(c)]}
-        if got != sorted(ders) or len(entries) != len(got):
+        if got != sorted(c.sha256 for c in certs) or len(entries) != len(got):
             raise EnrollFailed(f"{name} in the enrolled store holds {len(entries)} entries, not the key set's "
                                f"{len(certs)} certificates ({', '.join(c.spec for c in certs)})")
         out[name] = {"size": var.size, "certificates": [
-            {"spec": c.spec, "subject": _subject(d), "sha256": fp, "owner": c.owner}
-            for fp, (c, d) in ders.items()]}
+            {"spec": c.spec, "subject": c.subject, "sha256": c.sha256, "owner": c.owner} for c in certs]}
     dbx = store.get("dbx", IMAGE_SECURITY_DATABASE_GUID)
     assert dbx is not None
     out["dbx"] = {"size": dbx.size, "entries": len(signature_lists(dbx.data)),

@@ -15,6 +15,7 @@ conditions (``when: {edk2: ">= edk2-stable202605"}``, decided by the tag of the 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -896,20 +897,23 @@ def _cert(node: Node, path: str, what: str, base: Path, shipped: dict[str, tuple
         except OSError as exc:
             raise OvmfgenError(f"{what}: cannot read certificate file {display_path(file)}: "
                                f"{exc.strerror or exc}", loc) from None
-        _check_certificate(data, f"{what}: {display_path(file)}", loc)
-        return Cert(spec, file, OVMFGEN_OWNER, loc=loc)
+        sha256, subject = _check_certificate(data, f"{what}: {display_path(file)}", loc)
+        return Cert(spec, file, OVMFGEN_OWNER, sha256, subject, loc=loc)
     if spec not in shipped:
         raise OvmfgenError(f"{what}: '{spec}' is neither a certificate file (a path with a '/' or ending in .pem, "
                            ".crt, .cer or .der) nor the name of a certificate virt-firmware ships (ms-kek-2011, "
                            "ms-kek-2023, ms-uefi-2011, ms-uefi-2023, windows-2011, windows-2023, debian-2016, ...)", loc)
     file, owner = shipped[spec]
-    return Cert(spec, file, owner, loc=loc)
+    sha256, subject = _check_certificate(file.read_bytes(), f"{what}: {spec} ({display_path(file)})", loc)
+    return Cert(spec, file, owner, sha256, subject, loc=loc)
 
 
-def _check_certificate(data: bytes, what: str, loc: Location) -> None:
-    """An X.509 certificate, PEM or DER, with an RSA key (what edk2's image verification takes)."""
+def _check_certificate(data: bytes, what: str, loc: Location) -> tuple[str, str]:
+    """An X.509 certificate, PEM or DER, with an RSA key (what edk2's image verification takes): its
+    fingerprint (sha256 of the DER, as a signature list holds it) and its subject."""
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import Encoding
     try:
         cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
         key = cert.public_key()
@@ -917,6 +921,7 @@ def _check_certificate(data: bytes, what: str, loc: Location) -> None:
         raise OvmfgenError(f"{what} is not an X.509 certificate (PEM or DER)", loc) from None
     if not isinstance(key, rsa.RSAPublicKey):
         raise OvmfgenError(f"{what}: the certificate's key is not RSA (edk2 verifies RSA signatures only)", loc)
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(), cert.subject.rfc4514_string()
 
 
 def _key_set(name: str, node: Node, path: str, base: Path) -> KeySet:

@@ -341,6 +341,8 @@ class Cert:
     spec: str            # as the platform file writes it (``keys/ovmfgen-test/db.pem``, ``ms-uefi-2023``)
     path: Path           # the certificate file (PEM or DER)
     owner: str           # the owner GUID of its signature list entry
+    sha256: str = ""     # its fingerprint: sha256 of its DER (read and checked on load)
+    subject: str = ""    # its subject (RFC 4514)
     loc: Location | None = _loc()
 
 
