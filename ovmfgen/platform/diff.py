@@ -20,6 +20,7 @@ from pathlib import Path
 from ovmfgen.edk2.conventions import ARCH, toolchain_tag
 from ovmfgen.edk2.toollib import (
     Workspace, conditional_evaluator, dsc_parser, expand_macros, fdf_parser, quiet_edk2toollib,
+    edk2_path as make_edk2_path,
 )
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.importer import _resolve_input
@@ -149,10 +150,8 @@ def _expand_includes(stmts: Iterator[Statement], ws: Workspace, evaluate: object
 
 def resolve(dsc_rel: str, fdf_rel: str, ws: Workspace, defines: Mapping[str, str]) -> View:
     """The ``View`` of a DSC/FDF pair (paths relative to ``ws``) under ``defines``."""
-    from edk2toollib.uefi.edk2.path_utilities import Edk2Path
-
     quiet_edk2toollib()
-    edk2_path = Edk2Path(str(ws.roots[0]), [str(r) for r in ws.roots[1:]])
+    edk2_path = make_edk2_path(ws.roots[0], list(ws.roots[1:]))
     # The edk2 tree is the last root: its tool chain tag is what `build` would be given.
     base_vars = {"TARGET": "DEBUG", "ARCH": ARCH, "TOOL_CHAIN_TAG": toolchain_tag(ws.roots[-1]), **defines}
     dsc = dsc_parser()

@@ -76,6 +76,8 @@ def make_checkout(tarball: Path, dest: Path) -> Path:
     (staging / TOPDIR).rename(root)
     staging.rmdir()
     _git(root, "init", "-q", "-b", "master")
+    # No background `git gc --auto` after the commits: it would prune loose objects while ovmfgen reads the tree.
+    _git(root, "config", "gc.auto", "0")
     _git(root, "add", "-A", "-f", ".")
     _git(root, "commit", "-q", "-m", "edk2-stable202605")
     _git(root, "tag", TAG)
