@@ -142,13 +142,14 @@ def check_elf(c, elf=None):
             "in one Xen boot",
     "xen": "with --on xen: the Xen version, 4.17 (default; bookworm) or 4.20 (trixie); both under the host's QEMU 7.2",
     "disk": "with --on xen: boot this disk image (GPT/MBR) as the guest's PV disk and report how far it got",
+    "vcpus": "with --on xen: each guest's vCPUs (1-128); the firmware must report finding them (or its max_cpus), Linux all",
 })
 def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=None, edk2=None, fd_size=None,
-         feature=None, define=None, mode=None, xen=None, disk=None):
+         feature=None, define=None, mode=None, xen=None, disk=None, vcpus=None):
     """Boot the published firmware in QEMU (PVH and/or reset-vector entry) or under real Xen."""
     from ovmfgen.boot import command as stage
 
-    guard(stage.boot_command, entry=entry, on=on, image=image, mode=mode, xen_version=xen, disk=disk,
+    guard(stage.boot_command, entry=entry, on=on, image=image, mode=mode, xen_version=xen, disk=disk, vcpus=vcpus,
           platform=platform, target=target, edk2=edk2, fd_size=fd_size, features=feature or [], defines=define or [])
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ovmfgen.boot import xen
 from ovmfgen.boot.qemu import boot_qemu
+from ovmfgen.boot.xen.guests import check_vcpus
 from ovmfgen.boot.verdict import ENTRIES, BootResult, check_entry, tail_text
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.paths import Layout
@@ -35,7 +36,7 @@ def _entries(entry: str) -> tuple[str, ...]:
 
 def boot_command(entry: str = "both", on: str = "qemu", image: str | Path | None = None,
                  layout: Layout | None = None, mode: str | None = None, xen_version: str | None = None,
-                 disk: str | Path | None = None, **build: object) -> list[BootResult] | list[xen.GuestOutcome]:
+                 disk: str | Path | None = None, vcpus: int | str | None = None, **build: object) -> list[BootResult] | list[xen.GuestOutcome]:
     """``invoke boot``: boot the published ELF through the PVH entry and/or the reset vector.
 
     ``image`` defaults to the ``ovmf.elf`` that the build the ``build`` options select (``make_request``'s:
@@ -44,7 +45,8 @@ def boot_command(entry: str = "both", on: str = "qemu", image: str | Path | None
     ``BootError`` (exit 1, log tails shown) if any failed. ``on="xen"`` boots that image under real
     Xen instead as the ``mode`` guest set: pvh (default), hvm, os, persist, all or sb
     (``ovmfgen.boot.xen.boot_xen_command``, returning one outcome per guest), on Xen ``xen_version``
-    (4.17, the default, or 4.20); ``disk`` boots a user's disk image there instead.
+    (4.17, the default, or 4.20); ``disk`` boots a user's disk image there instead; ``vcpus`` gives each
+    Xen guest that many vCPUs (``boot_xen_command``).
     """
     request = make_request(**{"platform": "xen-pvh", **build})  # type: ignore[arg-type]
     if on not in ("qemu", "xen"):
@@ -52,12 +54,16 @@ def boot_command(entry: str = "both", on: str = "qemu", image: str | Path | None
     if on == "xen":
         xen.check_disk_request(mode or "pvh", disk)
         xen.check_xen(xen_version)
+        if vcpus is not None:
+            check_vcpus(vcpus)
     elif mode is not None:
         raise OvmfgenError("--mode chooses the Xen guests: use it with --on xen")
     elif xen_version is not None:
         raise OvmfgenError("--xen chooses the Xen version: use it with --on xen")
     elif disk is not None:
         raise OvmfgenError("--disk boots a disk under Xen: use it with --on xen")
+    elif vcpus is not None:
+        raise OvmfgenError("--vcpus gives Xen guests vCPUs: use it with --on xen")
     entries = _entries(entry) if on == "qemu" else ()
     if on == "qemu" and request.target == "RELEASE":
         raise OvmfgenError("a RELEASE build prints no DEBUG log, so its boot cannot be judged: "
@@ -69,8 +75,8 @@ def boot_command(entry: str = "both", on: str = "qemu", image: str | Path | None
         if not path.is_file():
             raise OvmfgenError(f"no firmware image at {display_path(path)}")
     if on == "xen":
-        return xen.boot_xen_command(path, mode=mode or "pvh",
-                                    xen=xen_version, disk=disk)
+        return xen.boot_xen_command(path, mode=mode or "pvh", xen=xen_version, disk=disk,
+                                    vcpus=check_vcpus(vcpus) if vcpus is not None else 1)
     out_dir = path.resolve().parent
 
     results = []

@@ -25,6 +25,7 @@ from ovmfgen.boot.xen.verdicts import (
     OS_MARKER,
     RESULT,
     SB_REFUSED,
+    CpuState,
     Verdict,
     XL_PREFIX,
 )
@@ -32,6 +33,8 @@ from ovmfgen.boot.xen.verdicts import (
 GUEST_NAME = "ovmfgen-pvh"
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 GUEST_MEMORY_MIB = 256
+#: The most vCPUs an HVM or PVH guest may have (Xen's HVM_MAX_VCPUS).
+MAX_VCPUS = 128
 #: Payloads that need more memory than that: Debian's GRUB cannot allocate Debian's kernel in a 256 MiB
 #: guest ("error: out of memory" under Xen PVH, "cannot allocate kernel buffer" under QEMU with Debian's
 #: own OVMF, both measured 2026-12-05); with 512 MiB it boots it.
@@ -126,10 +129,36 @@ class XenGuest:
     #: Tells apart guests of one run with the same mode and payload but another image, e.g. "4M".
     variant: str = ""
     disk: Path | None = None  # the disk image on the host, attached as xvda (a PV disk)
+    vcpus: int = 1   # the guest's vCPUs (xl ``vcpus``), all on the guest's pCPU
+    #: The processors the firmware must report finding (``MpInitLib: Find N processors``): ``vcpus`` by
+    #: default; fewer for a build whose ``max_cpus`` is below ``vcpus`` (it must then say it left the others
+    #: halted). Checked for a guest with more than one vCPU.
+    firmware_cpus: int | None = None
 
     def __post_init__(self) -> None:
         if self.variant and not re.fullmatch(r"[A-Za-z0-9]+", self.variant):
             raise OvmfgenError(f"a guest variant is letters and digits, got {self.variant!r}")
+        if not 1 <= self.vcpus <= MAX_VCPUS:
+            raise OvmfgenError(f"a guest has 1 to {MAX_VCPUS} vCPUs, got {self.vcpus}")
+        if self.firmware_cpus is not None and not 1 <= self.firmware_cpus <= self.vcpus:
+            raise OvmfgenError(f"a guest's firmware finds 1 to its {self.vcpus} vCPUs, not {self.firmware_cpus}")
+
+    def cpu_problem(self, cpus: CpuState, os_reached: bool) -> str:
+        """Why what the logs say about the processors is wrong for this guest ('' when right; a guest with
+        one vCPU is not checked): the firmware found its processors (all, or as many as its build allows,
+        saying so), and Linux, when it ran, brought up every vCPU (Linux counts them from the ACPI tables)."""
+        if self.vcpus == 1:
+            return ""
+        want = self.firmware_cpus or self.vcpus
+        if cpus.firmware != want:
+            found = "said nothing" if cpus.firmware is None else f"found {cpus.firmware}"
+            return f"the firmware {found}: expected {want} of {self.vcpus} processors"
+        if want < self.vcpus and not cpus.over_limit:
+            return f"the firmware used {want} of {self.vcpus} processors without saying it left the others halted"
+        if os_reached and self.payload in ("os", "disk") and cpus.linux != self.vcpus:
+            found = "said nothing" if cpus.linux is None else f"brought up {cpus.linux}"
+            return f"Linux {found}: expected {self.vcpus} CPUs"
+        return ""
 
     @property
     def name(self) -> str:
@@ -159,42 +188,71 @@ class XenGuest:
 
 @dataclass(frozen=True)
 class GuestSpec:
-    """A guest as the nightly matrix names it: ``MODE-PAYLOAD`` or ``MODE-PAYLOAD-FDSIZE`` (``pvh-shell-4M``).
+    """A guest as the nightly matrix names it: ``MODE-PAYLOAD[-FDSIZE][-NcpuS]`` (``pvh-shell``,
+    ``pvh-shell-4M``, ``hvm-os-128cpus``).
 
-    With an FD size the guest boots that size's build of the cell's firmware (its ``variant``).
+    With an FD size the guest boots that size's build of the cell's firmware; with ``Ncpus`` it has N vCPUs
+    (both go into its ``variant``).
     """
 
     mode: str
     payload: str
     fd_size: str | None = None    # "4M"; None: the cell's own build
+    vcpus: int = 1
 
     @property
     def text(self) -> str:
-        """The spelling in nightly.yaml (and the guest's variant suffix)."""
-        return f"{self.mode}-{self.payload}" + (f"-{self.fd_size}" if self.fd_size else "")
+        """The spelling in nightly.yaml."""
+        return "-".join((self.mode, self.payload, *self._suffixes))
+
+    @property
+    def _suffixes(self) -> tuple[str, ...]:
+        return tuple(x for x in (self.fd_size, f"{self.vcpus}cpus" if self.vcpus > 1 else None) if x)
+
+    @property
+    def variant(self) -> str:
+        """The guest's variant (letters and digits): ``4M``, ``128cpus``, ``4M96cpus``."""
+        return "".join(self._suffixes)
 
     def guest(self, image: Path) -> XenGuest:
         """This guest booting ``image``."""
-        return XenGuest(self.mode, self.payload, image, variant=self.fd_size or "")
+        return XenGuest(self.mode, self.payload, image, variant=self.variant, vcpus=self.vcpus)
+
+
+_CPUS_RE = re.compile(r"([0-9]+)cpus")
 
 
 def parse_guest_spec(text: str) -> GuestSpec:
-    """``pvh-shell``, ``hvm-shell``, ``pvh-ud2``, ``pvh-shell-4M``, ``hvm-sb-refused``... -> GuestSpec, or one
-    clear error (a payload may hold a dash: the longest payload that fits wins)."""
+    """``pvh-shell``, ``hvm-shell``, ``pvh-ud2``, ``pvh-shell-4M``, ``hvm-sb-refused``, ``hvm-os-128cpus``... ->
+    GuestSpec, or one clear error (a payload may hold a dash: the longest payload that fits wins)."""
     mode, _, rest = str(text).partition("-")
     payload = next((p for p in sorted(SPEC_PAYLOADS, key=len, reverse=True)
                     if rest == p or rest.startswith(p + "-")), None)
-    tail = rest[len(payload) + 1:] if payload is not None else ""
-    if mode not in MODES or payload is None or (payload != rest and (not tail or "-" in tail)):
-        raise OvmfgenError(f"guest '{text}' is not MODE-PAYLOAD[-FDSIZE] (modes: {', '.join(MODES)}; "
-                           f"payloads: {', '.join(SPEC_PAYLOADS)}; e.g. pvh-shell-4M)")
+    tails = rest[len(payload) + 1:].split("-") if payload is not None and payload != rest else []
+    vcpus = 1
+    if tails and _CPUS_RE.fullmatch(tails[-1]):
+        vcpus = int(_CPUS_RE.fullmatch(tails.pop())[1])  # type: ignore[index]
+    if mode not in MODES or payload is None or len(tails) > 1 or (payload != rest and tails == [""]):
+        raise OvmfgenError(f"guest '{text}' is not MODE-PAYLOAD[-FDSIZE][-Ncpus] (modes: {', '.join(MODES)}; "
+                           f"payloads: {', '.join(SPEC_PAYLOADS)}; e.g. pvh-shell-4M, hvm-os-128cpus)")
+    if not 1 <= vcpus <= MAX_VCPUS:
+        raise OvmfgenError(f"guest '{text}': a guest has 1 to {MAX_VCPUS} vCPUs, not {vcpus}")
     size = None
-    if tail:
+    if tails:
         try:
-            size = fd_size_label(parse_fd_size(tail) or 0)
+            size = fd_size_label(parse_fd_size(tails[0]) or 0)
         except OvmfgenError as exc:
             raise OvmfgenError(f"guest '{text}': {exc.message}") from None
-    return GuestSpec(mode, payload, size)
+    return GuestSpec(mode, payload, size, vcpus)
+
+
+def check_vcpus(vcpus: object) -> int:
+    """``--vcpus``: a whole number of vCPUs, 1 to MAX_VCPUS, or one clear error."""
+    text = str(vcpus).strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_VCPUS:
+        raise OvmfgenError(f"--vcpus takes a whole number from 1 to {MAX_VCPUS} (Xen's most for a PVH or HVM "
+                           f"guest), not {text!r}")
+    return int(text)
 
 
 def check_mode(mode: str) -> tuple[tuple[str, str], ...]:
@@ -253,7 +311,7 @@ def guest_image(guest: XenGuest) -> bytes:
 
 
 def xl_config(kernel: str, name: str = GUEST_NAME, memory_mib: int = GUEST_MEMORY_MIB, mode: str = "pvh",
-              disk: str | None = None) -> str:
+              disk: str | None = None, vcpus: int = 1) -> str:
     """The xl domain config that runs ``kernel`` as a PVH guest, or (``mode="hvm"``) as an HVM guest's BIOS.
 
     ``disk`` (a file in dom0) becomes the guest's PV disk xvda through dom0's loop hotplug script
@@ -276,9 +334,10 @@ def xl_config(kernel: str, name: str = GUEST_NAME, memory_mib: int = GUEST_MEMOR
         f'name = "{name}"\n'
         + start +
         f"memory = {memory_mib}\n"
-        "vcpus = 1\n"
+        f"vcpus = {vcpus}\n"
         # dom0 is pinned to pCPU 0 (dom0_vcpus_pin): the guest gets pCPU 1 to itself, so Xen never
-        # preempts it for dom0 (a preempted vCPU piles up timer ticks, see timer_mode below).
+        # preempts it for dom0 (a preempted vCPU piles up timer ticks, see timer_mode below); a guest
+        # with more vCPUs time-shares that one pCPU.
         'cpus = "1"\n'
         'on_poweroff = "destroy"\n'
         'on_reboot = "destroy"\n'
@@ -449,7 +508,7 @@ def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, deadline: GuestD
         memory = max(memory_mib, PAYLOAD_MEMORY_MIB.get(g.payload, 0))
         entries += [
             (fw, 0o100644, guest_image(g)),
-            (f"ovmfgen/{g.name}.cfg", 0o100644, xl_config(fw, g.name, memory, g.mode, disk).encode()),
+            (f"ovmfgen/{g.name}.cfg", 0o100644, xl_config(fw, g.name, memory, g.mode, disk, g.vcpus).encode()),
         ]
     entries.append(("ovmfgen/test.sh", 0o100755, dom0_test_script(deadline, runs=guest_runs(guests)).encode()))
     return newc_archive(entries)

@@ -21,6 +21,7 @@ from ovmfgen.boot.xen.guests import (
     GuestDeadline,
     XenGuest,
     check_mode,
+    check_vcpus,
     overlay_cpio,
 )
 from ovmfgen.boot.xen.limits import known_limit
@@ -36,6 +37,7 @@ from ovmfgen.boot.xen.verdicts import (
     format_result,
 )
 from ovmfgen.boot.xen.watch import STALL_S, RunWatch
+from ovmfgen.builder.noop import read_manifest
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import atomic_write_bytes, exclusive
 from ovmfgen.run import DEVNULL, STDOUT, CommandError, popen, run, stop, wait
@@ -209,15 +211,21 @@ class GuestOutcome:
     @property
     def ok(self) -> bool:
         """True when the verdict is the expected one (the Shell; a crash for the ud2 control); a Secure Boot
-        guest that reached its OS also needs its logs to say Secure Boot was on, and the Secure Boot
-        persistence guest its two boots to show a stateless firmware (``persist.sb_stateless_problem``)."""
+        guest that reached its OS also needs its logs to say Secure Boot was on, the Secure Boot
+        persistence guest its two boots to show a stateless firmware (``persist.sb_stateless_problem``), and
+        a guest with several vCPUs the processor counts it should have (``XenGuest.cpu_problem``)."""
         if self.result.verdict is not self.guest.expected:
             return False
         if self.guest.payload == "sb-persist" and sb_stateless_problem(self.persistence):
             return False
-        if self.guest.secure_boot and self.result.verdict is Verdict.OS_REACHED:
-            return self.result.secure_boot.enabled is True
-        return True
+        if self.guest.secure_boot and self.result.verdict is Verdict.OS_REACHED \
+                and self.result.secure_boot.enabled is not True:
+            return False
+        return not self._cpu_problem
+
+    @property
+    def _cpu_problem(self) -> str:
+        return self.guest.cpu_problem(self.result.cpus, self.result.verdict is Verdict.OS_REACHED)
 
     @property
     def why_not(self) -> str:
@@ -227,6 +235,8 @@ class GuestOutcome:
         if self.result.verdict is self.guest.expected and self.guest.payload == "sb-persist" \
                 and sb_stateless_problem(self.persistence):
             return sb_stateless_problem(self.persistence)
+        if self.result.verdict is self.guest.expected and self._cpu_problem:
+            return self._cpu_problem
         if self.result.verdict is self.guest.expected:
             return f"{self.result.secure_boot.text}: a Secure Boot guest passes only with Secure Boot on"
         return f"expected {self.guest.expected}"
@@ -245,6 +255,24 @@ def make_guests(kinds: Sequence[tuple[str, str]], image: Path, out_dir: Path,
                 disk: Path | None = None) -> list[XenGuest]:
     """The guests of ``kinds`` (``check_mode``) for ``image``, each with the disk its payload needs (``with_disks``)."""
     return with_disks([XenGuest(mode, payload, Path(image)) for mode, payload in kinds], out_dir, disk)
+
+
+def firmware_cpu_limit(image: Path) -> int | None:
+    """The processors the firmware ``image`` has room for: the ``max_cpus`` feature its build's manifest
+    (beside it) records; None when there is no manifest or it does not say."""
+    manifest = read_manifest(Path(image).parent) or {}
+    features = manifest.get("features")
+    value = features.get("max_cpus") if isinstance(features, dict) else None
+    return int(value) if isinstance(value, (int, str)) and str(value).isdigit() else None
+
+
+def with_cpu_limit(guest: XenGuest) -> XenGuest:
+    """``guest``, expecting its firmware to find as many processors as its build allows
+    (``firmware_cpu_limit``): fewer than its vCPUs when the build's limit is lower."""
+    if guest.vcpus == 1 or guest.firmware_cpus is not None:
+        return guest
+    limit = firmware_cpu_limit(guest.image)
+    return replace(guest, firmware_cpus=min(limit, guest.vcpus)) if limit else guest
 
 
 def with_disks(guests: Sequence[XenGuest], out_dir: Path, disk: Path | None = None) -> list[XenGuest]:
@@ -366,7 +394,7 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
     ``4.20``; ``debian.XenRelease``).
     """
     release = check_xen(xen)
-    guests = list(guests)
+    guests = [with_cpu_limit(g) for g in guests]
     if not guests:
         raise OvmfgenError("no guests to boot")
     for g in guests:
@@ -412,6 +440,7 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
             "expected": o.guest.expected.value, "ok": o.ok, "why_not": o.why_not or None, "detail": o.result.detail,
             "seconds_to_shell": o.result.shell_seconds, "seconds_to_os": o.result.os_seconds,
             "seconds_to_refusal": o.result.refused_seconds, "secure_boot": o.result.secure_boot.as_json(),
+            "vcpus": o.guest.vcpus, "cpus": o.result.cpus.as_json(),
             "wall_seconds": o.result.wall_seconds,
             "disk": display_path(o.guest.disk) if o.guest.disk else None,
             "persistence": o.persistence, "attempts": o.result.attempts,
@@ -463,15 +492,18 @@ def xen_output_dir(image: Path, release: XenRelease) -> Path:
 
 
 def boot_xen_command(image: Path | str, timeout: float | None = None, mode: str = "pvh", xen: str | None = None,
-                     disk: Path | str | None = None) -> list[GuestOutcome]:
+                     disk: Path | str | None = None, vcpus: int = 1) -> list[GuestOutcome]:
     """CLI entry: boot the published (or given) ELF under real Xen as the ``mode`` guest set; raise unless
     every guest got the verdict a good firmware gets.
 
     With ``disk`` (a disk image: GPT or MBR) the guests (PVH, HVM or both) boot it as their PV disk
     and report how far it got (OS_REACHED once Linux prints its banner). ``image`` is the firmware
-    (``invoke boot`` finds the published build's); logs go to ``xen-<series>/`` beside it.
+    (``invoke boot`` finds the published build's); logs go to ``xen-<series>/`` beside it. ``vcpus``: each
+    guest's vCPUs; with more than one, each guest must also show the firmware finding them (as many as its
+    build's ``max_cpus`` allows, saying so when that is fewer) and Linux bringing up every one.
     """
     kinds = check_disk_request(mode, disk)
+    vcpus = check_vcpus(vcpus)
     release = check_xen(xen)
     path = Path(image)
     if not path.is_file():
@@ -481,7 +513,7 @@ def boot_xen_command(image: Path | str, timeout: float | None = None, mode: str 
     # runs of two versions at once never share a log; a second run of the same version waits.
     out_dir = xen_output_dir(path, release)
     with exclusive(out_dir / ".lock", f"Xen {release.series} boot of {display_path(path)}"):
-        guests = make_guests(kinds, path, out_dir, Path(disk) if disk else None)
+        guests = [replace(g, vcpus=vcpus) for g in make_guests(kinds, path, out_dir, Path(disk) if disk else None)]
         outcomes = boot_xen_guests(guests, out_dir, timeout=timeout, xen=release)
     for o in outcomes:
         mark = "ok" if o.ok else f"FAILED ({o.why_not})"

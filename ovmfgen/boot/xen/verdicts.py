@@ -110,6 +110,42 @@ class SecureBootState:
 
 
 @dataclass(frozen=True)
+class CpuState:
+    """What a guest's logs say about its processors (None: that source said nothing).
+
+    ``firmware``: MpInitLib's last ``MpInitLib: Find N processors in system.`` DEBUG line; ``over_limit``:
+    its line when more processors woke up than the build has room for (PcdCpuMaxLogicalProcessorNumber,
+    the ``max_cpus`` feature: ``N processors woke up, more than ... (L): using L, the others stay halted``);
+    ``linux``: the kernel's ``smp: Brought up N nodes, M CPUs``.
+    """
+
+    firmware: int | None = None
+    over_limit: str | None = None
+    linux: int | None = None
+
+    @property
+    def seen(self) -> bool:
+        """True when any source said anything."""
+        return any(v is not None for v in (self.firmware, self.over_limit, self.linux))
+
+    @property
+    def text(self) -> str:
+        """One line for people: ``firmware: 128 processors; Linux: 128 CPUs``."""
+        parts = []
+        if self.firmware is not None:
+            parts.append(f"firmware: {self.firmware} processors")
+        if self.over_limit:
+            parts.append(f"MpInitLib: {self.over_limit}")
+        if self.linux is not None:
+            parts.append(f"Linux: {self.linux} CPUs")
+        return "; ".join(parts)
+
+    def as_json(self) -> dict[str, object]:
+        """xen-boot.json's ``cpus`` record."""
+        return {"firmware": self.firmware, "over_limit": self.over_limit, "linux": self.linux}
+
+
+@dataclass(frozen=True)
 class BootStart:
     """A boot option BdsDxe started: ``BdsDxe: starting Boot0001 "UEFI Misc Device" from <device path>``."""
 
@@ -163,6 +199,8 @@ class XenBootResult:
     boot: BootStart | None = None
     #: What the logs say about Secure Boot (``secure_boot_state``).
     secure_boot: SecureBootState = field(default_factory=SecureBootState)
+    #: What the logs say about the guest's processors (``cpu_state``).
+    cpus: CpuState = field(default_factory=CpuState)
 
     @property
     def ok(self) -> bool:
@@ -210,6 +248,25 @@ _SB_LINUX_RE = re.compile(r"Secure boot (enabled|disabled)")
 _SB_MARKER_RE = re.compile(rf"{SB_MARKER} efivar=(\S+) kernel=(\S+)")
 _SB_REFUSED_RE = re.compile(rf".*(?:{SB_REFUSED}).*")
 _SB_VERIFY_RE = re.compile(r"DxeImageVerificationLib: (.*)")
+_MP_FOUND_RE = re.compile(r"MpInitLib: Find (\d+) processors in system")
+_MP_OVER_RE = re.compile(r"MpInitLib: (\d+ processors woke up, more than .*)")
+_LINUX_SMP_RE = re.compile(r"smp: Brought up \d+ nodes?, (\d+) CPUs?")
+
+
+def cpu_state(serial_log: str, guest_console: str) -> CpuState:
+    """What ``serial_log`` (the firmware's ``(dN)`` DEBUG lines) and ``guest_console`` (Linux's) say about the
+    guest's processors; the last line of each kind (DXE counts again after PEI; a restart says it again)."""
+    firmware = over = linux = None
+    for line in _guest_lines(serial_log):
+        m = _MP_FOUND_RE.search(line)
+        if m:
+            firmware = int(m.group(1))
+        m = _MP_OVER_RE.search(line)
+        if m:
+            over = m.group(1).strip()
+    for m in _LINUX_SMP_RE.finditer(_ANSI_RE.sub("", guest_console)):
+        linux = int(m.group(1))
+    return CpuState(firmware, over, linux)
 
 
 def secure_boot_state(serial_log: str, guest_console: str) -> SecureBootState:
@@ -310,7 +367,7 @@ def classify_xen_run(serial_log: str, guest_console: str, qemu_returncode: int |
     verdict = classify_events(serial_log, qemu_returncode, result, timing, shell_seen, os_seen,
                               OS_MARKER in guest_console, sb.refused or ("dom0 saw a Secure Boot refusal"
                                                                          if result == "refused" else None))
-    verdict = replace(verdict, secure_boot=sb)
+    verdict = replace(verdict, secure_boot=sb, cpus=cpu_state(serial_log, guest_console))
     boot = booted_from(guest_console)
     if boot is not None:
         verdict = replace(verdict, boot=boot)
@@ -442,6 +499,8 @@ def format_result(result: XenBootResult) -> str:
         parts.append(f"({result.detail})")
     if result.secure_boot.seen:
         parts.append(f"[{result.secure_boot.text}]")
+    if result.cpus.seen:
+        parts.append(f"[{result.cpus.text}]")
     timings = []
     if result.shell_seconds is not None:
         timings.append(f"shell {result.shell_seconds:.1f} s after xl create")

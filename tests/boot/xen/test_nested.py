@@ -118,6 +118,9 @@ def test_guests_of_two_trees_share_one_run_apart(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--on", "xen", "--xen", "4.18"], "error: unknown Xen version '4.18': expected 4.17 or 4.20"),
     (["--xen", "4.20"], "error: --xen chooses the Xen version: use it with --on xen"),
+    (["--vcpus", "4"], "error: --vcpus gives Xen guests vCPUs: use it with --on xen"),
+    (["--on", "xen", "--vcpus", "129"], "error: --vcpus takes a whole number from 1 to 128 (Xen's most for a PVH or "
+                                        "HVM guest), not '129'"),
 ])
 def test_invoke_boot_bad_xen_argument_is_one_line(args, message):
     """`invoke boot` itself: exit 1, the one line on stderr, no traceback (before any cache or image work)."""
