@@ -67,6 +67,12 @@ CI_SB_GUESTS = (("pvh", "sb-refused"), ("pvh", "sb-signed"), ("pvh", "sb-shim"),
                 ("hvm", "sb-refused"), ("hvm", "sb-signed"), ("hvm", "sb-shim"))
 
 
+#: The many-vCPU guests in CI, on both versions (issue #26): PVH and HVM with Xen's most, 128 vCPUs, to the
+#: Shell; the firmware must find 128 processors. (PVH ~3 dom0 s / 20-35 wall s, HVM ~7.5 / 115, measured under
+#: Xen 4.20 on 2026-12-05.) The same to Linux (128 CPUs) and a build limited to 64 with 96 vCPUs are nightly cells.
+CI_CPU_GUESTS = (("pvh", "shell", 128), ("hvm", "shell", 128))
+
+
 def ci_kinds(xen: str) -> tuple[tuple[str, str], ...]:
     """The 'all' guest set of Xen ``xen`` in CI: the firmware-only guests, plus that version's disk guests."""
     return tuple((m, p) for m, p in check_mode("all")
@@ -99,6 +105,7 @@ def guest_sets(published_xen_pvh_hvcon: Path, published_xen_pvh_hvcon_newest: Pa
         out = elf.parent / f"xen-{xen}"
         guests = nested.make_guests(ci_kinds(xen), elf, out)
         guests += [XenGuest(mode, "shell", newest, variant=NEWEST_VARIANT) for mode in ("pvh", "hvm")]
+        guests += [XenGuest(mode, payload, elf, variant=f"{n}cpus", vcpus=n) for mode, payload, n in CI_CPU_GUESTS]
         guests += nested.with_disks([XenGuest(mode, payload, Path(published_xen_pvh_sb) / "ovmf.elf")
                                      for mode, payload in CI_SB_GUESTS], out)
         runs[xen] = (guests, out)
@@ -246,6 +253,15 @@ def test_broken_pvh_entry_is_reported_as_a_crash(guest_set):
     assert "Triple fault" in o.result.detail
 
 
+@pytest.mark.parametrize("mode", ["pvh", "hvm"])
+def test_a_guest_with_128_vcpus_reaches_the_shell_with_every_processor_found(guest_set, mode):
+    """Xen's most vCPUs (HVM_MAX_VCPUS): the default build (max_cpus 128) starts every one of them."""
+    o = _judged(guest_set[f"{mode}-shell-128cpus"])
+    assert o.guest.vcpus == 128 and o.result.verdict is Verdict.SHELL_REACHED, f"{o.result.verdict}: {o.result.detail}"
+    assert o.result.cpus.firmware == 128 and o.result.cpus.over_limit is None, o.result.cpus.text
+    assert o.ok, o.why_not
+
+
 def test_summary_records_every_guest(guest_set):
     out = next(iter(guest_set.values())).result.serial_log.parent
     summary = json.loads((out / nested.SUMMARY_NAME).read_text())
@@ -260,6 +276,7 @@ def test_summary_records_every_guest(guest_set):
           "4.20": ["ovmfgen-pvh-shell", "ovmfgen-pvh-os", "ovmfgen-hvm-shell", "ovmfgen-hvm-os",
                    "ovmfgen-pvh-ud2"]}[xen],
         f"ovmfgen-pvh-shell-{NEWEST_VARIANT}", f"ovmfgen-hvm-shell-{NEWEST_VARIANT}",
+        *[f"ovmfgen-{m}-{p}-{n}cpus" for m, p, n in CI_CPU_GUESTS],
         *[f"ovmfgen-{m}-{p}" for m, p in CI_SB_GUESTS]]
     for g in summary["guests"]:
         assert g["xen"].startswith(xen) and g["mode"] in ("pvh", "hvm") and g["verdict"]
@@ -269,6 +286,7 @@ def test_summary_records_every_guest(guest_set):
         assert set(g["secure_boot"]) == {"enabled", "firmware", "store", "linux", "efivar", "refused", "verification"}
         if g["payload"].startswith("sb-"):
             assert g["secure_boot"]["firmware"] is True and g["secure_boot"]["enabled"] is True, g
+        assert set(g["cpus"]) == {"firmware", "over_limit", "linux"}
     assert len(summary["runs"]) in (1, 2) and summary["runs"][0]["guests"] == [g["name"] for g in summary["guests"]]
 
 
