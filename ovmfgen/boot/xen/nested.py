@@ -35,6 +35,7 @@ from ovmfgen.boot.xen.verdicts import (
     extract_guest_console,
     guest_segments,
     format_result,
+    last_words,
 )
 from ovmfgen.boot.xen.watch import STALL_S, RunWatch
 from ovmfgen.builder.noop import read_manifest
@@ -156,11 +157,13 @@ class QemuRun:
     stalled: bool = False      # killed because the serial log stopped growing
 
 
-def _run_qemu(argv: list[str], qemu_log: Path, serial: Path, timeout: float, stall_s: float = STALL_S) -> QemuRun:
-    """Run QEMU to completion, ``timeout`` or a stall (no serial output for ``stall_s``), watching the serial log."""
+def _run_qemu(argv: list[str], qemu_log: Path, serial: Path, timeout: float, stall_s: float = STALL_S,
+              tick_s: float = GuestDeadline.tick_s) -> QemuRun:
+    """Run QEMU to completion, ``timeout`` or a stall (no serial output for ``stall_s``, or less once the run's
+    pace is known: ``RunWatch.stall_limit``), watching the serial log."""
     start = time.monotonic()
     peak: int | None = None
-    watch = RunWatch(stall_s=stall_s)
+    watch = RunWatch(stall_s=stall_s, tick_s=tick_s)
     offset = 0
 
     def read_new() -> None:
@@ -319,7 +322,7 @@ def _attempt(guests: Sequence[XenGuest], out_dir: Path, assets: XenAssets, timeo
         argv = qemu_argv(assets.xen, assets.dom0_kernel, initrd, serial, icount_shift=icount_shift, release=release)
         names = ", ".join(g.name for g in guests)
         say(f"booting {names} under Xen {assets.versions.hypervisor} in QEMU {qemu_ver} (TCG, icount)")
-        qrun = _run_qemu(argv, qemu_log, serial, timeout, stall_s)
+        qrun = _run_qemu(argv, qemu_log, serial, timeout, stall_s, deadline.tick_s)
     rc, seconds, peak = qrun.returncode, qrun.seconds, qrun.peak_rss_kib
     serial_text = serial.read_text(encoding="utf-8", errors="replace") if serial.is_file() else ""
     parts, _, _ = guest_segments(serial_text)
@@ -339,10 +342,15 @@ def _attempt(guests: Sequence[XenGuest], out_dir: Path, assets: XenAssets, timeo
             atomic_write_bytes(out_dir / console_name, console.encode())
             result = classify_guest(serial_text, label, rc)
             if qrun.stalled and label not in qrun.watch.guest_stop:
-                # dom0 prints a heartbeat while it waits: silence is QEMU, Xen or dom0, never the guest.
+                # dom0 prints a heartbeat while it waits: silence is QEMU, Xen or dom0 stopping, which a guest
+                # spinning under icount can cause too (dom0's clock stopped with it): its last words say where.
+                during = label in qrun.watch.guest_start
+                last = last_words(part, console) if during else ""
                 result = replace(result, verdict=Verdict.HARNESS_FAILURE,
-                                 detail=f"the nested run stalled: no serial output for {stall_s:.0f} s (wall)"
-                                        f"{' during this guest' if label in qrun.watch.guest_start else ''}")
+                                 detail=f"the nested run stalled: no serial output for "
+                                        f"{qrun.watch.stall_limit():.0f} s (wall)"
+                                        f"{' during this guest' if during else ''}"
+                                        f"{f'; {last}' if last else ''}")
             if result.verdict is Verdict.HARNESS_FAILURE:
                 extra = tail or (f"QEMU {qemu_ver}" if rc is None else "")
                 if extra:

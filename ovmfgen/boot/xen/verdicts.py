@@ -316,6 +316,16 @@ def linux_tail(guest_console: str, lines: int = 3) -> str:
     return " | ".join(kept[-lines:])
 
 
+def last_words(serial_log: str, guest_console: str, width: int = 160) -> str:
+    """Where a guest was when its run stopped, for a detail: its console's last non-empty line, else (dom0
+    copies the console out only when the guest's turn ends) its last ``(dN)`` debug line; '' when neither."""
+    lines = [ln.strip() for ln in _ANSI_RE.sub("", guest_console).splitlines() if ln.strip()]
+    if lines:
+        return f"its console last said: {lines[-1][:width]}"
+    debug = [ln.strip() for ln in _guest_lines(serial_log) if ln.strip()]
+    return f"its last debug line: {debug[-1][:width]}" if debug else ""
+
+
 def extract_guest_console(serial_log: str) -> str:
     """The guest console dom0 copied into the serial log (between the BEGIN/END markers)."""
     lines: list[str] = []

@@ -20,6 +20,14 @@ from ovmfgen.boot.xen.verdicts import EVENT, GUEST_START, GUEST_STOP
 #: heartbeat comes every TICK_S of its seconds; its longest silence otherwise (unpacking the
 #: initramfs) is about a dom0 second. 600 s covers more than 100 wall seconds per dom0 second.
 STALL_S = 600.0
+#: Once the run's own pace is known (wall seconds per dom0 second, over at least PACE_DOM0_S of dom0's
+#: clock), a silence of STALL_HEARTBEATS heartbeats at that pace is a stall too, if shorter: a guest that
+#: stops dom0's clock (a spin under icount) is recognised in minutes on a quiet host, not after STALL_S.
+#: Never below STALL_FLOOR_S. A host that slows down more than that many times mid-run gets a stall, which
+#: is a HARNESS_FAILURE (the guest runs again), never a firmware verdict.
+STALL_HEARTBEATS = 20
+STALL_FLOOR_S = 180.0
+PACE_DOM0_S = 10.0
 
 _EVENT_RE = re.compile(rf"{EVENT} (\S+) ([0-9.]+)")
 
@@ -29,6 +37,8 @@ class RunWatch:
     """What the serial log showed so far, stamped with the host's wall clock (seconds since QEMU started)."""
 
     stall_s: float = STALL_S
+    #: dom0's heartbeat period, in its seconds (``guests.GuestDeadline.tick_s``)
+    tick_s: float = 5.0
     last_output: float = 0.0
     #: wall second at which dom0 reported it was up (its first event)
     dom0_up: float | None = None
@@ -65,9 +75,18 @@ class RunWatch:
                 self.dom0_up = now
             self.last_event = stamp
 
+    def stall_limit(self) -> float:
+        """Wall seconds of silence that make a stall: ``stall_s``, or fewer once the run's pace is known
+        (STALL_HEARTBEATS heartbeats at that pace, at least STALL_FLOOR_S)."""
+        pace = self.wall_per_dom0_second()
+        if pace is None or self.first_event is None or self.last_event is None \
+                or self.last_event[1] - self.first_event[1] < PACE_DOM0_S:
+            return self.stall_s
+        return min(self.stall_s, max(STALL_FLOOR_S, STALL_HEARTBEATS * self.tick_s * pace))
+
     def stalled(self, now: float) -> bool:
-        """True when nothing came for ``stall_s`` wall seconds."""
-        return now - self.last_output > self.stall_s
+        """True when nothing came for ``stall_limit()`` wall seconds."""
+        return now - self.last_output > self.stall_limit()
 
     def guest_wall_seconds(self, name: str) -> float | None:
         """Wall seconds from the guest's start to its stop (None unless both were seen)."""

@@ -242,3 +242,12 @@ def test_result_line_and_shell_seconds():
     assert r.shell_seconds == 7.25
     line = verdicts.format_result(r)
     assert line.startswith("xen: SHELL_REACHED") and "7.2 s after xl create" in line and "38.2 s" in line
+
+
+def test_last_words_say_where_a_stopped_guest_was():
+    """A stalled run's guest: the console's last line (ANSI codes gone), else its last (dN) debug line."""
+    console = "\x1b[2J\x1b[01;01HWelcome to GRUB!\n\n\x1b[0m  Booting `Debian GNU/Linux'\n  \n"
+    assert verdicts.last_words("", console) == "its console last said: Booting `Debian GNU/Linux'"
+    serial = "(XEN) d2v0 something\n(d2) BdsDxe: starting Boot0002 \"debian\" from HD(1,GPT,...)\r\n(d0) not it\n"
+    assert verdicts.last_words(serial, "") == 'its last debug line: BdsDxe: starting Boot0002 "debian" from HD(1,GPT,...)'
+    assert verdicts.last_words("(XEN) only Xen\n", "  \n") == ""

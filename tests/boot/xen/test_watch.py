@@ -28,3 +28,26 @@ def test_watch_without_events_has_no_speed():
     w = watch.RunWatch()
     w.feed("(XEN) only Xen\n", 3.0)
     assert w.wall_per_dom0_second() is None and w.dom0_up is None and not w.stalled(3.0 + watch.STALL_S)
+
+
+def test_a_known_pace_shortens_the_stall_limit():
+    """dom0 ticking at 2 wall s per dom0 s: 20 heartbeats of 5 dom0 s are 200 wall s, below the 600 s limit."""
+    w = watch.RunWatch()
+    assert w.stall_limit() == watch.STALL_S
+    w.feed("OVMFGEN-EVENT dom0-up 5.00\n", 10.0)
+    w.feed("OVMFGEN-EVENT tick 10.00\n", 20.0)
+    assert w.stall_limit() == watch.STALL_S  # 5 dom0 s seen: too few to trust a pace
+    w.feed("OVMFGEN-EVENT tick 15.00\n", 30.0)
+    assert w.wall_per_dom0_second() == 2.0 and w.stall_limit() == 200.0
+    assert not w.stalled(229.0) and w.stalled(231.0)
+
+
+def test_the_stall_limit_has_a_floor_and_a_ceiling():
+    fast = watch.RunWatch()
+    fast.feed("OVMFGEN-EVENT dom0-up 5.00\nOVMFGEN-EVENT tick 25.00\n", 10.0)
+    fast.feed("OVMFGEN-EVENT tick 30.00\n", 11.0)  # 1 wall s for 25 dom0 s
+    assert fast.stall_limit() == watch.STALL_FLOOR_S
+    slow = watch.RunWatch()
+    slow.feed("OVMFGEN-EVENT dom0-up 5.00\n", 10.0)
+    slow.feed("OVMFGEN-EVENT tick 15.00\n", 510.0)  # 100 wall s per dom0 s: a loaded host
+    assert slow.stall_limit() == watch.STALL_S
