@@ -43,7 +43,7 @@ from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.paths import ELF_NAME, Layout
 from ovmfgen.platform.located import load_for_tree
 from ovmfgen.platform.model import FEATURES, Platform
-from ovmfgen.platform.overrides import OverrideStep, check_overrides, override_files, override_steps
+from ovmfgen.platform.overrides import Carried, OverrideStep, check_overrides, override_files, override_steps
 from ovmfgen.platform.reads import check_defines, check_features, names_read, refuse_feature_defines
 from ovmfgen.platform.render import Rendered, render
 from ovmfgen.request import Request
@@ -98,6 +98,8 @@ class Resolved:
     suffix: str                              # the variant ("" for the default build)
     workspace: Path
     dist: Path
+    # The one-release override entries carried to this later tree: still applied, or left out and why.
+    carried: tuple[Carried, ...] = ()
 
     @cached_property
     def companions(self) -> dict[str, bytes]:
@@ -190,7 +192,8 @@ def resolved(platform: Platform, tree: Edk2Tree, layout: Layout | None = None,
     req = request or Request(platform=platform.name, edk2=tree.tag)
     rendered = render(platform)
     check_overrides(platform, lay.overrides_for(platform.name), tree.tag)
-    steps = override_steps(platform, lay.overrides_for(platform.name), tree.tag, tree.root)
+    carried: list[Carried] = []
+    steps = override_steps(platform, lay.overrides_for(platform.name), tree.tag, tree.root, carried)
     files = override_files(steps)
     if req.defines:
         refuse_feature_defines(dict(req.defines), platform.feature_values())
@@ -203,7 +206,7 @@ def resolved(platform: Platform, tree: Edk2Tree, layout: Layout | None = None,
         request=req, tree=tree, platform=platform, layout=lay, rendered=rendered, steps=steps,
         override_files=files, suffix=suffix,
         workspace=lay.workspace_dir(platform.name, tree_part, suffix),
-        dist=lay.dist_dir(platform.name, tree_part, req.target, suffix),
+        dist=lay.dist_dir(platform.name, tree_part, req.target, suffix), carried=tuple(carried),
     )
 
 
