@@ -265,14 +265,17 @@ class Drift:
     stale: list[str]                           # listed deltas never observed ("kind subject")
     #: the one-release entries carried to this later tree: the overrides (from the resolve) and the deltas
     carried: tuple[Carried, ...] = ()
+    report: str = ""                           # what ``invoke diff`` prints (format_report)
 
     def unexplained_lines(self) -> list[str]:
-        """Each unexplained difference in one line: ``PCDs: NAME: upstream -> ours   [configurations]``."""
-        out = []
-        for d in self.unexplained:
-            configs = [label for label, diffs in self.per_config.items() if d in diffs]
-            where = "" if len(configs) == len(self.per_config) else f"   [{'; '.join(configs)}]"
-            out.append(f"{_GROUP_TITLES[d.kind].removesuffix(':')}: {d.line()}{where}")
+        """The report's unexplained lines (those marked ``!``), each with its group:
+        ``PCDs: NAME: upstream -> ours   [configurations]`` (a library change shared by many components is one line)."""
+        out, group = [], ""
+        for line in self.report.splitlines():
+            if line.endswith(":") and not line.startswith(" "):
+                group = line
+            elif line.startswith(" ! "):
+                out.append(f"{group} {line[3:]}")
         return out
 
 
@@ -320,7 +323,8 @@ def compare_platform(r: Resolved, against_dsc: Path, against_fdf: Path) -> Drift
             deltas.append(Carried(what, delta.carried, r.tree.tag, False,
                                   f", written for {delta.carried}, is no longer observed on {r.tree.tag}: upstream "
                                   f"now does the same; end its 'edk2:' at {delta.carried}", delta.loc))
-    return Drift(per_config, unexplained, stale, (*r.carried, *deltas))
+    return Drift(per_config, unexplained, stale, (*r.carried, *deltas),
+                 format_report(platform, per_config, unexplained, stale))
 
 
 def say_left_out(drift: Drift, platform: Platform, kinds: tuple[str, ...] = ("delta",)) -> None:
@@ -454,8 +458,8 @@ def diff_command(platform_name: str, against: str | None = None, fdf: str | None
         if not fdf_path.is_file():
             raise OvmfgenError(f"no FDF beside {against}; pass --fdf")
     drift = compare_platform(r, dsc_path, fdf_path)
-    per_config, unexplained, stale = drift.per_config, drift.unexplained, drift.stale
-    print(format_report(platform, per_config, unexplained, stale), flush=True)
+    unexplained, stale = drift.unexplained, drift.stale
+    print(drift.report, flush=True)
     say_left_out(drift, platform)
     if invalid is not None:
         print(f"{platform.name} does not validate against {tree.tag}:", flush=True)

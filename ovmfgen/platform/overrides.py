@@ -150,12 +150,12 @@ def apply_patch(diff: bytes, base: dict[str, bytes], where: str, tag: str, ov: O
 
 
 def override_steps(platform: Platform, overrides_root: Path, tag: str, tree_root: Path,
-                   carried: list[Carried] | None = None) -> tuple[OverrideStep, ...]:
+                   carried: list[Carried] | None = None, quiet: bool = False) -> tuple[OverrideStep, ...]:
     """Each override entry of ``platform`` in order, applied on the tree at ``tree_root`` (tagged ``tag``)
     and on the entries before it; ``overrides_root`` is the layout's overrides/<platform>/.
 
     A carried entry (a one-release fix on a later tree) that no longer applies is left out with one
-    located note; ``carried``, when given, receives what became of every carried entry.
+    located note (unless ``quiet``); ``carried``, when given, receives what became of every carried entry.
     """
     current: dict[str, bytes] = {}
     steps = []
@@ -178,7 +178,8 @@ def override_steps(platform: Platform, overrides_root: Path, tag: str, tree_root
                                f"{exc.message.removeprefix('override patch ' + where)}; written for {ov.carried}, it "
                                f"is not applied to this later tree: if upstream fixed what it fixes, end its "
                                f"'edk2:' at {ov.carried}, else rewrite it", exc.location or ov.loc)
-                say(note.line() if note.loc else f"{platform.name}: {note.line()}", prefix=False)
+                if not quiet:
+                    say(note.line() if note.loc else f"{platform.name}: {note.line()}", prefix=False)
                 if carried is not None:
                     carried.append(note)
                 continue

@@ -182,18 +182,19 @@ def resolve(request: Request, layout: Layout | None = None) -> Resolved:
 
 
 def resolved(platform: Platform, tree: Edk2Tree, layout: Layout | None = None,
-             request: Request | None = None) -> Resolved:
+             request: Request | None = None, quiet: bool = False) -> Resolved:
     """A platform already loaded for ``tree`` (a rebase probe, a test's platform), resolved in ``layout``.
 
     ``request`` gives the target and defines (default: a DEBUG build of the platform's own features);
-    its defines are checked against what the rendered files and their ``!include``s read.
+    its defines are checked against what the rendered files and their ``!include``s read. ``quiet``: the
+    carried overrides left out are in ``Resolved.carried`` only (a caller that shows them itself).
     """
     lay = layout or Layout()
     req = request or Request(platform=platform.name, edk2=tree.tag)
     rendered = render(platform)
     check_overrides(platform, lay.overrides_for(platform.name), tree.tag)
     carried: list[Carried] = []
-    steps = override_steps(platform, lay.overrides_for(platform.name), tree.tag, tree.root, carried)
+    steps = override_steps(platform, lay.overrides_for(platform.name), tree.tag, tree.root, carried, quiet)
     files = override_files(steps)
     if req.defines:
         refuse_feature_defines(dict(req.defines), platform.feature_values())
