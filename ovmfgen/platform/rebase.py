@@ -561,6 +561,15 @@ def rebase(path: Path, base_tree: Edk2Tree, target_tree: Edk2Tree) -> RebaseResu
     return RebaseResult(apply_edits(text, merge.edits, conditions), changes, ())
 
 
+def platform_file(platform_name: str, layout: Layout | None = None) -> Path:
+    """The YAML file a rebase edits: ``platforms/NAME.yaml``, or the path given (one line when it is missing)."""
+    path = (Path(platform_name) if platform_name.endswith(".yaml")
+            else (layout or Layout()).platforms_dir / f"{platform_name}.yaml")
+    if not path.is_file():
+        raise OvmfgenError(f"unknown platform '{platform_name}' (no {display_path(path)})")
+    return path
+
+
 def rebase_command(platform_name: str, to: str, from_tag: str | None = None, dry_run: bool = False) -> None:
     """``invoke rebase``: write upstream's change from the platform's release to ``to`` into its YAML.
 
@@ -572,9 +581,7 @@ def rebase_command(platform_name: str, to: str, from_tag: str | None = None, dry
     if not to:
         raise OvmfgenError("rebase needs --to TAG (an edk2 release) or --to PATH (a checkout) to carry the "
                            "platform to")
-    path = Path(platform_name) if platform_name.endswith(".yaml") else Layout().platforms_dir / f"{platform_name}.yaml"
-    if not path.is_file():
-        raise OvmfgenError(f"unknown platform '{platform_name}' (no {display_path(path)})")
+    path = platform_file(platform_name)
     text = path.read_text(encoding="utf-8")
     base_tree, target_tree = locate(from_tag or written_for(text)), locate(to)
     result = plan_rebase(path, base_tree, target_tree)
