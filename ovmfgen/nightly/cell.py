@@ -26,7 +26,8 @@ from ovmfgen.boot.xen.nested import with_disks
 from ovmfgen.boot.xen.verdicts import SecureBootState
 from ovmfgen.builder import command as build_cmd
 from ovmfgen.errors import OvmfgenError, display_path
-from ovmfgen.paths import ELF_NAME, LOG_NAME
+from ovmfgen.edk2.tree import Edk2Tree
+from ovmfgen.paths import ELF_NAME, LOG_NAME, Layout
 from ovmfgen.platform.resolve import Resolved, resolve
 from ovmfgen.nightly import upstream
 from ovmfgen.nightly.history import CELL_LOG, RESULT, write_public
@@ -173,7 +174,14 @@ def _checkout_steps(cell: Cell, cell_dir: Path, record: CellRecord, steps: list[
                     resolved_cell: Callable[[], Resolved]) -> bool:
     """A checkout cell's steps before its build (``nightly.upstream``): setup, drift, rebase; False when the
     checkout could not be set up (nothing else can run)."""
-    if not _step(steps, "setup", lambda: upstream.setup(cell, record)):
+    trees: list[Edk2Tree] = []
+
+    def do_setup() -> tuple[bool, str, StepRecord]:
+        outcome, tree = upstream.setup(cell, record)
+        trees.append(tree)
+        return outcome
+
+    if not _step(steps, "setup", do_setup):
         return False
     report: list[str] = []
 
@@ -184,7 +192,7 @@ def _checkout_steps(cell: Cell, cell_dir: Path, record: CellRecord, steps: list[
 
     try:
         _step(steps, "drift", do_drift)
-        _step(steps, "rebase", lambda: upstream.rebase(cell, resolved_cell(), cell_dir, record))
+        _step(steps, "rebase", lambda: upstream.rebase(cell, trees[0], Layout(), cell_dir, record))
     finally:
         upstream.write_text(record.setdefault("upstream", {}), cell.platform, cell_dir, "".join(report))
     return True

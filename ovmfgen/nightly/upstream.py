@@ -26,13 +26,14 @@ from pathlib import Path
 
 from ovmfgen import paths
 from ovmfgen.edk2.install import ensure_edk2
-from ovmfgen.edk2.tree import locate
+from ovmfgen.edk2.tree import Edk2Tree, locate
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.nightly.history import write_public
 from ovmfgen.nightly.matrix import Cell
 from ovmfgen.nightly.records import CellRecord, RebaseRecord, StepRecord, UpstreamRecord
 from ovmfgen.platform.diff import Drift, compare_platform, upstream_files
 from ovmfgen.platform.rebase import plan_rebase, platform_file, release_conditions, written_for
+from ovmfgen.paths import Layout
 from ovmfgen.platform.resolve import Resolved
 
 TEXT = "upstream.txt"
@@ -43,7 +44,7 @@ def _rel(path: Path, night: Path) -> str:
     return path.resolve().relative_to(night.resolve()).as_posix()
 
 
-def setup(cell: Cell, record: CellRecord) -> tuple[bool, str, StepRecord]:
+def setup(cell: Cell, record: CellRecord) -> tuple[tuple[bool, str, StepRecord], Edk2Tree]:
     """The checkout made this process's default tree and set up (identity, BaseTools); recorded."""
     assert cell.checkout is not None
     root = Path(cell.checkout.root) if cell.checkout.root else cell.checkout.locate(paths.REPO_ROOT)
@@ -54,7 +55,8 @@ def setup(cell: Cell, record: CellRecord) -> tuple[bool, str, StepRecord]:
     record["upstream"] = UpstreamRecord(tree=tree.tag, commit=commit, date=tree.release_date,
                                         checkout=cell.checkout.text, root=str(root))
     how = "BaseTools built for its commit" if did else "set up already"
-    return True, f"{tree.tag} (commit {str(commit or '?')[:12]}, {tree.release_date}) at {root}: {how}", StepRecord()
+    return (True, f"{tree.tag} (commit {str(commit or '?')[:12]}, {tree.release_date}) at {root}: {how}",
+            StepRecord()), tree
 
 
 def drift(r: Resolved, record: CellRecord) -> tuple[tuple[bool, str, StepRecord], Drift]:
@@ -72,20 +74,23 @@ def drift(r: Resolved, record: CellRecord) -> tuple[tuple[bool, str, StepRecord]
     return (True, detail, StepRecord()), found
 
 
-def rebase(cell: Cell, r: Resolved, cell_dir: Path, record: CellRecord) -> tuple[bool, str, StepRecord]:
-    """``invoke rebase --to CHECKOUT --dry-run`` from the platform's release: recorded, the YAML change kept."""
+def rebase(cell: Cell, tree: Edk2Tree, layout: Layout, cell_dir: Path,
+           record: CellRecord) -> tuple[bool, str, StepRecord]:
+    """``invoke rebase --to CHECKOUT --dry-run`` from the platform's release: recorded, the YAML change kept.
+    It needs the checkout's tree, not the cell's resolve (a platform whose override no longer applies there
+    still gets its rebase preview: that override is one of its conflicts)."""
     up = record.setdefault("upstream", UpstreamRecord())
-    path = platform_file(cell.platform, r.layout)
+    path = platform_file(cell.platform, layout)
     text = path.read_text(encoding="utf-8")
     base = written_for(text)
     rec = RebaseRecord(base=base)
     up["rebase"] = rec
     try:
-        release_conditions(base, r.tree.tag, display_path(path))
+        release_conditions(base, tree.tag, display_path(path))
     except OvmfgenError as exc:   # the checkout is that release, or past a later one: no rebase to preview
         rec.update(status="none", detail=exc.message)
         return True, f"no rebase from {base}: {exc.message}", StepRecord()
-    result = plan_rebase(path, locate(base), r.tree, r.layout)
+    result = plan_rebase(path, locate(base), tree, layout)
     rec.update(status=result.status, changes=list(result.changes), conflicts=[c.line() for c in result.conflicts],
                carried=[c.line() for c in result.carried], remaining=list(result.remaining))
     night = cell_dir.parent.parent

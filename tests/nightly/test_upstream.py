@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -94,12 +93,37 @@ def test_the_cell_shows_the_drift_and_the_rebase_before_its_build(tmp_path: Path
                               "fixes: 2 still needed, 3 left out")
 
 
+def test_an_override_master_broke_fails_the_build_and_is_the_rebase_conflict(tmp_path: Path, edk2_tree_202605,
+                                                                            monkeypatch) -> None:
+    # Upstream rewrote the lines xen-pvh's SEC patch (for every tree) changes: the platform no longer resolves
+    # for the checkout, so the drift and the build fail in one line; the rebase preview still runs and names
+    # the override as its conflict, at the platform's line.
+    monkeypatch.setenv("OVMFGEN_EDK2", "restored-after-the-test")
+    sec = (b"EFI_PEI_TEMPORARY_RAM_SUPPORT_PPI  mTemporaryRamSupportPpi = {",
+           b"EFI_PEI_TEMPORARY_RAM_SUPPORT_PPI  mTempRamSupportPpi = {")
+    broken = shadow_tree(edk2_tree_202605, tmp_path / "edk2", LATER, {"OvmfPkg/Sec/SecMain.c": sec})
+    cell = Cell(**{**CELL.__dict__, "checkout": Checkout(env="OVMFGEN_EDK2_UPSTREAM", root=str(broken.root))})
+    monkeypatch.setattr(upstream, "ensure_edk2", lambda tag: (broken, False))
+    monkeypatch.setattr(upstream, "locate", lambda tag: edk2_tree_202605 if tag == edk2_tree_202605.tag else None)
+    monkeypatch.setattr(cellmod, "resolve", lambda req: resolved(load_platform("xen-pvh", edk2=LATER), broken,
+                                                                   request=req))
+    record = cellmod.run_cell(cell, tmp_path / "night" / "cells" / cell.name)
+    status = {s["name"]: s["status"] for s in record["steps"]}
+    assert status == {"setup": "passed", "drift": "failed", "rebase": "passed", "build": "failed"}
+    line = (REPO / "platforms/xen-pvh.yaml").read_text().splitlines().index(
+        "  - patch: patches/Sec-PEI-PPI-list-at-run-time.patch") + 1
+    where = f"platforms/xen-pvh.yaml:{line}:5"
+    assert record["error"].startswith(f"{where}: error: override patch overrides/xen-pvh/patches/"
+                                      f"Sec-PEI-PPI-list-at-run-time.patch does not apply to {LATER}: ")
+    rebase = record["upstream"]["rebase"]
+    assert rebase["status"] == "conflicts" and rebase["conflicts"][0].startswith(f"{where}: conflict: override patch ")
+    assert "1 conflict(s) from edk2-stable202605" in (tmp_path / "night" / record["upstream"]["text"]).read_text()
+
+
 def test_a_checkout_past_a_later_release_is_no_rebase_to_preview(tmp_path: Path, edk2_tree_202605) -> None:
-    # (xen-pvh has no per-tree MpInitLib patch for such a tree: what the step reads of the resolve is the tree.)
     later = shadow_tree(edk2_tree_202605, tmp_path / "edk2", "edk2-stable202611-4-gabcdef1", {})
-    r = SimpleNamespace(tree=later, layout=Layout())
     record: dict = {}
-    ok, detail, _ = upstream.rebase(CELL, r, tmp_path / "night" / "cells" / "c", record)
+    ok, detail, _ = upstream.rebase(CELL, later, Layout(), tmp_path / "night" / "cells" / "c", record)
     assert ok and record["upstream"]["rebase"]["status"] == "none"
     assert detail == ("no rebase from edk2-stable202605: edk2-stable202611-4-gabcdef1 is a checkout past "
                       "edk2-stable202611, but platforms/xen-pvh.yaml is written for edk2-stable202605: rebase to "
