@@ -56,7 +56,7 @@ def diff(c, platform="xen-pvh", against=None, fdf=None, edk2=None):
 
 
 @task(name="rebase", help={
-    "platform": "platform name (platforms/NAME.yaml) or a YAML path", "to": "the edk2 release to carry it to",
+    "platform": "platform name (platforms/NAME.yaml) or a YAML path", "to": "the edk2 release to carry it to, or a checkout past its release (its path)",
     "from_": "the release it is written for (default: the newest its edk2 conditions name, else the default tree)",
     "dry_run": "print the YAML change instead of writing it",
 })

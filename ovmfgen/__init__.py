@@ -82,6 +82,7 @@ Code map::
       nightly/
         matrix.py          nightly.yaml: the cells
         cell.py            one cell in its own process: build, check-elf, boots
+        upstream.py        a cell of an edk2 checkout: its setup, then invoke diff's drift and a rebase dry run before the build
         jobs.py            cells in parallel processes
         repro.py           one cell built twice from scratch, compared
         history.py         nights on disk, summary.json

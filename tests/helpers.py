@@ -55,6 +55,29 @@ def fake_edk2_files(files_per_dir: int = 3) -> dict[str, bytes]:
     return files
 
 
+def shadow_tree(tree: Edk2Tree, dest: Path, name: str, edits: dict[str, tuple[bytes, bytes]]) -> Edk2Tree:
+    """A checkout past ``tree`` without copying it: ``dest`` mirrors ``tree.root`` through symbolic links, but
+    for the files ``edits`` changes (path -> (old, new): real copies with ``old`` replaced by ``new``, once).
+    It is named ``name`` (``git describe`` of a checkout, e.g. ``edk2-stable202605-1-gabcdef1``)."""
+    def mirror(src: Path, dst: Path, changed: set[str]) -> None:
+        dst.mkdir(parents=True, exist_ok=True)
+        for entry in src.iterdir():
+            inner = {c.split("/", 1)[1] for c in changed if c.startswith(entry.name + "/")}
+            if inner:
+                mirror(entry, dst / entry.name, inner)
+            elif entry.name in changed:
+                shutil.copy2(entry, dst / entry.name)
+            else:
+                (dst / entry.name).symlink_to(entry)
+
+    mirror(tree.root, dest, set(edits))
+    for rel, (old, new) in edits.items():
+        data = (dest / rel).read_bytes()
+        assert old in data, f"{rel}: {old!r} not found"
+        (dest / rel).write_bytes(data.replace(old, new, 1))
+    return Edk2Tree(dest, tree.basetools, {**tree.identity, "tag": name, "commit": None})
+
+
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:
     """Write ``files`` under ``root`` (plus the empty brotli submodule directory)."""
     for rel, data in files.items():

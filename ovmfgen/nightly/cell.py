@@ -26,8 +26,10 @@ from ovmfgen.boot.xen.nested import with_disks
 from ovmfgen.boot.xen.verdicts import SecureBootState
 from ovmfgen.builder import command as build_cmd
 from ovmfgen.errors import OvmfgenError, display_path
-from ovmfgen.paths import ELF_NAME, LOG_NAME
-from ovmfgen.platform.resolve import resolve
+from ovmfgen.edk2.tree import Edk2Tree
+from ovmfgen.paths import ELF_NAME, LOG_NAME, Layout
+from ovmfgen.platform.resolve import Resolved, resolve
+from ovmfgen.nightly import upstream
 from ovmfgen.nightly.history import CELL_LOG, RESULT, write_public
 from ovmfgen.nightly.matrix import Cell
 from ovmfgen.nightly.records import BootRecord, CellRecord, ReproRecord, StepRecord, XenGuestRecord
@@ -82,8 +84,19 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> CellReco
                     "fd_size": cell.fd_size, "features": list(cell.features), "description": cell.description,
                     "artifacts": {}, "boot": {}, "steps": steps}
 
+    once: list[Resolved] = []
+
+    def resolved_cell() -> Resolved:
+        """The cell's build resolved once (a checkout cell's drift and rebase steps and its build share it)."""
+        if not once:
+            once.append(resolve(cell.request(jobs=threads)))
+        return once[0]
+
+    if cell.checkout is not None and not _checkout_steps(cell, cell_dir, record, steps, resolved_cell):
+        return _finish(record, steps, t0, cell_dir, night)
+
     def do_build() -> tuple[bool, str, StepRecord]:
-        result = build_cmd.build(resolve(cell.request(jobs=threads)))
+        result = build_cmd.build(resolved_cell())
         manifest = result.manifest
         art = cell_dir / "artifacts"
         for name in sorted(os.listdir(result.dist)):
@@ -143,6 +156,11 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> CellReco
                 _step(steps, "boot-shell", do_shell)
             elif kind == "xen":
                 _xen_steps(cell, cell_dir, night, elf_path, record, steps, threads)
+    return _finish(record, steps, t0, cell_dir, night)
+
+
+def _finish(record: CellRecord, steps: list[StepRecord], t0: float, cell_dir: Path, night: Path) -> CellRecord:
+    """The record's verdict: failed when any step failed (the first failure's detail is its error)."""
     failed = [s["name"] for s in steps if s["status"] != "passed"]
     record["status"] = "failed" if failed else "passed"
     record["failed_steps"] = failed
@@ -150,6 +168,34 @@ def run_cell(cell: Cell, cell_dir: Path, threads: int | None = None) -> CellReco
     record["seconds"] = round(time.monotonic() - t0, 1)
     record["log"] = _rel(cell_dir / CELL_LOG, night)
     return record
+
+
+def _checkout_steps(cell: Cell, cell_dir: Path, record: CellRecord, steps: list[StepRecord],
+                    resolved_cell: Callable[[], Resolved]) -> bool:
+    """A checkout cell's steps before its build (``nightly.upstream``): setup, drift, rebase; False when the
+    checkout could not be set up (nothing else can run)."""
+    trees: list[Edk2Tree] = []
+
+    def do_setup() -> tuple[bool, str, StepRecord]:
+        outcome, tree = upstream.setup(cell, record)
+        trees.append(tree)
+        return outcome
+
+    if not _step(steps, "setup", do_setup):
+        return False
+    report: list[str] = []
+
+    def do_drift() -> tuple[bool, str, StepRecord]:
+        outcome, found = upstream.drift(resolved_cell(), record)
+        report.append(found.report)
+        return outcome
+
+    try:
+        _step(steps, "drift", do_drift)
+        _step(steps, "rebase", lambda: upstream.rebase(cell, trees[0], Layout(), cell_dir, record))
+    finally:
+        upstream.write_text(record.setdefault("upstream", {}), cell.platform, cell_dir, "".join(report))
+    return True
 
 
 def xen_guests_of(cell: Cell, elf_path: Path, images: dict[str, Path]) -> list[xen.XenGuest]:

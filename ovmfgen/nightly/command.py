@@ -44,7 +44,7 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ from ovmfgen.nightly.install import install
 from ovmfgen.nightly.jobs import _child_argv, _Job, run_jobs, status_line
 from ovmfgen.nightly.matrix import (DEFAULT_MATRIX, Cell, Matrix, list_text, load_matrix, on_tree,
                                     repro_cell_for, select_cells)
-from ovmfgen.nightly.records import CellRecord, ReproRecord, Summary
+from ovmfgen.nightly.records import CellRecord, ReproRecord, StepRecord, Summary
 from ovmfgen.platform.reads import UnreadSwitch
 from ovmfgen.ui import say
 
@@ -159,9 +159,10 @@ class Options:
 
 def check_switches(cells: Sequence[Cell]) -> None:
     """Each cell's features and defines must be read by its platform (as ``invoke build`` checks them);
-    the error is located at the switch in nightly.yaml. Needs the cells' edk2 trees."""
+    the error is located at the switch in nightly.yaml. Needs the cells' edk2 trees (a checkout cell's is
+    set up in its own process: its build checks them)."""
     for cell in cells:
-        if not (cell.features or cell.defines):
+        if not (cell.features or cell.defines) or cell.checkout is not None:
             continue
         try:
             resolve(cell.request())
@@ -170,6 +171,34 @@ def check_switches(cells: Sequence[Cell]) -> None:
                                cell.location(exc.kind, exc.name)) from None
         except OvmfgenError:
             pass  # anything else (an unknown platform, a tree not set up) fails that cell's build, in its record
+
+
+def locate_checkouts(matrix: Matrix, cells: Sequence[Cell], night: Path) -> tuple[list[Cell], dict[str, CellRecord]]:
+    """The cells that can run (a checkout cell with its directory found), and a failed record for each cell
+    whose checkout is missing: one line located at its ``edk2:`` in nightly.yaml (written to its cell.log)."""
+    base = paths.REPO_ROOT / Path(matrix.path).parent
+    ready: list[Cell] = []
+    missing: dict[str, CellRecord] = {}
+    for cell in cells:
+        if cell.checkout is None:
+            ready.append(cell)
+            continue
+        try:
+            root = cell.checkout.locate(base)
+        except OvmfgenError as exc:
+            line = str(OvmfgenError(exc.message, cell.location("edk2", "checkout")))
+            say(f"{cell.name}: {line}")
+            cell_dir = night / "cells" / cell.name
+            cell_dir.mkdir(parents=True, exist_ok=True)
+            (cell_dir / CELL_LOG).write_text(line + "\n", encoding="utf-8")
+            missing[cell.name] = CellRecord(
+                name=cell.name, cell=cell.to_json(), platform=cell.platform, target=cell.target, edk2=None,
+                description=cell.description, status="failed", error=line, failed_steps=["checkout"], seconds=0.0,
+                steps=[StepRecord(name="checkout", status="failed", seconds=0.0, detail=line)],
+                log=f"cells/{cell.name}/{CELL_LOG}")
+            continue
+        ready.append(replace(cell, checkout=replace(cell.checkout, root=str(root))))
+    return ready, missing
 
 
 def default_jobs() -> int:
@@ -199,8 +228,9 @@ def run_night(matrix: Matrix, cells: Sequence[Cell], opts: Options) -> Summary:
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "cells").mkdir(parents=True)
     t0 = time.monotonic()
+    ready, missing = locate_checkouts(matrix, cells, staging)
     job_list = [_Job(c.name, _child_argv("cell", c, staging / "cells" / c.name, threads), staging / "cells" / c.name)
-                for c in cells]
+                for c in ready]
     if repro_cell is not None:
         job_list.append(_Job("reproducibility", _child_argv("repro", repro_cell, staging / "repro", threads),
                              staging / "repro"))
@@ -217,7 +247,7 @@ def run_night(matrix: Matrix, cells: Sequence[Cell], opts: Options) -> Summary:
         else:
             say(f"[{done[0]}/{len(job_list)}] {status_line(record)}")
 
-    results = run_jobs(job_list, jobs, opts.quiet, on_done)
+    results = {**missing, **run_jobs(job_list, jobs, opts.quiet, on_done)}
     repro: ReproRecord | None = results.pop("reproducibility", None)
     if repro is not None and "cell" not in repro:
         repro = {"cell": repro_cell.name if repro_cell else None, "status": "error",
@@ -288,6 +318,9 @@ def nightly_command(matrix: str | None = None, jobs: int | str | None = None, ou
 def _print_night(summary: Summary) -> None:
     for rec in summary.get("cells") or []:
         print(status_line(rec), flush=True)
+        for step in rec.get("steps") or []:
+            if rec.get("upstream") and step.get("name") in ("drift", "rebase") and step.get("status") == "passed":
+                print(f"  {step['name']}: {step.get('detail', '')}", flush=True)
     repro = summary.get("repro")
     if repro is not None:
         print(f"reproducibility ({repro.get('cell')}): {repro.get('status')} - {repro.get('detail', '')}", flush=True)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
 from ovmfgen import paths
+from ovmfgen.edk2.releases import DEFAULT_TAG, UPSTREAM_URL
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import atomic_write_bytes
 from ovmfgen.nightly.matrix import Cell, Matrix
+from ovmfgen.platform.rebase import platform_file, written_for
 from ovmfgen.ui import say
 
 
@@ -42,12 +46,42 @@ def _dump(data: object) -> str:
     return yaml.dump(data, Dumper=_WorkflowDumper, sort_keys=False, default_flow_style=False, width=1000)
 
 
-def _tree_setup(cell: Cell) -> list[dict]:
-    """The extra setup step of a cell built against another edk2 tree than the default (its release
-    tarball must be where $OVMFGEN_EDK2_TARBALLS points, or the tree reachable through $OVMFGEN_EDK2)."""
+#: Where a cell's checkout named by an environment variable is cloned, in the job's working directory.
+CHECKOUT_DIR = "edk2-checkout"
+
+
+def _tree_setup(cell: Cell, matrix_path: str = "nightly.yaml", kind: str = "github") -> list[dict]:
+    """The extra setup steps of a cell built against another edk2 tree than the default: a release's (its
+    tarball must be where $OVMFGEN_EDK2_TARBALLS points, or the tree reachable through $OVMFGEN_EDK2); or
+    a checkout's: edk2 upstream's ``branch`` cloned with its submodules (all of its history, for ``git
+    describe``; blobs on demand) into the checkout's path, or into CHECKOUT_DIR with the checkout's
+    variable pointing there, and the release the platform is written for (the rebase preview's base)."""
+    if cell.checkout is not None:
+        co = cell.checkout
+        dest = (posixpath.normpath(posixpath.join(posixpath.dirname(matrix_path), str(co.path))) if co.path
+                else CHECKOUT_DIR)
+        clone = (f"git clone --recurse-submodules --filter=blob:none --branch {shlex.quote(co.branch)} "
+                 f"{UPSTREAM_URL} {shlex.quote(dest)}")
+        if co.env:
+            export = (f'echo "{co.env}=$PWD/{dest}" >> "$GITHUB_ENV"' if kind == "github"
+                      else f'export {co.env}="$CI_PROJECT_DIR/{dest}"')
+            clone = f"{clone} && {export}"
+        steps = [{"name": f"edk2 {co.branch} for {co.text}", "run": clone}]
+        base = _platform_release(cell.platform)
+        if base and base != DEFAULT_TAG:
+            steps.append({"name": f"Setup {base} (the rebase's base)", "run": f"invoke setup --edk2 {base}"})
+        return steps
     if not cell.edk2:
         return []
     return [{"name": f"Setup {cell.edk2}", "run": f"invoke setup --edk2 {cell.edk2}"}]
+
+
+def _platform_release(platform: str) -> str | None:
+    """The release the platform is written for (what a rebase starts from), None when it cannot be read."""
+    try:
+        return written_for(platform_file(platform).read_text(encoding="utf-8"))
+    except (OSError, OvmfgenError):
+        return None
 
 
 def github_workflow(matrix: Matrix, cells: Sequence[Cell], matrix_path: str = "nightly.yaml") -> str:
@@ -77,7 +111,7 @@ def github_workflow(matrix: Matrix, cells: Sequence[Cell], matrix_path: str = "n
         jobs[jid] = {
             "name": cell.name, "needs": "date", "runs-on": "ubuntu-latest", "container": container,
             "timeout-minutes": "120",
-            "steps": [*setup, *_tree_setup(cell),
+            "steps": [*setup, *_tree_setup(cell, matrix_path),
                       {"name": f"nightly cell {cell.name}",
                        "run": f"invoke nightly --matrix {matrix_path} --cell {cell.name} --repro none --quiet "
                               "--date ${{ needs.date.outputs.date }} --out out"},
@@ -136,7 +170,7 @@ def gitlab_pipeline(matrix: Matrix, cells: Sequence[Cell], matrix_path: str = "n
     for cell in cells:
         doc[_job_id(cell.name)] = {
             "extends": ".ovmfgen-nightly", "stage": "cells",
-            "script": [*(step["run"] for step in _tree_setup(cell)),
+            "script": [*(step["run"] for step in _tree_setup(cell, matrix_path, "gitlab")),
                        f"invoke nightly --matrix {matrix_path} --cell {cell.name} --repro none --quiet "
                        "--date $NIGHTLY_DATE --out out/" + cell.name],
             "artifacts": {"when": "always", "paths": [f"out/{cell.name}/"]},

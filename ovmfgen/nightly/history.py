@@ -52,7 +52,9 @@ def totals(cells: Sequence[CellRecord]) -> Totals:
 def make_summary(date: str, cells: Sequence[CellRecord], repro: ReproRecord | None, matrix: str, jobs: int,
                  seconds: float, repro_required: bool = False) -> Summary:
     """The night's summary.json content."""
-    edk2 = next((c.get("manifest", {}).get("edk2") for c in cells if c.get("manifest")), None)
+    # The tree of the night (a checkout cell's moving tree is its own business).
+    edk2 = next((c.get("manifest", {}).get("edk2") for c in cells if c.get("manifest") and not c.get("upstream")),
+                None)
     return {
         "schema": SCHEMA,
         "date": date,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.util
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,17 +19,57 @@ from ovmfgen import paths
 from ovmfgen.boot.xen.debian import check_xen
 from ovmfgen.boot.xen.guests import parse_guest_spec
 from ovmfgen.request import Request, make_request, parse_assignments, parse_fd_size, parse_target
-from ovmfgen.edk2.releases import KNOWN_TAGS
+from ovmfgen.edk2.releases import KNOWN_TAGS, UPSTREAM_URL
 from ovmfgen.errors import Location, OvmfgenError, display_path
 from ovmfgen.platform.load import check_feature
 from ovmfgen.platform.nodes import load_yaml_nodes, where
 
 DEFAULT_MATRIX = paths.REPO_ROOT / "nightly.yaml"
+CHECKOUT_KEYS = ("path", "env", "branch")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BRANCH_RE = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._/-]*$")
 BOOT_KINDS = ("pvh", "reset", "shell", "xen")
 CELL_KEYS = ("name", "platform", "target", "fd_size", "features", "defines", "boot", "description", "optional",
              "requires", "ccache", "timeout", "edk2", "xen_guests", "xen")
 TOP_KEYS = ("description", "defaults", "cells", "reproducibility", "install")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """A cell's edk2 checkout, a tree no release names (edk2 master): ``edk2: {path: DIR}`` or ``edk2: {env: VAR}``.
+
+    The cell sets it up itself (identity from git, BaseTools when its commit moved) and shows, before
+    building, what ``invoke diff`` and ``invoke rebase`` make of it. ``branch`` is what the emitted CI
+    workflows clone into it (edk2 upstream, with its submodules).
+    """
+
+    path: str | None = None      # as written; relative to the matrix file's directory
+    env: str | None = None       # the environment variable naming its directory
+    branch: str = "master"
+    root: str | None = None      # where it was found (set by the nightly before the cell's process starts)
+
+    @property
+    def text(self) -> str:
+        """How nightly.yaml names it: ``$VAR`` or the path."""
+        return f"${self.env}" if self.env else str(self.path)
+
+    def locate(self, base: Path) -> Path:
+        """Its directory (absolute; a relative path is taken from ``base``, the matrix file's directory); a
+        one-line OvmfgenError when it is not there."""
+        if self.env:
+            value = os.environ.get(self.env, "")
+            if not value:
+                raise OvmfgenError(f"edk2 checkout: ${self.env} is not set (point it at an edk2 checkout: "
+                                   f"git clone --recurse-submodules {UPSTREAM_URL} DIR)")
+            where, root = f"${self.env}={value}", Path(value).expanduser()
+        else:
+            where, root = str(self.path), base / Path(str(self.path)).expanduser()
+        if not root.is_dir():
+            raise OvmfgenError(f"edk2 checkout {where}: no such directory")
+        if not (root / "OvmfPkg").is_dir():
+            raise OvmfgenError(f"edk2 checkout {where}: not an edk2 tree (no OvmfPkg/)")
+        return root.resolve()
 
 
 @dataclass(frozen=True)
@@ -47,7 +88,8 @@ class Cell:
     requires: str | None = None                # a module that must be importable (e.g. ovmfgen.boot.xen)
     ccache: bool = True
     timeout: float | None = None               # per boot, seconds (None: the boot's default)
-    edk2: str | None = None                    # the edk2 tree's tag (None: the default tree)
+    edk2: str | None = None                    # the edk2 tree's tag (None: the default tree, or the checkout's)
+    checkout: Checkout | None = None           # an edk2 checkout the cell builds against instead
     #: boot xen: the guests of its ONE nested Xen boot, MODE-PAYLOAD[-FDSIZE] (default: pvh-shell);
     #: a guest with another FD size boots that size's build of the cell (built in the cell too).
     xen_guests: tuple[str, ...] = ()
@@ -77,6 +119,8 @@ class Cell:
         kw = dict(data)
         for key in ("features", "defines", "boot", "xen_guests"):
             kw[key] = tuple(kw.get(key) or ())
+        if isinstance(kw.get("checkout"), Mapping):
+            kw["checkout"] = Checkout(**kw["checkout"])
         return cls(**kw)
 
     def available(self) -> str | None:
@@ -93,6 +137,8 @@ class Cell:
     def line(self) -> str:
         """``name  description [flags]`` for --list."""
         flags = []
+        if self.checkout is not None:
+            flags.append(f"edk2 checkout {self.checkout.text}")
         if self.optional:
             flags.append("optional")
         why = self.available()
@@ -239,10 +285,21 @@ def _parse_cell(raw: Node, defaults: _Fields | None, path: str, seen: set[str]) 
     features = tuple(text for text, _ in lists["features"])
     defines = tuple(text for text, _ in lists["defines"])
     fd_size = f"{size}M" if size else None
-    edk2 = item.get("edk2")
-    if edk2 is not None and (not isinstance(edk2, str) or edk2 not in KNOWN_TAGS):
-        raise OvmfgenError(f"edk2 '{edk2}' is not a known tag (known: {', '.join(KNOWN_TAGS)})", item.loc("edk2"))
-    name = str(item.get("name") or _cell_name(platform, target, fd_size, features, edk2))
+    checkout = None
+    if isinstance(item.nodes.get("edk2"), MappingNode):
+        checkout, loc = _checkout(item)
+        edk2 = None
+        locations.append(("edk2:checkout", loc))
+    else:
+        edk2 = item.get("edk2")
+        if edk2 is not None and not isinstance(edk2, str):
+            raise OvmfgenError(f"edk2 must be a release tag or a checkout ({{path: DIR}} or {{env: VAR}}), got "
+                               f"{_kind(edk2)}", item.loc("edk2"))
+        if edk2 is not None and edk2 not in KNOWN_TAGS:
+            raise OvmfgenError(f"edk2 '{edk2}' is not a known tag (known: {', '.join(KNOWN_TAGS)}), nor a checkout "
+                               "({path: DIR} or {env: VAR})", item.loc("edk2"))
+    name = str(item.get("name") or _cell_name(platform, target, fd_size, features,
+                                                f"edk2-{checkout.branch}" if checkout else edk2))
     if not _NAME_RE.match(name):
         raise OvmfgenError("a cell name is letters, digits, '.', '_' and '-'", item.loc("name"))
     if name in seen:
@@ -270,10 +327,41 @@ def _parse_cell(raw: Node, defaults: _Fields | None, path: str, seen: set[str]) 
         requires=str(item.get("requires")) if item.get("requires") else None,
         ccache=bool(item.get("ccache", True)),
         timeout=timeout, locations=tuple(locations),
-        edk2=edk2,
+        edk2=edk2, checkout=checkout,
         xen_guests=xen_guests,
         xen=xen_version,
     )
+
+
+def _checkout(item: _Fields) -> tuple[Checkout, Location]:
+    """The cell's ``edk2: {path: DIR}`` / ``{env: VAR}`` (and ``branch``), checked; with where it is named."""
+    fields = _Fields(item.nodes["edk2"], "an edk2 checkout", item.path, CHECKOUT_KEYS)
+    given = [k for k in ("path", "env") if k in fields.nodes]
+    if not given:
+        raise OvmfgenError("an edk2 checkout needs 'path' (its directory) or 'env' (a variable naming it)",
+                           fields.loc("edk2"))
+    if len(given) > 1:
+        raise OvmfgenError("an edk2 checkout takes 'path' or 'env', not both", fields.loc(given[1]))
+    key = given[0]
+    value = fields.get(key)
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise OvmfgenError(f"edk2 {key} must be {'a directory' if key == 'path' else 'a variable name'}, got "
+                           f"{_kind(value)}", fields.loc(key))
+    if key == "env" and not _ENV_NAME_RE.match(value):
+        raise OvmfgenError(f"edk2 env '{value}' is not an environment variable name (letters, digits, '_')",
+                           fields.loc(key))
+    branch = fields.get("branch", "master")
+    if not isinstance(branch, str) or not _BRANCH_RE.match(branch) or ".." in branch:
+        raise OvmfgenError(f"edk2 branch '{branch}' is not a branch or tag name", fields.loc("branch"))
+    return Checkout(path=value if key == "path" else None, env=value if key == "env" else None,
+                    branch=branch), fields.loc(key)
+
+
+def _kind(value: object) -> str:
+    """What a YAML value is, in a message."""
+    if isinstance(value, str):
+        return "empty text" if not value.strip() else f"'{value}'"
+    return {list: "a list", dict: "a mapping", bool: "a boolean", type(None): "nothing"}.get(type(value), f"'{value}'")
 
 
 def _xen_guests(item: _Fields, boot: Sequence[str]) -> tuple[str, ...]:
@@ -335,6 +423,9 @@ def parse_matrix(root: Node, path: str = "nightly.yaml") -> Matrix:
     for name, loc in rotate:
         if name not in seen:
             raise OvmfgenError(f"reproducibility.rotate names no cell '{name}'", loc)
+        if next(c for c in cells if c.name == name).checkout is not None:
+            raise OvmfgenError(f"reproducibility.rotate: cell '{name}' builds against an edk2 checkout, which "
+                               "moves from night to night", loc)
     raw_install = top.nodes.get("install")
     installs = []
     if raw_install is not None and top.get("install") is not None:
@@ -404,6 +495,7 @@ def on_tree(cells: Sequence[Cell], edk2: str | None) -> list[Cell]:
         raise OvmfgenError(f"--edk2 '{edk2}' is not a known tag (known: {', '.join(KNOWN_TAGS)})")
     out: dict[str, Cell] = {}
     for cell in cells:
-        moved = cell if cell.edk2 == edk2 else replace(cell, edk2=edk2, name=f"{cell.name}-{edk2}")
+        # A cell of a checkout names its tree itself.
+        moved = cell if cell.edk2 == edk2 or cell.checkout else replace(cell, edk2=edk2, name=f"{cell.name}-{edk2}")
         out.setdefault(moved.name, moved)
     return list(out.values())

@@ -66,6 +66,35 @@ class FvUsage(TypedDict, total=False):
     percent_full: float
 
 
+class RebaseRecord(TypedDict, total=False):
+    """What ``invoke rebase`` would do to the platform for a checkout cell's tree (a dry run: nothing written)."""
+
+    base: str                       # the release the platform is written for
+    status: str                     # clean | conflicts | nothing | none (no rebase applies: detail says why)
+    detail: str
+    changes: list[str]              # upstream's changes, as the rebase would write them
+    conflicts: list[str]            # one located line each
+    carried: list[str]              # the one-release overrides and deltas on the rebased platform, one line each
+    remaining: list[str]            # what invoke diff would still find after the rebase
+    diff: str                       # the YAML change (unified diff), relative to the night
+
+
+class UpstreamRecord(TypedDict, total=False):
+    """A checkout cell's view of upstream, before its build: the tree, ``invoke diff``'s drift, the rebase."""
+
+    tree: str                       # git describe (edk2-stable202605-3-g5ccd4da)
+    commit: str | None
+    date: str                       # the commit's date
+    checkout: str                   # as nightly.yaml names it: $VAR or a path
+    root: str                       # where it was found
+    against: str                    # the upstream DSC the platform is compared with
+    unexplained: list[str]          # the differences no listed delta explains, one line each
+    stale: list[str]                # listed deltas never observed
+    carried: list[str]              # the one-release overrides and deltas carried to this tree, one line each
+    rebase: RebaseRecord
+    text: str                       # upstream.txt (this, and invoke diff's whole report), relative to the night
+
+
 class CellRecord(TypedDict, total=False):
     """A cell's ``result.json`` and its entry in ``summary.json``; paths are relative to the night."""
 
@@ -74,6 +103,7 @@ class CellRecord(TypedDict, total=False):
     platform: str
     target: str
     edk2: str | None
+    upstream: UpstreamRecord        # a cell of an edk2 checkout: what upstream changed, before the build
     fd_size: str | None
     features: list[str]
     description: str

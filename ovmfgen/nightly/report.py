@@ -33,6 +33,7 @@ STATUS_CLASS = {"passed": "ok", "failed": "bad", "identical": "ok", "differs": "
 CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; background: #fff; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
+h3 { font-size: 15px; margin: 16px 0 4px; } li.bad { background: #f8d0d0; }
 .sub { color: #555; margin-bottom: 16px; }
 table { border-collapse: collapse; margin: 8px 0; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; text-align: left; }
@@ -250,6 +251,46 @@ def _cells_table(summary: Summary, base: str) -> str:
     return "<table>" + "\n".join(rows) + "</table>"
 
 
+def _list(items: Sequence[str], cls: str = "") -> str:
+    return ("<ul>" + "".join(f'<li class="{cls}"><code>{_e(i)}</code></li>' if cls else f"<li><code>{_e(i)}</code></li>"
+                             for i in items) + "</ul>") if items else ""
+
+
+def _upstream_block(summary: Summary, base: str) -> str:
+    """The checkout cells' view of upstream, before their builds: the tree, invoke diff's drift, the rebase."""
+    parts = []
+    for rec in summary.get("cells") or []:
+        up = rec.get("upstream")
+        if not up:
+            continue
+        head = (f"<h3>{_e(rec.get('name'))}: {_e(rec.get('platform'))} against <code>{_e(up.get('tree', '?'))}</code>"
+                f"</h3><p class=\"small\">commit {_e(str(up.get('commit') or '?')[:12])}, {_e(up.get('date', '?'))}; "
+                f"checkout {_e(up.get('checkout', '?'))} = {_e(up.get('root', '?'))}"
+                + (f" · {_link(base + '/' + str(up.get('text')), 'upstream.txt')}" if up.get("text") else "") + "</p>")
+        body = []
+        if "against" in up:
+            unexplained = up.get("unexplained") or []
+            body.append(f'<p><b>invoke diff</b> against {_e(up.get("against"))}: <span class="badge '
+                        f'{"warn" if unexplained else "ok"}">{len(unexplained)} unexplained difference(s)</span></p>'
+                        + _list([f"! {u}" for u in unexplained])
+                        + _list([f"listed delta never observed: {s}" for s in up.get("stale") or []]))
+            if up.get("carried"):
+                body.append("<p>One-release fixes carried to this tree:</p>" + _list(up.get("carried") or []))
+        rb = up.get("rebase")
+        if rb:
+            status = str(rb.get("status"))
+            cls = {"clean": "ok", "nothing": "ok", "conflicts": "bad"}.get(status, "")
+            body.append(f'<p><b>invoke rebase</b> from {_e(rb.get("base"))} (dry run): <span class="badge {cls}">'
+                        f'{_e(status)}</span> {_e(rb.get("detail", ""))}'
+                        + (f" · {_link(base + '/' + str(rb.get('diff')), 'the YAML change')}" if rb.get("diff") else "")
+                        + "</p>" + _list(rb.get("changes") or []) + _list(rb.get("conflicts") or [], "bad")
+                        + _list([f"after the rebase, invoke diff still finds: {r}" for r in rb.get("remaining") or []]))
+        parts.append(head + "".join(body))
+    if not parts:
+        return ""
+    return "<h2>Upstream (cells of an edk2 checkout, before their builds)</h2>" + "".join(parts)
+
+
 def _repro_block(summary: Summary, base: str) -> str:
     repro = summary.get("repro")
     if not isinstance(repro, dict):
@@ -341,7 +382,7 @@ def render_index(summaries: Sequence[Summary]) -> str:
             f'<div class="sub">Night of <b>{_e(date)}</b> {badge} · {_fmt_seconds(latest.get("seconds"))} with '
             f'{_e(latest.get("jobs"))} job(s) on {_e(latest.get("cpus"))} CPU(s){edk2_txt} · matrix '
             f'{_e(latest.get("matrix"))}</div>',
-            "<h2>Cells</h2>", _cells_table(latest, date),
+            "<h2>Cells</h2>", _cells_table(latest, date), _upstream_block(latest, date),
             "<h2>Reproducibility</h2>", _repro_block(latest, date),
             f"<h2>History (last {len(summaries)} night(s))</h2>", _charts(summaries), _history_table(summaries),
         ])

@@ -25,7 +25,7 @@ from ovmfgen.edk2.toollib import (
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.importer import _resolve_input
 from ovmfgen.platform.model import Include, Platform, Region, RegionContent, RegionPcds, ReservedRegion, Statement
-from ovmfgen.platform.overrides import override_sources
+from ovmfgen.platform.overrides import Carried, override_sources
 from ovmfgen.platform import resolve as platform_resolve
 from ovmfgen.platform.resolve import Resolved
 from ovmfgen.platform.syntax import parse_fdf
@@ -256,10 +256,32 @@ def override_differences(r: Resolved) -> list[Difference]:
     return out
 
 
-def diff_platform(r: Resolved, against_dsc: Path, against_fdf: Path
-                  ) -> tuple[dict[str, list[Difference]], list[Difference], list[str]]:
-    """(differences per configuration, unexplained ones, listed deltas never observed) of the resolved
-    platform (its render, the files its overrides make) against ``against_dsc``/``against_fdf``."""
+@dataclass(frozen=True)
+class Drift:
+    """What ``invoke diff`` finds for a resolved platform against an upstream DSC/FDF."""
+
+    per_config: dict[str, list[Difference]]    # the differences per configuration label
+    unexplained: list[Difference]              # those no listed delta explains
+    stale: list[str]                           # listed deltas never observed ("kind subject")
+    #: the one-release entries carried to this later tree: the overrides (from the resolve) and the deltas
+    carried: tuple[Carried, ...] = ()
+    report: str = ""                           # what ``invoke diff`` prints (format_report)
+
+    def unexplained_lines(self) -> list[str]:
+        """The report's unexplained lines (those marked ``!``), each with its group:
+        ``PCDs: NAME: upstream -> ours   [configurations]`` (a library change shared by many components is one line)."""
+        out, group = [], ""
+        for line in self.report.splitlines():
+            if line.endswith(":") and not line.startswith(" "):
+                group = line
+            elif line.startswith(" ! "):
+                out.append(f"{group} {line[3:]}")
+        return out
+
+
+def compare_platform(r: Resolved, against_dsc: Path, against_fdf: Path) -> Drift:
+    """The ``Drift`` of the resolved platform (its render, the files its overrides make) against
+    ``against_dsc``/``against_fdf``. Says nothing: the caller shows what it wants."""
     platform, edk2_root = r.platform, r.tree.root
     with tempfile.TemporaryDirectory(prefix="ovmfgen-diff-") as tmp:
         ws_root = prepare_workspace(r, Path(tmp))
@@ -288,14 +310,38 @@ def diff_platform(r: Resolved, against_dsc: Path, against_fdf: Path
                 unexplained.append(d)
     stale = [f"{delta.kind} {delta.subject}" for i, delta in enumerate(platform.deltas)
              if i not in seen_deltas and not delta.carried]
-    # A delta carried from the release it was written for (its fix left out, or upstream now the same):
-    # one note, not a stale delta.
+    # A delta carried from the release it was written for: still observed, or (its fix left out, or
+    # upstream now the same) one note, not a stale delta.
+    deltas = []
     for i, delta in enumerate(platform.deltas):
-        if i not in seen_deltas and delta.carried:
-            say(f"{delta.loc or platform.name}: note: delta {delta.kind} {delta.subject}, written for "
-                f"{delta.carried}, is no longer observed on {r.tree.tag}: upstream now does the same; end its "
-                f"'edk2:' at {delta.carried}", prefix=False)
-    return per_config, unexplained, stale
+        if not delta.carried:
+            continue
+        what = f"delta {delta.kind} {delta.subject}"
+        if i in seen_deltas:
+            deltas.append(Carried(what, delta.carried, r.tree.tag, True, loc=delta.loc))
+        else:
+            deltas.append(Carried(what, delta.carried, r.tree.tag, False,
+                                  f", written for {delta.carried}, is no longer observed on {r.tree.tag}: upstream "
+                                  f"now does the same; end its 'edk2:' at {delta.carried}", delta.loc))
+    return Drift(per_config, unexplained, stale, (*r.carried, *deltas),
+                 format_report(platform, per_config, unexplained, stale))
+
+
+def say_left_out(drift: Drift, platform: Platform, kinds: tuple[str, ...] = ("delta",)) -> None:
+    """One note per carried entry of ``kinds`` the tree no longer needs (the overrides' notes come with the resolve)."""
+    for c in drift.carried:
+        if not c.kept and c.what.startswith(kinds):
+            say(c.line() if c.loc else f"{platform.name}: {c.line()}", prefix=False)
+
+
+def diff_platform(r: Resolved, against_dsc: Path, against_fdf: Path
+                  ) -> tuple[dict[str, list[Difference]], list[Difference], list[str]]:
+    """(differences per configuration, unexplained ones, listed deltas never observed) of the resolved
+    platform against ``against_dsc``/``against_fdf`` (``compare_platform``); a carried delta no longer
+    observed is one note."""
+    drift = compare_platform(r, against_dsc, against_fdf)
+    say_left_out(drift, r.platform)
+    return drift.per_config, drift.unexplained, drift.stale
 
 
 def _summarise_libraries(diffs: list[Difference], all_diffs: dict[Difference, list[str]],
@@ -370,6 +416,20 @@ def format_report(platform: Platform, per_config: dict[str, list[Difference]], u
     return "\n".join(lines)
 
 
+def upstream_files(r: Resolved) -> tuple[Path, Path]:
+    """The platform's upstream DSC and FDF (``upstream: dsc/fdf``) in the resolved tree; one located line
+    when the platform names none or the tree lacks them."""
+    platform, tree = r.platform, r.tree
+    if platform.upstream is None:
+        raise OvmfgenError("the platform names no upstream (upstream: dsc, fdf) to compare with", platform.loc)
+    paths = (tree.root / platform.upstream.dsc, tree.root / platform.upstream.fdf)
+    for path in paths:
+        if not path.is_file():
+            raise OvmfgenError(f"upstream file {path.relative_to(tree.root)} is not in the edk2 tree {tree.tag}",
+                               platform.loc)
+    return paths
+
+
 def diff_command(platform_name: str, against: str | None = None, fdf: str | None = None,
                  edk2: str | None = None) -> None:
     """``invoke diff``: print the semantic differences; exit 1 on an unexplained one (or a stale delta).
@@ -389,20 +449,18 @@ def diff_command(platform_name: str, against: str | None = None, fdf: str | None
     if against is None:
         if platform.upstream is None:
             raise OvmfgenError(f"{platform.source} has no 'upstream:' (dsc, fdf); pass --against")
-        dsc_path, fdf_path = tree.root / platform.upstream.dsc, tree.root / platform.upstream.fdf
+        dsc_path, fdf_path = upstream_files(r)
         shown = f"{platform.upstream.dsc} of {tree.tag}"
-        for path in (dsc_path, fdf_path):
-            if not path.is_file():
-                raise OvmfgenError(f"upstream file {path.relative_to(tree.root)} is not in the edk2 tree {tree.tag}",
-                                   platform.loc)
     else:
         dsc_path, _ = _resolve_input(against, tree.tag)
         fdf_path, _ = _resolve_input(fdf, tree.tag) if fdf else (dsc_path.with_suffix(".fdf"), "")
         shown = against
         if not fdf_path.is_file():
             raise OvmfgenError(f"no FDF beside {against}; pass --fdf")
-    per_config, unexplained, stale = diff_platform(r, dsc_path, fdf_path)
-    print(format_report(platform, per_config, unexplained, stale), flush=True)
+    drift = compare_platform(r, dsc_path, fdf_path)
+    unexplained, stale = drift.unexplained, drift.stale
+    print(drift.report, flush=True)
+    say_left_out(drift, platform)
     if invalid is not None:
         print(f"{platform.name} does not validate against {tree.tag}:", flush=True)
         raise invalid

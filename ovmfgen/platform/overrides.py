@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ovmfgen.edk2.releases import position
-from ovmfgen.errors import OvmfgenError
+from ovmfgen.errors import Location, OvmfgenError
 from ovmfgen.platform.model import Override, Platform
 from ovmfgen.run import run
 from ovmfgen.ui import say
@@ -33,6 +33,30 @@ class OverrideStep:
     override: Override
     source: str                                # the entry's file, relative to overrides/<platform>/
     files: tuple[tuple[str, bytes], ...]       # edk2 path -> bytes, sorted by path
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A one-release override or delta (``edk2: TAG``) on a later tree: still in force, or left out and why.
+
+    ``what`` names the entry (``override patch overrides/p/x.patch``, ``delta file P``); ``kept`` says
+    whether it still applies (a patch) or is still observed (a delta, by ``invoke diff``).
+    """
+
+    what: str
+    written_for: str       # the release its edk2: condition names
+    tree: str              # the later tree
+    kept: bool
+    why: str = ""          # a left-out entry: git's reason, or that upstream now does the same
+    loc: Location | None = None
+
+    def line(self) -> str:
+        """``platforms/x.yaml:L:C: note: ...``: what became of the entry on this tree, in one line."""
+        where = f"{self.loc}: " if self.loc else ""
+        if self.kept:
+            verb = "still applies to" if self.what.startswith("override") else "is still observed on"
+            return f"{where}note: {self.what}, written for {self.written_for}, {verb} {self.tree}: carried"
+        return f"{where}note: {self.what}{self.why}"
 
 
 def override_source(ov: Override, overrides_root: Path, tag: str | None) -> str:
@@ -125,9 +149,14 @@ def apply_patch(diff: bytes, base: dict[str, bytes], where: str, tag: str, ov: O
         return {rel: (root / rel).read_bytes() for rel in sorted(base)}
 
 
-def override_steps(platform: Platform, overrides_root: Path, tag: str, tree_root: Path) -> tuple[OverrideStep, ...]:
+def override_steps(platform: Platform, overrides_root: Path, tag: str, tree_root: Path,
+                   carried: list[Carried] | None = None, quiet: bool = False) -> tuple[OverrideStep, ...]:
     """Each override entry of ``platform`` in order, applied on the tree at ``tree_root`` (tagged ``tag``)
-    and on the entries before it; ``overrides_root`` is the layout's overrides/<platform>/."""
+    and on the entries before it; ``overrides_root`` is the layout's overrides/<platform>/.
+
+    A carried entry (a one-release fix on a later tree) that no longer applies is left out with one
+    located note (unless ``quiet``); ``carried``, when given, receives what became of every carried entry.
+    """
     current: dict[str, bytes] = {}
     steps = []
     for ov in platform.overrides:
@@ -145,10 +174,17 @@ def override_steps(platform: Platform, overrides_root: Path, tag: str, tree_root
                     raise
                 # A fix of an older release's upstream that no longer applies: upstream changed (most often:
                 # fixed) what it fixes. Said in one line at the entry, never dropped silently.
-                say(f"{exc.location or platform.name}: note: override patch {exc.message.removeprefix('override patch ')}"
-                    f"; written for {ov.carried}, it is not applied to this later tree: if upstream fixed what it "
-                    f"fixes, end its 'edk2:' at {ov.carried}, else rewrite it", prefix=False)
+                note = Carried(f"override patch {where}", ov.carried, tag, False,
+                               f"{exc.message.removeprefix('override patch ' + where)}; written for {ov.carried}, it "
+                               f"is not applied to this later tree: if upstream fixed what it fixes, end its "
+                               f"'edk2:' at {ov.carried}, else rewrite it", exc.location or ov.loc)
+                if not quiet:
+                    say(note.line() if note.loc else f"{platform.name}: {note.line()}", prefix=False)
+                if carried is not None:
+                    carried.append(note)
                 continue
+            if ov.carried and carried is not None:
+                carried.append(Carried(f"override patch {where}", ov.carried, tag, True, loc=ov.loc))
         else:
             files = {ov.path: data}
         current.update(files)

@@ -26,13 +26,13 @@ import sys
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from ovmfgen.edk2.releases import DEFAULT_TAG
+from ovmfgen.edk2.releases import DEFAULT_TAG, position
 from ovmfgen.edk2.tree import Edk2Tree, locate
 from ovmfgen.errors import Location, OvmfgenError, display_path
 from ovmfgen.fsutil import write_if_changed
@@ -44,6 +44,8 @@ from ovmfgen.platform.model import (
     LibraryMapping, Pcd, Platform, Raw, Region, RegionContent, RegionPcds, ReservedRegion, Section, SetPcd,
     Statement,
 )
+from ovmfgen.platform.diff import compare_platform, upstream_files
+from ovmfgen.platform.overrides import Carried
 from ovmfgen.platform.release import tag_number
 from ovmfgen.platform.syntax import parse_dsc, parse_fdf
 from ovmfgen.platform.resolve import resolved
@@ -394,15 +396,16 @@ def _indented(text: str, pad: int) -> list[str]:
     return [(" " * pad + line).rstrip() + "\n" if line.strip() else "\n" for line in text.splitlines()]
 
 
-def apply_edits(text: str, edits: list[Edit], target: str) -> str:
-    """The YAML text with every edit applied (bottom up, so line numbers stay valid)."""
+def apply_edits(text: str, edits: list[Edit], conditions: tuple[str, str]) -> str:
+    """The YAML text with every edit applied (bottom up, so line numbers stay valid). ``conditions``: the
+    release condition of upstream's new data and of what it replaces (``release_conditions``)."""
     lines = text.splitlines(keepends=True)
     for e in reversed(_merge_adjacent(edits)):
         ind = " " * e.indent
         old = lines[e.start:e.end]
         block: list[str] = []
         # New data (added, or changed with the old as else:) holds from the target on; dropped data before it.
-        block.append(f'{ind}- when: {{edk2: "{">=" if e.new else "<"} {target}"}}\n')
+        block.append(f'{ind}- when: {{edk2: "{conditions[0] if e.new else conditions[1]}"}}\n')
         block.append(f"{ind}  then:\n")
         if e.new:
             block += _indented(_dump_items(e.new), e.indent + 4)
@@ -421,11 +424,84 @@ def apply_edits(text: str, edits: list[Edit], target: str) -> str:
 
 @dataclass(frozen=True)
 class RebaseResult:
-    """What a rebase would do: the new YAML text, the change list, the conflicts."""
+    """What a rebase would do: the new YAML text, the change list, the conflicts.
+
+    ``plan_rebase`` adds what the result does on the target tree: the one-release overrides and deltas
+    carried to it (each kept or left out, one line) and the differences ``invoke diff`` would still find.
+    """
 
     text: str
     changes: tuple[str, ...]
     conflicts: tuple[Conflict, ...]
+    carried: tuple[Carried, ...] = ()
+    remaining: tuple[str, ...] = ()      # unexplained differences against the target's upstream after the rebase
+
+    @property
+    def status(self) -> str:
+        """``conflicts``, ``clean`` (it merges: ``changes``), or ``nothing`` (upstream changed nothing to merge)."""
+        return "conflicts" if self.conflicts else "clean" if self.changes else "nothing"
+
+
+class _Relocate:
+    """Locations in the probe file (the rebased text, written to a temporary file) shown at the platform
+    file's own lines: a line the rebase did not touch at its old number, one inside an edit at the edit's start."""
+
+    def __init__(self, path: Path, old: str, new: str, probe: Path) -> None:
+        self.shown, self.probe = display_path(path), display_path(probe)
+        self.new_to_old: dict[int, int] = {}
+        matcher = difflib.SequenceMatcher(None, old.splitlines(), new.splitlines(), autojunk=False)
+        for blk in matcher.get_matching_blocks():
+            for n in range(blk.size):
+                self.new_to_old[blk.b + n + 1] = blk.a + n + 1
+
+    def __call__(self, loc: Location | None) -> Location:
+        if loc is None:
+            return Location(self.shown)
+        if loc.path != self.probe:
+            return loc
+        before = [n for n in self.new_to_old if n <= loc.line]
+        line = self.new_to_old[max(before)] if before else 1
+        return Location(self.shown, line, loc.col if max(before, default=0) == loc.line else 0)
+
+
+def plan_rebase(path: Path, base_tree: Edk2Tree, target_tree: Edk2Tree, layout: Layout | None = None) -> RebaseResult:
+    """``rebase``, then what its result does on both trees, writing nothing to the platform.
+
+    The rebased platform (the platform as it is, when there are conflicts) is resolved for both trees, so
+    its overrides apply once more: an override that no longer applies to the target is a conflict, a
+    one-release override or delta carried to it says whether it still applies or is still observed. Without
+    conflicts the result must validate against both trees, and ``remaining`` lists what ``invoke diff``
+    would still find against the target's upstream.
+    """
+    result = rebase(path, base_tree, target_tree)
+    old = path.read_text(encoding="utf-8")
+    lay = layout or Layout(platforms_dir=path.parent)
+    conflicts = list(result.conflicts)
+    carried: tuple[Carried, ...] = ()
+    remaining: tuple[str, ...] = ()
+    with tempfile.TemporaryDirectory(prefix="ovmfgen-rebase-") as tmp:
+        probe = Path(tmp) / path.name
+        probe.write_text(result.text, encoding="utf-8")
+        relocate = _Relocate(path, old, result.text, probe)
+        for tree in (base_tree, target_tree):
+            try:
+                r = resolved(load_platform(probe, platforms_dir=path.parent, edk2=tree.tag), tree, lay, quiet=True)
+            except OvmfgenError as exc:
+                conflicts.append(Conflict(relocate(exc.location), exc.message))
+                continue
+            try:
+                if not result.conflicts:
+                    validate(r, use_cache=False)
+                if tree is target_tree:
+                    drift = compare_platform(r, *upstream_files(r))
+                    carried = tuple(replace(c, loc=relocate(c.loc) if c.loc else None) for c in drift.carried)
+                    remaining = tuple(drift.unexplained_lines()) if not result.conflicts else ()
+            except OvmfgenError as exc:
+                conflicts.append(Conflict(relocate(exc.location),
+                                          f"the rebased platform does not validate against {tree.tag}: {exc.message}"))
+    if conflicts:
+        return RebaseResult(old, (), tuple(conflicts), carried)
+    return RebaseResult(result.text, result.changes, (), carried, remaining)
 
 
 def written_for(text: str) -> str:
@@ -442,9 +518,36 @@ def _upstream(tree: Edk2Tree, rel: str, parse: object) -> tuple[Section, ...]:
     return parse(path.read_text(encoding="utf-8", errors="replace"), rel)  # type: ignore[operator]
 
 
+def release_conditions(base: str, target: str, shown: str = "the platform") -> tuple[str, str]:
+    """The ``edk2:`` conditions a rebase from the release ``base`` to the tree ``target`` writes: of upstream's
+    new data, and of the data it replaces.
+
+    To a release: ``>= TARGET`` / ``< TARGET``. To a checkout past ``base`` (``git describe``
+    ``BASE-N-gHASH``), which no condition may name: ``> BASE`` / ``<= BASE``, i.e. every tree after the
+    release (the checkout, later ones, the next release). A checkout past a later release than ``base``
+    mixes that release's change with what came after it: rebase to that release first.
+    """
+    b, t = position(base), position(target)
+    if b is None or not b.is_release:
+        raise OvmfgenError(f"{base} is not an edk2 release (edk2-stableYYYYMM): a rebase starts from the release "
+                           f"{shown} is written for")
+    if t is None:
+        raise OvmfgenError(f"cannot tell where {target} stands among edk2 releases (neither a release tag nor "
+                           "git describe past one, edk2-stableYYYYMM-N-gHASH): fetch the release tags into it")
+    if t <= b:
+        raise OvmfgenError(f"--to {target} is not newer than {base}, the release {shown} is written for")
+    if t.is_release:
+        return f">= {target}", f"< {target}"
+    if t.release_tag != base:
+        raise OvmfgenError(f"{target} is a checkout past {t.release_tag}, but {shown} is written for {base}: "
+                           f"rebase to {t.release_tag} first, then to the checkout")
+    return f"> {base}", f"<= {base}"
+
+
 def rebase(path: Path, base_tree: Edk2Tree, target_tree: Edk2Tree) -> RebaseResult:
     """Upstream's change between the two trees, merged into the platform file at ``path`` (pure: writes nothing)."""
     text = path.read_text(encoding="utf-8")
+    conditions = release_conditions(base_tree.tag, target_tree.tag, display_path(path))
     platform = load_platform(path, platforms_dir=path.parent, edk2=base_tree.tag)
     if platform.upstream is None:
         raise OvmfgenError("the platform names no upstream (upstream: dsc, fdf) to rebase on", platform.loc)
@@ -455,41 +558,46 @@ def rebase(path: Path, base_tree: Edk2Tree, target_tree: Edk2Tree) -> RebaseResu
     if merge.conflicts:
         return RebaseResult(text, (), tuple(merge.conflicts))
     changes = tuple(w for e in sorted(merge.edits, key=lambda e: e.start) for w in e.what)
-    return RebaseResult(apply_edits(text, merge.edits, target_tree.tag), changes, ())
+    return RebaseResult(apply_edits(text, merge.edits, conditions), changes, ())
+
+
+def platform_file(platform_name: str, layout: Layout | None = None) -> Path:
+    """The YAML file a rebase edits: ``platforms/NAME.yaml``, or the path given (one line when it is missing)."""
+    path = (Path(platform_name) if platform_name.endswith(".yaml")
+            else (layout or Layout()).platforms_dir / f"{platform_name}.yaml")
+    if not path.is_file():
+        raise OvmfgenError(f"unknown platform '{platform_name}' (no {display_path(path)})")
+    return path
 
 
 def rebase_command(platform_name: str, to: str, from_tag: str | None = None, dry_run: bool = False) -> None:
     """``invoke rebase``: write upstream's change from the platform's release to ``to`` into its YAML.
 
-    Nothing is written on a conflict (one located line each, exit 1) or when the result does not
-    validate against both trees; ``dry_run`` prints the YAML diff instead of writing it.
+    ``to`` is a release tag, or a checkout (its path, or its name when ``$OVMFGEN_EDK2`` is that checkout)
+    past the release the platform is written for. Nothing is written on a conflict (one located line
+    each, exit 1) or when the result does not validate against both trees; ``dry_run`` prints the YAML
+    diff instead of writing it. Each one-release override or delta carried to the target is one line.
     """
     if not to:
-        raise OvmfgenError("rebase needs --to TAG, the edk2 release to carry the platform to")
-    path = Path(platform_name) if platform_name.endswith(".yaml") else Layout().platforms_dir / f"{platform_name}.yaml"
-    if not path.is_file():
-        raise OvmfgenError(f"unknown platform '{platform_name}' (no {display_path(path)})")
+        raise OvmfgenError("rebase needs --to TAG (an edk2 release) or --to PATH (a checkout) to carry the "
+                           "platform to")
+    path = platform_file(platform_name)
     text = path.read_text(encoding="utf-8")
     base_tree, target_tree = locate(from_tag or written_for(text)), locate(to)
-    if (tag_number(target_tree.tag) or 0) <= (tag_number(base_tree.tag) or 0):
-        raise OvmfgenError(f"--to {target_tree.tag} is not newer than {base_tree.tag}, the release "
-                           f"{display_path(path)} is written for")
-    result = rebase(path, base_tree, target_tree)
+    result = plan_rebase(path, base_tree, target_tree)
+    for c in result.carried:
+        say(c.line(), prefix=False)
     if result.conflicts:
         for c in result.conflicts:
             print(c.line(), file=sys.stderr, flush=True)
         raise OvmfgenError(f"{len(result.conflicts)} conflict(s): nothing written")
+    for line in result.remaining:
+        say(f"{display_path(path)}: note: after the rebase, invoke diff against {target_tree.tag} still finds "
+            f"{line}", prefix=False)
     if not result.changes:
         say(f"{display_path(path)}: upstream did not change from {base_tree.tag} to {target_tree.tag}; "
             "nothing to do")
         return
-    # The result must serve both releases before it replaces the file.
-    with tempfile.TemporaryDirectory(prefix="ovmfgen-rebase-") as tmp:
-        probe = Path(tmp) / path.name
-        probe.write_text(result.text, encoding="utf-8")
-        for tree in (base_tree, target_tree):
-            probed = load_platform(probe, platforms_dir=path.parent, edk2=tree.tag)
-            validate(resolved(probed, tree, Layout(platforms_dir=path.parent)), use_cache=False)
     for change in result.changes:
         say(f"{target_tree.tag}: {change}")
     if dry_run:
@@ -499,4 +607,3 @@ def rebase_command(platform_name: str, to: str, from_tag: str | None = None, dry
         return
     write_if_changed(path, result.text.encode("utf-8"))
     say(f"{display_path(path)} rebased from {base_tree.tag} to {target_tree.tag} ({len(result.changes)} changes)")
-

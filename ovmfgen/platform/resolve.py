@@ -43,7 +43,7 @@ from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.paths import ELF_NAME, Layout
 from ovmfgen.platform.located import load_for_tree
 from ovmfgen.platform.model import FEATURES, Platform
-from ovmfgen.platform.overrides import OverrideStep, check_overrides, override_files, override_steps
+from ovmfgen.platform.overrides import Carried, OverrideStep, check_overrides, override_files, override_steps
 from ovmfgen.platform.reads import check_defines, check_features, names_read, refuse_feature_defines
 from ovmfgen.platform.render import Rendered, render
 from ovmfgen.request import Request
@@ -98,6 +98,8 @@ class Resolved:
     suffix: str                              # the variant ("" for the default build)
     workspace: Path
     dist: Path
+    # The one-release override entries carried to this later tree: still applied, or left out and why.
+    carried: tuple[Carried, ...] = ()
 
     @cached_property
     def companions(self) -> dict[str, bytes]:
@@ -180,17 +182,19 @@ def resolve(request: Request, layout: Layout | None = None) -> Resolved:
 
 
 def resolved(platform: Platform, tree: Edk2Tree, layout: Layout | None = None,
-             request: Request | None = None) -> Resolved:
+             request: Request | None = None, quiet: bool = False) -> Resolved:
     """A platform already loaded for ``tree`` (a rebase probe, a test's platform), resolved in ``layout``.
 
     ``request`` gives the target and defines (default: a DEBUG build of the platform's own features);
-    its defines are checked against what the rendered files and their ``!include``s read.
+    its defines are checked against what the rendered files and their ``!include``s read. ``quiet``: the
+    carried overrides left out are in ``Resolved.carried`` only (a caller that shows them itself).
     """
     lay = layout or Layout()
     req = request or Request(platform=platform.name, edk2=tree.tag)
     rendered = render(platform)
     check_overrides(platform, lay.overrides_for(platform.name), tree.tag)
-    steps = override_steps(platform, lay.overrides_for(platform.name), tree.tag, tree.root)
+    carried: list[Carried] = []
+    steps = override_steps(platform, lay.overrides_for(platform.name), tree.tag, tree.root, carried, quiet)
     files = override_files(steps)
     if req.defines:
         refuse_feature_defines(dict(req.defines), platform.feature_values())
@@ -203,7 +207,7 @@ def resolved(platform: Platform, tree: Edk2Tree, layout: Layout | None = None,
         request=req, tree=tree, platform=platform, layout=lay, rendered=rendered, steps=steps,
         override_files=files, suffix=suffix,
         workspace=lay.workspace_dir(platform.name, tree_part, suffix),
-        dist=lay.dist_dir(platform.name, tree_part, req.target, suffix),
+        dist=lay.dist_dir(platform.name, tree_part, req.target, suffix), carried=tuple(carried),
     )
 
 

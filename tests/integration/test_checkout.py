@@ -7,16 +7,22 @@ render, diff and build, with no edit to the code and no entry in releases.yaml.
 - xen-pvh's 202605-only fixes are carried: the Shell patch still applies; the MemDebugLogLib patch, which
   upstream's commit made unnecessary, no longer does, and render says so in one located note;
 - ``invoke diff`` shows the drift (upstream's changed PCD) as an unexplained difference;
-- the build publishes under the checkout's name, and the manifest names its commit.
+- ``invoke rebase --to CHECKOUT`` merges that change as data for every tree after 202605 and says what became
+  of each carried fix; where the platform changes the same PCD, it is one located conflict and nothing is written;
+- the build publishes under the checkout's name, and the manifest names its commit;
+- that build boots in QEMU through both entries (the PVH ELF with ``-kernel``, the reset vector with ``-bios``)
+  to XenPlatformPei's "Xen isn't detected", as the release builds do (test_boot_qemu.py). Its boot under real
+  Xen is the nightly's checkout cell (xen-pvh-DEBUG-2M-edk2-master), not CI's.
 
 The checkout is made in a temp dir (unpack + git: ~15 s); its BaseTools are built once per checkout path
-(~1 min); the build is a full DEBUG build (4-10 minutes on a shared 2-core machine).
+(~1 min); the build is a full DEBUG build (4-10 minutes on a shared 2-core machine), made once for the module.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +31,8 @@ from pathlib import Path
 import pytest
 
 from ovmfgen import paths
+from ovmfgen.boot.qemu import boot_qemu
+from ovmfgen.boot.verdict import ENTRIES, Verdict
 from tests.integration.checkout import make_checkout
 
 pytestmark = pytest.mark.integration
@@ -79,16 +87,70 @@ def test_diff_shows_the_drift(checkout: tuple[Path, str]) -> None:
            "written for edk2-stable202605, is no longer observed" in proc.stderr
 
 
-def test_build(checkout: tuple[Path, str]) -> None:
+def test_rebase_merges_the_drift_and_names_the_carried_fixes(checkout: tuple[Path, str]) -> None:
+    root, describe = checkout
+    platform = paths.REPO_ROOT / "platforms" / "xen-pvh.yaml"
+    before = platform.read_bytes()
+    proc = _ovmfgen(root, "rebase", "--platform", "xen-pvh", "--to", str(root), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert platform.read_bytes() == before
+    assert ('-      - gEfiMdeModulePkgTokenSpaceGuid.PcdStatusCodeUseSerial: FALSE\n'
+            '+      - when: {edk2: "> edk2-stable202605"}\n+        then:\n'
+            '+          - gEfiMdeModulePkgTokenSpaceGuid.PcdStatusCodeUseSerial: TRUE\n') in proc.stdout, proc.stdout
+    assert f"ovmfgen: {describe}: changed PCD gEfiMdeModulePkgTokenSpaceGuid.PcdStatusCodeUseSerial" in proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if ": note: " in line]
+    # Each one-release fix carried to the checkout, one line: the Shell patch and its delta still needed; the
+    # MemDebugLogLib patch upstream's commit made unnecessary left out, with the two deltas that go with it.
+    assert len(notes) == 5 and notes[0].startswith(NOTE + describe + ": "), proc.stderr
+    assert sum(line.endswith(": carried") for line in notes) == 2
+
+
+def test_rebase_conflicts_are_located_and_nothing_is_written(checkout: tuple[Path, str], tmp_path: Path) -> None:
+    root, _ = checkout
+    item = "      - gEfiMdeModulePkgTokenSpaceGuid.PcdStatusCodeUseSerial: FALSE"
+    text = (paths.REPO_ROOT / "platforms" / "xen-pvh.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "platforms" / "xen-pvh.yaml"
+    shutil.copytree(paths.REPO_ROOT / "platforms" / "keys", path.parent / "keys")
+    path.write_text(text.replace(item, item.replace("FALSE", "TRUE")), encoding="utf-8")   # ours changes it too
+    before = path.read_bytes()
+    proc = _ovmfgen(root, "rebase", "--platform", str(path), "--to", str(root))
+    assert proc.returncode == 1
+    line = text.splitlines().index(item) + 1
+    assert f"{path}:{line}:9: conflict: upstream changed PCD gEfiMdeModulePkgTokenSpaceGuid.PcdStatusCodeUseSerial " \
+           "which the platform also changes (it differs from upstream's previous release there)" in proc.stderr
+    assert proc.stderr.rstrip().endswith("error: 1 conflict(s): nothing written") and "Traceback" not in proc.stderr
+    assert path.read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def build(checkout: tuple[Path, str]) -> tuple[subprocess.CompletedProcess[str], float, Path]:
+    """The checkout's build, once for the module: (the process, its seconds, its dist directory)."""
     root, describe = checkout
     start = time.monotonic()
     proc = _ovmfgen(root, "build", "--platform", "xen-pvh")
-    took = time.monotonic() - start
+    return proc, time.monotonic() - start, paths.dist_root() / "xen-pvh" / describe / "DEBUG"
+
+
+def test_build(checkout: tuple[Path, str], build) -> None:
+    root, describe = checkout
+    proc, took, dist = build
     assert proc.returncode == 0, proc.stderr[-4000:]
-    dist = paths.dist_root() / "xen-pvh" / describe / "DEBUG"
     manifest = json.loads((dist / "manifest.json").read_text(encoding="utf-8"))
     head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                           check=True).stdout.strip()
     assert manifest["edk2"]["commit"] == head and manifest["edk2"]["tag"] == describe
     assert (dist / paths.ELF_NAME).is_file()
     print(f"build of xen-pvh DEBUG on {describe}: {took:.0f} s")
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 not installed")
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_the_build_boots_in_qemu(build, entry: str, tmp_path: Path) -> None:
+    proc, _, dist = build
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = boot_qemu(dist / paths.ELF_NAME, entry, tmp_path, timeout=60)
+    assert result.verdict is Verdict.REACHED_XEN_PLATFORM_PEI, f"{result.summary()}\n{result.log_tail}"
+    assert result.proven_entry == entry
+    assert result.milestones == ("sec", "pei_core", "xen_platform_pei", "xen_not_detected")
+    assert "ERROR: Xen isn't detected" in result.log_path.read_text(errors="replace")
+    print(result.summary())

@@ -271,3 +271,41 @@ def test_on_tree_moves_cells_to_another_edk2_and_renames_them():
     assert matrix.on_tree(cells, None) == cells
     with pytest.raises(OvmfgenError, match="--edk2 'edk2-stable209912' is not a known tag"):
         matrix.on_tree(cells, "edk2-stable209912")
+
+
+# --- a cell of an edk2 checkout ----------------------------------------------------------------------
+
+def test_a_checkout_cell_names_its_tree_and_travels_as_json(tmp_path: Path) -> None:
+    m = matrix_of([{"platform": "xen-pvh", "fd_size": "2M", "edk2": {"env": "OVMFGEN_EDK2_UPSTREAM"}},
+                   {"platform": "xen-pvh", "edk2": {"path": "../edk2", "branch": "stable/202605"}}])
+    env, path = m.cells
+    assert (env.name, env.edk2, env.checkout) == ("xen-pvh-DEBUG-2M-edk2-master", None,
+                                                  matrix.Checkout(env="OVMFGEN_EDK2_UPSTREAM"))
+    assert path.name == "xen-pvh-DEBUG-edk2-stable202605" and path.checkout == matrix.Checkout(path="../edk2",
+                                                                                                branch="stable/202605")
+    assert Cell.from_json(json.loads(json.dumps(env.to_json()))) == env
+    assert "[edk2 checkout $OVMFGEN_EDK2_UPSTREAM]" in env.line()
+    assert env.request().edk2 is None       # the cell's process makes the checkout its default tree
+    assert matrix.on_tree([env], "edk2-stable202605") == [env]   # it names its tree itself
+
+
+def test_a_checkout_is_located_or_one_line_saying_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OVMFGEN_EDK2_UPSTREAM", raising=False)
+    env = matrix.Checkout(env="OVMFGEN_EDK2_UPSTREAM")
+    with pytest.raises(OvmfgenError, match=r"^error: edk2 checkout: \$OVMFGEN_EDK2_UPSTREAM is not set \(point it at an "
+                                           r"edk2 checkout: git clone --recurse-submodules .*edk2.git DIR\)$"):
+        env.locate(tmp_path)
+    monkeypatch.setenv("OVMFGEN_EDK2_UPSTREAM", str(tmp_path / "gone"))
+    with pytest.raises(OvmfgenError, match=rf"^error: edk2 checkout \$OVMFGEN_EDK2_UPSTREAM={tmp_path}/gone: no such "
+                                           r"directory$"):
+        env.locate(tmp_path)
+    (tmp_path / "gone").mkdir()
+    with pytest.raises(OvmfgenError, match=r"gone: not an edk2 tree \(no OvmfPkg/\)$"):
+        env.locate(tmp_path)
+    (tmp_path / "gone" / "OvmfPkg").mkdir()
+    assert env.locate(tmp_path) == (tmp_path / "gone").resolve()
+    # A path is taken from the matrix file's directory.
+    (tmp_path / "conf").mkdir()
+    assert matrix.Checkout(path="../gone").locate(tmp_path / "conf") == (tmp_path / "gone").resolve()
+    with pytest.raises(OvmfgenError, match=r"^error: edk2 checkout edk2: no such directory$"):
+        matrix.Checkout(path="edk2").locate(tmp_path / "conf")

@@ -10,7 +10,8 @@ from pathlib import Path
 from ovmfgen.platform.resolve import resolved
 from ovmfgen.platform.load import load_platform
 from ovmfgen.paths import REPO_ROOT, Layout
-from ovmfgen.platform.diff import diff_platform
+from ovmfgen.edk2.tree import Edk2Tree
+from ovmfgen.platform.diff import compare_platform, diff_platform, upstream_files
 
 
 # The x2APIC-capable TimerLib (UefiCpuPkg's) replaces MdePkg's and brings LocalApicLib and its CpuLib along.
@@ -136,3 +137,35 @@ def test_an_override_equal_to_upstream_is_a_stale_delta(tmp_path: Path, edk2_tre
                                           tree / "OvmfPkg/OvmfXen.dsc", tree / "OvmfPkg/OvmfXen.fdf")
     assert unexplained == []
     assert stale == ["file OvmfPkg/Sec/SecMain.c"]
+
+
+def test_a_tree_past_the_release_carries_its_one_release_entries(edk2_tree_202605, capsys) -> None:
+    # The 202605 tree under a checkout's name past it (upstream changed nothing since): xen-pvh's 202605-only
+    # fixes are carried, each patch still applies and each delta is still observed, one located line each.
+    later = "edk2-stable202605-7-g0123456789ab"
+    tree = Edk2Tree(edk2_tree_202605.root, edk2_tree_202605.basetools, {**edk2_tree_202605.identity, "tag": later})
+    r = resolved(load_platform("xen-pvh", edk2=later), tree)
+    drift = compare_platform(r, *upstream_files(r))
+    assert (drift.unexplained, drift.stale) == ([], [])
+    text = (REPO_ROOT / "platforms/xen-pvh.yaml").read_text(encoding="utf-8").splitlines()
+
+    def patch(name: str) -> str:
+        line = text.index(f"  - patch: patches/{name}") + 1
+        return (f"platforms/xen-pvh.yaml:{line}:5: note: override patch overrides/xen-pvh/patches/{name}, written "
+                f"for edk2-stable202605, still applies to {later}: carried")
+
+    def delta(kind: str, subject: str) -> str:
+        # The delta's item starts on the line before its subject (the '- kind:' line).
+        line = next(n for n, t in enumerate(text) if t == f"    subject: {subject}" and text[n - 1] == f"  - kind: {kind}"
+                    and text[n + 1] == "    edk2: edk2-stable202605")
+        return (f"platforms/xen-pvh.yaml:{line}:5: note: delta {kind} {subject}, written for edk2-stable202605, is "
+                f"still observed on {later}: carried")
+
+    assert [c.line() for c in drift.carried] == [
+        patch("PlatformDebugLibIoPort-Nocheck-MemDebugLogLib.patch"),
+        patch("PlatformBootManagerLib-Shell-boot-option.patch"),
+        delta("file", "OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPortNocheck.inf"),
+        delta("library", "MemDebugLogLib"),
+        delta("file", "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"),
+    ]
+    assert capsys.readouterr().err == ""   # kept entries are said only where asked (rebase, the nightly)

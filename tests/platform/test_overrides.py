@@ -99,6 +99,33 @@ def test_a_carried_fix_that_no_longer_applies_is_a_one_line_note(tmp_path: Path,
     assert "note: override patch overrides/p/fix.patch changes Pkg/A.c, which" in capsys.readouterr().err
 
 
+def test_what_became_of_each_carried_entry_is_data(tmp_path: Path, capsys) -> None:
+    """The caller can collect every carried entry (kept or left out) as one line each: what rebase and the
+    nightly show; only the left-out ones are said."""
+    tree, ov = tmp_path / "tree", tmp_path / "overrides"
+    (tree / "Pkg").mkdir(parents=True)
+    (tree / "Pkg/A.c").write_bytes(b"one\r\ntwo\r\nthree\r\n")
+    ov.mkdir()
+    (ov / "fix.patch").write_bytes(DIFF)
+    later = "edk2-stable202605-3-g5ccd4da"
+    entry = Override("fix.patch", patch=True, loc=_loc(), carried="edk2-stable202605")
+    plain = Override("fix.patch", patch=True, loc=_loc())
+    seen: list = []
+    override_steps(_Platform(entry), ov, later, tree, seen)
+    assert [c.line() for c in seen] == [
+        "platforms/p.yaml:7:5: note: override patch overrides/p/fix.patch, written for edk2-stable202605, still "
+        f"applies to {later}: carried"]
+    assert seen[0].kept and capsys.readouterr().err == ""
+    seen.clear()
+    override_steps(_Platform(plain), ov, "edk2-stable202605", tree, seen)   # not carried: nothing to say
+    assert seen == []
+    (tree / "Pkg/A.c").write_bytes(b"one\r\nTWO\r\nthree\r\n")
+    override_steps(_Platform(entry), ov, later, tree, seen)
+    said = capsys.readouterr().err
+    assert [c.line() + "\n" for c in seen] == [said] and not seen[0].kept
+    assert said.startswith("platforms/p.yaml:7:5: note: override patch overrides/p/fix.patch does not apply to ")
+
+
 @pytest.mark.parametrize("diff, message", [
     (b"not a diff\n", "override patch overrides/p/x.patch is not a unified diff (no '---'/'+++' lines)"),
     (b"--- /dev/null\n+++ b/Pkg/New.c\n@@ -0,0 +1 @@\n+x\n",
