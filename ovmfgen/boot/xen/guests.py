@@ -15,6 +15,7 @@ from ovmfgen.edk2.conventions import fd_size_label, parse_fd_size
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.boot.xen.verdicts import (
     DEADLINE,
+    DOM0_FAILURE,
     EVENT,
     GUEST_BEGIN,
     GUEST_END,
@@ -25,7 +26,6 @@ from ovmfgen.boot.xen.verdicts import (
     OS_MARKER,
     RESULT,
     SB_REFUSED,
-    DOM0_FAILURE,
     CpuState,
     Verdict,
     XL_PREFIX,
@@ -447,12 +447,12 @@ def dom0_test_script(deadline: GuestDeadline, names: Sequence[str] = (GUEST_NAME
     ``runs`` lists (domain name, label, what to wait for (grep -E), event name[, disk serial]); by default
     each of ``names`` waits for the Shell prompt under its own name. A run with a disk serial gets the block
     device with that serial (``disk_drives``) in its xl config, in place of ``DISK_PLACEHOLDER``; when dom0
-    has none, or cannot attach it, dom0 says so (``DOM0_FAILURE``) and the run ends without starting. Each run's part of the log lies between
-    ``GUEST_START label`` and ``GUEST_STOP label``, so that ``classify_xen_run`` reads it as if the
-    guest had had the run to itself. A domain that runs twice (same name) keeps its disk: the
-    second run is a restart after ``xl destroy``. The wait ends on what the guest should show, the
-    Shell when it should have shown something else, an ASSERT, a crash, the domain going away, or
-    ``deadline`` (see ``GuestDeadline``); every ``deadline.tick_s`` dom0 seconds dom0 prints a
+    has none, or cannot attach it, dom0 says so (``DOM0_FAILURE``) and the run ends without starting. Each
+    run's part of the log lies between ``GUEST_START label`` and ``GUEST_STOP label``, so that
+    ``classify_xen_run`` reads it as if the guest had had the run to itself. A domain that runs twice (same
+    name) keeps its disk (its drive): the second run is a restart after ``xl destroy``. The wait ends on what
+    the guest should show, the Shell when it should have shown something else, an ASSERT, a crash, the domain
+    going away, or ``deadline`` (see ``GuestDeadline``); every ``deadline.tick_s`` dom0 seconds dom0 prints a
     heartbeat event.
     """
     runs = list(runs) if runs is not None else [(n, n, "Shell>", "shell") for n in names]

@@ -157,7 +157,8 @@ def test_guest_lines_are_never_dom0s_failure():
     # A guest's dom0-failed run is dom0's failure, whatever else happened before its turn.
     two = (f"{verdicts.GUEST_START} a\n{verdicts.DOM0_FAILURE} no block device with serial d0-pvh-os for the "
            f"guest's disk (dom0's disks: none)\n{verdicts.RESULT} dom0-failed\n{verdicts.GUEST_STOP} a\n"
-           f"{verdicts.GUEST_START} b\n{verdicts.EVENT} create 7.0\n{verdicts.EVENT} shell 9.0\n{verdicts.RESULT} shell\n{verdicts.GUEST_STOP} b\n")
+           f"{verdicts.GUEST_START} b\n{verdicts.EVENT} create 7.0\n{verdicts.EVENT} shell 9.0\n"
+           f"{verdicts.RESULT} shell\n{verdicts.GUEST_STOP} b\n")
     a, b = verdicts.classify_guest(two, "a", 0), verdicts.classify_guest(two, "b", 0)
     assert (a.verdict, a.detail) == (Verdict.HARNESS_FAILURE, "dom0: no block device with serial d0-pvh-os for the "
                                      "guest's disk (dom0's disks: none)")
