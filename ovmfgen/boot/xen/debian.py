@@ -28,8 +28,10 @@ DEVICE_MODEL_PACKAGE = "qemu-system-xen"
 HOST_PACKAGES = ("debootstrap", "cpio", "qemu-system-x86")
 #: Packages debootstrap adds to minbase: modprobe/insmod, ps, and busybox for poweroff.
 DEBOOTSTRAP_INCLUDE = ("kmod", "procps", "busybox")
-#: dom0's driver modules, in load order (xenfs needs xen-privcmd); loop and xen-blkback serve guest disks.
-DOM0_MODULES = ("xen-privcmd", "xenfs", "xen-evtchn", "xen-gntdev", "xen-gntalloc", "loop", "xen-blkback")
+#: dom0's driver modules, in load order (xenfs needs xen-privcmd; virtio_blk needs the virtio ones before
+#: it); loop and xen-blkback serve guest disks, which reach dom0 as virtio-blk drives of the outer QEMU.
+DOM0_MODULES = ("xen-privcmd", "xenfs", "xen-evtchn", "xen-gntdev", "xen-gntalloc", "loop", "xen-blkback",
+                "virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci", "virtio_blk")
 #: Bump when the way the dom0 root file system is made changes (forces a rebuild of that entry).
 ROOTFS_RECIPE = 3
 #: Stripped from the root file system: only people read these, and they cost initramfs unpack time.

@@ -15,6 +15,7 @@ from ovmfgen.edk2.conventions import fd_size_label, parse_fd_size
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.boot.xen.verdicts import (
     DEADLINE,
+    DOM0_FAILURE,
     EVENT,
     GUEST_BEGIN,
     GUEST_END,
@@ -108,8 +109,18 @@ MODE_SETS = {
 SPEC_PAYLOADS = ("shell", "os", "ud2", *_SB_SET)
 #: HVM guests' device model as Debian's qemu-system-xen installs it in dom0.
 DEVICE_MODEL = "/usr/libexec/xen-qemu-system-i386"
-#: dom0's hotplug script for a guest disk: a loop device on the image file, announced in xenstore.
+#: dom0's hotplug script for a guest disk: the block device (or a loop device on an image file), announced in
+#: xenstore.
 BLOCK_SCRIPT = "/ovmfgen/block-loop"
+#: Where the hotplug script leaves why it could not attach a disk (dom0's test script reports it).
+BLOCK_ERROR = "/run/ovmfgen-block.err"
+#: In a guest's xl config, where dom0's test script writes the guest's disk (the block device whose serial
+#: is the guest's, ``disk_drives``).
+DISK_PLACEHOLDER = "@OVMFGEN_DISK@"
+#: The most guest disks (virtio-blk drives, a PCI slot each) one nested run gives dom0.
+MAX_DISKS = 24
+#: A virtio-blk serial's length (VIRTIO_BLK_ID_BYTES).
+SERIAL_BYTES = 20
 #: What the UEFI Shell prints during its startup countdown (between ANSI colour codes: grep, not a string).
 SHELL_COUNTDOWN = "Press .*ESC.* in [0-9]* seconds"
 #: What dom0 waits for on each payload's console (grep -E), and the event it reports.
@@ -314,8 +325,9 @@ def xl_config(kernel: str, name: str = GUEST_NAME, memory_mib: int = GUEST_MEMOR
               disk: str | None = None, vcpus: int = 1) -> str:
     """The xl domain config that runs ``kernel`` as a PVH guest, or (``mode="hvm"``) as an HVM guest's BIOS.
 
-    ``disk`` (a file in dom0) becomes the guest's PV disk xvda through dom0's loop hotplug script
-    (Debian's block script waits for udev, which this dom0 has not); ``target=`` must come last.
+    ``disk`` (a block device or file in dom0; in the overlay ``DISK_PLACEHOLDER``, which dom0's test script
+    replaces by the guest's drive) becomes the guest's PV disk xvda through dom0's hotplug script (Debian's
+    block script waits for udev, which this dom0 has not); ``target=`` must come last.
     """
     if mode == "hvm":
         # hvmloader copies the blob below 4 GiB and jumps to its reset vector; the PVH ELF's header
@@ -354,20 +366,33 @@ def xl_config(kernel: str, name: str = GUEST_NAME, memory_mib: int = GUEST_MEMOR
 
 
 def block_script() -> str:
-    """dom0's hotplug script (xl runs it with add/remove, XENBUS_PATH set): a loop device for the image."""
-    return """#!/bin/sh
-# Written by ovmfgen.boot.xen: attach the file in params to a loop device and tell blkback about it.
+    """dom0's hotplug script (xl runs it with add/remove, XENBUS_PATH set): tell blkback about the block device
+    in params (a file gets a loop device first). When it cannot, it says why in ``BLOCK_ERROR`` (dom0's test
+    script reports that line) and in xenstore, and fails."""
+    return f"""#!/bin/sh
+# Written by ovmfgen.boot.xen: give blkback the block device in params (a file: on a loop device).
+fail() {{
+    echo "$*" > {BLOCK_ERROR}
+    xenstore-write "$XENBUS_PATH/hotplug-error" "$*" "$XENBUS_PATH/hotplug-status" error
+    exit 1
+}}
 case "$1" in
 add)
-    file=$(xenstore-read "$XENBUS_PATH/params")
-    dev=$(losetup -f --show "$file") || exit 1
+    target=$(xenstore-read "$XENBUS_PATH/params") || fail "no params in $XENBUS_PATH"
+    if [ -b "$target" ]; then
+        dev=$target
+    elif [ -f "$target" ]; then
+        dev=$(losetup -f --show "$target" 2>&1) || fail "losetup $target: $dev"
+    else
+        fail "$target is neither a block device nor a file"
+    fi
     xenstore-write "$XENBUS_PATH/physical-device" "$(stat -L -c '%t:%T' "$dev")"
     xenstore-write "$XENBUS_PATH/physical-device-path" "$dev"
     xenstore-write "$XENBUS_PATH/hotplug-status" connected
     ;;
 remove)
     dev=$(xenstore-read "$XENBUS_PATH/physical-device-path" 2>/dev/null)
-    [ -n "$dev" ] && losetup -d "$dev"
+    case "$dev" in /dev/loop*) losetup -d "$dev" ;; esac
     ;;
 esac
 exit 0
@@ -376,7 +401,7 @@ exit 0
 
 def dom0_init_script(series: str = XEN_SERIES) -> str:
     """dom0's /init: mount the basics, load the Xen drivers, start the Xen daemons (of Xen ``series``), run the test."""
-    insmods = "\n".join(f"insmod /ovmfgen/modules/{m}.ko || echo 'ovmfgen: insmod {m} failed'"
+    insmods = "\n".join(f"insmod /ovmfgen/modules/{m}.ko || echo '{DOM0_FAILURE} insmod {m} failed'"
                         for m in DOM0_MODULES)
     return f"""#!/bin/sh
 # dom0 /init written by ovmfgen.boot.xen: bring up Xen's dom0 services, run the test, power off.
@@ -396,7 +421,13 @@ echo "{EVENT} dom0-up $(cut -d' ' -f1 /proc/uptime)"
 xenstored --pid-file=/run/xenstored.pid
 xen-init-dom0
 xenconsoled --log=all --log-dir=/var/log/xen/console
-sh /ovmfgen/test.sh
+if [ -f /ovmfgen/test.sh ]; then
+    sh /ovmfgen/test.sh
+else
+    # The kernel unpacks the initramfs into RAM; what did not fit is missing, this run's files (last) first.
+    echo "{DOM0_FAILURE} this run's files are not in dom0's RAM root file system" \
+        "($(dmesg 2>/dev/null | grep -o 'Initramfs unpacking failed.*' | head -n 1))"
+fi
 echo "{EVENT} done $(cut -d' ' -f1 /proc/uptime)"
 sync
 busybox poweroff -f
@@ -409,17 +440,19 @@ DOM0_TEST = Path(__file__).resolve().parent / "dom0" / "test.sh"
 
 
 def dom0_test_script(deadline: GuestDeadline, names: Sequence[str] = (GUEST_NAME,),
-                     runs: Sequence[tuple[str, str, str, str]] | None = None) -> str:
+                     runs: Sequence[tuple[str, ...]] | None = None) -> str:
     """The dom0 test (``dom0/test.sh``) with its parameters in front and its runs after it: for each guest
     in turn, ``xl create`` it, wait for what it should show (or death), report.
 
-    ``runs`` lists (domain name, label, what to wait for (grep -E), event name); by default each of
-    ``names`` waits for the Shell prompt under its own name. Each run's part of the log lies between
-    ``GUEST_START label`` and ``GUEST_STOP label``, so that ``classify_xen_run`` reads it as if the
-    guest had had the run to itself. A domain that runs twice (same name) keeps its disk: the
-    second run is a restart after ``xl destroy``. The wait ends on what the guest should show, the
-    Shell when it should have shown something else, an ASSERT, a crash, the domain going away, or
-    ``deadline`` (see ``GuestDeadline``); every ``deadline.tick_s`` dom0 seconds dom0 prints a
+    ``runs`` lists (domain name, label, what to wait for (grep -E), event name[, disk serial]); by default
+    each of ``names`` waits for the Shell prompt under its own name. A run with a disk serial gets the block
+    device with that serial (``disk_drives``) in its xl config, in place of ``DISK_PLACEHOLDER``; when dom0
+    has none, or cannot attach it, dom0 says so (``DOM0_FAILURE``) and the run ends without starting. Each
+    run's part of the log lies between ``GUEST_START label`` and ``GUEST_STOP label``, so that
+    ``classify_xen_run`` reads it as if the guest had had the run to itself. A domain that runs twice (same
+    name) keeps its disk (its drive): the second run is a restart after ``xl destroy``. The wait ends on what
+    the guest should show, the Shell when it should have shown something else, an ASSERT, a crash, the domain
+    going away, or ``deadline`` (see ``GuestDeadline``); every ``deadline.tick_s`` dom0 seconds dom0 prints a
     heartbeat event.
     """
     runs = list(runs) if runs is not None else [(n, n, "Shell>", "shell") for n in names]
@@ -427,19 +460,40 @@ def dom0_test_script(deadline: GuestDeadline, names: Sequence[str] = (GUEST_NAME
         "OV_EVENT": EVENT, "OV_RESULT": RESULT, "OV_GUEST_START": GUEST_START, "OV_GUEST_STOP": GUEST_STOP,
         "OV_XL_PREFIX": XL_PREFIX, "OV_GUEST_PREFIX": GUEST_PREFIX, "OV_GUEST_BEGIN": GUEST_BEGIN,
         "OV_GUEST_END": GUEST_END, "OV_DEADLINE": DEADLINE, "OV_SHELL_COUNTDOWN": SHELL_COUNTDOWN,
-        "OV_SB_REFUSED": SB_REFUSED,
+        "OV_SB_REFUSED": SB_REFUSED, "OV_DOM0_FAILURE": DOM0_FAILURE, "OV_BLOCK_ERROR": BLOCK_ERROR,
+        "OV_DISK_PLACEHOLDER": DISK_PLACEHOLDER,
         "OV_IDLE_S": deadline.idle_s, "OV_CAP_S": deadline.cap_s, "OV_TICK_S": deadline.tick_s,
         "OV_CALIBRATION_LOOPS": CALIBRATION_LOOPS, "OV_CALIBRATION_REFERENCE_S": CALIBRATION_REFERENCE_S,
         "OV_MAX_SCALE": MAX_SCALE,
     }
     head = "".join(f"{name}={shlex.quote(str(value))}\n" for name, value in params.items())
-    calls = "".join(f"run_guest {name} {label} '{want}' {event}\n" for name, label, want, event in runs)
+    calls = "".join(f"run_guest {r[0]} {r[1]} '{r[2]}' {r[3]}{' ' + r[4] if len(r) > 4 and r[4] else ''}\n"
+                    for r in runs)
     return "#!/bin/sh\n" + head + DOM0_TEST.read_text(encoding="utf-8") + calls
 
 
-def guest_runs(guests: Sequence[XenGuest]) -> list[tuple[str, str, str, str]]:
-    """``dom0_test_script``'s runs for ``guests``: (domain, label, what to wait for, event) per boot."""
-    return [(g.name, label, *WANT[g.payload]) for g in guests for label in g.runs]
+def guest_runs(guests: Sequence[XenGuest]) -> list[tuple[str, ...]]:
+    """``dom0_test_script``'s runs for ``guests``: (domain, label, what to wait for, event) per boot, and the
+    serial of the guest's disk for a guest with one."""
+    serials = dict(disk_drives(guests))
+    return [(g.name, label, *WANT[g.payload], *((serials[g.name],) if g.name in serials else ()))
+            for g in guests for label in g.runs]
+
+
+def disk_serial(index: int, guest: XenGuest) -> str:
+    """The serial of the drive that holds ``guest``'s disk (the ``index``-th disk of the run): ``d<index>-`` and
+    the guest's name, cut to a virtio-blk serial's 20 bytes (the index keeps it unique)."""
+    return f"d{index}-{guest.name.removeprefix('ovmfgen-')}"[:SERIAL_BYTES]
+
+
+def disk_drives(guests: Sequence[XenGuest]) -> list[tuple[str, str]]:
+    """(guest name, drive serial) of each guest with a disk, in order: each guest has a drive of its own
+    (``nested.qemu_argv`` makes them, copy-on-write: what one guest writes, no other guest and not the host
+    file sees); a guest that boots twice keeps its drive. At most ``MAX_DISKS``."""
+    with_disk = [g for g in guests if g.disk is not None]
+    if len(with_disk) > MAX_DISKS:
+        raise OvmfgenError(f"{len(with_disk)} guests with disks in one run: at most {MAX_DISKS} (a PCI slot each)")
+    return [(g.name, disk_serial(i, g)) for i, g in enumerate(with_disk)]
 
 
 # --- newc cpio (for the small per-run overlay) ----------------------------------------------------
@@ -470,16 +524,16 @@ def newc_archive(entries: Sequence[tuple[str, int, bytes]]) -> bytes:
 
 def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, deadline: GuestDeadline,
                  memory_mib: int = GUEST_MEMORY_MIB, series: str = XEN_SERIES) -> bytes:
-    """The per-run cpio appended to dom0's initramfs: /init, the Xen modules, each guest's firmware, disk and
-    config, the hotplug script, the test.
+    """The per-run cpio appended to dom0's initramfs: /init, the Xen and virtio modules, each guest's firmware
+    and config, the hotplug script, the test.
 
-    Each guest gets its own copy of its disk, as each VM has its own disk (the OS disk is one file on
-    the host): the firmware writes ``\\NvVars`` (BootOrder included) on the first FAT it finds, and an
-    HVM guest that restored a PVH guest's boot options from the shared copy booted the Shell instead
-    of the disk (measured). The persistence guest's two boots are one guest: they share its copy.
-    Secure Boot guests (``sb-*``) share one copy per disk: a Secure Boot firmware writes nothing to a
-    disk (no ``\\NvVars``), and their disks are read-only to Linux's init. dom0's root file system is RAM: every copy counts (8 Secure Boot
-    guests with their own copies filled it: "No space left on device").
+    No disk is in it: dom0's root file system is RAM (a disk image there fills it: "No space left on
+    device"). Each guest's disk is a drive of the outer QEMU (``disk_drives``, ``nested.qemu_argv``), its own
+    copy-on-write view of the file on the host, as each VM has its own disk: the firmware writes ``\\NvVars``
+    (BootOrder included) on the first FAT it finds, and an HVM guest that restored a PVH guest's boot options
+    from a shared copy booted the Shell instead of the disk (measured). The persistence guests' two boots are
+    one guest: they share its drive. The guest's config names its disk ``DISK_PLACEHOLDER``; dom0's test
+    script puts the drive's device there.
     """
     entries: list[tuple[str, int, bytes]] = [
         ("init", 0o100755, dom0_init_script(series).encode()),
@@ -488,23 +542,12 @@ def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, deadline: GuestD
     ]
     for m in DOM0_MODULES:
         entries.append((f"ovmfgen/modules/{m}.ko", 0o100644, (modules_dir / f"{m}.ko").read_bytes()))
-    disks: dict[str, str] = {}
-    shared: dict[Path, str] = {}
-    for g in guests:
-        if g.disk is None:
-            continue
-        if g.payload.startswith("sb-") and g.disk in shared:
-            disks[g.name] = shared[g.disk]
-            continue
-        disks[g.name] = f"/ovmfgen/disk-{g.name.removeprefix('ovmfgen-')}.img"
-        if g.payload.startswith("sb-"):
-            shared[g.disk] = disks[g.name]
-        entries.append((disks[g.name], 0o100644, g.disk.read_bytes()))
-    if disks:
+    drives = dict(disk_drives(guests))
+    if drives:
         entries.append((BLOCK_SCRIPT, 0o100755, block_script().encode()))
     for g in guests:
         fw = f"/ovmfgen/ovmf-{g.name.removeprefix('ovmfgen-')}.elf"
-        disk = disks.get(g.name)
+        disk = DISK_PLACEHOLDER if g.name in drives else None
         memory = max(memory_mib, PAYLOAD_MEMORY_MIB.get(g.payload, 0))
         entries += [
             (fw, 0o100644, guest_image(g)),

@@ -22,6 +22,7 @@ from ovmfgen.boot.xen.guests import (
     XenGuest,
     check_mode,
     check_vcpus,
+    disk_drives,
     overlay_cpio,
 )
 from ovmfgen.boot.xen.limits import known_limit
@@ -47,9 +48,10 @@ from ovmfgen.ui import say
 # QEMU settings that make Xen work nested under TCG here (each was needed):
 # -smap,-smep: without them dom0 dies at once (#PF in create_bounce_frame); -rdtscp: without it PVH
 # guests die ("SVM Insn len emulation failed"); 3 GiB / dom0_mem=1536M for both versions: dom0's root file
-# system is its initramfs, RAM, and holds every guest's firmware and disk copy; with 2 GiB / 1024M Xen 4.17's
+# system is its initramfs, RAM, and held every guest's firmware and disk copy; with 2 GiB / 1024M Xen 4.17's
 # dom0 could not unpack the CI guest set once the Secure Boot guests joined it ("Initramfs unpacking
-# failed: write error", then "No space left on device").
+# failed: write error", then "No space left on device"). Guests' disks are now drives of this QEMU
+# (``qemu_argv``), not files in that RAM.
 QEMU_BINARY = "qemu-system-x86_64"
 QEMU_CPU = "max,-smap,-smep,-rdtscp"
 # -icount with a fixed shift and sleep=off: guest time advances by instructions executed, not by
@@ -90,16 +92,27 @@ SUMMARY_NAME = "xen-boot.json"
 
 
 def qemu_argv(xen: Path, dom0_kernel: Path, dom0_initrd: Path, serial_log: Path,
-              icount_shift: int = QEMU_ICOUNT_SHIFTS[0], release: XenRelease = XEN_417) -> list[str]:
-    """QEMU's command line: Xen by multiboot, dom0 kernel and initramfs as its modules.
+              icount_shift: int = QEMU_ICOUNT_SHIFTS[0], release: XenRelease = XEN_417,
+              drives: Sequence[tuple[str, Path]] = ()) -> list[str]:
+    """QEMU's command line: Xen by multiboot, dom0 kernel and initramfs as its modules, and for each of
+    ``drives`` (serial, disk image on the host; ``guests.disk_drives``) a virtio-blk drive for dom0.
 
-    Guest time runs by instructions (``-icount shift=icount_shift,sleep=off``); memory and dom0's share
-    of it are ``release``'s.
+    Each drive is ``snapshot=on``: the guest writes to a temporary copy-on-write layer of its own, the image
+    on the host is opened read-only and never written. Guest time runs by instructions
+    (``-icount shift=icount_shift,sleep=off``); memory and dom0's share of it are ``release``'s.
     """
     for p in (dom0_kernel, dom0_initrd):
         # QEMU splits multiboot modules at commas and a module's path from its arguments at spaces.
         if "," in str(p) or " " in str(p):
             raise OvmfgenError(f"path unusable as a QEMU multiboot module (comma or space): {p}")
+    disks: list[str] = []
+    for i, (serial, image) in enumerate(drives):
+        if not serial.replace("-", "").isalnum() or len(serial) > 20:
+            raise OvmfgenError(f"bad drive serial {serial!r}: letters, digits and dashes, at most 20")
+        # file.filename= takes the path as it is (no protocol prefix); a comma is doubled in QEMU's options.
+        disks += ["-drive", f"if=none,id=disk{i},format=raw,snapshot=on,file.driver=file,"
+                            f"file.filename={str(image).replace(',', ',,')}",
+                  "-device", f"virtio-blk-pci,drive=disk{i},serial={serial}"]
     return [
         QEMU_BINARY, "-machine", "pc", "-accel", "tcg", "-icount", f"shift={icount_shift},sleep=off",
         "-cpu", QEMU_CPU, "-smp", "2", "-m", str(release.qemu_memory_mib),
@@ -108,6 +121,7 @@ def qemu_argv(xen: Path, dom0_kernel: Path, dom0_initrd: Path, serial_log: Path,
         "-kernel", str(xen),
         "-append", xen_cmdline(release.dom0_mem_mib),
         "-initrd", f"{dom0_kernel} {DOM0_CMDLINE},{dom0_initrd}",
+        *disks,
     ]
 
 
@@ -319,7 +333,10 @@ def _attempt(guests: Sequence[XenGuest], out_dir: Path, assets: XenAssets, timeo
             with open(assets.rootfs_cpio, "rb") as src:
                 shutil.copyfileobj(src, fh, 1 << 20)
             fh.write(overlay_cpio(guests, assets.modules_dir, deadline, memory_mib, release.series))
-        argv = qemu_argv(assets.xen, assets.dom0_kernel, initrd, serial, icount_shift=icount_shift, release=release)
+        disks = {g.name: g.disk for g in guests if g.disk is not None}
+        drives = [(sn, Path(disks[name]).resolve()) for name, sn in disk_drives(guests)]
+        argv = qemu_argv(assets.xen, assets.dom0_kernel, initrd, serial, icount_shift=icount_shift, release=release,
+                         drives=drives)
         names = ", ".join(g.name for g in guests)
         say(f"booting {names} under Xen {assets.versions.hypervisor} in QEMU {qemu_ver} (TCG, icount)")
         qrun = _run_qemu(argv, qemu_log, serial, timeout, stall_s, deadline.tick_s)

@@ -20,6 +20,9 @@ GUEST_START = "OVMFGEN-GUEST-START"
 GUEST_STOP = "OVMFGEN-GUEST-STOP"
 # Why dom0 stopped waiting for a guest that showed no shell (its deadline, in dom0's words).
 DEADLINE = "OVMFGEN-DEADLINE"
+#: What dom0 prints when it cannot run a guest for a reason of its own (no drive with the guest's serial, a disk
+#: it cannot attach, a driver that did not load): ``DOM0_FAILURE <why>``. A HARNESS_FAILURE naming the cause.
+DOM0_FAILURE = "OVMFGEN-DOM0-FAILURE"
 #: What the OS disk's init prints once Linux runs user space (split so that no file holding the
 #: script or the command line matches it whole).
 OS_MARKER = "OVMFGEN-OS-" "REACHED"
@@ -238,6 +241,14 @@ _TRIPLE_RE = re.compile(r"\(XEN\).*\bd\d+v\d+ Triple fault.*")
 _DOMAIN_CRASH_RE = re.compile(r"\(XEN\).*(?:domain_crash|Domain \d+ crashed|crashed on CPU).*", re.I)
 _XEN_PANIC_RE = re.compile(r"\(XEN\) (?:\*+ )?Panic on CPU.*|\(XEN\) FATAL .*")
 _DOM0_PANIC_RE = re.compile(r"Kernel panic - not syncing.*")
+_DOM0_FAILURE_RE = re.compile(rf"{DOM0_FAILURE} (.*)")
+#: dom0's own lines (its kernel's, its shell's) that say why it could not go on: (pattern, what it means).
+_DOM0_TROUBLE = (
+    (re.compile(r"Initramfs unpacking failed: .*"), "dom0's initramfs did not fit in its RAM"),
+    (re.compile(r".*No space left on device.*"), "dom0 ran out of space in its RAM root file system"),
+    (re.compile(r"Out of memory: Killed process .*|.*invoked oom-killer.*"), "dom0 ran out of memory"),
+    (re.compile(r".*Cannot allocate memory.*"), "dom0 ran out of memory"),
+)
 _SHELL_RE = re.compile(r"Shell>")
 _DEADLINE_RE = re.compile(rf"{DEADLINE} (.*)")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]")
@@ -355,6 +366,25 @@ def _guest_lines(serial_log: str) -> list[str]:
     return out
 
 
+def dom0_failure(serial_log: str) -> str | None:
+    """Why dom0 could not go on, from its lines in ``serial_log`` (None when they say nothing): its own
+    ``DOM0_FAILURE`` report first, else the first of its kernel's or shell's lines that tell (out of space,
+    out of memory, the initramfs not unpacked). Guest lines (a guest's console, ``(dN)``) do not count."""
+    lines = [ln.strip("\r ") for ln in serial_log.splitlines()
+             if GUEST_PREFIX not in ln and not re.search(r"\(d[1-9]\d*\)", ln)]
+    for line in lines:
+        m = _DOM0_FAILURE_RE.search(line)
+        if m:
+            return f"dom0: {m.group(1).strip()}"
+    for line in lines:
+        for pattern, meaning in _DOM0_TROUBLE:
+            m = pattern.search(line)
+            if m:
+                said = m.group(0).strip().removeprefix(XL_PREFIX.strip()).strip()
+                return f"{meaning} ({said})"
+    return None
+
+
 def classify_xen_run(serial_log: str, guest_console: str, qemu_returncode: int | None) -> XenBootResult:
     """Turn one Xen-in-QEMU run's logs into exactly one verdict.
 
@@ -407,6 +437,9 @@ def classify_events(serial_log: str, qemu_returncode: int | None, result: str | 
     panic = _XEN_PANIC_RE.search(serial_log)
     if panic:
         return XenBootResult(Verdict.HARNESS_FAILURE, f"Xen died: {panic.group(0).strip()}", **timing)
+    if result == "dom0-failed":
+        return XenBootResult(Verdict.HARNESS_FAILURE, dom0_failure(serial_log) or "dom0 could not start the guest",
+                             **timing)
 
     for line in _guest_lines(serial_log):
         m = _ASSERT_RE.search(line)
@@ -444,15 +477,19 @@ def classify_events(serial_log: str, qemu_returncode: int | None, result: str | 
         # dom0 judges a guest against its own deadline (a TIMEOUT above) well before the wall-clock
         # limit: a run killed before dom0 could report means the emulator stalled or crawled, and
         # says nothing about the firmware.
+        cause = dom0_failure(serial_log)
         if timing["create_at"] is not None:
             return XenBootResult(Verdict.HARNESS_FAILURE, "QEMU stalled: the run hit its wall-clock limit "
-                                 "before dom0's own deadline for the guest", **timing)
-        return XenBootResult(Verdict.HARNESS_FAILURE, "dom0 never reached xl create before the timeout",
+                                 "before dom0's own deadline for the guest" + (f"; {cause}" if cause else ""),
+                                 **timing)
+        return XenBootResult(Verdict.HARNESS_FAILURE, cause or "dom0 never reached xl create before the timeout",
                              **timing)
     dom0_panic = _DOM0_PANIC_RE.search(serial_log)
+    cause = dom0_failure(serial_log)
     if dom0_panic:
-        return XenBootResult(Verdict.HARNESS_FAILURE, f"dom0 died: {dom0_panic.group(0).strip()}", **timing)
-    return XenBootResult(Verdict.HARNESS_FAILURE, "dom0 ended without reporting a result", **timing)
+        return XenBootResult(Verdict.HARNESS_FAILURE, f"dom0 died: {dom0_panic.group(0).strip()}"
+                             + (f"; {cause}" if cause else ""), **timing)
+    return XenBootResult(Verdict.HARNESS_FAILURE, cause or "dom0 ended without reporting a result", **timing)
 
 
 def guest_segments(serial_log: str) -> tuple[dict[str, str], set[str], str]:
@@ -491,7 +528,7 @@ def classify_guest(serial_log: str, name: str, qemu_returncode: int | None) -> X
         if parts:  # others ran: this one's turn never came
             why = ("the QEMU run timed out" if qemu_returncode is None
                    else f"QEMU exited with status {qemu_returncode}" if qemu_returncode != 0
-                   else "dom0 stopped")
+                   else dom0_failure(rest) or "dom0 stopped")
             return XenBootResult(Verdict.HARNESS_FAILURE, f"never started: {why} before its turn")
         why = classify_xen_run(rest, "", qemu_returncode)
         detail = why.detail if why.verdict is Verdict.HARNESS_FAILURE else "dom0 ended before any guest"

@@ -56,7 +56,11 @@ def test_dom0_scripts_are_valid_sh(tmp_path):
     assert text.count(guests.DOM0_TEST.read_text()) == 1
     two = guests.dom0_test_script(guests.GuestDeadline(), ["a", "b"])
     assert two.endswith("run_guest a a 'Shell>' shell\nrun_guest b b 'Shell>' shell\n")
-    assert "xl create /ovmfgen/$NAME.cfg" in two
+    assert 'CFG=$CFG_DIR/$NAME.cfg' in two and 'xl create "$CFG"' in two
+    # A driver that does not load is dom0's failure, said on the console in the classifier's words.
+    assert f"insmod /ovmfgen/modules/virtio_blk.ko || echo '{verdicts.DOM0_FAILURE} insmod virtio_blk failed'" in init
+    assert init.index("virtio_ring.ko") < init.index("virtio.ko") < init.index("virtio_pci.ko") \
+        < init.index("virtio_blk.ko")
     assert "\nOV_GUEST_START=OVMFGEN-GUEST-START\n" in two and 'echo "${OV_GUEST_START} $LABEL"' in two
 
 
@@ -65,10 +69,10 @@ def test_dom0_runs_each_payload_waits_for_its_own_sign(tmp_path):
     g = [guests.XenGuest("pvh", "os", tmp_path, disk=disk), guests.XenGuest("hvm", "persist", tmp_path, disk=disk),
          guests.XenGuest("pvh", "disk", tmp_path, disk=disk)]
     assert guests.guest_runs(g) == [
-        ("ovmfgen-pvh-os", "ovmfgen-pvh-os", verdicts.OS_MARKER, "os"),
-        ("ovmfgen-hvm-persist", "ovmfgen-hvm-persist", persist.DONE, "persist"),
-        ("ovmfgen-hvm-persist", "ovmfgen-hvm-persist-restart", persist.DONE, "persist"),
-        ("ovmfgen-pvh-disk", "ovmfgen-pvh-disk", f"{verdicts.OS_MARKER}|Linux version [0-9]", "os"),
+        ("ovmfgen-pvh-os", "ovmfgen-pvh-os", verdicts.OS_MARKER, "os", "d0-pvh-os"),
+        ("ovmfgen-hvm-persist", "ovmfgen-hvm-persist", persist.DONE, "persist", "d1-hvm-persist"),
+        ("ovmfgen-hvm-persist", "ovmfgen-hvm-persist-restart", persist.DONE, "persist", "d1-hvm-persist"),
+        ("ovmfgen-pvh-disk", "ovmfgen-pvh-disk", f"{verdicts.OS_MARKER}|Linux version [0-9]", "os", "d2-pvh-disk"),
     ]
     script = guests.dom0_test_script(guests.GuestDeadline(), runs=guests.guest_runs(g))
     p = tmp_path / "t.sh"
@@ -76,22 +80,90 @@ def test_dom0_runs_each_payload_waits_for_its_own_sign(tmp_path):
     subprocess.run(["sh", "-n", str(p)], check=True)
     # A guest that should boot an OS but shows the Shell stops at once, as "shell".
     assert '[ "$EVENT" != shell ] && grep -q \'Shell>\'' in script
-    # The restart keeps the disk: the same domain config, a fresh console log.
-    assert script.count("run_guest ovmfgen-hvm-persist ") == 2 and 'rm -f "$LOG"' in script
+    # The restart keeps the disk: the same domain config and drive, a fresh console log.
+    assert script.count(f"run_guest ovmfgen-hvm-persist ") == 2 and 'rm -f "$LOG"' in script
+    assert script.count(f"'{persist.DONE}' persist d1-hvm-persist\n") == 2
+    assert script.endswith(f"run_guest ovmfgen-pvh-disk ovmfgen-pvh-disk '{verdicts.OS_MARKER}|Linux version [0-9]' "
+                           "os d2-pvh-disk\n")
 
 
-def test_block_hotplug_script_is_valid_sh_and_announces_the_loop_device(tmp_path):
+def test_each_guest_with_a_disk_has_a_drive_of_its_own_named_by_its_serial(tmp_path):
+    disk = tmp_path / "d.img"
+    g = [guests.XenGuest("pvh", "shell", tmp_path), guests.XenGuest("pvh", "sb-signed", tmp_path, disk=disk),
+         guests.XenGuest("hvm", "sb-signed", tmp_path, disk=disk),
+         guests.XenGuest("hvm", "sb-refused", tmp_path, disk=disk, variant="4M128cpus")]
+    # Two guests booting the same file still get a drive each (their own copy-on-write view of it); a virtio-blk
+    # serial holds 20 bytes: the index in front keeps cut names apart.
+    assert guests.disk_drives(g) == [("ovmfgen-pvh-sb-signed", "d0-pvh-sb-signed"),
+                                     ("ovmfgen-hvm-sb-signed", "d1-hvm-sb-signed"),
+                                     ("ovmfgen-hvm-sb-refused-4M128cpus", "d2-hvm-sb-refused-4M")]
+    many = [guests.XenGuest("pvh", "os", tmp_path, disk=disk, variant=f"v{i}") for i in range(guests.MAX_DISKS + 1)]
+    assert len(guests.disk_drives(many[:-1])) == guests.MAX_DISKS
+    with pytest.raises(OvmfgenError, match=f"25 guests with disks in one run: at most {guests.MAX_DISKS}"):
+        guests.disk_drives(many)
+
+
+_FAKE_XENSTORE = """#!/bin/sh
+# xenstore-read/-write for the hotplug script's test: keys are files under $FAKE/xs.
+mkdir -p "$FAKE/xs"
+case "${0##*/}" in
+  xenstore-read) cat "$FAKE/xs/$(echo "$1" | tr / _)" 2>/dev/null || exit 1 ;;
+  xenstore-write) while [ $# -ge 2 ]; do printf '%s' "$2" > "$FAKE/xs/$(echo "$1" | tr / _)"; shift 2; done ;;
+esac
+"""
+
+
+def _hotplug(tmp_path: Path, target: str, losetup: str = "echo /dev/loop3") -> tuple[int, dict[str, str], str]:
+    """Run the hotplug script's ``add`` on ``target`` (params) with fake xenstore and losetup: (its exit status,
+    what it wrote to xenstore, what it left in BLOCK_ERROR)."""
+    fake, bin_dir = tmp_path / "fake", tmp_path / "bin"
+    fake.mkdir()
+    bin_dir.mkdir()
+    for name in ("xenstore-read", "xenstore-write"):
+        (bin_dir / name).write_text(_FAKE_XENSTORE)
+    (bin_dir / "losetup").write_text(f"#!/bin/sh\n{losetup}\n")
+    (bin_dir / "stat").write_text("#!/bin/sh\necho 7:3\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    (fake / "xs").mkdir()
+    (fake / "xs" / "_be_params").write_text(target)
+    err = tmp_path / "block.err"
+    script = tmp_path / "block"
+    script.write_text(guests.block_script().replace(guests.BLOCK_ERROR, str(err)))
+    rc = subprocess.run(["sh", str(script), "add"], env={"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE": str(fake),
+                                                         "XENBUS_PATH": "/be"}, capture_output=True).returncode
+    xs = {p.name.removeprefix("_be_"): p.read_text() for p in (fake / "xs").iterdir()}
+    return rc, xs, err.read_text().strip() if err.exists() else ""
+
+
+def test_block_hotplug_script_gives_blkback_the_drive_or_a_loop_device_or_says_why_not(tmp_path):
     p = tmp_path / "block"
     p.write_text(guests.block_script())
     subprocess.run(["sh", "-n", str(p)], check=True)
-    text = guests.block_script()
-    for key in ("physical-device", "physical-device-path", "hotplug-status"):
-        assert f'"$XENBUS_PATH/{key}"' in text
-    assert "losetup -f --show" in text and "losetup -d" in text
-    cfg = guests.xl_config("/ovmfgen/f.elf", "g", 256, "pvh", "/ovmfgen/disk-0.img")
+    # A block device (the guest's drive) is given as it is.
+    (tmp_path / "a").mkdir()
+    rc, xs, err = _hotplug(tmp_path / "a", "/dev/null")  # a character device: neither block device nor file
+    assert rc == 1 and err == "/dev/null is neither a block device nor a file" and xs["hotplug-status"] == "error"
+    assert xs["hotplug-error"] == err
+    block = next((str(d) for d in Path("/dev").iterdir() if d.is_block_device()), None)
+    if block:
+        (tmp_path / "b").mkdir()
+        rc, xs, err = _hotplug(tmp_path / "b", block)
+        assert (rc, err, xs["physical-device-path"], xs["hotplug-status"]) == (0, "", block, "connected")
+    # A file gets a loop device; a loop device that cannot be had is said.
+    img = tmp_path / "d.img"
+    img.write_bytes(b"\0" * 512)
+    (tmp_path / "c").mkdir()
+    rc, xs, err = _hotplug(tmp_path / "c", str(img))
+    assert (rc, xs["physical-device"], xs["physical-device-path"], xs["hotplug-status"]) == (0, "7:3", "/dev/loop3",
+                                                                                           "connected")
+    (tmp_path / "d").mkdir()
+    rc, xs, err = _hotplug(tmp_path / "d", str(img), "echo 'losetup: cannot find an unused loop device' >&2; exit 1")
+    assert rc == 1 and err == f"losetup {img}: losetup: cannot find an unused loop device"
+    cfg = guests.xl_config("/ovmfgen/f.elf", "g", 256, "pvh", guests.DISK_PLACEHOLDER)
     # xl parses the disk spec up to target=, which takes the rest: it must come last.
     assert cfg.endswith(f'disk = [ "format=raw,vdev=xvda,access=rw,script={guests.BLOCK_SCRIPT},'
-                        'target=/ovmfgen/disk-0.img" ]\n')
+                        f'target={guests.DISK_PLACEHOLDER}" ]\n')
     assert "disk =" not in guests.xl_config("/ovmfgen/f.elf", "g", 256, "pvh")
 
 
@@ -136,16 +208,17 @@ def test_overlay_cpio_carries_init_modules_each_guests_firmware_and_config(tmp_p
         < script.index("run_guest ovmfgen-pvh-ud2 ") < script.index("run_guest ovmfgen-pvh-shell-4M ")
     assert got["ovmfgen/ovmf-pvh-shell-4M.elf"][1] == image.read_bytes()
     assert b'kernel = "/ovmfgen/ovmf-pvh-shell-4M.elf"' in got["ovmfgen/ovmfgen-pvh-shell-4M.cfg"][1]
-    # Each guest has its own copy of its disk: the two OS guests do not share what the firmware writes.
-    assert got["ovmfgen/disk-pvh-os.img"][1] == got["ovmfgen/disk-hvm-os.img"][1] == b"os.img"
-    assert (got["ovmfgen/disk-pvh-persist.img"][1], got["ovmfgen/disk-hvm-persist.img"][1]) == (b"p1.img", b"p2.img")
-    assert sorted(n for n in got if n.startswith("ovmfgen/disk-")) == [
-        "ovmfgen/disk-hvm-os.img", "ovmfgen/disk-hvm-persist.img", "ovmfgen/disk-pvh-os.img",
-        "ovmfgen/disk-pvh-persist.img"]
+    # No disk is in dom0's RAM: each guest's disk is its own drive of the outer QEMU, which dom0's test finds by
+    # its serial and writes into the guest's config.
+    assert not [n for n in got if "disk" in n or n.endswith(".img")]
+    assert not any(d.name.encode() in body for _, body in got.values() for d in (os_disk, p1, p2))
     assert got["ovmfgen/block-loop"][0] == 0o100755
-    assert b"target=/ovmfgen/disk-hvm-os.img" in got["ovmfgen/ovmfgen-hvm-os.cfg"][1]
-    assert b"target=/ovmfgen/disk-pvh-os.img" in got["ovmfgen/ovmfgen-pvh-os.cfg"][1]
+    for name in ("hvm-os", "pvh-os", "pvh-persist", "hvm-persist"):
+        assert f"target={guests.DISK_PLACEHOLDER}".encode() in got[f"ovmfgen/ovmfgen-{name}.cfg"][1]
     assert b"disk =" not in got["ovmfgen/ovmfgen-pvh-shell.cfg"][1]
+    assert "run_guest ovmfgen-pvh-os ovmfgen-pvh-os 'OVMFGEN-OS-REACHED' os d0-pvh-os\n" in script
+    assert script.count("persist d2-pvh-persist\n") == 2 and script.count("persist d3-hvm-persist\n") == 2
+    assert "run_guest ovmfgen-pvh-shell ovmfgen-pvh-shell 'Shell>' shell\n" in script
 
 
 def test_guest_names_modes_and_expected_verdicts(tmp_path):
@@ -239,13 +312,22 @@ sh "$FAKE/scenario" "$t"
 
 
 def _wait_for_guest(tmp_path: Path, scenario: str, deadline: guests.GuestDeadline,
-                    runs: list[tuple[str, str, str, str]] | None = None) -> tuple[str, int]:
+                    runs: list[tuple[str, ...]] | None = None, drives: dict[str, str] | None = None,
+                    xl: str = _FAKE_XL) -> tuple[str, int]:
     """Run dom0's test script on one guest (``runs``: dom0_test_script's; default: "g" to the Shell);
-    (its output, dom0's clock at the end)."""
-    fake, bin_dir, console = tmp_path / "fake", tmp_path / "bin", tmp_path / "console"
-    for d in (fake, bin_dir, console):
+    (its output, dom0's clock at the end). ``drives``: dom0's block devices, name -> serial (a fake
+    /sys/block); each run's config is ``$tmp_path/cfg/NAME.cfg`` (the guest's xl config with its disk)."""
+    fake, bin_dir, console, sys_block, cfg = (tmp_path / n for n in ("fake", "bin", "console", "sys-block", "cfg"))
+    for d in (fake, bin_dir, console, sys_block, cfg):
         d.mkdir()
-    (bin_dir / "xl").write_text(_FAKE_XL)
+    for dev, serial in (drives or {}).items():
+        (sys_block / dev).mkdir()
+        (sys_block / dev / "serial").write_text(serial)
+        (sys_block / dev / "size").write_text("6291456\n")
+    (sys_block / "loop0").mkdir()
+    for run in runs or []:
+        (cfg / f"{run[0]}.cfg").write_text(guests.xl_config("/k", run[0], disk=guests.DISK_PLACEHOLDER))
+    (bin_dir / "xl").write_text(xl)
     (bin_dir / "sleep").write_text(_FAKE_SLEEP)
     (bin_dir / "xenstore-read").write_text(_FAKE_XENSTORE_READ)
     for f in bin_dir.iterdir():
@@ -257,7 +339,8 @@ def _wait_for_guest(tmp_path: Path, scenario: str, deadline: guests.GuestDeadlin
     script = tmp_path / "test.sh"
     script.write_text(guests.dom0_test_script(deadline, ["g"], runs=runs))
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE": str(fake), "NAME_X": "g", "OVMFGEN_UPTIME": str(uptime),
-           "OVMFGEN_CONSOLE_DIR": str(console), "TMPDIR": str(tmp_path)}
+           "OVMFGEN_CONSOLE_DIR": str(console), "TMPDIR": str(tmp_path), "OVMFGEN_CFG_DIR": str(cfg),
+           "OVMFGEN_SYS_BLOCK": str(sys_block), "OVMFGEN_BLOCK_ERROR": str(fake / "block.err")}
     out = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=120, check=True)
     return out.stdout, int(uptime.read_text().split(".")[0])
 
@@ -339,6 +422,51 @@ def test_a_crash_and_an_assert_end_the_wait_at_once(tmp_path):
     assert "OVMFGEN-RESULT assert" in out and clock <= 12
 
 
+_OS_AT_13 = """t=$1
+[ "$t" -eq 13 ] && echo 'OVMFGEN-OS-REACHED' >> "$OVMFGEN_CONSOLE_DIR/guest-g.log"
+exit 0
+"""
+
+
+def test_dom0_gives_the_guest_the_drive_with_its_serial(tmp_path):
+    # xl create records the config it was given: the guest's own, with its drive's device as the disk.
+    xl = _FAKE_XL.replace('create) echo "Parsing config from $2"; exit 0 ;;',
+                          'create) cp "$2" "$FAKE/created.cfg"; echo "Parsing config from $2"; exit 0 ;;')
+    runs = [("g", "g", verdicts.OS_MARKER, "os", "d1-pvh-os")]
+    out, clock = _wait_for_guest(tmp_path, _OS_AT_13, guests.GuestDeadline(idle_s=30, cap_s=100),
+                                 runs, drives={"vda": "d0-hvm-os", "vdb": "d1-pvh-os"}, xl=xl)
+    assert "OVMFGEN-RESULT os" in out and clock == 13, out
+    assert "OVMFGEN-XL| disk: /dev/vdb (serial d1-pvh-os, 6291456 sectors)" in out
+    created = (tmp_path / "fake" / "created.cfg").read_text()
+    assert created == guests.xl_config("/k", "g", disk="/dev/vdb")
+    assert verdicts.classify_xen_run(out, verdicts.extract_guest_console(out), 0).verdict is Verdict.OS_REACHED
+
+
+def test_a_missing_drive_is_dom0s_failure_in_one_line(tmp_path):
+    runs = [("g", "g", verdicts.OS_MARKER, "os", "d2-hvm-os")]
+    out, clock = _wait_for_guest(tmp_path, _OS_AT_13, guests.GuestDeadline(idle_s=30, cap_s=100),
+                                 runs, drives={"vda": "d0-pvh-os"})
+    assert "OVMFGEN-RESULT dom0-failed" in out and clock == 10 and "OVMFGEN-EVENT create" not in out
+    r = verdicts.classify_guest(out, "g", 0)
+    assert r.verdict is Verdict.HARNESS_FAILURE
+    assert r.detail == "dom0: no block device with serial d2-hvm-os for the guest's disk (dom0's disks: vda=d0-pvh-os)"
+
+
+def test_a_disk_dom0_cannot_attach_is_dom0s_failure_in_one_line(tmp_path):
+    # xl create fails because the hotplug script did (it left its reason where dom0's test reads it).
+    xl = _FAKE_XL.replace('create) echo "Parsing config from $2"; exit 0 ;;',
+                          'create) echo "losetup /dev/vda: no free loop device" > "$OVMFGEN_BLOCK_ERROR"; '
+                          'echo "libxl: error: libxl_device.c:1199:device_backend_callback: Domain 1:unable to add '
+                          'device with path /local/domain/0/backend/vbd/1/51712"; exit 1 ;;')
+    runs = [("g", "g", verdicts.OS_MARKER, "os", "d0-pvh-os")]
+    out, _ = _wait_for_guest(tmp_path, "", guests.GuestDeadline(idle_s=30, cap_s=100), runs,
+                             drives={"vda": "d0-pvh-os"}, xl=xl)
+    assert "OVMFGEN-RESULT dom0-failed" in out and "OVMFGEN-RESULT create-failed" not in out
+    r = verdicts.classify_guest(out, "g", 0)
+    assert (r.verdict, r.detail) == (Verdict.HARNESS_FAILURE,
+                                     "dom0: cannot attach the guest's disk: losetup /dev/vda: no free loop device")
+
+
 def test_nightly_guest_specs_name_the_guest_sets_payloads():
     assert guests.parse_guest_spec("hvm-os") == guests.GuestSpec("hvm", "os")
     assert guests.parse_guest_spec("pvh-os-4M") == guests.GuestSpec("pvh", "os", "4M")
@@ -370,9 +498,8 @@ def test_dom0_stops_at_a_secure_boot_refusal(tmp_path, payload):
     assert (r.verdict is g.expected) == (payload == "sb-refused")
 
 
-def test_secure_boot_guests_share_one_copy_of_each_disk(tmp_path):
-    """dom0's root is RAM: Secure Boot guests (their firmware writes no \\NvVars) share a disk's copy; an OS
-    guest booting the same file still gets its own."""
+def test_secure_boot_guests_have_a_drive_each_and_dom0_carries_no_copy(tmp_path):
+    """dom0's root is RAM: no guest's disk is in it, whether guests boot the same file or not."""
     mods = tmp_path / "modules"
     mods.mkdir()
     for m in debian.DOM0_MODULES:
@@ -386,8 +513,9 @@ def test_secure_boot_guests_share_one_copy_of_each_disk(tmp_path):
                  guests.XenGuest("pvh", "sb-refused", image, disk=unsigned),
                  guests.XenGuest("hvm", "sb-refused", image, disk=unsigned),
                  guests.XenGuest("pvh", "os", image, disk=signed)]
-    got = read_newc(guests.overlay_cpio(guest_set, mods, guests.GuestDeadline()))
-    images = sorted(name for name in got if name.startswith("ovmfgen/disk-"))
-    assert images == ["ovmfgen/disk-pvh-os.img", "ovmfgen/disk-pvh-sb-refused.img", "ovmfgen/disk-pvh-sb-signed.img"]
-    assert b'/ovmfgen/disk-pvh-sb-signed.img' in got["ovmfgen/ovmfgen-hvm-sb-signed.cfg"][1]
-    assert b'/ovmfgen/disk-pvh-sb-refused.img' in got["ovmfgen/ovmfgen-hvm-sb-refused.cfg"][1]
+    data = guests.overlay_cpio(guest_set, mods, guests.GuestDeadline())
+    got = read_newc(data)
+    assert b"unsigned" not in data and not [n for n in got if n.endswith(".img")]
+    script = got["ovmfgen/test.sh"][1].decode()
+    assert [ln.split()[-1] for ln in script.splitlines() if ln.startswith("run_guest ")] == [
+        "d0-pvh-sb-signed", "d1-hvm-sb-signed", "d2-pvh-sb-refused", "d3-hvm-sb-refused", "d4-pvh-os"]

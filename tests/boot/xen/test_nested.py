@@ -50,6 +50,66 @@ def test_qemu_argv_per_xen_release(tmp_path):
     assert nested.xen_cmdline() == nested.XEN_CMDLINE
 
 
+def test_qemu_argv_gives_dom0_one_copy_on_write_drive_per_disk(tmp_path):
+    drives = [("d0-pvh-os", Path("/c/os-disk.img")), ("d1-hvm-os", Path("/c/os-disk.img")),
+              ("d2-pvh-disk", Path("/home/u/a,b.img"))]
+    argv = nested.qemu_argv(Path("/x"), Path("/v"), Path("/i"), Path("/s"), drives=drives)
+    got = [(argv[i + 1], argv[i + 3]) for i, a in enumerate(argv) if a == "-drive"]
+    assert got == [
+        ("if=none,id=disk0,format=raw,snapshot=on,file.driver=file,file.filename=/c/os-disk.img",
+         "virtio-blk-pci,drive=disk0,serial=d0-pvh-os"),
+        ("if=none,id=disk1,format=raw,snapshot=on,file.driver=file,file.filename=/c/os-disk.img",
+         "virtio-blk-pci,drive=disk1,serial=d1-hvm-os"),
+        # QEMU splits options at commas: one in a path is doubled.
+        ("if=none,id=disk2,format=raw,snapshot=on,file.driver=file,file.filename=/home/u/a,,b.img",
+         "virtio-blk-pci,drive=disk2,serial=d2-pvh-disk")]
+    assert [argv[i + 2] for i, a in enumerate(argv) if a == "-drive"] == ["-device"] * 3
+    assert "-drive" not in nested.qemu_argv(Path("/x"), Path("/v"), Path("/i"), Path("/s"))
+    with pytest.raises(OvmfgenError, match="bad drive serial 'a,b'"):
+        nested.qemu_argv(Path("/x"), Path("/v"), Path("/i"), Path("/s"), drives=[("a,b", Path("/d"))])
+
+
+def test_a_run_gives_each_disk_guest_its_drive_and_dom0_no_disk(tmp_path, monkeypatch):
+    """One nested run's QEMU: a drive per guest with a disk, snapshot=on, the serial dom0's test looks for; dom0's
+    initramfs carries no disk."""
+    from ovmfgen.boot.xen import cache, watch
+    mods = tmp_path / "modules"
+    mods.mkdir()
+    for m in debian.DOM0_MODULES:
+        (mods / f"{m}.ko").write_bytes(m.encode())
+    for f in ("xen", "vmlinuz", "rootfs.cpio"):
+        (tmp_path / f).write_bytes(b"cached")
+    assets = cache.XenAssets(tmp_path / "xen", tmp_path / "vmlinuz", mods, tmp_path / "rootfs.cpio",
+                             debian.XenVersions("4.17", "4.17", "linux-image", "6.1"))
+    image = pvh_elf_file(tmp_path)
+    os_disk, user = tmp_path / "os.img", tmp_path / "user disk.img"
+    os_disk.write_bytes(b"OS-DISK-BYTES" * 100)
+    user.write_bytes(b"USER-DISK-BYTES" * 100)
+    gs = [guests.XenGuest("pvh", "shell", image), guests.XenGuest("pvh", "os", image, disk=os_disk),
+          guests.XenGuest("hvm", "os", image, disk=os_disk), guests.XenGuest("pvh", "disk", image, disk=user)]
+    seen = {}
+
+    def fake_run(argv, qemu_log, serial, timeout, stall_s):
+        seen["argv"] = argv
+        seen["initrd"] = Path(argv[argv.index("-initrd") + 1].split(",", 1)[1]).read_bytes()
+        return nested.QemuRun(0, 1.0, None, watch.RunWatch())
+
+    monkeypatch.setattr(nested, "_run_qemu", fake_run)
+    results, _ = nested._attempt(gs, tmp_path / "out", assets, 100.0, 256, 0, guests.GuestDeadline(), 60.0, "7.2")
+    argv = seen["argv"]
+    drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
+    devices = [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
+    assert drives == [f"if=none,id=disk{i},format=raw,snapshot=on,file.driver=file,file.filename={d}"
+                      for i, d in enumerate((os_disk, os_disk, user))]
+    assert devices == ["virtio-blk-pci,drive=disk0,serial=d0-pvh-os", "virtio-blk-pci,drive=disk1,serial=d1-hvm-os",
+                       "virtio-blk-pci,drive=disk2,serial=d2-pvh-disk"]
+    assert b"DISK-BYTES" not in seen["initrd"]
+    assert b"run_guest ovmfgen-pvh-disk ovmfgen-pvh-disk 'OVMFGEN-OS-REACHED|Linux version [0-9]' os d2-pvh-disk\n" \
+        in seen["initrd"]
+    # dom0 said nothing: every guest never started, in one line.
+    assert {r[0].detail for r in results} == {"never started: dom0 ended without reporting a result"}
+
+
 def test_qemu_message_is_qemus_own_last_error_line():
     assert nested.qemu_message(QEMU_72_ABORT).startswith("Bail out! ERROR:../accel/tcg/tcg-accel-ops.c:83:")
     assert nested.qemu_message("qemu: Bad icount read\n\n") == "qemu: Bad icount read"

@@ -218,9 +218,11 @@ def test_the_persistence_guest_boots_the_signed_disk_twice_to_the_os(tmp_path):
     g = XenGuest("pvh", "sb-persist", tmp_path / "x.elf", disk=tmp_path / "d.img")
     assert g.runs == ("ovmfgen-pvh-sb-persist", "ovmfgen-pvh-sb-persist-restart")
     assert g.expected is Verdict.OS_REACHED and g.secure_boot and guests.SB_PAYLOAD_DISKS["sb-persist"] == "signed"
-    assert guests.guest_runs([g]) == [("ovmfgen-pvh-sb-persist", "ovmfgen-pvh-sb-persist", verdicts.OS_MARKER, "os"),
+    # Both boots are one guest with one drive (what the first boot wrote, the restart finds).
+    assert guests.guest_runs([g]) == [("ovmfgen-pvh-sb-persist", "ovmfgen-pvh-sb-persist", verdicts.OS_MARKER, "os",
+                                       "d0-pvh-sb-persist"),
                                       ("ovmfgen-pvh-sb-persist", "ovmfgen-pvh-sb-persist-restart",
-                                       verdicts.OS_MARKER, "os")]
+                                       verdicts.OS_MARKER, "os", "d0-pvh-sb-persist")]
     assert guests.parse_guest_spec("hvm-sb-persist") == guests.GuestSpec("hvm", "sb-persist")
 
 

@@ -114,6 +114,57 @@ def test_dom0_ended_without_result_is_harness_failure():
     assert classify_xen_run("(XEN) Xen version 4.17\n", "", 0).verdict is Verdict.HARNESS_FAILURE
 
 
+def test_dom0_out_of_room_names_the_cause_for_every_guest():
+    # A real run (Xen 4.17, 2026-12-05) whose guests' disk copies did not fit in dom0's RAM root file system:
+    # the kernel could not unpack the whole initramfs, dom0's test script was missing, dom0 powered off.
+    serial = load("dom0-nospace.serial.log")
+    for name in ("ovmfgen-pvh-shell", "ovmfgen-hvm-sb-shim"):
+        r = verdicts.classify_guest(serial, name, 0)
+        assert (r.verdict, r.detail) == (Verdict.HARNESS_FAILURE, "never started: dom0's initramfs did not fit in "
+                                         "its RAM (Initramfs unpacking failed: write error)")
+    # Without the kernel's line, dom0's shell saying it: the first line that tells.
+    rest = serial.replace("Initramfs unpacking failed: write error", "")
+    assert verdicts.classify_guest(rest, "g", 0).detail == (
+        "never started: dom0 ran out of space in its RAM root file system (libxl: error: libxl_utils.c:506:"
+        "libxl_write_exactly: failed to write /var/lib/xen/userdata-n.0.00000000-0000-0000-0000-000000000000"
+        ".libxl-json from userdata: No space left on device)")
+
+
+@pytest.mark.parametrize("line, detail", [
+    # dom0's /init when the run's files did not unpack (what it prints, guests.dom0_init_script)
+    (f"{verdicts.DOM0_FAILURE} this run's files are not in dom0's RAM root file system "
+     "(Initramfs unpacking failed: write error)",
+     "dom0: this run's files are not in dom0's RAM root file system (Initramfs unpacking failed: write error)"),
+    (f"{verdicts.DOM0_FAILURE} insmod virtio_blk failed", "dom0: insmod virtio_blk failed"),
+    # Linux 6.1's OOM killer in dom0
+    ("[   61.204917] Out of memory: Killed process 312 (xenstored) total-vm:9316kB, anon-rss:1204kB",
+     "dom0 ran out of memory (Out of memory: Killed process 312 (xenstored) total-vm:9316kB, anon-rss:1204kB)"),
+])
+def test_dom0_failure_lines_name_the_cause(line, detail):
+    serial = f"(XEN) Xen version 4.17\n{verdicts.EVENT} dom0-up 5.0\n{line}\n{verdicts.EVENT} done 6.0\n"
+    r = verdicts.classify_guest(serial, "g", 0)
+    assert (r.verdict, r.detail) == (Verdict.HARNESS_FAILURE, f"never started: {detail}")
+    # Killed by the host before dom0 reached xl create: the same cause.
+    assert classify_xen_run(serial, "", None).detail == detail
+
+
+def test_guest_lines_are_never_dom0s_failure():
+    # A guest's console and its (dN) lines may say anything: only dom0's own lines count.
+    serial = (f"{verdicts.GUEST_PREFIX}Out of memory: Killed process 1 (init)\n"
+              "(XEN) (d1) No space left on device\n")
+    assert verdicts.dom0_failure(serial) is None
+    assert classify_xen_run(serial, "", 0).detail == "dom0 ended without reporting a result"
+    # A guest's dom0-failed run is dom0's failure, whatever else happened before its turn.
+    two = (f"{verdicts.GUEST_START} a\n{verdicts.DOM0_FAILURE} no block device with serial d0-pvh-os for the "
+           f"guest's disk (dom0's disks: none)\n{verdicts.RESULT} dom0-failed\n{verdicts.GUEST_STOP} a\n"
+           f"{verdicts.GUEST_START} b\n{verdicts.EVENT} create 7.0\n{verdicts.EVENT} shell 9.0\n"
+           f"{verdicts.RESULT} shell\n{verdicts.GUEST_STOP} b\n")
+    a, b = verdicts.classify_guest(two, "a", 0), verdicts.classify_guest(two, "b", 0)
+    assert (a.verdict, a.detail) == (Verdict.HARNESS_FAILURE, "dom0: no block device with serial d0-pvh-os for the "
+                                     "guest's disk (dom0's disks: none)")
+    assert b.verdict is Verdict.SHELL_REACHED
+
+
 def test_dom0_own_lines_are_not_guest_asserts():
     # (d0) is dom0; only guest domains' debug lines can carry a firmware ASSERT.
     serial = "(XEN) (d0) ASSERT something\nOVMFGEN-EVENT create 1.0\nOVMFGEN-RESULT gone\n"

@@ -9,6 +9,9 @@
 UPTIME=${OVMFGEN_UPTIME:-/proc/uptime}
 CONSOLE=${OVMFGEN_CONSOLE_DIR:-/var/log/xen/console}
 TMP=${TMPDIR:-/tmp}
+CFG_DIR=${OVMFGEN_CFG_DIR:-/ovmfgen}
+SYS_BLOCK=${OVMFGEN_SYS_BLOCK:-/sys/block}
+BLOCK_ERROR=${OVMFGEN_BLOCK_ERROR:-$OV_BLOCK_ERROR}
 ev() { echo "${OV_EVENT} $1 $(cut -d' ' -f1 "$UPTIME")"; }
 now() { cut -d. -f1 "$UPTIME"; }
 # Host speed: a fixed loop; SCALE = how many times slower than the reference it ran (1..OV_MAX_SCALE).
@@ -21,17 +24,59 @@ SCALE=$(awk -v a="$t0" -v b="$t1" -v ref="$OV_CALIBRATION_REFERENCE_S" -v max="$
 IDLE=$(( OV_IDLE_S * SCALE ))
 CAP=$(( OV_CAP_S * SCALE ))
 echo "${OV_EVENT} calibrated $t1 loop=$t0..$t1 scale=$SCALE idle=$IDLE cap=$CAP"
+# The block device whose serial is $1 (each guest's disk is a virtio-blk drive of the outer QEMU); none: ''.
+find_disk() {
+    for f in "$SYS_BLOCK"/*/serial; do
+        [ -r "$f" ] && [ "$(cat "$f" 2>/dev/null)" = "$1" ] && { echo "/dev/$(basename "$(dirname "$f")")"; return; }
+    done
+}
+# dom0's block devices and their serials, for a report: "vda=d0-pvh-os vdb=d1-hvm-os" (or "none").
+list_disks() {
+    out=""
+    for d in "$SYS_BLOCK"/*; do
+        [ -e "$d" ] || continue
+        case "${d##*/}" in loop*|ram*) continue ;; esac
+        out="$out ${d##*/}=$(cat "$d/serial" 2>/dev/null || echo '?')"
+    done
+    echo "${out# }" | sed 's/^$/none/'
+}
+# The run cannot start for a reason of dom0's: say why (one line the classifier reads), end the run.
+dom0_failed() {
+    echo "${OV_DOM0_FAILURE} $1"
+    echo "${OV_RESULT} dom0-failed"
+    echo "${OV_GUEST_STOP} $LABEL"
+}
 run_guest() {
 NAME=$1
 LABEL=$2
 WANT=$3
 EVENT=$4
+SERIAL=${5:-}
 LOG="$CONSOLE/guest-$NAME.log"
-rm -f "$LOG"
+CFG=$CFG_DIR/$NAME.cfg
+rm -f "$LOG" "$BLOCK_ERROR"
 echo "${OV_GUEST_START} $LABEL"
+if [ -n "$SERIAL" ]; then
+    dev=$(find_disk "$SERIAL")
+    if [ -z "$dev" ]; then
+        dom0_failed "no block device with serial $SERIAL for the guest's disk (dom0's disks: $(list_disks))"
+        return
+    fi
+    echo "${OV_XL_PREFIX}disk: $dev (serial $SERIAL, $(cat "$SYS_BLOCK/${dev##*/}/size" 2>/dev/null) sectors)"
+    if ! sed "s|${OV_DISK_PLACEHOLDER}|$dev|" "$CFG" > "$TMP/$NAME.cfg" 2> "$TMP/sed.err"; then
+        dom0_failed "cannot write $TMP/$NAME.cfg: $(head -n 1 "$TMP/sed.err")"
+        return
+    fi
+    CFG=$TMP/$NAME.cfg
+fi
 ev create
-if ! xl create /ovmfgen/$NAME.cfg > $TMP/xl-create.log 2>&1; then
+if ! xl create "$CFG" > $TMP/xl-create.log 2>&1; then
     sed "s/^/${OV_XL_PREFIX}/" $TMP/xl-create.log
+    if [ -s "$BLOCK_ERROR" ]; then
+        # dom0's hotplug script could not attach the guest's disk: dom0's failure, not the firmware's.
+        dom0_failed "cannot attach the guest's disk: $(head -n 1 "$BLOCK_ERROR")"
+        return
+    fi
     tail -n 20 /var/log/xen/qemu-dm-$NAME.log 2>/dev/null | sed "s/^/${OV_XL_PREFIX}qemu-dm: /"
     echo "${OV_RESULT} create-failed"
     echo "${OV_GUEST_STOP} $LABEL"
