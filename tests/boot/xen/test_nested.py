@@ -89,7 +89,7 @@ def test_a_run_gives_each_disk_guest_its_drive_and_dom0_no_disk(tmp_path, monkey
           guests.XenGuest("hvm", "os", image, disk=os_disk), guests.XenGuest("pvh", "disk", image, disk=user)]
     seen = {}
 
-    def fake_run(argv, qemu_log, serial, timeout, stall_s):
+    def fake_run(argv, qemu_log, serial, timeout, stall_s, tick_s):
         seen["argv"] = argv
         seen["initrd"] = Path(argv[argv.index("-initrd") + 1].split(",", 1)[1]).read_bytes()
         return nested.QemuRun(0, 1.0, None, watch.RunWatch())
