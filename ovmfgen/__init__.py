@@ -20,6 +20,7 @@ Code map::
       fsutil.py            atomic writes (temp file + rename), write-if-changed, sha256 of a file
       ui.py                ``ovmfgen: ...`` progress lines, logging set-up
       elf.py               FD -> PVH ELF, and the loader rules Xen's libelf and QEMU apply (pure bytes)
+      fvfile.py            firmware volumes, FFS files and sections of a built image, LZMA opened (pure bytes): the Shell's PE32
       edk2/
         releases.py        the edk2 releases ovmfgen knows (tag, commit, date, tarball)
         tree.py            where a tree is, which edk2 it is (identity), its BaseTools
@@ -65,7 +66,6 @@ Code map::
         verdict.py         a DEBUG log -> Verdict (milestones, which entry SEC ran from)
         qemu.py            running QEMU (TCG) through the PVH entry or the reset vector
         shell.py           booting a full OVMF to the UEFI Shell (pflash + FAT disk)
-        fvfile.py          a file's PE32 out of a built image (firmware volumes, LZMA sections): the Shell for the disk
         command.py         ``invoke boot``: finds the build through the Layout, boots it
         xen/               real Xen 4.17 / 4.20 nested in QEMU: debian, cache, gpt, osdisk, persist, guests (dom0/test.sh: dom0's test), nested, verdicts, watch, bench, limits
       patch/

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovmfgen.boot.fvfile import file_pe32
+from ovmfgen.fvfile import file_pe32
 from ovmfgen.boot.qemu import DEBUG_PORT, QEMU, preflight
 from ovmfgen.boot.verdict import FAILURE_LINE, TAIL_LINES, Verdict, describe_exit, log_lines
 from ovmfgen.elf import fv_headers, read_fv_header

@@ -7,7 +7,7 @@ import lzma
 import uuid
 import pytest
 
-from ovmfgen.boot.fvfile import LZMA_GUID, SHELL_FILE_GUID, file_pe32
+from ovmfgen.fvfile import LZMA_GUID, SHELL_FILE_GUID, file_pe32
 from ovmfgen.errors import OvmfgenError
 
 OTHER = "11111111-2222-3333-4444-555555555555"
