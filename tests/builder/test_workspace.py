@@ -60,7 +60,8 @@ def test_prepare_workspace_writes_and_prunes_overrides(layout: Layout, fake_env:
     # none in this fake tree), the new override.
     assert set(written) == {"OvmfPkg/XenOvmf.dsc", "OvmfPkg/XenOvmf.fdf", "OvmfPkg/Sec/SecMain.c", ov_rel,
                             "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c",
-                            "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"}
+                            "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf",
+                            "OvmfPkg/Library/ResetSystemLib/BaseResetShutdownXen.c"}
     assert (p.workspace / ov_rel).read_text() == "# override\n"
     assert build_workspace.prepare_workspace(p) == []  # unchanged: nothing rewritten (EDK2 sees no change)
     yaml_path.write_text(original)

@@ -26,7 +26,9 @@ def test_xen_pvh_shows_only_listed_deltas(edk2_tree) -> None:
                        ("file", "OvmfPkg/Sec/SecMain.c"),
                        # The NvVars fix: one patch override changing two files.
                        ("file", "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"),
-                       ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf")}
+                       ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
+                       # 202502 only: Xen's PEI ResetSystemLib made to compile (Tcg2Pei links it, feature tpm).
+                       ("file", "OvmfPkg/Library/ResetSystemLib/BaseResetShutdownXen.c")}
     four = {(d.kind, d.subject) for d in per_config["FD_SIZE_4MB=TRUE"]}
     assert ("fd-region", "FD.OVMF 0x0|0x40000") in four
 
