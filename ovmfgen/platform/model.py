@@ -296,8 +296,15 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "network": ("true", "false"),
     "shell": ("true", "false"),
     "fd_size": ("2", "1", "4"),
+    "tpm": ("off", "tpm2"),
 }
 """Feature switches that read like the seed; ``when:`` blocks select on them at render time."""
+
+FEATURE_DEFINES: dict[str, tuple[str, str]] = {
+    # -D NAME an upstream DSC reads -> (the feature that replaces it, its value for -D NAME=TRUE); refused
+    "TPM2_ENABLE": ("tpm", "tpm2"),
+}
+"""Upstream ``-D`` switches a feature owns: ``--define`` of one is refused with the ``--feature`` to write."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 
 from ovmfgen.errors import Location, OvmfgenError
+from ovmfgen.platform.model import FEATURE_DEFINES
 
 _MACRO = re.compile(r"\$\((\w+)\)")
 _IFDEF = re.compile(r"^\s*!ifn?def\s+(?:\$\()?(\w+)\)?", re.MULTILINE | re.IGNORECASE)
@@ -62,11 +63,16 @@ class UnreadSwitch(OvmfgenError):
 
 def check_defines(platform: str, defines: Mapping[str, str], read: frozenset[str], flag: str = "--define",
                   where: Mapping[str, Location] | None = None) -> None:
-    """Raise for the first define (in name order) that no file of ``platform`` reads.
+    """Raise for the first define (in name order) that a feature owns or no file of ``platform`` reads.
 
     ``where`` locates a define in the file it came from (nightly.yaml), when it came from one.
     """
     for name in sorted(defines):
+        if name in FEATURE_DEFINES:
+            feature, on = FEATURE_DEFINES[name]
+            value = on if defines[name].strip().upper() == "TRUE" else "off"
+            raise UnreadSwitch(flag, "define", name, defines[name], f"{name} is ovmfgen's feature {feature}: "
+                               f"write --feature {feature}={value} instead", (where or {}).get(name))
         if name not in read:
             raise UnreadSwitch(flag, "define", name, defines[name], f"no file of platform {platform} reads {name} "
                                f"(it reads: {', '.join(sorted(read))})", (where or {}).get(name))

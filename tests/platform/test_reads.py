@@ -41,12 +41,26 @@ def test_a_define_nothing_reads_is_one_located_line() -> None:
     read = frozenset({"SMM_REQUIRE", "NETWORK_ENABLE"})
     check_defines("p", {"SMM_REQUIRE": "TRUE"}, read)
     with pytest.raises(OvmfgenError) as info:
-        check_defines("p", {"SMM_REQUIRE": "TRUE", "TPM2_ENABLE": "TRUE"}, read)
-    assert str(info.value) == ("error: --define TPM2_ENABLE=TRUE: no file of platform p reads TPM2_ENABLE "
+        check_defines("p", {"SMM_REQUIRE": "TRUE", "E1000_ENABLE": "TRUE"}, read)
+    assert str(info.value) == ("error: --define E1000_ENABLE=TRUE: no file of platform p reads E1000_ENABLE "
                                "(it reads: NETWORK_ENABLE, SMM_REQUIRE)")
     with pytest.raises(OvmfgenError) as info:
-        check_defines("p", {"TPM2_ENABLE": "TRUE"}, read, flag="define", where={"TPM2_ENABLE": Location("nightly.yaml", 9, 7)})
-    assert str(info.value).startswith("nightly.yaml:9:7: error: define TPM2_ENABLE=TRUE: no file of platform p")
+        check_defines("p", {"E1000_ENABLE": "TRUE"}, read, flag="define", where={"E1000_ENABLE": Location("nightly.yaml", 9, 7)})
+    assert str(info.value).startswith("nightly.yaml:9:7: error: define E1000_ENABLE=TRUE: no file of platform p")
+
+
+def test_a_define_a_feature_owns_is_refused_with_the_feature_to_write() -> None:
+    # Read or not (upstream's TPM includes read TPM2_ENABLE), the -D is refused: the feature decides.
+    read = frozenset({"TPM2_ENABLE", "NETWORK_ENABLE"})
+    with pytest.raises(UnreadSwitch) as info:
+        check_defines("xen-pvh", {"NETWORK_ENABLE": "TRUE", "TPM2_ENABLE": "TRUE"}, read)
+    assert str(info.value) == ("error: --define TPM2_ENABLE=TRUE: TPM2_ENABLE is ovmfgen's feature tpm: "
+                               "write --feature tpm=tpm2 instead")
+    with pytest.raises(OvmfgenError) as info:
+        check_defines("xen-pvh", {"TPM2_ENABLE": "false"}, frozenset(), flag="define",
+                      where={"TPM2_ENABLE": Location("nightly.yaml", 4, 5)})
+    assert str(info.value) == ("nightly.yaml:4:5: error: define TPM2_ENABLE=false: TPM2_ENABLE is ovmfgen's "
+                               "feature tpm: write --feature tpm=off instead")
 
 
 def test_a_feature_nothing_reads_is_one_line_naming_what_is_read() -> None:

@@ -22,6 +22,8 @@ VARIANTS = {
     "xen-pvh-edk2-stable202605": ("xen-pvh", {}, "edk2-stable202605"),
     "xen-pvh-hvcon-4M-edk2-stable202605": ("xen-pvh", {"debug_output": "hypervisor-console", "fd_size": "4"},
                                            "edk2-stable202605"),
+    "xen-pvh-tpm2": ("xen-pvh", {"tpm": "tpm2"}, "edk2-stable202502"),
+    "xen-pvh-tpm2-edk2-stable202605": ("xen-pvh", {"tpm": "tpm2"}, "edk2-stable202605"),
     "qemu-x64": ("qemu-x64", {}, "edk2-stable202502"),
     "qemu-x64-edk2-stable202605": ("qemu-x64", {}, "edk2-stable202605"),
 }
@@ -85,3 +87,28 @@ def test_write_only_if_changed(tmp_path: Path) -> None:
     assert write_outputs(rendered, tmp_path) == []
     assert (tmp_path / "XenOvmf.dsc").stat().st_mtime_ns == stamp
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_tpm_feature_renders_upstreams_tpm_includes_with_a_pp_library_without_fw_cfg() -> None:
+    for edk2 in ("edk2-stable202502", "edk2-stable202605"):
+        plain = render(load_platform("xen-pvh", edk2=edk2)).files()
+        tpm = render(load_platform("xen-pvh", feature_overrides={"tpm": "tpm2"}, edk2=edk2)).files()
+        dsc, fdf = tpm["XenOvmf.dsc"].decode(), tpm["XenOvmf.fdf"].decode()
+        for inc in ("OvmfTpmLibs.dsc.inc", "OvmfTpmPcds.dsc.inc", "OvmfTpmPcdsHii.dsc.inc",
+                    "OvmfTpmComponentsPei.dsc.inc", "OvmfTpmSecurityStub.dsc.inc", "OvmfTpmComponentsDxe.dsc.inc"):
+            assert f"!include OvmfPkg/Include/Dsc/{inc}" in dsc
+            assert inc.encode() not in plain["XenOvmf.dsc"]
+        assert "!include OvmfPkg/Include/Fdf/OvmfTpmPei.fdf.inc" in fdf
+        assert "!include OvmfPkg/Include/Fdf/OvmfTpmDxe.fdf.inc" in fdf
+        assert b"OvmfTpm" not in plain["XenOvmf.fdf"]
+        # TPM 2.0 only; the PP requests live in a variable (SecurityPkg), not in QEMU's fw_cfg PPI region.
+        assert "DEFINE TPM2_ENABLE             = TRUE" in dsc and "DEFINE TPM1_ENABLE             = FALSE" in dsc
+        dxe_driver = dsc.split("\r\n[LibraryClasses.common.DXE_DRIVER]\r\n")[1].split("\r\n[")[0]
+        assert ("Tcg2PhysicalPresenceLib|SecurityPkg/Library/DxeTcg2PhysicalPresenceLib/"
+                "DxeTcg2PhysicalPresenceLib.inf") in dxe_driver
+        # Without the TPM the image is built as before: upstream OvmfXen's null libraries.
+        assert b"Tcg2PhysicalPresenceLibNull/DxeTcg2PhysicalPresenceLib.inf" in plain["XenOvmf.dsc"]
+        assert "Tcg2PhysicalPresenceLibNull" not in dsc
+    qemu = render_dsc(load_platform("qemu-x64", feature_overrides={"tpm": "tpm2"}))
+    assert "DEFINE TPM2_ENABLE             = TRUE" in qemu
+    assert "TPM2_ENABLE             = TRUE" not in render_dsc(load_platform("qemu-x64"))
