@@ -19,6 +19,7 @@ from ovmfgen.builder.child import linkcache
 from ovmfgen.builder.diagnose import summarize_failure
 from ovmfgen.builder.noop import build_digest, read_manifest, record_build
 from ovmfgen.builder.manifest import fv_usage_from_log, fv_usage_from_report, make_manifest, up_to_date
+from ovmfgen.builder.measure import PCRLOCK_NAME, predict
 from ovmfgen.builder.plan import Plan, link_cache_dir, plan
 from ovmfgen.builder.publish import publish
 from ovmfgen.builder.stuart import run_stuart
@@ -49,7 +50,7 @@ class BuildResult:
 
 
 def post_build(p: Plan, log_text: str, seconds: float) -> dict[str, bytes]:
-    """FD -> PVH ELF, loader checks, FV usage, manifest: the files to publish."""
+    """FD -> PVH ELF, loader checks, FV usage, predicted TPM measurements, manifest: the files to publish."""
     try:
         fd = p.fd_path.read_bytes()
     except OSError:
@@ -75,6 +76,12 @@ def post_build(p: Plan, log_text: str, seconds: float) -> dict[str, bytes]:
         elf_info = {"base": hex(spec.base), "entry": hex(spec.base + len(fd) - elf.PVH_ENTRY_FROM_END),
                     "reserved": hex(reserved) if reserved is not None else None,
                     "rules_passed": len(findings)}
+    measurements = None
+    if p.platform.feature("tpm") != "off":
+        try:
+            measurements, files[PCRLOCK_NAME] = predict(p, fd)
+        except OvmfgenError as exc:
+            raise BuildFailed(f"{p.platform.name}: {exc.message}") from None
     files[LOG_NAME] = log_text.encode("utf-8", errors="replace")
     try:
         fv = fv_usage_from_report(p.report_path.read_text(encoding="utf-8", errors="replace"))
@@ -82,7 +89,7 @@ def post_build(p: Plan, log_text: str, seconds: float) -> dict[str, bytes]:
         fv = {}
     if not fv:
         fv = fv_usage_from_log(log_text)
-    manifest = make_manifest(p, files, fv, elf_info, seconds)
+    manifest = make_manifest(p, files, fv, elf_info, seconds, measurements)
     files[MANIFEST_NAME] = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
     return files
 
