@@ -57,6 +57,8 @@ FEATURE_TAGS = {
     ("network", "true"): "net",
     ("shell", "false"): "noshell",
     ("shell", "true"): "shell",
+    ("tpm", "tpm2"): "tpm2",
+    ("tpm", "off"): "notpm",
 }
 
 
