@@ -42,14 +42,14 @@ def test_series_is_byte_identical_when_regenerated(series_dirs) -> None:
     first, second = series_dirs
     names = sorted(p.name for p in first.out_dir.iterdir())
     assert names == sorted(p.name for p in second.iterdir())
-    assert names[0] == "0000-cover-letter.patch" and len(names) == 6
+    assert names[0] == "0000-cover-letter.patch" and len(names) == 7
     for name in names:
         assert (first.out_dir / name).read_bytes() == (second / name).read_bytes(), name
     # No commit hash leaks (--zero-commit) and the dates come from the edk2 release, not the clock.
     text = b"".join((first.out_dir / n).read_bytes() for n in names).decode()
     assert set(re.findall(r"^From ([0-9a-f]{40}) ", text, re.M)) == {"0" * 40}
     assert set(re.findall(r"^Date: (.*)$", text, re.M)) <= {
-        f"Fri, 21 Feb 2025 00:0{i}:00 +0000" for i in range(1, 6)}
+        f"Fri, 21 Feb 2025 00:0{i}:00 +0000" for i in range(1, 7)}
 
 
 def test_series_commits_split_bisectably(series_dirs) -> None:
@@ -57,15 +57,16 @@ def test_series_commits_split_bisectably(series_dirs) -> None:
     files = [c.paths for c in gen.series.commits]
     assert files == [
         ("OvmfPkg/Sec/SecMain.c",),
+        ("OvmfPkg/Library/ResetSystemLib/BaseResetShutdownXen.c",),
         ("OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c",
          "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
         ("OvmfPkg/XenOvmfElfHeader.fdf.inc",),
         ("OvmfPkg/XenOvmf.dsc", "OvmfPkg/XenOvmf.fdf"),
         ("Maintainers.txt", "OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-GCC5.yml", "OvmfPkg/PlatformCI/XenOvmfBuild.py"),
     ]
-    # The override patches (overrides/xen-pvh/patches/: the SEC fix, the NvVars fix) come first;
-    # the header exists before the FDF that includes it.
-    assert [c.builds for c in gen.series.commits] == [False, False, False, True, True]
+    # The override patches (overrides/xen-pvh/patches/: the SEC fix, on edk2-stable202502 the PEI
+    # ResetSystemLib's build fix, the NvVars fix) come first; the header exists before the FDF that includes it.
+    assert [c.builds for c in gen.series.commits] == [False, False, False, False, True, True]
 
 
 def test_series_subjects_bodies_and_trailers(series_dirs) -> None:
@@ -73,8 +74,9 @@ def test_series_subjects_bodies_and_trailers(series_dirs) -> None:
     msgs = _messages(gen)
     for i, (msg, commit) in enumerate(zip(msgs, gen.series.commits), 1):
         subject = " ".join(msg["Subject"].split())
-        assert subject == f"[PATCH {i}/5] {commit.subject}"
-        assert len(commit.subject) <= 75 and re.match(r"^OvmfPkg(/Sec|/PlatformBootManagerLib)?: [A-Z]", commit.subject)
+        assert subject == f"[PATCH {i}/6] {commit.subject}"
+        assert len(commit.subject) <= 75 and re.match(r"^OvmfPkg(/Sec|/ResetSystemLib|/PlatformBootManagerLib)?: [A-Z]",
+                                                      commit.subject)
         assert msg["From"] == SIGNER
         assert msg["To"] == "devel@edk2.groups.io"
         body = msg.get_payload().split("\n---\n")[0]
@@ -84,21 +86,22 @@ def test_series_subjects_bodies_and_trailers(series_dirs) -> None:
         cc = [t for t in trailers if t.startswith("Cc: ")]
         assert len(cc) == len(trailers) - 1 and cc == sorted(cc)
         # GetMaintainer.py with the series' Maintainers.txt: the Xen reviewer is on every patch of the
-        # platform, OvmfPkg's maintainers on the SEC fix.
-        if commit.paths == ("OvmfPkg/Sec/SecMain.c",):
+        # platform, OvmfPkg's maintainers on the SEC and ResetSystemLib fixes.
+        if commit.paths in (("OvmfPkg/Sec/SecMain.c",), ("OvmfPkg/Library/ResetSystemLib/BaseResetShutdownXen.c",)):
             assert "Cc: Gerd Hoffmann <kraxel@redhat.com>" in cc
         else:
             assert "Cc: Anthony Perard <anthony@xenproject.org>" in cc
-    # Patch 5 touches Maintainers.txt, so its maintainers are asked too.
-    assert any("Michael D Kinney" in line for line in msgs[4].get_payload().splitlines())
+    # Patch 6 touches Maintainers.txt, so its maintainers are asked too.
+    assert any("Michael D Kinney" in line for line in msgs[5].get_payload().splitlines())
     # Patch 1, the SEC fix, says what breaks, why, and how it was tested.
     sec = msgs[0].get_payload()
     assert "Install PPI: 00000000-0000-0000-0000-000000000000" in sec and "Tested with" in sec
     # Patch 2, the NvVars fix: why PVH guests lose their variables, and the test that shows they no longer do.
-    nvvars = msgs[1].get_payload()
+    assert "XenHypercallSchedOp" in msgs[1].get_payload() and "edk2-stable202605" in msgs[1].get_payload()
+    nvvars = msgs[2].get_payload()
     assert "XenIoPvhDxe" in nvvars and "Tested: " in nvvars and "+  if (XenPvhDetected ()) {\r" in nvvars
-    assert "p_align 4" in msgs[2].get_payload() and "1 MiB" in msgs[2].get_payload()
-    assert "LAPIC" in msgs[3].get_payload() or "local APIC timer" in msgs[3].get_payload()
+    assert "p_align 4" in msgs[3].get_payload() and "1 MiB" in msgs[3].get_payload()
+    assert "LAPIC" in msgs[4].get_payload() or "local APIC timer" in msgs[4].get_payload()
 
 
 def test_series_added_lines_are_crlf(series_dirs) -> None:
@@ -111,7 +114,7 @@ def test_series_added_lines_are_crlf(series_dirs) -> None:
 def test_cover_letter_names_the_upstream_base(series_dirs) -> None:
     gen, _ = series_dirs
     text = gen.cover.read_text()
-    assert "[PATCH 0/5] OvmfPkg: Add XenOvmf" in text
+    assert "[PATCH 0/6] OvmfPkg: Add XenOvmf" in text
     assert " - patch 1 fixes what the platform needs fixed first:\n   OvmfPkg/Sec: Build" in text
     assert "*** SUBJECT HERE ***" not in text and "*** BLURB HERE ***" not in text
     assert f"It is based on {edk2.PIN.tag},\ncommit {edk2.PIN.commit}." in text
@@ -121,7 +124,7 @@ def test_cover_letter_names_the_upstream_base(series_dirs) -> None:
 
 def test_patchcheck_passes_every_patch(series_dirs, tree: edk2.Edk2Tree) -> None:
     gen, _ = series_dirs
-    assert [c.clean for c in gen.checks] == [True] * 6    # five files and the commit range
+    assert [c.clean for c in gen.checks] == [True] * 7    # six files and the commit range
     # Independently of the generator's own check: the tree's PatchCheck.py, file by file.
     for p in gen.patches:
         proc = subprocess.run([sys.executable, str(tree.root / "BaseTools/Scripts/PatchCheck.py"), str(p)],
@@ -132,9 +135,9 @@ def test_patchcheck_passes_every_patch(series_dirs, tree: edk2.Edk2Tree) -> None
         assert "WARNING" not in proc.stdout
 
 
-def test_series_header_include_in_patch_3_is_the_generated_one(series_dirs, platform) -> None:
+def test_series_header_include_in_patch_4_is_the_generated_one(series_dirs, platform) -> None:
     gen, _ = series_dirs
-    added = [ln[1:] for ln in gen.patches[2].read_bytes().split(b"\n")
+    added = [ln[1:] for ln in gen.patches[3].read_bytes().split(b"\n")
              if ln.startswith(b"+") and not ln.startswith(b"+++")]
     assert b"\n".join(added) + b"\n" == patch_intree.elf_header_include(platform).encode()
 
