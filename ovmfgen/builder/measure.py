@@ -15,6 +15,12 @@ PcdTcgPfpMeasurementRevision 0, PcdTpm2ScrtmPolicy 1, no pre-hashed or excluded 
   no data (Tcg2Dxe's ReadAndMeasureVariable).
 - PCR 0-7, Tcg2Dxe at ReadyToBoot: ``EV_SEPARATOR`` over four zero bytes.
 
+PCR 0 cannot be predicted from the image alone: SEC decompresses PEIFV into RAM and the PEIMs that
+run before memory is installed execute in place there, writing their global variables into PEIFV's
+bytes, before Tcg2Pei measures it (a boot of qemu-x64 with swtpm: two bytes of PeiCore, the ACPI PM
+timer port BaseAcpiTimerLib caches; with the PEIFV read back from the guest the computed PCR 0 is the
+TPM's). So the manifest publishes PCR 7 as the prediction and PCR 0 only "as built", with the note.
+
 virt-fw-measure (virt-firmware) models PCR 0 of OvmfPkg's own images: the same digests, but the PEIFV
 base it writes into the event data is guessed from the version string's date (0x830000 from 2025-12 on,
 where OvmfPkgX64 moved it; XenOvmf did not), and it measures PCR 7 only from a variable store in the
@@ -48,6 +54,10 @@ SECURE_BOOT_VARIABLES = (("SecureBoot", EFI_GLOBAL_VARIABLE), ("PK", EFI_GLOBAL_
                          ("dbx", EFI_IMAGE_SECURITY_DATABASE))
 SEPARATOR = bytes(4)
 PCRLOCK_NAME = "ovmf-firmware.pcrlock"
+PCR0_NOTE = ("PCR 0 as built: a boot reads another value. Tcg2Pei measures PEIFV once memory is installed, "
+             "after the PEIMs dispatched before it ran in place from PEIFV in RAM and wrote their globals "
+             "there (qemu-x64: PeiCore's cached ACPI PM timer port; xen-pvh: XenPlatformPei's state), so "
+             "the measured PEIFV depends on the machine; only PCR 7 is predicted")
 
 
 @dataclass(frozen=True)
@@ -180,13 +190,16 @@ def predict(p: Plan, fd: bytes) -> tuple[dict, bytes]:
     disagreement = cross_check(events, virt_fw_measure(p))
     if disagreement:
         raise OvmfgenError(f"predicted measurements disagree with virt-fw-measure: {disagreement}")
+    values = pcr_values(events)
     measurements = {
-        "pcrs": pcr_values(events),
+        "pcrs": {"7": values["7"]},
         "after": "ReadyToBoot (the separators of PCR 0-7 measured), before any boot option",
         "events": [{"pcr": ev.pcr, "type": ev.event_type, "sha256": ev.digests(("sha256",))["sha256"]}
                    for ev in events],
         "pcrlock": PCRLOCK_NAME,
         "secure_boot": "none in the image: PCR 7 measures SecureBoot, PK, KEK, db and dbx absent",
-        "checked_with": "virt-fw-measure (PCR 0, sha256)",
+        "pcr0_as_built": values["0"],
+        "pcr0_note": PCR0_NOTE,
+        "checked_with": "virt-fw-measure (PCR 0 as built, sha256)",
     }
-    return measurements, pcrlock(events)
+    return measurements, pcrlock([ev for ev in events if ev.pcr != 0])
