@@ -53,7 +53,7 @@ Code map::
         stuart.py          running the stuart child, progress
         diagnose.py        a failed build's first real error, located
         manifest.py        manifest.json: read, compare (no-op), make; FV usage
-        measure.py         a TPM build's predicted PCR 0/7 and pcrlock file (checked against virt-fw-measure)
+        measure.py         a TPM build's predicted PCR 7, PCR 0 as built (checked against virt-fw-measure), pcrlock file
         publish.py         the atomic swap into dist/
         entry.py           ``invoke build``'s entry: the request, the stamped no-op, else the full build
         noop.py            the no-op: the published manifest checked, a build's stamp written and answered
@@ -67,6 +67,7 @@ Code map::
         verdict.py         a DEBUG log -> Verdict (milestones, which entry SEC ran from)
         qemu.py            running QEMU (TCG) through the PVH entry or the reset vector
         shell.py           booting a full OVMF to the UEFI Shell (pflash + FAT disk)
+        swtpm.py           a software TPM 2.0 (swtpm) for a QEMU boot, and its PCRs read back over its control socket
         command.py         ``invoke boot``: finds the build through the Layout, boots it
         xen/               real Xen 4.17 / 4.20 nested in QEMU: debian, cache, gpt, osdisk, persist, guests (dom0/test.sh: dom0's test), nested, verdicts, watch, bench, limits
       patch/
