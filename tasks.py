@@ -28,7 +28,7 @@ def test(c, k=None, fast=False):
 # A task parameter without a default is positional in invoke, and a positional eats the next word,
 # `--help` included: `platform` defaults to xen-pvh so that `invoke build --help` shows the help.
 @task(help={"platform": "platform name (platforms/NAME.yaml)", "output": "output directory",
-            "edk2": "edk2 tree: a tag such as edk2-stable202605 (default: the default tree)"})
+            "edk2": "edk2 tree: a checkout's path or a tag such as edk2-stable202605 (default: the default tree)"})
 def render(c, platform="xen-pvh", output=None, edk2=None):
     """Render platforms/PLATFORM.yaml into XenOvmf.dsc/.fdf (atomic, write only if changed)."""
     from ovmfgen.platform import command as stage
@@ -46,7 +46,7 @@ def import_platform(c, dsc=None, fdf=None, output=None):
 
 
 @task(help={"platform": "platform name", "against": "a DSC to compare with (default: the platform's upstream "
-            "in the tree)", "fdf": "its FDF (default: beside the DSC)", "edk2": "edk2 tree: a tag such as "
+            "in the tree)", "fdf": "its FDF (default: beside the DSC)", "edk2": "edk2 tree: a checkout's path or a tag such as "
             "edk2-stable202605 (default: the default tree)"})
 def diff(c, platform="xen-pvh", against=None, fdf=None, edk2=None):
     """Semantic diff of a platform against its upstream DSC/FDF; exit 1 on an unexplained delta."""
@@ -81,7 +81,7 @@ def rebase_platform(c, platform="xen-pvh", to=None, from_=None, dry_run=False):
         "ccache": "compile through ccache and cache LTO links (fast clean rebuilds)",
         "version_string": "PcdFirmwareVersionString override",
         "release_date": "PcdFirmwareReleaseDateString override",
-        "edk2": "edk2 tree: a tag such as edk2-stable202605 (default: the default tree)",
+        "edk2": "edk2 tree: a checkout's path or a tag such as edk2-stable202605 (default: the default tree)",
     },
 )
 def build(c, platform="xen-pvh", target="DEBUG", fd_size=None, define=None, feature=None, jobs=None, force=False,
@@ -95,7 +95,7 @@ def build(c, platform="xen-pvh", target="DEBUG", fd_size=None, define=None, feat
 
 
 @task(help={"platform": "platform name", "target": "build target", "output": "results JSON (default bench/results.json)",
-            "edk2": "edk2 tree: a tag such as edk2-stable202605 (default: the default tree)",
+            "edk2": "edk2 tree: a checkout's path or a tag such as edk2-stable202605 (default: the default tree)",
             "xen": "instead: the real-Xen figure, ONE nested Xen boot of the guest set (warm cache; needs the "
                    "--feature debug_output=hypervisor-console build)",
             "mode": "with --xen: the guest set (all, pvh, hvm; default all)",
@@ -137,7 +137,9 @@ def check_elf(c, elf=None):
     "fd_size": "the build's --fd-size", "feature": "the build's --feature NAME=VALUE (repeatable)",
     "define": "the build's --define NAME=VALUE (repeatable)",
     "mode": "with --on xen: pvh (default), hvm, os (PVH and HVM boot Linux from a PV disk), persist (what "
-            "survives a restart), or all (those and the ud2 control) in one Xen boot",
+            "survives a restart), all (those and the ud2 control), or sb (a Secure Boot build: unsigned image "
+            "refused, signed image, shim and GRUB chains to Linux, the signed image booted twice: nothing lasts) "
+            "in one Xen boot",
     "xen": "with --on xen: the Xen version, 4.17 (default; bookworm) or 4.20 (trixie); both under the host's QEMU 7.2",
     "disk": "with --on xen: boot this disk image (GPT/MBR) as the guest's PV disk and report how far it got",
 })

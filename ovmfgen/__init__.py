@@ -17,14 +17,16 @@ Code map::
       request.py           ``Request``: the options of one build (from tasks, boot and nightly cells), checked
       run.py               the one door to subprocesses (run, popen, stop, wait)
       stamp.py             stamps: a digest of every raw input, so that an unchanged build or render answers at once
-      fsutil.py            atomic writes (temp file + rename), write-if-changed, sha256 of a file
+      fsutil.py            atomic writes (temp file + rename), write-if-changed, sha256 of a file, the one lock (``exclusive``)
+      cacheentry.py        a cache entry made whole or not at all: lock, temp dir beside it, stamp, rename, stale stages removed
       ui.py                ``ovmfgen: ...`` progress lines, logging set-up
       elf.py               FD -> PVH ELF, and the loader rules Xen's libelf and QEMU apply (pure bytes)
       fvfile.py            firmware volumes, FFS files and sections of a built image, LZMA opened (pure bytes): the Shell's PE32
+      varstore.py          an edk2 authenticated variable store in an image, read and checked (pure bytes)
       edk2/
-        releases.py        the edk2 releases ovmfgen knows (tag, commit, date, tarball)
+        releases.py        the edk2 releases ovmfgen knows (releases.yaml: tag, commit, date, tarball), and Position: any tree ordered among them
         tree.py            where a tree is, which edk2 it is (identity), its BaseTools
-        fetch.py           staging, the setup lock, checks and unpacking for trees in the cache
+        fetch.py           the setup lock, checks and unpacking (staged through cacheentry) for trees in the cache
         debian.py          the default tree from Debian's source package
         basetools.py       BaseTools built out of the tree, in the cache
         install.py         a tree made ready: placed (or a checkout adopted), BaseTools, identity
@@ -59,6 +61,7 @@ Code map::
         noop.py            the no-op: the published manifest checked, a build's stamp written and answered
         command.py         a resolved platform planned, locked, validated, built, turned into the ELF, published
         bench.py           ``invoke bench``: ovmfgen vs edk2's own build
+        secureboot.py      Secure Boot's post-build step: virt-fw-vars enrolls the key set, the store read back and described
         child/             run as other processes, import nothing from ovmfgen
           stuart_platform.py   the stuart settings module
           linkcache.py         the LTO link cache behind ``--ccache``

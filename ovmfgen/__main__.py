@@ -12,7 +12,13 @@ def main(argv: list[str] | None = None) -> int:
 
     repo = Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(repo))
-    import tasks  # noqa: E402  (tasks.py lives at the repository root)
+    from ovmfgen.errors import OvmfgenError
+
+    try:
+        import tasks  # noqa: E402  (tasks.py lives at the repository root)
+    except OvmfgenError as exc:  # a data file read at import (ovmfgen/edk2/releases.yaml): one line
+        print(str(exc), file=sys.stderr)
+        return 1
 
     program = Program(namespace=Collection.from_module(tasks), name="ovmfgen", binary="python -m ovmfgen")
     program.run(["ovmfgen", *(sys.argv[1:] if argv is None else argv)])

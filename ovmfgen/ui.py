@@ -24,9 +24,9 @@ def setup_logging(verbose: bool = False) -> None:
     root.propagate = False
 
 
-def say(message: str) -> None:
-    """One progress line for people."""
-    print(f"ovmfgen: {message}", file=sys.stderr, flush=True)
+def say(message: str, prefix: bool = True) -> None:
+    """One progress line for people (``prefix=False``: a located ``path:line:col: note: ...`` line as is)."""
+    print(f"ovmfgen: {message}" if prefix else message, file=sys.stderr, flush=True)
 
 
 def is_interactive() -> bool:

@@ -210,3 +210,20 @@ def pvh_elf_file(tmp_path: Path) -> Path:
     image = tmp_path / "ovmf.elf"
     image.write_bytes(elfmod.pvh_header(len(fd)) + bytes(fd[len(elfmod.pvh_header(len(fd))):]))
     return image
+
+
+def sb_template_image(size: int = 4 << 20) -> bytes:
+    """A 4 MiB image holding xen-pvh's empty Secure Boot variable store where its FDF puts it: the
+    DATA bytes of the rendered FDF's region at the store offset, 0xFF elsewhere, an ELF magic at 0."""
+    import re as _re
+    from ovmfgen.platform.load import load_platform
+    from ovmfgen.platform.render import render
+    platform = load_platform("xen-pvh", feature_overrides={"secure_boot": "test"})
+    fdf = render(platform).files()["XenOvmf.fdf"].decode()
+    offset = platform.secure_boot.store_offset
+    block = fdf.split(f"0x{offset:x}|0x0003f000", 1)[1].split("DATA = {", 1)[1].split("}", 1)[0]
+    data = bytes(int(h, 16) for h in _re.findall(r"0x([0-9A-Fa-f]{2})", _re.sub(r"#.*", "", block)))
+    image = bytearray(b"\xff" * size)
+    image[0:4] = b"\x7fELF"
+    image[offset:offset + len(data)] = data
+    return bytes(image)

@@ -42,7 +42,7 @@ def boot_command(entry: str = "both", on: str = "qemu", image: str | Path | None
     platform, default xen-pvh, target, fd_size, features, defines, edk2) published in ``layout``
     (``Resolved.published``); the logs are saved beside it. Prints one verdict line per entry and raises
     ``BootError`` (exit 1, log tails shown) if any failed. ``on="xen"`` boots that image under real
-    Xen instead as the ``mode`` guest set: pvh (default), hvm, os, persist or all
+    Xen instead as the ``mode`` guest set: pvh (default), hvm, os, persist, all or sb
     (``ovmfgen.boot.xen.boot_xen_command``, returning one outcome per guest), on Xen ``xen_version``
     (4.17, the default, or 4.20); ``disk`` boots a user's disk image there instead.
     """

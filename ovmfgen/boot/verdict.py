@@ -56,6 +56,9 @@ class Verdict(str, enum.Enum):
     GUEST_CRASHED = "GUEST_CRASHED"    # Xen saw the guest crash (triple fault, domain_crash, state c)
     GUEST_GONE = "GUEST_GONE"          # the domain vanished (or was never created) without a shell
     HARNESS_FAILURE = "HARNESS_FAILURE"  # QEMU (abort, stall)/Xen/dom0 failed: says nothing about the firmware
+    # Secure Boot: the firmware (or shim, or GRUB through shim) would not start an image. Never a pass:
+    # the verdict a Secure Boot firmware must give an unsigned image (detail: the refusal line).
+    SECURE_BOOT_REFUSED = "SECURE_BOOT_REFUSED"
 
     def __str__(self) -> str:
         return self.value

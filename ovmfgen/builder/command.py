@@ -22,6 +22,7 @@ from ovmfgen.builder.manifest import fv_usage_from_log, fv_usage_from_report, ma
 from ovmfgen.builder.measure import PCRLOCK_NAME, predict
 from ovmfgen.builder.plan import Plan, link_cache_dir, plan
 from ovmfgen.builder.publish import publish
+from ovmfgen.builder.secureboot import EnrollFailed, describe, enroll, read_store
 from ovmfgen.builder.stuart import run_stuart
 from ovmfgen.builder.workspace import prepare_workspace, workspace_lock
 from ovmfgen.edk2.conventions import fd_size_bytes, fd_size_kb
@@ -60,13 +61,26 @@ def post_build(p: Plan, log_text: str, seconds: float) -> dict[str, bytes]:
         raise BuildFailed(f"{display_path(p.fd_path)} is {len(fd)} bytes, expected a {p.fd_size} MiB FD")
     files: dict[str, bytes] = {p.fd_file_name: fd}
     elf_info = None
+    sb_info = None
     spec = p.platform.elf
+    if p.platform.secure_boot is not None and spec is None:
+        raise BuildFailed("Secure Boot needs a platform with a PVH ELF (elf:): its store sits after the header")
     if spec is not None:
         reserved = spec.reserved_for(fd_size_kb(p.fd_size))
         try:
             image = elf.make_pvh_elf(fd, spec.base, reserved)
         except OvmfgenError as exc:
             raise BuildFailed(f"cannot make the PVH ELF from {display_path(p.fd_path)}: {exc.message}") from None
+        sb = p.platform.secure_boot
+        if sb is not None:
+            # After the header, before the checks: the store is part of the final bytes (the FD gets the
+            # same store; it differs from the ELF only in the header's page).
+            try:
+                image = enroll(image, sb, p.fd_size)
+                sb_info = describe(read_store(image, sb, p.fd_size), sb)
+            except EnrollFailed as exc:
+                raise BuildFailed(f"Secure Boot: {exc.message}") from None
+            files[p.fd_file_name] = fd = fd[:sb.store_offset] + image[sb.store_offset:]
         findings = elf.check_elf(image)
         failed = [f for f in findings if not f.ok]
         if failed:
@@ -89,7 +103,7 @@ def post_build(p: Plan, log_text: str, seconds: float) -> dict[str, bytes]:
         fv = {}
     if not fv:
         fv = fv_usage_from_log(log_text)
-    manifest = make_manifest(p, files, fv, elf_info, seconds, measurements)
+    manifest = make_manifest(p, files, fv, elf_info, seconds, sb_info, measurements)
     files[MANIFEST_NAME] = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
     return files
 

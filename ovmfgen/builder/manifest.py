@@ -24,12 +24,12 @@ def up_to_date(p: Plan) -> bool:
 MANIFEST_KEYS = (
     "schema", "platform", "target", "toolchain", "arch", "fd_size", "defines", "features", "version_string",
     "release_date", "input_hash", "inputs", "edk2", "tools", "outputs", "fv_usage", "elf", "measurements",
-    "build_seconds", "stuart_command", "jobs", "ccache",
+    "build_seconds", "stuart_command", "jobs", "ccache", "secure_boot",
 )
 
 
 def make_manifest(p: Plan, outputs: Mapping[str, bytes], fv_usage: Mapping[str, dict], elf_info: dict | None,
-                  seconds: float, measurements: dict | None = None) -> dict:
+                  seconds: float, secure_boot: dict | None = None, measurements: dict | None = None) -> dict:
     """The manifest.json content (keys: ``MANIFEST_KEYS``); ``measurements``: a TPM build's predicted PCRs."""
     ident = p.edk2_identity
     return {
@@ -56,6 +56,7 @@ def make_manifest(p: Plan, outputs: Mapping[str, bytes], fv_usage: Mapping[str, 
         "stuart_command": quote(p.stuart_argv()),
         "jobs": p.request.jobs or os.cpu_count() or 1,
         "ccache": p.request.ccache,
+        "secure_boot": secure_boot,
     }
 
 

@@ -7,10 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
+from ovmfgen.cacheentry import staged
 from ovmfgen.edk2 import tree as edk2
-from ovmfgen.edk2.fetch import staging_dir
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.fsutil import replace_dir
 from ovmfgen.run import CommandError, run
 from ovmfgen.ui import say
 
@@ -21,8 +20,7 @@ def build_basetools(tree_root: Path, directory: Path) -> Path:
     The edk2 tree itself is never written to. Returns EDK_TOOLS_PATH.
     """
     final = directory / edk2.BASETOOLS_DIR
-    staging = staging_dir(final)
-    try:
+    with staged(final) as staging:
         bt = staging / "BaseTools"
         shutil.copytree(tree_root / "BaseTools", bt, symlinks=True)
         jobs = str(max(1, os.cpu_count() or 1))
@@ -39,7 +37,4 @@ def build_basetools(tree_root: Path, directory: Path) -> Path:
             raise OvmfgenError(f"BaseTools build produced no {', '.join(missing)}")
         (staging / edk2.BASETOOLS_MARKER).write_text(
             json.dumps({"edk2_root": str(tree_root), "applications": list(edk2.BASETOOLS_APPLICATIONS)}) + "\n")
-        replace_dir(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return final / "BaseTools"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 import sys
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -66,6 +67,21 @@ def fd_size_bytes(mib: int) -> int:
 
 
 FD_SIZES_KB = tuple(fd_size_kb(m) for m in FD_SIZES_MIB)
+
+
+@dataclass(frozen=True)
+class NvLayout:
+    """OvmfPkg's variable store sizes for one FD size (OvmfPkgDefines.fdf.inc, VarStore.fdf.inc, the DSC's
+    PcdMaxAuthVariableSize): what an emulated (RAM) store holds and what it accepts."""
+
+    variable_size: int       # PcdFlashNvStorageVariableSize: the bytes of the store itself
+    fv_length: int           # EMU_FVB_SIZE = 2 * PcdFlashNvStorageFtwSpareSize: the whole emulated FV
+    max_auth_variable: int   # PcdMaxAuthVariableSize: the largest authenticated variable
+
+
+#: By FD size in MiB (1 and 2 share the small layout).
+NV_LAYOUTS = {1: NvLayout(0xE000, 0x20000, 0x2800), 2: NvLayout(0xE000, 0x20000, 0x2800),
+              4: NvLayout(0x40000, 0x84000, 0x8400)}
 
 
 def parse_target(text: str) -> str:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen import paths
+from ovmfgen.cacheentry import clean_stale, staging_dir
 from ovmfgen.edk2 import tree as edk2
-from ovmfgen.edk2.fetch import check_file, clean_stale, staging_dir
+from ovmfgen.edk2.fetch import check_file
 from ovmfgen.edk2.tree import PIN
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.fsutil import atomic_write_bytes, write_if_changed

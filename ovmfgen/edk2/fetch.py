@@ -1,7 +1,8 @@
-"""Shared plumbing for putting edk2 trees in the cache: staging dirs, the setup lock, checks, unpacking.
+"""Shared plumbing for putting edk2 trees in the cache: the setup lock, checks, unpacking.
 
-Everything goes to a temp file/dir beside its final place and is renamed in, so a killed run never
-leaves something that looks complete; the next run removes the leftovers (``clean_stale``).
+Everything goes to a temp file/dir beside its final place and is renamed in (``cacheentry.staged``), so a
+killed run never leaves something that looks complete; the next run removes the leftovers
+(``cacheentry.clean_stale``, under the setup lock).
 """
 
 from __future__ import annotations
@@ -10,45 +11,20 @@ import contextlib
 import hashlib
 import os
 import re
-import shutil
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from ovmfgen.cacheentry import staged
 from ovmfgen.edk2 import tree as edk2
 from ovmfgen.edk2.releases import Release
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.fsutil import exclusive, replace_dir, sha256_file
-
-TMP_INFIX = ".tmp-"
+from ovmfgen.fsutil import exclusive, sha256_file
 
 # A directory of release tarballs (named as in releases.RELEASES); CI points it at ../shared/edk2.
 TARBALLS_ENV = "OVMFGEN_EDK2_TARBALLS"
 # What a tree assembled offline says about how it differs from its tag (recorded in its identity).
 ASSEMBLY_FILE = "OFFLINE-ASSEMBLY.txt"
-
-
-def clean_stale(directory: Path) -> list[Path]:
-    """Remove the temp files/dirs a killed run left in ``directory`` (only call it under the setup lock)."""
-    removed = []
-    if directory.is_dir():
-        for p in sorted(directory.iterdir()):
-            if p.name.startswith(".") and (TMP_INFIX in p.name or p.name.endswith(".old")):
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p)
-                else:
-                    p.unlink()
-                removed.append(p)
-    return removed
-
-
-def staging_dir(final: Path) -> Path:
-    """A fresh temp dir beside ``final`` (same file system, so it can be renamed into place)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    d = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_INFIX}", dir=final.parent))
-    d.chmod(0o755)  # mkdtemp's 0700 would follow the directory when it is renamed into place
-    return d
 
 
 @contextlib.contextmanager
@@ -74,21 +50,16 @@ def check_file(path: Path, sha256: str, size: int, what: str) -> None:
 def unpack_tarball(tarball: Path, final: Path, topdir: str) -> None:
     """Unpack ``tarball``'s ``topdir/`` to ``final`` atomically: into a temp dir beside it, then rename.
 
-    A run killed mid-way leaves only a ``.NAME.tmp-*`` dir, which ``clean_stale`` removes; ``final``
-    is either absent, the previous tree, or the complete new one.
+    A run killed mid-way leaves only a ``.NAME.tmp-*`` dir, which ``cacheentry.clean_stale`` removes;
+    ``final`` is either absent, the previous tree, or the complete new one.
     """
-    staging = staging_dir(final)
-    try:
+    with staged(final, content=topdir) as staging:
         with tarfile.open(tarball) as tar:
             # The tarball is checksum-verified; the `tar` filter still refuses paths escaping `staging`
             # while keeping edk2's own absolute symlink (EmulatorPkg's X11IncludeHack).
             tar.extractall(staging, filter="tar")
-        top = staging / topdir
-        if not top.is_dir():
+        if not (staging / topdir).is_dir():
             raise OvmfgenError(f"{tarball.name} has no {topdir}/ directory")
-        replace_dir(top, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def empty_submodules(root: Path) -> list[str]:

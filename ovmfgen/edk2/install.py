@@ -5,21 +5,19 @@ The identity (``identity.json``) is written last: its presence says the tree is 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from ovmfgen.cacheentry import clean_stale, write_stamp
 from ovmfgen.edk2 import tree as edk2
 from ovmfgen.edk2.basetools import build_basetools
 from ovmfgen.edk2.debian import debian_removed_files, ensure_downloads
 from ovmfgen.edk2.fetch import (
-    TARBALLS_ENV, assembly_record, check_file, clean_stale, empty_submodules, local_tarball, setup_lock,
-    unpack_tarball,
+    TARBALLS_ENV, assembly_record, check_file, empty_submodules, local_tarball, setup_lock, unpack_tarball,
 )
 from ovmfgen.edk2.releases import DEFAULT_TAG, KNOWN_TAGS, RELEASES, UPSTREAM_URL, Release, by_commit, release
 from ovmfgen.edk2.tree import PIN, Edk2Tree
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.fsutil import atomic_write_bytes
 from ovmfgen.ui import say
 
 
@@ -48,8 +46,7 @@ def debian_identity(record: dict, removed: list[str], empty: list[str]) -> dict:
 
 def write_identity(directory: Path, identity: dict) -> None:
     """Record ``identity`` (the last step: its presence says the tree is complete)."""
-    atomic_write_bytes(directory / edk2.IDENTITY_FILE,
-                       (json.dumps(identity, indent=2, sort_keys=True) + "\n").encode())
+    write_stamp(directory, identity, edk2.IDENTITY_FILE)
 
 
 def install_debian_tree(directory: Path, downloads: Path, record: dict) -> dict:
@@ -214,6 +211,7 @@ def ensure_edk2(tag: str | None = None, force: bool = False) -> tuple[Edk2Tree, 
     states which edk2 it is). Otherwise an initialised submodule serves the default tree, and ``tag``
     when it is checked out at that release; else the cache's tree of ``tag`` (default: DEFAULT_TAG).
     """
+    tag = edk2.checkout_argument(tag)
     override = os.environ.get("OVMFGEN_EDK2")
     with setup_lock():
         if override:

@@ -70,6 +70,26 @@ def fdf_parser() -> object:
     return _Fdf()
 
 
+def edk2_path(workspace: Path, packages: list[Path]) -> object:
+    """edk2toollib's Edk2Path over ``workspace`` and ``packages`` (it globs every package path for DEC files).
+
+    A checkout may change under that walk (a ``git gc`` started by the user's last commit removes loose
+    object directories): the walk is tried again once, then the tree is named in one line.
+    """
+    from edk2toollib.uefi.edk2.path_utilities import Edk2Path
+
+    from ovmfgen.errors import OvmfgenError
+
+    for attempt in (1, 2):
+        try:
+            return Edk2Path(str(workspace), [str(p) for p in packages])
+        except OSError as exc:
+            if attempt == 2:
+                raise OvmfgenError(f"the edk2 tree changed while ovmfgen read it ({exc.strerror}: "
+                                   f"{exc.filename}); run again when nothing else writes to it") from None
+    raise AssertionError("unreachable")
+
+
 def quiet_edk2toollib() -> None:
     """Silence edk2toollib's per-line warnings while ovmfgen parses."""
     # edk2toollib logs every unresolved macro at WARNING; our own messages say what matters.

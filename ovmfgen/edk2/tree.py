@@ -241,6 +241,20 @@ def basetools_path(directory: Path) -> Path:
     return directory / BASETOOLS_DIR / "BaseTools"
 
 
+def checkout_argument(tag: str | None) -> str | None:
+    """``--edk2 PATH``: a value naming a directory (it has a '/' or is one) is an edk2 checkout, the same
+    as ``OVMFGEN_EDK2=PATH`` (set here, so child processes see it too); the tree is then the default one
+    (None). A tag is returned as it is."""
+    if not tag or ("/" not in tag and not Path(tag).is_dir()):
+        return tag
+    root = Path(tag).expanduser()
+    if not (root / "OvmfPkg").is_dir():
+        raise OvmfgenError(f"--edk2 {tag}: not an edk2 tree (no OvmfPkg/); --edk2 takes a release tag or a "
+                           f"checkout's path")
+    os.environ["OVMFGEN_EDK2"] = str(root.resolve())
+    return None
+
+
 def locate(tag: str | None = None, repo_root: Path | None = None) -> Edk2Tree:
     """The edk2 tree of ``tag`` (None: the default tree), ready to build with.
 
@@ -250,6 +264,7 @@ def locate(tag: str | None = None, repo_root: Path | None = None) -> Edk2Tree:
     one-line OvmfgenError for an unknown tag and for a tree that is not set up (pointing at ``invoke
     setup``). ``repo_root`` is for tests (default: this repository).
     """
+    tag = checkout_argument(tag)
     override = os.environ.get("OVMFGEN_EDK2")
     if override:
         root = Path(override).expanduser()

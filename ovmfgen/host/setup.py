@@ -12,7 +12,10 @@ from ovmfgen.edk2.install import ensure_edk2
 from ovmfgen.apt import ensure_apt_packages
 from ovmfgen.ui import say
 
-APT_PACKAGES = ("nasm", "acpica-tools", "uuid-dev", "build-essential", "dpkg-dev", "qemu-system-x86", "ccache", "mtools", "dosfstools")
+# mtools/dosfstools make the boot tests' FAT disks; sbsigntool/faketime sign the Secure Boot guests' image
+# reproducibly (boot/xen/sbdisks.py, which also installs them when it needs them).
+APT_PACKAGES = ("nasm", "acpica-tools", "uuid-dev", "build-essential", "dpkg-dev", "qemu-system-x86", "ccache", "mtools", "dosfstools",
+                "sbsigntool", "faketime")
 
 
 def setup_all(force: bool = False, edk2: str | None = None) -> None:

@@ -23,6 +23,7 @@ from ovmfgen.boot import xen
 from ovmfgen.boot.xen.guests import parse_guest_spec
 from ovmfgen.boot.xen.nested import SUMMARY_NAME as XEN_SUMMARY
 from ovmfgen.boot.xen.nested import with_disks
+from ovmfgen.boot.xen.verdicts import SecureBootState
 from ovmfgen.builder import command as build_cmd
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.paths import ELF_NAME, LOG_NAME
@@ -161,6 +162,12 @@ def xen_guests_of(cell: Cell, elf_path: Path, images: dict[str, Path]) -> list[x
     return [s.guest(images[s.fd_size] if s.fd_size else elf_path) for s in specs]
 
 
+def secure_boot_text(sb: dict[str, object]) -> str:
+    """A guest's ``secure_boot`` record (xen-boot.json) in one line: on/off and the evidence."""
+    fields = SecureBootState.__dataclass_fields__
+    return SecureBootState(**{k: v for k, v in sb.items() if k in fields}).text  # type: ignore[arg-type]
+
+
 def xen_boot_record(outcomes: Sequence[xen.GuestOutcome], out_dir: Path, night: Path) -> BootRecord:
     """The cell's ``boot.xen`` record: all guests' verdicts (from the run's xen-boot.json) and one overall line."""
     summary = json.loads((out_dir / XEN_SUMMARY).read_text(encoding="utf-8"))
@@ -173,6 +180,11 @@ def xen_boot_record(outcomes: Sequence[xen.GuestOutcome], out_dir: Path, night: 
                              attempts=g.get("attempts") or 1)
         if g.get("log"):
             rec["log"] = _rel(out_dir / g["log"], night)
+        sb = g.get("secure_boot") or {}
+        if any(v is not None for v in sb.values()):
+            rec["secure_boot"] = secure_boot_text(sb)
+        if g.get("why_not"):
+            rec["why_not"] = g["why_not"]
         guests.append(rec)
     bad = [g for g in guests if not g.get("ok")]
     verdict = "ALL_EXPECTED" if not bad else ", ".join(f"{g['name']} {g['verdict']}" for g in bad)

@@ -39,6 +39,8 @@ class XenGuestRecord(TypedDict, total=False):
     wall_seconds: float | None      # the host's clock, the guest's whole turn
     attempts: int
     log: str                        # its part of Xen's serial log, relative to the night
+    secure_boot: str                # what the logs say about Secure Boot ("Secure Boot on (...)"), when they say it
+    why_not: str                    # why a guest is not ok although its verdict is the expected one (xen-boot.json's)
 
 
 class BootRecord(TypedDict, total=False):

@@ -190,7 +190,9 @@ def _boot_cell(boot: Mapping[str, BootRecord], base: str) -> str:
         for g in rec.get("guests") or []:  # a nested Xen boot: one line per guest
             gcls = "ok" if g.get("ok") else "bad"
             glabel = (f"· {str(g.get('name', '')).removeprefix('ovmfgen-')}: {g.get('verdict')}"
-                      f" ({_fmt_seconds(g.get('wall_seconds'))})")
+                      f" ({_fmt_seconds(g.get('wall_seconds'))})"
+                      + (f" · {g['secure_boot']}" if g.get("secure_boot") else "")
+                      + (f" · {g['why_not']}" if g.get("why_not") else ""))
             glog = g.get("log")
             parts.append(f'<div class="{gcls} small">' + (_link(f"{base}/{glog}", glabel) if glog else _e(glabel))
                          + "</div>")

@@ -20,6 +20,7 @@ from pathlib import Path
 from ovmfgen.edk2.conventions import ARCH, toolchain_tag
 from ovmfgen.edk2.toollib import (
     Workspace, conditional_evaluator, dsc_parser, expand_macros, fdf_parser, quiet_edk2toollib,
+    edk2_path as make_edk2_path,
 )
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.importer import _resolve_input
@@ -30,6 +31,7 @@ from ovmfgen.platform.resolve import Resolved
 from ovmfgen.platform.syntax import parse_fdf
 from ovmfgen.request import make_request
 from ovmfgen.platform.validate import Infos, active_statements, component_libraries, prepare_workspace, validate
+from ovmfgen.ui import say
 
 CONFIGURATIONS: tuple[tuple[tuple[str, str], ...], ...] = (
     (),
@@ -148,10 +150,8 @@ def _expand_includes(stmts: Iterator[Statement], ws: Workspace, evaluate: object
 
 def resolve(dsc_rel: str, fdf_rel: str, ws: Workspace, defines: Mapping[str, str]) -> View:
     """The ``View`` of a DSC/FDF pair (paths relative to ``ws``) under ``defines``."""
-    from edk2toollib.uefi.edk2.path_utilities import Edk2Path
-
     quiet_edk2toollib()
-    edk2_path = Edk2Path(str(ws.roots[0]), [str(r) for r in ws.roots[1:]])
+    edk2_path = make_edk2_path(ws.roots[0], list(ws.roots[1:]))
     # The edk2 tree is the last root: its tool chain tag is what `build` would be given.
     base_vars = {"TARGET": "DEBUG", "ARCH": ARCH, "TOOL_CHAIN_TAG": toolchain_tag(ws.roots[-1]), **defines}
     dsc = dsc_parser()
@@ -286,7 +286,15 @@ def diff_platform(r: Resolved, against_dsc: Path, against_fdf: Path
                 seen_deltas.update(hits)
             elif d not in unexplained:
                 unexplained.append(d)
-    stale = [f"{delta.kind} {delta.subject}" for i, delta in enumerate(platform.deltas) if i not in seen_deltas]
+    stale = [f"{delta.kind} {delta.subject}" for i, delta in enumerate(platform.deltas)
+             if i not in seen_deltas and not delta.carried]
+    # A delta carried from the release it was written for (its fix left out, or upstream now the same):
+    # one note, not a stale delta.
+    for i, delta in enumerate(platform.deltas):
+        if i not in seen_deltas and delta.carried:
+            say(f"{delta.loc or platform.name}: note: delta {delta.kind} {delta.subject}, written for "
+                f"{delta.carried}, is no longer observed on {r.tree.tag}: upstream now does the same; end its "
+                f"'edk2:' at {delta.carried}", prefix=False)
     return per_config, unexplained, stale
 
 

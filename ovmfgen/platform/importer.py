@@ -7,13 +7,15 @@ fragments, ``when:`` feature blocks, deltas with reasons.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ovmfgen.edk2.tree import locate
-from ovmfgen.errors import OvmfgenError, display_path
+from ovmfgen.edk2.tree import locate, tree_dir
+from ovmfgen.errors import Location, OvmfgenError, display_path
 from ovmfgen.fsutil import write_if_changed
 from ovmfgen.paths import REPO_ROOT
 from ovmfgen.platform.load import HEADER_FIELDS, load_platform
@@ -49,6 +51,35 @@ def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str_representer)
 
 
+class _LocStr(str):
+    """A YAML scalar that came from one DSC/FDF statement (``loc``): load errors on it are reported there."""
+
+    loc: Location | None = None
+
+
+class _LocDict(dict):
+    """A YAML mapping that came from one DSC/FDF statement or section (``loc``)."""
+
+    loc: Location | None = None
+
+
+def _located(item: Any, loc: Location | None) -> Any:
+    if loc is None:
+        return item
+    if isinstance(item, str):
+        item = _LocStr(item)
+    elif isinstance(item, dict):
+        item = _LocDict(item)
+    else:
+        return item
+    item.loc = loc
+    return item
+
+
+_Dumper.add_representer(_LocStr, _str_representer)
+_Dumper.add_representer(_LocDict, lambda dumper, data: dumper.represent_dict(data))
+
+
 def dump_yaml(data: Any) -> str:
     """YAML text for ``data`` in ovmfgen's style (insertion order kept, wide lines)."""
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120,
@@ -81,9 +112,9 @@ def _items(body: tuple[Statement, ...], kind: str, inc: Any = None) -> list[Any]
                 else:
                     break
                 i += 1
-            out.append(item)
+            out.append(_located(item, stmt.loc))
             continue
-        out.append(_item(stmt, kind, inc))
+        out.append(_located(_item(stmt, kind, inc), stmt.loc))
         i += 1
     return out
 
@@ -144,36 +175,48 @@ def _item(stmt: Statement, kind: str, inc: Any = None) -> Any:
 
 
 def _sections(sections: tuple[Section, ...], inc: Any = None) -> list[dict[str, Any]]:
-    return [{s.header: _items(s.body, s.kind, inc)} for s in sections]
+    return [_located({s.header: _items(s.body, s.kind, inc)}, s.loc) for s in sections]
 
 
 _PLATFORM_KEY = {field: key for key, field in HEADER_FIELDS.items()}
 
 
-def _include_fixer(tree: Path | None, rel: str) -> Any:
+def _include_fixer(roots: tuple[Path, ...], rel: str) -> Any:
     """Includes written relative to the including file become workspace-relative.
 
-    EDK2 also looks beside the including file; the generated files live in another directory
-    (the build workspace), so ``CloudHvDefines.fdf.inc`` must become ``OvmfPkg/CloudHv/CloudHvDefines.fdf.inc``.
+    EDK2 looks for an ``!include`` in the workspace and the packages path (``roots``), then beside the
+    including file; the generated files live in another directory (the build workspace), so
+    ``CloudHvDefines.fdf.inc`` must become ``OvmfPkg/CloudHv/CloudHvDefines.fdf.inc``.
     """
     base = Path(rel).parent
 
+    def found(path: str) -> bool:
+        return any((root / path).is_file() for root in roots)
+
     def fix(path: str) -> str:
-        if tree is None or "$(" in path or (tree / path).is_file():
+        if not roots or "$(" in path or found(path):
             return path
-        beside = base / path
-        return beside.as_posix() if (tree / beside).is_file() else path
+        beside = (base / path).as_posix()
+        return beside if found(beside) else path
 
     return fix
 
 
-def platform_yaml(dsc_text: str, fdf_text: str, dsc_rel: str, fdf_rel: str, description: str = "",
-                  tree: Path | None = None) -> str:
-    """The platform YAML for DSC/FDF text (``*_rel``: their paths relative to the edk2 tree ``tree``)."""
-    dsc = parse_dsc(dsc_text, dsc_rel)
-    fdf = parse_fdf(fdf_text, fdf_rel)
+def platform_document(dsc_text: str, fdf_text: str, dsc_rel: str, fdf_rel: str, description: str = "",
+                      roots: tuple[Path, ...] = (), dsc_shown: str | None = None,
+                      fdf_shown: str | None = None) -> tuple[str, list[tuple[int, int, Location]]]:
+    """The platform YAML for DSC/FDF text, and where its items came from: (first line, last line,
+    DSC/FDF location) of every YAML item made from a statement or section.
+
+    ``*_rel``: the files' paths in their workspace; ``roots``: the workspace and packages path
+    ``!include`` resolves in; ``*_shown``: the paths errors name (default: ``*_rel``).
+    """
+    dsc_shown, fdf_shown = dsc_shown or dsc_rel, fdf_shown or fdf_rel
+    dsc = parse_dsc(dsc_text, dsc_shown)
+    fdf = parse_fdf(fdf_text, fdf_shown)
     if not dsc or dsc[0].header != "Defines":
-        raise OvmfgenError("the DSC does not start with a [Defines] section", dsc[0].loc if dsc else None)
+        raise OvmfgenError("the DSC does not start with a [Defines] section",
+                           dsc[0].loc if dsc else Location(dsc_shown, 1, 1))
     files = dsc_rel.removesuffix(".dsc")
     platform: dict[str, Any] = {"files": files}
     fields: dict[str, str] = {}
@@ -188,10 +231,10 @@ def platform_yaml(dsc_text: str, fdf_text: str, dsc_rel: str, fdf_rel: str, desc
                                        f"own FDF", stmt.loc)
             elif stmt.name in _PLATFORM_KEY:
                 key = _PLATFORM_KEY[stmt.name]
-                platform[key] = stmt.value.split("|") if key in ("supported_architectures", "build_targets") \
-                    else stmt.value
+                platform[key] = [_located(v, stmt.loc) for v in stmt.value.split("|")] \
+                    if key in ("supported_architectures", "build_targets") else _located(stmt.value, stmt.loc)
             else:
-                fields[stmt.name] = stmt.value
+                fields[stmt.name] = _located(stmt.value, stmt.loc)
             continue
         if not isinstance(stmt, Comment):
             lifting = False
@@ -200,14 +243,58 @@ def platform_yaml(dsc_text: str, fdf_text: str, dsc_rel: str, fdf_rel: str, desc
         platform["fields"] = fields
     doc: dict[str, Any] = {}
     doc["description"] = description or f"Imported from {dsc_rel} and {fdf_rel}."
-    doc["platform"] = platform
+    doc["platform"] = _located(platform, dsc[0].loc)
     doc["upstream"] = {"dsc": dsc_rel, "fdf": fdf_rel}
-    dsc_inc, fdf_inc = _include_fixer(tree, dsc_rel), _include_fixer(tree, fdf_rel)
-    doc["dsc"] = [{"Defines": _items(tuple(rest), "Defines", dsc_inc)}, *_sections(dsc[1:], dsc_inc)]
+    fd_sections = [s for s in fdf if s.kind == "FD"]
+    if fd_sections and not any(s.header == "FD.OVMF" for s in fd_sections):
+        # The FD the build publishes: OVMF unless the FDF has none of that name (CloudHv, Microvm, ...).
+        doc["publish"] = _located({"fd": fd_sections[0].header.partition(".")[2]}, fd_sections[0].loc)
+    dsc_inc, fdf_inc = _include_fixer(roots, dsc_rel), _include_fixer(roots, fdf_rel)
+    doc["dsc"] = [_located({"Defines": _items(tuple(rest), "Defines", dsc_inc)}, dsc[0].loc),
+                  *_sections(dsc[1:], dsc_inc)]
     doc["fdf"] = _sections(fdf, fdf_inc)
     header = (f"# Imported by ovmfgen from {dsc_rel} and {fdf_rel}.\n"
               "# Statement for statement the upstream platform; refactor freely (fragments, features, deltas).\n")
-    return header + dump_yaml(doc)
+    text = header + dump_yaml(doc)
+    return text, _origins(doc, text)
+
+
+def platform_yaml(dsc_text: str, fdf_text: str, dsc_rel: str, fdf_rel: str, description: str = "",
+                  tree: Path | None = None) -> str:
+    """The platform YAML for DSC/FDF text (``*_rel``: their paths relative to the edk2 tree ``tree``)."""
+    return platform_document(dsc_text, fdf_text, dsc_rel, fdf_rel, description,
+                             (tree,) if tree is not None else ())[0]
+
+
+def _origins(doc: Any, text: str) -> list[tuple[int, int, Location]]:
+    """(first line, last line, location) of every located item of ``doc`` in its dumped ``text``."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    out: list[tuple[int, int, Location]] = []
+
+    def walk(data: Any, node: Any) -> None:
+        loc = getattr(data, "loc", None)
+        if loc is not None:
+            out.append((node.start_mark.line + 1, node.end_mark.line + 1, loc))
+        if isinstance(data, dict):
+            for (_, value), (_, vnode) in zip(data.items(), node.value):
+                walk(value, vnode)
+        elif isinstance(data, list):
+            for value, vnode in zip(data, node.value):
+                walk(value, vnode)
+
+    walk(doc, node)
+    return out
+
+
+def _origin(origins: list[tuple[int, int, Location]], line: int) -> Location | None:
+    """The DSC/FDF location of the innermost item spanning YAML line ``line``."""
+    best: tuple[int, int, Location] | None = None
+    for first, last, loc in origins:
+        # A block item ends where the next begins: its last line is exclusive unless it is one line.
+        if first <= line and (line < last or line == first):
+            if best is None or first >= best[0]:
+                best = (first, last, loc)
+    return best[2] if best else None
 
 
 def _resolve_input(path: str, edk2: str | None = None) -> tuple[Path, str]:
@@ -237,22 +324,94 @@ def locate_tree(edk2: str | None = None) -> Path:
     return locate(edk2).root
 
 
+def _default_tree() -> Path | None:
+    """The default edk2 tree's root when there is one, BaseTools built or not (import needs neither)."""
+    try:
+        return locate().root
+    except OvmfgenError:
+        pass
+    override = os.environ.get("OVMFGEN_EDK2")
+    candidates = [Path(override).expanduser()] if override else []
+    try:
+        candidates.append(tree_dir() / "tree")
+    except OvmfgenError:
+        pass
+    return next((c for c in candidates if (c / "OvmfPkg").is_dir()), None)
+
+
+def _packages_path() -> tuple[Path, ...]:
+    """``$PACKAGES_PATH`` (edk2's own variable): more roots ``!include`` and INF paths resolve in."""
+    return tuple(Path(p).expanduser() for p in os.environ.get("PACKAGES_PATH", "").split(os.pathsep) if p)
+
+
+def _find_input(path: str, what: str, tree: Path | None) -> Path:
+    """The file ``path`` names: as given, else (``edk2/...`` or relative) in the default edk2 tree."""
+    p = Path(path)
+    candidates = [p]
+    if tree is not None:
+        if p.parts and p.parts[0] == "edk2":
+            candidates.append(tree.joinpath(*p.parts[1:]))
+        candidates.append(tree / p)
+    for cand in candidates:
+        if cand.is_file():
+            return cand
+    raise OvmfgenError(f"no such {what}: {path}")
+
+
+def workspace_of(path: Path, roots: tuple[Path, ...] = ()) -> Path:
+    """The workspace a DSC lives in: the first of ``roots`` holding it, else the directory above its
+    package (the nearest directory up holding a .dec), else the directory above its own."""
+    real = path.resolve()
+    for root in roots:
+        if real.is_relative_to(root.resolve()):
+            return root.resolve()
+    for directory in real.parents:
+        if directory.parent != directory and any(directory.glob("*.dec")):
+            return directory.parent
+    return real.parent.parent
+
+
+def _read(path: Path, shown: str) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise OvmfgenError(f"cannot read {shown}: {exc.strerror}") from None
+    return data.decode("utf-8", errors="replace")
+
+
 def import_command(dsc: str, fdf: str, output: str) -> None:
-    """``invoke import``: write platforms YAML for an upstream DSC/FDF pair (atomically)."""
-    dsc_path, dsc_rel = _resolve_input(dsc)
-    fdf_path, fdf_rel = _resolve_input(fdf)
-    text = platform_yaml(dsc_path.read_text(encoding="utf-8", errors="replace"),
-                         fdf_path.read_text(encoding="utf-8", errors="replace"), dsc_rel, fdf_rel,
-                         tree=locate_tree())
+    """``invoke import``: write platform YAML for a DSC/FDF pair anywhere (atomically).
+
+    The DSC's workspace is the default edk2 tree or one of ``$PACKAGES_PATH`` when it lies there, else
+    the directory above its package. Only parsing happens: no tree needs to be set up, no BaseTools
+    built. Every error names the DSC or FDF line it comes from.
+    """
     out = Path(output)
     if out.suffix != ".yaml":
         raise OvmfgenError(f"output must be a .yaml file: {output}")
-    # Prove the result loads before it replaces anything.
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
+    tree = _default_tree()
+    dsc_path, fdf_path = _find_input(dsc, "DSC", tree), _find_input(fdf, "FDF", tree)
+    packages = _packages_path()
+    ws = workspace_of(dsc_path, (*packages, *((tree,) if tree else ())))
+    rels = []
+    for path, given in ((dsc_path, dsc), (fdf_path, fdf)):
+        try:
+            rels.append(path.resolve().relative_to(ws).as_posix())
+        except ValueError:
+            raise OvmfgenError(f"{given} is not in the workspace of {dsc} ({ws})") from None
+    roots = tuple(dict.fromkeys((ws, *packages, *((tree,) if tree else ()))))
+    text, origins = platform_document(_read(dsc_path, dsc), _read(fdf_path, fdf), rels[0], rels[1],
+                                      roots=roots, dsc_shown=dsc, fdf_shown=fdf)
+    # Prove the result loads before it replaces anything; what it refuses is reported at the DSC/FDF line.
+    with tempfile.TemporaryDirectory(prefix="ovmfgen-import-") as tmp:
         probe = Path(tmp) / out.name
         probe.write_text(text, encoding="utf-8")
-        load_platform(probe, platforms_dir=out.parent.resolve())
+        try:
+            load_platform(probe, platforms_dir=out.parent.resolve())
+        except OvmfgenError as exc:
+            loc = exc.location
+            if loc is None or Path(loc.path).resolve() != probe.resolve():
+                raise
+            raise OvmfgenError(exc.message, _origin(origins, loc.line) or Location(dsc, 1, 1)) from None
     write_if_changed(out, text.encode("utf-8"))
     say(f"wrote {display_path(out)}")

@@ -15,6 +15,7 @@ conditions (``when: {edk2: ">= edk2-stable202605"}``, decided by the tag of the 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -25,17 +26,18 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ovmfgen.errors import Location, OvmfgenError, display_path
 from ovmfgen.platform.nodes import load_yaml_nodes
 from ovmfgen.platform.model import (
-    FEATURES, Block, Branch, BuildOption, Comment, Component, Conditional, Define, Delta, ElfSpec,
+    FEATURES, OPEN_FEATURES, OPEN_VALUE_RE, Block, Cert, KeySet, SecureBoot, Branch, BuildOption, Comment, Component, Conditional, Define, Delta, ElfSpec,
     ErrorDirective, Field, Inf, Include, LibraryMapping, Override, Pcd, Platform, Raw, Region,
     RegionContent, RegionPcds, ReservedRegion, Section, SetPcd, Statement, SubSection, Upstream,
 )
+from ovmfgen.platform.model import Whole, feature_default, feature_value
 from ovmfgen.edk2.releases import DEFAULT_TAG
 from ovmfgen.paths import PLATFORMS_DIR
 from ovmfgen.platform.release import ConditionError, parse_condition
 from ovmfgen.platform.syntax import split_pcd_value
 
 TOP_KEYS = ("extends", "description", "copyright", "platform", "features", "upstream", "deltas", "elf", "overrides",
-            "publish", "fragments", "dsc", "fdf")
+            "publish", "fragments", "secure_boot", "dsc", "fdf")
 PLATFORM_KEYS = ("files", "name", "guid", "version", "dsc_specification", "output_directory",
                  "supported_architectures", "build_targets", "skuid_identifier", "fields")
 HEADER_FIELDS = {
@@ -219,7 +221,8 @@ def _concat_seqs(base: Node, over: Node) -> Node:
 
 # Each ``${var}`` and the feature it comes from.
 VARIABLE_FEATURES = {"fd_size_kb": "fd_size", "fd_size": "fd_size", "network": "network", "shell": "shell",
-                     "timer": "timer", "debug_output": "debug_output"}
+                     "timer": "timer", "debug_output": "debug_output", "sb_store_offset": "secure_boot",
+                     "max_cpus": "max_cpus"}
 
 
 def feature_variables(features: dict[str, str]) -> dict[str, str]:
@@ -232,6 +235,7 @@ def feature_variables(features: dict[str, str]) -> dict[str, str]:
         "shell": "TRUE" if features["shell"] == "true" else "FALSE",
         "timer": features["timer"],
         "debug_output": features["debug_output"],
+        "max_cpus": features["max_cpus"],
     }
 
 
@@ -239,25 +243,35 @@ def check_feature(name: str, value: str, flag: str = "--feature", loc: Location 
     """Raise one line for a feature override that names no feature, or a value the feature does not take."""
     if name not in FEATURES:
         raise OvmfgenError(f"{flag} {name}={value}: no such feature (features: {', '.join(sorted(FEATURES))})", loc)
-    if value not in FEATURES[name]:
-        shown = [f"{v}M" for v in sorted(FEATURES[name])] if name == "fd_size" else FEATURES[name]
+    if feature_value(name, value) is None:
         raise OvmfgenError(f"{flag} {name}={value}: '{value}' is not a value of feature {name} "
-                           f"(one of: {', '.join(shown)})", loc)
+                           f"({_shown(name)})", loc)
+
+
+def _shown(name: str, as_written: bool = True) -> str:
+    """The values feature ``name`` takes, as error messages say them ("one of: a, b", or a number's range);
+    ``as_written``: FD sizes as the features mapping writes them (``2M``), else as ``when:`` does (``2``)."""
+    spec = FEATURES[name]
+    if isinstance(spec, Whole):
+        return str(spec)
+    if name in OPEN_FEATURES:
+        return "'off' or the name of one of the platform's key sets: lower-case letters, digits, '-'"
+    return "one of: " + ", ".join([f"{v}M" for v in sorted(spec)] if name == "fd_size" and as_written else spec)
 
 
 def _features(node: Node | None, path: str) -> dict[str, str]:
-    values = {name: allowed[0] for name, allowed in FEATURES.items()}
+    values = {name: feature_default(name) for name in FEATURES}
     if node is None:
         return values
     for name, (knode, vnode) in _mapping(node, path, "features", tuple(FEATURES)).items():
         value = _text(vnode, path, f"feature '{name}'").strip().lower()
         if name == "fd_size":
             value = value.upper().removesuffix("M").removesuffix("MIB").removesuffix("MB").lower()
-        if value not in FEATURES[name]:
-            shown = [f"{v}M" for v in sorted(FEATURES[name])] if name == "fd_size" else FEATURES[name]
-            raise OvmfgenError(f"feature '{name}': '{vnode.value}' is not one of: {', '.join(shown)}",
+        normal = feature_value(name, value)
+        if normal is None:
+            raise OvmfgenError(f"feature '{name}': '{vnode.value}' is not {_shown(name)}",
                                _where(vnode, path))
-        values[name] = value
+        values[name] = normal
     return values
 
 
@@ -363,7 +377,8 @@ def _entry(key: str, knode: Node, vnode: Node, path: str, ctx: _Ctx, kind: str, 
             raise OvmfgenError(f"library class '{key}' needs an INF path", _where(vnode, path))
         return LibraryMapping(key, value, loc=loc)
     if kind.startswith("Pcds"):
-        if not re.match(r"^\w+\.\w+$", key):
+        # A structured PCD's field is written TokenSpaceGuid.PcdName.Field (or .Field[0], [0].Field).
+        if not re.match(r"^\w+\.\w+(?:\.\w+|\[\w+\])*$", key):
             raise OvmfgenError(f"'{key}' is not a PCD name (expected TokenSpaceGuid.PcdName)", _where(knode, path))
         parts = split_pcd_value(value)
         return Pcd(key, parts[0], tuple(parts[1:]), loc=loc)
@@ -408,6 +423,20 @@ def _release_holds(node: Node, path: str, ctx: _Ctx, what: str) -> bool:
         raise OvmfgenError(str(exc), _where(node, path)) from None
 
 
+def _entry_release(node: Node, path: str, ctx: _Ctx, what: str) -> tuple[bool, str]:
+    """An override's or delta's ``edk2: COND`` for this tree: (in force, the release it is carried from).
+
+    A condition naming one release (``edk2: edk2-stable202605``) marks a fix of that release's upstream:
+    on a later tree the entry stays, carried (``"edk2-stable202605"``), and applies while its patch does.
+    """
+    try:
+        cond = parse_condition(_text(node, path, what))
+        carried = cond.carried(ctx.edk2)
+        return (carried is not None or cond.holds(ctx.edk2)), carried or ""
+    except ConditionError as exc:
+        raise OvmfgenError(str(exc), _where(node, path)) from None
+
+
 def _decide(node: Node, path: str, ctx: _Ctx) -> bool:
     """Whether a ``when:`` mapping holds for this load (features and the edk2 release)."""
     cond = _mapping(node, path, "when", WHEN_KEYS)
@@ -421,12 +450,13 @@ def _decide(node: Node, path: str, ctx: _Ctx) -> bool:
             continue
         wanted = [_text(v, path, f"when {name}").strip().lower() for v in
                   (_seq(vnode, path, f"when {name}") if isinstance(vnode, SequenceNode) else [vnode])]
-        for w in wanted:
-            if w not in FEATURES[name]:
-                raise OvmfgenError(f"when: '{w}' is not a value of feature '{name}' (expected one of: "
-                                   f"{', '.join(FEATURES[name])})", _where(vnode, path))
+        normal = [feature_value(name, w) for w in wanted]
+        for w, n in zip(wanted, normal):
+            if n is None:
+                raise OvmfgenError(f"when: '{w}' is not a value of feature '{name}' (expected "
+                                   f"{_shown(name, as_written=False)})", _where(vnode, path))
         ctx.features_read.add(name)
-        match = match and ctx.features[name] in wanted
+        match = match and ctx.features[name] in normal
     return match
 
 
@@ -575,8 +605,20 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
     default_features = tuple(sorted(features.items()))
     for fname, fvalue in (feature_overrides or {}).items():
         check_feature(fname, fvalue)
-        features[fname] = fvalue
-    ctx = _Ctx(path.stem, _fragments(path, get("fragments")), feature_variables(features), features, edk2)
+        features[fname] = feature_value(fname, fvalue) or fvalue
+    section = _secure_boot_section(get("secure_boot"))
+    secure_boot = _secure_boot(section, features, feature_overrides or {}, (fnode, fpath), path.parent)
+    variables = feature_variables(features)
+    elf_spec = _elf(get("elf"), secure_boot)
+    if secure_boot is not None and elf_spec is not None and elf_spec.base != SECURE_BOOT_PVH_BASE:
+        raise OvmfgenError(f"feature secure_boot: elf.base is 0x{elf_spec.base:x}, but the firmware looks for its "
+                           f"keys at 0x{SECURE_BOOT_PVH_BASE:x} in a PVH guest (the load address Xen uses)",
+                           Location(doc.path, 1, 1))
+    if section is not None:
+        variables["sb_store_offset"] = f"0x{section.offset:x}"
+    ctx = _Ctx(path.stem, _fragments(path, get("fragments")), variables, features, edk2)
+    if get("secure_boot")[0] is not None:
+        ctx.features_read.add("secure_boot")
 
     files, header = _platform_header(get("platform"), doc.path, ctx)
     package_dir, _, dsc_name = files.rpartition("/")
@@ -587,9 +629,11 @@ def load_platform(name_or_path: str | Path, platforms_dir: Path = PLATFORMS_DIR,
         name=path.stem, source=doc.path, dsc_name=dsc_name, package_dir=package_dir,
         description=_description(get("description")),
         features=tuple(sorted(features.items())), dsc=dsc, fdf=fdf, deltas=_deltas(get("deltas"), ctx),
-        upstream=_upstream(get("upstream")), elf=_elf(get("elf")), overrides=_overrides(get("overrides"), ctx),
+        upstream=_upstream(get("upstream")), elf=elf_spec,
+        overrides=_overrides(get("overrides"), ctx),
         fd_name=_fd_name(get("publish")), copyright=_copyright(get("copyright")),
         default_features=default_features, features_read=tuple(sorted(ctx.features_read)), edk2=edk2,
+        secure_boot=secure_boot, key_sets=tuple(sorted(section.sets)) if section else (),
         loc=Location(doc.path, 1, 1),
     )
 
@@ -683,15 +727,18 @@ def _deltas(node: tuple[Node | None, str], ctx: _Ctx) -> tuple[Delta, ...]:
                 if req not in keys:
                     raise OvmfgenError(f"delta: missing '{req}'", _where(item, dpath2))
             # {edk2: COND}: a difference only some releases have (a release-only override's file).
-            if "edk2" in keys and not _release_holds(keys["edk2"][1], dpath2, ctx, "delta edk2"):
-                continue
+            carried = ""
+            if "edk2" in keys:
+                in_force, carried = _entry_release(keys["edk2"][1], dpath2, ctx, "delta edk2")
+                if not in_force:
+                    continue
             kind = _text(keys["kind"][1], dpath2, "delta kind").strip()
             if kind not in DELTA_KINDS:
                 raise OvmfgenError(f"delta kind '{kind}' is not one of: {', '.join(DELTA_KINDS)}",
                                    _where(keys["kind"][1], dpath2))
             deltas.append(Delta(kind, _text(keys["subject"][1], dpath2, "delta subject").strip(),
                                 " ".join(_text(keys["reason"][1], dpath2, "delta reason").split()),
-                                loc=_where(item, dpath2)))
+                                loc=_where(item, dpath2), carried=carried))
     return tuple(deltas)
 
 
@@ -707,8 +754,9 @@ def _upstream(node: tuple[Node | None, str]) -> Upstream | None:
                     _text(ukeys["fdf"][1], upath, "upstream.fdf").strip())
 
 
-def _elf(node: tuple[Node | None, str]) -> ElfSpec | None:
-    """``elf:`` -> the PVH ELF's load address and the header region each FD size reserves at offset 0."""
+def _elf(node: tuple[Node | None, str], secure_boot: SecureBoot | None = None) -> ElfSpec | None:
+    """``elf:`` -> the PVH ELF's load address and the header region each FD size reserves at offset 0
+    (with Secure Boot, the 4 MiB FD's header region ends where the pre-enrolled variable store begins)."""
     enode, epath = node
     if enode is None:
         return None
@@ -722,6 +770,8 @@ def _elf(node: tuple[Node | None, str]) -> ElfSpec | None:
                 raise OvmfgenError(f"elf.header_region: FD size '{size}' is not one of 1M, 2M, 4M",
                                    _where(knode, epath))
             regions.append((int(mib) * 1024, _int(vnode, epath, f"elf.header_region.{size}")))
+    if secure_boot is not None:
+        regions = [(kb, secure_boot.store_offset if kb == SECURE_BOOT_FD_KB else n) for kb, n in regions]
     return ElfSpec(base, tuple(sorted(regions)))
 
 
@@ -746,7 +796,8 @@ def _override_entry(item: MappingNode, opath: str, ctx: _Ctx) -> Override | None
 
     {path: P, per_tree: true}: one copy per edk2 tree (overrides/<platform>/<tag>/P);
     {patch: NAME.patch}: a unified diff applied to the tree's files (platform/overrides.py);
-    {edk2: COND}: only for the trees that condition holds for (a fix of one release's upstream bug);
+    {edk2: COND}: only for the trees that condition holds for; a condition naming one release (a fix of
+    that release's upstream bug) also carries the entry to later trees, while its patch applies;
     {commit: {subject, body}}: the entry's commit in the upstream series (invoke patch).
     """
     okeys = _mapping(item, opath, "override", ("path", "patch", "per_tree", "edk2", "commit"))
@@ -754,8 +805,11 @@ def _override_entry(item: MappingNode, opath: str, ctx: _Ctx) -> Override | None
         raise OvmfgenError("override: needs one of 'path' (a whole file) or 'patch' (a unified diff)",
                            _where(item, opath))
     key = "path" if "path" in okeys else "patch"
-    if "edk2" in okeys and not _release_holds(okeys["edk2"][1], opath, ctx, "override edk2"):
-        return None
+    carried = ""
+    if "edk2" in okeys:
+        in_force, carried = _entry_release(okeys["edk2"][1], opath, ctx, "override edk2")
+        if not in_force:
+            return None
     per_tree = False
     if "per_tree" in okeys:
         flag = _text(okeys["per_tree"][1], opath, "override per_tree").strip().lower()
@@ -763,6 +817,10 @@ def _override_entry(item: MappingNode, opath: str, ctx: _Ctx) -> Override | None
             raise OvmfgenError(f"override per_tree: expected true or false, got '{flag}'",
                                _where(okeys["per_tree"][1], opath))
         per_tree = flag == "true"
+    # Only one diff for every tree can be carried (applying it tells whether it still fits): a whole file
+    # or a per-tree copy names its trees, and stays with them.
+    if carried and (key != "patch" or per_tree):
+        return None
     subject = body = ""
     if "commit" in okeys:
         ckeys = _mapping(okeys["commit"][1], opath, "override commit", ("subject", "body"))
@@ -771,7 +829,8 @@ def _override_entry(item: MappingNode, opath: str, ctx: _Ctx) -> Override | None
         subject = " ".join(_text(ckeys["subject"][1], opath, "override commit subject").split())
         body = _text(ckeys["body"][1], opath, "override commit body").strip("\n")
     return Override(_text(okeys[key][1], opath, f"override {key}").strip(), per_tree=per_tree,
-                    commit_subject=subject, commit_body=body, patch=key == "patch", loc=_where(item, opath))
+                    commit_subject=subject, commit_body=body, patch=key == "patch", loc=_where(item, opath),
+                    carried=carried)
 
 
 def _fd_name(node: tuple[Node | None, str]) -> str:
@@ -795,3 +854,182 @@ def _description(node: tuple[Node | None, str]) -> str:
     """``description:`` folded to one line."""
     desc_node, desc_path = node
     return " ".join(_text(desc_node, desc_path, "description").split()) if desc_node is not None else ""
+
+
+# --- Secure Boot: the key sets, and what the feature implies ----------------------------------------
+
+#: Secure Boot needs the 4 MiB layout: its PcdMaxAuthVariableSize (0x8400) holds a current dbx
+#: (21-31 kB); the 2 MiB layout's (0x2800, 10 KiB) does not.
+SECURE_BOOT_FD_KB = 4096
+#: The 4 MiB layout's NV variable store region (PcdFlashNvStorageVariableSize): XenPlatformPei looks for the
+#: pre-enrolled store at each 4 KiB boundary in it, after the ELF header's page.
+SECURE_BOOT_STORE_REGION = 0x40000
+#: Where Xen loads a PVH guest's FD; XenPlatformPei looks for the store there (XEN_PVH_FD_BASE in the patch).
+SECURE_BOOT_PVH_BASE = 0x100000
+#: Owner GUID of the signature list entries ovmfgen enrolls for certificates that are not Microsoft's.
+OVMFGEN_OWNER = "6f766d66-6765-6e00-8000-6b65797365ff"
+#: Owner GUID of Microsoft's certificates (as Microsoft and virt-firmware enroll them).
+MICROSOFT_OWNER = "77fa9abd-0359-4d32-bd60-28f4e78f784b"
+_KEY_SET_KEYS = ("description", "pk", "kek", "db", "dbx")
+_CERT_SUFFIXES = (".pem", ".crt", ".cer", ".der")
+
+
+def shipped_certs() -> dict[str, tuple[Path, str]]:
+    """The certificates virt-firmware ships, by name (``ms-uefi-2023``): their file and owner GUID."""
+    try:
+        import virt.firmware as vf  # the enrollment tool's own package (a dependency of ovmfgen)
+    except ImportError:
+        return {}
+    out = {}
+    for pem in sorted((Path(vf.__file__).parent / "certs").glob("*/*.pem")):
+        out[pem.stem] = (pem, MICROSOFT_OWNER if pem.parent.name == "microsoft.com" else OVMFGEN_OWNER)
+    return out
+
+
+def _cert(node: Node, path: str, what: str, base: Path, shipped: dict[str, tuple[Path, str]]) -> Cert:
+    """One certificate entry: a file (relative to the platform file's folder) or a shipped name."""
+    spec = _text(node, path, what).strip()
+    loc = _where(node, path)
+    if "/" in spec or spec.lower().endswith(_CERT_SUFFIXES):
+        file = base / spec
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise OvmfgenError(f"{what}: cannot read certificate file {display_path(file)}: "
+                               f"{exc.strerror or exc}", loc) from None
+        sha256, subject = _check_certificate(data, f"{what}: {display_path(file)}", loc)
+        return Cert(spec, file, OVMFGEN_OWNER, sha256, subject, loc=loc)
+    if spec not in shipped:
+        raise OvmfgenError(f"{what}: '{spec}' is neither a certificate file (a path with a '/' or ending in .pem, "
+                           ".crt, .cer or .der) nor the name of a certificate virt-firmware ships (ms-kek-2011, "
+                           "ms-kek-2023, ms-uefi-2011, ms-uefi-2023, windows-2011, windows-2023, debian-2016, ...)", loc)
+    file, owner = shipped[spec]
+    sha256, subject = _check_certificate(file.read_bytes(), f"{what}: {spec} ({display_path(file)})", loc)
+    return Cert(spec, file, owner, sha256, subject, loc=loc)
+
+
+def _check_certificate(data: bytes, what: str, loc: Location) -> tuple[str, str]:
+    """An X.509 certificate, PEM or DER, with an RSA key (what edk2's image verification takes): its
+    fingerprint (sha256 of the DER, as a signature list holds it) and its subject."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import Encoding
+    try:
+        cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
+        key = cert.public_key()
+    except (ValueError, TypeError):
+        raise OvmfgenError(f"{what} is not an X.509 certificate (PEM or DER)", loc) from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise OvmfgenError(f"{what}: the certificate's key is not RSA (edk2 verifies RSA signatures only)", loc)
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(), cert.subject.rfc4514_string()
+
+
+def _key_set(name: str, node: Node, path: str, base: Path) -> KeySet:
+    """One key set of ``secure_boot.key_sets`` (its certificate files read and checked)."""
+    what = f"secure_boot.key_sets.{name}"
+    keys = _fields(node, path, what, _KEY_SET_KEYS, ("pk", "kek", "db"))
+    shipped = shipped_certs()
+
+    def certs(key: str) -> tuple[Cert, ...]:
+        vnode = keys[key][1]
+        items = _seq(vnode, path, f"{what}.{key}") if isinstance(vnode, SequenceNode) else [vnode]
+        if not items:
+            raise OvmfgenError(f"{what}.{key} must not be empty", _where(vnode, path))
+        return tuple(_cert(item, path, f"{what}.{key}", base, shipped) for item in items)
+
+    pk = certs("pk")
+    if len(pk) != 1:
+        raise OvmfgenError(f"{what}.pk: exactly one certificate (the Platform Key), got {len(pk)}",
+                           _where(keys["pk"][1], path))
+    dbx: Path | None = None
+    if "dbx" in keys:
+        text = _text(keys["dbx"][1], path, f"{what}.dbx").strip()
+        if text != "empty":
+            dbx = base / text
+            try:
+                size = dbx.stat().st_size
+            except OSError as exc:
+                raise OvmfgenError(f"{what}.dbx: cannot read {display_path(dbx)}: {exc.strerror or exc} (a dbx "
+                                   "update file, as Microsoft publishes it, or 'empty')",
+                                   _where(keys["dbx"][1], path)) from None
+            if not size:
+                raise OvmfgenError(f"{what}.dbx: {display_path(dbx)} is empty", _where(keys["dbx"][1], path))
+    description = " ".join(_text(keys["description"][1], path, f"{what}.description").split()) \
+        if "description" in keys else ""
+    return KeySet(name, description, pk[0], certs("kek"), certs("db"), dbx, loc=_where(node, path))
+
+
+@dataclass(frozen=True)
+class _SecureBootSection:
+    """A platform's ``secure_boot:`` section, its shape checked (the key sets not yet read)."""
+
+    offset: int
+    size: int
+    sets: dict[str, tuple[Node, Node]]
+    path: str
+
+
+def _fields(node: Node, path: str, what: str, allowed: tuple[str, ...],
+            required: tuple[str, ...]) -> dict[str, tuple[Node, Node]]:
+    """A mapping with only ``allowed`` keys, each of ``required`` present (else one line naming the first missing)."""
+    keys = _mapping(node, path, what, allowed)
+    for req in required:
+        if req not in keys:
+            raise OvmfgenError(f"{what}: missing '{req}'", _where(node, path))
+    return keys
+
+
+def _secure_boot_section(node: tuple[Node | None, str]) -> _SecureBootSection | None:
+    """``secure_boot:`` -> where the store goes and the key sets by name (checked whether the feature is on
+    or not, like a ``when:`` block's unused arm)."""
+    snode, spath = node
+    if snode is None:
+        return None
+    keys = _fields(snode, spath, "secure_boot", ("store", "key_sets"), ("store", "key_sets"))
+    store = _fields(keys["store"][1], spath, "secure_boot.store", ("offset", "size"), ("offset", "size"))
+    offset = _int(store["offset"][1], spath, "secure_boot.store.offset")
+    size = _int(store["size"][1], spath, "secure_boot.store.size")
+    if offset < 0x1000 or offset % 0x1000 or offset >= SECURE_BOOT_STORE_REGION:
+        raise OvmfgenError(f"secure_boot.store.offset: 0x{offset:x} must be a multiple of 0x1000 that leaves the "
+                           "PVH ELF header its page and lies in the NV variable store region (0x1000 to "
+                           f"0x{SECURE_BOOT_STORE_REGION - 0x1000:x}: where XenPlatformPei looks)",
+                           _where(store["offset"][1], spath))
+    sets = _mapping(keys["key_sets"][1], spath, "secure_boot.key_sets")
+    for name, (knode, _) in sets.items():
+        if not OPEN_VALUE_RE.match(name) or name == "off":
+            raise OvmfgenError(f"secure_boot.key_sets: '{name}' is not a key set name (lower-case letters, digits, "
+                               "'-'; not 'off')", _where(knode, spath))
+    return _SecureBootSection(offset, size, sets, spath)
+
+
+def _secure_boot(section: _SecureBootSection | None, features: dict[str, str], overrides: Mapping[str, str],
+                 fnode: tuple[Node | None, str], base: Path) -> SecureBoot | None:
+    """Feature ``secure_boot``: None when off; else its key set, checked, and what it implies (the 4 MiB
+    layout, no Shell), in ``features``. An explicit ``--fd-size``/``--feature`` that contradicts it is an error."""
+    value = features["secure_boot"]
+    if value == "off":
+        return None
+    # Where the value came from: the command line (no location) or the platform's features: line.
+    loc = None
+    if "secure_boot" not in overrides and fnode[0] is not None:
+        for knode, vnode in fnode[0].value:
+            if isinstance(knode, ScalarNode) and knode.value == "secure_boot":
+                loc = _where(vnode, fnode[1])
+    shown = "--feature secure_boot" if loc is None else "feature 'secure_boot'"
+    if section is None:
+        raise OvmfgenError(f"{shown}: '{value}' names no key set: this platform has no 'secure_boot:' section "
+                           "(no Secure Boot support)", loc)
+    if value not in section.sets:
+        raise OvmfgenError(f"{shown}: '{value}' is not a key set of this platform (key sets: "
+                           f"{', '.join(sorted(section.sets))}; or 'off')", loc)
+    key_set = _key_set(value, section.sets[value][1], section.path, base)
+    size_kb = int(features["fd_size"]) * 1024
+    if "fd_size" in overrides and size_kb != SECURE_BOOT_FD_KB:
+        raise OvmfgenError(f"--fd-size {features['fd_size']}M: Secure Boot needs the 4 MiB layout (its 10 KiB limit "
+                           "per authenticated variable is smaller than a current dbx): use --fd-size 4M or leave it out")
+    if overrides.get("shell") == "true":
+        raise OvmfgenError("--feature shell=true: a Secure Boot image has no Shell (the Shell bypasses Secure "
+                           "Boot; edk2 leaves it out of such images too)")
+    features["fd_size"] = str(SECURE_BOOT_FD_KB // 1024)
+    features["shell"] = "false"
+    return SecureBoot(key_set, section.offset, section.size)

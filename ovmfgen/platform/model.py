@@ -12,8 +12,10 @@ equality so that two models compare by content.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Union
 
 from ovmfgen.errors import Location
@@ -247,6 +249,8 @@ class Delta:
     subject: str       # what differs, in the diff's own words (e.g. "PLATFORM_NAME")
     reason: str
     loc: Location | None = _loc()
+    # The release its ``edk2:`` condition names, when this tree is a later one (a fix carried forward).
+    carried: str = ""
 
 
 @dataclass(frozen=True)
@@ -283,28 +287,102 @@ class Override:
     commit_body: str = ""
     patch: bool = False
     loc: Location | None = _loc()
+    # The release its ``edk2:`` condition names, when this tree is a later one: the entry is a fix of that
+    # release's upstream, applied while its patch applies (platform/overrides.py says when it no longer does).
+    carried: str = ""
 
     def source(self, tag: str | None) -> str:
         """The file's path relative to overrides/<platform>/ for the edk2 tree tagged ``tag``."""
         return f"{tag}/{self.path}" if self.per_tree and tag else self.path
 
 
-FEATURES: dict[str, tuple[str, ...]] = {
-    # feature -> allowed values (the first is the default)
+@dataclass(frozen=True)
+class Whole:
+    """A feature whose value is a whole number from ``low`` to ``high`` (``why`` says where the bounds come from)."""
+
+    default: int
+    low: int
+    high: int
+    why: str
+
+    def normal(self, value: str) -> str | None:
+        """``value`` in canonical form (decimal, no leading zeros), or None when it is not in range."""
+        if not value.isascii() or not value.isdigit() or not self.low <= int(value) <= self.high:
+            return None
+        return str(int(value))
+
+    def __str__(self) -> str:
+        return f"a whole number from {self.low} to {self.high}: {self.why}"
+
+
+FEATURES: dict[str, tuple[str, ...] | Whole] = {
+    # feature -> allowed values (the first is the default), or the range of a numeric one
     "timer": ("lapic", "acpi"),
     "debug_output": ("debugcon", "hypervisor-console"),
     "network": ("true", "false"),
     "shell": ("true", "false"),
     "fd_size": ("2", "1", "4"),
+    # "off" or the name of a key set of the platform's ``secure_boot.key_sets`` (open: checked on load)
+    "secure_boot": ("off",),
+    # PcdCpuMaxLogicalProcessorNumber: MpInitLib's room for processors (AP stacks, CPU data).
+    "max_cpus": Whole(128, 1, 128, "Xen gives PVH and HVM guests at most HVM_MAX_VCPUS = 128 vCPUs"),
     "tpm": ("off", "tpm2"),
 }
 """Feature switches that read like the seed; ``when:`` blocks select on them at render time."""
+#: Features whose values the platform file names (besides the listed ones): checked when it is loaded.
+OPEN_FEATURES = frozenset({"secure_boot"})
+#: An open feature's value (a key set name): what ``--feature secure_boot=NAME`` may say.
+OPEN_VALUE_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
-FEATURE_DEFINES: dict[str, tuple[str, str]] = {
-    # -D NAME an upstream DSC reads -> (the feature that replaces it, its value for -D NAME=TRUE); refused
-    "TPM2_ENABLE": ("tpm", "tpm2"),
-}
-"""Upstream ``-D`` switches a feature owns: ``--define`` of one is refused with the ``--feature`` to write."""
+
+@dataclass(frozen=True)
+class Cert:
+    """A certificate a key set enrolls: a file beside the platform, or one that virt-firmware ships."""
+
+    spec: str            # as the platform file writes it (``keys/ovmfgen-test/db.pem``, ``ms-uefi-2023``)
+    path: Path           # the certificate file (PEM or DER)
+    owner: str           # the owner GUID of its signature list entry
+    sha256: str = ""     # its fingerprint: sha256 of its DER (read and checked on load)
+    subject: str = ""    # its subject (RFC 4514)
+    loc: Location | None = _loc()
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """What a Secure Boot image enrolls: one PK, KEKs, db certificates, and a dbx (None: an empty one)."""
+
+    name: str
+    description: str
+    pk: Cert
+    kek: tuple[Cert, ...]
+    db: tuple[Cert, ...]
+    dbx: Path | None
+    loc: Location | None = _loc()
+
+
+@dataclass(frozen=True)
+class SecureBoot:
+    """Secure Boot of a build (feature ``secure_boot``): the key set, where its store sits in the FD."""
+
+    key_set: KeySet
+    store_offset: int    # FD offset of the pre-enrolled variable store (after the PVH ELF header page)
+    store_size: int      # bytes from there that the store may use (the rest of the old VarStore region)
+
+
+def feature_default(name: str) -> str:
+    """The value feature ``name`` has when nothing sets it."""
+    spec = FEATURES[name]
+    return str(spec.default) if isinstance(spec, Whole) else spec[0]
+
+
+def feature_value(name: str, value: str) -> str | None:
+    """``value`` as feature ``name`` holds it (a number in canonical form), or None when ``name`` does not take it."""
+    spec = FEATURES[name]
+    if isinstance(spec, Whole):
+        return spec.normal(value)
+    if name in OPEN_FEATURES:
+        return value if OPEN_VALUE_RE.match(value) else None
+    return value if value in spec else None
 
 
 @dataclass(frozen=True)
@@ -328,6 +406,8 @@ class Platform:
     default_features: tuple[tuple[str, str], ...] = ()  # as the YAML sets them, before overrides
     features_read: tuple[str, ...] = ()  # the features a when: block or ${var} of this load consulted
     edk2: str = ""                  # tag of the edk2 tree it was loaded for (decided its release conditions)
+    secure_boot: SecureBoot | None = None   # feature secure_boot on: its key set and store
+    key_sets: tuple[str, ...] = ()          # the key sets feature secure_boot may name
     loc: Location | None = _loc()
 
     @property
@@ -340,9 +420,16 @@ class Platform:
         """Workspace-relative path of the generated FDF."""
         return f"{self.package_dir}/{self.dsc_name}.fdf"
 
+    def feature_values(self) -> dict[str, str]:
+        """What each feature that a -D stands for takes on this platform (for the line refusing the -D)."""
+        sets = ", ".join(self.key_sets)
+        return {"secure_boot": f"'off' or a key set: {sets}" if sets else "this platform has no Secure Boot",
+                "tpm": " or ".join(f"'{v}'" for v in FEATURES["tpm"]) if "tpm" in self.features_read
+                else "this platform has no TPM"}
+
     def feature(self, name: str) -> str:
         """The value of feature ``name`` (its default when the platform does not set it)."""
-        return dict(self.features).get(name, FEATURES[name][0])
+        return dict(self.features).get(name, feature_default(name))
 
     def header_field(self, name: str) -> str | None:
         """A [Defines] header field of the DSC (``PLATFORM_NAME``, ``OUTPUT_DIRECTORY``, ...)."""

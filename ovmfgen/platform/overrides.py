@@ -17,9 +17,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ovmfgen.edk2.releases import position
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.platform.model import Override, Platform
 from ovmfgen.run import run
+from ovmfgen.ui import say
 
 _TARGET_RE = re.compile(rb"^(---|\+\+\+) (\S+)", re.MULTILINE)
 
@@ -33,6 +35,19 @@ class OverrideStep:
     files: tuple[tuple[str, bytes], ...]       # edk2 path -> bytes, sorted by path
 
 
+def override_source(ov: Override, overrides_root: Path, tag: str | None) -> str:
+    """The entry's file relative to overrides/<platform>/ for the tree tagged ``tag``. A ``per_tree`` entry
+    without a copy for a checkout past a release (``edk2-stable202605-3-g...``) takes the copy of the release
+    it descends from, as a ``carried`` patch entry does."""
+    source = ov.source(tag)
+    if not ov.per_tree or not tag or (overrides_root / source).exists():
+        return source
+    pos = position(tag)
+    if pos is not None and not pos.is_release and (overrides_root / ov.source(pos.release_tag)).exists():
+        return ov.source(pos.release_tag)
+    return source
+
+
 def check_overrides(platform: Platform, overrides_root: Path, tag: str) -> None:
     """Every override must be a file inside ``overrides_root`` (the layout's overrides/<platform>/: no ``..``,
     absolute paths or escaping links). A ``per_tree`` override needs its copy for the tree tagged ``tag``
@@ -44,7 +59,7 @@ def check_overrides(platform: Platform, overrides_root: Path, tag: str) -> None:
             raise OvmfgenError(f"override path must be relative to overrides/{platform.name}/: {rel}", ov.loc)
         if ".." in Path(rel).parts:
             raise OvmfgenError(f"override path must stay inside overrides/{platform.name}/: {rel}", ov.loc)
-        rel = ov.source(tag)
+        rel = override_source(ov, root, tag)
         target = root / rel
         try:
             resolved = target.resolve(strict=True)
@@ -116,29 +131,44 @@ def override_steps(platform: Platform, overrides_root: Path, tag: str, tree_root
     current: dict[str, bytes] = {}
     steps = []
     for ov in platform.overrides:
-        source = ov.source(tag)
+        source = override_source(ov, overrides_root, tag)
         where = f"overrides/{platform.name}/{source}"
         try:
             data = (overrides_root / source).read_bytes()
         except OSError as exc:
             raise OvmfgenError(f"cannot read override {where}: {exc.strerror or exc}", ov.loc) from None
         if ov.patch:
-            base = {}
-            for rel in patch_targets(data, where, ov):
-                if rel in current:
-                    base[rel] = current[rel]
-                    continue
-                try:
-                    base[rel] = (tree_root / rel).read_bytes()
-                except OSError:
-                    raise OvmfgenError(f"override patch {where} changes {rel}, which {tag} does not have",
-                                       ov.loc) from None
-            files = apply_patch(data, base, where, tag, ov)
+            try:
+                files = _patched(data, current, where, tag, tree_root, ov)
+            except OvmfgenError as exc:
+                if not ov.carried:
+                    raise
+                # A fix of an older release's upstream that no longer applies: upstream changed (most often:
+                # fixed) what it fixes. Said in one line at the entry, never dropped silently.
+                say(f"{exc.location or platform.name}: note: override patch {exc.message.removeprefix('override patch ')}"
+                    f"; written for {ov.carried}, it is not applied to this later tree: if upstream fixed what it "
+                    f"fixes, end its 'edk2:' at {ov.carried}, else rewrite it", prefix=False)
+                continue
         else:
             files = {ov.path: data}
         current.update(files)
         steps.append(OverrideStep(ov, source, tuple(sorted(files.items()))))
     return tuple(steps)
+
+
+def _patched(data: bytes, current: dict[str, bytes], where: str, tag: str, tree_root: Path,
+             ov: Override) -> dict[str, bytes]:
+    """The files the patch ``data`` makes of the tree's (or an earlier entry's) files."""
+    base = {}
+    for rel in patch_targets(data, where, ov):
+        if rel in current:
+            base[rel] = current[rel]
+            continue
+        try:
+            base[rel] = (tree_root / rel).read_bytes()
+        except OSError:
+            raise OvmfgenError(f"override patch {where} changes {rel}, which {tag} does not have", ov.loc) from None
+    return apply_patch(data, base, where, tag, ov)
 
 
 def override_files(steps: tuple[OverrideStep, ...]) -> dict[str, bytes]:

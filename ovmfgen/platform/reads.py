@@ -18,7 +18,6 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 
 from ovmfgen.errors import Location, OvmfgenError
-from ovmfgen.platform.model import FEATURE_DEFINES
 
 _MACRO = re.compile(r"\$\((\w+)\)")
 _IFDEF = re.compile(r"^\s*!ifn?def\s+(?:\$\()?(\w+)\)?", re.MULTILINE | re.IGNORECASE)
@@ -61,18 +60,30 @@ class UnreadSwitch(OvmfgenError):
         self.kind, self.name, self.value, self.detail = kind, name, value, detail
 
 
+#: ``-D`` switches other builds of OvmfXen take (Fedora's, Alpine's) for what ovmfgen builds as a feature:
+#: refused with the feature to write instead (SECURE_BOOT_ENABLE is read, by ShellDxe.fdf.inc, but alone it
+#: only drops the Shell: the image would have no keys; TPM2_ENABLE is read by no file of OvmfXen).
+FEATURE_DEFINES = {"SECURE_BOOT_ENABLE": "secure_boot", "TPM2_ENABLE": "tpm"}
+
+
+def refuse_feature_defines(defines: Mapping[str, str], values: Mapping[str, str], flag: str = "--define",
+                           where: Mapping[str, Location] | None = None) -> None:
+    """Raise for a define that stands for a feature; ``values`` says, per feature, what it takes."""
+    for name in sorted(defines):
+        feature = FEATURE_DEFINES.get(name)
+        if feature is not None:
+            raise UnreadSwitch(flag, "define", name, defines[name], f"ovmfgen builds this as a feature: write "
+                               f"--feature {feature}=VALUE instead ({values.get(feature, 'not available here')})",
+                               (where or {}).get(name))
+
+
 def check_defines(platform: str, defines: Mapping[str, str], read: frozenset[str], flag: str = "--define",
                   where: Mapping[str, Location] | None = None) -> None:
-    """Raise for the first define (in name order) that a feature owns or no file of ``platform`` reads.
+    """Raise for the first define (in name order) that no file of ``platform`` reads.
 
     ``where`` locates a define in the file it came from (nightly.yaml), when it came from one.
     """
     for name in sorted(defines):
-        if name in FEATURE_DEFINES:
-            feature, on = FEATURE_DEFINES[name]
-            value = on if defines[name].strip().upper() == "TRUE" else "off"
-            raise UnreadSwitch(flag, "define", name, defines[name], f"{name} is ovmfgen's feature {feature}: "
-                               f"write --feature {feature}={value} instead", (where or {}).get(name))
         if name not in read:
             raise UnreadSwitch(flag, "define", name, defines[name], f"no file of platform {platform} reads {name} "
                                f"(it reads: {', '.join(sorted(read))})", (where or {}).get(name))

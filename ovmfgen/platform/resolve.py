@@ -20,7 +20,7 @@ Where things go (the variant rule)
 * The variant suffix is empty for the platform's default FD size and features; otherwise it joins with
   ``-``: the FD size when it is not the default (``4M``); each feature set to a value other than the
   platform's default, by feature name, as its tag (``hvcon``, ``debugcon``, ``acpitimer``,
-  ``lapictimer``, ``nonet``/``net``, ``noshell``/``shell``; any other as ``<name>-<value>``,
+  ``lapictimer``, ``nonet``/``net``, ``noshell``/``shell``, ``tpm2``/``notpm``; any other as ``<name>-<value>``,
   non-alphanumerics dropped); ``D`` and the first 8 hex digits of the sha256 of the sorted extra
   ``-D NAME=VALUE`` pairs. So ``--fd-size 4M --feature debug_output=hypervisor-console`` publishes to
   ``dist/xen-pvh/DEBUG-4M-hvcon/``.
@@ -44,7 +44,7 @@ from ovmfgen.paths import ELF_NAME, Layout
 from ovmfgen.platform.located import load_for_tree
 from ovmfgen.platform.model import FEATURES, Platform
 from ovmfgen.platform.overrides import OverrideStep, check_overrides, override_files, override_steps
-from ovmfgen.platform.reads import check_defines, check_features, names_read
+from ovmfgen.platform.reads import check_defines, check_features, names_read, refuse_feature_defines
 from ovmfgen.platform.render import Rendered, render
 from ovmfgen.request import Request
 
@@ -195,6 +195,7 @@ def resolved(platform: Platform, tree: Edk2Tree, layout: Layout | None = None,
     steps = override_steps(platform, lay.overrides_for(platform.name), tree.tag, tree.root)
     files = override_files(steps)
     if req.defines:
+        refuse_feature_defines(dict(req.defines), platform.feature_values())
         rendered_files = {f"{platform.package_dir}/{n}": d for n, d in rendered.files().items()}
         check_defines(platform.name, dict(req.defines), names_read(rendered_files, _included(files, tree.root)))
     fd_size = int(platform.feature("fd_size"))

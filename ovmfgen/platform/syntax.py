@@ -181,6 +181,12 @@ class _Parser:
             if not self.stack:
                 raise self.err(lineno, f"statement outside any section: {code}")
             if code.startswith("!"):
+                end = self._section_spanning_end(i - 1)
+                if end is not None:
+                    # An !if around section headers has no place in the section model: kept as written.
+                    self.emit(Block(_verbatim(self.lines[i - 1:end + 1]), loc=self.loc(lineno)))
+                    i = end + 1
+                    continue
                 self.directive(code, lineno)
                 continue
             # Multi-line brace constructs (FDF FILE/APRIORI/DATA blocks, rule bodies).
@@ -202,6 +208,26 @@ class _Parser:
                 self.fdf_statement(code, lineno)
         self.close_section(n)
         return tuple(self.sections)
+
+    def _section_spanning_end(self, start: int) -> int | None:
+        """The index of the ``!endif`` closing the ``!if`` at line index ``start`` when a section header
+        lies between them (else None: an ordinary conditional, or one that never closes)."""
+        if _directive_word(strip_comment(self.lines[start].strip())) not in ("if", "ifdef", "ifndef"):
+            return None
+        depth = 0
+        spans = False
+        for j in range(start, len(self.lines)):
+            code = strip_comment(self.lines[j].strip())
+            word = _directive_word(code)
+            if word in ("if", "ifdef", "ifndef"):
+                depth += 1
+            elif word == "endif":
+                depth -= 1
+                if depth == 0:
+                    return j if spans else None
+            elif _SECTION_RE.match(code):
+                spans = True
+        return None
 
     def _in_component(self) -> bool:
         return any(f.kind in ("component", "sub") for f in self.stack)
@@ -371,6 +397,19 @@ class _Parser:
             self.emit(Field(key.strip(), value.strip(), loc=loc))
             return
         self.emit(Raw(code, loc=loc))
+
+
+def _directive_word(code: str) -> str:
+    """``if`` for ``!if $(X)``; empty for a line that is no directive."""
+    words = code[1:].split(None, 1) if code.startswith("!") else []
+    return words[0].lower() if words else ""
+
+
+def _verbatim(lines: list[str]) -> str:
+    """Lines kept as written: trailing blanks and blank lines dropped, common indentation removed."""
+    kept = [ln.rstrip().expandtabs(2) for ln in lines if ln.strip()]
+    base = min(len(ln) - len(ln.lstrip()) for ln in kept)
+    return "\n".join(ln[base:] for ln in kept)
 
 
 def _dedent_block(lines: list[str], value_only: bool = False) -> str:

@@ -28,6 +28,7 @@ from ovmfgen.platform.model import (
 )
 from ovmfgen.edk2.toollib import (
     Workspace, conditional_evaluator, dsc_parser, expand_macros, fdf_parser, quiet_edk2toollib,
+    edk2_path as make_edk2_path,
 )
 from ovmfgen.platform.resolve import Resolved
 
@@ -205,7 +206,8 @@ def check_pcds(platform: Platform, infos: Infos, edk2_path: object) -> None:
         elif isinstance(stmt, RegionPcds):
             names = [stmt.base, stmt.size]
         for name in names:
-            if name not in declared:
+            # A structured PCD's field (Guid.PcdName.Field, Guid.PcdName[0]) belongs to Guid.PcdName.
+            if ".".join(name.split("[")[0].split(".")[:2]) not in declared:
                 raise OvmfgenError(f"PCD {name} is not declared in any DEC of the platform's packages "
                                    f"({', '.join(sorted(packages)) or 'none'})", stmt.loc)
 
@@ -337,15 +339,12 @@ def validate(r: Resolved, use_cache: bool = True) -> None:
         marker = r.layout.validated_dir / f"{_marker_prefix(platform)}{_cache_key(r)}"
         if marker.is_file():
             return
-    # Function-local, after the remembered result: edk2toollib takes ~0.3 s to import.
-    from edk2toollib.uefi.edk2.path_utilities import Edk2Path
-
     quiet_edk2toollib()
     with tempfile.TemporaryDirectory(prefix="ovmfgen-validate-") as tmp:
         ws_root = prepare_workspace(r, Path(tmp))
         ws = Workspace((ws_root, edk2_root))
         check_paths(platform, ws)
-        edk2_path = Edk2Path(str(ws_root), [str(edk2_root)])
+        edk2_path = make_edk2_path(ws_root, [edk2_root])
         dsc = dsc_parser()
         dsc.SetEdk2Path(edk2_path)
         dsc.SetInputVars({"TARGET": "DEBUG", "ARCH": ARCH, "TOOL_CHAIN_TAG": toolchain_tag(edk2_root)})

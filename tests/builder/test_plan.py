@@ -174,5 +174,5 @@ def test_tpm2_enable_is_refused_with_the_feature_to_write(edk2_tree) -> None:
     for extra in ([], ["--feature", "tpm=tpm2"]):
         proc = subprocess.run([sys.executable, "-m", "ovmfgen", "build", "--platform", "xen-pvh", "--define",
                                "TPM2_ENABLE=TRUE", *extra], cwd=paths.REPO_ROOT, capture_output=True, text=True, env=env)
-        assert (proc.returncode, proc.stderr) == (1, "error: --define TPM2_ENABLE=TRUE: TPM2_ENABLE is ovmfgen's "
-                                                     "feature tpm: write --feature tpm=tpm2 instead\n")
+        assert (proc.returncode, proc.stderr) == (1, "error: --define TPM2_ENABLE=TRUE: ovmfgen builds this as a "
+                                                     "feature: write --feature tpm=VALUE instead ('off' or 'tpm2')\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -162,3 +163,19 @@ def test_a_named_tag_uses_the_provided_tree_only_when_it_has_that_tag(
     assert edk2.locate(PIN.tag, repo_root=tmp_path).identity["source"] == "debian"
     with pytest.raises(OvmfgenError, match="edk2 tree edk2-stable202605 not set up"):
         edk2.locate("edk2-stable202605", repo_root=tmp_path)
+
+
+def test_edk2_path_argument_is_a_checkout(isolated_cache: Path, tmp_path: Path, monkeypatch) -> None:
+    """``--edk2 PATH`` names a checkout (as OVMFGEN_EDK2 does); a tag stays a tag; a path to no edk2 tree
+    is one line."""
+    monkeypatch.setenv("OVMFGEN_EDK2", "unset")   # recorded, so the test's own setting is undone after it
+    monkeypatch.delenv("OVMFGEN_EDK2")
+    assert edk2.checkout_argument("edk2-stable202605") == "edk2-stable202605"
+    assert edk2.checkout_argument(None) is None
+    (tmp_path / "co" / "OvmfPkg").mkdir(parents=True)
+    assert edk2.checkout_argument(str(tmp_path / "co")) is None
+    assert os.environ["OVMFGEN_EDK2"] == str((tmp_path / "co").resolve())
+    with pytest.raises(OvmfgenError) as ei:
+        edk2.checkout_argument(str(tmp_path / "nothing"))
+    assert str(ei.value) == (f"error: --edk2 {tmp_path / 'nothing'}: not an edk2 tree (no OvmfPkg/); --edk2 takes "
+                             "a release tag or a checkout's path")

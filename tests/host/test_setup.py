@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen import fsutil
+from ovmfgen import cacheentry, fsutil
 from ovmfgen.edk2 import debian, fetch, install
 from ovmfgen.edk2 import tree as edk2
 from ovmfgen.edk2.debian import SourceRelease
@@ -159,7 +159,7 @@ def test_killed_unpack_leaves_nothing_complete_and_the_rerun_recovers(
     # The rerun (network fetch replaced by the generated tarballs) recovers and completes.
     monkeypatch.setattr(install, "ensure_downloads", lambda force=False: (downloads, record))
     assert install.ensure_debian_tree() is True
-    assert not [p for p in directory.iterdir() if fetch.TMP_INFIX in p.name]
+    assert not [p for p in directory.iterdir() if cacheentry.TMP_INFIX in p.name]
     tree = edk2.locate(repo_root=tmp_path)
     assert tree.root == directory / "tree"
     assert len(list((tree.root / "MdePkg/Library/Fake").iterdir())) == 400

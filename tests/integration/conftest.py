@@ -25,6 +25,8 @@ from ovmfgen.edk2.releases import NEWEST_TAG
 from ovmfgen.nightly import repro
 
 HVCON = ("debug_output=hypervisor-console",)
+#: The Secure Boot build the Xen boot test's Secure Boot guests boot: the test key set, 4 MiB.
+SB_FEATURES = (*HVCON, "secure_boot=test")
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +58,13 @@ def published_xen_pvh_newest() -> Path:
 def published_xen_pvh_hvcon_newest() -> Path:
     """dist/xen-pvh/edk2-stable202605/DEBUG-hvcon/: the hypervisor-console build against the newest tree."""
     return build_entry.build_command(platform="xen-pvh", target="DEBUG", features=HVCON, edk2=NEWEST_TAG)
+
+
+@pytest.fixture(scope="session")
+def published_xen_pvh_sb() -> Path:
+    """dist/xen-pvh/DEBUG-<variant>/: the hypervisor-console build with Secure Boot on (``secure_boot=test``,
+    4 MiB)."""
+    return build_entry.build_command(platform="xen-pvh", target="DEBUG", fd_size="4M", features=SB_FEATURES)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,12 @@ minutes); the run itself takes a few minutes and ~3.5 GB of RAM (4.17, from book
 (4.20, from trixie: 3 GiB for Xen). The two versions' nested boots run at the same time: under icount
 each outer QEMU is one TCG thread, so on a 2-core machine the pair takes about as long as the longer.
 
+With a Secure Boot build (``--feature secure_boot=test``, 4 MiB; ``published_xen_pvh_sb``) the same nested
+boot also runs the Secure Boot guests (``CI_SB_GUESTS``, disks from ovmfgen/boot/xen/sbdisks.py): the
+project's UKI unsigned (must be refused: SECURE_BOOT_REFUSED), the same UKI signed with the test db key,
+Debian's shim -> that signed UKI, and Debian's shim -> GRUB -> kernel (each to the OS with Secure Boot on,
+as the firmware's DEBUG log and Linux both say).
+
 Every verdict is the expected one, or a known emulator limit (ovmfgen/boot/xen/limits.py: an xfail
 naming QEMU's message and version); any other HARNESS_FAILURE fails the test, never passes it.
 """
@@ -54,6 +60,13 @@ XEN_VERSIONS = ("4.17", "4.20")
 CI_DISK_GUESTS = {"4.17": (("pvh", "os"), ("hvm", "os"), ("pvh", "persist")), "4.20": (("pvh", "os"), ("hvm", "os"))}
 
 
+#: The Secure Boot guests in CI, on both versions, PVH and HVM: the unsigned UKI (refused), the UKI signed with
+#: the test db key, Debian's shim -> that UKI. sb-os (shim -> Debian's GRUB -> Debian's kernel, a 512 MiB
+#: guest: GRUB cannot place the kernel in 256 MiB) runs in the nightly's Secure Boot cells, not in CI (time).
+CI_SB_GUESTS = (("pvh", "sb-refused"), ("pvh", "sb-signed"), ("pvh", "sb-shim"),
+                ("hvm", "sb-refused"), ("hvm", "sb-signed"), ("hvm", "sb-shim"))
+
+
 def ci_kinds(xen: str) -> tuple[tuple[str, str], ...]:
     """The 'all' guest set of Xen ``xen`` in CI: the firmware-only guests, plus that version's disk guests."""
     return tuple((m, p) for m, p in check_mode("all")
@@ -69,10 +82,11 @@ def _disk_guest(request, guest_set: dict[str, nested.GuestOutcome], name: str) -
 
 
 @pytest.fixture(scope="module")
-def guest_sets(published_xen_pvh_hvcon: Path,
-               published_xen_pvh_hvcon_newest: Path) -> dict[str, dict[str, nested.GuestOutcome]]:
-    """Per Xen version: its CI guest set (``ci_kinds``), then the newest tree's shell guests, in one nested
-    boot; logs and xen-boot.json in xen-<version>/ beside the default tree's firmware.
+def guest_sets(published_xen_pvh_hvcon: Path, published_xen_pvh_hvcon_newest: Path,
+               published_xen_pvh_sb: Path) -> dict[str, dict[str, nested.GuestOutcome]]:
+    """Per Xen version: its CI guest set (``ci_kinds``), then the newest tree's shell guests, then (with a
+    Secure Boot build) the Secure Boot guests, in one nested boot; logs and xen-boot.json in xen-<version>/
+    beside the default tree's firmware.
 
     The caches, disks and guest lists are made first, one at a time (their cache entries are shared);
     then both nested boots run at once, each outer QEMU (icount: one TCG thread) on a core of its own.
@@ -85,6 +99,8 @@ def guest_sets(published_xen_pvh_hvcon: Path,
         out = elf.parent / f"xen-{xen}"
         guests = nested.make_guests(ci_kinds(xen), elf, out)
         guests += [XenGuest(mode, "shell", newest, variant=NEWEST_VARIANT) for mode in ("pvh", "hvm")]
+        guests += nested.with_disks([XenGuest(mode, payload, Path(published_xen_pvh_sb) / "ovmf.elf")
+                                     for mode, payload in CI_SB_GUESTS], out)
         runs[xen] = (guests, out)
     # No wall-clock timeout: dom0's deadlines are in its own seconds and the host watches for stalls.
     with ThreadPoolExecutor(len(runs)) as pool:
@@ -243,10 +259,67 @@ def test_summary_records_every_guest(guest_set):
                    "ovmfgen-pvh-persist", "ovmfgen-pvh-ud2"],
           "4.20": ["ovmfgen-pvh-shell", "ovmfgen-pvh-os", "ovmfgen-hvm-shell", "ovmfgen-hvm-os",
                    "ovmfgen-pvh-ud2"]}[xen],
-        f"ovmfgen-pvh-shell-{NEWEST_VARIANT}", f"ovmfgen-hvm-shell-{NEWEST_VARIANT}"]
+        f"ovmfgen-pvh-shell-{NEWEST_VARIANT}", f"ovmfgen-hvm-shell-{NEWEST_VARIANT}",
+        *[f"ovmfgen-{m}-{p}" for m, p in CI_SB_GUESTS]]
     for g in summary["guests"]:
         assert g["xen"].startswith(xen) and g["mode"] in ("pvh", "hvm") and g["verdict"]
         assert (out / g["log"]).is_file() and (out / g["console_log"]).is_file()
         assert (g["persistence"] is not None) == (g["payload"] == "persist")
         assert (g["disk"] is None) == (g["payload"] in ("shell", "ud2"))
+        assert set(g["secure_boot"]) == {"enabled", "firmware", "store", "linux", "efivar", "refused", "verification"}
+        if g["payload"].startswith("sb-"):
+            assert g["secure_boot"]["firmware"] is True and g["secure_boot"]["enabled"] is True, g
     assert len(summary["runs"]) in (1, 2) and summary["runs"][0]["guests"] == [g["name"] for g in summary["guests"]]
+
+
+# --- Secure Boot (issue #23): a build with --feature secure_boot=test -----------------------------------
+
+
+def _sb_guest(guest_set: dict[str, nested.GuestOutcome], name: str) -> nested.GuestOutcome:
+    """The Secure Boot guest ``name``, judged."""
+    return _judged(guest_set[name])
+
+
+def _firmware_says_secure_boot_on(o: nested.GuestOutcome) -> None:
+    """The firmware's DEBUG log: XenPlatformPei found the pre-enrolled store, and SecureBoot is 1."""
+    sb = o.result.secure_boot
+    assert sb.store is not None, f"no 'XenPlatformPei: Secure Boot: ...' line (see {o.result.serial_log})"
+    assert sb.firmware is True, f"{sb.text} (see {o.result.serial_log})"
+
+
+@pytest.mark.parametrize("mode", ["pvh", "hvm"])
+def test_secure_boot_refuses_the_unsigned_uki(guest_set, mode):
+    """The project's UKI, unsigned: the firmware refuses it (a verdict of its own), and dom0 stops right there."""
+    o = _sb_guest(guest_set, f"{mode}-sb-refused")
+    r = o.result
+    assert r.verdict is Verdict.SECURE_BOOT_REFUSED, f"{r.verdict}: {r.detail} (see {r.serial_log})"
+    assert o.ok and "Access Denied" in r.detail and "Linux version" not in r.guest_console
+    assert r.refused_seconds is not None and r.refused_seconds > 0
+    _firmware_says_secure_boot_on(o)
+    assert r.secure_boot.verification is not None and r.secure_boot.verification.startswith("Image is not signed")
+
+
+@pytest.mark.parametrize("mode", ["pvh", "hvm"])
+def test_secure_boot_starts_the_uki_signed_with_a_db_key(guest_set, mode):
+    o = _sb_guest(guest_set, f"{mode}-sb-signed")
+    r = o.result
+    assert r.verdict is Verdict.OS_REACHED, f"{r.verdict}: {r.detail} (see {r.serial_log})"
+    _firmware_says_secure_boot_on(o)
+    assert (r.secure_boot.linux, r.secure_boot.efivar) == (True, True), r.secure_boot.text
+    assert o.ok
+
+
+@pytest.mark.parametrize("name", [f"{m}-{p}" for m, p in CI_SB_GUESTS if p in ("sb-shim", "sb-os")])
+def test_secure_boot_runs_debians_signed_chain(guest_set, name):
+    """Microsoft-signed shim -> (sb-shim) the UKI signed with the test db key, which shim checks against db, or
+    (sb-os) Debian-signed GRUB -> Debian-signed kernel: Linux says Secure Boot is on."""
+    o = _sb_guest(guest_set, name)
+    r = o.result
+    grub = [ln for ln in r.guest_console.splitlines() if "OVMFGEN-GRUB:" in ln or "Welcome to GRUB" in ln]
+    assert r.verdict is Verdict.OS_REACHED, (f"{r.verdict}: {r.detail}; GRUB's last words: "
+                                             f"{grub[-1] if grub else 'none'} (see {r.guest_log})")
+    _firmware_says_secure_boot_on(o)
+    assert (r.secure_boot.linux, r.secure_boot.efivar) == (True, True), r.secure_boot.text
+    if name.endswith("sb-os"):
+        assert "OVMFGEN-GRUB: starting Linux" in r.guest_console
+    assert o.ok

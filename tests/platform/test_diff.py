@@ -13,6 +13,18 @@ from ovmfgen.paths import REPO_ROOT, Layout
 from ovmfgen.platform.diff import diff_platform
 
 
+# The x2APIC-capable TimerLib (UefiCpuPkg's) replaces MdePkg's and brings LocalApicLib and its CpuLib along.
+X2APIC_TIMER = {"TimerLib", "LocalApicLib", "CpuLib"}
+# The processors above max_cpus halt: one patch per tree to MpInitLib's C and assembly.
+MP_INIT_LIB = {("file", f"UefiCpuPkg/Library/MpInitLib/{name}")
+               for name in ("MpLib.c", "MpLib.h", "MpEqu.inc", "X64/MpFuncs.nasm", "Ia32/MpFuncs.nasm")}
+
+
+def _library_classes(diffs) -> set[str]:
+    """The library classes whose resolution differs, in any component."""
+    return {d.subject.split(": ")[-1] for d in diffs if d.kind == "library"}
+
+
 def test_xen_pvh_shows_only_listed_deltas(edk2_tree) -> None:
     tree = edk2_tree.root
     platform = load_platform("xen-pvh")
@@ -20,7 +32,7 @@ def test_xen_pvh_shows_only_listed_deltas(edk2_tree) -> None:
                                                    tree / "OvmfPkg/OvmfXen.fdf")
     assert unexplained == []
     assert stale == []
-    default = {(d.kind, d.subject) for d in per_config["default"]}
+    default = {(d.kind, d.subject) for d in per_config["default"] if d.kind != "library"}
     assert default == {("define", "PLATFORM_NAME"), ("define", "PLATFORM_GUID"), ("define", "OUTPUT_DIRECTORY"),
                        ("define", "FLASH_DEFINITION"), ("fd-region", "FD.OVMF 0x0|0xe000"),
                        ("file", "OvmfPkg/Sec/SecMain.c"),
@@ -28,7 +40,12 @@ def test_xen_pvh_shows_only_listed_deltas(edk2_tree) -> None:
                        ("file", "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"),
                        ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
                        # 202502 only: Xen's PEI ResetSystemLib made to compile (Tcg2Pei links it, feature tpm).
-                       ("file", "OvmfPkg/Library/ResetSystemLib/BaseResetShutdownXen.c")}
+                       ("file", "OvmfPkg/Library/ResetSystemLib/BaseResetShutdownXen.c"),
+                       ("file", "OvmfPkg/XenPlatformPei/Platform.c"),
+                       ("file", "OvmfPkg/XenPlatformPei/XenPlatformPei.inf"),
+                       # Feature max_cpus (128).
+                       ("pcd", "gUefiCpuPkgTokenSpaceGuid.PcdCpuMaxLogicalProcessorNumber"), *MP_INIT_LIB}
+    assert _library_classes(per_config["default"]) == X2APIC_TIMER
     four = {(d.kind, d.subject) for d in per_config["FD_SIZE_4MB=TRUE"]}
     assert ("fd-region", "FD.OVMF 0x0|0x40000") in four
 
@@ -40,17 +57,19 @@ def test_xen_pvh_shows_only_listed_deltas_on_202605(edk2_tree_202605) -> None:
     per_config, unexplained, stale = diff_platform(resolved(platform, edk2_tree_202605), tree / "OvmfPkg/OvmfXen.dsc",
                                                    tree / "OvmfPkg/OvmfXen.fdf")
     assert (unexplained, stale) == ([], [])
-    assert {(d.kind, d.subject) for d in per_config["default"]} == {
+    assert {(d.kind, d.subject) for d in per_config["default"] if d.kind != "library"} == {
         ("define", "PLATFORM_NAME"), ("define", "PLATFORM_GUID"), ("define", "OUTPUT_DIRECTORY"),
         ("define", "FLASH_DEFINITION"), ("fd-region", "FD.OVMF 0x0|0xe000"), ("file", "OvmfPkg/Sec/SecMain.c"),
         # 202605's own two fixes (edk2: edk2-stable202605 overrides and deltas); the NvVars patch applies
         # on top of 202605's Shell patch and to the INF.
         ("file", "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"),
         ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
-        ("file", "OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPortNocheck.inf")}
+        ("file", "OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPortNocheck.inf"),
+        ("file", "OvmfPkg/XenPlatformPei/Platform.c"), ("file", "OvmfPkg/XenPlatformPei/XenPlatformPei.inf"),
+        ("pcd", "gUefiCpuPkgTokenSpaceGuid.PcdCpuMaxLogicalProcessorNumber"), *MP_INIT_LIB}
+    assert _library_classes(per_config["default"]) == X2APIC_TIMER
     # With the hypervisor console the fixed INF makes every module resolve MemDebugLogLib (upstream: no link).
-    assert {(d.kind, d.subject.split(": ")[-1]) for d in per_config["DEBUG_ON_HYPERVISOR_CONSOLE=TRUE"]
-            if d.kind == "library"} == {("library", "MemDebugLogLib")}
+    assert _library_classes(per_config["DEBUG_ON_HYPERVISOR_CONSOLE=TRUE"]) == {"MemDebugLogLib", *X2APIC_TIMER}
 
 
 def test_diff_never_refuses(edk2_tree_202605, real_cache: None) -> None:
@@ -67,7 +86,7 @@ def test_diff_never_refuses(edk2_tree_202605, real_cache: None) -> None:
     assert "FV.DXEFV: MdeModulePkg/Application/BootManagerMenuApp/BootManagerMenuApp.inf" in out
     assert out.rstrip().endswith("xen-pvh does not validate against edk2-stable202605:")
     assert proc.stderr.strip().splitlines() == [
-        f"{old}:473:9: error: library class MemDebugLogLib has no mapping for OvmfPkg/Sec/SecMain.inf (SEC) "
+        f"{old}:477:9: error: library class MemDebugLogLib has no mapping for OvmfPkg/Sec/SecMain.inf (SEC) "
         "(needed by OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPort.inf)"]
 
 
@@ -111,7 +130,7 @@ def test_an_override_equal_to_upstream_is_a_stale_delta(tmp_path: Path, edk2_tre
     path.parent.mkdir()
     path.write_text(text.replace(entry, "  - path: OvmfPkg/Sec/SecMain.c\n"))
     overrides = tmp_path / "overrides" / "xen-pvh"
-    shutil.copytree(Layout().overrides_for("xen-pvh") / "patches", overrides / "patches")
+    shutil.copytree(Layout().overrides_for("xen-pvh"), overrides)   # patches/ and the per-tree <tag>/patches/
     (overrides / "OvmfPkg/Sec").mkdir(parents=True)
     (overrides / "OvmfPkg/Sec/SecMain.c").write_bytes((tree / "OvmfPkg/Sec/SecMain.c").read_bytes())
     platform = load_platform(path, platforms_dir=path.parent)

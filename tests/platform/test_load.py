@@ -61,8 +61,9 @@ def test_when_selects_by_edk2_release(tmp_path: Path) -> None:
     assert [s for s in p.dsc[0].body if isinstance(s, Define)] == [Define("T", "old")]
     with pytest.raises(OvmfgenError) as ei:
         load_platform(path, platforms_dir=tmp_path, edk2="my-branch")
-    assert str(ei.value).endswith("m.yaml:21:22: error: the edk2 tree 'my-branch' has no release date number "
-                                  "(edk2-stableYYYYMM), so 'edk2: >= edk2-stable202605' cannot be decided")
+    assert str(ei.value).endswith("m.yaml:21:22: error: the edk2 tree 'my-branch' is neither a release tag "
+                                  "(edk2-stableYYYYMM) nor git describe past one (edk2-stableYYYYMM-N-gHASH), so "
+                                  "'edk2: >= edk2-stable202605' cannot be decided")
 
 
 def test_release_ranges_and_whole_sections(tmp_path: Path) -> None:
@@ -85,21 +86,50 @@ def test_feature_override_and_variables(tmp_path: Path) -> None:
     with pytest.raises(OvmfgenError) as info:
         load_platform(write(tmp_path, "m", text), platforms_dir=tmp_path, feature_overrides={"turbo": "true"})
     assert str(info.value) == ("error: --feature turbo=true: no such feature "
-                               "(features: debug_output, fd_size, network, shell, timer, tpm)")
+                               "(features: debug_output, fd_size, max_cpus, network, secure_boot, shell, timer, tpm)")
+
+
+def test_numeric_feature_takes_whole_numbers_in_range(tmp_path: Path) -> None:
+    # max_cpus: the first numeric feature. Its value reaches ${max_cpus} in canonical decimal form, from the
+    # YAML and from --feature alike; the default is 128 (Xen's HVM_MAX_VCPUS) when nothing sets it.
+    text = MINI.replace("MINI_SWITCH = FALSE", "CPUS = ${max_cpus}")
+    path = write(tmp_path, "m", text)
+    assert Define("CPUS", "128") in load_platform(path, platforms_dir=tmp_path).dsc[0].body
+    for given, held in (("64", "64"), ("064", "64"), ("1", "1"), ("128", "128")):
+        p = load_platform(path, platforms_dir=tmp_path, feature_overrides={"max_cpus": given})
+        assert Define("CPUS", held) in p.dsc[0].body and p.feature("max_cpus") == held
+    p = load_platform(write(tmp_path, "y", text.replace("features:\n", "features:\n  max_cpus: 0096\n", 1)),
+                      platforms_dir=tmp_path)
+    assert p.feature("max_cpus") == "96" and dict(p.default_features)["max_cpus"] == "96"
+    why = "a whole number from 1 to 128: Xen gives PVH and HVM guests at most HVM_MAX_VCPUS = 128 vCPUs"
+    for bad in ("0", "129", "-1", "+5", "1e2", "0x40", "many", "", "６４"):
+        with pytest.raises(OvmfgenError) as info:
+            load_platform(path, platforms_dir=tmp_path, feature_overrides={"max_cpus": bad})
+        assert str(info.value) == f"error: --feature max_cpus={bad}: '{bad}' is not a value of feature max_cpus ({why})"
+
+
+def test_when_on_a_numeric_feature(tmp_path: Path) -> None:
+    block = ("      - when:\n          max_cpus: [064, 128]\n        then:\n          - define: BIG = TRUE\n"
+             "        else:\n          - define: BIG = FALSE\n")
+    path = write(tmp_path, "m", MINI.replace("      - define: MINI_SWITCH = FALSE\n", block))
+    assert Define("BIG", "TRUE") in load_platform(path, platforms_dir=tmp_path).dsc[0].body
+    small = load_platform(path, platforms_dir=tmp_path, feature_overrides={"max_cpus": "8"})
+    assert Define("BIG", "FALSE") in small.dsc[0].body and "max_cpus" in small.features_read
 
 
 def test_features_read_are_the_ones_a_when_or_variable_consulted(tmp_path: Path) -> None:
     text = MINI.replace("MINI_SWITCH = FALSE", "FD = ${fd_size_kb}")
     assert load_platform(write(tmp_path, "m", text), platforms_dir=tmp_path).features_read == ("fd_size",)
     assert load_platform(write(tmp_path, "m", MINI), platforms_dir=tmp_path).features_read == ()
-    assert load_platform("xen-pvh").features_read == ("debug_output", "fd_size", "network", "shell", "timer", "tpm")
+    assert load_platform("xen-pvh").features_read == ("debug_output", "fd_size", "max_cpus", "network", "secure_boot",
+                                                      "shell", "timer", "tpm")
     assert "debug_output" not in load_platform("qemu-x64").features_read
 
 
 def test_fragments_are_spliced(tmp_path: Path) -> None:
     p = load_platform("xen-pvh")
     timer = [s for sec in p.dsc for s in walk(sec.body) if isinstance(s, LibraryMapping) and s.lib_class == "TimerLib"]
-    assert [t.inf for t in timer] == ["MdePkg/Library/SecPeiDxeTimerLibCpu/SecPeiDxeTimerLibCpu.inf"]
+    assert [t.inf for t in timer] == ["UefiCpuPkg/Library/SecPeiDxeTimerLibUefiCpu/SecPeiDxeTimerLibUefiCpu.inf"]
     fv = next(s for s in p.fdf if s.header == "FV.SECFV")
     assert Field("READ_LOCK_STATUS", "TRUE") in fv.body
 
@@ -173,6 +203,20 @@ def test_override_edk2_condition_keeps_it_for_those_trees_only(tmp_path: Path) -
         assert [o.path for o in p.overrides] == want, tag
     p = load_platform(path, platforms_dir=tmp_path, edk2="edk2-stable202605")
     assert p.overrides[0].source("edk2-stable202605") == "edk2-stable202605/OvmfPkg/Sec/SecMain.c"
+
+
+def test_a_one_release_patch_is_carried_to_later_trees(tmp_path: Path) -> None:
+    # {patch: P, edk2: TAG}: a fix of TAG's upstream. Later trees (a later release, a checkout past TAG)
+    # keep it, marked carried (platform/overrides.py applies it while it applies); earlier ones never see it.
+    entry = ("overrides:\n  - patch: patches/fix.patch\n    edk2: edk2-stable202605\n"
+             "deltas:\n  - kind: file\n    subject: OvmfPkg/X.c\n    edk2: edk2-stable202605\n    reason: r\n")
+    path = write(tmp_path, "m", MINI.replace("features:\n", entry + "features:\n", 1))
+    for tag, carried in (("edk2-stable202502", None), ("edk2-stable202605", ""),
+                         ("edk2-stable202605-3-g5ccd4da", "edk2-stable202605"),
+                         ("edk2-stable202611", "edk2-stable202605")):
+        p = load_platform(path, platforms_dir=tmp_path, edk2=tag)
+        assert [o.carried for o in p.overrides] == ([] if carried is None else [carried]), tag
+        assert [d.carried for d in p.deltas] == ([] if carried is None else [carried]), tag
 
 
 def test_delta_edk2_condition_keeps_it_for_those_trees_only(tmp_path: Path) -> None:

@@ -75,6 +75,30 @@ def test_a_patch_that_no_longer_applies_is_one_located_line(tmp_path: Path) -> N
         override_steps(_Platform(Override("fix.patch", patch=True, loc=_loc())), ov, "edk2-stable202605", tree)
 
 
+def test_a_carried_fix_that_no_longer_applies_is_a_one_line_note(tmp_path: Path, capsys) -> None:
+    """A patch written for one release, carried to a later tree: applied while it applies; when upstream
+    changed its lines it is left out with one located note (never an error, never silent)."""
+    tree, ov = tmp_path / "tree", tmp_path / "overrides"
+    (tree / "Pkg").mkdir(parents=True)
+    (tree / "Pkg/A.c").write_bytes(b"one\r\ntwo\r\nthree\r\n")
+    ov.mkdir()
+    (ov / "fix.patch").write_bytes(DIFF)
+    later = "edk2-stable202605-3-g5ccd4da"
+    carried = Override("fix.patch", patch=True, loc=_loc(), carried="edk2-stable202605")
+    steps = override_steps(_Platform(carried), ov, later, tree)
+    assert override_files(steps) == {"Pkg/A.c": b"one\r\nTWO\r\nthree\r\n"}
+    assert capsys.readouterr().err == ""
+    (tree / "Pkg/A.c").write_bytes(b"one\r\nTWO\r\nthree\r\n")     # upstream fixed it the same way
+    assert override_steps(_Platform(carried), ov, later, tree) == ()
+    assert capsys.readouterr().err == (
+        "platforms/p.yaml:7:5: note: override patch overrides/p/fix.patch does not apply to "
+        f"{later}: patch failed: Pkg/A.c:5 (git apply); written for edk2-stable202605, it is not applied to this "
+        "later tree: if upstream fixed what it fixes, end its 'edk2:' at edk2-stable202605, else rewrite it\n")
+    (tree / "Pkg/A.c").unlink()                                        # upstream removed the file
+    assert override_steps(_Platform(carried), ov, later, tree) == ()
+    assert "note: override patch overrides/p/fix.patch changes Pkg/A.c, which" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("diff, message", [
     (b"not a diff\n", "override patch overrides/p/x.patch is not a unified diff (no '---'/'+++' lines)"),
     (b"--- /dev/null\n+++ b/Pkg/New.c\n@@ -0,0 +1 @@\n+x\n",
@@ -190,3 +214,16 @@ def test_xen_pvh_overrides_make_the_golden_files(edk2_tree, edk2_tree_202605) ->
             golden.write_text(text)
         assert golden.is_file(), f"missing golden file {golden} (OVMFGEN_REGEN_GOLDEN=1 to create)"
         assert text == golden.read_text(), tree.tag
+
+
+def test_a_per_tree_override_serves_a_checkout_past_its_release(tmp_path: Path) -> None:
+    from ovmfgen.platform.model import Override
+    from ovmfgen.platform.overrides import override_source
+    (tmp_path / "edk2-stable202605").mkdir()
+    (tmp_path / "edk2-stable202605" / "fix.patch").write_text("x")
+    ov = Override("fix.patch", per_tree=True, patch=True)
+    assert override_source(ov, tmp_path, "edk2-stable202605") == "edk2-stable202605/fix.patch"
+    assert override_source(ov, tmp_path, "edk2-stable202605-3-g5ccd4da1") == "edk2-stable202605/fix.patch"
+    # A release of its own needs its own copy: the message names the missing one.
+    assert override_source(ov, tmp_path, "edk2-stable202608") == "edk2-stable202608/fix.patch"
+    assert override_source(ov, tmp_path, "edk2-stable202502-1-gabcdef0") == "edk2-stable202502-1-gabcdef0/fix.patch"

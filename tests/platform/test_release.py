@@ -43,5 +43,40 @@ def test_malformed_conditions(text: str, message: str) -> None:
 
 
 def test_an_undated_tree_cannot_decide() -> None:
-    with pytest.raises(ConditionError, match="the edk2 tree 'my-branch' has no release date number"):
+    with pytest.raises(ConditionError) as ei:
         parse_condition(">= edk2-stable202605").holds("my-branch")
+    assert str(ei.value) == ("the edk2 tree 'my-branch' is neither a release tag (edk2-stableYYYYMM) nor git "
+                             "describe past one (edk2-stableYYYYMM-N-gHASH), so 'edk2: >= edk2-stable202605' "
+                             "cannot be decided")
+
+
+CHECKOUT = "edk2-stable202605-3-g5ccd4da"   # git describe of a checkout 3 commits past edk2-stable202605
+
+
+@pytest.mark.parametrize("text, holds", [
+    (">= edk2-stable202605", True),
+    ("> edk2-stable202605", True),
+    ("< edk2-stable202608", True),
+    (">= edk2-stable202605, < edk2-stable202608", True),
+    ("< edk2-stable202605", False),
+    ("<= edk2-stable202605", False),
+    ("edk2-stable202605", False),          # not that release: 3 commits past it
+    ("== edk2-stable202605", False),
+    ("!= edk2-stable202605", True),
+    (">= edk2-stable202608", False),
+])
+def test_a_checkout_is_decided_by_its_position(text: str, holds: bool) -> None:
+    assert parse_condition(text).holds(CHECKOUT) is holds
+
+
+@pytest.mark.parametrize("text, tag, carried", [
+    ("edk2-stable202605", CHECKOUT, "edk2-stable202605"),              # a later tree: carried
+    ("== edk2-stable202605", "edk2-stable202608", "edk2-stable202605"),
+    ("edk2-stable202605", "edk2-stable202605", None),                   # the release itself: it holds
+    ("edk2-stable202605", "edk2-stable202502", None),                   # an earlier tree: never
+    ("edk2-stable202605", "edk2-stable202605-0-gabcdef", None),
+    (">= edk2-stable202502, < edk2-stable202605", "edk2-stable202605", None),   # a range says its end
+    ("< edk2-stable202605", CHECKOUT, None),
+])
+def test_a_condition_naming_one_release_is_carried_to_later_trees(text: str, tag: str, carried: str | None) -> None:
+    assert parse_condition(text).carried(tag) == carried

@@ -24,6 +24,8 @@ VARIANTS = {
                                            "edk2-stable202605"),
     "xen-pvh-tpm2": ("xen-pvh", {"tpm": "tpm2"}, "edk2-stable202502"),
     "xen-pvh-tpm2-edk2-stable202605": ("xen-pvh", {"tpm": "tpm2"}, "edk2-stable202605"),
+    "xen-pvh-secureboot": ("xen-pvh", {"secure_boot": "test"}, "edk2-stable202502"),
+    "xen-pvh-secureboot-edk2-stable202605": ("xen-pvh", {"secure_boot": "test"}, "edk2-stable202605"),
     "qemu-x64": ("qemu-x64", {}, "edk2-stable202502"),
     "qemu-x64-edk2-stable202605": ("qemu-x64", {}, "edk2-stable202605"),
 }
@@ -62,7 +64,13 @@ def test_features_render_where_the_seed_says() -> None:
     assert "!ifdef $(FD_SIZE_4MB)" in plain
     acpi = render_dsc(load_platform("xen-pvh", feature_overrides={"timer": "acpi"}))
     assert "TimerLib|OvmfPkg/Library/AcpiTimerLib/BaseAcpiTimerLib.inf" in acpi
-    assert "SecPeiDxeTimerLibCpu" in plain and "SecPeiDxeTimerLibCpu" not in acpi
+    # timer: lapic is UefiCpuPkg's x2APIC-capable library, not MdePkg's xAPIC-only one.
+    assert "TimerLib|UefiCpuPkg/Library/SecPeiDxeTimerLibUefiCpu/SecPeiDxeTimerLibUefiCpu.inf" in plain
+    assert "SecPeiDxeTimerLib" not in acpi and "SecPeiDxeTimerLibCpu" not in plain
+    # max_cpus sets MpInitLib's limit.
+    assert "gUefiCpuPkgTokenSpaceGuid.PcdCpuMaxLogicalProcessorNumber|128\r\n" in plain
+    few = render_dsc(load_platform("xen-pvh", feature_overrides={"max_cpus": "64"}))
+    assert "gUefiCpuPkgTokenSpaceGuid.PcdCpuMaxLogicalProcessorNumber|64\r\n" in few
 
 
 def test_release_conditions_render_per_tree() -> None:

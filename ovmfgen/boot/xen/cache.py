@@ -1,18 +1,16 @@
 """The Xen boot cache under ``cache_dir()/xen``: hypervisor, dom0 kernel + modules, dom0 root file system.
 
 Xen 4.17's entries sit in ``xen/`` itself (where they always were), 4.20's in ``xen/4.20/``; dom0's
-kernel (bookworm's) is shared, in ``xen/``. One lock (``xen/.lock``) serializes all preparation.
+kernel (bookworm's) is shared, in ``xen/``. One lock (``xen/.lock``) serializes all preparation; each
+entry is a ``cacheentry`` (temp dir, stamp.json, rename; killed runs' leftovers removed).
 """
 
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +30,9 @@ from ovmfgen.boot.xen.debian import (
     query_versions,
     safe_name,
 )
+from ovmfgen.cacheentry import ensure
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.fsutil import atomic_write_bytes, exclusive, replace_dir
+from ovmfgen.fsutil import Lock, exclusive
 from ovmfgen.paths import cache_dir
 from ovmfgen.run import run
 from ovmfgen.ui import say
@@ -59,36 +58,20 @@ def xen_cache_dir(release: XenRelease | None = None) -> Path:
     return base / release.cache_subdir if release is not None and release.cache_subdir else base
 
 
-@contextmanager
-def _cache_lock(root: Path) -> Iterator[None]:
-    """Serialize cache preparation between concurrent ovmfgen runs."""
-    with exclusive(root / ".lock", "another run is preparing the Xen cache"):
-        yield
+#: The lock of the Xen cache (``xen/.lock``, for 4.17's and 4.20's entries alike).
+CACHE_LOCK = ".lock"
+#: Said while waiting for another run's preparation.
+CACHE_LOCK_WHAT = "another run is preparing the Xen cache"
+
+# Each kind of entry keeps only its newest version (``siblings``): each dom0 cpio is ~155 MB.
 
 
-def _staging(root: Path, name: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
-
-
-def _drop_siblings(root: Path, prefix: str, keep: Path) -> None:
-    """Remove older entries of the same kind (each dom0 cpio is ~155 MB)."""
-    for p in root.glob(f"{prefix}-*"):
-        if p != keep and p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _stamp(d: Path, info: dict[str, object]) -> None:
-    atomic_write_bytes(d / "stamp.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _prepare_hypervisor(root: Path, v: XenVersions, release: XenRelease, opts: Sequence[str]) -> Path:
+def _prepare_hypervisor(root: Path, v: XenVersions, release: XenRelease, opts: Sequence[str], lock: Lock) -> Path:
     final = root / f"hypervisor-{safe_name(v.hypervisor)}"
     xen = final / f"xen-{release.series}"
-    if (final / "stamp.json").is_file() and xen.is_file():
-        return xen
-    say(f"xen cache: hypervisor {v.hypervisor}")
-    stage = _staging(root, "hypervisor")
-    try:
+
+    def make(stage: Path) -> None:
+        say(f"xen cache: hypervisor {v.hypervisor}")
         deb = _apt_download(release.hypervisor_package, v.hypervisor, stage / "dl", opts)
         run(["dpkg", "-x", deb, stage / "x"])
         gz = stage / "x" / "boot" / f"xen-{release.series}-amd64.gz"
@@ -101,23 +84,17 @@ def _prepare_hypervisor(root: Path, v: XenVersions, release: XenRelease, opts: S
         (stage / xen.name).write_bytes(data)
         shutil.rmtree(stage / "dl")
         shutil.rmtree(stage / "x")
-        _stamp(stage, {"package": release.hypervisor_package, "version": v.hypervisor})
-        replace_dir(stage, final)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    _drop_siblings(root, "hypervisor", final)
+
+    ensure(final, make, stamp={"package": release.hypervisor_package, "version": v.hypervisor}, lock=lock,
+           complete=lambda d: (d / xen.name).is_file(), siblings="hypervisor-*")
     return xen
 
 
-def _prepare_kernel(root: Path, v: XenVersions) -> tuple[Path, Path]:
+def _prepare_kernel(root: Path, v: XenVersions, lock: Lock) -> tuple[Path, Path]:
     final = root / f"kernel-{safe_name(v.kernel_package)}-{safe_name(v.kernel)}"
-    # An entry made before a module joined DOM0_MODULES lacks it: make it again.
-    if (final / "stamp.json").is_file() and all((final / "modules" / f"{m}.ko").is_file() for m in DOM0_MODULES):
-        return final / "vmlinuz", final / "modules"
-    say(f"xen cache: dom0 kernel {v.kernel_package} {v.kernel}")
-    stage = _staging(root, "kernel")
-    try:
+
+    def make(stage: Path) -> None:
+        say(f"xen cache: dom0 kernel {v.kernel_package} {v.kernel}")
         deb = _apt_download(v.kernel_package, v.kernel, stage / "dl")
         x = stage / "x"
         run(["dpkg", "-x", deb, x])
@@ -134,12 +111,10 @@ def _prepare_kernel(root: Path, v: XenVersions) -> tuple[Path, Path]:
             shutil.copyfile(found[m], mods / f"{m}.ko")
         shutil.rmtree(stage / "dl")
         shutil.rmtree(x)
-        _stamp(stage, {"package": v.kernel_package, "version": v.kernel})
-        replace_dir(stage, final)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    _drop_siblings(root, "kernel", final)
+
+    # An entry made before a module joined DOM0_MODULES lacks it: make it again.
+    ensure(final, make, stamp={"package": v.kernel_package, "version": v.kernel}, lock=lock,
+           complete=lambda d: all((d / "modules" / f"{m}.ko").is_file() for m in DOM0_MODULES), siblings="kernel-*")
     return final / "vmlinuz", final / "modules"
 
 
@@ -197,30 +172,26 @@ def _strip(rootfs: Path) -> None:
     (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
 
 
-def _prepare_rootfs(root: Path, v: XenVersions, release: XenRelease) -> Path:
+def _prepare_rootfs(root: Path, v: XenVersions, release: XenRelease, lock: Lock) -> Path:
     final = root / f"dom0-{v.rootfs_key()}"
     cpio = final / "dom0.cpio"
-    if (final / "stamp.json").is_file() and cpio.is_file():
-        return cpio
-    if os.geteuid() != 0:
-        raise OvmfgenError("building the Xen dom0 root file system (debootstrap, chroot) needs root")
-    say(f"xen cache: dom0 root file system (debootstrap {release.suite} + {release.utils_package} {v.utils}); "
-        "a few minutes, once")
-    stage = _staging(root, "dom0")
-    rootfs = stage / "root"
-    try:
+
+    def make(stage: Path) -> dict[str, object]:
+        if os.geteuid() != 0:
+            raise OvmfgenError("building the Xen dom0 root file system (debootstrap, chroot) needs root")
+        say(f"xen cache: dom0 root file system (debootstrap {release.suite} + {release.utils_package} {v.utils}); "
+            "a few minutes, once")
+        rootfs = stage / "root"
         _debootstrap(rootfs, release, [f"{release.utils_package}={v.utils}",
                                        f"{DEVICE_MODEL_PACKAGE}={v.device_model}"])
         got = run(["chroot", rootfs, "dpkg-query", "-W", "-f=${Version}", release.utils_package]).stdout.strip()
         _strip(rootfs)
-        _pack_cpio(rootfs, stage / "dom0.cpio")
+        _pack_cpio(rootfs, stage / cpio.name)
         shutil.rmtree(rootfs)
-        _stamp(stage, {"suite": release.suite, "utils": got, "recipe": ROOTFS_RECIPE, "key": v.rootfs_key()})
-        replace_dir(stage, final)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    _drop_siblings(root, "dom0", final)
+        return {"utils": got}  # the version dpkg reports inside dom0
+
+    ensure(final, make, stamp={"suite": release.suite, "recipe": ROOTFS_RECIPE, "key": v.rootfs_key()}, lock=lock,
+           complete=lambda d: (d / cpio.name).is_file(), siblings="dom0-*")
     return cpio
 
 
@@ -234,16 +205,16 @@ def prepare_xen_cache(release: XenRelease = XEN_417) -> XenAssets:
     """
     base = xen_cache_dir()
     root = xen_cache_dir(release)
-    with _cache_lock(base):
+    with exclusive(base / CACHE_LOCK, CACHE_LOCK_WHAT) as lock:
         ensure_host_packages()
         root.mkdir(parents=True, exist_ok=True)
         opts = [] if release.host_apt else private_apt(release, root / "apt")
         v = query_versions(release, opts)
         if v.hypervisor != v.utils:
             say(f"note: {release.hypervisor_package} {v.hypervisor} and {release.utils_package} {v.utils} differ")
-        xen = _prepare_hypervisor(root, v, release, opts)
-        vmlinuz, modules = _prepare_kernel(base, v)
-        cpio = _prepare_rootfs(root, v, release)
+        xen = _prepare_hypervisor(root, v, release, opts, lock)
+        vmlinuz, modules = _prepare_kernel(base, v, lock)
+        cpio = _prepare_rootfs(root, v, release, lock)
     return XenAssets(xen, vmlinuz, modules, cpio, v, release)
 
 

@@ -71,7 +71,7 @@ class XenRelease:
         return f"{self.suite}-security"
 
 
-XEN_417 = XenRelease("4.17", "bookworm", True, 2048, 1024, "")
+XEN_417 = XenRelease("4.17", "bookworm", True, 3072, 1536, "")
 # dom0 of 4.20 needs more than 1 GiB: trixie's qemu-system-xen (HVM device model) and its libraries
 # live in dom0's initramfs, and with 1 GiB HVM guests' device model did not start.
 XEN_420 = XenRelease("4.20", "trixie", False, 3072, 1536, "4.20")

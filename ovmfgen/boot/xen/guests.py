@@ -24,6 +24,7 @@ from ovmfgen.boot.xen.verdicts import (
     LINUX_BANNER,
     OS_MARKER,
     RESULT,
+    SB_REFUSED,
     Verdict,
     XL_PREFIX,
 )
@@ -31,6 +32,10 @@ from ovmfgen.boot.xen.verdicts import (
 GUEST_NAME = "ovmfgen-pvh"
 XEN_ELFNOTE_PHYS32_ENTRY = 18
 GUEST_MEMORY_MIB = 256
+#: Payloads that need more memory than that: Debian's GRUB cannot allocate Debian's kernel in a 256 MiB
+#: guest ("error: out of memory" under Xen PVH, "cannot allocate kernel buffer" under QEMU with Debian's
+#: own OVMF, both measured 2026-12-05); with 512 MiB it boots it.
+PAYLOAD_MEMORY_MIB = {"sb-os": 512}
 
 # --- How long dom0 waits for a guest ---------------------------------------------------------------
 #
@@ -70,7 +75,20 @@ MODES = ("pvh", "hvm")
 #: shell: the firmware as built, no disk, to the UEFI Shell; os: the OS disk (osdisk.py) booted by the
 #: firmware's boot manager, to the marker its Linux prints; persist: the persistence disk, booted
 #: twice (persist.py); disk: a user's disk (``--disk``), as far as it gets; ud2: the negative control.
-PAYLOADS = ("shell", "os", "persist", "disk", "ud2")
+#: The Secure Boot guests (sbdisks.py; for a Secure Boot build): sb-refused: the project's UKI unsigned,
+#: which the firmware must refuse; sb-signed: the same UKI signed with the key set's db key, to the OS;
+#: sb-shim: Debian's Microsoft-signed shim -> the signed UKI; sb-os: shim -> Debian-signed GRUB ->
+#: Debian-signed kernel; sb-persist: the signed UKI booted twice, the same disk (its init sets a variable
+#: and tries to append to db; the restart must not see the variable). An sb-* guest that reaches the OS
+#: passes only with Secure Boot on.
+PAYLOADS = ("shell", "os", "persist", "disk", "ud2", "sb-refused", "sb-signed", "sb-shim", "sb-os", "sb-persist")
+#: The Secure Boot payloads and the disk each boots (``sbdisks.SB_DISK_NAMES``).
+SB_PAYLOAD_DISKS = {"sb-refused": "unsigned", "sb-signed": "signed", "sb-shim": "shim-uki", "sb-os": "shim-grub",
+                    "sb-persist": "signed"}
+#: The payloads whose guest boots twice, the same disk (``XenGuest.runs``).
+TWICE = ("persist", "sb-persist")
+#: The Secure Boot guest set of one mode: the refusal first (quick), the GRUB chain last.
+_SB_SET = ("sb-refused", "sb-signed", "sb-shim", "sb-persist", "sb-os")
 #: ``--mode`` choices and the guest set each runs, in order; ``all`` ends with the negative control.
 MODE_SETS = {
     "pvh": (("pvh", "shell"),),
@@ -79,10 +97,12 @@ MODE_SETS = {
     "persist": (("pvh", "persist"), ("hvm", "persist")),
     "all": (("pvh", "shell"), ("pvh", "os"), ("hvm", "shell"), ("hvm", "os"), ("pvh", "persist"),
             ("hvm", "persist"), ("pvh", "ud2")),
+    # A Secure Boot build's guest set (``--feature secure_boot=...``): PVH, then HVM.
+    "sb": tuple((mode, payload) for mode in ("pvh", "hvm") for payload in _SB_SET),
 }
 #: The payloads a nightly cell can name (``parse_guest_spec``): the guest set's (an os guest boots the
-#: project's OS disk, ``nested.with_disks``).
-SPEC_PAYLOADS = ("shell", "os", "ud2")
+#: project's OS disk, an sb-* guest its Secure Boot disk, ``nested.with_disks``).
+SPEC_PAYLOADS = ("shell", "os", "ud2", *_SB_SET)
 #: HVM guests' device model as Debian's qemu-system-xen installs it in dom0.
 DEVICE_MODEL = "/usr/libexec/xen-qemu-system-i386"
 #: dom0's hotplug script for a guest disk: a loop device on the image file, announced in xenstore.
@@ -91,7 +111,9 @@ BLOCK_SCRIPT = "/ovmfgen/block-loop"
 SHELL_COUNTDOWN = "Press .*ESC.* in [0-9]* seconds"
 #: What dom0 waits for on each payload's console (grep -E), and the event it reports.
 WANT = {"shell": ("Shell>", "shell"), "os": (OS_MARKER, "os"), "persist": (DONE, "persist"),
-        "disk": (f"{OS_MARKER}|{LINUX_BANNER}[0-9]", "os"), "ud2": ("Shell>", "shell")}
+        "disk": (f"{OS_MARKER}|{LINUX_BANNER}[0-9]", "os"), "ud2": ("Shell>", "shell"),
+        "sb-refused": (SB_REFUSED, "refused"), "sb-signed": (OS_MARKER, "os"), "sb-shim": (OS_MARKER, "os"),
+        "sb-os": (OS_MARKER, "os"), "sb-persist": (OS_MARKER, "os")}
 
 
 @dataclass(frozen=True)
@@ -116,15 +138,23 @@ class XenGuest:
 
     @property
     def expected(self) -> Verdict:
-        """What a correct firmware yields: the Shell, the OS, or for the ud2 control a crash."""
+        """What a correct firmware yields: the Shell, the OS, for the ud2 control a crash, for the unsigned
+        image a Secure Boot refusal."""
         if self.payload == "ud2":
             return Verdict.GUEST_CRASHED
-        return Verdict.OS_REACHED if self.payload in ("os", "disk") else Verdict.SHELL_REACHED
+        if self.payload == "sb-refused":
+            return Verdict.SECURE_BOOT_REFUSED
+        return Verdict.OS_REACHED if self.payload in ("os", "disk", *SB_PAYLOAD_DISKS) else Verdict.SHELL_REACHED
+
+    @property
+    def secure_boot(self) -> bool:
+        """True for the Secure Boot guests: they pass only with Secure Boot on."""
+        return self.payload in SB_PAYLOAD_DISKS
 
     @property
     def runs(self) -> tuple[str, ...]:
-        """The labels of this guest's boots in the log: the persistence guest boots twice, the same disk."""
-        return (self.name, f"{self.name}-restart") if self.payload == "persist" else (self.name,)
+        """The labels of this guest's boots in the log: the persistence guests boot twice, the same disk."""
+        return (self.name, f"{self.name}-restart") if self.payload in TWICE else (self.name,)
 
 
 @dataclass(frozen=True)
@@ -149,18 +179,22 @@ class GuestSpec:
 
 
 def parse_guest_spec(text: str) -> GuestSpec:
-    """``pvh-shell``, ``hvm-shell``, ``pvh-ud2``, ``pvh-shell-4M``... -> GuestSpec, or one clear error."""
-    parts = str(text).split("-")
-    if len(parts) not in (2, 3) or parts[0] not in MODES or parts[1] not in SPEC_PAYLOADS:
+    """``pvh-shell``, ``hvm-shell``, ``pvh-ud2``, ``pvh-shell-4M``, ``hvm-sb-refused``... -> GuestSpec, or one
+    clear error (a payload may hold a dash: the longest payload that fits wins)."""
+    mode, _, rest = str(text).partition("-")
+    payload = next((p for p in sorted(SPEC_PAYLOADS, key=len, reverse=True)
+                    if rest == p or rest.startswith(p + "-")), None)
+    tail = rest[len(payload) + 1:] if payload is not None else ""
+    if mode not in MODES or payload is None or (payload != rest and (not tail or "-" in tail)):
         raise OvmfgenError(f"guest '{text}' is not MODE-PAYLOAD[-FDSIZE] (modes: {', '.join(MODES)}; "
                            f"payloads: {', '.join(SPEC_PAYLOADS)}; e.g. pvh-shell-4M)")
     size = None
-    if len(parts) == 3:
+    if tail:
         try:
-            size = fd_size_label(parse_fd_size(parts[2]) or 0)
+            size = fd_size_label(parse_fd_size(tail) or 0)
         except OvmfgenError as exc:
             raise OvmfgenError(f"guest '{text}': {exc.message}") from None
-    return GuestSpec(parts[0], parts[1], size)
+    return GuestSpec(mode, payload, size)
 
 
 def check_mode(mode: str) -> tuple[tuple[str, str], ...]:
@@ -334,6 +368,7 @@ def dom0_test_script(deadline: GuestDeadline, names: Sequence[str] = (GUEST_NAME
         "OV_EVENT": EVENT, "OV_RESULT": RESULT, "OV_GUEST_START": GUEST_START, "OV_GUEST_STOP": GUEST_STOP,
         "OV_XL_PREFIX": XL_PREFIX, "OV_GUEST_PREFIX": GUEST_PREFIX, "OV_GUEST_BEGIN": GUEST_BEGIN,
         "OV_GUEST_END": GUEST_END, "OV_DEADLINE": DEADLINE, "OV_SHELL_COUNTDOWN": SHELL_COUNTDOWN,
+        "OV_SB_REFUSED": SB_REFUSED,
         "OV_IDLE_S": deadline.idle_s, "OV_CAP_S": deadline.cap_s, "OV_TICK_S": deadline.tick_s,
         "OV_CALIBRATION_LOOPS": CALIBRATION_LOOPS, "OV_CALIBRATION_REFERENCE_S": CALIBRATION_REFERENCE_S,
         "OV_MAX_SCALE": MAX_SCALE,
@@ -383,6 +418,9 @@ def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, deadline: GuestD
     the host): the firmware writes ``\\NvVars`` (BootOrder included) on the first FAT it finds, and an
     HVM guest that restored a PVH guest's boot options from the shared copy booted the Shell instead
     of the disk (measured). The persistence guest's two boots are one guest: they share its copy.
+    Secure Boot guests (``sb-*``) share one copy per disk: a Secure Boot firmware writes nothing to a
+    disk (no ``\\NvVars``), and their disks are read-only to Linux's init. dom0's root file system is RAM: every copy counts (8 Secure Boot
+    guests with their own copies filled it: "No space left on device").
     """
     entries: list[tuple[str, int, bytes]] = [
         ("init", 0o100755, dom0_init_script(series).encode()),
@@ -392,18 +430,26 @@ def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, deadline: GuestD
     for m in DOM0_MODULES:
         entries.append((f"ovmfgen/modules/{m}.ko", 0o100644, (modules_dir / f"{m}.ko").read_bytes()))
     disks: dict[str, str] = {}
+    shared: dict[Path, str] = {}
     for g in guests:
-        if g.disk is not None:
-            disks[g.name] = f"/ovmfgen/disk-{g.name.removeprefix('ovmfgen-')}.img"
-            entries.append((disks[g.name], 0o100644, g.disk.read_bytes()))
+        if g.disk is None:
+            continue
+        if g.payload.startswith("sb-") and g.disk in shared:
+            disks[g.name] = shared[g.disk]
+            continue
+        disks[g.name] = f"/ovmfgen/disk-{g.name.removeprefix('ovmfgen-')}.img"
+        if g.payload.startswith("sb-"):
+            shared[g.disk] = disks[g.name]
+        entries.append((disks[g.name], 0o100644, g.disk.read_bytes()))
     if disks:
         entries.append((BLOCK_SCRIPT, 0o100755, block_script().encode()))
     for g in guests:
         fw = f"/ovmfgen/ovmf-{g.name.removeprefix('ovmfgen-')}.elf"
         disk = disks.get(g.name)
+        memory = max(memory_mib, PAYLOAD_MEMORY_MIB.get(g.payload, 0))
         entries += [
             (fw, 0o100644, guest_image(g)),
-            (f"ovmfgen/{g.name}.cfg", 0o100644, xl_config(fw, g.name, memory_mib, g.mode, disk).encode()),
+            (f"ovmfgen/{g.name}.cfg", 0o100644, xl_config(fw, g.name, memory, g.mode, disk).encode()),
         ]
     entries.append(("ovmfgen/test.sh", 0o100755, dom0_test_script(deadline, runs=guest_runs(guests)).encode()))
     return newc_archive(entries)

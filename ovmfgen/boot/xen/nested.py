@@ -15,10 +15,18 @@ from pathlib import Path
 from ovmfgen.boot.xen.cache import XenAssets, prepare_xen_cache
 from ovmfgen.boot.xen.debian import XEN_417, XenRelease, check_xen
 from ovmfgen.boot.xen.gpt import check_disk_image
-from ovmfgen.boot.xen.guests import GUEST_MEMORY_MIB, GuestDeadline, XenGuest, check_mode, overlay_cpio
+from ovmfgen.boot.xen.guests import (
+    GUEST_MEMORY_MIB,
+    SB_PAYLOAD_DISKS,
+    GuestDeadline,
+    XenGuest,
+    check_mode,
+    overlay_cpio,
+)
 from ovmfgen.boot.xen.limits import known_limit
 from ovmfgen.boot.xen.osdisk import persist_disk, prepare_os_disk
-from ovmfgen.boot.xen.persist import persistence_outcome, startup_nsh
+from ovmfgen.boot.xen.persist import persistence_outcome, sb_persistence_outcome, sb_stateless_problem, startup_nsh
+from ovmfgen.boot.xen.sbdisks import prepare_sb_disks
 from ovmfgen.boot.xen.verdicts import (
     Verdict,
     XenBootResult,
@@ -35,8 +43,10 @@ from ovmfgen.ui import say
 
 # QEMU settings that make Xen work nested under TCG here (each was needed):
 # -smap,-smep: without them dom0 dies at once (#PF in create_bounce_frame); -rdtscp: without it PVH
-# guests die ("SVM Insn len emulation failed"); 2 GiB / dom0_mem=1024M: with less, dom0's initramfs
-# (the root file system) does not unpack (4.20's bigger trixie dom0 gets 3 GiB / 1536M: XenRelease).
+# guests die ("SVM Insn len emulation failed"); 3 GiB / dom0_mem=1536M for both versions: dom0's root file
+# system is its initramfs, RAM, and holds every guest's firmware and disk copy; with 2 GiB / 1024M Xen 4.17's
+# dom0 could not unpack the CI guest set once the Secure Boot guests joined it ("Initramfs unpacking
+# failed: write error", then "No space left on device").
 QEMU_BINARY = "qemu-system-x86_64"
 QEMU_CPU = "max,-smap,-smep,-rdtscp"
 # -icount with a fixed shift and sleep=off: guest time advances by instructions executed, not by
@@ -192,13 +202,34 @@ class GuestOutcome:
 
     guest: XenGuest
     result: XenBootResult
-    #: A persistence guest's ``persist.persistence_outcome`` (what its second boot read back).
+    #: A persistence guest's ``persist.persistence_outcome`` (what its second boot read back), the Secure Boot
+    #: persistence guest's ``persist.sb_persistence_outcome``.
     persistence: dict[str, object] | None = None
 
     @property
     def ok(self) -> bool:
-        """True when the verdict is the expected one (the Shell; a crash for the ud2 control)."""
-        return self.result.verdict is self.guest.expected
+        """True when the verdict is the expected one (the Shell; a crash for the ud2 control); a Secure Boot
+        guest that reached its OS also needs its logs to say Secure Boot was on, and the Secure Boot
+        persistence guest its two boots to show a stateless firmware (``persist.sb_stateless_problem``)."""
+        if self.result.verdict is not self.guest.expected:
+            return False
+        if self.guest.payload == "sb-persist" and sb_stateless_problem(self.persistence):
+            return False
+        if self.guest.secure_boot and self.result.verdict is Verdict.OS_REACHED:
+            return self.result.secure_boot.enabled is True
+        return True
+
+    @property
+    def why_not(self) -> str:
+        """Why ``ok`` is False, in words ('' when it is True)."""
+        if self.ok:
+            return ""
+        if self.result.verdict is self.guest.expected and self.guest.payload == "sb-persist" \
+                and sb_stateless_problem(self.persistence):
+            return sb_stateless_problem(self.persistence)
+        if self.result.verdict is self.guest.expected:
+            return f"{self.result.secure_boot.text}: a Secure Boot guest passes only with Secure Boot on"
+        return f"expected {self.guest.expected}"
 
 
 def guest_log_names(guest: XenGuest, label: str | None = None) -> tuple[str, str]:
@@ -219,13 +250,16 @@ def make_guests(kinds: Sequence[tuple[str, str]], image: Path, out_dir: Path,
 def with_disks(guests: Sequence[XenGuest], out_dir: Path, disk: Path | None = None) -> list[XenGuest]:
     """``guests``, each with the disk its payload needs.
 
-    os: the cached OS disk; persist: a fresh persistence disk per guest in ``out_dir``; disk: ``disk``.
+    os: the cached OS disk; persist: a fresh persistence disk per guest in ``out_dir``; disk: ``disk``;
+    sb-*: the cached Secure Boot disks (``sbdisks``, signed with the test key set's db key).
     """
     out: list[XenGuest] = []
     for g in guests:
         d: Path | None = g.disk
         if g.payload == "os":
             d = prepare_os_disk()
+        elif g.payload in SB_PAYLOAD_DISKS:
+            d = prepare_sb_disks().path(SB_PAYLOAD_DISKS[g.payload])
         elif g.payload == "persist":
             d = Path(out_dir) / f"xen-{g.mode}-persist{'-' + g.variant if g.variant else ''}-disk.img"
             with tempfile.TemporaryDirectory(prefix="ovmfgen-persist-") as tmp:
@@ -296,12 +330,13 @@ def _attempt(guests: Sequence[XenGuest], out_dir: Path, assets: XenAssets, timeo
 
 def _combine(guest: XenGuest, runs: list[XenBootResult]) -> GuestOutcome:
     """One outcome from a guest's boots: the first that went wrong, else the last; and what persisted."""
-    if guest.payload != "persist":
+    if len(runs) == 1:
         return GuestOutcome(guest, runs[0])
     bad = next((r for r in runs if r.verdict is not guest.expected), None)
     result = runs[-1] if bad is None else replace(
         bad, detail=f"boot {runs.index(bad) + 1} of {len(runs)}: {bad.detail}")
-    return GuestOutcome(guest, result, persistence_outcome(runs[0].guest_console, runs[-1].guest_console))
+    outcome = sb_persistence_outcome if guest.payload == "sb-persist" else persistence_outcome
+    return GuestOutcome(guest, result, outcome(runs[0].guest_console, runs[-1].guest_console))
 
 
 def _run_record(guests: Sequence[XenGuest], qrun: QemuRun) -> dict[str, object]:
@@ -374,8 +409,9 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
         "guests": [{
             "name": o.guest.name, "xen": v.hypervisor, "mode": o.guest.mode, "payload": o.guest.payload,
             "variant": o.guest.variant, "image": display_path(o.guest.image), "verdict": o.result.verdict.value,
-            "expected": o.guest.expected.value, "ok": o.ok, "detail": o.result.detail,
+            "expected": o.guest.expected.value, "ok": o.ok, "why_not": o.why_not or None, "detail": o.result.detail,
             "seconds_to_shell": o.result.shell_seconds, "seconds_to_os": o.result.os_seconds,
+            "seconds_to_refusal": o.result.refused_seconds, "secure_boot": o.result.secure_boot.as_json(),
             "wall_seconds": o.result.wall_seconds,
             "disk": display_path(o.guest.disk) if o.guest.disk else None,
             "persistence": o.persistence, "attempts": o.result.attempts,
@@ -448,7 +484,7 @@ def boot_xen_command(image: Path | str, timeout: float | None = None, mode: str 
         guests = make_guests(kinds, path, out_dir, Path(disk) if disk else None)
         outcomes = boot_xen_guests(guests, out_dir, timeout=timeout, xen=release)
     for o in outcomes:
-        mark = "ok" if o.ok else f"FAILED (expected {o.guest.expected})"
+        mark = "ok" if o.ok else f"FAILED ({o.why_not})"
         print(f"{o.guest.mode} {o.guest.payload}: {format_result(o.result)} - {mark}; "
               f"log: {display_path(o.result.serial_log or out_dir)}", flush=True)
         if o.persistence is not None:
@@ -462,5 +498,5 @@ def boot_xen_command(image: Path | str, timeout: float | None = None, mode: str 
         o = bad[0]
         raise OvmfgenError(f"{display_path(path)}: {o.guest.mode} {o.guest.payload} guest under Xen {release.series}: "
                            f"{o.result.verdict}{': ' + o.result.detail if o.result.detail else ''} "
-                           f"(expected {o.guest.expected})")
+                           f"({o.why_not})")
     return outcomes

@@ -19,13 +19,13 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovmfgen.boot.xen.cache import _cache_lock, _drop_siblings, _staging, _stamp
+from ovmfgen.boot.xen.cache import CACHE_LOCK, CACHE_LOCK_WHAT
 from ovmfgen.boot.xen.debian import KERNEL_META_PACKAGE, _apt_download, apt_candidates, kernel_package
 from ovmfgen.boot.xen.gpt import gpt_disk
 from ovmfgen.boot.xen.guests import newc_archive
 from ovmfgen.boot.xen.verdicts import OS_MARKER
+from ovmfgen.cacheentry import ensure
 from ovmfgen.errors import OvmfgenError
-from ovmfgen.fsutil import replace_dir
 from ovmfgen.apt import ensure_apt_packages
 from ovmfgen.paths import cache_dir
 from ovmfgen.run import run
@@ -224,30 +224,24 @@ def prepare_os_disk() -> Path:
     v = query_os_disk_versions()
     final = root / f"osdisk-{v.key()}"
     disk = final / "os-disk.img"
-    if (final / "stamp.json").is_file() and disk.is_file():
-        return disk
-    with _cache_lock(root):
-        if (final / "stamp.json").is_file() and disk.is_file():
-            return disk
+
+    def make(stage: Path) -> dict[str, object]:
         say(f"xen cache: OS disk ({v.kernel_package} {v.kernel}, {STUB_PACKAGE} {v.stub}, "
             f"{BUSYBOX_PACKAGE} {v.busybox})")
-        stage = _staging(root, "osdisk")
-        try:
-            kernel = _extract(v.kernel_package, v.kernel, stage / "k", "boot/vmlinuz-*")
-            stub = _extract(STUB_PACKAGE, v.stub, stage / "s", "usr/lib/systemd/boot/efi/linuxx64.efi.stub")
-            busybox = _extract(BUSYBOX_PACKAGE, v.busybox, stage / "b", "bin/busybox")
-            data = build_os_disk(kernel, stub, busybox, stage / "work")
-            for d in ("k", "s", "b", "work"):
-                shutil.rmtree(stage / d)
-            (stage / disk.name).write_bytes(data)
-            _stamp(stage, {"kernel": f"{v.kernel_package} {v.kernel}", STUB_PACKAGE: v.stub,
-                           BUSYBOX_PACKAGE: v.busybox, "recipe": OS_DISK_RECIPE, "cmdline": KERNEL_CMDLINE,
-                           "sha256": hashlib.sha256(data).hexdigest(), "key": v.key()})
-            replace_dir(stage, final)
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise
-        _drop_siblings(root, "osdisk", final)
+        kernel = _extract(v.kernel_package, v.kernel, stage / "k", "boot/vmlinuz-*")
+        stub = _extract(STUB_PACKAGE, v.stub, stage / "s", "usr/lib/systemd/boot/efi/linuxx64.efi.stub")
+        busybox = _extract(BUSYBOX_PACKAGE, v.busybox, stage / "b", "bin/busybox")
+        data = build_os_disk(kernel, stub, busybox, stage / "work")
+        for d in ("k", "s", "b", "work"):
+            shutil.rmtree(stage / d)
+        (stage / disk.name).write_bytes(data)
+        return {"sha256": hashlib.sha256(data).hexdigest()}
+
+    ensure(final, make, stamp={"kernel": f"{v.kernel_package} {v.kernel}", STUB_PACKAGE: v.stub,
+                               BUSYBOX_PACKAGE: v.busybox, "recipe": OS_DISK_RECIPE, "cmdline": KERNEL_CMDLINE,
+                               "key": v.key()},
+           lock=root / CACHE_LOCK, what=CACHE_LOCK_WHAT, complete=lambda d: (d / disk.name).is_file(),
+           siblings="osdisk-*")
     return disk
 
 

@@ -7,11 +7,19 @@ time startup.nsh first reads back a non-volatile variable, a boot option and a f
 the disk, then sets all three. Run 2's reading is the answer. A PVH guest's PV disk is found in time
 only with xen-pvh's NvVars fix (overrides/xen-pvh/patches/PlatformBootManagerLib-NvVars-Xen-PVH.patch:
 XenIo is connected before the look); without it only the disk's file survived.
+
+The Secure Boot persistence guest (payload ``sb-persist``) asks the same of a Secure Boot build from
+Linux: the Secure Boot disks' init (sbdisks.py) looks for the same variable in efivarfs, sets it, and
+tries to append an unauthenticated entry to db, and prints one ``PERSIST_MARKER`` line per boot
+(``sb_observe``). A Secure Boot firmware copies its pre-enrolled store over the RAM store at every
+boot and keeps no ``\\NvVars``: the restart must not see the variable (``sb_stateless_problem``).
 """
 
 from __future__ import annotations
 
 import re
+
+from ovmfgen.boot.xen.verdicts import PERSIST_MARKER
 
 #: The markers startup.nsh prints (with ``@echo -off`` the Shell does not show the script's lines).
 READ_BEGIN = "OVMFGEN-PERSIST-READ-BEGIN"
@@ -87,3 +95,50 @@ def persistence_outcome(first: str, second: str) -> dict[str, object]:
     persisted = {k: (two[k] if ready and two is not None else None)
                  for k in ("variable", "boot_option", "disk_file", "nvvars_file")}
     return {"persisted": persisted, "first": one, "second": two}
+
+
+_SB_LINE_RE = re.compile(rf"{PERSIST_MARKER} var=(\S+) db=(\S+) db-write=(\S+)")
+
+
+def sb_observe(console: str) -> dict[str, str | None] | None:
+    """One boot's ``PERSIST_MARKER var=BEFORE->SET db=DB db-write=WRITE`` line (the last one) as a record, or None.
+
+    ``variable``: the test variable at boot (``absent``/``present``; None: no efivarfs); ``set``: setting it
+    (``written``/``failed``); ``db``: db's efivarfs file before the append (``present``/``absent``);
+    ``db_write``: appending to db (``written``, ``refused:EACCES``, ...). None where there was no efivarfs.
+    """
+    found = _SB_LINE_RE.findall(_ANSI_RE.sub("", console))
+    if not found:
+        return None
+    var, db, write = found[-1]
+    before, _, after = var.partition("->")
+    return {"variable": None if before == "none" else before, "set": after or None,
+            "db": None if db == "none" else db, "db_write": None if write == "none" else write}
+
+
+def sb_persistence_outcome(first: str, second: str) -> dict[str, object]:
+    """The JSON record of the Secure Boot persistence guest from its two boots' consoles (as
+    ``persistence_outcome``): ``persisted.variable`` is whether the restart found the variable the first
+    boot set (None when either boot did not say)."""
+    one, two = sb_observe(first), sb_observe(second)
+    ready = one is not None and one["set"] == "written" and two is not None and two["variable"] is not None
+    return {"persisted": {"variable": (two["variable"] == "present") if ready and two is not None else None},
+            "first": one, "second": two}
+
+
+def sb_stateless_problem(outcome: dict[str, object] | None) -> str:
+    """Why ``sb_persistence_outcome``'s record does not show a stateless Secure Boot firmware ('' when it does):
+    the first boot found no variable, set it, and was refused the db append; the restart found no variable."""
+    one = outcome.get("first") if outcome else None
+    two = outcome.get("second") if outcome else None
+    if not isinstance(one, dict):
+        return "the first boot printed no persistence line"
+    if one["variable"] != "absent" or one["set"] != "written":
+        return f"the first boot did not find the variable absent and set it (var={one['variable']}->{one['set']})"
+    if not str(one["db_write"]).startswith("refused"):
+        return f"the first boot's unauthenticated db append was not refused (db-write={one['db_write']})"
+    if not isinstance(two, dict):
+        return "the restart printed no persistence line"
+    if two["variable"] != "absent":
+        return f"the variable the first boot set was {two['variable']} after the restart (expected absent: stateless)"
+    return ""

@@ -23,6 +23,25 @@ DEADLINE = "OVMFGEN-DEADLINE"
 #: What the OS disk's init prints once Linux runs user space (split so that no file holding the
 #: script or the command line matches it whole).
 OS_MARKER = "OVMFGEN-OS-" "REACHED"
+#: What the Secure Boot disks' init prints before the OS marker: ``SB_MARKER efivar=01 kernel=enabled``
+#: (the SecureBoot variable's last byte, or ``none``; Linux's own word, or ``none``).
+SB_MARKER = "OVMFGEN-SECURE-" "BOOT"
+#: What the Secure Boot disks' init prints after it: ``PERSIST_MARKER var=absent->written db=present
+#: db-write=refused:EACCES`` (the test variable at boot (absent/present) -> setting it (written/failed); db's
+#: efivarfs file; appending an unauthenticated entry to db: written, or refused with the error Linux returned;
+#: ``none`` without efivarfs).
+PERSIST_MARKER = "OVMFGEN-PER" "SIST"
+#: What the Secure Boot disks' grub.cfg echoes before each step (how far GRUB got).
+GRUB_MARKER = "OVMFGEN-GRUB:"
+#: A Secure Boot refusal on the guest's console (grep -E, also dom0's): edk2's BdsDxe (PlatformBmPrintScLib)
+#: prints ``BdsDxe: failed to load Boot0001 "..." from ...: Access Denied``, from edk2-stable202511 on
+#: followed by `` -- rejected probably by Secure Boot`` (LoadImage under the DENY policy, 0x04), or
+#: ``failed to start ...: Security Violation`` (a deferred policy); shim prints ``Verification failed:
+#: (0x1A) Security Violation``; Debian's GRUB, through shim's protocol, ``bad shim signature``.
+SB_REFUSED = (r"rejected probably by Secure Boot"
+              r"|BdsDxe: failed to load Boot[0-9A-Fa-f]{4} .*: Access Denied"
+              r"|BdsDxe: failed to start Boot[0-9A-Fa-f]{4} .*: Security Violation"
+              r"|Verification failed: \(0x1A\)|bad shim signature|prohibited by secure boot policy")
 #: The Linux kernel's banner: a user's disk (``--disk``) that shows it has handed over to an OS.
 LINUX_BANNER = "Linux version "
 #: OvmfPkg's gXenBusProtocolGuid: a device path through it is a Xen PV device (XenBusDxe's child).
@@ -32,7 +51,62 @@ XENBUS_PROTOCOL_GUID = "3D3CA290-B9A5-11E3-B75D-B8AC6F7D65E6"
 
 #: The verdicts a guest under Xen gets (classify_xen_run), of the one vocabulary.
 XEN_VERDICTS = frozenset({Verdict.SHELL_REACHED, Verdict.OS_REACHED, Verdict.FW_ASSERT, Verdict.GUEST_CRASHED,
-                          Verdict.GUEST_GONE, Verdict.TIMEOUT, Verdict.HARNESS_FAILURE})
+                          Verdict.GUEST_GONE, Verdict.TIMEOUT, Verdict.HARNESS_FAILURE,
+                          Verdict.SECURE_BOOT_REFUSED})
+
+
+@dataclass(frozen=True)
+class SecureBootState:
+    """What a guest's logs say about Secure Boot (None: that source said nothing).
+
+    ``firmware``: the variable driver's DEBUG line ``Variable SecureBoot is 1`` (AuthVariableLib);
+    ``store``: XenPlatformPei's ``Secure Boot: ...`` line (the pre-enrolled store found, or why not);
+    ``linux``: the kernel's ``Secure boot enabled``/``disabled``; ``efivar``: the SecureBoot variable as
+    the Secure Boot disks' init read it; ``refused``: the refusal line; ``verification``: the firmware's
+    first ``DxeImageVerificationLib:`` DEBUG line (why it refused).
+    """
+
+    firmware: bool | None = None
+    store: str | None = None
+    linux: bool | None = None
+    efivar: bool | None = None
+    refused: str | None = None
+    verification: str | None = None
+
+    @property
+    def enabled(self) -> bool | None:
+        """On when some source says on and none says off; off when one says off; None when none said."""
+        said = [v for v in (self.firmware, self.linux, self.efivar) if v is not None]
+        if not said:
+            return True if self.refused else None
+        return all(said)
+
+    @property
+    def seen(self) -> bool:
+        """True when any source said anything."""
+        return any(v is not None for v in (self.firmware, self.store, self.linux, self.efivar, self.refused))
+
+    @property
+    def text(self) -> str:
+        """One line for people: ``Secure Boot on (firmware: SecureBoot=1; Linux: enabled)``."""
+        word = {True: "on", False: "off", None: "unknown"}
+        parts = []
+        if self.firmware is not None:
+            parts.append(f"firmware: SecureBoot={int(self.firmware)}")
+        if self.store:
+            parts.append(f"XenPlatformPei: {self.store}")
+        if self.linux is not None:
+            parts.append(f"Linux: {'enabled' if self.linux else 'disabled'}")
+        if self.efivar is not None:
+            parts.append(f"efivar: {int(self.efivar):02x}")
+        if self.refused:
+            parts.append(f"refused: {self.refused}")
+        return f"Secure Boot {word[self.enabled]}" + (f" ({'; '.join(parts)})" if parts else "")
+
+    def as_json(self) -> dict[str, object]:
+        """xen-boot.json's ``secure_boot`` record."""
+        return {"enabled": self.enabled, "firmware": self.firmware, "store": self.store, "linux": self.linux,
+                "efivar": self.efivar, "refused": self.refused, "verification": self.verification}
 
 
 @dataclass(frozen=True)
@@ -75,6 +149,7 @@ class XenBootResult:
     create_at: float | None = None
     shell_at: float | None = None
     os_at: float | None = None
+    refused_at: float | None = None
     #: Filled in by ``boot_xen``: wall time and peak RSS of the QEMU run, attempts made, the logs.
     qemu_seconds: float | None = None
     qemu_max_rss_mib: float | None = None
@@ -86,6 +161,8 @@ class XenBootResult:
     guest_console: str = field(default="", repr=False)
     #: The boot option the firmware's boot manager started last (``booted_from``), if it started one.
     boot: BootStart | None = None
+    #: What the logs say about Secure Boot (``secure_boot_state``).
+    secure_boot: SecureBootState = field(default_factory=SecureBootState)
 
     @property
     def ok(self) -> bool:
@@ -106,6 +183,13 @@ class XenBootResult:
             return None
         return round(self.os_at - self.create_at, 2)
 
+    @property
+    def refused_seconds(self) -> float | None:
+        """Seconds from ``xl create`` to dom0 seeing a Secure Boot refusal (dom0's clock)."""
+        if self.create_at is None or self.refused_at is None:
+            return None
+        return round(self.refused_at - self.create_at, 2)
+
 
 # --- Log classification (pure) --------------------------------------------------------------------
 
@@ -120,6 +204,43 @@ _SHELL_RE = re.compile(r"Shell>")
 _DEADLINE_RE = re.compile(rf"{DEADLINE} (.*)")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]")
 _BDS_START_RE = re.compile(r'BdsDxe: starting (Boot[0-9A-Fa-f]{4}) "([^"]*)" from (\S+)')
+_SB_VARIABLE_RE = re.compile(r"Variable SecureBoot is ([0-9A-Fa-f]+)")
+_SB_STORE_RE = re.compile(r"XenPlatformPei: Secure Boot: (.*)")
+_SB_LINUX_RE = re.compile(r"Secure boot (enabled|disabled)")
+_SB_MARKER_RE = re.compile(rf"{SB_MARKER} efivar=(\S+) kernel=(\S+)")
+_SB_REFUSED_RE = re.compile(rf".*(?:{SB_REFUSED}).*")
+_SB_VERIFY_RE = re.compile(r"DxeImageVerificationLib: (.*)")
+
+
+def secure_boot_state(serial_log: str, guest_console: str) -> SecureBootState:
+    """What ``serial_log`` (the firmware's ``(dN)`` DEBUG lines) and ``guest_console`` say about Secure Boot.
+
+    The firmware's lines are the last of each kind (a guest that restarts says it again); the
+    refusal is the first (where the boot stopped).
+    """
+    firmware = store = verification = None
+    for line in _guest_lines(serial_log):
+        m = _SB_VARIABLE_RE.search(line)
+        if m:
+            firmware = int(m.group(1), 16) != 0
+        m = _SB_STORE_RE.search(line)
+        if m:
+            store = m.group(1).strip()
+        m = _SB_VERIFY_RE.search(line)
+        if m and verification is None:
+            verification = m.group(1).strip()
+    console = _ANSI_RE.sub("", guest_console)
+    linux = efivar = None
+    m = None
+    for m in _SB_LINUX_RE.finditer(console):
+        pass
+    if m is not None:
+        linux = m.group(1) == "enabled"
+    for m in _SB_MARKER_RE.finditer(console):
+        efivar = None if m.group(1) == "none" else m.group(1).lower() not in ("00", "0")
+    refused = _SB_REFUSED_RE.search(console)
+    return SecureBootState(firmware, store, linux, efivar, refused.group(0).strip() if refused else None,
+                           verification)
 
 
 def booted_from(guest_console: str) -> BootStart | None:
@@ -181,11 +302,15 @@ def classify_xen_run(serial_log: str, guest_console: str, qemu_returncode: int |
         events.setdefault(m.group(1), float(m.group(2)))
     results = _RESULT_RE.findall(serial_log)
     result = results[-1] if results else None
-    timing = {"create_at": events.get("create"), "shell_at": events.get("shell"), "os_at": events.get("os")}
+    timing = {"create_at": events.get("create"), "shell_at": events.get("shell"), "os_at": events.get("os"),
+              "refused_at": events.get("refused")}
     shell_seen = "shell" in events or bool(_SHELL_RE.search(guest_console))
     os_seen = "os" in events or OS_MARKER in guest_console
+    sb = secure_boot_state(serial_log, guest_console)
     verdict = classify_events(serial_log, qemu_returncode, result, timing, shell_seen, os_seen,
-                              OS_MARKER in guest_console)
+                              OS_MARKER in guest_console, sb.refused or ("dom0 saw a Secure Boot refusal"
+                                                                         if result == "refused" else None))
+    verdict = replace(verdict, secure_boot=sb)
     boot = booted_from(guest_console)
     if boot is not None:
         verdict = replace(verdict, boot=boot)
@@ -201,8 +326,12 @@ def classify_xen_run(serial_log: str, guest_console: str, qemu_returncode: int |
 
 def classify_events(serial_log: str, qemu_returncode: int | None, result: str | None,
                     timing: dict[str, float | None], shell_seen: bool, os_seen: bool,
-                    marker_seen: bool) -> XenBootResult:
-    """``classify_xen_run``'s decision, from what it has parsed out of the logs."""
+                    marker_seen: bool, refused: str | None = None) -> XenBootResult:
+    """``classify_xen_run``'s decision, from what it has parsed out of the logs.
+
+    ``refused``: the Secure Boot refusal line, if any: SECURE_BOOT_REFUSED unless the OS ran after all
+    (then the refusal is in the detail: the firmware refused one boot option and started another).
+    """
     if qemu_returncode not in (None, 0):
         seen = (" (the guest's OS had started)" if os_seen else
                 " (the guest had reached the shell)" if shell_seen else "")
@@ -222,7 +351,11 @@ def classify_events(serial_log: str, qemu_returncode: int | None, result: str | 
     if os_seen:
         what = (f"{OS_MARKER} printed by the OS disk's init" if marker_seen
                 else "the Linux kernel's banner on the guest's console")
+        if refused:
+            what += f", after a Secure Boot refusal: {refused}"
         return XenBootResult(Verdict.OS_REACHED, what, **timing)
+    if refused:
+        return XenBootResult(Verdict.SECURE_BOOT_REFUSED, refused, **timing)
     if shell_seen:
         return XenBootResult(Verdict.SHELL_REACHED, "UEFI Shell prompt on the guest's PV console", **timing)
 
@@ -307,11 +440,15 @@ def format_result(result: XenBootResult) -> str:
     parts = [f"xen: {result.verdict}"]
     if result.detail:
         parts.append(f"({result.detail})")
+    if result.secure_boot.seen:
+        parts.append(f"[{result.secure_boot.text}]")
     timings = []
     if result.shell_seconds is not None:
         timings.append(f"shell {result.shell_seconds:.1f} s after xl create")
     if result.os_seconds is not None:
         timings.append(f"OS {result.os_seconds:.1f} s after xl create")
+    if result.refused_seconds is not None:
+        timings.append(f"refused {result.refused_seconds:.1f} s after xl create")
     if result.wall_seconds is not None:
         timings.append(f"{result.wall_seconds:.0f} s wall")
     if result.qemu_seconds is not None:

@@ -14,7 +14,7 @@ from ovmfgen.errors import OvmfgenError
 def test_xen_releases_and_what_each_needs():
     a, b = debian.check_xen("4.17"), debian.check_xen("4.20")
     assert debian.check_xen(None) is a and debian.DEFAULT_XEN == "4.17"
-    assert (a.suite, a.host_apt, a.qemu_memory_mib, a.cache_subdir) == ("bookworm", True, 2048, "")
+    assert (a.suite, a.host_apt, a.qemu_memory_mib, a.cache_subdir) == ("bookworm", True, 3072, "")
     assert (b.suite, b.host_apt, b.qemu_memory_mib, b.cache_subdir) == ("trixie", False, 3072, "4.20")
     assert b.hypervisor_package == "xen-hypervisor-4.20-amd64" and b.utils_package == "xen-utils-4.20"
     assert b.security_suite == "trixie-security" and b.dom0_mem_mib > 1024

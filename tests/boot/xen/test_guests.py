@@ -238,8 +238,10 @@ sh "$FAKE/scenario" "$t"
 """
 
 
-def _wait_for_guest(tmp_path: Path, scenario: str, deadline: guests.GuestDeadline) -> tuple[str, int]:
-    """Run dom0's test script on one guest; (its output, dom0's clock at the end)."""
+def _wait_for_guest(tmp_path: Path, scenario: str, deadline: guests.GuestDeadline,
+                    runs: list[tuple[str, str, str, str]] | None = None) -> tuple[str, int]:
+    """Run dom0's test script on one guest (``runs``: dom0_test_script's; default: "g" to the Shell);
+    (its output, dom0's clock at the end)."""
     fake, bin_dir, console = tmp_path / "fake", tmp_path / "bin", tmp_path / "console"
     for d in (fake, bin_dir, console):
         d.mkdir()
@@ -253,7 +255,7 @@ def _wait_for_guest(tmp_path: Path, scenario: str, deadline: guests.GuestDeadlin
     uptime = fake / "uptime"
     uptime.write_text("10.00 0.00\n")
     script = tmp_path / "test.sh"
-    script.write_text(guests.dom0_test_script(deadline, ["g"]))
+    script.write_text(guests.dom0_test_script(deadline, ["g"], runs=runs))
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE": str(fake), "NAME_X": "g", "OVMFGEN_UPTIME": str(uptime),
            "OVMFGEN_CONSOLE_DIR": str(console), "TMPDIR": str(tmp_path)}
     out = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=120, check=True)
@@ -342,3 +344,50 @@ def test_nightly_guest_specs_name_the_guest_sets_payloads():
     assert guests.parse_guest_spec("pvh-os-4M") == guests.GuestSpec("pvh", "os", "4M")
     with pytest.raises(OvmfgenError, match="payloads: shell, os, ud2"):
         guests.parse_guest_spec("pvh-persist")
+
+
+# A Secure Boot firmware that refuses the disk's image falls through to its boot manager and waits for a
+# key there (no Shell in a Secure Boot build): dom0 stops at the refusal line, whatever it waited for.
+_REFUSES_AT_15 = """t=$1
+LOG="$OVMFGEN_CONSOLE_DIR/guest-g.log"
+[ "$t" -eq 14 ] && echo 'BdsDxe: loading Boot0001 "UEFI Misc Device" from PciRoot(0x0)' >> "$LOG"
+[ "$t" -eq 15 ] && echo 'BdsDxe: failed to load Boot0001 "UEFI Misc Device" from PciRoot(0x0): Access Denied' >> "$LOG"
+[ "$t" -eq 15 ] && echo 'BdsDxe: Press any key to enter the Boot Manager Menu.' >> "$LOG"
+exit 0
+"""
+
+
+@pytest.mark.parametrize("payload", ["sb-refused", "sb-signed", "disk"])
+def test_dom0_stops_at_a_secure_boot_refusal(tmp_path, payload):
+    g = guests.XenGuest("pvh", payload, Path("x.elf"))
+    runs = [("g", "g", *guests.WANT[payload])]
+    out, clock = _wait_for_guest(tmp_path, _REFUSES_AT_15, guests.GuestDeadline(idle_s=30, cap_s=100, tick_s=5),
+                                 runs)
+    assert "OVMFGEN-RESULT refused" in out and clock == 15, out
+    r = verdicts.classify_xen_run(out, verdicts.extract_guest_console(out), 0)
+    assert r.verdict is Verdict.SECURE_BOOT_REFUSED and r.refused_seconds == 5.0
+    assert r.detail.endswith("Access Denied")
+    assert (r.verdict is g.expected) == (payload == "sb-refused")
+
+
+def test_secure_boot_guests_share_one_copy_of_each_disk(tmp_path):
+    """dom0's root is RAM: Secure Boot guests (their firmware writes no \\NvVars) share a disk's copy; an OS
+    guest booting the same file still gets its own."""
+    mods = tmp_path / "modules"
+    mods.mkdir()
+    for m in debian.DOM0_MODULES:
+        (mods / f"{m}.ko").write_bytes(m.encode())
+    image = pvh_elf_file(tmp_path)
+    signed, unsigned = tmp_path / "signed.img", tmp_path / "unsigned.img"
+    signed.write_bytes(b"signed")
+    unsigned.write_bytes(b"unsigned")
+    guest_set = [guests.XenGuest("pvh", "sb-signed", image, disk=signed),
+                 guests.XenGuest("hvm", "sb-signed", image, disk=signed),
+                 guests.XenGuest("pvh", "sb-refused", image, disk=unsigned),
+                 guests.XenGuest("hvm", "sb-refused", image, disk=unsigned),
+                 guests.XenGuest("pvh", "os", image, disk=signed)]
+    got = read_newc(guests.overlay_cpio(guest_set, mods, guests.GuestDeadline()))
+    images = sorted(name for name in got if name.startswith("ovmfgen/disk-"))
+    assert images == ["ovmfgen/disk-pvh-os.img", "ovmfgen/disk-pvh-sb-refused.img", "ovmfgen/disk-pvh-sb-signed.img"]
+    assert b'/ovmfgen/disk-pvh-sb-signed.img' in got["ovmfgen/ovmfgen-hvm-sb-signed.cfg"][1]
+    assert b'/ovmfgen/disk-pvh-sb-refused.img' in got["ovmfgen/ovmfgen-hvm-sb-refused.cfg"][1]

@@ -21,12 +21,12 @@ def test_qemu_argv(tmp_path):
     assert argv[0] == "qemu-system-x86_64"
     joined = " ".join(argv)
     for piece in ("-accel tcg", "-icount shift=0,sleep=off", "-cpu max,-smap,-smep,-rdtscp", "-smp 2",
-                  "-m 2048", "-no-reboot",
+                  "-m 3072", "-no-reboot",
                   "-nodefaults", "-display none", "-vga none", "-monitor none", "-kernel /c/xen-4.17"):
         assert piece in joined
     assert argv[argv.index("-serial") + 1] == f"file:{tmp_path / 's.log'}"
     append = argv[argv.index("-append") + 1]
-    assert "dom0_mem=1024M,max:1024M" in append and "console=com1" in append and "noreboot" in append
+    assert "dom0_mem=1536M,max:1536M" in append and "console=com1" in append and "noreboot" in append
     assert argv[argv.index("-initrd") + 1] == \
         "/t/vmlinuz console=hvc0 earlyprintk=xen rdinit=/init,/t/dom0.cpio"
     retry = nested.qemu_argv(Path("/x"), Path("/t/v"), Path("/t/i"), Path("/s"), icount_shift=1)
@@ -76,7 +76,7 @@ def test_qemu_argv_rejects_module_paths_qemu_would_split():
 
 
 def test_boot_xen_command_rejects_an_unknown_mode_before_anything_else(tmp_path):
-    with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'both': expected all, hvm, os, persist, pvh$"):
+    with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'both': expected all, hvm, os, persist, pvh, sb$"):
         nested.boot_xen_command(tmp_path / "missing.elf", mode="both")
 
 
@@ -130,7 +130,7 @@ def test_invoke_boot_bad_xen_argument_is_one_line(args, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--mode", "kvm"], "error: unknown Xen boot mode 'kvm': expected all, hvm, os, persist, pvh"),
+    (["--mode", "kvm"], "error: unknown Xen boot mode 'kvm': expected all, hvm, os, persist, pvh, sb"),
     (["--disk", "missing.img"], "error: missing.img: no such disk image"),
     (["--disk", "notes.txt"], "error: notes.txt: not a disk image (no MBR/GPT boot signature 0x55AA at byte 510)"),
     (["--disk", "good.img", "--mode", "os"], "error: --disk boots your disk in --mode all, hvm, pvh, not 'os'"),

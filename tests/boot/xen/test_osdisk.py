@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import subprocess
@@ -110,3 +111,33 @@ def test_os_disk_cache_key_follows_every_package_version():
     for field in ("kernel", "stub", "busybox"):
         other = osdisk.OsDiskVersions(**{**v.__dict__, field: "9"})
         assert other.key() != v.key(), field
+
+
+def test_a_warm_os_disk_entry_is_used_as_it_is(isolated_cache: Path, monkeypatch: pytest.MonkeyPatch):
+    # The entry as the code before cacheentry wrote it, at its path (key pinned: a warm cache stays warm).
+    v = osdisk.OsDiskVersions("linux-image-6.1.0-57-amd64", "6.1.192-3", "252.39-1~deb12u1", "1:1.35.0-4+b3")
+    assert v.key() == "8b6f0b5b2491fe12"
+    final = isolated_cache / "disks" / "osdisk-8b6f0b5b2491fe12"
+    final.mkdir(parents=True)
+    (final / "os-disk.img").write_bytes(b"cached disk")
+    stamp = {"kernel": "linux-image-6.1.0-57-amd64 6.1.192-3", "systemd-boot-efi": v.stub, "busybox-static": v.busybox,
+             "recipe": 1, "cmdline": osdisk.KERNEL_CMDLINE, "sha256": "0" * 64, "key": v.key()}
+    (final / "stamp.json").write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+    (final.parent / ".osdisk.a1b2c3.tmp").mkdir()   # a killed run's stage (removed only when something is made)
+    downloads: list[str] = []
+
+    def download(package, version, dest, opts=()):
+        downloads.append(package)
+        raise OvmfgenError(f"test: no download of {package}")
+
+    monkeypatch.setattr(osdisk, "ensure_disk_tools", lambda: None)
+    monkeypatch.setattr(osdisk, "query_os_disk_versions", lambda: v)
+    monkeypatch.setattr(osdisk, "_apt_download", download)
+    assert osdisk.prepare_os_disk() == final / "os-disk.img"
+    assert downloads == [] and (final / "os-disk.img").read_bytes() == b"cached disk"
+    # Another recipe's stamp (same path) is made again, under the lock, after the leftovers went.
+    (final / "stamp.json").write_text(json.dumps({**stamp, "recipe": 0}, indent=2, sort_keys=True) + "\n")
+    with pytest.raises(OvmfgenError, match="no download of linux-image-6.1.0-57-amd64"):
+        osdisk.prepare_os_disk()
+    assert sorted(p.name for p in final.parent.iterdir()) == [".lock", "osdisk-8b6f0b5b2491fe12"]
+    assert (final / "os-disk.img").read_bytes() == b"cached disk"

@@ -77,3 +77,32 @@ def test_captured_restart_reads_what_survived(name: str, first: dict, persisted:
                                       (data / f"{name}-restart.console.log").read_text(errors="replace"))
     assert out["first"] == first
     assert out["persisted"] == persisted
+
+
+# --- the Secure Boot persistence guest ----------------------------------------------------------------
+
+
+def test_sb_line_is_read_from_the_last_copy_and_none_means_no_efivarfs():
+    line = "OVMFGEN-PERSIST var={} db={} db-write={}"
+    text = "\r\n".join([line.format("present->failed", "present", "written"),
+                        "[    2.2] " + line.format("absent->written", "absent", "refused:EACCES")])
+    assert persist.sb_observe(text) == {"variable": "absent", "set": "written", "db": "absent",
+                                        "db_write": "refused:EACCES"}
+    assert persist.sb_observe(line.format("none", "none", "none")) == {"variable": None, "set": None, "db": None,
+                                                                       "db_write": None}
+    assert persist.sb_observe("OVMFGEN-PERSIST-READ-BEGIN\r\nOVMFGEN-OS-REACHED 6.1") is None
+
+
+def test_captured_secure_boot_restart_kept_nothing():
+    data = DATA / "xen" / "sb"
+    first, second = ((data / f"xen-pvh-sb-persist{s}.console.log").read_text() for s in ("", "-restart"))
+    seen = {"variable": "absent", "set": "written", "db": "present", "db_write": "refused:EPERM"}
+    out = persist.sb_persistence_outcome(first, second)
+    assert out == {"persisted": {"variable": False}, "first": seen, "second": seen}
+    assert persist.sb_stateless_problem(out) == ""
+    # Had the store kept it, the restart would have said so, and that fails the guest.
+    kept = persist.sb_persistence_outcome(first, second.replace("var=absent->", "var=present->"))
+    assert kept["persisted"] == {"variable": True}
+    assert persist.sb_stateless_problem(kept) == ("the variable the first boot set was present after the restart "
+                                                  "(expected absent: stateless)")
+    assert persist.sb_stateless_problem(None) == "the first boot printed no persistence line"

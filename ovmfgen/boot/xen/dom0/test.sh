@@ -65,6 +65,14 @@ while :; do
         xl pause "$NAME"
         break
     fi
+    if [ "$EVENT" != refused ] && grep -Eq "$OV_SB_REFUSED" "$LOG" 2>/dev/null; then
+        # Secure Boot refused an image: the firmware falls through to its boot manager (a Secure Boot
+        # build has no Shell) and waits for a key there. That is the guest's answer: stop now.
+        ev refused
+        result=refused
+        xl pause "$NAME"
+        break
+    fi
     if [ "$EVENT" != shell ] && grep -q 'Shell>' "$LOG" 2>/dev/null; then
         # Not what it should have shown: the firmware fell through to the Shell.
         ev shell
