@@ -26,6 +26,8 @@ VARIANTS = {
     "xen-pvh-tpm2-edk2-stable202605": ("xen-pvh", {"tpm": "tpm2"}, "edk2-stable202605"),
     "xen-pvh-secureboot": ("xen-pvh", {"secure_boot": "test"}, "edk2-stable202502"),
     "xen-pvh-secureboot-edk2-stable202605": ("xen-pvh", {"secure_boot": "test"}, "edk2-stable202605"),
+    # both features: upstream's SecurityStubDxe, image verification then the TPM's measure-boot handler
+    "xen-pvh-secureboot-tpm2": ("xen-pvh", {"secure_boot": "test", "tpm": "tpm2"}, "edk2-stable202502"),
     "qemu-x64": ("qemu-x64", {}, "edk2-stable202502"),
     "qemu-x64-edk2-stable202605": ("qemu-x64", {}, "edk2-stable202605"),
 }
