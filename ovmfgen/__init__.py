@@ -55,7 +55,7 @@ Code map::
         stuart.py          running the stuart child, progress
         diagnose.py        a failed build's first real error, located
         manifest.py        manifest.json: read, compare (no-op), make; FV usage
-        measure.py         a TPM build's predicted PCR 7, PCR 0 as built (checked against virt-fw-measure), pcrlock file
+        measure.py         a TPM build's predicted PCR 7 (Secure Boot: the enrolled keys), PCR 0 as built (checked against virt-fw-measure), pcrlock file
         publish.py         the atomic swap into dist/
         entry.py           ``invoke build``'s entry: the request, the stamped no-op, else the full build
         noop.py            the no-op: the published manifest checked, a build's stamp written and answered

@@ -62,6 +62,7 @@ def post_build(p: Plan, log_text: str, seconds: float) -> dict[str, bytes]:
     files: dict[str, bytes] = {p.fd_file_name: fd}
     elf_info = None
     sb_info = None
+    store = None
     spec = p.platform.elf
     if p.platform.secure_boot is not None and spec is None:
         raise BuildFailed("Secure Boot needs a platform with a PVH ELF (elf:): its store sits after the header")
@@ -77,7 +78,8 @@ def post_build(p: Plan, log_text: str, seconds: float) -> dict[str, bytes]:
             # same store; it differs from the ELF only in the header's page).
             try:
                 image = enroll(image, sb, p.fd_size)
-                sb_info = describe(read_store(image, sb, p.fd_size), sb)
+                store = read_store(image, sb, p.fd_size)
+                sb_info = describe(store, sb)
             except EnrollFailed as exc:
                 raise BuildFailed(f"Secure Boot: {exc.message}") from None
             files[p.fd_file_name] = fd = fd[:sb.store_offset] + image[sb.store_offset:]
@@ -93,7 +95,7 @@ def post_build(p: Plan, log_text: str, seconds: float) -> dict[str, bytes]:
     measurements = None
     if p.platform.feature("tpm") != "off":
         try:
-            measurements, files[PCRLOCK_NAME] = predict(p, fd)
+            measurements, files[PCRLOCK_NAME] = predict(p, fd, store)
         except OvmfgenError as exc:
             raise BuildFailed(f"{p.platform.name}: {exc.message}") from None
     files[LOG_NAME] = log_text.encode("utf-8", errors="replace")
