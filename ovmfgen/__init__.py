@@ -21,6 +21,7 @@ Code map::
       cacheentry.py        a cache entry made whole or not at all: lock, temp dir beside it, stamp, rename, stale stages removed
       ui.py                ``ovmfgen: ...`` progress lines, logging set-up
       elf.py               FD -> PVH ELF, and the loader rules Xen's libelf and QEMU apply (pure bytes)
+      fvfile.py            firmware volumes, FFS files and sections of a built image, LZMA opened (pure bytes): the Shell's PE32
       varstore.py          an edk2 authenticated variable store in an image, read and checked (pure bytes)
       edk2/
         releases.py        the edk2 releases ovmfgen knows (releases.yaml: tag, commit, date, tarball), and Position: any tree ordered among them
@@ -54,6 +55,7 @@ Code map::
         stuart.py          running the stuart child, progress
         diagnose.py        a failed build's first real error, located
         manifest.py        manifest.json: read, compare (no-op), make; FV usage
+        measure.py         a TPM build's predicted PCR 7 (Secure Boot: the enrolled keys), PCR 0 as built (checked against virt-fw-measure), pcrlock file
         publish.py         the atomic swap into dist/
         entry.py           ``invoke build``'s entry: the request, the stamped no-op, else the full build
         noop.py            the no-op: the published manifest checked, a build's stamp written and answered
@@ -68,7 +70,7 @@ Code map::
         verdict.py         a DEBUG log -> Verdict (milestones, which entry SEC ran from)
         qemu.py            running QEMU (TCG) through the PVH entry or the reset vector
         shell.py           booting a full OVMF to the UEFI Shell (pflash + FAT disk)
-        fvfile.py          a file's PE32 out of a built image (firmware volumes, LZMA sections): the Shell for the disk
+        swtpm.py           a software TPM 2.0 (swtpm) for a QEMU boot, and its PCRs read back over its control socket
         command.py         ``invoke boot``: finds the build through the Layout, boots it
         xen/               real Xen 4.17 / 4.20 nested in QEMU: debian, cache, gpt, osdisk, persist, guests (dom0/test.sh: dom0's test), nested, verdicts, watch, bench, limits
       patch/

@@ -18,12 +18,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovmfgen.boot.fvfile import file_pe32
+from ovmfgen.fvfile import file_pe32
 from ovmfgen.boot.qemu import DEBUG_PORT, QEMU, preflight
 from ovmfgen.boot.verdict import FAILURE_LINE, TAIL_LINES, Verdict, describe_exit, log_lines
 from ovmfgen.elf import fv_headers, read_fv_header
@@ -40,13 +42,14 @@ DEFAULT_BOOT_PATH = "EFI/BOOT/BOOTX64.EFI"
 _STARTING = re.compile(r'BdsDxe: starting (Boot[0-9A-Fa-f]{4} "[^"]*")')
 
 
-def startup_script(marker: str = SHELL_MARKER) -> str:
-    """The startup.nsh that prints ``marker`` (assembled at run time) and powers the guest off."""
+def startup_script(marker: str = SHELL_MARKER, power_off: bool = True) -> str:
+    """The startup.nsh that prints ``marker`` (assembled at run time) and powers the guest off (unless not
+    ``power_off``: the Shell then waits at its prompt until QEMU is stopped)."""
     head, _, tail = marker.rpartition("-")
     return ("@echo -off\r\n"
             f"set -v OVMFGEN_TAIL {tail}\r\n"
             f"echo {head}-%OVMFGEN_TAIL%\r\n"
-            "reset -s\r\n")
+            + ("reset -s\r\n" if power_off else ""))
 
 
 def _tools_hint() -> str:
@@ -170,14 +173,18 @@ def classify_shell_boot(serial: str, debug: str, marker: str = SHELL_MARKER, ret
 
 
 def boot_qemu_shell(image: Path, out_dir: Path, timeout: float = SHELL_TIMEOUT_SECONDS,
-                    memory_mb: int = 512, marker: str = SHELL_MARKER, shell_on_disk: bool = True) -> ShellBootResult:
+                    memory_mb: int = 512, marker: str = SHELL_MARKER, shell_on_disk: bool = True,
+                    extra_args: Sequence[str] = (), power_off: bool = True,
+                    stop_signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGKILL)) -> ShellBootResult:
     """Boot a unified OVMF.fd to the UEFI Shell in QEMU (TCG) and wait for startup.nsh's marker.
 
     Writes into ``out_dir``: ``OVMF_CODE.fd`` and ``OVMF_VARS.fd`` (split from ``image``),
     ``boot-shell-vars.fd`` (the VM's copy of OVMF_VARS, which the firmware writes), ``shell-disk.img`` (FAT:
     startup.nsh and, with ``shell_on_disk``, the image's own Shell at EFI/BOOT/BOOTX64.EFI), ``boot-shell-serial.log`` (the
     console) and ``boot-shell-debug.log`` (the DEBUG log, port 0x402). QEMU is stopped as soon as
-    the marker appears, the firmware ASSERTs, or ``timeout`` seconds pass.
+    the marker appears, the firmware ASSERTs, or ``timeout`` seconds pass, with ``stop_signals``.
+    ``extra_args`` go to QEMU (a TPM device, say); without ``power_off`` the script leaves the guest
+    running, so that only ``stop_signals`` end QEMU (SIGKILL alone: a swtpm keeps the PCRs).
     """
     image, out_dir = preflight(image, out_dir)
     data = image.read_bytes()
@@ -188,14 +195,14 @@ def boot_qemu_shell(image: Path, out_dir: Path, timeout: float = SHELL_TIMEOUT_S
     code.write_bytes(code_fd)
     template.write_bytes(vars_fd)
     vars_copy.write_bytes(vars_fd)
-    files = {"startup.nsh": startup_script(marker).encode()}
+    files = {"startup.nsh": startup_script(marker, power_off).encode()}
     if shell_on_disk:
         files[DEFAULT_BOOT_PATH] = file_pe32(data)
     disk = make_fat_image(out_dir / "shell-disk.img", files)
     serial_log, debug_log = out_dir / "boot-shell-serial.log", out_dir / "boot-shell-debug.log"
     for log_file in (serial_log, debug_log):
         log_file.write_bytes(b"")
-    argv = shell_qemu_argv(code, vars_copy, disk, serial_log, debug_log, memory_mb)
+    argv = [*shell_qemu_argv(code, vars_copy, disk, serial_log, debug_log, memory_mb), *extra_args]
     qemu_out = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
     returncode: int | None = None
     timed_out = False
@@ -218,7 +225,7 @@ def boot_qemu_shell(image: Path, out_dir: Path, timeout: float = SHELL_TIMEOUT_S
                 time.sleep(0.2)
             duration = time.monotonic() - start
         finally:
-            stop(proc)
+            stop(proc, signals=stop_signals)
         qemu_out.seek(0)
         output = "".join(l for l in qemu_out.readlines() if "terminating on signal" not in l)
     finally:

@@ -19,6 +19,7 @@ from ovmfgen.builder.child import linkcache
 from ovmfgen.builder.diagnose import summarize_failure
 from ovmfgen.builder.noop import build_digest, read_manifest, record_build
 from ovmfgen.builder.manifest import fv_usage_from_log, fv_usage_from_report, make_manifest, up_to_date
+from ovmfgen.builder.measure import PCRLOCK_NAME, predict
 from ovmfgen.builder.plan import Plan, link_cache_dir, plan
 from ovmfgen.builder.publish import publish
 from ovmfgen.builder.secureboot import EnrollFailed, describe, enroll, read_store
@@ -50,7 +51,7 @@ class BuildResult:
 
 
 def post_build(p: Plan, log_text: str, seconds: float) -> dict[str, bytes]:
-    """FD -> PVH ELF, loader checks, FV usage, manifest: the files to publish."""
+    """FD -> PVH ELF, loader checks, FV usage, predicted TPM measurements, manifest: the files to publish."""
     try:
         fd = p.fd_path.read_bytes()
     except OSError:
@@ -61,6 +62,7 @@ def post_build(p: Plan, log_text: str, seconds: float) -> dict[str, bytes]:
     files: dict[str, bytes] = {p.fd_file_name: fd}
     elf_info = None
     sb_info = None
+    store = None
     spec = p.platform.elf
     if p.platform.secure_boot is not None and spec is None:
         raise BuildFailed("Secure Boot needs a platform with a PVH ELF (elf:): its store sits after the header")
@@ -76,7 +78,8 @@ def post_build(p: Plan, log_text: str, seconds: float) -> dict[str, bytes]:
             # same store; it differs from the ELF only in the header's page).
             try:
                 image = enroll(image, sb, p.fd_size)
-                sb_info = describe(read_store(image, sb, p.fd_size), sb)
+                store = read_store(image, sb, p.fd_size)
+                sb_info = describe(store, sb)
             except EnrollFailed as exc:
                 raise BuildFailed(f"Secure Boot: {exc.message}") from None
             files[p.fd_file_name] = fd = fd[:sb.store_offset] + image[sb.store_offset:]
@@ -89,6 +92,12 @@ def post_build(p: Plan, log_text: str, seconds: float) -> dict[str, bytes]:
         elf_info = {"base": hex(spec.base), "entry": hex(spec.base + len(fd) - elf.PVH_ENTRY_FROM_END),
                     "reserved": hex(reserved) if reserved is not None else None,
                     "rules_passed": len(findings)}
+    measurements = None
+    if p.platform.feature("tpm") != "off":
+        try:
+            measurements, files[PCRLOCK_NAME] = predict(p, fd, store)
+        except OvmfgenError as exc:
+            raise BuildFailed(f"{p.platform.name}: {exc.message}") from None
     files[LOG_NAME] = log_text.encode("utf-8", errors="replace")
     try:
         fv = fv_usage_from_report(p.report_path.read_text(encoding="utf-8", errors="replace"))
@@ -96,7 +105,7 @@ def post_build(p: Plan, log_text: str, seconds: float) -> dict[str, bytes]:
         fv = {}
     if not fv:
         fv = fv_usage_from_log(log_text)
-    manifest = make_manifest(p, files, fv, elf_info, seconds, sb_info)
+    manifest = make_manifest(p, files, fv, elf_info, seconds, sb_info, measurements)
     files[MANIFEST_NAME] = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
     return files
 

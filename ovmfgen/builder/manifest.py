@@ -23,14 +23,14 @@ def up_to_date(p: Plan) -> bool:
 
 MANIFEST_KEYS = (
     "schema", "platform", "target", "toolchain", "arch", "fd_size", "defines", "features", "version_string",
-    "release_date", "input_hash", "inputs", "edk2", "tools", "outputs", "fv_usage", "elf", "build_seconds",
-    "stuart_command", "jobs", "ccache", "secure_boot",
+    "release_date", "input_hash", "inputs", "edk2", "tools", "outputs", "fv_usage", "elf", "measurements",
+    "build_seconds", "stuart_command", "jobs", "ccache", "secure_boot",
 )
 
 
 def make_manifest(p: Plan, outputs: Mapping[str, bytes], fv_usage: Mapping[str, dict], elf_info: dict | None,
-                  seconds: float, secure_boot: dict | None = None) -> dict:
-    """The manifest.json content (keys: ``MANIFEST_KEYS``)."""
+                  seconds: float, secure_boot: dict | None = None, measurements: dict | None = None) -> dict:
+    """The manifest.json content (keys: ``MANIFEST_KEYS``); ``measurements``: a TPM build's predicted PCRs."""
     ident = p.edk2_identity
     return {
         "schema": MANIFEST_SCHEMA,
@@ -51,6 +51,7 @@ def make_manifest(p: Plan, outputs: Mapping[str, bytes], fv_usage: Mapping[str, 
         "outputs": {name: {"sha256": sha256_bytes(data), "size": len(data)} for name, data in outputs.items()},
         "fv_usage": {k: dict(v) for k, v in fv_usage.items()},
         "elf": elf_info,
+        "measurements": measurements,
         "build_seconds": round(seconds, 1),
         "stuart_command": quote(p.stuart_argv()),
         "jobs": p.request.jobs or os.cpu_count() or 1,

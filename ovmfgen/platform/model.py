@@ -326,6 +326,7 @@ FEATURES: dict[str, tuple[str, ...] | Whole] = {
     "secure_boot": ("off",),
     # PcdCpuMaxLogicalProcessorNumber: MpInitLib's room for processors (AP stacks, CPU data).
     "max_cpus": Whole(128, 1, 128, "Xen gives PVH and HVM guests at most HVM_MAX_VCPUS = 128 vCPUs"),
+    "tpm": ("off", "tpm2"),
 }
 """Feature switches that read like the seed; ``when:`` blocks select on them at render time."""
 #: Features whose values the platform file names (besides the listed ones): checked when it is loaded.
@@ -422,7 +423,9 @@ class Platform:
     def feature_values(self) -> dict[str, str]:
         """What each feature that a -D stands for takes on this platform (for the line refusing the -D)."""
         sets = ", ".join(self.key_sets)
-        return {"secure_boot": f"'off' or a key set: {sets}" if sets else "this platform has no Secure Boot"}
+        return {"secure_boot": f"'off' or a key set: {sets}" if sets else "this platform has no Secure Boot",
+                "tpm": " or ".join(f"'{v}'" for v in FEATURES["tpm"]) if "tpm" in self.features_read
+                else "this platform has no TPM"}
 
     def feature(self, name: str) -> str:
         """The value of feature ``name`` (its default when the platform does not set it)."""

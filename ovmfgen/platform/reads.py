@@ -62,8 +62,8 @@ class UnreadSwitch(OvmfgenError):
 
 #: ``-D`` switches other builds of OvmfXen take (Fedora's, Alpine's) for what ovmfgen builds as a feature:
 #: refused with the feature to write instead (SECURE_BOOT_ENABLE is read, by ShellDxe.fdf.inc, but alone it
-#: only drops the Shell: the image would have no keys).
-FEATURE_DEFINES = {"SECURE_BOOT_ENABLE": "secure_boot"}
+#: only drops the Shell: the image would have no keys; TPM2_ENABLE is read by no file of OvmfXen).
+FEATURE_DEFINES = {"SECURE_BOOT_ENABLE": "secure_boot", "TPM2_ENABLE": "tpm"}
 
 
 def refuse_feature_defines(defines: Mapping[str, str], values: Mapping[str, str], flag: str = "--define",

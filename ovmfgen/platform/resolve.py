@@ -20,7 +20,7 @@ Where things go (the variant rule)
 * The variant suffix is empty for the platform's default FD size and features; otherwise it joins with
   ``-``: the FD size when it is not the default (``4M``); each feature set to a value other than the
   platform's default, by feature name, as its tag (``hvcon``, ``debugcon``, ``acpitimer``,
-  ``lapictimer``, ``nonet``/``net``, ``noshell``/``shell``; any other as ``<name>-<value>``,
+  ``lapictimer``, ``nonet``/``net``, ``noshell``/``shell``, ``tpm2``/``notpm``; any other as ``<name>-<value>``,
   non-alphanumerics dropped); ``D`` and the first 8 hex digits of the sha256 of the sorted extra
   ``-D NAME=VALUE`` pairs. So ``--fd-size 4M --feature debug_output=hypervisor-console`` publishes to
   ``dist/xen-pvh/DEBUG-4M-hvcon/``.
@@ -57,6 +57,8 @@ FEATURE_TAGS = {
     ("network", "true"): "net",
     ("shell", "false"): "noshell",
     ("shell", "true"): "shell",
+    ("tpm", "tpm2"): "tpm2",
+    ("tpm", "off"): "notpm",
 }
 
 

@@ -151,17 +151,28 @@ def test_recipe_modules_exist() -> None:
 
 
 def test_a_define_no_file_of_the_platform_reads_is_refused_in_one_line(edk2_tree, tmp_path: Path) -> None:
-    # Fedora and Alpine pass TPM switches to OvmfXen builds: no file of the platform reads them.
+    # Fedora and Alpine pass TPM switches to OvmfXen builds: without the TPM feature no file of the platform
+    # reads TPM1_ENABLE; TPM2_ENABLE is the feature's own switch (next test).
     env = {**os.environ, "OVMFGEN_VERBOSE": ""}
     proc = subprocess.run([sys.executable, "-m", "ovmfgen", "build", "--platform", "xen-pvh", "--define",
-                           "TPM2_ENABLE=TRUE", "--define", "SMM_REQUIRE=FALSE"], cwd=paths.REPO_ROOT,
+                           "TPM1_ENABLE=TRUE", "--define", "SMM_REQUIRE=FALSE"], cwd=paths.REPO_ROOT,
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 1
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: --define TPM2_ENABLE=TRUE: no file of platform xen-pvh reads TPM2_ENABLE "
+    assert lines[0].startswith("error: --define TPM1_ENABLE=TRUE: no file of platform xen-pvh reads TPM1_ENABLE "
                                "(it reads: ")
     # The list names what the platform reads, the DSC's own switches and its includes' (NetworkPkg's).
     for name in ("SMM_REQUIRE", "DEBUG_ON_HYPERVISOR_CONSOLE", "NETWORK_TLS_ENABLE", "FD_SIZE_IN_KB"):
         assert f" {name}," in lines[0] or f" {name})" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_tpm2_enable_is_refused_with_the_feature_to_write(edk2_tree) -> None:
+    # With the TPM feature on, upstream's includes read TPM2_ENABLE: still refused, the feature decides.
+    env = {**os.environ, "OVMFGEN_VERBOSE": ""}
+    for extra in ([], ["--feature", "tpm=tpm2"]):
+        proc = subprocess.run([sys.executable, "-m", "ovmfgen", "build", "--platform", "xen-pvh", "--define",
+                               "TPM2_ENABLE=TRUE", *extra], cwd=paths.REPO_ROOT, capture_output=True, text=True, env=env)
+        assert (proc.returncode, proc.stderr) == (1, "error: --define TPM2_ENABLE=TRUE: ovmfgen builds this as a "
+                                                     "feature: write --feature tpm=VALUE instead ('off' or 'tpm2')\n")

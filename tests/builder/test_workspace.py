@@ -61,6 +61,7 @@ def test_prepare_workspace_writes_and_prunes_overrides(layout: Layout, fake_env:
     assert set(written) == {"OvmfPkg/XenOvmf.dsc", "OvmfPkg/XenOvmf.fdf", "OvmfPkg/Sec/SecMain.c", ov_rel,
                             "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c",
                             "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf",
+                            "OvmfPkg/Library/ResetSystemLib/BaseResetShutdownXen.c",
                             "OvmfPkg/XenPlatformPei/Platform.c", "OvmfPkg/XenPlatformPei/XenPlatformPei.inf",
                             *(f"UefiCpuPkg/Library/MpInitLib/{n}" for n in
                               ("MpLib.c", "MpLib.h", "MpEqu.inc", "X64/MpFuncs.nasm", "Ia32/MpFuncs.nasm"))}

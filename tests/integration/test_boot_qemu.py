@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen.boot.fvfile import file_pe32
+from ovmfgen.fvfile import file_pe32
 from ovmfgen.boot.qemu import boot_qemu
 from ovmfgen.boot.verdict import ENTRIES, Verdict
 from ovmfgen.boot.verdict import installed_ppis
@@ -130,7 +130,7 @@ def test_time_limit_stops_qemu(published_xen_pvh: Path, tmp_path: Path):
                                               ("published_xen_pvh_newest", "edk2-stable202605/xen-pvh")])
 def test_the_shell_boot_takes_the_builds_own_shell_from_the_image(build: str, workspace: str,
                                                                    request: pytest.FixtureRequest):
-    """boot.fvfile finds the Shell in the published image (DXEFV, inside FVMAIN_COMPACT's LZMA section):
+    """ovmfgen.fvfile finds the Shell in the published image (DXEFV, inside FVMAIN_COMPACT's LZMA section):
     the same bytes as the build's Shell.efi, in the FD and in the PVH ELF, for both trees."""
     dist = request.getfixturevalue(build)
     built = sorted((paths.build_root() / workspace / "Build").glob("*/DEBUG_*/X64/Shell.efi"))

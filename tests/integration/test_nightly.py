@@ -70,7 +70,7 @@ def test_small_matrix_passes_end_to_end(small_night):
     assert qemu["boot"]["shell"]["verdict"] == "SHELL_REACHED"
     serial = boot_shell.strip_ansi((night / qemu["boot"]["shell"]["log"]).read_text(errors="replace"))
     assert boot_shell.SHELL_MARKER in serial.splitlines() and "UEFI Interactive Shell" in serial
-    # The image's own Shell, from the disk's default boot path (boot.fvfile), started it.
+    # The image's own Shell, from the disk's default boot path (ovmfgen.fvfile), started it.
     assert "(started by Boot" in qemu["boot"]["shell"]["detail"]
     assert qemu["fd_size"] == "4M"
     # The pflash pair the boot used is the published unified image, split.

@@ -1,7 +1,7 @@
 """The upstream series, checked like a maintainer would: PatchCheck.py, git am, build after every commit, boot.
 
-ONE full edk2 build: ``verify_series(each=True)`` builds in one workspace after each commit (commits 1-5
-have nothing to build: four fixes and the header; commit 6 is the full build, commit 7 an incremental one). The build is plain
+ONE full edk2 build: ``verify_series(each=True)`` builds in one workspace after each commit (commits 1-6
+have nothing to build: five fixes and the header; commit 7 is the full build, commit 8 an incremental one). The build is plain
 upstream ``build -p OvmfPkg/XenOvmf.dsc`` in a pristine clone of the pinned tree with the series
 applied; the FD it writes must itself be the PVH ELF (no ovmfgen post-processing) and boot in QEMU.
 """
@@ -43,9 +43,9 @@ def verified(series: patch_write.Generated, tmp_path_factory: pytest.TempPathFac
 
 def test_patchcheck_passes_every_patch_of_the_series(series: patch_write.Generated, edk2_tree: edk2.Edk2Tree) -> None:
     script = edk2_tree.root / "BaseTools" / "Scripts" / "PatchCheck.py"
-    # the SEC fix, the NvVars fix, the Secure Boot store, MpInitLib above the limit, the ELF header, the platform,
-    # PlatformCI
-    assert len(series.patches) == 7
+    # the SEC fix, the PEI ResetSystemLib's build fix (edk2-stable202502), the NvVars fix, the Secure Boot store,
+    # MpInitLib above the limit, the ELF header, the platform, PlatformCI
+    assert len(series.patches) == 8
     for p in series.patches:
         proc = subprocess.run([sys.executable, str(script), str(p)], cwd=edk2_tree.root, capture_output=True,
                               text=True)
@@ -56,17 +56,17 @@ def test_patchcheck_passes_every_patch_of_the_series(series: patch_write.Generat
 
 def test_git_am_applies_to_a_pristine_tree_and_it_builds_after_every_commit(
         series: patch_write.Generated, verified: patch_verify.Verification, edk2_tree: edk2.Edk2Tree) -> None:
-    assert len(verified.commits) == 7
+    assert len(verified.commits) == 8
     # The clone is the pinned tree plus exactly the series.
     changed = subprocess.run(["git", "-C", str(verified.repo), "diff", "--name-only", f"{series.base.commit}..HEAD"],
                              capture_output=True, text=True, check=True).stdout.split()
     assert sorted(changed) == sorted({p for c in series.series.commits for p in c.paths})
-    assert (verified.repo / "OvmfPkg/XenOvmf.dsc").read_bytes() == dict(series.series.commits[5].files)[
+    assert (verified.repo / "OvmfPkg/XenOvmf.dsc").read_bytes() == dict(series.series.commits[6].files)[
         "OvmfPkg/XenOvmf.dsc"]
     for s in verified.steps:
         print(s.line(len(verified.commits)))
-    assert [s.status for s in verified.steps] == ["nothing to build"] * 5 + ["built", "built"], \
-        [s.line(7) for s in verified.steps]
+    assert [s.status for s in verified.steps] == ["nothing to build"] * 6 + ["built", "built"], \
+        [s.line(8) for s in verified.steps]
     assert verified.ok
 
 

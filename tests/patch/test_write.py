@@ -46,14 +46,14 @@ def test_series_is_byte_identical_when_regenerated(series_dirs) -> None:
     first, second = series_dirs
     names = sorted(p.name for p in first.out_dir.iterdir())
     assert names == sorted(p.name for p in second.iterdir())
-    assert names[0] == "0000-cover-letter.patch" and len(names) == 8
+    assert names[0] == "0000-cover-letter.patch" and len(names) == 9
     for name in names:
         assert (first.out_dir / name).read_bytes() == (second / name).read_bytes(), name
     # No commit hash leaks (--zero-commit) and the dates come from the edk2 release, not the clock.
     text = b"".join((first.out_dir / n).read_bytes() for n in names).decode()
     assert set(re.findall(r"^From ([0-9a-f]{40}) ", text, re.M)) == {"0" * 40}
     assert set(re.findall(r"^Date: (.*)$", text, re.M)) <= {
-        f"Fri, 21 Feb 2025 00:0{i}:00 +0000" for i in range(1, 8)}
+        f"Fri, 21 Feb 2025 00:0{i}:00 +0000" for i in range(1, 9)}
 
 
 def test_series_commits_split_bisectably(series_dirs) -> None:
@@ -61,6 +61,7 @@ def test_series_commits_split_bisectably(series_dirs) -> None:
     files = [c.paths for c in gen.series.commits]
     assert files == [
         ("OvmfPkg/Sec/SecMain.c",),
+        ("OvmfPkg/Library/ResetSystemLib/BaseResetShutdownXen.c",),
         ("OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c",
          "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
         ("OvmfPkg/XenPlatformPei/Platform.c", "OvmfPkg/XenPlatformPei/XenPlatformPei.inf"),
@@ -69,9 +70,9 @@ def test_series_commits_split_bisectably(series_dirs) -> None:
         ("OvmfPkg/XenOvmf.dsc", "OvmfPkg/XenOvmf.fdf"),
         ("Maintainers.txt", "OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-GCC5.yml", "OvmfPkg/PlatformCI/XenOvmfBuild.py"),
     ]
-    # The override patches (overrides/xen-pvh/patches/: the SEC fix, the NvVars fix, the Secure Boot store,
-    # MpInitLib's processors above the limit) come first; the header exists before the FDF that includes it.
-    assert [c.builds for c in gen.series.commits] == [False, False, False, False, False, True, True]
+    # The override patches (overrides/xen-pvh/patches/: the SEC fix, on edk2-stable202502 the PEI
+    # ResetSystemLib's build fix, the NvVars fix, the Secure Boot store, MpInitLib's processors above the limit) come first; the header exists before the FDF that includes it.
+    assert [c.builds for c in gen.series.commits] == [False, False, False, False, False, False, True, True]
 
 
 def test_series_subjects_bodies_and_trailers(series_dirs) -> None:
@@ -79,9 +80,9 @@ def test_series_subjects_bodies_and_trailers(series_dirs) -> None:
     msgs = _messages(gen)
     for i, (msg, commit) in enumerate(zip(msgs, gen.series.commits), 1):
         subject = " ".join(msg["Subject"].split())
-        assert subject == f"[PATCH {i}/7] {commit.subject}"
+        assert subject == f"[PATCH {i}/8] {commit.subject}"
         assert len(commit.subject) <= 75 and re.match(
-            r"^(OvmfPkg(/Sec|/PlatformBootManagerLib|/XenPlatformPei)?|UefiCpuPkg/MpInitLib): [A-Z]",
+            r"^(OvmfPkg(/Sec|/ResetSystemLib|/PlatformBootManagerLib|/XenPlatformPei)?|UefiCpuPkg/MpInitLib): [A-Z]",
                                                       commit.subject)
         assert msg["From"] == SIGNER
         assert msg["To"] == "devel@edk2.groups.io"
@@ -92,29 +93,32 @@ def test_series_subjects_bodies_and_trailers(series_dirs) -> None:
         cc = [t for t in trailers if t.startswith("Cc: ")]
         assert len(cc) == len(trailers) - 1 and cc == sorted(cc)
         # GetMaintainer.py with the series' Maintainers.txt: the Xen reviewer is on every patch of the
-        # platform, OvmfPkg's maintainers on the SEC fix.
-        if commit.paths == ("OvmfPkg/Sec/SecMain.c",):
+        # platform, OvmfPkg's maintainers on the SEC and ResetSystemLib fixes.
+        if commit.paths in (("OvmfPkg/Sec/SecMain.c",), ("OvmfPkg/Library/ResetSystemLib/BaseResetShutdownXen.c",)):
             assert "Cc: Gerd Hoffmann <kraxel@redhat.com>" in cc
         elif commit.paths == MP_INIT_LIB:
             assert any("UefiCpuPkg" in line or "Ray Ni" in line for line in cc), cc
         else:
             assert "Cc: Anthony Perard <anthony@xenproject.org>" in cc
-    # Patch 7 touches Maintainers.txt, so its maintainers are asked too.
-    assert any("Michael D Kinney" in line for line in msgs[6].get_payload().splitlines())
+    # Patch 8 touches Maintainers.txt, so its maintainers are asked too.
+    assert any("Michael D Kinney" in line for line in msgs[7].get_payload().splitlines())
     # Patch 1, the SEC fix, says what breaks, why, and how it was tested.
     sec = msgs[0].get_payload()
     assert "Install PPI: 00000000-0000-0000-0000-000000000000" in sec and "Tested with" in sec
-    # Patch 2, the NvVars fix: why PVH guests lose their variables, and the test that shows they no longer do.
-    nvvars = msgs[1].get_payload()
+    # Patch 2, the ResetSystemLib build fix: what did not compile, and the release that fixed it upstream.
+    assert "XenHypercallSchedOp" in msgs[1].get_payload() and "edk2-stable202605" in msgs[1].get_payload()
+    # Patch 3, the NvVars fix: why PVH guests lose their variables, and the test that shows they no longer do.
+    nvvars = msgs[2].get_payload()
     assert "XenIoPvhDxe" in nvvars and "Tested: " in nvvars and "+  if (XenPvhDetected ()) {\r" in nvvars
-    # Patch 3, the Secure Boot store: fails closed, and says so.
-    store = msgs[2].get_payload()
+    # Patch 4, the Secure Boot store: fails closed, and says so.
+    store = msgs[3].get_payload()
     assert "Fail closed" in store and "+    XenRestoreVarStoreTemplate ((VOID *)(UINTN)VariableStore);\r" in store
-    # Patch 4, MpInitLib: what happens above the limit, the log line that replaces it, what was tested.
-    mp = msgs[3].get_payload()
+    # Patch 5, MpInitLib: what happens above the limit, the log line that replaces it, what was tested.
+    mp = msgs[4].get_payload()
     assert "edk2 issue 11323" in mp and "processors woke up" in mp and "Tested: " in mp
-    assert "p_align 4" in msgs[4].get_payload() and "1 MiB" in msgs[4].get_payload()
-    assert "LAPIC" in msgs[5].get_payload() or "local APIC timer" in msgs[5].get_payload()
+    # Patch 6, the ELF header; patch 7, the platform.
+    assert "p_align 4" in msgs[5].get_payload() and "1 MiB" in msgs[5].get_payload()
+    assert "LAPIC" in msgs[6].get_payload() or "local APIC timer" in msgs[6].get_payload()
 
 
 def test_series_added_lines_are_crlf(series_dirs) -> None:
@@ -127,7 +131,7 @@ def test_series_added_lines_are_crlf(series_dirs) -> None:
 def test_cover_letter_names_the_upstream_base(series_dirs) -> None:
     gen, _ = series_dirs
     text = gen.cover.read_text()
-    assert "[PATCH 0/7] OvmfPkg: Add XenOvmf" in text
+    assert "[PATCH 0/8] OvmfPkg: Add XenOvmf" in text
     assert " - patch 1 fixes what the platform needs fixed first:\n   OvmfPkg/Sec: Build" in text
     assert "*** SUBJECT HERE ***" not in text and "*** BLURB HERE ***" not in text
     assert f"It is based on {edk2.PIN.tag},\ncommit {edk2.PIN.commit}." in text
@@ -137,7 +141,7 @@ def test_cover_letter_names_the_upstream_base(series_dirs) -> None:
 
 def test_patchcheck_passes_every_patch(series_dirs, tree: edk2.Edk2Tree) -> None:
     gen, _ = series_dirs
-    assert [c.clean for c in gen.checks] == [True] * 8    # seven files and the commit range
+    assert [c.clean for c in gen.checks] == [True] * 9    # eight files and the commit range
     # Independently of the generator's own check: the tree's PatchCheck.py, file by file.
     for p in gen.patches:
         proc = subprocess.run([sys.executable, str(tree.root / "BaseTools/Scripts/PatchCheck.py"), str(p)],
@@ -148,9 +152,9 @@ def test_patchcheck_passes_every_patch(series_dirs, tree: edk2.Edk2Tree) -> None
         assert "WARNING" not in proc.stdout
 
 
-def test_series_header_include_in_patch_5_is_the_generated_one(series_dirs, platform) -> None:
+def test_series_header_include_in_patch_6_is_the_generated_one(series_dirs, platform) -> None:
     gen, _ = series_dirs
-    added = [ln[1:] for ln in gen.patches[4].read_bytes().split(b"\n")
+    added = [ln[1:] for ln in gen.patches[5].read_bytes().split(b"\n")
              if ln.startswith(b"+") and not ln.startswith(b"+++")]
     assert b"\n".join(added) + b"\n" == patch_intree.elf_header_include(platform).encode()
 

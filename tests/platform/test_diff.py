@@ -40,6 +40,8 @@ def test_xen_pvh_shows_only_listed_deltas(edk2_tree) -> None:
                        # The NvVars fix: one patch override changing two files.
                        ("file", "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"),
                        ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
+                       # 202502 only: Xen's PEI ResetSystemLib made to compile (Tcg2Pei links it, feature tpm).
+                       ("file", "OvmfPkg/Library/ResetSystemLib/BaseResetShutdownXen.c"),
                        ("file", "OvmfPkg/XenPlatformPei/Platform.c"),
                        ("file", "OvmfPkg/XenPlatformPei/XenPlatformPei.inf"),
                        # Feature max_cpus (128).

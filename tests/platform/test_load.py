@@ -84,9 +84,9 @@ def test_feature_override_and_variables(tmp_path: Path) -> None:
         load_platform(write(tmp_path, "m", text), platforms_dir=tmp_path, feature_overrides={"fd_size": "3"})
     assert str(info.value) == "error: --feature fd_size=3: '3' is not a value of feature fd_size (one of: 1M, 2M, 4M)"
     with pytest.raises(OvmfgenError) as info:
-        load_platform(write(tmp_path, "m", text), platforms_dir=tmp_path, feature_overrides={"tpm": "true"})
-    assert str(info.value) == ("error: --feature tpm=true: no such feature "
-                               "(features: debug_output, fd_size, max_cpus, network, secure_boot, shell, timer)")
+        load_platform(write(tmp_path, "m", text), platforms_dir=tmp_path, feature_overrides={"turbo": "true"})
+    assert str(info.value) == ("error: --feature turbo=true: no such feature "
+                               "(features: debug_output, fd_size, max_cpus, network, secure_boot, shell, timer, tpm)")
 
 
 def test_numeric_feature_takes_whole_numbers_in_range(tmp_path: Path) -> None:
@@ -122,7 +122,7 @@ def test_features_read_are_the_ones_a_when_or_variable_consulted(tmp_path: Path)
     assert load_platform(write(tmp_path, "m", text), platforms_dir=tmp_path).features_read == ("fd_size",)
     assert load_platform(write(tmp_path, "m", MINI), platforms_dir=tmp_path).features_read == ()
     assert load_platform("xen-pvh").features_read == ("debug_output", "fd_size", "max_cpus", "network", "secure_boot",
-                                                      "shell", "timer")
+                                                      "shell", "timer", "tpm")
     assert "debug_output" not in load_platform("qemu-x64").features_read
 
 

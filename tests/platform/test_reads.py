@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ovmfgen.errors import Location, OvmfgenError
-from ovmfgen.platform.reads import UnreadSwitch, check_defines, check_features, names_read
+from ovmfgen.platform.reads import UnreadSwitch, check_defines, check_features, names_read, refuse_feature_defines
 
 DSC = b"""[Defines]
   DEFINE SECURE_BOOT_ENABLE = FALSE   # a DEFINE a -D may override
@@ -41,12 +41,27 @@ def test_a_define_nothing_reads_is_one_located_line() -> None:
     read = frozenset({"SMM_REQUIRE", "NETWORK_ENABLE"})
     check_defines("p", {"SMM_REQUIRE": "TRUE"}, read)
     with pytest.raises(OvmfgenError) as info:
-        check_defines("p", {"SMM_REQUIRE": "TRUE", "TPM2_ENABLE": "TRUE"}, read)
-    assert str(info.value) == ("error: --define TPM2_ENABLE=TRUE: no file of platform p reads TPM2_ENABLE "
+        check_defines("p", {"SMM_REQUIRE": "TRUE", "E1000_ENABLE": "TRUE"}, read)
+    assert str(info.value) == ("error: --define E1000_ENABLE=TRUE: no file of platform p reads E1000_ENABLE "
                                "(it reads: NETWORK_ENABLE, SMM_REQUIRE)")
     with pytest.raises(OvmfgenError) as info:
-        check_defines("p", {"TPM2_ENABLE": "TRUE"}, read, flag="define", where={"TPM2_ENABLE": Location("nightly.yaml", 9, 7)})
-    assert str(info.value).startswith("nightly.yaml:9:7: error: define TPM2_ENABLE=TRUE: no file of platform p")
+        check_defines("p", {"E1000_ENABLE": "TRUE"}, read, flag="define", where={"E1000_ENABLE": Location("nightly.yaml", 9, 7)})
+    assert str(info.value).startswith("nightly.yaml:9:7: error: define E1000_ENABLE=TRUE: no file of platform p")
+
+
+def test_a_define_a_feature_owns_is_refused_with_the_feature_to_write() -> None:
+    # Read or not (upstream's TPM includes read TPM2_ENABLE), the -D is refused: the feature decides.
+    values = {"tpm": "'off' or 'tpm2'", "secure_boot": "this platform has no Secure Boot"}
+    refuse_feature_defines({"NETWORK_ENABLE": "TRUE"}, values)
+    with pytest.raises(UnreadSwitch) as info:
+        refuse_feature_defines({"NETWORK_ENABLE": "TRUE", "TPM2_ENABLE": "TRUE"}, values)
+    assert str(info.value) == ("error: --define TPM2_ENABLE=TRUE: ovmfgen builds this as a feature: "
+                               "write --feature tpm=VALUE instead ('off' or 'tpm2')")
+    with pytest.raises(OvmfgenError) as info:
+        refuse_feature_defines({"SECURE_BOOT_ENABLE": "TRUE"}, values, flag="define",
+                               where={"SECURE_BOOT_ENABLE": Location("nightly.yaml", 4, 5)})
+    assert str(info.value) == ("nightly.yaml:4:5: error: define SECURE_BOOT_ENABLE=TRUE: ovmfgen builds this as a "
+                               "feature: write --feature secure_boot=VALUE instead (this platform has no Secure Boot)")
 
 
 def test_a_feature_nothing_reads_is_one_line_naming_what_is_read() -> None:

@@ -22,8 +22,12 @@ VARIANTS = {
     "xen-pvh-edk2-stable202605": ("xen-pvh", {}, "edk2-stable202605"),
     "xen-pvh-hvcon-4M-edk2-stable202605": ("xen-pvh", {"debug_output": "hypervisor-console", "fd_size": "4"},
                                            "edk2-stable202605"),
+    "xen-pvh-tpm2": ("xen-pvh", {"tpm": "tpm2"}, "edk2-stable202502"),
+    "xen-pvh-tpm2-edk2-stable202605": ("xen-pvh", {"tpm": "tpm2"}, "edk2-stable202605"),
     "xen-pvh-secureboot": ("xen-pvh", {"secure_boot": "test"}, "edk2-stable202502"),
     "xen-pvh-secureboot-edk2-stable202605": ("xen-pvh", {"secure_boot": "test"}, "edk2-stable202605"),
+    # both features: upstream's SecurityStubDxe, image verification then the TPM's measure-boot handler
+    "xen-pvh-secureboot-tpm2": ("xen-pvh", {"secure_boot": "test", "tpm": "tpm2"}, "edk2-stable202502"),
     "qemu-x64": ("qemu-x64", {}, "edk2-stable202502"),
     "qemu-x64-edk2-stable202605": ("qemu-x64", {}, "edk2-stable202605"),
 }
@@ -93,3 +97,28 @@ def test_write_only_if_changed(tmp_path: Path) -> None:
     assert write_outputs(rendered, tmp_path) == []
     assert (tmp_path / "XenOvmf.dsc").stat().st_mtime_ns == stamp
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_tpm_feature_renders_upstreams_tpm_includes_and_their_pp_library() -> None:
+    for edk2 in ("edk2-stable202502", "edk2-stable202605"):
+        plain = render(load_platform("xen-pvh", edk2=edk2)).files()
+        tpm = render(load_platform("xen-pvh", feature_overrides={"tpm": "tpm2"}, edk2=edk2)).files()
+        dsc, fdf = tpm["XenOvmf.dsc"].decode(), tpm["XenOvmf.fdf"].decode()
+        for inc in ("OvmfTpmLibs.dsc.inc", "OvmfTpmPcds.dsc.inc", "OvmfTpmPcdsHii.dsc.inc",
+                    "OvmfTpmComponentsPei.dsc.inc", "OvmfTpmSecurityStub.dsc.inc", "OvmfTpmComponentsDxe.dsc.inc"):
+            assert f"!include OvmfPkg/Include/Dsc/{inc}" in dsc
+            assert inc.encode() not in plain["XenOvmf.dsc"]
+        assert "!include OvmfPkg/Include/Fdf/OvmfTpmPei.fdf.inc" in fdf
+        assert "!include OvmfPkg/Include/Fdf/OvmfTpmDxe.fdf.inc" in fdf
+        assert b"OvmfTpm" not in plain["XenOvmf.fdf"]
+        # TPM 2.0 only. The physical-presence library is the includes' (QEMU's, which finds no PPI on Xen and
+        # does nothing): SecurityPkg's locks its flags variable when OvmfPkg's BDS calls it, after End-of-DXE,
+        # and a DEBUG build asserts there (seen under Xen 4.20).
+        assert "DEFINE TPM2_ENABLE             = TRUE" in dsc and "DEFINE TPM1_ENABLE             = FALSE" in dsc
+        assert "Tcg2PhysicalPresenceLib|" not in dsc and "SecurityPkg/Library/DxeTcg2PhysicalPresenceLib" not in dsc
+        # Without the TPM the image is built as before: upstream OvmfXen's null libraries.
+        assert b"Tcg2PhysicalPresenceLibNull/DxeTcg2PhysicalPresenceLib.inf" in plain["XenOvmf.dsc"]
+        assert "Tcg2PhysicalPresenceLibNull" not in dsc
+    qemu = render_dsc(load_platform("qemu-x64", feature_overrides={"tpm": "tpm2"}))
+    assert "DEFINE TPM2_ENABLE             = TRUE" in qemu
+    assert "TPM2_ENABLE             = TRUE" not in render_dsc(load_platform("qemu-x64"))

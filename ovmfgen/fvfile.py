@@ -107,3 +107,35 @@ def file_pe32(image: bytes, file_guid: str = SHELL_FILE_GUID) -> bytes:
                     return data
             raise OvmfgenError(f"file {file_guid} of the firmware image has no PE32 section")
     raise OvmfgenError(f"the firmware image holds no file {file_guid}")
+
+
+def _fv_name(fv: bytes, ext_header_offset: int) -> str | None:
+    """The FvNameGuid of the extended header (upper case), or None without one."""
+    if not ext_header_offset or ext_header_offset + 20 > len(fv):
+        return None
+    return str(uuid.UUID(bytes_le=fv[ext_header_offset:ext_header_offset + 16])).upper()
+
+
+def _nested(fv: bytes, depth: int) -> Iterator[tuple[str | None, bytes]]:
+    """The volume ``fv`` (name, its FvLength bytes) and, depth first in file order, the volumes in its files."""
+    header = read_fv_header(fv, 0)
+    if header is None:
+        return
+    fv = fv[:header.length]
+    yield _fv_name(fv, header.ext_header_offset), fv
+    if depth >= _MAX_DEPTH:
+        return
+    for _name, body in _files(fv, _MAX_DEPTH):     # files of this volume only: nested ones come below
+        for kind, data in _sections(body, depth):
+            if kind == _SECTION_FV_IMAGE and fv_header_ok(data, 0):
+                yield from _nested(data, depth + 1)
+
+
+def volumes(image: bytes) -> list[tuple[str | None, bytes]]:
+    """Every firmware volume of an OVMF image (an FD, or a PVH ELF of one) with the volumes inside its
+    files' (compressed) sections, as (FvNameGuid or None, the volume's bytes): the bytes SEC puts in RAM
+    for PEIFV and DXEFV are these."""
+    out: list[tuple[str | None, bytes]] = []
+    for header in fv_headers(image):
+        out.extend(_nested(image[header.offset:header.end], 0))
+    return out
