@@ -13,9 +13,10 @@ from ovmfgen.apt import ensure_apt_packages
 from ovmfgen.ui import say
 
 # mtools/dosfstools make the boot tests' FAT disks; sbsigntool/faketime sign the Secure Boot guests' image
-# reproducibly (boot/xen/sbdisks.py, which also installs them when it needs them).
+# reproducibly (boot/xen/sbdisks.py, which also installs them when it needs them); swtpm/swtpm-tools are the
+# software TPM the TPM boot test reads the PCRs from (boot/swtpm.py).
 APT_PACKAGES = ("nasm", "acpica-tools", "uuid-dev", "build-essential", "dpkg-dev", "qemu-system-x86", "ccache", "mtools", "dosfstools",
-                "sbsigntool", "faketime")
+                "sbsigntool", "faketime", "swtpm", "swtpm-tools")
 
 
 def setup_all(force: bool = False, edk2: str | None = None) -> None:

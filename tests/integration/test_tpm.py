@@ -53,7 +53,6 @@ def _pcr0_reads(debug: str) -> list[str]:
     return ["".join(m.split()).lower() for m in re.findall(r"HashAlg = 0x000B, Pcr\[00\], digest = ([0-9A-F ]+)", debug)]
 
 
-@pytest.mark.skipif(shutil.which("swtpm") is None, reason="swtpm not installed")
 def test_the_pcrs_a_real_tpm_reads_are_the_predicted_ones(qemu_x64_tpm: Path, tmp_path: Path) -> None:
     predicted = _predicted(qemu_x64_tpm)
     with Swtpm(tmp_path / "tpm-state", tmp_path / "run") as tpm:
