@@ -1,9 +1,11 @@
 """TPM 2.0 builds (feature tpm) in QEMU with a real software TPM (swtpm): the firmware finds it and
 measures, and the PCRs read back from the TPM equal the manifest's predicted PCR 7 (PCR 0 follows the measured PEIFV, see builder/measure.py); without a
-TPM device the same image boots to the Shell and says it found none; xen-pvh's log in QEMU stops before
-the TPM PEIMs run (XenPlatformPei finds no Xen before memory is installed).
+TPM device the same image boots to the Shell and says it found none.
 
-Builds: qemu-x64 and xen-pvh with ``--feature tpm=tpm2`` (ordinary builds: a no-op when published).
+Build: qemu-x64 with ``--feature tpm=tpm2`` (an ordinary build: a no-op when published). xen-pvh's tpm2 build
+is the nightly's (cell xen-pvh-DEBUG-tpm2-xen420: PVH and HVM guests of real Xen, no TPM device): in plain
+QEMU its TPM PEIMs never run (they wait for the permanent memory XenPlatformPei installs only on Xen), so a
+QEMU boot of it proves little and its build is CI time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from ovmfgen.boot.qemu import boot_qemu
 from ovmfgen.boot.shell import boot_qemu_shell
 from ovmfgen.boot.swtpm import Swtpm
 from ovmfgen.boot.verdict import Verdict
@@ -34,11 +35,6 @@ TPM2 = ("tpm=tpm2",)
 @pytest.fixture(scope="module")
 def qemu_x64_tpm() -> Path:
     return build_entry.build_command(platform="qemu-x64", target="DEBUG", features=TPM2)
-
-
-@pytest.fixture(scope="module")
-def xen_pvh_tpm() -> Path:
-    return build_entry.build_command(platform="xen-pvh", target="DEBUG", features=TPM2)
 
 
 def _predicted(dist: Path) -> dict:
@@ -81,13 +77,3 @@ def test_without_a_tpm_device_the_same_image_boots_and_says_so(qemu_x64_tpm: Pat
     debug = result.debug_log.read_text(errors="replace")
     assert "Tcg2ConfigPeimEntryPoint: no TPM detected" in debug
     assert "TPM2 detected" not in debug
-
-
-def test_xen_pvh_in_qemu_stops_before_the_tpm_peims(xen_pvh_tpm: Path, tmp_path: Path) -> None:
-    # The TPM PEIMs wait for permanent memory (TpmMmioSevDecryptPei's depex), which XenPlatformPei installs
-    # only on Xen: in plain QEMU nothing of the TPM runs, with or without a TPM device.
-    _predicted(xen_pvh_tpm)
-    result = boot_qemu(xen_pvh_tpm / "ovmf.elf", "reset", tmp_path)
-    assert result.verdict is Verdict.REACHED_XEN_PLATFORM_PEI, result.summary()
-    log = result.log_path.read_text(errors="replace")
-    assert "Tcg2" not in log and "TpmMmioSevDecrypt" not in log
