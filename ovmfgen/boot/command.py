@@ -6,7 +6,6 @@ from pathlib import Path
 
 from ovmfgen.boot import xen
 from ovmfgen.boot.qemu import boot_qemu
-from ovmfgen.boot.xen.guests import check_vcpus
 from ovmfgen.boot.verdict import ENTRIES, BootResult, check_entry, tail_text
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.paths import Layout
@@ -51,11 +50,12 @@ def boot_command(entry: str = "both", on: str = "qemu", image: str | Path | None
     request = make_request(**{"platform": "xen-pvh", **build})  # type: ignore[arg-type]
     if on not in ("qemu", "xen"):
         raise OvmfgenError(f"unknown boot host {on!r}: expected qemu or xen")
+    guest_vcpus = 1
     if on == "xen":
         xen.check_disk_request(mode or "pvh", disk)
         xen.check_xen(xen_version)
         if vcpus is not None:
-            check_vcpus(vcpus)
+            guest_vcpus = xen.check_vcpus(vcpus)
     elif mode is not None:
         raise OvmfgenError("--mode chooses the Xen guests: use it with --on xen")
     elif xen_version is not None:
@@ -76,7 +76,7 @@ def boot_command(entry: str = "both", on: str = "qemu", image: str | Path | None
             raise OvmfgenError(f"no firmware image at {display_path(path)}")
     if on == "xen":
         return xen.boot_xen_command(path, mode=mode or "pvh", xen=xen_version, disk=disk,
-                                    vcpus=check_vcpus(vcpus) if vcpus is not None else 1)
+                                    vcpus=guest_vcpus)
     out_dir = path.resolve().parent
 
     results = []

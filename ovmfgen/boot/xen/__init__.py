@@ -42,10 +42,10 @@ makes a run slower, never a guest's verdict a false TIMEOUT, and a real hang sti
 """
 
 from ovmfgen.boot.xen.debian import XEN_RELEASES, XenRelease, check_xen
-from ovmfgen.boot.xen.guests import XenGuest, check_mode
+from ovmfgen.boot.xen.guests import XenGuest, check_mode, check_vcpus
 from ovmfgen.boot.xen.nested import GuestOutcome, boot_xen, boot_xen_command, boot_xen_guests, check_disk_request
 from ovmfgen.boot.xen.verdicts import Verdict, XenBootResult, classify_xen_run, format_result
 
 __all__ = ["GuestOutcome", "Verdict", "XEN_RELEASES", "XenBootResult", "XenGuest", "XenRelease", "boot_xen",
-           "boot_xen_command", "boot_xen_guests", "check_disk_request", "check_mode", "check_xen", "classify_xen_run",
-           "format_result"]
+           "boot_xen_command", "boot_xen_guests", "check_disk_request", "check_mode", "check_vcpus", "check_xen",
+           "classify_xen_run", "format_result"]
