@@ -75,14 +75,20 @@ def test_a_patch_that_no_longer_applies_is_one_located_line(tmp_path: Path) -> N
         override_steps(_Platform(Override("fix.patch", patch=True, loc=_loc())), ov, "edk2-stable202605", tree)
 
 
-def test_a_carried_fix_that_no_longer_applies_is_a_one_line_note(tmp_path: Path, capsys) -> None:
-    """A patch written for one release, carried to a later tree: applied while it applies; when upstream
-    changed its lines it is left out with one located note (never an error, never silent)."""
+def _tree_and_fix(tmp_path: Path) -> tuple[Path, Path]:
+    """A tree with Pkg/A.c and an overrides directory whose fix.patch (DIFF) changes it."""
     tree, ov = tmp_path / "tree", tmp_path / "overrides"
     (tree / "Pkg").mkdir(parents=True)
     (tree / "Pkg/A.c").write_bytes(b"one\r\ntwo\r\nthree\r\n")
     ov.mkdir()
     (ov / "fix.patch").write_bytes(DIFF)
+    return tree, ov
+
+
+def test_a_carried_fix_that_no_longer_applies_is_a_one_line_note(tmp_path: Path, capsys) -> None:
+    """A patch written for one release, carried to a later tree: applied while it applies; when upstream
+    changed its lines it is left out with one located note (never an error, never silent)."""
+    tree, ov = _tree_and_fix(tmp_path)
     later = "edk2-stable202605-3-g5ccd4da"
     carried = Override("fix.patch", patch=True, loc=_loc(), carried="edk2-stable202605")
     steps = override_steps(_Platform(carried), ov, later, tree)
@@ -102,11 +108,7 @@ def test_a_carried_fix_that_no_longer_applies_is_a_one_line_note(tmp_path: Path,
 def test_what_became_of_each_carried_entry_is_data(tmp_path: Path, capsys) -> None:
     """The caller can collect every carried entry (kept or left out) as one line each: what rebase and the
     nightly show; only the left-out ones are said."""
-    tree, ov = tmp_path / "tree", tmp_path / "overrides"
-    (tree / "Pkg").mkdir(parents=True)
-    (tree / "Pkg/A.c").write_bytes(b"one\r\ntwo\r\nthree\r\n")
-    ov.mkdir()
-    (ov / "fix.patch").write_bytes(DIFF)
+    tree, ov = _tree_and_fix(tmp_path)
     later = "edk2-stable202605-3-g5ccd4da"
     entry = Override("fix.patch", patch=True, loc=_loc(), carried="edk2-stable202605")
     plain = Override("fix.patch", patch=True, loc=_loc())
