@@ -44,8 +44,8 @@ def verified(series: patch_write.Generated, tmp_path_factory: pytest.TempPathFac
 def test_patchcheck_passes_every_patch_of_the_series(series: patch_write.Generated, edk2_tree: edk2.Edk2Tree) -> None:
     script = edk2_tree.root / "BaseTools" / "Scripts" / "PatchCheck.py"
     # the SEC fix, the PEI ResetSystemLib's build fix (edk2-stable202502), the NvVars fix, the Secure Boot store,
-    # MpInitLib above the limit, the ELF header, the platform, PlatformCI
-    assert len(series.patches) == 8
+    # the MADT processor count, MpInitLib above the limit, the ELF header, the platform, PlatformCI
+    assert len(series.patches) == 9
     for p in series.patches:
         proc = subprocess.run([sys.executable, str(script), str(p)], cwd=edk2_tree.root, capture_output=True,
                               text=True)
@@ -56,7 +56,7 @@ def test_patchcheck_passes_every_patch_of_the_series(series: patch_write.Generat
 
 def test_git_am_applies_to_a_pristine_tree_and_it_builds_after_every_commit(
         series: patch_write.Generated, verified: patch_verify.Verification, edk2_tree: edk2.Edk2Tree) -> None:
-    assert len(verified.commits) == 8
+    assert len(verified.commits) == 9
     # The clone is the pinned tree plus exactly the series.
     changed = subprocess.run(["git", "-C", str(verified.repo), "diff", "--name-only", f"{series.base.commit}..HEAD"],
                              capture_output=True, text=True, check=True).stdout.split()

@@ -46,14 +46,14 @@ def test_series_is_byte_identical_when_regenerated(series_dirs) -> None:
     first, second = series_dirs
     names = sorted(p.name for p in first.out_dir.iterdir())
     assert names == sorted(p.name for p in second.iterdir())
-    assert names[0] == "0000-cover-letter.patch" and len(names) == 9
+    assert names[0] == "0000-cover-letter.patch" and len(names) == 10
     for name in names:
         assert (first.out_dir / name).read_bytes() == (second / name).read_bytes(), name
     # No commit hash leaks (--zero-commit) and the dates come from the edk2 release, not the clock.
     text = b"".join((first.out_dir / n).read_bytes() for n in names).decode()
     assert set(re.findall(r"^From ([0-9a-f]{40}) ", text, re.M)) == {"0" * 40}
     assert set(re.findall(r"^Date: (.*)$", text, re.M)) <= {
-        f"Fri, 21 Feb 2025 00:0{i}:00 +0000" for i in range(1, 9)}
+        f"Fri, 21 Feb 2025 00:{i:02d}:00 +0000" for i in range(1, 10)}
 
 
 def test_series_commits_split_bisectably(series_dirs) -> None:
@@ -65,14 +65,16 @@ def test_series_commits_split_bisectably(series_dirs) -> None:
         ("OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c",
          "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
         ("OvmfPkg/XenPlatformPei/Platform.c", "OvmfPkg/XenPlatformPei/XenPlatformPei.inf"),
+        ("OvmfPkg/XenPlatformPei/Platform.c", "OvmfPkg/XenPlatformPei/XenPlatformPei.inf"),
         MP_INIT_LIB,
         ("OvmfPkg/XenOvmfElfHeader.fdf.inc",),
         ("OvmfPkg/XenOvmf.dsc", "OvmfPkg/XenOvmf.fdf"),
         ("Maintainers.txt", "OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-GCC5.yml", "OvmfPkg/PlatformCI/XenOvmfBuild.py"),
     ]
     # The override patches (overrides/xen-pvh/patches/: the SEC fix, on edk2-stable202502 the PEI
-    # ResetSystemLib's build fix, the NvVars fix, the Secure Boot store, MpInitLib's processors above the limit) come first; the header exists before the FDF that includes it.
-    assert [c.builds for c in gen.series.commits] == [False, False, False, False, False, False, True, True]
+    # ResetSystemLib's build fix, the NvVars fix, the Secure Boot store, the MADT's processor count,
+    # MpInitLib's processors above the limit) come first; the header exists before the FDF that includes it.
+    assert [c.builds for c in gen.series.commits] == [False] * 7 + [True, True]
 
 
 def test_series_subjects_bodies_and_trailers(series_dirs) -> None:
@@ -80,7 +82,7 @@ def test_series_subjects_bodies_and_trailers(series_dirs) -> None:
     msgs = _messages(gen)
     for i, (msg, commit) in enumerate(zip(msgs, gen.series.commits), 1):
         subject = " ".join(msg["Subject"].split())
-        assert subject == f"[PATCH {i}/8] {commit.subject}"
+        assert subject == f"[PATCH {i}/9] {commit.subject}"
         assert len(commit.subject) <= 75 and re.match(
             r"^(OvmfPkg(/Sec|/ResetSystemLib|/PlatformBootManagerLib|/XenPlatformPei)?|UefiCpuPkg/MpInitLib): [A-Z]",
                                                       commit.subject)
@@ -100,8 +102,8 @@ def test_series_subjects_bodies_and_trailers(series_dirs) -> None:
             assert any("UefiCpuPkg" in line or "Ray Ni" in line for line in cc), cc
         else:
             assert "Cc: Anthony Perard <anthony@xenproject.org>" in cc
-    # Patch 8 touches Maintainers.txt, so its maintainers are asked too.
-    assert any("Michael D Kinney" in line for line in msgs[7].get_payload().splitlines())
+    # Patch 9 touches Maintainers.txt, so its maintainers are asked too.
+    assert any("Michael D Kinney" in line for line in msgs[8].get_payload().splitlines())
     # Patch 1, the SEC fix, says what breaks, why, and how it was tested.
     sec = msgs[0].get_payload()
     assert "Install PPI: 00000000-0000-0000-0000-000000000000" in sec and "Tested with" in sec
@@ -113,12 +115,15 @@ def test_series_subjects_bodies_and_trailers(series_dirs) -> None:
     # Patch 4, the Secure Boot store: fails closed, and says so.
     store = msgs[3].get_payload()
     assert "Fail closed" in store and "+    XenRestoreVarStoreTemplate ((VOID *)(UINTN)VariableStore);\r" in store
-    # Patch 5, MpInitLib: what happens above the limit, the log line that replaces it, what was tested.
-    mp = msgs[4].get_payload()
+    # Patch 5, the processor count: what was lost, where the count comes from, what was tested.
+    madt = msgs[4].get_payload()
+    assert "found 126" in madt and "+  XenCpuCountInitialization ();\r" in madt and "Tested: " in madt
+    # Patch 6, MpInitLib: what happens above the limit, the log line that replaces it, what was tested.
+    mp = msgs[5].get_payload()
     assert "edk2 issue 11323" in mp and "processors woke up" in mp and "Tested: " in mp
-    # Patch 6, the ELF header; patch 7, the platform.
-    assert "p_align 4" in msgs[5].get_payload() and "1 MiB" in msgs[5].get_payload()
-    assert "LAPIC" in msgs[6].get_payload() or "local APIC timer" in msgs[6].get_payload()
+    # Patch 7, the ELF header; patch 8, the platform.
+    assert "p_align 4" in msgs[6].get_payload() and "1 MiB" in msgs[6].get_payload()
+    assert "LAPIC" in msgs[7].get_payload() or "local APIC timer" in msgs[7].get_payload()
 
 
 def test_series_added_lines_are_crlf(series_dirs) -> None:
@@ -131,7 +136,7 @@ def test_series_added_lines_are_crlf(series_dirs) -> None:
 def test_cover_letter_names_the_upstream_base(series_dirs) -> None:
     gen, _ = series_dirs
     text = gen.cover.read_text()
-    assert "[PATCH 0/8] OvmfPkg: Add XenOvmf" in text
+    assert "[PATCH 0/9] OvmfPkg: Add XenOvmf" in text
     assert " - patch 1 fixes what the platform needs fixed first:\n   OvmfPkg/Sec: Build" in text
     assert "*** SUBJECT HERE ***" not in text and "*** BLURB HERE ***" not in text
     assert f"It is based on {edk2.PIN.tag},\ncommit {edk2.PIN.commit}." in text
@@ -141,7 +146,7 @@ def test_cover_letter_names_the_upstream_base(series_dirs) -> None:
 
 def test_patchcheck_passes_every_patch(series_dirs, tree: edk2.Edk2Tree) -> None:
     gen, _ = series_dirs
-    assert [c.clean for c in gen.checks] == [True] * 9    # eight files and the commit range
+    assert [c.clean for c in gen.checks] == [True] * 10    # nine files and the commit range
     # Independently of the generator's own check: the tree's PatchCheck.py, file by file.
     for p in gen.patches:
         proc = subprocess.run([sys.executable, str(tree.root / "BaseTools/Scripts/PatchCheck.py"), str(p)],
@@ -152,9 +157,9 @@ def test_patchcheck_passes_every_patch(series_dirs, tree: edk2.Edk2Tree) -> None
         assert "WARNING" not in proc.stdout
 
 
-def test_series_header_include_in_patch_6_is_the_generated_one(series_dirs, platform) -> None:
+def test_series_header_include_in_patch_7_is_the_generated_one(series_dirs, platform) -> None:
     gen, _ = series_dirs
-    added = [ln[1:] for ln in gen.patches[5].read_bytes().split(b"\n")
+    added = [ln[1:] for ln in gen.patches[6].read_bytes().split(b"\n")
              if ln.startswith(b"+") and not ln.startswith(b"+++")]
     assert b"\n".join(added) + b"\n" == patch_intree.elf_header_include(platform).encode()
 
@@ -182,24 +187,26 @@ def test_the_series_for_the_newest_tree(tmp_path: Path, edk2_tree_202605: edk2.E
     assert (gen.series.tag, gen.series.upstream_commit) == ("edk2-stable202605", edk2_tree_202605.identity["commit"])
     # The SEC fix (the same patch as for 202502), then that release's two fixes of its own (edk2: edk2-stable202605
     # overrides: the Nocheck DebugLib's MemDebugLogLib, the Shell as the boot option of last resort),
-    # then the NvVars patch, on top of the Shell commit's BdsPlatform.c, then the Secure Boot store.
-    assert [c.paths for c in gen.series.commits[:5]] == [
+    # then the NvVars patch, on top of the Shell commit's BdsPlatform.c, then the Secure Boot store and
+    # the MADT's processor count.
+    assert [c.paths for c in gen.series.commits[:6]] == [
         ("OvmfPkg/Sec/SecMain.c",),
         ("OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPortNocheck.inf",),
         ("OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c",),
         ("OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c",
          "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
+        ("OvmfPkg/XenPlatformPei/Platform.c", "OvmfPkg/XenPlatformPei/XenPlatformPei.inf"),
         ("OvmfPkg/XenPlatformPei/Platform.c", "OvmfPkg/XenPlatformPei/XenPlatformPei.inf")]
     shell, nvvars = dict(gen.series.commits[2].files), dict(gen.series.commits[3].files)
     bds = "OvmfPkg/Library/PlatformBootManagerLib/BdsPlatform.c"
     assert b"    LOAD_OPTION_ACTIVE,\r\n" in shell[bds] and b"gXenIoProtocolGuid" not in shell[bds]
     assert b"    LOAD_OPTION_ACTIVE,\r\n" in nvvars[bds] and b"&gXenIoProtocolGuid,\r\n" in nvvars[bds]
-    assert gen.series.commits[5].paths == MP_INIT_LIB
-    assert gen.series.commits[8].paths == (
+    assert gen.series.commits[6].paths == MP_INIT_LIB
+    assert gen.series.commits[9].paths == (
         "Maintainers.txt", "OvmfPkg/PlatformCI/.azurepipelines/Ubuntu-GCC.yml", "OvmfPkg/PlatformCI/XenOvmfBuild.py")
     text = gen.cover.read_text()
     assert "It is based on edk2-stable202605,\ncommit b03a21a63e3bd001f52c527e5a57feddb53a690b." in text
-    assert "TOOL_CHAIN_TAG=GCC\n" in gen.patches[8].read_text().replace("\r", "")
-    assert [c.clean for c in gen.checks] == [True] * 10    # nine files and the commit range
+    assert "TOOL_CHAIN_TAG=GCC\n" in gen.patches[9].read_text().replace("\r", "")
+    assert [c.clean for c in gen.checks] == [True] * 11    # ten files and the commit range
     dates = set(re.findall(r"^Date: (.*)$", "".join(p.read_text() for p in gen.patches), re.M))
-    assert dates <= {f"Fri, 8 May 2026 00:0{i}:00 +0000" for i in range(1, 10)}, dates
+    assert dates <= {f"Fri, 8 May 2026 00:{i:02d}:00 +0000" for i in range(1, 11)}, dates

@@ -45,7 +45,9 @@ def test_xen_pvh_shows_only_listed_deltas(edk2_tree) -> None:
                        ("file", "OvmfPkg/XenPlatformPei/Platform.c"),
                        ("file", "OvmfPkg/XenPlatformPei/XenPlatformPei.inf"),
                        # Feature max_cpus (128).
-                       ("pcd", "gUefiCpuPkgTokenSpaceGuid.PcdCpuMaxLogicalProcessorNumber"), *MP_INIT_LIB}
+                       ("pcd", "gUefiCpuPkgTokenSpaceGuid.PcdCpuMaxLogicalProcessorNumber"),
+                       # XenPlatformPei sets the processor count from the MADT.
+                       ("pcd", "gUefiCpuPkgTokenSpaceGuid.PcdCpuBootLogicalProcessorNumber"), *MP_INIT_LIB}
     assert _library_classes(per_config["default"]) == X2APIC_TIMER
     four = {(d.kind, d.subject) for d in per_config["FD_SIZE_4MB=TRUE"]}
     assert ("fd-region", "FD.OVMF 0x0|0x40000") in four
@@ -67,7 +69,8 @@ def test_xen_pvh_shows_only_listed_deltas_on_202605(edk2_tree_202605) -> None:
         ("file", "OvmfPkg/Library/PlatformBootManagerLib/PlatformBootManagerLib.inf"),
         ("file", "OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPortNocheck.inf"),
         ("file", "OvmfPkg/XenPlatformPei/Platform.c"), ("file", "OvmfPkg/XenPlatformPei/XenPlatformPei.inf"),
-        ("pcd", "gUefiCpuPkgTokenSpaceGuid.PcdCpuMaxLogicalProcessorNumber"), *MP_INIT_LIB}
+        ("pcd", "gUefiCpuPkgTokenSpaceGuid.PcdCpuMaxLogicalProcessorNumber"),
+        ("pcd", "gUefiCpuPkgTokenSpaceGuid.PcdCpuBootLogicalProcessorNumber"), *MP_INIT_LIB}
     assert _library_classes(per_config["default"]) == X2APIC_TIMER
     # With the hypervisor console the fixed INF makes every module resolve MemDebugLogLib (upstream: no link).
     assert _library_classes(per_config["DEBUG_ON_HYPERVISOR_CONSOLE=TRUE"]) == {"MemDebugLogLib", *X2APIC_TIMER}
@@ -87,7 +90,7 @@ def test_diff_never_refuses(edk2_tree_202605, real_cache: None) -> None:
     assert "FV.DXEFV: MdeModulePkg/Application/BootManagerMenuApp/BootManagerMenuApp.inf" in out
     assert out.rstrip().endswith("xen-pvh does not validate against edk2-stable202605:")
     assert proc.stderr.strip().splitlines() == [
-        f"{old}:477:9: error: library class MemDebugLogLib has no mapping for OvmfPkg/Sec/SecMain.inf (SEC) "
+        f"{old}:479:9: error: library class MemDebugLogLib has no mapping for OvmfPkg/Sec/SecMain.inf (SEC) "
         "(needed by OvmfPkg/Library/PlatformDebugLibIoPort/PlatformRomDebugLibIoPort.inf)"]
 
 
