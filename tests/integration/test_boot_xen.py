@@ -219,7 +219,7 @@ HVM_OS_DISK = "ide"
 
 
 def test_hvm_guest_boots_linux_from_its_disk_through_the_boot_manager(request, guest_set):
-    """hvmloader, the reset vector, then BDS boots \EFI\BOOT\BOOTX64.EFI from xvda; Linux runs the disk's init."""
+    r"""hvmloader, the reset vector, then BDS boots \EFI\BOOT\BOOTX64.EFI from xvda; Linux runs the disk's init."""
     r = _judged(_disk_guest(request, guest_set, "hvm-os")).result
     assert r.verdict is Verdict.OS_REACHED, f"{r.verdict}: {r.detail} (see {r.serial_log})"
     assert "Shell>" not in r.guest_console and "Linux version" in r.guest_console
