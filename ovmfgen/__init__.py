@@ -54,7 +54,8 @@ Code map::
         workspace.py       the per-workspace lock; rendered files + overrides written into the workspace
         stuart.py          running the stuart child, progress
         diagnose.py        a failed build's first real error, located
-        manifest.py        manifest.json: read, compare (no-op), make; FV usage
+        manifest.py        manifest.json: read, compare (no-op), make
+        report.py          the build report's and log's firmware volumes: addresses, how full
         measure.py         a TPM build's predicted PCR 7 (Secure Boot: the enrolled keys), PCR 0 as built (checked against virt-fw-measure), pcrlock file
         publish.py         the atomic swap into dist/
         entry.py           ``invoke build``'s entry: the request, the stamped no-op, else the full build

@@ -18,7 +18,8 @@ from ovmfgen import elf
 from ovmfgen.builder.child import linkcache
 from ovmfgen.builder.diagnose import summarize_failure
 from ovmfgen.builder.noop import build_digest, read_manifest, record_build
-from ovmfgen.builder.manifest import fv_usage_from_log, fv_usage_from_report, make_manifest, up_to_date
+from ovmfgen.builder.manifest import make_manifest, up_to_date
+from ovmfgen.builder.report import fv_usage_from_log, fv_usage_from_report
 from ovmfgen.builder.measure import PCRLOCK_NAME, predict
 from ovmfgen.builder.plan import Plan, link_cache_dir, plan
 from ovmfgen.builder.publish import publish

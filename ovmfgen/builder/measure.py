@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sys
 import tempfile
 import uuid
@@ -52,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovmfgen.builder.plan import Plan
+from ovmfgen.builder.report import fv_bases_from_report
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fvfile import volumes
 from ovmfgen.run import CommandError, run
@@ -154,39 +154,6 @@ def pcrlock(events: Sequence[Event], banks: Sequence[str] = BANKS) -> bytes:
                 "content": {"event_type": ev.event_type, "event_data": ev.data.hex()}}
                for ev in events if ev.event_type != "EV_SEPARATOR"]
     return (json.dumps({"records": records}, indent=2) + "\n").encode()
-
-
-_FD_NAME = re.compile(r"^FD Name:\s*(\S+)")
-_BASE = re.compile(r"^Base Address:\s*(0x[0-9A-Fa-f]+)")
-_FV_NAME = re.compile(r"^Fv Name:\s*(\S+)")
-
-
-def fv_bases_from_report(text: str, fd: str = "MEMFD") -> dict[str, int]:
-    """FV name -> its address, for the volumes of FD ``fd`` in a ``-Y FLASH`` build report (FD base +
-    region offset): where SEC puts the volumes it decompresses."""
-    bases: dict[str, int] = {}
-    current: str | None = None
-    fd_base: int | None = None
-    region: int | None = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        m = _FD_NAME.match(line)
-        if m:
-            current, fd_base, region = m.group(1), None, None
-            continue
-        if current != fd:
-            continue
-        m = _BASE.match(line)
-        if m:
-            if fd_base is None:
-                fd_base = int(m.group(1), 16)
-            else:
-                region = int(m.group(1), 16)
-            continue
-        m = _FV_NAME.match(line)
-        if m and fd_base is not None and region is not None:
-            bases.setdefault(m.group(1), fd_base + region)
-    return bases
 
 
 def cross_check(events: Sequence[Event], virt_fw_values: Mapping, pcr: int = 0) -> str | None:

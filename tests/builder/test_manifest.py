@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 
 from helpers import FAKE_TOOLS
 from ovmfgen.builder import manifest as build_manifest
@@ -36,46 +35,3 @@ def test_manifest_schema(layout: Layout, fake_env: dict) -> None:
     assert not build_manifest.outputs_intact(d, m)
     (d / "build.log").unlink()
     assert not build_manifest.outputs_intact(d, m)
-
-
-REPORT = textwrap.dedent("""\
-    Firmware Device (FD)
-    FD Name:            OVMF
-    Base Address:       0xFFE00000
-    Size:               0x200000 (2048K)
-    >------<
-    Fd Region
-    Type:               FV
-    Base Address:       0x20000
-    Size:               0x1AC000 (1712K)
-    Fv Name:            FVMAIN_COMPACT (71.0% Full)
-    Occupied Size:      0x12FF90 (1216K)
-    Free Size:          0x7C070 (496K)
-    Offset     Module
-    >------<
-    Nested FV
-    Type:               FV
-    Base Address:       0x0
-    Size:               0xE0000 (896K)
-    Fv Name:            PEIFV (21.6% Full)
-    Occupied Size:      0x30728 (194K)
-    Free Size:          0xAF8D8 (702K)
-    Firmware Device (FD)
-    FD Name:            OVMF_CODE
-    Size:               0x1AC000 (1712K)
-    Fv Name:            FVMAIN_COMPACT (71.0% Full)
-    Occupied Size:      0x1 (0K)
-    Free Size:          0x1 (0K)
-    """)
-
-
-def test_fv_usage_from_report_and_log() -> None:
-    usage = build_manifest.fv_usage_from_report(REPORT)
-    assert usage == {
-        "FVMAIN_COMPACT": {"size": 0x1AC000, "used": 0x12FF90, "free": 0x7C070, "percent_full": 71.0},
-        "PEIFV": {"size": 0xE0000, "used": 0x30728, "free": 0xAF8D8, "percent_full": 21.6},
-    }
-    log = ("INFO - FV Space Information\n"
-           "INFO - SECFV [10%Full] 212992 (0x34000) total, 22224 (0x56d0) used, 190768 (0x2e930) free\n")
-    assert build_manifest.fv_usage_from_log(log) == {
-        "SECFV": {"size": 212992, "used": 22224, "free": 190768, "percent_full": 10.0}}

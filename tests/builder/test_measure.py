@@ -15,7 +15,7 @@ import pytest
 
 from helpers import sb_template_image
 from ovmfgen.builder.measure import (DXEFV_NAME, EFI_IMAGE_SECURITY_DATABASE, PEIFV_NAME, SECURE_BOOT_VARIABLES,
-                                     cross_check, firmware_events, fv_bases_from_report, pcr_values, pcrlock,
+                                     cross_check, firmware_events, pcr_values, pcrlock,
                                      secure_boot_events, virt_fw_check)
 from ovmfgen.builder.secureboot import enroll, read_store
 from ovmfgen.errors import OvmfgenError
@@ -96,37 +96,6 @@ def test_a_missing_volume_or_address_is_one_clear_error() -> None:
         firmware_events(volume([ffs(COMPACT, 0x0B, lzma_section(section(0x17, pei)))], size=0x8000), "v", BASES)
     with pytest.raises(OvmfgenError, match="names no RAM address for PEIFV"):
         firmware_events(fd, "v", {"DXEFV": 1})
-
-
-REPORT = """\
-FD Name:            OVMF
-Base Address:       0xFFE00000
-Fd Region
-Base Address:       0x20000
-Fv Name:            PEIFV (21.6% Full)
->======<
-Firmware Device (FD)
-FD Name:            MEMFD
-Base Address:       0x800000
-Size:               0xB00000 (11264K)
-FD Region
-Type:               None
-Base Address:       0x0
-Fd Region
-Type:               FV
-Base Address:       0x20000
-Size:               0xE0000 (896K)
-Fv Name:            PEIFV (21.6% Full)
-Fd Region
-Type:               FV
-Base Address:       0x100000
-Fv Name:            DXEFV (40.1% Full)
-"""
-
-
-def test_the_addresses_are_memfds_from_the_build_report() -> None:
-    assert fv_bases_from_report(REPORT) == {"PEIFV": 0x820000, "DXEFV": 0x900000}
-    assert fv_bases_from_report("") == {}
 
 
 def test_cross_check_with_virt_fw_measure() -> None:
