@@ -78,3 +78,16 @@ Fv Name:            DXEFV (40.1% Full)
 def test_the_addresses_are_memfds_from_the_build_report() -> None:
     assert build_report.fv_bases_from_report(BASES_REPORT) == {"PEIFV": 0x820000, "DXEFV": 0x900000}
     assert build_report.fv_bases_from_report("") == {}
+
+
+def test_report_volumes_lists_every_place_a_volume_has() -> None:
+    vols = build_report.report_volumes(USAGE_REPORT)
+    assert [(v.fd, v.name, v.address, v.size, v.used) for v in vols] == [
+        ("OVMF", "FVMAIN_COMPACT", 0xFFE20000, 0x1AC000, 0x12FF90),
+        ("OVMF", "PEIFV", None, 0xE0000, 0x30728),     # nested in FVMAIN_COMPACT: no address of its own
+        ("OVMF_CODE", "FVMAIN_COMPACT", None, 0x1AC000, 0x1),
+    ]
+    # A volume listed without how full it is still has its place (the addresses SEC uses).
+    assert [(v.name, v.percent_full) for v in build_report.report_volumes(BASES_REPORT)] == [
+        ("PEIFV", 21.6), ("PEIFV", 21.6), ("DXEFV", 40.1)]
+    assert build_report.report_volumes("") == []
