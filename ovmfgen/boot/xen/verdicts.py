@@ -119,22 +119,27 @@ class CpuState:
     ``firmware``: MpInitLib's last ``MpInitLib: Find N processors in system.`` DEBUG line; ``over_limit``:
     its line when more processors woke up than the build has room for (PcdCpuMaxLogicalProcessorNumber,
     the ``max_cpus`` feature: ``N processors woke up, more than ... (L): using L, the others stay halted``);
-    ``linux``: the kernel's ``smp: Brought up N nodes, M CPUs``.
+    ``linux``: the kernel's ``smp: Brought up N nodes, M CPUs``; ``madt``: the processors xen-pvh's
+    XenPlatformPei counted in the MADT Xen's toolstack built (``XenCpuCountInitialization: N processors in
+    the MADT``), the count MpInitLib then waits for (a firmware without that fix says nothing).
     """
 
     firmware: int | None = None
     over_limit: str | None = None
     linux: int | None = None
+    madt: int | None = None
 
     @property
     def seen(self) -> bool:
         """True when any source said anything."""
-        return any(v is not None for v in (self.firmware, self.over_limit, self.linux))
+        return any(v is not None for v in (self.firmware, self.over_limit, self.linux, self.madt))
 
     @property
     def text(self) -> str:
-        """One line for people: ``firmware: 128 processors; Linux: 128 CPUs``."""
+        """One line for people: ``MADT: 128; firmware: 128 processors; Linux: 128 CPUs``."""
         parts = []
+        if self.madt is not None:
+            parts.append(f"MADT: {self.madt}")
         if self.firmware is not None:
             parts.append(f"firmware: {self.firmware} processors")
         if self.over_limit:
@@ -145,7 +150,7 @@ class CpuState:
 
     def as_json(self) -> dict[str, object]:
         """xen-boot.json's ``cpus`` record."""
-        return {"firmware": self.firmware, "over_limit": self.over_limit, "linux": self.linux}
+        return {"firmware": self.firmware, "over_limit": self.over_limit, "linux": self.linux, "madt": self.madt}
 
 
 @dataclass(frozen=True)
@@ -259,6 +264,7 @@ _SB_LINUX_RE = re.compile(r"Secure boot (enabled|disabled)")
 _SB_MARKER_RE = re.compile(rf"{SB_MARKER} efivar=(\S+) kernel=(\S+)")
 _SB_REFUSED_RE = re.compile(rf".*(?:{SB_REFUSED}).*")
 _SB_VERIFY_RE = re.compile(r"DxeImageVerificationLib: (.*)")
+_MADT_RE = re.compile(r"XenCpuCountInitialization: (\d+) processors in the MADT")
 _MP_FOUND_RE = re.compile(r"MpInitLib: Find (\d+) processors in system")
 _MP_OVER_RE = re.compile(r"MpInitLib: (\d+ processors woke up, more than .*)")
 _LINUX_SMP_RE = re.compile(r"smp: Brought up \d+ nodes?, (\d+) CPUs?")
@@ -267,8 +273,11 @@ _LINUX_SMP_RE = re.compile(r"smp: Brought up \d+ nodes?, (\d+) CPUs?")
 def cpu_state(serial_log: str, guest_console: str) -> CpuState:
     """What ``serial_log`` (the firmware's ``(dN)`` DEBUG lines) and ``guest_console`` (Linux's) say about the
     guest's processors; the last line of each kind (DXE counts again after PEI; a restart says it again)."""
-    firmware = over = linux = None
+    firmware = over = linux = madt = None
     for line in _guest_lines(serial_log):
+        m = _MADT_RE.search(line)
+        if m:
+            madt = int(m.group(1))
         m = _MP_FOUND_RE.search(line)
         if m:
             firmware = int(m.group(1))
@@ -277,7 +286,7 @@ def cpu_state(serial_log: str, guest_console: str) -> CpuState:
             over = m.group(1).strip()
     for m in _LINUX_SMP_RE.finditer(_ANSI_RE.sub("", guest_console)):
         linux = int(m.group(1))
-    return CpuState(firmware, over, linux)
+    return CpuState(firmware, over, linux, madt)
 
 
 def secure_boot_state(serial_log: str, guest_console: str) -> SecureBootState:

@@ -65,6 +65,19 @@ def test_linux_must_bring_up_every_vcpu(tmp_path):
     assert limited.cpu_problem(verdicts.CpuState(64, "96 processors woke up, ...", 96), True) == ""
 
 
+@pytest.mark.parametrize("capture, madt, firmware", [("pvh-shell-128cpus-madt.log", 128, 128),
+                                                     ("hvm-shell-128cpus-madt.log", 128, 128),
+                                                     ("hvm-shell-96cpus-maxcpus-64-madt.log", 96, 64)])
+def test_the_firmware_says_how_many_processors_xens_madt_lists(capture, madt, firmware):
+    """xen-pvh's XenPlatformPei counts the MADT's processors (Xen 4.20, 2026-12-05): MpInitLib waits for them
+    all; above the build's limit it keeps its timed count and uses the limit."""
+    r = judged(capture)
+    assert r.verdict is Verdict.SHELL_REACHED
+    assert (r.cpus.madt, r.cpus.firmware, r.cpus.over_limit is not None) == (madt, firmware, madt > firmware)
+    assert r.cpus.text.startswith(f"MADT: {madt}; firmware: {firmware} processors")
+    assert r.cpus.as_json()["madt"] == madt
+
+
 def test_cpu_state_reads_the_firmwares_last_count_and_linuxs():
     serial = ("(d3) MpInitLib: Find 2 processors in system.\n(XEN) noise\n"
               "(d3) MpInitLib: Find 128 processors in system.\r\n")
@@ -72,6 +85,8 @@ def test_cpu_state_reads_the_firmwares_last_count_and_linuxs():
     assert verdicts.cpu_state(serial, console) == verdicts.CpuState(128, None, 128)
     assert verdicts.cpu_state("", "smp: Brought up 1 node, 1 CPU\n") == verdicts.CpuState(linux=1)
     assert not verdicts.cpu_state("(d0) MpInitLib: Find 1 processors in system.", "").seen  # dom0's own
+    assert verdicts.cpu_state("(d2) XenCpuCountInitialization: 4 processors in the MADT\n", "") == \
+        verdicts.CpuState(madt=4)
 
 
 def test_one_vcpu_guests_are_not_checked(tmp_path):
