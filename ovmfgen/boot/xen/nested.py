@@ -415,7 +415,8 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
     log has not grown for ``stall_s`` wall seconds (a HARNESS_FAILURE) or, as a safety net, after
     ``timeout`` wall seconds (default ``wall_cap_s``). Guests that got a HARNESS_FAILURE (QEMU itself
     died, a stall, ...) run again, once, in a second nested run with another icount shift; the first
-    run's logs are kept as ``*.attempt1.log``. ``xen``: the Xen version (``4.17``, the default, or
+    run's logs are kept as ``*.attempt1.log``. A failure dom0 explained (``XenBootResult.explained``: it
+    could not attach the guest's disk, ran out of space or memory) would fail the same way: not retried. ``xen``: the Xen version (``4.17``, the default, or
     ``4.20``; ``debian.XenRelease``).
     """
     release = check_xen(xen)
@@ -439,7 +440,11 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
     first, qrun = _attempt(guests, out_dir, assets, cap, memory_mib, QEMU_ICOUNT_SHIFTS[0], deadline, stall_s, qemu_ver)
     results = {g.name: _combine(g, r) for g, r in zip(guests, first)}
     runs = [_run_record(guests, qrun)]
-    again = [g for g in guests if results[g.name].result.verdict is Verdict.HARNESS_FAILURE]
+    failed = [g for g in guests if results[g.name].result.verdict is Verdict.HARNESS_FAILURE]
+    again = [g for g in failed if not results[g.name].result.explained]
+    for g in failed:
+        if g not in again:
+            say(f"{g.name}: harness failure ({results[g.name].result.detail}): not retried, dom0 said why")
     if again:
         say(f"harness failure ({results[again[0].name].result.detail}); retrying {len(again)} guest(s) once")
         for p in [out_dir / SERIAL_LOG_NAME, out_dir / QEMU_LOG_NAME,

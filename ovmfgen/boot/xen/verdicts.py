@@ -209,6 +209,9 @@ class XenBootResult:
     secure_boot: SecureBootState = field(default_factory=SecureBootState)
     #: What the logs say about the guest's processors (``cpu_state``).
     cpus: CpuState = field(default_factory=CpuState)
+    #: A HARNESS_FAILURE dom0 explained (its ``DOM0_FAILURE`` report, or its kernel running out of space
+    #: or memory): the same run fails the same way, so ``boot_xen_guests`` does not run it again.
+    explained: bool = False
 
     @property
     def ok(self) -> bool:
@@ -447,8 +450,9 @@ def classify_events(serial_log: str, qemu_returncode: int | None, result: str | 
     if panic:
         return XenBootResult(Verdict.HARNESS_FAILURE, f"Xen died: {panic.group(0).strip()}", **timing)
     if result == "dom0-failed":
-        return XenBootResult(Verdict.HARNESS_FAILURE, dom0_failure(serial_log) or "dom0 could not start the guest",
-                             **timing)
+        cause = dom0_failure(serial_log)
+        return XenBootResult(Verdict.HARNESS_FAILURE, cause or "dom0 could not start the guest",
+                             explained=cause is not None, **timing)
 
     for line in _guest_lines(serial_log):
         m = _ASSERT_RE.search(line)
@@ -498,7 +502,8 @@ def classify_events(serial_log: str, qemu_returncode: int | None, result: str | 
     if dom0_panic:
         return XenBootResult(Verdict.HARNESS_FAILURE, f"dom0 died: {dom0_panic.group(0).strip()}"
                              + (f"; {cause}" if cause else ""), **timing)
-    return XenBootResult(Verdict.HARNESS_FAILURE, cause or "dom0 ended without reporting a result", **timing)
+    return XenBootResult(Verdict.HARNESS_FAILURE, cause or "dom0 ended without reporting a result",
+                         explained=cause is not None, **timing)
 
 
 def guest_segments(serial_log: str) -> tuple[dict[str, str], set[str], str]:
@@ -535,13 +540,16 @@ def classify_guest(serial_log: str, name: str, qemu_returncode: int | None) -> X
     parts, stopped, rest = guest_segments(serial_log)
     if name not in parts:
         if parts:  # others ran: this one's turn never came
+            cause = dom0_failure(rest) if qemu_returncode == 0 else None
             why = ("the QEMU run timed out" if qemu_returncode is None
                    else f"QEMU exited with status {qemu_returncode}" if qemu_returncode != 0
-                   else dom0_failure(rest) or "dom0 stopped")
-            return XenBootResult(Verdict.HARNESS_FAILURE, f"never started: {why} before its turn")
+                   else cause or "dom0 stopped")
+            return XenBootResult(Verdict.HARNESS_FAILURE, f"never started: {why} before its turn",
+                                 explained=cause is not None)
         why = classify_xen_run(rest, "", qemu_returncode)
-        detail = why.detail if why.verdict is Verdict.HARNESS_FAILURE else "dom0 ended before any guest"
-        return XenBootResult(Verdict.HARNESS_FAILURE, f"never started: {detail}")
+        failed = why.verdict is Verdict.HARNESS_FAILURE
+        detail = why.detail if failed else "dom0 ended before any guest"
+        return XenBootResult(Verdict.HARNESS_FAILURE, f"never started: {detail}", explained=failed and why.explained)
     text = parts[name]
     rc = 0 if name in stopped else qemu_returncode
     return classify_xen_run(text, extract_guest_console(text), rc)

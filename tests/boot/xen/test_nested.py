@@ -110,6 +110,37 @@ def test_a_run_gives_each_disk_guest_its_drive_and_dom0_no_disk(tmp_path, monkey
     assert {r[0].detail for r in results} == {"never started: dom0 ended without reporting a result"}
 
 
+def test_a_failure_dom0_explained_is_not_run_again(tmp_path, monkeypatch):
+    """A guest dom0 could not start and said why (no drive for its disk) fails the same way in a second run:
+    only the unexplained harness failure (a stall, a dead QEMU) gets its one retry."""
+    from ovmfgen.boot.xen import cache, verdicts, watch
+    image = pvh_elf_file(tmp_path)
+    gs = [guests.XenGuest("pvh", "shell", image), guests.XenGuest("hvm", "shell", image),
+          guests.XenGuest("pvh", "os", image, disk=image)]
+    serial = (f"{verdicts.GUEST_START} ovmfgen-pvh-shell\n{verdicts.EVENT} create 7.0\n{verdicts.EVENT} shell 9.0\n"
+              f"{verdicts.RESULT} shell\n{verdicts.GUEST_STOP} ovmfgen-pvh-shell\n"
+              f"{verdicts.GUEST_START} ovmfgen-pvh-os\n{verdicts.DOM0_FAILURE} no block device with serial x\n"
+              f"{verdicts.RESULT} dom0-failed\n{verdicts.GUEST_STOP} ovmfgen-pvh-os\n"
+              f"{verdicts.GUEST_START} ovmfgen-hvm-shell\n{verdicts.EVENT} create 12.0\n")
+    runs = []
+
+    def fake_attempt(run_guests, out_dir, *rest):
+        runs.append([g.name for g in run_guests])
+        results = [[verdicts.classify_guest(serial, g.name, None)] for g in run_guests]
+        return results, nested.QemuRun(None, 1.0, None, watch.RunWatch())
+
+    monkeypatch.setattr(nested, "prepare_xen_cache", lambda release: cache.XenAssets(
+        tmp_path, tmp_path, tmp_path, tmp_path, debian.XenVersions("4.17", "4.17", "linux-image", "6.1")))
+    monkeypatch.setattr(nested, "qemu_version", lambda: "7.2.22")
+    monkeypatch.setattr(nested, "_attempt", fake_attempt)
+    out = {o.guest.name: o.result for o in nested.boot_xen_guests(gs, tmp_path / "out")}
+    assert runs == [["ovmfgen-pvh-shell", "ovmfgen-hvm-shell", "ovmfgen-pvh-os"], ["ovmfgen-hvm-shell"]]
+    assert out["ovmfgen-pvh-os"].explained and out["ovmfgen-pvh-os"].attempts == 1
+    assert out["ovmfgen-pvh-os"].detail == "dom0: no block device with serial x"
+    assert not out["ovmfgen-hvm-shell"].explained and out["ovmfgen-hvm-shell"].attempts == 2
+    assert out["ovmfgen-pvh-shell"].verdict is verdicts.Verdict.SHELL_REACHED
+
+
 def test_qemu_message_is_qemus_own_last_error_line():
     assert nested.qemu_message(QEMU_72_ABORT).startswith("Bail out! ERROR:../accel/tcg/tcg-accel-ops.c:83:")
     assert nested.qemu_message("qemu: Bad icount read\n\n") == "qemu: Bad icount read"
