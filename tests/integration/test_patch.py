@@ -61,12 +61,12 @@ def test_git_am_applies_to_a_pristine_tree_and_it_builds_after_every_commit(
     changed = subprocess.run(["git", "-C", str(verified.repo), "diff", "--name-only", f"{series.base.commit}..HEAD"],
                              capture_output=True, text=True, check=True).stdout.split()
     assert sorted(changed) == sorted({p for c in series.series.commits for p in c.paths})
-    assert (verified.repo / "OvmfPkg/XenOvmf.dsc").read_bytes() == dict(series.series.commits[6].files)[
+    assert (verified.repo / "OvmfPkg/XenOvmf.dsc").read_bytes() == dict(series.series.commits[7].files)[
         "OvmfPkg/XenOvmf.dsc"]
     for s in verified.steps:
         print(s.line(len(verified.commits)))
-    assert [s.status for s in verified.steps] == ["nothing to build"] * 6 + ["built", "built"], \
-        [s.line(8) for s in verified.steps]
+    assert [s.status for s in verified.steps] == ["nothing to build"] * 7 + ["built", "built"], \
+        [s.line(9) for s in verified.steps]
     assert verified.ok
 
 
