@@ -56,4 +56,3 @@ def make_manifest(p: Plan, outputs: Mapping[str, bytes], fv_usage: Mapping[str, 
         "ccache": p.request.ccache,
         "secure_boot": secure_boot,
     }
-

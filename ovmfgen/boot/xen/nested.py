@@ -416,8 +416,8 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
     ``timeout`` wall seconds (default ``wall_cap_s``). Guests that got a HARNESS_FAILURE (QEMU itself
     died, a stall, ...) run again, once, in a second nested run with another icount shift; the first
     run's logs are kept as ``*.attempt1.log``. A failure dom0 explained (``XenBootResult.explained``: it
-    could not attach the guest's disk, ran out of space or memory) would fail the same way: not retried. ``xen``: the Xen version (``4.17``, the default, or
-    ``4.20``; ``debian.XenRelease``).
+    could not attach the guest's disk, ran out of space or memory) would fail the same way: not retried.
+    ``xen``: the Xen version (``4.17``, the default, or ``4.20``; ``debian.XenRelease``).
     """
     release = check_xen(xen)
     guests = [with_cpu_limit(g) for g in guests]
