@@ -67,6 +67,9 @@ QEMU_CPU = "max,-smap,-smep,-rdtscp"
 # in 8 of 8 attempts here and stopped on "Bad icount read" with it; QEMU 7.2 with icount ran its
 # guest set (PVH, HVM, PVH from a PV disk) in every run (limits.py).
 QEMU_ICOUNT_SHIFTS = (0, 1)
+# Runs of one guest set at most: the first, a retry of its harness failures, and a third only when QEMU
+# died by itself in the retry too (the abort above, made likelier by the guests' virtio disk interrupts).
+QEMU_ATTEMPTS = 3
 
 
 def xen_cmdline(dom0_mem_mib: int = XEN_417.dom0_mem_mib) -> str:
@@ -414,9 +417,10 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
     ``cap_s``, stretched by dom0's measure of the host's speed); the host kills QEMU when its serial
     log has not grown for ``stall_s`` wall seconds (a HARNESS_FAILURE) or, as a safety net, after
     ``timeout`` wall seconds (default ``wall_cap_s``). Guests that got a HARNESS_FAILURE (QEMU itself
-    died, a stall, ...) run again, once, in a second nested run with another icount shift; the first
-    run's logs are kept as ``*.attempt1.log``. A failure dom0 explained (``XenBootResult.explained``: it
-    could not attach the guest's disk, ran out of space or memory) would fail the same way: not retried.
+    died, a stall, ...) run again, once, in a second nested run with another icount shift (and in a third
+    when QEMU died by itself in the second too); an earlier run's logs are kept as ``*.attemptN.log``. A
+    failure dom0 explained (``XenBootResult.explained``: it could not attach the guest's disk, ran out of
+    space or memory) would fail the same way: not retried.
     ``xen``: the Xen version (``4.17``, the default, or ``4.20``; ``debian.XenRelease``).
     """
     release = check_xen(xen)
@@ -428,7 +432,7 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
             raise OvmfgenError(f"no firmware image at {display_path(g.image)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("xen-*.attempt1.log"):
+    for old in out_dir.glob("xen-*.attempt[0-9].log"):
         old.unlink()
     names = [g.name for g in guests]
     if len(set(names)) != len(names):
@@ -445,18 +449,23 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
     for g in failed:
         if g not in again:
             say(f"{g.name}: harness failure ({results[g.name].result.detail}): not retried, dom0 said why")
-    if again:
-        say(f"harness failure ({results[again[0].name].result.detail}); retrying {len(again)} guest(s) once")
+    attempt = 1
+    while again and (attempt == 1 or (attempt < QEMU_ATTEMPTS and qrun.returncode not in (None, 0))):
+        say(f"harness failure ({results[again[0].name].result.detail}); "
+            f"{'retrying' if attempt == 1 else 'QEMU died again: one more run for'} {len(again)} guest(s)")
         for p in [out_dir / SERIAL_LOG_NAME, out_dir / QEMU_LOG_NAME,
                   *(out_dir / n for g in again for label in g.runs for n in guest_log_names(g, label))]:
             if p.exists():
-                os.replace(p, p.with_name(p.name.replace(".log", ".attempt1.log")))
-        retried, qrun = _attempt(again, out_dir, assets, cap, memory_mib, QEMU_ICOUNT_SHIFTS[1], deadline,
-                                 stall_s, qemu_ver)
+                os.replace(p, p.with_name(p.name.replace(".log", f".attempt{attempt}.log")))
+        retried, qrun = _attempt(again, out_dir, assets, cap, memory_mib,
+                                 QEMU_ICOUNT_SHIFTS[attempt % len(QEMU_ICOUNT_SHIFTS)], deadline, stall_s, qemu_ver)
+        attempt += 1
         for g, r in zip(again, retried):
             o = _combine(g, r)
-            results[g.name] = replace(o, result=replace(o.result, attempts=2))
+            results[g.name] = replace(o, result=replace(o.result, attempts=attempt))
         runs.append(_run_record(again, qrun))
+        again = [g for g in again
+                 if results[g.name].result.verdict is Verdict.HARNESS_FAILURE and not results[g.name].result.explained]
     outcomes = [results[g.name] for g in guests]
     v = assets.versions
     summary = {

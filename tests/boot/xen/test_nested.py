@@ -141,6 +141,46 @@ def test_a_failure_dom0_explained_is_not_run_again(tmp_path, monkeypatch):
     assert out["ovmfgen-pvh-shell"].verdict is verdicts.Verdict.SHELL_REACHED
 
 
+def test_a_guest_set_runs_a_third_time_only_when_qemu_died_in_the_retry_too(tmp_path, monkeypatch):
+    """QEMU 7.2's abort (QEMU_ICOUNT_SHIFTS' comment) can hit a retry as well: a third run then, for what is
+    left, and never more; a retry that stalled (QEMU killed by the host) is not run again."""
+    from ovmfgen.boot.xen import cache, verdicts, watch
+    image = pvh_elf_file(tmp_path)
+    gs = [guests.XenGuest("pvh", "shell", image), guests.XenGuest("hvm", "shell", image)]
+    done = (f"{verdicts.GUEST_START} ovmfgen-pvh-shell\n{verdicts.EVENT} create 7.0\n{verdicts.EVENT} shell 9.0\n"
+            f"{verdicts.RESULT} shell\n{verdicts.GUEST_STOP} ovmfgen-pvh-shell\n")
+    cut = f"{verdicts.GUEST_START} ovmfgen-hvm-shell\n{verdicts.EVENT} create 12.0\n"
+
+    def run_with(codes):
+        runs = []
+
+        def fake_attempt(run_guests, out_dir, *rest):
+            code = codes[len(runs)]
+            runs.append([g.name for g in run_guests])
+            (out_dir / "xen-serial.log").write_text("x")
+            serial = done + cut if code != 0 else done + cut.replace("create 12.0", "create 12.0\n"
+                f"{verdicts.EVENT} shell 14.0\n{verdicts.RESULT} shell\n{verdicts.GUEST_STOP} ovmfgen-hvm-shell")
+            return [[verdicts.classify_guest(serial, g.name, code)] for g in run_guests], \
+                nested.QemuRun(code, 1.0, None, watch.RunWatch())
+
+        monkeypatch.setattr(nested, "_attempt", fake_attempt)
+        out = {o.guest.name: o.result for o in nested.boot_xen_guests(gs, tmp_path / "out")}
+        return runs, out
+
+    monkeypatch.setattr(nested, "prepare_xen_cache", lambda release: cache.XenAssets(
+        tmp_path, tmp_path, tmp_path, tmp_path, debian.XenVersions("4.17", "4.17", "linux-image", "6.1")))
+    monkeypatch.setattr(nested, "qemu_version", lambda: "7.2.22")
+    runs, out = run_with([-6, -6, 0])
+    assert runs == [["ovmfgen-pvh-shell", "ovmfgen-hvm-shell"], ["ovmfgen-hvm-shell"], ["ovmfgen-hvm-shell"]]
+    assert out["ovmfgen-hvm-shell"].verdict is verdicts.Verdict.SHELL_REACHED and out["ovmfgen-hvm-shell"].attempts == 3
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.attempt*.log")) == [
+        "xen-serial.attempt1.log", "xen-serial.attempt2.log"]
+    runs, out = run_with([-6, -6, -6, 0])
+    assert len(runs) == 3 and out["ovmfgen-hvm-shell"].verdict is verdicts.Verdict.HARNESS_FAILURE
+    runs, out = run_with([None, None, 0])    # stalls: the host killed QEMU
+    assert len(runs) == 2 and out["ovmfgen-hvm-shell"].attempts == 2
+
+
 def test_qemu_message_is_qemus_own_last_error_line():
     assert nested.qemu_message(QEMU_72_ABORT).startswith("Bail out! ERROR:../accel/tcg/tcg-accel-ops.c:83:")
     assert nested.qemu_message("qemu: Bad icount read\n\n") == "qemu: Bad icount read"
