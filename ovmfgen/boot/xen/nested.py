@@ -444,10 +444,15 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
     first, qrun = _attempt(guests, out_dir, assets, cap, memory_mib, QEMU_ICOUNT_SHIFTS[0], deadline, stall_s, qemu_ver)
     results = {g.name: _combine(g, r) for g, r in zip(guests, first)}
     runs = [_run_record(guests, qrun)]
-    failed = [g for g in guests if results[g.name].result.verdict is Verdict.HARNESS_FAILURE]
-    again = [g for g in failed if not results[g.name].result.explained]
-    for g in failed:
-        if g not in again:
+
+    def retryable(among: Sequence[XenGuest]) -> list[XenGuest]:
+        """The guests of ``among`` with a harness failure dom0 did not explain."""
+        return [g for g in among if results[g.name].result.verdict is Verdict.HARNESS_FAILURE
+                and not results[g.name].result.explained]
+
+    again = retryable(guests)
+    for g in guests:
+        if results[g.name].result.explained:
             say(f"{g.name}: harness failure ({results[g.name].result.detail}): not retried, dom0 said why")
     attempt = 1
     while again and (attempt == 1 or (attempt < QEMU_ATTEMPTS and qrun.returncode not in (None, 0))):
@@ -464,8 +469,7 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
             o = _combine(g, r)
             results[g.name] = replace(o, result=replace(o.result, attempts=attempt))
         runs.append(_run_record(again, qrun))
-        again = [g for g in again
-                 if results[g.name].result.verdict is Verdict.HARNESS_FAILURE and not results[g.name].result.explained]
+        again = retryable(again)
     outcomes = [results[g.name] for g in guests]
     v = assets.versions
     summary = {
