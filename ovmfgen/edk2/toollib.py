@@ -48,15 +48,36 @@ class _IfdefElseFix:
         return super().ProcessConditional(text)  # type: ignore[misc]
 
 
-def dsc_parser() -> object:
-    """An edk2toollib DscParser with ovmfgen's conditional fix."""
+class _InputVarsWin:
+    """Mixin giving the build's macros (``-D``, TARGET, ARCH, TOOL_CHAIN_TAG) precedence over the DSC's.
+
+    EDK2's build lets a command-line ``-D NAME=VALUE`` override the DSC's ``DEFINE NAME = ...`` (that is how
+    ``-D SMM_REQUIRE=TRUE`` turns SMM on in OvmfPkgX64.dsc); edk2toollib 0.21 looks at its LocalVars first.
+    """
+
+    def _FindReplacementForToken(self, token: str, replace_if_not_found: bool = False) -> str | None:  # noqa: N802
+        value = self.InputVars.get(token)  # type: ignore[attr-defined]
+        if value is None:
+            return super()._FindReplacementForToken(token, replace_if_not_found)  # type: ignore[misc]
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        text = str(value)
+        return text.upper() if text.upper() in ("TRUE", "FALSE") else text
+
+
+def dsc_parser(input_vars_win: bool = False) -> object:
+    """An edk2toollib DscParser with ovmfgen's conditional fix; ``input_vars_win``: its input vars (the
+    build's ``-D``) override the DSC's DEFINEs, as in EDK2's build."""
     # Function-local: edk2toollib is slow to import; `invoke build`'s no-op path never needs it.
     from edk2toollib.uefi.edk2.parsers.dsc_parser import DscParser
 
     class _Dsc(_IfdefElseFix, DscParser):
         pass
 
-    return _Dsc()
+    class _DscBuild(_InputVarsWin, _IfdefElseFix, DscParser):
+        pass
+
+    return _DscBuild() if input_vars_win else _Dsc()
 
 
 def fdf_parser() -> object:

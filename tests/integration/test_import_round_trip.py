@@ -18,6 +18,7 @@ from ovmfgen.platform.importer import import_command
 from ovmfgen.platform.load import load_platform
 from ovmfgen.platform.resolve import resolved
 from ovmfgen.platform.validate import prepare_workspace, validate
+from ovmfgen.request import Request
 
 pytestmark = pytest.mark.integration
 
@@ -28,19 +29,6 @@ PLATFORMS = (
     "OvmfPkg/IntelTdx/IntelTdxX64", "OvmfPkg/Bhyve/BhyveX64", "EmulatorPkg/EmulatorPkg",
     "UefiPayloadPkg/UefiPayloadPkg",
 )
-# What ovmfgen's own checks refuse in upstream's files as they are (validate is stricter than EDK2:
-# every branch's paths exist, every PCD set is declared in the DEC of a package the platform's modules
-# use, every component's library classes are mapped whatever its arch). The round trip holds for these too.
-REFUSED_BY_VALIDATE = {
-    ("OvmfPkg/Bhyve/BhyveX64", None): "INF not found in the edk2 tree or overrides: "
-                                      "OvmfPkg/Bhyve/SmmAccess/SmmAccessPei.inf",
-    ("EmulatorPkg/EmulatorPkg", None): "PCD gEfiRedfishPkgTokenSpaceGuid.PcdRedfishRestExServiceDevicePath."
-                                       "DevicePathMatchMode is not declared",
-    ("UefiPayloadPkg/UefiPayloadPkg", "edk2-stable202502"): "PCD gEfiSourceLevelDebugPkgTokenSpaceGuid."
-                                                            "PcdDebugLoadImageMethod is not declared",
-    ("UefiPayloadPkg/UefiPayloadPkg", "edk2-stable202605"): "library class DefaultExceptionHandlerLib has no "
-                                                            "mapping for ArmPkg/Drivers/CpuDxe/CpuDxe.inf",
-}
 
 
 @pytest.fixture(scope="module", params=TREES)
@@ -71,14 +59,28 @@ def test_import_render_round_trip(platform: str, tree: edk2.Edk2Tree, tmp_path: 
     # Not vacuous: what was compared is the platform's content.
     view = resolve(dsc, fdf, Workspace((root,)), {})
     assert len(view.components) > 20 and len(view.libraries) > 300 and len(view.pcds) > 20 and view.fvs
-    # The rendered files are the ones `invoke render` writes, checked as it checks them. No Xen header
-    # region is needed: these platforms have none.
+    # The rendered files are the ones `invoke render` writes, checked as it checks them (the default
+    # build's configuration: X64, the branches its defines select). No Xen header region is needed:
+    # these platforms have none.
     assert loaded.elf is None
-    refused = REFUSED_BY_VALIDATE.get((platform, tree.tag), REFUSED_BY_VALIDATE.get((platform, None)))
-    if refused is not None:
-        with pytest.raises(OvmfgenError) as info:
-            validate(r, use_cache=False)
-        assert refused in str(info.value)
-        assert str(info.value).startswith(f"{output}:")
-    else:
-        validate(r, use_cache=False)
+    validate(r, use_cache=False)
+
+
+def test_an_upstream_branch_turned_on_is_checked(tree: edk2.Edk2Tree, tmp_path: Path) -> None:
+    """BhyveX64 validates as built by default; with ``-D SMM_REQUIRE=TRUE`` (over the DSC's
+    ``DEFINE SMM_REQUIRE = FALSE``, as EDK2's build takes it) its SMM branch is built, and upstream's
+    missing SmmAccessPei.inf is refused at the imported YAML's line."""
+    platform = "OvmfPkg/Bhyve/BhyveX64"
+    output = tmp_path / "platforms" / "bhyvex64.yaml"
+    output.parent.mkdir()
+    import_command(str(tree.root / f"{platform}.dsc"), str(tree.root / f"{platform}.fdf"), str(output))
+    loaded = load_platform(output, platforms_dir=output.parent, edk2=tree.tag)
+    validate(resolved(loaded, tree), use_cache=False)
+    smm = Request(platform=loaded.name, edk2=tree.tag, defines=(("SMM_REQUIRE", "TRUE"),))
+    with pytest.raises(OvmfgenError) as info:
+        validate(resolved(loaded, tree, request=smm), use_cache=False)
+    message = str(info.value)
+    assert message.startswith(f"{output}:") and message.endswith(
+        ": error: INF not found in the edk2 tree or overrides: OvmfPkg/Bhyve/SmmAccess/SmmAccessPei.inf")
+    line = int(message.removeprefix(f"{output}:").split(":")[0])
+    assert "OvmfPkg/Bhyve/SmmAccess/SmmAccessPei.inf" in output.read_text().splitlines()[line - 1]

@@ -3,6 +3,9 @@
 Most cases fail while loading (YAML, shape, features, fragments): they run without an edk2 tree (the
 autouse isolation gives them an empty cache). The cases in ``TREE_CASES`` load fine and fail only when
 checked against the edk2 tree (paths, library classes, PCD declarations, FD layout): they need it.
+validate checks the configuration being built, as EDK2 does: a branch its defines leave out, or an
+architecture other than X64, is not checked; the ``*-active-branch`` cases are refused because their
+define turns the branch on, and pass with it off.
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ from ovmfgen.platform.load import load_platform
 from ovmfgen.paths import REPO_ROOT, Layout
 from ovmfgen.platform import validate as v
 from ovmfgen.platform.validate import validate
+from ovmfgen.request import Request
 
 INVALID = sorted((REPO_ROOT / "tests" / "invalid").glob("*.yaml"))
 TREE_CASES = frozenset({
     "header-region-mismatch", "header-region-too-small", "inf-not-found", "library-instance-not-found",
     "missing-library-class", "no-reserved-header-region", "override-escapes", "region-past-fd-end",
-    "override-per-tree-missing", "regions-overlap", "undeclared-pcd", "undeclared-pcd-inactive-branch",
+    "override-per-tree-missing", "regions-overlap", "undeclared-pcd", "undeclared-pcd-active-branch",
+    "inf-not-found-active-branch",
 })
+ACTIVE_BRANCH_CASES = ("inf-not-found-active-branch", "undeclared-pcd-active-branch")
 LOAD_CASES = [p for p in INVALID if p.stem not in TREE_CASES]
 MINI = REPO_ROOT / "tests" / "data" / "platforms" / "mini.yaml"
 
@@ -54,12 +60,79 @@ def test_invalid_case_fails_while_loading(case: Path, isolated_cache: Path) -> N
     assert not isolated_cache.exists() or not any(isolated_cache.iterdir())
 
 
-@pytest.mark.parametrize("case", sorted(p for p in INVALID if p.stem in TREE_CASES), ids=sorted(TREE_CASES))
+TREE_CASE_PATHS = sorted(p for p in INVALID if p.stem in TREE_CASES)
+
+
+@pytest.mark.parametrize("case", TREE_CASE_PATHS, ids=[p.stem for p in TREE_CASE_PATHS])
 def test_invalid_case_fails_against_the_tree(case: Path, edk2_tree) -> None:
     platform = load_platform(case, platforms_dir=case.parent)  # loads: the problem is only visible to validate
     with pytest.raises(OvmfgenError) as info:
         validate(resolved(platform, edk2_tree), use_cache=False)
     assert str(info.value) == expected_message(case)
+
+
+def _switched_off(case: Path, directory: Path) -> tuple[Path, str]:
+    """``case`` with its YAML define MINI_SWITCH = FALSE, written to ``directory``; and the message it
+    expects, located in that copy (the statement's line and column do not move)."""
+    text = case.read_text()
+    assert text.count("define: MINI_SWITCH = TRUE") == 1
+    copy = directory / case.name
+    copy.write_text(text.replace("define: MINI_SWITCH = TRUE", "define: MINI_SWITCH = FALSE"))
+    message = expected_message(case)
+    where = f"tests/invalid/{case.name}:"
+    assert message.startswith(where)
+    return copy, f"{copy}:{message.removeprefix(where)}"
+
+
+@pytest.mark.parametrize("name", ACTIVE_BRANCH_CASES)
+def test_inactive_branch_is_checked_once_a_define_turns_it_on(name: str, tmp_path: Path, edk2_tree) -> None:
+    """The branch off (its YAML define FALSE): not built, so not checked; the same platform with
+    ``--define MINI_SWITCH=TRUE`` (the build's -D wins over the DSC's DEFINE, as in EDK2) is refused at the
+    same statement; and the request's define changes the cache key."""
+    copy, message = _switched_off(REPO_ROOT / "tests" / "invalid" / f"{name}.yaml", tmp_path)
+    platform = load_platform(copy, platforms_dir=tmp_path)
+    off = resolved(platform, edk2_tree)
+    validate(off, use_cache=False)
+    on = resolved(platform, edk2_tree, request=Request(platform=platform.name, defines=(("MINI_SWITCH", "TRUE"),)))
+    with pytest.raises(OvmfgenError) as info:
+        validate(on, use_cache=False)
+    assert str(info.value) == message
+    assert v._cache_key(on) != v._cache_key(off)
+
+
+def test_cli_define_turning_on_a_broken_branch_is_refused(tmp_path: Path, edk2_tree, real_cache: None) -> None:
+    """`invoke build --define` refuses before building (one located line); `invoke render` of the same
+    platform, whose default build leaves the branch out, writes its files."""
+    copy, message = _switched_off(REPO_ROOT / "tests" / "invalid" / "inf-not-found-active-branch.yaml", tmp_path)
+    build = subprocess.run([sys.executable, "-m", "ovmfgen", "build", "--platform", str(copy),
+                            "--define", "MINI_SWITCH=TRUE"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert (build.returncode, build.stdout, build.stderr) == (1, "", message + "\n")
+    out = tmp_path / "out"
+    render = subprocess.run([sys.executable, "-m", "ovmfgen", "render", "--platform", str(copy), "--output", str(out)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert render.returncode == 0, render.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["Mini.dsc", "Mini.fdf"]
+    assert "OvmfPkg/NoSuchDriver/NoSuchDriver.inf" in (out / "Mini.dsc").read_text()
+
+
+@pytest.mark.parametrize(("header", "refused"), [("Components.X64", True), ("Components.AARCH64", False),
+                                                  ("Components.X64, Components.AARCH64", True)])
+def test_only_the_built_arch_is_checked(header: str, refused: bool, tmp_path: Path, edk2_tree) -> None:
+    """A component of another architecture's section is not built by an X64 build: not checked."""
+    text = MINI.read_text().replace("fdf:\n", f"  - {header}:\n      - OvmfPkg/NoSuchDriver/NoSuchDriver.inf\nfdf:\n", 1)
+    (tmp_path / "mini.yaml").write_text(text)
+    r = resolved(load_platform(tmp_path / "mini.yaml", platforms_dir=tmp_path), edk2_tree)
+    if refused:
+        with pytest.raises(OvmfgenError, match="component INF not found .*: OvmfPkg/NoSuchDriver/NoSuchDriver.inf"):
+            validate(r, use_cache=False)
+    else:
+        validate(r, use_cache=False)
+
+
+def test_section_for_arch() -> None:
+    assert v.section_for_arch("Components") and v.section_for_arch("PcdsFixedAtBuild.common")
+    assert v.section_for_arch("LibraryClasses.X64.DXE_DRIVER") and v.section_for_arch("Components.AARCH64, Components.X64")
+    assert not v.section_for_arch("Components.AARCH64") and not v.section_for_arch("LibraryClasses.IA32.PEIM")
 
 
 def test_minimal_platform_is_valid(edk2_tree) -> None:
