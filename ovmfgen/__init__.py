@@ -39,7 +39,7 @@ Code map::
         release.py         ``when: {edk2: ...}`` release conditions
         model.py           the platform model: frozen dataclasses, no I/O
         syntax.py          DSC/FDF text -> the model's sections
-        validate.py        the rendered files and overrides checked against the edk2 tree
+        validate.py        the rendered files and overrides checked against the edk2 tree, for the build at hand
         reads.py           the -D names a platform's files and !includes read (no silently ignored --define)
         render.py          model -> XenOvmf.dsc/.fdf text (jinja2, CRLF), write-if-changed
         overrides.py       what the overrides make of the tree's files: whole-file copies and patches (git apply), in order

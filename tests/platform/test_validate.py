@@ -115,11 +115,18 @@ def test_cli_define_turning_on_a_broken_branch_is_refused(tmp_path: Path, edk2_t
     assert "OvmfPkg/NoSuchDriver/NoSuchDriver.inf" in (out / "Mini.dsc").read_text()
 
 
-@pytest.mark.parametrize(("header", "refused"), [("Components.X64", True), ("Components.AARCH64", False),
-                                                  ("Components.X64, Components.AARCH64", True)])
-def test_only_the_built_arch_is_checked(header: str, refused: bool, tmp_path: Path, edk2_tree) -> None:
-    """A component of another architecture's section is not built by an X64 build: not checked."""
-    text = MINI.read_text().replace("fdf:\n", f"  - {header}:\n      - OvmfPkg/NoSuchDriver/NoSuchDriver.inf\nfdf:\n", 1)
+@pytest.mark.parametrize(("header", "arches", "refused"), [
+    ("Components.X64", "[X64]", True), ("Components.AARCH64", "[X64, AARCH64]", False),
+    ("Components.X64, Components.AARCH64", "[X64, AARCH64]", True),
+    ("Components.IA32", "[X64]", False), ("Components.IA32", "[IA32, X64]", True),
+])
+def test_only_the_built_arch_is_checked(header: str, arches: str, refused: bool, tmp_path: Path, edk2_tree) -> None:
+    """A component of a section for an architecture not built (AARCH64; IA32 when the DSC does not
+    support it) is not checked."""
+    section = f"  - {header}:\n      - OvmfPkg/NoSuchDriver/NoSuchDriver.inf\n"
+    text = MINI.read_text().replace("fdf:\n", section + "fdf:\n", 1)
+    assert text.count("supported_architectures: [X64]") == 1
+    text = text.replace("supported_architectures: [X64]", f"supported_architectures: {arches}")
     (tmp_path / "mini.yaml").write_text(text)
     r = resolved(load_platform(tmp_path / "mini.yaml", platforms_dir=tmp_path), edk2_tree)
     if refused:
@@ -131,8 +138,11 @@ def test_only_the_built_arch_is_checked(header: str, refused: bool, tmp_path: Pa
 
 def test_section_for_arch() -> None:
     assert v.section_for_arch("Components") and v.section_for_arch("PcdsFixedAtBuild.common")
-    assert v.section_for_arch("LibraryClasses.X64.DXE_DRIVER") and v.section_for_arch("Components.AARCH64, Components.X64")
+    assert v.section_for_arch("LibraryClasses.X64.DXE_DRIVER")
+    assert v.section_for_arch("Components.AARCH64, Components.X64")
     assert not v.section_for_arch("Components.AARCH64") and not v.section_for_arch("LibraryClasses.IA32.PEIM")
+    # A DSC that supports IA32 (OvmfPkgIa32X64's PEI phase): its IA32 sections are checked too.
+    assert v.section_for_arch("LibraryClasses.IA32.PEIM", ("IA32", "X64"))
 
 
 def test_minimal_platform_is_valid(edk2_tree) -> None:
