@@ -4,8 +4,8 @@ Most cases fail while loading (YAML, shape, features, fragments): they run witho
 autouse isolation gives them an empty cache). The cases in ``TREE_CASES`` load fine and fail only when
 checked against the edk2 tree (paths, library classes, PCD declarations, FD layout): they need it.
 validate checks the configuration being built, as EDK2 does: a branch its defines leave out, or an
-architecture other than X64, is not checked; the ``*-active-branch`` cases are refused because their
-define turns the branch on, and pass with it off.
+architecture not built, is not checked; the ``DEFINE_CASES`` are refused because their define
+selects the broken branch, pass with it off, and are refused again with ``--define`` turning it on.
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ TREE_CASES = frozenset({
     "header-region-mismatch", "header-region-too-small", "inf-not-found", "library-instance-not-found",
     "missing-library-class", "no-reserved-header-region", "override-escapes", "region-past-fd-end",
     "override-per-tree-missing", "regions-overlap", "undeclared-pcd", "undeclared-pcd-active-branch",
-    "inf-not-found-active-branch",
+    "inf-not-found-active-branch", "missing-library-class-by-define",
 })
-ACTIVE_BRANCH_CASES = ("inf-not-found-active-branch", "undeclared-pcd-active-branch")
+# Refused because their YAML define MINI_SWITCH = TRUE selects a branch (one adding a broken statement,
+# or, for the library class, one leaving its mapping out); valid with it FALSE.
+DEFINE_CASES = ("inf-not-found-active-branch", "undeclared-pcd-active-branch", "missing-library-class-by-define")
 LOAD_CASES = [p for p in INVALID if p.stem not in TREE_CASES]
 MINI = REPO_ROOT / "tests" / "data" / "platforms" / "mini.yaml"
 
@@ -84,20 +86,23 @@ def _switched_off(case: Path, directory: Path) -> tuple[Path, str]:
     return copy, f"{copy}:{message.removeprefix(where)}"
 
 
-@pytest.mark.parametrize("name", ACTIVE_BRANCH_CASES)
+@pytest.mark.parametrize("name", DEFINE_CASES)
 def test_inactive_branch_is_checked_once_a_define_turns_it_on(name: str, tmp_path: Path, edk2_tree) -> None:
     """The branch off (its YAML define FALSE): not built, so not checked; the same platform with
     ``--define MINI_SWITCH=TRUE`` (the build's -D wins over the DSC's DEFINE, as in EDK2) is refused at the
-    same statement; and the request's define changes the cache key."""
+    same statement, also after the default build's pass was remembered (the define is in the cache key,
+    as the target is)."""
     copy, message = _switched_off(REPO_ROOT / "tests" / "invalid" / f"{name}.yaml", tmp_path)
     platform = load_platform(copy, platforms_dir=tmp_path)
     off = resolved(platform, edk2_tree)
-    validate(off, use_cache=False)
+    validate(off)
     on = resolved(platform, edk2_tree, request=Request(platform=platform.name, defines=(("MINI_SWITCH", "TRUE"),)))
-    with pytest.raises(OvmfgenError) as info:
-        validate(on, use_cache=False)
-    assert str(info.value) == message
-    assert v._cache_key(on) != v._cache_key(off)
+    for use_cache in (True, False):
+        with pytest.raises(OvmfgenError) as info:
+            validate(on, use_cache=use_cache)
+        assert str(info.value) == message
+    release = resolved(platform, edk2_tree, request=Request(platform=platform.name, target="RELEASE"))
+    assert len({v._cache_key(off), v._cache_key(on), v._cache_key(release)}) == 3
 
 
 def test_cli_define_turning_on_a_broken_branch_is_refused(tmp_path: Path, edk2_tree, real_cache: None) -> None:
