@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ovmfgen.boot.xen import gpt, osdisk, persist
-from ovmfgen.boot.xen.verdicts import OS_MARKER
+from ovmfgen.boot.xen.verdicts import KERNEL_INFO_LINES, OS_MARKER
 from ovmfgen.errors import OvmfgenError
 
 needs_mtools = pytest.mark.skipif(shutil.which("mcopy") is None or shutil.which("mkfs.fat") is None,
@@ -43,6 +43,9 @@ def test_initramfs_holds_busybox_and_an_init_that_prints_the_marker_and_powers_o
     assert OS_MARKER not in init and OS_MARKER[:11] in init and OS_MARKER[11:] in init
     assert "> /dev/kmsg" in init and "poweroff -f" in init
     assert "console=hvc0" in osdisk.KERNEL_CMDLINE and "console=ttyS0" in osdisk.KERNEL_CMDLINE
+    # The consoles get notices and worse; the info lines the verdicts read come from dmesg, before the marker.
+    assert "loglevel=6" in osdisk.KERNEL_CMDLINE
+    assert init.index(f"dmesg | /bin/busybox grep -E '{KERNEL_INFO_LINES}'") < init.index('M="')
 
 
 def _fake_pe(stamp: int, checksum: int) -> bytes:
@@ -114,10 +117,11 @@ def test_os_disk_cache_key_follows_every_package_version():
 
 
 def test_a_warm_os_disk_entry_is_used_as_it_is(isolated_cache: Path, monkeypatch: pytest.MonkeyPatch):
-    # The entry as the code before cacheentry wrote it, at its path (key pinned: a warm cache stays warm).
+    # The entry as the code before cacheentry wrote it, at its path (key pinned: a warm cache stays warm;
+    # it changes with the recipe, the loglevel=6 command line and its init the last time).
     v = osdisk.OsDiskVersions("linux-image-6.1.0-57-amd64", "6.1.192-3", "252.39-1~deb12u1", "1:1.35.0-4+b3")
-    assert v.key() == "8b6f0b5b2491fe12"
-    final = isolated_cache / "disks" / "osdisk-8b6f0b5b2491fe12"
+    assert v.key() == "9e4286d8921109c7"
+    final = isolated_cache / "disks" / "osdisk-9e4286d8921109c7"
     final.mkdir(parents=True)
     (final / "os-disk.img").write_bytes(b"cached disk")
     stamp = {"kernel": "linux-image-6.1.0-57-amd64 6.1.192-3", "systemd-boot-efi": v.stub, "busybox-static": v.busybox,
@@ -139,5 +143,5 @@ def test_a_warm_os_disk_entry_is_used_as_it_is(isolated_cache: Path, monkeypatch
     (final / "stamp.json").write_text(json.dumps({**stamp, "recipe": 0}, indent=2, sort_keys=True) + "\n")
     with pytest.raises(OvmfgenError, match="no download of linux-image-6.1.0-57-amd64"):
         osdisk.prepare_os_disk()
-    assert sorted(p.name for p in final.parent.iterdir()) == [".lock", "osdisk-8b6f0b5b2491fe12"]
+    assert sorted(p.name for p in final.parent.iterdir()) == [".lock", "osdisk-9e4286d8921109c7"]
     assert (final / "os-disk.img").read_bytes() == b"cached disk"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+import subprocess
+
 import pytest
 
 from helpers import DATA as DATA_ROOT
@@ -302,3 +304,19 @@ def test_last_words_say_where_a_stopped_guest_was():
     serial = "(XEN) d2v0 something\n(d2) BdsDxe: starting Boot0002 \"debian\" from HD(1,GPT,...)\r\n(d0) not it\n"
     assert verdicts.last_words(serial, "") == 'its last debug line: BdsDxe: starting Boot0002 "debian" from HD(1,GPT,...)'
     assert verdicts.last_words("(XEN) only Xen\n", "  \n") == ""
+
+
+# --- the kernel lines the disks' init copies to the consoles ---------------------------------------
+
+
+def test_kernel_info_lines_select_what_the_verdicts_read_from_a_real_kernel_log():
+    # A real kernel's log (Debian's kernel under Secure Boot, its console at the default loglevel), plus
+    # smp's line as that kernel prints it: grep -E (what the init runs over dmesg) keeps the lines
+    # cpu_state and secure_boot_state read, and nothing else of it.
+    smp = "[    0.537622] smp: Brought up 1 node, 2 CPUs"
+    log = load("sb/qemu-signed.console.log") + smp + "\n"
+    kept = subprocess.run(["grep", "-E", verdicts.KERNEL_INFO_LINES], input=log, capture_output=True,
+                          text=True, check=True).stdout
+    assert kept.splitlines() == ["[    0.000000] secureboot: Secure boot enabled", smp]
+    assert verdicts.cpu_state("", kept).linux == 2
+    assert verdicts.secure_boot_state("", kept).linux is True

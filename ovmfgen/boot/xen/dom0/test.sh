@@ -12,13 +12,17 @@ TMP=${TMPDIR:-/tmp}
 CFG_DIR=${OVMFGEN_CFG_DIR:-/ovmfgen}
 SYS_BLOCK=${OVMFGEN_SYS_BLOCK:-/sys/block}
 BLOCK_ERROR=${OVMFGEN_BLOCK_ERROR:-$OV_BLOCK_ERROR}
-ev() { echo "${OV_EVENT} $1 $(cut -d' ' -f1 "$UPTIME")"; }
-now() { cut -d. -f1 "$UPTIME"; }
+# The loop below runs every dom0 second while a guest boots, on the same (emulated) CPUs as the guest:
+# what it spawns is time the guest does not get. dom0's clock is therefore read with the shell's own
+# `read` (no process), and a guest's console is searched once a second for all it can show, then for
+# which one only when something showed.
+ev() { read -r up _ < "$UPTIME"; echo "${OV_EVENT} $1 $up${2:+ $2}"; }
+now() { read -r up _ < "$UPTIME"; t=${up%.*}; }
 # Host speed: a fixed loop; SCALE = how many times slower than the reference it ran (1..OV_MAX_SCALE).
-t0=$(cut -d' ' -f1 "$UPTIME")
+read -r t0 _ < "$UPTIME"
 i=0
 while [ $i -lt "$OV_CALIBRATION_LOOPS" ]; do i=$((i + 1)); done
-t1=$(cut -d' ' -f1 "$UPTIME")
+read -r t1 _ < "$UPTIME"
 SCALE=$(awk -v a="$t0" -v b="$t1" -v ref="$OV_CALIBRATION_REFERENCE_S" -v max="$OV_MAX_SCALE" \
     'BEGIN { s = (b - a) / ref; n = int(s); if (n < s) n++; if (n < 1) n = 1; if (n > max) n = max; print n }')
 IDLE=$(( OV_IDLE_S * SCALE ))
@@ -85,13 +89,18 @@ fi
 sed "s/^/${OV_XL_PREFIX}/" $TMP/xl-create.log
 ev created
 result=timeout
-created=$(now)
+now
+created=$t
 last=$created
 tick=$(( created + OV_TICK_S ))
 seen=""
 pressed=""
+polls=0
+# Anything the loop acts on in the guest's console (one grep a second; which one, only once it shows).
+ANY="$WANT|$OV_SB_REFUSED|Shell>"
 while :; do
-    t=$(now)
+    now
+    polls=$((polls + 1))
     if [ -z "$pressed" ] && grep -q "$OV_SHELL_COUNTDOWN" "$LOG" 2>/dev/null; then
         # The Shell's startup countdown (5 steps) waits by gBS->Stall, a busy loop: under icount each
         # step costs as much emulation as a second of boot. Like a user at the console, press a key
@@ -100,7 +109,9 @@ while :; do
         tty=$(xenstore-read "/local/domain/$(xl domid "$NAME" 2>/dev/null)/console/tty" 2>/dev/null)
         if [ -n "$tty" ] && printf ' ' > "$tty" 2>/dev/null; then ev key; fi
     fi
-    if grep -Eq "$WANT" "$LOG" 2>/dev/null; then
+    shown=""
+    grep -Eq "$ANY" "$LOG" 2>/dev/null && shown=1
+    if [ -n "$shown" ] && grep -Eq "$WANT" "$LOG" 2>/dev/null; then
         ev "$EVENT"
         result=$EVENT
         # A guest's script may still be writing to its disk when its marker shows: give it a moment.
@@ -110,7 +121,7 @@ while :; do
         xl pause "$NAME"
         break
     fi
-    if [ "$EVENT" != refused ] && grep -Eq "$OV_SB_REFUSED" "$LOG" 2>/dev/null; then
+    if [ -n "$shown" ] && [ "$EVENT" != refused ] && grep -Eq "$OV_SB_REFUSED" "$LOG" 2>/dev/null; then
         # Secure Boot refused an image: the firmware falls through to its boot manager (a Secure Boot
         # build has no Shell) and waits for a key there. That is the guest's answer: stop now.
         ev refused
@@ -118,17 +129,19 @@ while :; do
         xl pause "$NAME"
         break
     fi
-    if [ "$EVENT" != shell ] && grep -q 'Shell>' "$LOG" 2>/dev/null; then
+    if [ -n "$shown" ] && [ "$EVENT" != shell ] && grep -q 'Shell>' "$LOG" 2>/dev/null; then
         # Not what it should have shown: the firmware fell through to the Shell.
         ev shell
         result=shell
         xl pause "$NAME"
         break
     fi
-    xl dmesg > $TMP/dmesg 2>/dev/null
+    # Xen's ring, read once: a guest's ASSERT in it, else its last (dN) line (the progress below).
     # A DEBUG firmware that writes to the hypervisor console shows its ASSERT in Xen's ring, then
     # dead-loops: stop waiting at once (xl dmesg -c: the next guest starts from a clean ring).
-    if grep -Eq '\(d[1-9][0-9]*\) ASSERT' $TMP/dmesg; then
+    ring=$(xl dmesg 2>/dev/null | awk '/\(d[1-9][0-9]*\) ASSERT/ { a = 1 } /\(d[1-9][0-9]*\)/ { l = $0 }
+        END { print (a ? "ASSERT" : l) }')
+    if [ "$ring" = ASSERT ]; then
         ev assert
         result=assert
         break
@@ -141,7 +154,7 @@ while :; do
     fi
     case "$state" in *c*) result=crashed; break ;; esac
     # Progress: the guest's console grew, or it printed a new (dN) line to Xen's ring.
-    fp="$(stat -c %s "$LOG" 2>/dev/null) $(grep -E '\(d[1-9][0-9]*\)' $TMP/dmesg | tail -n 1 | cksum)"
+    fp="$(stat -c %s "$LOG" 2>/dev/null) $ring"
     if [ "$fp" != "$seen" ]; then
         seen=$fp
         last=$t
@@ -155,7 +168,7 @@ while :; do
         break
     fi
     if [ "$t" -ge "$tick" ]; then
-        ev tick
+        ev tick "polls=$polls"
         tick=$(( t + OV_TICK_S ))
     fi
     sleep 1
@@ -169,5 +182,6 @@ echo "${OV_GUEST_END}"
 echo "${OV_RESULT} $result"
 xl destroy "$NAME" > /dev/null 2>&1
 xl dmesg -c > /dev/null 2>&1
+ev stopped
 echo "${OV_GUEST_STOP} $LABEL"
 }
