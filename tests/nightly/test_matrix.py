@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, matrix_of
+from helpers import REPO, linked_git_checkout, matrix_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -197,21 +197,9 @@ def test_a_switch_no_platform_file_reads_is_located_in_the_matrix(name: str, edk
 
 @pytest.fixture
 def checkout_202605(edk2_tree_202605, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
-    """A git checkout one commit past edk2-stable202605 whose files are the 202605 tree's (each top-level
-    entry a symbolic link to it; git tracks one file of its own): named by git, never set up. Its directory
-    is in $OVMFGEN_TEST_CHECKOUT (what the checkout-* cases name)."""
-    root = tmp_path / "edk2"
-    root.mkdir()
-    for entry in sorted(edk2_tree_202605.root.iterdir()):
-        (root / entry.name).symlink_to(entry)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false",
-           "-C", str(root)]
-    (root / "NEXT.txt").write_text("release\n")
-    for args in (["init", "-q"], ["add", "NEXT.txt"], ["commit", "-q", "-m", "release"], ["tag", "edk2-stable202605"]):
-        run([*git, *args])
-    (root / "NEXT.txt").write_text("upstream\n")
-    run([*git, "commit", "-q", "-a", "-m", "OvmfPkg: upstream change"])
-    describe = run([*git, "describe", "--tags"]).stdout.strip()
+    """A git checkout one commit past edk2-stable202605 (``helpers.linked_git_checkout``), never set up; its
+    directory is in $OVMFGEN_TEST_CHECKOUT (what the checkout-* cases name)."""
+    root, describe = linked_git_checkout(edk2_tree_202605, tmp_path / "edk2")
     monkeypatch.setenv("OVMFGEN_TEST_CHECKOUT", str(root))
     return root, describe
 
