@@ -24,9 +24,9 @@ edk2's one-package-per-commit rule) before anything is published.
 
 Determinism: a release's tree has no ``.git``, so the base commit is a snapshot of the tree, built once
 into a bare repository in the cache (``<cache>/patch/``, never inside the tree); a checkout's base is
-its own commit (``git.checkout_commit``: refused with uncommitted changes), named by its ``git describe``. The commits are made
-with plumbing (no checkout), with author/committer dates derived from the edk2 release date and the
-user's git configuration shut out; ``git format-patch --zero-commit --no-signature`` keeps commit
+its own commit (``git.checkout_commit``: refused with uncommitted changes), named by its ``git describe``.
+The commits are made with plumbing (no checkout), with author/committer dates derived from the edk2
+release date (a checkout's: its commit date) and the user's git configuration shut out; ``git format-patch --zero-commit --no-signature`` keeps commit
 hashes and the git version out of the files. The same inputs give byte-identical patch files, so a
 re-roll shows only real changes.
 

@@ -81,8 +81,8 @@ def test_a_checkout_with_uncommitted_changes_is_refused(checkout) -> None:
     (repo / "OvmfPkg" / "OvmfXen.dsc").write_bytes(b"local edit\r\n")
     with pytest.raises(OvmfgenError) as exc:
         patch_git.checkout_commit(repo, _identity(head))
-    assert str(exc.value) == (f"error: the edk2 checkout {repo} has uncommitted changes to tracked files: the series is "
-                              f"based on its commit {head[:12]}; commit or stash them first")
+    assert str(exc.value) == (f"error: the edk2 checkout {repo} has uncommitted changes to tracked files: the "
+                              f"series is based on its commit {head[:12]}; commit or stash them first")
 
 
 def test_a_release_tree_has_no_checkout_commit(checkout) -> None:
