@@ -25,7 +25,9 @@ def test_bench_on_a_checkout_given_by_a_relative_path(edk2_tree_202605, tmp_path
     # Set up as `invoke setup` leaves a checkout, in this test's own cache: its identity (from git) and
     # BaseTools (the 202605 tree's, which the checkout's files are).
     monkeypatch.setenv("OVMFGEN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("OVMFGEN_EDK2", raising=False)
+    # --edk2 PATH sets $OVMFGEN_EDK2 for the commands it runs: set (empty: no checkout) through monkeypatch, so
+    # that it is unset again after the test.
+    monkeypatch.setenv("OVMFGEN_EDK2", "")
     directory = edk2.local_dir(root)
     directory.mkdir(parents=True)
     (directory / edk2.BASETOOLS_DIR).symlink_to(edk2_tree_202605.basetools.parent)
