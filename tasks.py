@@ -157,7 +157,8 @@ def boot(c, platform="xen-pvh", target="DEBUG", entry="both", on="qemu", image=N
     "platform": "platform name", "output": "output directory (default dist/patches/PLATFORM/[TAG/]: the tree's tag unless it is the default tree)",
     "signoff": "'Name <email>' for Signed-off-by (default: git config user.name/user.email)",
     "check_each": "git am onto a pristine edk2 tree and build after every commit",
-    "edk2": "the edk2 tree the series is for: a tag (default: the newest, edk2-stable202605)",
+    "edk2": "the edk2 tree the series is for: a tag or a checkout's path (default: the checkout "
+            "OVMFGEN_EDK2 names, else the newest release, edk2-stable202605)",
 })
 def patch(c, platform="xen-pvh", output=None, signoff=None, check_each=False, edk2=None):
     """The platform as an upstream edk2 patch series (PatchCheck.py-clean, Cc: from GetMaintainer.py)."""

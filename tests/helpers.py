@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import subprocess
 import tarfile
 import textwrap
 from pathlib import Path
@@ -76,6 +78,28 @@ def shadow_tree(tree: Edk2Tree, dest: Path, name: str, edits: dict[str, tuple[by
         assert old in data, f"{rel}: {old!r} not found"
         (dest / rel).write_bytes(data.replace(old, new, 1))
     return Edk2Tree(dest, tree.basetools, {**tree.identity, "tag": name, "commit": None})
+
+
+def linked_git_checkout(tree: Edk2Tree, dest: Path) -> tuple[Path, str]:
+    """A git checkout one commit past ``tree``'s release whose files are ``tree``'s (``shadow_tree``: symbolic
+    links; git tracks one file of its own, tagged with the release then changed): it is named by git, as a
+    developer's checkout is, and never set up. Returns its root and ``git describe`` (``TAG-1-gHASH``)."""
+    root = shadow_tree(tree, dest, tree.tag, {}).root
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "commit.gpgsign=false", "-C", str(root), *args], env=env, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    (root / "NEXT.txt").write_text("release\n")
+    git("init", "-q")
+    git("add", "NEXT.txt")
+    git("commit", "-q", "-m", "release")
+    git("tag", tree.tag)
+    (root / "NEXT.txt").write_text("upstream\n")
+    git("commit", "-q", "-a", "-m", "OvmfPkg: upstream change")
+    return root, git("describe", "--tags")
 
 
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:

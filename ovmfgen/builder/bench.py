@@ -32,6 +32,7 @@ from ovmfgen.builder.plan import Plan, ccache_dir, link_cache_dir, pcd_arguments
 from ovmfgen.platform.resolve import resolve
 from ovmfgen.request import make_request
 from ovmfgen.edk2.conventions import ARCH, build_env
+from ovmfgen.edk2.tree import checkout_argument
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import atomic_write_bytes
 from ovmfgen.run import run
@@ -167,15 +168,21 @@ def bench_command(platform: str = "xen-pvh", target: str = "DEBUG", output: str 
                   edk2: str | None = None, noop_only: bool = False) -> dict:
     """``invoke bench``: run the comparisons, print a table, write the results JSON; returns the results.
 
-    ``edk2`` (a tag; None: the default tree) picks the tree both sides build against; ``noop_only``
+    ``edk2`` (a tag or a checkout's path; None: the default tree, or $OVMFGEN_EDK2's checkout) picks the tree
+    both sides build against (the results name it and its commit); ``noop_only``
     measures only the no-op build and render against EDK2's no-op (minutes, not a quarter of an hour).
     """
     request = make_request(platform, target, edk2=edk2)
-    tree_args = ("--edk2", edk2) if edk2 else ()
     p = plan(resolve(request))
+    tree = p.resolved.tree
+    # The measured commands run from the repository: a checkout's path (perhaps relative to where the user
+    # stands) goes to them as its absolute path; $OVMFGEN_EDK2 alone reaches them through the environment.
+    tree_args = ("--edk2", str(tree.root)) if edk2 and checkout_argument(edk2) is None else \
+        ("--edk2", edk2) if edk2 else ()
     logs = p.workspace.parent / f"{p.workspace.name}.bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    results: dict = {"platform": platform, "target": target, "edk2": p.resolved.tree.tag,
+    results: dict = {"platform": platform, "target": target, "edk2": tree.tag,
+                     "edk2_commit": tree.identity.get("commit"),
                      "jobs": request.jobs or os.cpu_count(), "load_before": round(os.getloadavg()[0], 1)}
     if noop_only:
         results.update(noop_figures(p, platform, target, tree_args, logs))

@@ -146,6 +146,14 @@ def local_identity(root: Path, source: str, stated: str | None = None) -> dict:
     }
 
 
+def probe_checkout(root: Path) -> edk2.Edk2Tree:
+    """The checkout at ``root`` as git names it (``local_identity``), without setting it up: for checks that
+    only read its files (the nightly's check of a checkout cell's switches, before the cell sets it up and
+    builds its BaseTools). Its ``basetools`` is where setup will put them, and may not exist yet."""
+    return edk2.Edk2Tree(root=root, basetools=edk2.basetools_path(edk2.local_dir(root)),
+                         identity=local_identity(root, "env"))
+
+
 def ensure_local_tree(root: Path, source: str, force: bool = False, stated: str | None = None) -> bool:
     """BaseTools and identity for a submodule/$OVMFGEN_EDK2 tree. Returns True if it did something."""
     if not (root / "OvmfPkg").is_dir():

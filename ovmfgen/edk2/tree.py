@@ -201,7 +201,9 @@ def git_describe(root: Path) -> str | None:
 def commit_date(root: Path) -> str | None:
     """The committer date (YYYY-MM-DD) of the checkout's HEAD, None when it is not a git checkout."""
     try:
-        proc = run(["git", "-C", root, "log", "-1", "--format=%cs", "HEAD"], check=False)
+        # --no-mailmap: the date needs no .mailmap, and git's warning about one it cannot read (a symbolic
+        # link, which git refuses) would land in the output (run() merges stderr).
+        proc = run(["git", "-C", root, "log", "--no-mailmap", "-1", "--format=%cs", "HEAD"], check=False)
     except OvmfgenError:
         return None
     text = proc.stdout.strip()

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -49,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from ovmfgen import paths
+from ovmfgen.edk2.install import probe_checkout
 from ovmfgen.platform.resolve import resolve
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import replace_dir
@@ -157,20 +159,35 @@ class Options:
     install_root: Path | None = None
 
 
-def check_switches(cells: Sequence[Cell]) -> None:
-    """Each cell's features and defines must be read by its platform (as ``invoke build`` checks them);
-    the error is located at the switch in nightly.yaml. Needs the cells' edk2 trees (a checkout cell's is
-    set up in its own process: its build checks them)."""
+def check_switches(cells: Sequence[Cell], base: Path | None = None) -> None:
+    """Each cell's features and defines must be read by its platform, and a feature's value must be one the
+    platform takes (a Secure Boot key set it defines), as ``invoke build`` checks them; the error is located
+    at the switch in nightly.yaml. A checkout cell is checked on the checkout as git names it (its position
+    among releases decides the platform's ``when: {edk2: ...}``), without setting it up; ``base``: the
+    directory its relative ``path`` is taken from (nightly.yaml's). Needs the other cells' edk2 trees."""
     for cell in cells:
-        if not (cell.features or cell.defines) or cell.checkout is not None:
+        if not (cell.features or cell.defines):
             continue
         try:
-            resolve(cell.request())
+            tree = None
+            if cell.checkout is not None:
+                root = Path(cell.checkout.root) if cell.checkout.root else \
+                    cell.checkout.locate(base or paths.REPO_ROOT)
+                tree = probe_checkout(root)
+            resolve(cell.request(), tree=tree, quiet=True)
         except UnreadSwitch as exc:
             raise OvmfgenError(f"{exc.kind} {exc.name}={exc.value}: {exc.detail}",
                                cell.location(exc.kind, exc.name)) from None
-        except OvmfgenError:
-            pass  # anything else (an unknown platform, a tree not set up) fails that cell's build, in its record
+        except OvmfgenError as exc:
+            m = _FEATURE_ERROR_RE.match(exc.message)
+            if exc.location is None and m and cell.location("feature", m.group(1)) is not None:
+                raise OvmfgenError(exc.message.removeprefix("--"), cell.location("feature", m.group(1))) from None
+            # Anything else (an unknown platform, a tree not set up, a checkout not there or not git) fails
+            # that cell, in its record.
+
+
+#: An error about a ``--feature`` override's value (e.g. a Secure Boot key set the platform does not define).
+_FEATURE_ERROR_RE = re.compile(r"^--feature (\w+)[=:]")
 
 
 def locate_checkouts(matrix: Matrix, cells: Sequence[Cell], night: Path) -> tuple[list[Cell], dict[str, CellRecord]]:
@@ -223,7 +240,8 @@ def run_night(matrix: Matrix, cells: Sequence[Cell], opts: Options) -> Summary:
             raise OvmfgenError("--repro-only, but there is no reproducibility cell (rotation empty or --repro none)")
     if not cells and repro_cell is None:
         raise OvmfgenError("no cells selected (see --list)")
-    check_switches([*cells, *([repro_cell] if repro_cell is not None else [])])
+    check_switches([*cells, *([repro_cell] if repro_cell is not None else [])],
+                   paths.REPO_ROOT / Path(matrix.path).parent)
     staging = out / f".{date}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "cells").mkdir(parents=True)

@@ -1,7 +1,8 @@
 """``invoke patch``: the platform as an upstream edk2 patch series, checked the way edk2 checks patches.
 
 Upstream edk2 takes a new platform as a reviewed patch series. For a Xen PVH platform (xen-pvh) this
-module writes, against an edk2 release (``--edk2 TAG``; default: the newest, ``releases.NEWEST_TAG``):
+module writes, against an edk2 tree (``--edk2 TAG`` or ``--edk2 PATH``; default: the checkout ``$OVMFGEN_EDK2``
+names, else the newest release, ``releases.NEWEST_TAG``):
 
 1. ``OvmfPkg: Add PVH ELF header for the XenOvmf flash image``: ``OvmfPkg/XenOvmfElfHeader.fdf.inc``,
    one ``DATA`` block per supported FD size (``!if $(FD_SIZE_IN_KB) == ...``) holding
@@ -21,10 +22,11 @@ naming the upstream tag and commit, and the diff options of edk2's ``SetupGit.py
 checked with the tree's ``BaseTools/Scripts/PatchCheck.py`` (as files, and as commits, which adds
 edk2's one-package-per-commit rule) before anything is published.
 
-Determinism: the tree has no ``.git``, so the base commit is a snapshot of the tree, built once into
-a bare repository in the cache (``<cache>/patch/``, never inside the tree). The commits are made
-with plumbing (no checkout), with author/committer dates derived from the edk2 release date and the
-user's git configuration shut out; ``git format-patch --zero-commit --no-signature`` keeps commit
+Determinism: a release's tree has no ``.git``, so the base commit is a snapshot of the tree, built once
+into a bare repository in the cache (``<cache>/patch/``, never inside the tree); a checkout's base is
+its own commit (``git.checkout_commit``: refused with uncommitted changes), named by its ``git describe``.
+The commits are made with plumbing (no checkout), with author/committer dates derived from the edk2
+release date (a checkout's: its commit date) and the user's git configuration shut out; ``git format-patch --zero-commit --no-signature`` keeps commit
 hashes and the git version out of the files. The same inputs give byte-identical patch files, so a
 re-roll shows only real changes.
 
@@ -36,6 +38,7 @@ each built ``OVMF.fd`` with ``elf.check_elf``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ovmfgen.edk2.releases import NEWEST_TAG, path_part
@@ -53,10 +56,12 @@ def patch_command(platform: str, output: str | None = None, signoff: str | None 
                   edk2: str | None = None) -> Generated:
     """``invoke patch``: write the series to ``output`` (dist/patches/PLATFORM/[TAG/]), PatchCheck it, and with
     ``check_each_commit`` apply it to a pristine tree and build after every commit. ``edk2`` (a tag) is the
-    tree the series is for: by default the newest known release, since a series must apply to the
-    current upstream tree."""
+    tree the series is for: a tag or a checkout's path; by default the checkout ``$OVMFGEN_EDK2`` names, else
+    the newest known release, since a series must apply to the current upstream tree."""
     signer = parse_signoff(signoff) if signoff is not None else None
-    r = resolve(make_request(platform, edk2=edk2 or NEWEST_TAG))
+    if not edk2 and not os.environ.get("OVMFGEN_EDK2"):
+        edk2 = NEWEST_TAG
+    r = resolve(make_request(platform, edk2=edk2 or None))
     gen = generate(r, Path(output) if output else None, signer)
     size = sum(p.stat().st_size for p in (gen.cover, *gen.patches))
     say(f"{display_path(gen.out_dir)}: cover letter + {len(gen.patches)} patches ({size} bytes), "

@@ -90,8 +90,10 @@ def base_dir(tree_digest: str, tag: str) -> Path:
     return paths.cache_dir() / "patch" / f"base-{tag}-{tree_digest[:16]}-v{BASE_SCHEMA}.git"
 
 
-def ensure_base(tree_root: Path, tree_digest: str, tag: str, release_date: str) -> BaseRepo:
-    """The base commit: a snapshot of ``tree_root`` in a bare repo in the cache (made once, ~15 s).
+def ensure_base(tree_root: Path, tree_digest: str, tag: str, release_date: str,
+                commit: str | None = None) -> BaseRepo:
+    """The base commit: a snapshot of ``tree_root`` in a bare repo in the cache (made once, ~15 s); for a
+    checkout (``commit``: ``checkout_commit``), that commit itself, seen through the checkout's objects.
 
     The tree is only read (``git --work-tree``); its ``.gitignore`` files are overridden (``add -f``:
     upstream tracks generated files some of them name) and attributes switched off, so the snapshot
@@ -100,13 +102,16 @@ def ensure_base(tree_root: Path, tree_digest: str, tag: str, release_date: str) 
     final = base_dir(tree_digest, tag)
     marker = final / BASE_MARKER
     if marker.is_file():
-        commit = marker.read_text(encoding="utf-8").strip()
-        if run(["git", "--git-dir", final, "cat-file", "-e", f"{commit}^{{commit}}"], env=git_env(),
-               check=False).returncode == 0:
-            return BaseRepo(final, commit)
+        made = marker.read_text(encoding="utf-8").strip()
+        if (commit is None or made == commit) and run(
+                ["git", "--git-dir", final, "cat-file", "-e", f"{made}^{{commit}}"], env=git_env(),
+                check=False).returncode == 0:
+            return BaseRepo(final, made)
     if not (tree_root / "OvmfPkg").is_dir():
         raise OvmfgenError(f"{tree_root} is not an edk2 tree (no OvmfPkg/)")
     final.parent.mkdir(parents=True, exist_ok=True)
+    if commit is not None:
+        return _checkout_base(final, tree_root, commit)
     say(f"making the base commit: a snapshot of the edk2 tree ({tag}) in {display_path(final)} (once)")
     tmp = Path(tempfile.mkdtemp(prefix=".base-", dir=final.parent))
     try:
@@ -129,6 +134,46 @@ def ensure_base(tree_root: Path, tree_digest: str, tag: str, release_date: str) 
             shutil.rmtree(tmp)
             return BaseRepo(final, marker.read_text(encoding="utf-8").strip())
         if final.exists():          # an incomplete one (no marker): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BaseRepo(final, commit)
+
+
+def checkout_commit(tree_root: Path, identity: Mapping[str, object]) -> str | None:
+    """The commit a series on this tree is based on when the tree is a git checkout (``$OVMFGEN_EDK2``, the
+    submodule): the commit its identity names. None for a tree unpacked from a tarball (a snapshot then).
+
+    The series must apply to that commit, so the checkout's tracked files must be that commit's: a checkout
+    with uncommitted changes is refused in one line (the series would carry them unannounced).
+    """
+    commit = identity.get("commit")
+    if identity.get("source") not in ("env", "submodule") or not isinstance(commit, str) or \
+            not (tree_root / ".git").exists():
+        return None
+    if run(["git", "-C", tree_root, "diff", "--quiet", "HEAD", "--"], env=git_env(), check=False).returncode != 0:
+        raise OvmfgenError(f"the edk2 checkout {tree_root} has uncommitted changes to tracked files: the series "
+                           f"is based on its commit {commit[:12]}; commit or stash them first")
+    return commit
+
+
+def _checkout_base(final: Path, tree_root: Path, commit: str) -> BaseRepo:
+    """The base repository of a checkout: a bare repo seeing the checkout's objects (alternates) with
+    ``refs/heads/base`` at ``commit``, the checkout's own commit (no snapshot: the series' ``base-commit:``
+    is a commit upstream and the developer both have)."""
+    objects = Path(git(["-C", tree_root, "rev-parse", "--path-format=absolute", "--git-common-dir"]).strip())
+    tmp = Path(tempfile.mkdtemp(prefix=".base-", dir=final.parent))
+    try:
+        git(["init", "-q", "--bare", tmp])
+        (tmp / "info").mkdir(exist_ok=True)
+        (tmp / "info" / "attributes").write_text(RAW_ATTRIBUTES, encoding="utf-8")
+        (tmp / "objects" / "info" / "alternates").write_text(str(objects / "objects") + "\n", encoding="utf-8")
+        git(["--git-dir", tmp, "update-ref", BASE_REF, commit])
+        git(["--git-dir", tmp, "symbolic-ref", "HEAD", BASE_REF])
+        (tmp / BASE_MARKER).write_text(commit + "\n", encoding="utf-8")
+        if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
     except BaseException:

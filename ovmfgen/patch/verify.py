@@ -15,7 +15,7 @@ from ovmfgen.edk2 import conventions
 from ovmfgen.edk2.conventions import ARCH, TARGETS, toolchain_tag
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import write_if_changed
-from ovmfgen.patch.git import BASE_IDENT, RAW_ATTRIBUTES, BaseRepo, ensure_base, git
+from ovmfgen.patch.git import BASE_IDENT, RAW_ATTRIBUTES, BaseRepo, checkout_commit, ensure_base, git
 from ovmfgen.patch.series import Ident
 from ovmfgen.patch.write import COVER_LETTER
 from ovmfgen.platform.model import Platform
@@ -191,7 +191,8 @@ def verify_series(patch_dir: Path, work: Path, r: Resolved, each: bool = True, t
     the clone, Conf from the BaseTools templates.
     """
     tree, platform = r.tree, r.platform
-    base = ensure_base(tree.root, tree.digest, tree.tag, tree.release_date)
+    base = ensure_base(tree.root, tree.digest, tree.tag, tree.release_date,
+                       checkout_commit(tree.root, tree.identity))
     work = Path(work)
     repo = work / "edk2"
     commits = apply_series(base, patch_files(patch_dir), repo, Ident(*BASE_IDENT))

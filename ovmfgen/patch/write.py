@@ -13,7 +13,7 @@ from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.fsutil import replace_dir
 from ovmfgen.patch.checks import CheckResult, get_maintainers, patchcheck
 from ovmfgen.patch.git import (
-    BaseRepo, commit_date, edk2_git_options, ensure_base, git, ident_env, make_commit, work_repo,
+    BaseRepo, checkout_commit, commit_date, edk2_git_options, ensure_base, git, ident_env, make_commit, work_repo,
 )
 from ovmfgen.patch.intree import MAINTAINERS
 from ovmfgen.patch.series import Commit, Ident, Series, default_signoff, plan_series
@@ -152,5 +152,6 @@ def generate(r: Resolved, out_dir: Path | None = None, signer: Ident | None = No
         validate(r)
     series = plan_series(r)
     tree = r.tree
-    base = ensure_base(tree.root, tree.digest, tree.tag, tree.release_date)
+    base = ensure_base(tree.root, tree.digest, tree.tag, tree.release_date,
+                       checkout_commit(tree.root, tree.identity))
     return write_series(series, base, signer, out, tree.root)

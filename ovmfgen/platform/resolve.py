@@ -41,6 +41,7 @@ from ovmfgen.edk2.releases import path_part
 from ovmfgen.edk2.tree import Edk2Tree
 from ovmfgen.errors import OvmfgenError, display_path
 from ovmfgen.paths import ELF_NAME, Layout
+from ovmfgen.platform.load import load_platform
 from ovmfgen.platform.located import load_for_tree
 from ovmfgen.platform.model import FEATURES, Platform
 from ovmfgen.platform.overrides import Carried, OverrideStep, check_overrides, override_files, override_steps
@@ -168,9 +169,13 @@ class Resolved:
         return out
 
 
-def resolve(request: Request, layout: Layout | None = None) -> Resolved:
+def resolve(request: Request, layout: Layout | None = None, tree: Edk2Tree | None = None,
+            quiet: bool = False) -> Resolved:
     """Resolve ``request`` in ``layout`` (default: the checkout's, roots from the environment).
 
+    ``tree``: the edk2 tree to resolve on instead of the one ``request.edk2`` locates (the nightly's
+    check of a checkout cell, on the checkout as git names it before the cell sets it up); ``quiet`` as
+    for ``resolved``.
     Errors are one located line: the platform file's own first (even when the tree is not set up),
     then the tree's, then an unread ``--feature``/``--define``.
     """
@@ -178,9 +183,13 @@ def resolve(request: Request, layout: Layout | None = None) -> Resolved:
     overrides = dict(request.features)
     if request.fd_size is not None:
         overrides["fd_size"] = str(request.fd_size)
-    tree, platform = load_for_tree(request.platform, lay.platforms_dir, request.edk2, feature_overrides=overrides)
+    if tree is None:
+        tree, platform = load_for_tree(request.platform, lay.platforms_dir, request.edk2,
+                                       feature_overrides=overrides)
+    else:
+        platform = load_platform(request.platform, lay.platforms_dir, feature_overrides=overrides, edk2=tree.tag)
     check_features(platform.name, dict(request.features), platform.features_read)
-    return resolved(platform, tree, lay, request)
+    return resolved(platform, tree, lay, request, quiet)
 
 
 def resolved(platform: Platform, tree: Edk2Tree, layout: Layout | None = None,

@@ -1,6 +1,6 @@
 """A release nobody pinned, end to end: an edk2 checkout past edk2-stable202605 (tests/integration/checkout.py:
 the 202605 tree as a git repository, tagged, with three upstream-like commits on top) through setup,
-render, diff and build, with no edit to the code and no entry in releases.yaml.
+render, diff, rebase, patch and build, with no edit to the code and no entry in releases.yaml.
 
 - its identity comes from git: ``git describe`` (edk2-stable202605-3-g<sha>), the commit, the commit date;
 - its position decides xen-pvh's release conditions (``>= edk2-stable202605`` holds);
@@ -9,6 +9,8 @@ render, diff and build, with no edit to the code and no entry in releases.yaml.
 - ``invoke diff`` shows the drift (upstream's changed PCD) as an unexplained difference;
 - ``invoke rebase --to CHECKOUT`` merges that change as data for every tree after 202605 and says what became
   of each carried fix; where the platform changes the same PCD, it is one located conflict and nothing is written;
+- ``invoke patch`` with only $OVMFGEN_EDK2 set writes the series for the checkout: based on its commit, named by
+  its ``git describe``, without the fix upstream made unnecessary; ``git am`` applies it to the checkout;
 - the build publishes under the checkout's name, and the manifest names its commit;
 - that build boots in QEMU through both entries (the PVH ELF with ``-kernel``, the reset vector with ``-bios``)
   to XenPlatformPei's "Xen isn't detected", as the release builds do (test_boot_qemu.py). Its boot under real
@@ -120,6 +122,31 @@ def test_rebase_conflicts_are_located_and_nothing_is_written(checkout: tuple[Pat
            "which the platform also changes (it differs from upstream's previous release there)" in proc.stderr
     assert proc.stderr.rstrip().endswith("error: 1 conflict(s): nothing written") and "Traceback" not in proc.stderr
     assert path.read_bytes() == before
+
+
+def test_patch_series_is_based_on_the_checkouts_commit(checkout: tuple[Path, str], tmp_path: Path) -> None:
+    """``invoke patch`` with only $OVMFGEN_EDK2 set: the series is for the checkout (not the newest release),
+    based on its commit, without the fix upstream made unnecessary, and ``git am`` puts it on the checkout."""
+    root, describe = checkout
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    out = tmp_path / "series"
+    proc = _ovmfgen(root, "patch", "--platform", "xen-pvh", "--output", str(out),
+                    "--signoff", "Test Submitter <submitter@example.com>")
+    assert proc.returncode == 0, proc.stderr
+    assert f"based on {describe} ({head[:12]})" in proc.stderr
+    cover = (out / "0000-cover-letter.patch").read_text(encoding="utf-8")
+    assert f"It is based on {describe},\ncommit {head}." in cover
+    assert cover.rstrip().endswith(f"base-commit: {head}")
+    patches = sorted(p for p in out.glob("0*.patch") if p.name != "0000-cover-letter.patch")
+    # The MemDebugLogLib fix is upstream's in this checkout: not in the series.
+    assert not [p for p in patches if "MemDebugLogLib" in p.name or "Nocheck" in p.name]
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True, capture_output=True)
+    am = subprocess.run(["git", "-C", str(clone), "-c", "user.name=t", "-c", "user.email=t@example.com",
+                         "am", "-q", "--keep-cr", *map(str, patches)], capture_output=True, text=True)
+    assert am.returncode == 0, am.stderr
+    assert (clone / "OvmfPkg" / "XenOvmf.dsc").is_file()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, matrix_of
+from helpers import REPO, linked_git_checkout, matrix_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -161,6 +161,8 @@ def test_cells_round_trip_through_json():
 INVALID = sorted((REPO / "tests" / "invalid-nightly").glob("*.yaml"))
 # Cases that load and fail only when `invoke nightly` checks the switches against the platform and its tree.
 SWITCH_CASES = frozenset({"unread-define", "unread-feature", "feature-define"})
+# The same for a cell of an edk2 checkout ($OVMFGEN_TEST_CHECKOUT: ``checkout_202605``), checked before any cell runs.
+CHECKOUT_SWITCH_CASES = frozenset({"checkout-unread-feature", "checkout-unread-define", "checkout-bad-key-set"})
 
 
 def _expected(case: Path) -> str:
@@ -173,7 +175,7 @@ def test_enough_invalid_matrix_cases():
     assert len(INVALID) >= 25
 
 
-LOAD_CASES = [p for p in INVALID if p.stem not in SWITCH_CASES]
+LOAD_CASES = [p for p in INVALID if p.stem not in SWITCH_CASES | CHECKOUT_SWITCH_CASES]
 
 
 @pytest.mark.parametrize("case", LOAD_CASES, ids=[p.stem for p in LOAD_CASES])
@@ -191,6 +193,62 @@ def test_a_switch_no_platform_file_reads_is_located_in_the_matrix(name: str, edk
     with pytest.raises(OvmfgenError) as info:
         command.check_switches(m.cells)
     assert str(info.value) == _expected(case)
+
+
+@pytest.fixture
+def checkout_202605(edk2_tree_202605, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """A git checkout one commit past edk2-stable202605 (``helpers.linked_git_checkout``), never set up; its
+    directory is in $OVMFGEN_TEST_CHECKOUT (what the checkout-* cases name)."""
+    root, describe = linked_git_checkout(edk2_tree_202605, tmp_path / "edk2")
+    monkeypatch.setenv("OVMFGEN_TEST_CHECKOUT", str(root))
+    return root, describe
+
+
+@pytest.mark.parametrize("name", sorted(CHECKOUT_SWITCH_CASES))
+def test_a_checkout_cells_switches_are_checked_before_the_night(name: str, checkout_202605) -> None:
+    """A checkout cell's feature or define its platform does not take on that checkout: one line at the
+    switch in nightly.yaml, from the main process, with the checkout named by git and not set up."""
+    case = REPO / "tests" / "invalid-nightly" / f"{name}.yaml"
+    m = matrix.load_matrix(case)
+    with pytest.raises(OvmfgenError) as info:
+        command.check_switches(m.cells)
+    assert str(info.value) == _expected(case)
+
+
+def test_invoke_nightly_refuses_a_checkout_cells_switch_in_one_line_before_any_cell(checkout_202605,
+                                                                                    tmp_path: Path) -> None:
+    case = REPO / "tests" / "invalid-nightly" / "checkout-bad-key-set.yaml"
+    proc = run([sys.executable, "-m", "ovmfgen", "nightly", "--matrix", str(case.relative_to(REPO)),
+                "--out", str(tmp_path / "night")], cwd=REPO, check=False)
+    assert proc.returncode == 1
+    assert proc.stdout.strip() == _expected(case)  # run() merges stderr into stdout
+    assert not (tmp_path / "night").exists()      # nothing started, nothing written
+
+
+def test_a_checkout_cell_is_checked_at_the_checkouts_position(checkout_202605, edk2_tree, tmp_path: Path) -> None:
+    """SDCARD_ENABLE is read by qemu-x64 from edk2-stable202605 on (OvmfOptHwDefines.dsc.inc), not before:
+    on the checkout past 202605 the define is taken; the same cell on the default tree (202502) is refused.
+    A checkout named by ``path:`` is found from the matrix file's directory."""
+    root, describe = checkout_202605
+    assert describe.startswith("edk2-stable202605-1-g")
+    text = ("cells:\n"
+            "  - name: upstream\n    platform: qemu-x64\n    edk2: {path: edk2}\n    defines: [SDCARD_ENABLE=TRUE]\n"
+            "  - name: default\n    platform: qemu-x64\n    defines: [SDCARD_ENABLE=TRUE]\n")
+    (tmp_path / "nightly.yaml").write_text(text)
+    m = matrix.load_matrix(tmp_path / "nightly.yaml")
+    command.check_switches([m.cell("upstream")], tmp_path)
+    assert edk2_tree.tag == "edk2-stable202502"
+    with pytest.raises(OvmfgenError) as info:
+        command.check_switches([m.cell("default")], tmp_path)
+    assert str(info.value).startswith(f"{tmp_path / 'nightly.yaml'}:8:15: error: define SDCARD_ENABLE=TRUE: no file "
+                                      "of platform qemu-x64 reads SDCARD_ENABLE")
+
+
+def test_a_checkout_cell_whose_checkout_is_missing_is_left_to_its_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not found (the variable unset): no error here; ``locate_checkouts`` fails that cell in its record."""
+    monkeypatch.delenv("OVMFGEN_TEST_CHECKOUT", raising=False)
+    m = matrix.load_matrix(REPO / "tests" / "invalid-nightly" / "checkout-unread-feature.yaml")
+    command.check_switches(m.cells)
 
 
 def test_the_shipped_matrix_switches_are_all_read(edk2_tree) -> None:
