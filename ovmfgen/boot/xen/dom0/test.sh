@@ -180,6 +180,7 @@ tail -c 131072 "$LOG" 2>/dev/null | sed "s/^/${OV_GUEST_PREFIX}/"
 echo
 echo "${OV_GUEST_END}"
 echo "${OV_RESULT} $result"
+ev destroy
 xl destroy "$NAME" > /dev/null 2>&1
 xl dmesg -c > /dev/null 2>&1
 ev stopped
