@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -113,11 +114,7 @@ def ensure_base(tree_root: Path, tree_digest: str, tag: str, release_date: str,
     if commit is not None:
         return _checkout_base(final, tree_root, commit)
     say(f"making the base commit: a snapshot of the edk2 tree ({tag}) in {display_path(final)} (once)")
-    tmp = Path(tempfile.mkdtemp(prefix=".base-", dir=final.parent))
-    try:
-        git(["init", "-q", "--bare", tmp])
-        (tmp / "info").mkdir(exist_ok=True)
-        (tmp / "info" / "attributes").write_text(RAW_ATTRIBUTES, encoding="utf-8")
+    with _staged_base(final) as tmp:
         index = {"GIT_INDEX_FILE": str(tmp / "snapshot.index")}
         common = ["--git-dir", tmp, "--work-tree", tree_root, "-c", "core.autocrlf=false", "-c", "core.safecrlf=false"]
         git([*common, "add", "-A", "-f", "--", ".", *BASE_EXCLUDES], env=index)
@@ -126,20 +123,39 @@ def ensure_base(tree_root: Path, tree_digest: str, tag: str, release_date: str,
         env = ident_env(Ident(*BASE_IDENT), commit_date(release_date, 0))
         commit = run(["git", "--git-dir", tmp, "commit-tree", tree], env=git_env(env),
                      input_text=message).stdout.strip()
-        git(["--git-dir", tmp, "update-ref", BASE_REF, commit])
-        git(["--git-dir", tmp, "symbolic-ref", "HEAD", BASE_REF])
+        _set_base(tmp, commit)
         (tmp / "snapshot.index").unlink(missing_ok=True)
-        (tmp / BASE_MARKER).write_text(commit + "\n", encoding="utf-8")
         if marker.is_file():        # another ovmfgen finished first: keep its (identical) snapshot
             shutil.rmtree(tmp)
             return BaseRepo(final, marker.read_text(encoding="utf-8").strip())
-        if final.exists():          # an incomplete one (no marker): replace it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+    return BaseRepo(final, commit)
+
+
+@contextmanager
+def _staged_base(final: Path) -> Iterator[Path]:
+    """A new bare base repository (raw attributes) made in a temporary directory beside ``final`` and
+    renamed to ``final`` (an incomplete one there replaced) when the block ends, unless the block removed
+    it; removed when the block raises."""
+    tmp = Path(tempfile.mkdtemp(prefix=".base-", dir=final.parent))
+    try:
+        git(["init", "-q", "--bare", tmp])
+        (tmp / "info").mkdir(exist_ok=True)
+        (tmp / "info" / "attributes").write_text(RAW_ATTRIBUTES, encoding="utf-8")
+        yield tmp
+        if tmp.exists():
+            if final.exists():      # an incomplete one (no marker): replace it
+                shutil.rmtree(final)
+            os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return BaseRepo(final, commit)
+
+
+def _set_base(git_dir: Path, commit: str) -> None:
+    """Point a base repository's ``refs/heads/base`` (and HEAD) at ``commit`` and mark it complete."""
+    git(["--git-dir", git_dir, "update-ref", BASE_REF, commit])
+    git(["--git-dir", git_dir, "symbolic-ref", "HEAD", BASE_REF])
+    (git_dir / BASE_MARKER).write_text(commit + "\n", encoding="utf-8")
 
 
 def checkout_commit(tree_root: Path, identity: Mapping[str, object]) -> str | None:
@@ -164,21 +180,9 @@ def _checkout_base(final: Path, tree_root: Path, commit: str) -> BaseRepo:
     ``refs/heads/base`` at ``commit``, the checkout's own commit (no snapshot: the series' ``base-commit:``
     is a commit upstream and the developer both have)."""
     objects = Path(git(["-C", tree_root, "rev-parse", "--path-format=absolute", "--git-common-dir"]).strip())
-    tmp = Path(tempfile.mkdtemp(prefix=".base-", dir=final.parent))
-    try:
-        git(["init", "-q", "--bare", tmp])
-        (tmp / "info").mkdir(exist_ok=True)
-        (tmp / "info" / "attributes").write_text(RAW_ATTRIBUTES, encoding="utf-8")
+    with _staged_base(final) as tmp:
         (tmp / "objects" / "info" / "alternates").write_text(str(objects / "objects") + "\n", encoding="utf-8")
-        git(["--git-dir", tmp, "update-ref", BASE_REF, commit])
-        git(["--git-dir", tmp, "symbolic-ref", "HEAD", BASE_REF])
-        (tmp / BASE_MARKER).write_text(commit + "\n", encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _set_base(tmp, commit)
     return BaseRepo(final, commit)
 
 
