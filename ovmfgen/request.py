@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ovmfgen.edk2.conventions import FD_SIZE_DEFINE, fd_size_label, parse_fd_size, parse_target
 from ovmfgen.errors import OvmfgenError
+from ovmfgen.platform.reads import BadFeatureValue
 
 _DEFINE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -85,7 +86,7 @@ def make_request(platform: str, target: str = "DEBUG", fd_size: str | int | None
     if "fd_size" in feats:
         mib = parse_fd_size(feats.pop("fd_size"))
         if size is not None and size != mib:
-            raise OvmfgenError(f"--feature fd_size={mib} contradicts --fd-size {size}M")
+            raise BadFeatureValue(f"--feature fd_size={mib} contradicts --fd-size {size}M", "fd_size")
         size = mib
     n_jobs = None
     if jobs not in (None, ""):

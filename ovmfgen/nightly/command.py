@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -63,7 +62,7 @@ from ovmfgen.nightly.jobs import _child_argv, _Job, run_jobs, status_line
 from ovmfgen.nightly.matrix import (DEFAULT_MATRIX, Cell, Matrix, list_text, load_matrix, on_tree,
                                     repro_cell_for, select_cells)
 from ovmfgen.nightly.records import CellRecord, ReproRecord, StepRecord, Summary
-from ovmfgen.platform.reads import UnreadSwitch
+from ovmfgen.platform.reads import BadFeatureValue, UnreadSwitch
 from ovmfgen.ui import say
 
 DEFAULT_OUT = paths.REPO_ROOT / "nightly"
@@ -178,16 +177,15 @@ def check_switches(cells: Sequence[Cell], base: Path | None = None) -> None:
         except UnreadSwitch as exc:
             raise OvmfgenError(f"{exc.kind} {exc.name}={exc.value}: {exc.detail}",
                                cell.location(exc.kind, exc.name)) from None
-        except OvmfgenError as exc:
-            m = _FEATURE_ERROR_RE.match(exc.message)
-            if exc.location is None and m and cell.location("feature", m.group(1)) is not None:
-                raise OvmfgenError(exc.message.removeprefix("--"), cell.location("feature", m.group(1))) from None
+        except BadFeatureValue as exc:
+            where = cell.location("feature", exc.name)
+            if where is not None:
+                raise OvmfgenError(exc.message.removeprefix("--"), where) from None
+            # A value the cell did not write as a feature: that cell fails, in its record.
+        except OvmfgenError:
             # Anything else (an unknown platform, a tree not set up, a checkout not there or not git) fails
             # that cell, in its record.
-
-
-#: An error about a ``--feature`` override's value (e.g. a Secure Boot key set the platform does not define).
-_FEATURE_ERROR_RE = re.compile(r"^--feature (\w+)[=:]")
+            pass
 
 
 def locate_checkouts(matrix: Matrix, cells: Sequence[Cell], night: Path) -> tuple[list[Cell], dict[str, CellRecord]]:

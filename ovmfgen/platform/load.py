@@ -25,6 +25,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ovmfgen.errors import Location, OvmfgenError, display_path
 from ovmfgen.platform.nodes import load_yaml_nodes
+from ovmfgen.platform.reads import BadFeatureValue
 from ovmfgen.platform.model import (
     FEATURES, OPEN_FEATURES, OPEN_VALUE_RE, Block, Cert, KeySet, SecureBoot, Branch, BuildOption, Comment, Component, Conditional, Define, Delta, ElfSpec,
     ErrorDirective, Field, Inf, Include, LibraryMapping, Override, Pcd, Platform, Raw, Region,
@@ -1016,20 +1017,24 @@ def _secure_boot(section: _SecureBootSection | None, features: dict[str, str], o
             if isinstance(knode, ScalarNode) and knode.value == "secure_boot":
                 loc = _where(vnode, fnode[1])
     shown = "--feature secure_boot" if loc is None else "feature 'secure_boot'"
+
+    def refused(message: str) -> OvmfgenError:
+        return BadFeatureValue(message, "secure_boot") if loc is None else OvmfgenError(message, loc)
+
     if section is None:
-        raise OvmfgenError(f"{shown}: '{value}' names no key set: this platform has no 'secure_boot:' section "
-                           "(no Secure Boot support)", loc)
+        raise refused(f"{shown}: '{value}' names no key set: this platform has no 'secure_boot:' section "
+                      "(no Secure Boot support)")
     if value not in section.sets:
-        raise OvmfgenError(f"{shown}: '{value}' is not a key set of this platform (key sets: "
-                           f"{', '.join(sorted(section.sets))}; or 'off')", loc)
+        raise refused(f"{shown}: '{value}' is not a key set of this platform (key sets: "
+                      f"{', '.join(sorted(section.sets))}; or 'off')")
     key_set = _key_set(value, section.sets[value][1], section.path, base)
     size_kb = int(features["fd_size"]) * 1024
     if "fd_size" in overrides and size_kb != SECURE_BOOT_FD_KB:
         raise OvmfgenError(f"--fd-size {features['fd_size']}M: Secure Boot needs the 4 MiB layout (its 10 KiB limit "
                            "per authenticated variable is smaller than a current dbx): use --fd-size 4M or leave it out")
     if overrides.get("shell") == "true":
-        raise OvmfgenError("--feature shell=true: a Secure Boot image has no Shell (the Shell bypasses Secure "
-                           "Boot; edk2 leaves it out of such images too)")
+        raise BadFeatureValue("--feature shell=true: a Secure Boot image has no Shell (the Shell bypasses Secure "
+                              "Boot; edk2 leaves it out of such images too)", "shell")
     features["fd_size"] = str(SECURE_BOOT_FD_KB // 1024)
     features["shell"] = "false"
     return SecureBoot(key_set, section.offset, section.size)

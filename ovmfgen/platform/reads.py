@@ -51,6 +51,16 @@ def names_read(files: Mapping[str, bytes], read_file: Callable[[str], bytes | No
     return frozenset(names)
 
 
+class BadFeatureValue(OvmfgenError):
+    """A ``--feature`` value the platform does not take (a Secure Boot key set it does not define, a value
+    another switch contradicts); ``name`` lets a caller that knows where the switch was written
+    (nightly.yaml) restate the message there."""
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
 class UnreadSwitch(OvmfgenError):
     """A ``--define``/``--feature`` nothing reads; ``kind``, ``name`` and ``detail`` (the message after the
     switch) let a caller that knows where the switch was written (nightly.yaml) restate it there."""
