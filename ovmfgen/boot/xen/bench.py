@@ -42,8 +42,11 @@ def xen_figures(summary: dict, load_before: float | None, cache_s: float) -> dic
         wall = g.get("wall_seconds")
         guests[g["name"]] = {"verdict": g.get("verdict"), "ok": bool(g.get("ok")), "wall_s": wall,
                              "dom0_s_to_shell": g.get("seconds_to_shell"), "dom0_s_to_os": g.get("seconds_to_os"),
-                             "met": wall is not None and wall <= GUEST_GOAL_S}
+                             "dom0_s": g.get("dom0_seconds"), "met": wall is not None and wall <= GUEST_GOAL_S}
     set_s = run.get("qemu_seconds")
+    # The set on dom0's clock (dom0's start, then each guest's turn): the figure that compares across hosts.
+    parts = [run.get("dom0_up_dom0_s"), *(g["dom0_s"] for g in guests.values())]
+    set_dom0_s = round(sum(parts), 1) if all(p is not None for p in parts) else None
     retried = len(summary.get("runs") or []) > 1
     return {
         "xen": summary.get("xen"), "device_model": summary.get("device_model"),
@@ -51,7 +54,7 @@ def xen_figures(summary: dict, load_before: float | None, cache_s: float) -> dic
         "dom0_up_wall_s": run.get("dom0_up_wall_s"), "wall_per_dom0_second": run.get("wall_per_dom0_second"),
         "qemu_max_rss_mib": run.get("qemu_max_rss_mib"), "retried": retried,
         "guests": guests,
-        "set_s": set_s,
+        "set_s": set_s, "set_dom0_s": set_dom0_s,
         "goal": f"each guest <= {GUEST_GOAL_S:.0f} s, the whole set <= {SET_GOAL_S:.0f} s (wall)",
         "met": (not retried and set_s is not None and set_s <= SET_GOAL_S
                 and all(g["met"] for g in guests.values())),
@@ -72,12 +75,14 @@ def bench_xen_command(platform: str = "xen-pvh", target: str = "DEBUG", output: 
     outcomes = boot_xen_guests(make_guests(kinds, image, OUT_DIR), OUT_DIR)
     summary = json.loads((OUT_DIR / SUMMARY_NAME).read_text(encoding="utf-8"))
     figures = xen_figures(summary, load, cache_s)
-    rows = [(name.removeprefix("ovmfgen-"), str(g["verdict"]), _s(g["wall_s"]), f"<= {GUEST_GOAL_S:.0f} s",
-             "met" if g["met"] else "MISSED") for name, g in figures["guests"].items()]
-    rows.insert(0, ("Xen + dom0 up", "", _s(figures["dom0_up_wall_s"]), "", ""))
-    rows.append(("whole set", "", _s(figures["set_s"]), f"<= {SET_GOAL_S:.0f} s",
+    rows = [(name.removeprefix("ovmfgen-"), str(g["verdict"]), _s(g["wall_s"]), _s(g["dom0_s"], 1),
+             f"<= {GUEST_GOAL_S:.0f} s", "met" if g["met"] else "MISSED") for name, g in figures["guests"].items()]
+    summary_run = (summary.get("runs") or [{}])[0]
+    rows.insert(0, ("Xen + dom0 up", "", _s(figures["dom0_up_wall_s"]), _s(summary_run.get("dom0_up_dom0_s"), 1),
+                    "", ""))
+    rows.append(("whole set", "", _s(figures["set_s"]), _s(figures["set_dom0_s"], 1), f"<= {SET_GOAL_S:.0f} s",
                  "met" if figures["set_s"] is not None and figures["set_s"] <= SET_GOAL_S else "MISSED"))
-    header = ("measure", "verdict", "wall", "goal", "")
+    header = ("measure", "verdict", "wall", "dom0 s", "goal", "")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), flush=True)
@@ -93,5 +98,5 @@ def bench_xen_command(platform: str = "xen-pvh", target: str = "DEBUG", output: 
     return figures
 
 
-def _s(value: object) -> str:
-    return f"{value:.0f} s" if isinstance(value, (int, float)) else "-"
+def _s(value: object, digits: int = 0) -> str:
+    return f"{value:.{digits}f} s" if isinstance(value, (int, float)) else "-"

@@ -400,7 +400,7 @@ def _run_record(guests: Sequence[XenGuest], qrun: QemuRun) -> dict[str, object]:
     w = qrun.watch
     return {"guests": [g.name for g in guests], "qemu_seconds": round(qrun.seconds, 1),
             "qemu_max_rss_mib": None if qrun.peak_rss_kib is None else round(qrun.peak_rss_kib / 1024, 1),
-            "dom0_up_wall_s": None if w.dom0_up is None else round(w.dom0_up, 1),
+            "dom0_up_wall_s": None if w.dom0_up is None else round(w.dom0_up, 1), "dom0_up_dom0_s": w.dom0_up_uptime,
             "wall_per_dom0_second": w.wall_per_dom0_second(), "stalled": qrun.stalled,
             "returncode": qrun.returncode}
 
@@ -484,7 +484,7 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
             "seconds_to_shell": o.result.shell_seconds, "seconds_to_os": o.result.os_seconds,
             "seconds_to_refusal": o.result.refused_seconds, "secure_boot": o.result.secure_boot.as_json(),
             "vcpus": o.guest.vcpus, "cpus": o.result.cpus.as_json(),
-            "wall_seconds": o.result.wall_seconds,
+            "wall_seconds": o.result.wall_seconds, "dom0_seconds": o.result.dom0_seconds,
             "disk": display_path(o.guest.disk) if o.guest.disk else None,
             "persistence": o.persistence, "attempts": o.result.attempts,
             "boot": None if o.result.boot is None else {

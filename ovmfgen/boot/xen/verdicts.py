@@ -198,6 +198,8 @@ class XenBootResult:
     shell_at: float | None = None
     os_at: float | None = None
     refused_at: float | None = None
+    #: dom0 uptime (s) once dom0 had destroyed the guest (its turn's end); None when unknown.
+    stopped_at: float | None = None
     #: Filled in by ``boot_xen``: wall time and peak RSS of the QEMU run, attempts made, the logs.
     qemu_seconds: float | None = None
     qemu_max_rss_mib: float | None = None
@@ -235,6 +237,14 @@ class XenBootResult:
         if self.create_at is None or self.os_at is None:
             return None
         return round(self.os_at - self.create_at, 2)
+
+    @property
+    def dom0_seconds(self) -> float | None:
+        """Seconds of dom0's clock the guest's turn took, ``xl create`` to destroyed: under icount the nested
+        Xen's clock counts instructions, so unlike wall seconds it does not depend on the host's load."""
+        if self.create_at is None or self.stopped_at is None:
+            return None
+        return round(self.stopped_at - self.create_at, 2)
 
     @property
     def refused_seconds(self) -> float | None:
@@ -416,7 +426,7 @@ def classify_xen_run(serial_log: str, guest_console: str, qemu_returncode: int |
     results = _RESULT_RE.findall(serial_log)
     result = results[-1] if results else None
     timing = {"create_at": events.get("create"), "shell_at": events.get("shell"), "os_at": events.get("os"),
-              "refused_at": events.get("refused")}
+              "refused_at": events.get("refused"), "stopped_at": events.get("stopped")}
     shell_seen = "shell" in events or bool(_SHELL_RE.search(guest_console))
     os_seen = "os" in events or OS_MARKER in guest_console
     sb = secure_boot_state(serial_log, guest_console)

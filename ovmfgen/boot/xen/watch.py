@@ -40,8 +40,9 @@ class RunWatch:
     #: dom0's heartbeat period, in its seconds (``guests.GuestDeadline.tick_s``)
     tick_s: float = 5.0
     last_output: float = 0.0
-    #: wall second at which dom0 reported it was up (its first event)
+    #: wall second at which dom0 reported it was up (its first event), and dom0's own clock then
     dom0_up: float | None = None
+    dom0_up_uptime: float | None = None
     #: guest name -> wall second its part of the log started / stopped
     guest_start: dict[str, float] = field(default_factory=dict)
     guest_stop: dict[str, float] = field(default_factory=dict)
@@ -72,7 +73,7 @@ class RunWatch:
             if self.first_event is None:
                 self.first_event = stamp
             if m.group(1) == "dom0-up" and self.dom0_up is None:
-                self.dom0_up = now
+                self.dom0_up, self.dom0_up_uptime = now, stamp[1]
             self.last_event = stamp
 
     def stall_limit(self) -> float:

@@ -15,10 +15,10 @@ from ovmfgen.errors import OvmfgenError
 def _bench_summary(wall: tuple[float, ...], set_s: float, runs: int = 1) -> dict:
     names = ["ovmfgen-pvh-shell", "ovmfgen-hvm-shell", "ovmfgen-pvh-ud2"][:len(wall)]
     return {"xen": "4.17.x", "device_model": "7.2",
-            "runs": [{"guests": names, "qemu_seconds": set_s, "dom0_up_wall_s": 80.0, "wall_per_dom0_second": 6.5,
-                      "qemu_max_rss_mib": 2900.0}] * runs,
-            "guests": [{"name": n, "verdict": "SHELL_REACHED", "ok": True, "wall_seconds": w, "seconds_to_shell": 6.8}
-                       for n, w in zip(names, wall)]}
+            "runs": [{"guests": names, "qemu_seconds": set_s, "dom0_up_wall_s": 80.0, "dom0_up_dom0_s": 5.4,
+                      "wall_per_dom0_second": 6.5, "qemu_max_rss_mib": 2900.0}] * runs,
+            "guests": [{"name": n, "verdict": "SHELL_REACHED", "ok": True, "wall_seconds": w, "seconds_to_shell": 6.8,
+                        "dom0_seconds": round(w / 6.5, 2)} for n, w in zip(names, wall)]}
 
 
 def test_bench_figures_from_xen_boot_json():
@@ -27,7 +27,14 @@ def test_bench_figures_from_xen_boot_json():
     f = bench.xen_figures(_bench_summary((25.0, 29.0, 3.0), 150.0), 1.5, 0.4)
     assert f["met"] and f["set_s"] == 150.0 and f["dom0_up_wall_s"] == 80.0 and f["load_before"] == 1.5
     assert f["guests"]["ovmfgen-pvh-shell"] == {"verdict": "SHELL_REACHED", "ok": True, "wall_s": 25.0,
-                                                "dom0_s_to_shell": 6.8, "dom0_s_to_os": None, "met": True}
+                                                "dom0_s_to_shell": 6.8, "dom0_s_to_os": None, "dom0_s": 3.85,
+                                                "met": True}
+    # On dom0's clock: dom0's start plus each guest's turn (3.85 + 4.46 + 0.46).
+    assert f["set_dom0_s"] == 14.2
+    # A guest without its turn's end (an older log) leaves the set's dom0 figure unknown.
+    old = _bench_summary((25.0,), 150.0)
+    del old["guests"][0]["dom0_seconds"]
+    assert bench.xen_figures(old, None, 0.0)["set_dom0_s"] is None
     slow = bench.xen_figures(_bench_summary((25.0, 31.0, 3.0), 150.0), None, 0.0)
     assert not slow["met"] and not slow["guests"]["ovmfgen-hvm-shell"]["met"]
     assert not bench.xen_figures(_bench_summary((5.0,), 201.0), None, 0.0)["met"]  # the whole set

@@ -387,6 +387,8 @@ if [ "$t" -eq 22 ]; then printf 'Shell> ' >> "$LOG"; fi
     assert "OVMFGEN-RESULT shell" in out and clock == 22
     r = verdicts.classify_xen_run(out, verdicts.extract_guest_console(out), 0)
     assert r.verdict is Verdict.SHELL_REACHED and r.shell_seconds == 12.0
+    # The guest's whole turn on dom0's clock: xl create (10) to destroyed (22: the fake clock moves on sleep).
+    assert r.dom0_seconds == 12.0 and "OVMFGEN-EVENT destroy 22" in out
 
 
 def test_dom0_presses_a_key_at_the_shells_startup_countdown(tmp_path):

@@ -14,8 +14,8 @@ def test_watch_stamps_markers_with_the_wall_clock_and_measures_the_host():
     w.feed("(XEN) booting\nOVMFGEN-EVENT dom0-up 4.", 50.0)  # a line cut in the middle
     assert w.dom0_up is None
     w.feed("68\nOVMFGEN-GUEST-START ovmfgen-pvh-shell\nOVMFGEN-EVENT create 4.70\n", 52.0)
-    assert w.dom0_up == 52.0 and w.guest_start == {"ovmfgen-pvh-shell": 52.0}
-    w.feed("OVMFGEN-EVENT tick 9.70\r\n", 102.0)
+    assert w.dom0_up == 52.0 and w.dom0_up_uptime == 4.68 and w.guest_start == {"ovmfgen-pvh-shell": 52.0}
+    w.feed("OVMFGEN-EVENT tick 9.70 polls=5\r\n", 102.0)  # a tick says how many times dom0 polled
     w.feed("OVMFGEN-EVENT shell 11.70\nOVMFGEN-GUEST-STOP ovmfgen-pvh-shell\n", 122.0)
     assert w.guest_wall_seconds("ovmfgen-pvh-shell") == 70.0 and w.guest_wall_seconds("other") is None
     assert w.wall_per_dom0_second() == 9.97  # 70 wall s for 7.02 dom0 s (dom0-up to shell)
