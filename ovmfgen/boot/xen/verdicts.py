@@ -241,7 +241,8 @@ class XenBootResult:
     @property
     def dom0_seconds(self) -> float | None:
         """Seconds of dom0's clock the guest's turn took, ``xl create`` to destroyed: under icount the nested
-        Xen's clock counts instructions, so unlike wall seconds it does not depend on the host's load."""
+        Xen's clock advances with the instructions run (and over idle waits at once), so unlike wall seconds
+        it does not depend on the host's load."""
         if self.create_at is None or self.stopped_at is None:
             return None
         return round(self.stopped_at - self.create_at, 2)
