@@ -289,6 +289,9 @@ def test_summary_records_every_guest(guest_set):
         if g["payload"].startswith("sb-"):
             assert g["secure_boot"]["firmware"] is True and g["secure_boot"]["enabled"] is True, g
         assert set(g["cpus"]) == {"firmware", "over_limit", "linux", "madt"}
+        # The guest's turn on dom0's clock (xl create to destroyed), beside its wall seconds.
+        assert g["dom0_seconds"] > 0 and g["wall_seconds"] > 0, g
+    assert summary["runs"][-1]["dom0_up_dom0_s"] > 0
     assert len(summary["runs"]) in (1, 2, 3) and summary["runs"][0]["guests"] == [g["name"] for g in summary["guests"]]
 
 
