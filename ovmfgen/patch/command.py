@@ -26,9 +26,9 @@ Determinism: a release's tree has no ``.git``, so the base commit is a snapshot 
 into a bare repository in the cache (``<cache>/patch/``, never inside the tree); a checkout's base is
 its own commit (``git.checkout_commit``: refused with uncommitted changes), named by its ``git describe``.
 The commits are made with plumbing (no checkout), with author/committer dates derived from the edk2
-release date (a checkout's: its commit date) and the user's git configuration shut out; ``git format-patch --zero-commit --no-signature`` keeps commit
-hashes and the git version out of the files. The same inputs give byte-identical patch files, so a
-re-roll shows only real changes.
+release date (a checkout's: its commit date) and the user's git configuration shut out;
+``git format-patch --zero-commit --no-signature`` keeps commit hashes and the git version out of the files.
+The same inputs give byte-identical patch files, so a re-roll shows only real changes.
 
 ``--check-each`` then does what a maintainer would: ``git am`` the published files onto a pristine
 clone of the base and run plain upstream ``build`` after every commit (``check_each``: one
