@@ -109,32 +109,32 @@ while :; do
         tty=$(xenstore-read "/local/domain/$(xl domid "$NAME" 2>/dev/null)/console/tty" 2>/dev/null)
         if [ -n "$tty" ] && printf ' ' > "$tty" 2>/dev/null; then ev key; fi
     fi
-    shown=""
-    grep -Eq "$ANY" "$LOG" 2>/dev/null && shown=1
-    if [ -n "$shown" ] && grep -Eq "$WANT" "$LOG" 2>/dev/null; then
-        ev "$EVENT"
-        result=$EVENT
-        # A guest's script may still be writing to its disk when its marker shows: give it a moment.
-        [ "$EVENT" = persist ] && sleep 2
-        # Freeze the guest at once: nothing it does after this counts, and a guest that keeps
-        # taking interrupts can still trip QEMU's TCG bug before dom0 has reported.
-        xl pause "$NAME"
-        break
-    fi
-    if [ -n "$shown" ] && [ "$EVENT" != refused ] && grep -Eq "$OV_SB_REFUSED" "$LOG" 2>/dev/null; then
-        # Secure Boot refused an image: the firmware falls through to its boot manager (a Secure Boot
-        # build has no Shell) and waits for a key there. That is the guest's answer: stop now.
-        ev refused
-        result=refused
-        xl pause "$NAME"
-        break
-    fi
-    if [ -n "$shown" ] && [ "$EVENT" != shell ] && grep -q 'Shell>' "$LOG" 2>/dev/null; then
-        # Not what it should have shown: the firmware fell through to the Shell.
-        ev shell
-        result=shell
-        xl pause "$NAME"
-        break
+    if grep -Eq "$ANY" "$LOG" 2>/dev/null; then
+        if grep -Eq "$WANT" "$LOG" 2>/dev/null; then
+            ev "$EVENT"
+            result=$EVENT
+            # A guest's script may still be writing to its disk when its marker shows: give it a moment.
+            [ "$EVENT" = persist ] && sleep 2
+            # Freeze the guest at once: nothing it does after this counts, and a guest that keeps
+            # taking interrupts can still trip QEMU's TCG bug before dom0 has reported.
+            xl pause "$NAME"
+            break
+        fi
+        if [ "$EVENT" != refused ] && grep -Eq "$OV_SB_REFUSED" "$LOG" 2>/dev/null; then
+            # Secure Boot refused an image: the firmware falls through to its boot manager (a Secure Boot
+            # build has no Shell) and waits for a key there. That is the guest's answer: stop now.
+            ev refused
+            result=refused
+            xl pause "$NAME"
+            break
+        fi
+        if [ "$EVENT" != shell ] && grep -q 'Shell>' "$LOG" 2>/dev/null; then
+            # Not what it should have shown: the firmware fell through to the Shell.
+            ev shell
+            result=shell
+            xl pause "$NAME"
+            break
+        fi
     fi
     # Xen's ring, read once: a guest's ASSERT in it, else its last (dN) line (the progress below).
     # A DEBUG firmware that writes to the hypervisor console shows its ASSERT in Xen's ring, then
