@@ -30,7 +30,7 @@ def test_bench_figures_from_xen_boot_json():
                                                 "dom0_s_to_shell": 6.8, "dom0_s_to_os": None, "dom0_s": 3.85,
                                                 "met": True}
     # On dom0's clock: dom0's start plus each guest's turn (3.85 + 4.46 + 0.46).
-    assert f["set_dom0_s"] == 14.2
+    assert f["set_dom0_s"] == 14.2 and f["dom0_up_dom0_s"] == 5.4
     # A guest without its turn's end (an older log) leaves the set's dom0 figure unknown.
     old = _bench_summary((25.0,), 150.0)
     del old["guests"][0]["dom0_seconds"]
