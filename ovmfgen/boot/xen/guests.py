@@ -6,7 +6,7 @@ import re
 import shlex
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ovmfgen.boot.xen.debian import DOM0_MODULES, XEN_SERIES
@@ -40,6 +40,11 @@ MAX_VCPUS = 128
 #: guest ("error: out of memory" under Xen PVH, "cannot allocate kernel buffer" under QEMU with Debian's
 #: own OVMF, both measured 2026-12-05); with 512 MiB it boots it.
 PAYLOAD_MEMORY_MIB = {"sb-os": 512}
+#: What each vCPU beyond the first adds to a guest's memory. Linux sizes per-CPU data by its possible CPUs
+#: (all the vCPUs in the MADT): Debian's kernel in a 256 MiB HVM guest with 128 vCPUs ran out of memory
+#: in its crypto self-tests ("System is deadlocked on memory", Xen 4.17, 2026-12-05), and a PVH one went
+#: silent after bringing up its CPUs; with 512 MiB both boot.
+MEMORY_MIB_PER_VCPU = 2
 
 # --- How long dom0 waits for a guest ---------------------------------------------------------------
 #
@@ -57,6 +62,10 @@ PAYLOAD_MEMORY_MIB = {"sb-os": 512}
 CALIBRATION_LOOPS = 50000
 CALIBRATION_REFERENCE_S = 0.75
 MAX_SCALE = 8
+#: What each vCPU beyond the first adds to a run's cap: Linux brings its CPUs up one after the other,
+#: all time-sharing the guest's one pCPU; an HVM guest's 127th took it 1.35 dom0 s (Xen 4.17, measured
+#: 2026-12-05), ~175 dom0 s for all of them.
+CAP_S_PER_VCPU = 2
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,11 @@ class GuestDeadline:
     def __post_init__(self) -> None:
         if not 0 < self.tick_s <= self.idle_s <= self.cap_s:
             raise OvmfgenError(f"bad guest deadline {self}: want 0 < tick <= idle <= cap")
+
+    def for_vcpus(self, vcpus: int) -> GuestDeadline:
+        """This deadline for a run whose biggest guest has ``vcpus`` vCPUs: ``cap_s`` plus CAP_S_PER_VCPU
+        for each vCPU beyond the first (the idle limit stays: a hang is still found as soon)."""
+        return replace(self, cap_s=self.cap_s + CAP_S_PER_VCPU * (vcpus - 1))
 
 # --- Generated text: xl config, dom0 /init, test script -----------------------------------------------
 
@@ -153,6 +167,11 @@ class XenGuest:
             raise OvmfgenError(f"a guest has 1 to {MAX_VCPUS} vCPUs, got {self.vcpus}")
         if self.firmware_cpus is not None and not 1 <= self.firmware_cpus <= self.vcpus:
             raise OvmfgenError(f"a guest's firmware finds 1 to its {self.vcpus} vCPUs, not {self.firmware_cpus}")
+
+    def memory_mib(self, base: int = GUEST_MEMORY_MIB) -> int:
+        """The guest's memory (xl ``memory``): ``base``, more for a payload that needs it, and
+        MEMORY_MIB_PER_VCPU for each vCPU beyond the first."""
+        return max(base, PAYLOAD_MEMORY_MIB.get(self.payload, 0)) + MEMORY_MIB_PER_VCPU * (self.vcpus - 1)
 
     def cpu_problem(self, cpus: CpuState, os_reached: bool) -> str:
         """Why what the logs say about the processors is wrong for this guest ('' when right; a guest with
@@ -551,10 +570,10 @@ def overlay_cpio(guests: Sequence[XenGuest], modules_dir: Path, deadline: GuestD
     for g in guests:
         fw = f"/ovmfgen/ovmf-{g.name.removeprefix('ovmfgen-')}.elf"
         disk = DISK_PLACEHOLDER if g.name in drives else None
-        memory = max(memory_mib, PAYLOAD_MEMORY_MIB.get(g.payload, 0))
         entries += [
             (fw, 0o100644, guest_image(g)),
-            (f"ovmfgen/{g.name}.cfg", 0o100644, xl_config(fw, g.name, memory, g.mode, disk, g.vcpus).encode()),
+            (f"ovmfgen/{g.name}.cfg", 0o100644,
+             xl_config(fw, g.name, g.memory_mib(memory_mib), g.mode, disk, g.vcpus).encode()),
         ]
     entries.append(("ovmfgen/test.sh", 0o100755, dom0_test_script(deadline, runs=guest_runs(guests)).encode()))
     return newc_archive(entries)

@@ -417,7 +417,8 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
     dom0 waits for each guest by ``deadline`` (dom0 seconds: no new output for ``idle_s``, at most
     ``cap_s``, stretched by dom0's measure of the host's speed); the host kills QEMU when its serial
     log has not grown for ``stall_s`` wall seconds (a HARNESS_FAILURE) or, as a safety net, after
-    ``timeout`` wall seconds (default ``wall_cap_s``). Guests that got a HARNESS_FAILURE (QEMU itself
+    ``timeout`` wall seconds (default ``wall_cap_s``). The cap grows with the biggest guest's vCPUs
+    (``GuestDeadline.for_vcpus``). Guests that got a HARNESS_FAILURE (QEMU itself
     died, a stall, ...) run again, once, in a second nested run with another icount shift (and in a third
     when QEMU died by itself in the second too); an earlier run's logs are kept as ``*.attemptN.log``. A
     failure dom0 explained (``XenBootResult.explained``: it could not attach the guest's disk, ran out of
@@ -439,6 +440,7 @@ def boot_xen_guests(guests: Sequence[XenGuest], out_dir: Path, timeout: float | 
     if len(set(names)) != len(names):
         raise OvmfgenError(f"two guests of one run have the same name ({', '.join(names)}): give one a variant")
     cap = wall_cap_s(sum(len(g.runs) for g in guests)) if timeout is None else timeout
+    deadline = deadline.for_vcpus(max(g.vcpus for g in guests))
     assets = prepare_xen_cache(release)
     qemu_ver = qemu_version()
     started = time.monotonic()

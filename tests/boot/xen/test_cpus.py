@@ -94,6 +94,22 @@ def test_one_vcpu_guests_are_not_checked(tmp_path):
     assert g.vcpus == 1 and g.cpu_problem(verdicts.CpuState(), False) == ""
 
 
+def test_a_guest_gets_memory_for_its_vcpus(tmp_path):
+    # Debian's kernel ran out of memory with 128 vCPUs in 256 MiB; each vCPU beyond the first adds 2 MiB.
+    elf = tmp_path / "x.elf"
+    assert guests.XenGuest("pvh", "os", elf).memory_mib() == 256
+    assert guests.XenGuest("hvm", "os", elf, vcpus=128).memory_mib() == 510
+    assert guests.XenGuest("pvh", "sb-os", elf, vcpus=16).memory_mib() == 542
+    assert guests.XenGuest("pvh", "shell", elf, vcpus=2).memory_mib(32) == 34
+
+
+def test_a_run_with_many_vcpus_gets_a_longer_cap_but_the_same_idle_limit():
+    d = guests.GuestDeadline()
+    assert d.for_vcpus(1) == d
+    big = d.for_vcpus(128)
+    assert big.cap_s == d.cap_s + 2 * 127 and big.idle_s == d.idle_s and big.tick_s == d.tick_s
+
+
 def test_xl_config_gives_the_guest_its_vcpus_on_its_pcpu():
     text = guests.xl_config("/k", vcpus=128)
     assert "vcpus = 128\n" in text and 'cpus = "1"\n' in text
