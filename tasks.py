@@ -98,9 +98,10 @@ def build(c, platform="xen-pvh", target="DEBUG", fd_size=None, define=None, feat
             "edk2": "edk2 tree: a checkout's path or a tag such as edk2-stable202605 (default: the default tree)",
             "xen": "instead: the real-Xen figure, ONE nested Xen boot of the guest set (warm cache; needs the "
                    "--feature debug_output=hypervisor-console build)",
-            "mode": "with --xen: the guest set (all, pvh, hvm; default all)",
+            "mode": "with --xen: the guest set (core: PVH and HVM to the Shell and to Linux, the ud2 control; "
+                    "or any --on xen mode; default core)",
             "noop": "only the no-op build and render against EDK2's own no-op (a few minutes)"})
-def bench(c, platform="xen-pvh", target="DEBUG", output=None, edk2=None, xen=False, mode="all", noop=False):
+def bench(c, platform="xen-pvh", target="DEBUG", output=None, edk2=None, xen=False, mode="core", noop=False):
     """Time ovmfgen against raw EDK2 `build` (no-op, clean, ccache; ~15 min), or with --xen a real Xen boot."""
     if xen:
         from ovmfgen.boot.xen import bench as xen_stage
@@ -137,7 +138,7 @@ def check_elf(c, elf=None):
     "fd_size": "the build's --fd-size", "feature": "the build's --feature NAME=VALUE (repeatable)",
     "define": "the build's --define NAME=VALUE (repeatable)",
     "mode": "with --on xen: pvh (default), hvm, os (PVH and HVM boot Linux from a PV disk), persist (what "
-            "survives a restart), all (those and the ud2 control), or sb (a Secure Boot build: unsigned image "
+            "survives a restart), all (those and the ud2 control), core (all but persist), or sb (a Secure Boot build: unsigned image "
             "refused, signed image, shim and GRUB chains to Linux, the signed image booted twice: nothing lasts) "
             "in one Xen boot",
     "xen": "with --on xen: the Xen version, 4.17 (default; bookworm) or 4.20 (trixie); both under the host's QEMU 7.2",

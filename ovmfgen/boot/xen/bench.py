@@ -63,7 +63,7 @@ def xen_figures(summary: dict, load_before: float | None, cache_s: float) -> dic
 
 
 def bench_xen_command(platform: str = "xen-pvh", target: str = "DEBUG", output: str | None = None,
-                      edk2: str | None = None, mode: str = "all", layout: Layout | None = None) -> dict:
+                      edk2: str | None = None, mode: str = "core", layout: Layout | None = None) -> dict:
     """``invoke bench --xen``: boot the ``mode`` guest set once under real Xen, print and record the figures."""
     kinds = check_mode(mode)
     image = resolve(make_request(platform, target, features=FEATURES, edk2=edk2), layout).published()

@@ -113,6 +113,8 @@ MODE_SETS = {
     "hvm": (("hvm", "shell"),),
     "os": (("pvh", "os"), ("hvm", "os")),
     "persist": (("pvh", "persist"), ("hvm", "persist")),
+    # The set whose one boot `invoke bench --xen` times: PVH and HVM to the Shell and to Linux, the control.
+    "core": (("pvh", "shell"), ("pvh", "os"), ("hvm", "shell"), ("hvm", "os"), ("pvh", "ud2")),
     "all": (("pvh", "shell"), ("pvh", "os"), ("hvm", "shell"), ("hvm", "os"), ("pvh", "persist"),
             ("hvm", "persist"), ("pvh", "ud2")),
     # A Secure Boot build's guest set (``--feature secure_boot=...``): PVH, then HVM.

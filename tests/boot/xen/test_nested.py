@@ -210,7 +210,7 @@ def test_qemu_argv_rejects_module_paths_qemu_would_split():
 
 
 def test_boot_xen_command_rejects_an_unknown_mode_before_anything_else(tmp_path):
-    with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'both': expected all, hvm, os, persist, pvh, sb$"):
+    with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'both': expected all, core, hvm, os, persist, pvh, sb$"):
         nested.boot_xen_command(tmp_path / "missing.elf", mode="both")
 
 
@@ -267,7 +267,7 @@ def test_invoke_boot_bad_xen_argument_is_one_line(args, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--mode", "kvm"], "error: unknown Xen boot mode 'kvm': expected all, hvm, os, persist, pvh, sb"),
+    (["--mode", "kvm"], "error: unknown Xen boot mode 'kvm': expected all, core, hvm, os, persist, pvh, sb"),
     (["--disk", "missing.img"], "error: missing.img: no such disk image"),
     (["--disk", "notes.txt"], "error: notes.txt: not a disk image (no MBR/GPT boot signature 0x55AA at byte 510)"),
     (["--disk", "good.img", "--mode", "os"], "error: --disk boots your disk in --mode all, hvm, pvh, not 'os'"),
