@@ -80,7 +80,7 @@ class OsDiskVersions:
     busybox: str
 
     def key(self, cmdline: str = KERNEL_CMDLINE) -> str:
-        """Key of the cache entry: what goes into the disk (with the kernel's ``cmdline``) and how it is made."""
+        """Key of the cache entry: what goes into the disk (the kernel's ``cmdline`` too), how it is made."""
         recipe = {"kernel": [self.kernel_package, self.kernel], "stub": self.stub, "busybox": self.busybox,
                   "cmdline": cmdline, "init": _INIT, "esp_kib": ESP_KIB, "recipe": OS_DISK_RECIPE}
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]

@@ -298,7 +298,8 @@ def test_with_disks_gives_each_payload_its_disk(tmp_path, monkeypatch):
                                                                                        variant="4M"),
                              guests.XenGuest("pvh", "ud2", image)], tmp_path / "out")
     # Each mode its own OS disk (a PVH guest's kernel has no serial console).
-    assert [g.disk for g in got[:3]] == [None, tmp_path / "hvm.img", tmp_path / "pvh.img"] and got[5].disk is None
+    assert [g.disk for g in got[:3]] == [None, tmp_path / "hvm.img", tmp_path / "pvh.img"]
+    assert got[5].disk is None
     assert [g.disk.name for g in got[3:5]] == ["xen-pvh-persist-disk.img", "xen-pvh-persist-4M-disk.img"]
     assert all(g.disk.stat().st_size > 0 for g in got[3:5])
     assert [g.name for g in got] == [g.name for g in nested.with_disks(got, tmp_path / "out")]
