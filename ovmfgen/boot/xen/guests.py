@@ -42,8 +42,8 @@ MAX_VCPUS = 128
 PAYLOAD_MEMORY_MIB = {"sb-os": 512}
 #: What each vCPU beyond the first adds to a guest's memory. Linux sizes per-CPU data by its possible CPUs
 #: (all the vCPUs in the MADT): Debian's kernel in a 256 MiB HVM guest with 128 vCPUs ran out of memory
-#: in its crypto self-tests ("System is deadlocked on memory", Xen 4.17, 2026-12-05), and a PVH one went
-#: silent after bringing up its CPUs; with 512 MiB both boot.
+#: in its crypto self-tests ("System is deadlocked on memory", Xen 4.17, 2026-12-05); a PVH guest with
+#: 128 vCPUs and 510 MiB reached its init (Xen 4.20).
 MEMORY_MIB_PER_VCPU = 2
 
 # --- How long dom0 waits for a guest ---------------------------------------------------------------
