@@ -44,8 +44,8 @@ KERNEL_CMDLINE = "console=ttyS0,115200 console=hvc0 loglevel=6 panic=-1 rdinit=/
 #: The OS disk's command line per guest mode. A PVH guest has no serial port; Debian's kernel with 128
 #: vCPUs and a console on that absent port stopped making progress in 4 of 4 boots (Xen 4.20, 256 and
 #: 510 MiB, 2026-12-05), where early printk showed it: after "vgaarb: loaded", before its clocksource
-#: switch. Without it, it reached its init in 67 and 72 dom0 s (Xen 4.20; on Xen 4.17 it stopped after
-#: bringing up its CPUs, cause not found).
+#: switch. Without it, it reached its init in 67 and 72 dom0 s (Xen 4.20), and in 74 on Xen 4.17 (with
+#: early printk added to watch it).
 KERNEL_CMDLINES = {"pvh": KERNEL_CMDLINE.replace("console=ttyS0,115200 ", ""), "hvm": KERNEL_CMDLINE}
 #: Bump when the way the disk is made changes (forces a rebuild of the cache entry).
 OS_DISK_RECIPE = 1
