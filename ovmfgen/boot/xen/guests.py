@@ -107,6 +107,8 @@ SB_PAYLOAD_DISKS = {"sb-refused": "unsigned", "sb-signed": "signed", "sb-shim": 
 TWICE = ("persist", "sb-persist")
 #: The Secure Boot guest set of one mode: the refusal first (quick), the GRUB chain last.
 _SB_SET = ("sb-refused", "sb-signed", "sb-shim", "sb-persist", "sb-os")
+_ALL_SET = (("pvh", "shell"), ("pvh", "os"), ("hvm", "shell"), ("hvm", "os"), ("pvh", "persist"), ("hvm", "persist"),
+            ("pvh", "ud2"))
 #: ``--mode`` choices and the guest set each runs, in order; ``all`` ends with the negative control.
 MODE_SETS = {
     "pvh": (("pvh", "shell"),),
@@ -114,9 +116,8 @@ MODE_SETS = {
     "os": (("pvh", "os"), ("hvm", "os")),
     "persist": (("pvh", "persist"), ("hvm", "persist")),
     # The set whose one boot `invoke bench --xen` times: PVH and HVM to the Shell and to Linux, the control.
-    "core": (("pvh", "shell"), ("pvh", "os"), ("hvm", "shell"), ("hvm", "os"), ("pvh", "ud2")),
-    "all": (("pvh", "shell"), ("pvh", "os"), ("hvm", "shell"), ("hvm", "os"), ("pvh", "persist"),
-            ("hvm", "persist"), ("pvh", "ud2")),
+    "core": tuple(k for k in _ALL_SET if k[1] != "persist"),
+    "all": _ALL_SET,
     # A Secure Boot build's guest set (``--feature secure_boot=...``): PVH, then HVM.
     "sb": tuple((mode, payload) for mode in ("pvh", "hvm") for payload in _SB_SET),
 }
