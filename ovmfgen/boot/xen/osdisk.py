@@ -202,7 +202,7 @@ def fat_image(path: Path, files: dict[str, Path], size_kib: int = ESP_KIB, label
 # --- The OS disk (cached) ----------------------------------------------------------------------------
 
 
-def build_os_disk(kernel: Path, stub: Path, busybox: Path, work: Path, cmdline: str = KERNEL_CMDLINE) -> bytes:
+def build_os_disk(kernel: Path, stub: Path, busybox: Path, work: Path, cmdline: str) -> bytes:
     """The OS disk's bytes from the kernel (vmlinuz), the UEFI stub and busybox (paths on the host), the
     kernel started with ``cmdline``."""
     work.mkdir(parents=True, exist_ok=True)
@@ -236,7 +236,8 @@ def prepare_os_disk(mode: str = "hvm") -> Path:
     root = disks_cache_dir()
     ensure_disk_tools()
     v = query_os_disk_versions()
-    final = root / f"osdisk-{mode}-{v.key(cmdline)}"
+    key = v.key(cmdline)
+    final = root / f"osdisk-{mode}-{key}"
     disk = final / "os-disk.img"
 
     def make(stage: Path) -> dict[str, object]:
@@ -253,7 +254,7 @@ def prepare_os_disk(mode: str = "hvm") -> Path:
 
     ensure(final, make, stamp={"kernel": f"{v.kernel_package} {v.kernel}", STUB_PACKAGE: v.stub,
                                BUSYBOX_PACKAGE: v.busybox, "recipe": OS_DISK_RECIPE, "cmdline": cmdline,
-                               "key": v.key(cmdline)},
+                               "key": key},
            lock=root / CACHE_LOCK, what=CACHE_LOCK_WHAT, complete=lambda d: (d / disk.name).is_file(),
            siblings=f"osdisk-{mode}-*")
     return disk
