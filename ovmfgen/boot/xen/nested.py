@@ -306,7 +306,7 @@ def with_disks(guests: Sequence[XenGuest], out_dir: Path, disk: Path | None = No
     for g in guests:
         d: Path | None = g.disk
         if g.payload == "os":
-            d = prepare_os_disk(g.mode)
+            d = prepare_os_disk()
         elif g.payload in SB_PAYLOAD_DISKS:
             d = prepare_sb_disks().path(SB_PAYLOAD_DISKS[g.payload])
         elif g.payload == "persist":

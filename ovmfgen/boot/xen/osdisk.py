@@ -35,18 +35,15 @@ STUB_PACKAGE = "systemd-boot-efi"
 BUSYBOX_PACKAGE = "busybox-static"
 #: Host tools the disks need: mkfs.fat, mtools, objcopy.
 DISK_TOOLS = {"mkfs.fat": "dosfstools", "mcopy": "mtools", "mmd": "mtools", "objcopy": "binutils"}
-#: hvc0 is the PV console (PVH, and HVM's PV console), ttyS0 HVM's emulated serial port: both, the
-#: last one being /dev/console. ``loglevel=6``: the consoles get the kernel's banner, warnings and
-#: panics, not its ~500 info lines; on HVM each character to the emulated UART is a trap to dom0's
-#: device model, and printing them made Linux's boot three times as long as on PVH. The info lines a
-#: verdict reads (verdicts.KERNEL_INFO_LINES) the init copies from the kernel's ring.
-KERNEL_CMDLINE = "console=ttyS0,115200 console=hvc0 loglevel=6 panic=-1 rdinit=/init"
-#: The OS disk's command line per guest mode. A PVH guest has no serial port; Debian's kernel with 128
-#: vCPUs and a console on that absent port stopped making progress in 4 of 4 boots (Xen 4.20, 256 and
-#: 510 MiB, 2026-12-05), where early printk showed it: after "vgaarb: loaded", before its clocksource
-#: switch. Without it, it reached its init in 67 and 72 dom0 s (Xen 4.20), and in 74 on Xen 4.17 (with
-#: early printk added to watch it).
-KERNEL_CMDLINES = {"pvh": KERNEL_CMDLINE.replace("console=ttyS0,115200 ", ""), "hvm": KERNEL_CMDLINE}
+#: The kernel's console is hvc0, the Xen PV console: in PVH and HVM guests alike the console the firmware
+#: prints on (SerialDxe over XenConsoleSerialPortLib) and the one xenconsoled logs. None on the serial
+#: port: a PVH guest has none (Debian's kernel with 128 vCPUs and a console there stopped making progress,
+#: 4 of 4 boots, Xen 4.20, after "vgaarb: loaded"), and an HVM guest's emulated UART is logged nowhere
+#: while each character is a trap to dom0's device model (128 vCPUs, Xen 4.17: all CPUs up 192 dom0 s
+#: after xl create with it, 71 without). ``loglevel=6``: the console gets the kernel's banner, warnings
+#: and panics, not its ~500 info lines; the info lines a verdict reads (verdicts.KERNEL_INFO_LINES) the
+#: init copies from the kernel's ring.
+KERNEL_CMDLINE = "console=hvc0 loglevel=6 panic=-1 rdinit=/init"
 #: Bump when the way the disk is made changes (forces a rebuild of the cache entry).
 OS_DISK_RECIPE = 1
 #: The EFI system partition: FAT16, 30 MiB (a UKI of ~11 MiB fits twice).
@@ -80,10 +77,10 @@ class OsDiskVersions:
     stub: str
     busybox: str
 
-    def key(self, cmdline: str = KERNEL_CMDLINE) -> str:
-        """Key of the cache entry: what goes into the disk (the kernel's ``cmdline`` too), how it is made."""
+    def key(self) -> str:
+        """Key of the cache entry: what goes into the disk (the kernel's command line too), how it is made."""
         recipe = {"kernel": [self.kernel_package, self.kernel], "stub": self.stub, "busybox": self.busybox,
-                  "cmdline": cmdline, "init": _INIT, "esp_kib": ESP_KIB, "recipe": OS_DISK_RECIPE}
+                  "cmdline": KERNEL_CMDLINE, "init": _INIT, "esp_kib": ESP_KIB, "recipe": OS_DISK_RECIPE}
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -202,13 +199,12 @@ def fat_image(path: Path, files: dict[str, Path], size_kib: int = ESP_KIB, label
 # --- The OS disk (cached) ----------------------------------------------------------------------------
 
 
-def build_os_disk(kernel: Path, stub: Path, busybox: Path, work: Path, cmdline: str) -> bytes:
-    """The OS disk's bytes from the kernel (vmlinuz), the UEFI stub and busybox (paths on the host), the
-    kernel started with ``cmdline``."""
+def build_os_disk(kernel: Path, stub: Path, busybox: Path, work: Path) -> bytes:
+    """The OS disk's bytes from the kernel (vmlinuz), the UEFI stub and busybox (paths on the host)."""
     work.mkdir(parents=True, exist_ok=True)
     initrd = work / "initrd.cpio"
     initrd.write_bytes(initramfs(busybox.read_bytes()))
-    uki = make_uki(stub, kernel, initrd, cmdline, work)
+    uki = make_uki(stub, kernel, initrd, KERNEL_CMDLINE, work)
     return gpt_disk(fat_image(work / "esp.img", {"EFI/BOOT/BOOTX64.EFI": uki}), label="ovmfgen-os")
 
 
@@ -229,15 +225,13 @@ def disks_cache_dir() -> Path:
     return cache_dir() / "disks"
 
 
-def prepare_os_disk(mode: str = "hvm") -> Path:
-    """The cached OS disk image for a ``mode`` guest (its command line: KERNEL_CMDLINES), built once per set
-    of package versions (temp dir + rename)."""
-    cmdline = KERNEL_CMDLINES[mode]
+def prepare_os_disk() -> Path:
+    """The cached OS disk image, built once per set of package versions (temp dir + rename)."""
     root = disks_cache_dir()
     ensure_disk_tools()
     v = query_os_disk_versions()
-    key = v.key(cmdline)
-    final = root / f"osdisk-{mode}-{key}"
+    key = v.key()
+    final = root / f"osdisk-{key}"
     disk = final / "os-disk.img"
 
     def make(stage: Path) -> dict[str, object]:
@@ -246,17 +240,17 @@ def prepare_os_disk(mode: str = "hvm") -> Path:
         kernel = _extract(v.kernel_package, v.kernel, stage / "k", "boot/vmlinuz-*")
         stub = _extract(STUB_PACKAGE, v.stub, stage / "s", "usr/lib/systemd/boot/efi/linuxx64.efi.stub")
         busybox = _extract(BUSYBOX_PACKAGE, v.busybox, stage / "b", "bin/busybox")
-        data = build_os_disk(kernel, stub, busybox, stage / "work", cmdline)
+        data = build_os_disk(kernel, stub, busybox, stage / "work")
         for d in ("k", "s", "b", "work"):
             shutil.rmtree(stage / d)
         (stage / disk.name).write_bytes(data)
         return {"sha256": hashlib.sha256(data).hexdigest()}
 
     ensure(final, make, stamp={"kernel": f"{v.kernel_package} {v.kernel}", STUB_PACKAGE: v.stub,
-                               BUSYBOX_PACKAGE: v.busybox, "recipe": OS_DISK_RECIPE, "cmdline": cmdline,
+                               BUSYBOX_PACKAGE: v.busybox, "recipe": OS_DISK_RECIPE, "cmdline": KERNEL_CMDLINE,
                                "key": key},
            lock=root / CACHE_LOCK, what=CACHE_LOCK_WHAT, complete=lambda d: (d / disk.name).is_file(),
-           siblings=f"osdisk-{mode}-*")
+           siblings="osdisk-*")
     return disk
 
 

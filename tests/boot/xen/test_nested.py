@@ -290,15 +290,14 @@ def test_with_disks_gives_each_payload_its_disk(tmp_path, monkeypatch):
     """os: the cached OS disk (here a stand-in: making the real one downloads Debian packages); persist: a
     fresh persistence disk per guest; shell and ud2: none; disk: the user's."""
     os_disk = tmp_path / "os.img"
-    monkeypatch.setattr(nested, "prepare_os_disk", lambda mode: os_disk.with_name(f"{mode}.img"))
+    monkeypatch.setattr(nested, "prepare_os_disk", lambda: os_disk)
     image = tmp_path / "ovmf.elf"
     got = nested.with_disks([guests.XenGuest("pvh", "shell", image), guests.XenGuest("hvm", "os", image),
                              guests.XenGuest("pvh", "os", image, variant="4M"),
                              guests.XenGuest("pvh", "persist", image), guests.XenGuest("pvh", "persist", image,
                                                                                        variant="4M"),
                              guests.XenGuest("pvh", "ud2", image)], tmp_path / "out")
-    # Each mode its own OS disk (a PVH guest's kernel has no serial console).
-    assert [g.disk for g in got[:3]] == [None, tmp_path / "hvm.img", tmp_path / "pvh.img"]
+    assert [g.disk for g in got[:3]] == [None, os_disk, os_disk]   # one OS disk for PVH and HVM guests
     assert got[5].disk is None
     assert [g.disk.name for g in got[3:5]] == ["xen-pvh-persist-disk.img", "xen-pvh-persist-4M-disk.img"]
     assert all(g.disk.stat().st_size > 0 for g in got[3:5])

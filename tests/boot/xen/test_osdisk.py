@@ -42,12 +42,9 @@ def test_initramfs_holds_busybox_and_an_init_that_prints_the_marker_and_powers_o
     # The marker is assembled by the shell, so the script's own bytes never show it whole.
     assert OS_MARKER not in init and OS_MARKER[:11] in init and OS_MARKER[11:] in init
     assert "> /dev/kmsg" in init and "poweroff -f" in init
-    # HVM: the PV console and the emulated serial port; PVH, which has no serial port: the PV console only.
-    assert "console=hvc0" in osdisk.KERNEL_CMDLINE and "console=ttyS0" in osdisk.KERNEL_CMDLINE
-    assert osdisk.KERNEL_CMDLINES["hvm"] == osdisk.KERNEL_CMDLINE
-    assert osdisk.KERNEL_CMDLINES["pvh"] == "console=hvc0 loglevel=6 panic=-1 rdinit=/init"
-    # The consoles get notices and worse; the info lines the verdicts read come from dmesg, before the marker.
-    assert all("loglevel=6" in c for c in osdisk.KERNEL_CMDLINES.values())
+    # PVH and HVM: the PV console only (the one xenconsoled logs; no console on a serial port). It gets
+    # notices and worse; the info lines the verdicts read come from dmesg, before the marker.
+    assert osdisk.KERNEL_CMDLINE == "console=hvc0 loglevel=6 panic=-1 rdinit=/init"
     assert init.index(f"dmesg | /bin/busybox grep -E '{KERNEL_INFO_LINES}'") < init.index('M="')
 
 
@@ -117,28 +114,20 @@ def test_os_disk_cache_key_follows_every_package_version():
     for field in ("kernel", "stub", "busybox"):
         other = osdisk.OsDiskVersions(**{**v.__dict__, field: "9"})
         assert other.key() != v.key(), field
-    assert v.key(osdisk.KERNEL_CMDLINES["pvh"]) != v.key(osdisk.KERNEL_CMDLINES["hvm"]) == v.key()
 
 
 def test_a_warm_os_disk_entry_is_used_as_it_is(isolated_cache: Path, monkeypatch: pytest.MonkeyPatch):
-    # The entry as the code before cacheentry wrote it (key pinned: a warm cache stays warm; it changes with
-    # the recipe, the command line and the init), under a path that names the guest mode (PVH and HVM
-    # guests have a disk each: their command lines differ).
+    # The entry as the code before cacheentry wrote it, at its path (key pinned: a warm cache stays warm;
+    # it changes with the recipe, the command line and the init).
     v = osdisk.OsDiskVersions("linux-image-6.1.0-57-amd64", "6.1.192-3", "252.39-1~deb12u1", "1:1.35.0-4+b3")
-    assert v.key() == "9e4286d8921109c7"
-    final = isolated_cache / "disks" / "osdisk-hvm-9e4286d8921109c7"
+    assert v.key() == "faa3485dda38fb37"
+    final = isolated_cache / "disks" / "osdisk-faa3485dda38fb37"
     final.mkdir(parents=True)
     (final / "os-disk.img").write_bytes(b"cached disk")
     stamp = {"kernel": "linux-image-6.1.0-57-amd64 6.1.192-3", "systemd-boot-efi": v.stub, "busybox-static": v.busybox,
              "recipe": 1, "cmdline": osdisk.KERNEL_CMDLINE, "sha256": "0" * 64, "key": v.key()}
     (final / "stamp.json").write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
     (final.parent / ".osdisk.a1b2c3.tmp").mkdir()   # a killed run's stage (removed only when something is made)
-    pvh = isolated_cache / "disks" / f"osdisk-pvh-{v.key(osdisk.KERNEL_CMDLINES['pvh'])}"
-    pvh.mkdir()
-    (pvh / "os-disk.img").write_bytes(b"cached pvh disk")
-    (pvh / "stamp.json").write_text(json.dumps({**stamp, "cmdline": osdisk.KERNEL_CMDLINES["pvh"],
-                                                "key": v.key(osdisk.KERNEL_CMDLINES["pvh"])}, indent=2,
-                                               sort_keys=True) + "\n")
     downloads: list[str] = []
 
     def download(package, version, dest, opts=()):
@@ -150,11 +139,9 @@ def test_a_warm_os_disk_entry_is_used_as_it_is(isolated_cache: Path, monkeypatch
     monkeypatch.setattr(osdisk, "_apt_download", download)
     assert osdisk.prepare_os_disk() == final / "os-disk.img"
     assert downloads == [] and (final / "os-disk.img").read_bytes() == b"cached disk"
-    assert osdisk.prepare_os_disk("pvh") == pvh / "os-disk.img" and final.is_dir()   # neither evicts the other
-    assert downloads == []
     # Another recipe's stamp (same path) is made again, under the lock, after the leftovers went.
     (final / "stamp.json").write_text(json.dumps({**stamp, "recipe": 0}, indent=2, sort_keys=True) + "\n")
     with pytest.raises(OvmfgenError, match="no download of linux-image-6.1.0-57-amd64"):
         osdisk.prepare_os_disk()
-    assert sorted(p.name for p in final.parent.iterdir()) == [".lock", "osdisk-hvm-9e4286d8921109c7", pvh.name]
+    assert sorted(p.name for p in final.parent.iterdir()) == [".lock", final.name]
     assert (final / "os-disk.img").read_bytes() == b"cached disk"
