@@ -359,7 +359,8 @@ def xl_config(kernel: str, name: str = GUEST_NAME, memory_mib: int = GUEST_MEMOR
                  f'bios_path_override = "{kernel}"\n'
                  'device_model_version = "qemu-xen"\n'
                  f'device_model_override = "{DEVICE_MODEL}"\n'
-                 # The firmware's console is its serial port; xenconsoled logs it like a PV console.
+                 # An emulated serial port, as a user's HVM guest has; the firmware and Linux print on
+                 # the PV console, which xenconsoled logs (the serial port's output is logged nowhere).
                  'serial = "pty"\n'
                  "vnc = 0\n"
                  # No PV keyboard (xl adds one to every HVM guest; neither the firmware nor the harness
