@@ -137,7 +137,7 @@ def check_elf(c, elf=None):
     "edk2": "edk2 tree whose build to boot: a tag such as edk2-stable202605 (default: the default tree)",
     "fd_size": "the build's --fd-size", "feature": "the build's --feature NAME=VALUE (repeatable)",
     "define": "the build's --define NAME=VALUE (repeatable)",
-    "mode": "with --on xen: pvh (default), hvm, os (PVH and HVM boot Linux from a PV disk), persist (what "
+    "mode": "with --on xen: pvh (default), hvm, os (PVH and HVM boot Linux from the OS disk), persist (what "
             "survives a restart), all (those and the ud2 control), core (all but persist), or sb (a Secure "
             "Boot build: unsigned image refused, signed image, shim and GRUB chains to Linux, the signed image "
             "booted twice: nothing lasts) in one Xen boot",
