@@ -23,7 +23,7 @@ from ovmfgen.boot.xen.cache import CACHE_LOCK, CACHE_LOCK_WHAT
 from ovmfgen.boot.xen.debian import KERNEL_META_PACKAGE, _apt_download, apt_candidates, kernel_package
 from ovmfgen.boot.xen.gpt import gpt_disk
 from ovmfgen.boot.xen.guests import newc_archive
-from ovmfgen.boot.xen.verdicts import KERNEL_INFO_LINES, OS_MARKER
+from ovmfgen.boot.xen.verdicts import OS_MARKER
 from ovmfgen.cacheentry import ensure
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.apt import ensure_apt_packages
@@ -40,10 +40,11 @@ DISK_TOOLS = {"mkfs.fat": "dosfstools", "mcopy": "mtools", "mmd": "mtools", "obj
 #: port: a PVH guest has none (Debian's kernel with 128 vCPUs and a console there stopped making progress,
 #: 4 of 4 boots, Xen 4.20, after "vgaarb: loaded"), and an HVM guest's emulated UART is logged nowhere
 #: while each character is a trap to dom0's device model (128 vCPUs, Xen 4.17: all CPUs up 192 dom0 s
-#: after xl create with it, 71 without). ``loglevel=6``: the console gets the kernel's banner, warnings
-#: and panics, not its ~500 info lines; the info lines a verdict reads (verdicts.KERNEL_INFO_LINES) the
-#: init copies from the kernel's ring.
-KERNEL_CMDLINE = "console=hvc0 loglevel=6 panic=-1 rdinit=/init"
+#: after xl create with it, 71 without). ``loglevel=7``: the console gets the kernel's info lines too
+#: (~500 with one vCPU), among them the two the verdicts read, as the kernel prints them: its report of the
+#: CPUs it brought up (verdicts.LINUX_SMP, the smp payload's goal, long before the init runs) and its
+#: Secure Boot state; and a kernel that stalls shows where.
+KERNEL_CMDLINE = "console=hvc0 loglevel=7 panic=-1 rdinit=/init"
 #: Bump when the way the disk is made changes (forces a rebuild of the cache entry).
 OS_DISK_RECIPE = 1
 #: The EFI system partition: FAT16, 30 MiB (a UKI of ~11 MiB fits twice).
@@ -57,12 +58,10 @@ _INIT = f"""#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 /bin/busybox mount -t proc proc /proc
-# The kernel's lines the verdicts read, which loglevel=6 kept off the consoles.
-K=$(/bin/busybox dmesg | /bin/busybox grep -E '{KERNEL_INFO_LINES}')
 M="{OS_MARKER[:11]}""{OS_MARKER[11:]} $(/bin/busybox uname -r)"
 echo "$M" > /dev/kmsg
-printf '%s\\n' "$K" "$M" > /dev/console
-for c in /dev/hvc0 /dev/ttyS0; do ( printf '%s\\n' "$K" "$M" > $c ) 2>/dev/null & done
+echo "$M" > /dev/console
+for c in /dev/hvc0 /dev/ttyS0; do ( echo "$M" > $c ) 2>/dev/null & done
 /bin/busybox sleep 2
 /bin/busybox poweroff -f
 """

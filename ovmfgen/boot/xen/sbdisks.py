@@ -50,7 +50,7 @@ from ovmfgen.boot.xen.osdisk import (
     query_os_disk_versions,
 )
 from ovmfgen.boot.xen.persist import VARIABLE, VARIABLE_GUID
-from ovmfgen.boot.xen.verdicts import GRUB_MARKER, KERNEL_INFO_LINES, OS_MARKER, PERSIST_MARKER, SB_MARKER
+from ovmfgen.boot.xen.verdicts import GRUB_MARKER, OS_MARKER, PERSIST_MARKER, SB_MARKER
 from ovmfgen.errors import OvmfgenError
 from ovmfgen.paths import PLATFORMS_DIR
 from ovmfgen.varstore import IMAGE_SECURITY_DATABASE_GUID
@@ -121,13 +121,9 @@ if {_BB} mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null; then
     esac
 fi
 K=$({_BB} dmesg | {_BB} grep -o 'Secure boot [a-z]*' | {_BB} tail -n 1 | {_BB} cut -d' ' -f3)
-# The kernel's lines the verdicts read, which loglevel=6 (KERNEL_CMDLINE) kept off the consoles.
-L=$({_BB} dmesg | {_BB} grep -E '{KERNEL_INFO_LINES}')
 S="{SB_MARKER[:11]}""{SB_MARKER[11:]} efivar=$V kernel=${{K:-none}}"
 R="{PERSIST_MARKER[:11]}""{PERSIST_MARKER[11:]} var=$P db=$DB db-write=$D"
 M="{OS_MARKER[:11]}""{OS_MARKER[11:]} $({_BB} uname -r)"
-printf '%s\\n' "$L" > /dev/console
-for c in /dev/hvc0 /dev/ttyS0; do ( printf '%s\\n' "$L" > $c ) 2>/dev/null & done
 for line in "$S" "$R" "$M"; do
     echo "$line" > /dev/kmsg
     echo "$line" > /dev/console

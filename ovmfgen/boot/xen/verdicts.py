@@ -47,10 +47,10 @@ SB_REFUSED = (r"rejected probably by Secure Boot"
               r"|Verification failed: \(0x1A\)|bad shim signature|prohibited by secure boot policy")
 #: The Linux kernel's banner: a user's disk (``--disk``) that shows it has handed over to an OS.
 LINUX_BANNER = "Linux version "
-#: The kernel's info lines the verdicts read (grep -E): its CPU count and its Secure Boot state. ovmfgen's
-#: disks boot Linux with ``loglevel=6`` (osdisk.KERNEL_CMDLINE), which keeps them off the consoles, so
-#: their init copies them from the kernel's ring (dmesg) to the consoles before its marker.
-KERNEL_INFO_LINES = r"smp: Brought up|Secure boot (enabled|disabled)"
+#: The kernel's report of the CPUs it brought up (grep -E; ``smp: Brought up 1 node, 128 CPUs``), an info
+#: line: ovmfgen's disks boot Linux with ``loglevel=7`` (osdisk.KERNEL_CMDLINE), which puts info lines on
+#: the console, as they put its Secure Boot line (``secureboot: Secure boot enabled``).
+LINUX_SMP = r"smp: Brought up [0-9]+ nodes?, [0-9]+ CPUs?"
 #: OvmfPkg's gXenBusProtocolGuid: a device path through it is a Xen PV device (XenBusDxe's child).
 XENBUS_PROTOCOL_GUID = "3D3CA290-B9A5-11E3-B75D-B8AC6F7D65E6"
 
@@ -278,14 +278,14 @@ _ANSI_RE = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]")
 _BDS_START_RE = re.compile(r'BdsDxe: starting (Boot[0-9A-Fa-f]{4}) "([^"]*)" from (\S+)')
 _SB_VARIABLE_RE = re.compile(r"Variable SecureBoot is ([0-9A-Fa-f]+)")
 _SB_STORE_RE = re.compile(r"XenPlatformPei: Secure Boot: (.*)")
-_SB_LINUX_RE = re.compile(r"Secure boot (enabled|disabled)")  # see KERNEL_INFO_LINES
+_SB_LINUX_RE = re.compile(r"Secure boot (enabled|disabled)")
 _SB_MARKER_RE = re.compile(rf"{SB_MARKER} efivar=(\S+) kernel=(\S+)")
 _SB_REFUSED_RE = re.compile(rf".*(?:{SB_REFUSED}).*")
 _SB_VERIFY_RE = re.compile(r"DxeImageVerificationLib: (.*)")
 _MADT_RE = re.compile(r"XenCpuCountInitialization: (\d+) processors in the MADT")
 _MP_FOUND_RE = re.compile(r"MpInitLib: Find (\d+) processors in system")
 _MP_OVER_RE = re.compile(r"MpInitLib: (\d+ processors woke up, more than .*)")
-_LINUX_SMP_RE = re.compile(r"smp: Brought up \d+ nodes?, (\d+) CPUs?")  # see KERNEL_INFO_LINES
+_LINUX_SMP_RE = re.compile(r"smp: Brought up [0-9]+ nodes?, ([0-9]+) CPUs?")  # LINUX_SMP, with the count
 
 
 def cpu_state(serial_log: str, guest_console: str) -> CpuState:
