@@ -138,7 +138,8 @@ def check_elf(c, elf=None):
     "fd_size": "the build's --fd-size", "feature": "the build's --feature NAME=VALUE (repeatable)",
     "define": "the build's --define NAME=VALUE (repeatable)",
     "mode": "with --on xen: pvh (default), hvm, os (PVH and HVM boot Linux from the OS disk), persist (what "
-            "survives a restart), all (those and the ud2 control), core (all but persist), or sb (a Secure "
+            "survives a restart), all (those and the ud2 control), core (all but persist), smp (os, until Linux "
+            "reports the CPUs it brought up: for --vcpus), or sb (a Secure "
             "Boot build: unsigned image refused, signed image, shim and GRUB chains to Linux, the signed image "
             "booted twice: nothing lasts) in one Xen boot",
     "xen": "with --on xen: the Xen version, 4.17 (default; bookworm) or 4.20 (trixie); both under the host's QEMU 7.2",

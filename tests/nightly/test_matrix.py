@@ -45,9 +45,10 @@ def test_the_shipped_matrix_parses_and_covers_the_required_cells():
     xen = by["xen-pvh-DEBUG-hvcon-xen417"]
     assert xen.optional and xen.boot == ("xen",) and xen.requires == "ovmfgen.boot.xen"
     assert "debug_output=hypervisor-console" in xen.features and xen.fd_size == "2M"
-    # The guest set, the 4 MiB PVH guest, the 128-vCPU guests to the Shell and to Linux, in ONE nested boot.
+    # The guest set, the 4 MiB PVH guest, the 128-vCPU guests to the Shell and to Linux's CPU count, in ONE
+    # nested boot.
     assert xen.xen_guests == ("pvh-shell", "pvh-os", "hvm-shell", "hvm-os", "pvh-ud2", "pvh-shell-4M",
-                              "pvh-shell-128cpus", "hvm-shell-128cpus", "pvh-os-128cpus", "hvm-os-128cpus")
+                              "pvh-shell-128cpus", "hvm-shell-128cpus", "pvh-smp-128cpus", "hvm-smp-128cpus")
     assert xen.xen is None and by["xen-pvh-DEBUG-hvcon-xen420"].xen == "4.20"
     assert by["xen-pvh-DEBUG-hvcon-xen420"].xen_guests == xen.xen_guests
     # Above a build's processor limit: 96 vCPUs for a build with room for 64, on both versions.

@@ -23,6 +23,7 @@ from ovmfgen.boot.xen.verdicts import (
     GUEST_START,
     GUEST_STOP,
     LINUX_BANNER,
+    LINUX_SMP,
     OS_MARKER,
     RESULT,
     SB_REFUSED,
@@ -91,15 +92,18 @@ class GuestDeadline:
 #: Guest kinds: how the firmware is started (``mode``) and what it is expected to do (``payload``).
 MODES = ("pvh", "hvm")
 #: shell: the firmware as built, no disk, to the UEFI Shell; os: the OS disk (osdisk.py) booted by the
-#: firmware's boot manager, to the marker its Linux prints; persist: the persistence disk, booted
-#: twice (persist.py); disk: a user's disk (``--disk``), as far as it gets; ud2: the negative control.
+#: firmware's boot manager, to the marker its Linux prints; smp: the OS disk, to Linux's report of the CPUs
+#: it brought up (``smp: Brought up 1 node, 128 CPUs``: the firmware's processors handed over; the guest
+#: stops there, before Linux's first stop_machine, where guests with 128 vCPUs sharing one pCPU of the
+#: nested Xen have stalled: docs/booting.md); persist: the persistence disk, booted twice (persist.py);
+#: disk: a user's disk (``--disk``), as far as it gets; ud2: the negative control.
 #: The Secure Boot guests (sbdisks.py; for a Secure Boot build): sb-refused: the project's UKI unsigned,
 #: which the firmware must refuse; sb-signed: the same UKI signed with the key set's db key, to the OS;
 #: sb-shim: Debian's Microsoft-signed shim -> the signed UKI; sb-os: shim -> Debian-signed GRUB ->
 #: Debian-signed kernel; sb-persist: the signed UKI booted twice, the same disk (its init sets a variable
 #: and tries to append to db; the restart must not see the variable). An sb-* guest that reaches the OS
 #: passes only with Secure Boot on.
-PAYLOADS = ("shell", "os", "persist", "disk", "ud2", "sb-refused", "sb-signed", "sb-shim", "sb-os", "sb-persist")
+PAYLOADS = ("shell", "os", "smp", "persist", "disk", "ud2", "sb-refused", "sb-signed", "sb-shim", "sb-os", "sb-persist")
 #: The Secure Boot payloads and the disk each boots (``sbdisks.SB_DISK_NAMES``).
 SB_PAYLOAD_DISKS = {"sb-refused": "unsigned", "sb-signed": "signed", "sb-shim": "shim-uki", "sb-os": "shim-grub",
                     "sb-persist": "signed"}
@@ -114,6 +118,7 @@ MODE_SETS = {
     "pvh": (("pvh", "shell"),),
     "hvm": (("hvm", "shell"),),
     "os": (("pvh", "os"), ("hvm", "os")),
+    "smp": (("pvh", "smp"), ("hvm", "smp")),
     "persist": (("pvh", "persist"), ("hvm", "persist")),
     # The set whose one boot `invoke bench --xen` times: PVH and HVM to the Shell and to Linux, the control.
     "core": tuple(k for k in _ALL_SET if k[1] != "persist"),
@@ -121,9 +126,11 @@ MODE_SETS = {
     # A Secure Boot build's guest set (``--feature secure_boot=...``): PVH, then HVM.
     "sb": tuple((mode, payload) for mode in ("pvh", "hvm") for payload in _SB_SET),
 }
-#: The payloads a nightly cell can name (``parse_guest_spec``): the guest set's (an os guest boots the
+#: The payloads a nightly cell can name (``parse_guest_spec``): the guest set's (an os or smp guest boots the
 #: project's OS disk, an sb-* guest its Secure Boot disk, ``nested.with_disks``).
-SPEC_PAYLOADS = ("shell", "os", "ud2", *_SB_SET)
+SPEC_PAYLOADS = ("shell", "os", "smp", "ud2", *_SB_SET)
+#: The payloads that boot the project's OS disk (osdisk.py).
+OS_DISK_PAYLOADS = ("os", "smp")
 #: HVM guests' device model as Debian's qemu-system-xen installs it in dom0.
 DEVICE_MODEL = "/usr/libexec/xen-qemu-system-i386"
 #: dom0's hotplug script for a guest disk: the block device (or a loop device on an image file), announced in
@@ -141,8 +148,8 @@ SERIAL_BYTES = 20
 #: What the UEFI Shell prints during its startup countdown (between ANSI colour codes: grep, not a string).
 SHELL_COUNTDOWN = "Press .*ESC.* in [0-9]* seconds"
 #: What dom0 waits for on each payload's console (grep -E), and the event it reports.
-WANT = {"shell": ("Shell>", "shell"), "os": (OS_MARKER, "os"), "persist": (DONE, "persist"),
-        "disk": (f"{OS_MARKER}|{LINUX_BANNER}[0-9]", "os"), "ud2": ("Shell>", "shell"),
+WANT = {"shell": ("Shell>", "shell"), "os": (OS_MARKER, "os"), "smp": (LINUX_SMP, "os"),
+        "persist": (DONE, "persist"), "disk": (f"{OS_MARKER}|{LINUX_BANNER}[0-9]", "os"), "ud2": ("Shell>", "shell"),
         "sb-refused": (SB_REFUSED, "refused"), "sb-signed": (OS_MARKER, "os"), "sb-shim": (OS_MARKER, "os"),
         "sb-os": (OS_MARKER, "os"), "sb-persist": (OS_MARKER, "os")}
 
@@ -188,7 +195,7 @@ class XenGuest:
             return f"the firmware {found}: expected {want} of {self.vcpus} processors"
         if want < self.vcpus and not cpus.over_limit:
             return f"the firmware used {want} of {self.vcpus} processors without saying it left the others halted"
-        if os_reached and self.payload in ("os", "disk") and cpus.linux != self.vcpus:
+        if os_reached and self.payload in ("os", "smp", "disk") and cpus.linux != self.vcpus:
             found = "said nothing" if cpus.linux is None else f"brought up {cpus.linux}"
             return f"Linux {found}: expected {self.vcpus} CPUs"
         return ""
@@ -206,7 +213,8 @@ class XenGuest:
             return Verdict.GUEST_CRASHED
         if self.payload == "sb-refused":
             return Verdict.SECURE_BOOT_REFUSED
-        return Verdict.OS_REACHED if self.payload in ("os", "disk", *SB_PAYLOAD_DISKS) else Verdict.SHELL_REACHED
+        return (Verdict.OS_REACHED if self.payload in (*OS_DISK_PAYLOADS, "disk", *SB_PAYLOAD_DISKS)
+                else Verdict.SHELL_REACHED)
 
     @property
     def secure_boot(self) -> bool:
@@ -222,7 +230,7 @@ class XenGuest:
 @dataclass(frozen=True)
 class GuestSpec:
     """A guest as the nightly matrix names it: ``MODE-PAYLOAD[-FDSIZE][-NcpuS]`` (``pvh-shell``,
-    ``pvh-shell-4M``, ``hvm-os-128cpus``).
+    ``pvh-shell-4M``, ``hvm-smp-128cpus``).
 
     With an FD size the guest boots that size's build of the cell's firmware; with ``Ncpus`` it has N vCPUs
     (both go into its ``variant``).
@@ -256,7 +264,7 @@ _CPUS_RE = re.compile(r"([0-9]+)cpus")
 
 
 def parse_guest_spec(text: str) -> GuestSpec:
-    """``pvh-shell``, ``hvm-shell``, ``pvh-ud2``, ``pvh-shell-4M``, ``hvm-sb-refused``, ``hvm-os-128cpus``... ->
+    """``pvh-shell``, ``hvm-shell``, ``pvh-ud2``, ``pvh-shell-4M``, ``hvm-sb-refused``, ``hvm-smp-128cpus``... ->
     GuestSpec, or one clear error (a payload may hold a dash: the longest payload that fits wins)."""
     mode, _, rest = str(text).partition("-")
     payload = next((p for p in sorted(SPEC_PAYLOADS, key=len, reverse=True)
@@ -267,7 +275,7 @@ def parse_guest_spec(text: str) -> GuestSpec:
         vcpus = int(_CPUS_RE.fullmatch(tails.pop())[1])  # type: ignore[index]
     if mode not in MODES or payload is None or len(tails) > 1 or (payload != rest and tails == [""]):
         raise OvmfgenError(f"guest '{text}' is not MODE-PAYLOAD[-FDSIZE][-Ncpus] (modes: {', '.join(MODES)}; "
-                           f"payloads: {', '.join(SPEC_PAYLOADS)}; e.g. pvh-shell-4M, hvm-os-128cpus)")
+                           f"payloads: {', '.join(SPEC_PAYLOADS)}; e.g. pvh-shell-4M, hvm-smp-128cpus)")
     if not 1 <= vcpus <= MAX_VCPUS:
         raise OvmfgenError(f"guest '{text}': a guest has 1 to {MAX_VCPUS} vCPUs, not {vcpus}")
     size = None

@@ -17,6 +17,7 @@ from ovmfgen.boot.xen.debian import XEN_417, XenRelease, check_xen
 from ovmfgen.boot.xen.gpt import check_disk_image
 from ovmfgen.boot.xen.guests import (
     GUEST_MEMORY_MIB,
+    OS_DISK_PAYLOADS,
     SB_PAYLOAD_DISKS,
     GuestDeadline,
     XenGuest,
@@ -299,13 +300,13 @@ def with_cpu_limit(guest: XenGuest) -> XenGuest:
 def with_disks(guests: Sequence[XenGuest], out_dir: Path, disk: Path | None = None) -> list[XenGuest]:
     """``guests``, each with the disk its payload needs.
 
-    os: the cached OS disk; persist: a fresh persistence disk per guest in ``out_dir``; disk: ``disk``;
+    os, smp: the cached OS disk; persist: a fresh persistence disk per guest in ``out_dir``; disk: ``disk``;
     sb-*: the cached Secure Boot disks (``sbdisks``, signed with the test key set's db key).
     """
     out: list[XenGuest] = []
     for g in guests:
         d: Path | None = g.disk
-        if g.payload == "os":
+        if g.payload in OS_DISK_PAYLOADS:
             d = prepare_os_disk()
         elif g.payload in SB_PAYLOAD_DISKS:
             d = prepare_sb_disks().path(SB_PAYLOAD_DISKS[g.payload])

@@ -338,6 +338,17 @@ def secure_boot_state(serial_log: str, guest_console: str) -> SecureBootState:
                            verification)
 
 
+def os_evidence(guest_console: str) -> str:
+    """What on the guest's console shows that its OS ran, the strongest first: the OS disk's marker (its
+    init ran), Linux's report of the CPUs it brought up (the smp payload's goal), Linux's banner."""
+    if OS_MARKER in guest_console:
+        return f"{OS_MARKER} printed by the OS disk's init"
+    smp = _LINUX_SMP_RE.search(_ANSI_RE.sub("", guest_console))
+    if smp:
+        return f"Linux's report of its CPUs on the guest's console ({smp.group(0)})"
+    return "the Linux kernel's banner on the guest's console"
+
+
 def booted_from(guest_console: str) -> BootStart | None:
     """The last boot option BdsDxe started, from the guest's console (None when it started none)."""
     found = _BDS_START_RE.findall(_ANSI_RE.sub("", guest_console))
@@ -432,7 +443,7 @@ def classify_xen_run(serial_log: str, guest_console: str, qemu_returncode: int |
     os_seen = "os" in events or OS_MARKER in guest_console
     sb = secure_boot_state(serial_log, guest_console)
     verdict = classify_events(serial_log, qemu_returncode, result, timing, shell_seen, os_seen,
-                              OS_MARKER in guest_console, sb.refused or ("dom0 saw a Secure Boot refusal"
+                              os_evidence(guest_console), sb.refused or ("dom0 saw a Secure Boot refusal"
                                                                          if result == "refused" else None))
     verdict = replace(verdict, secure_boot=sb, cpus=cpu_state(serial_log, guest_console))
     boot = booted_from(guest_console)
@@ -450,9 +461,10 @@ def classify_xen_run(serial_log: str, guest_console: str, qemu_returncode: int |
 
 def classify_events(serial_log: str, qemu_returncode: int | None, result: str | None,
                     timing: dict[str, float | None], shell_seen: bool, os_seen: bool,
-                    marker_seen: bool, refused: str | None = None) -> XenBootResult:
+                    os_what: str, refused: str | None = None) -> XenBootResult:
     """``classify_xen_run``'s decision, from what it has parsed out of the logs.
 
+    ``os_what``: what showed that the OS ran (``os_evidence``), for OS_REACHED's detail.
     ``refused``: the Secure Boot refusal line, if any: SECURE_BOOT_REFUSED unless the OS ran after all
     (then the refusal is in the detail: the firmware refused one boot option and started another).
     """
@@ -477,8 +489,7 @@ def classify_events(serial_log: str, qemu_returncode: int | None, result: str | 
         return XenBootResult(Verdict.FW_ASSERT, "xl dmesg showed a guest ASSERT (line not in the serial log)",
                              **timing)
     if os_seen:
-        what = (f"{OS_MARKER} printed by the OS disk's init" if marker_seen
-                else "the Linux kernel's banner on the guest's console")
+        what = os_what
         if refused:
             what += f", after a Secure Boot refusal: {refused}"
         return XenBootResult(Verdict.OS_REACHED, what, **timing)

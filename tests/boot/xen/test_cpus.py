@@ -55,8 +55,10 @@ def test_fewer_processors_without_the_line_is_wrong(tmp_path):
     assert g.cpu_problem(verdicts.CpuState(), False) == "the firmware said nothing: expected 64 of 96 processors"
 
 
-def test_linux_must_bring_up_every_vcpu(tmp_path):
-    g = guests.XenGuest("hvm", "os", tmp_path / "x.elf", vcpus=128)
+@pytest.mark.parametrize("payload", ["os", "smp"])
+def test_linux_must_bring_up_every_vcpu(tmp_path, payload):
+    g = guests.XenGuest("hvm", payload, tmp_path / "x.elf", vcpus=128)
+    assert g.expected is Verdict.OS_REACHED
     assert g.cpu_problem(verdicts.CpuState(firmware=128, linux=128), True) == ""
     assert g.cpu_problem(verdicts.CpuState(firmware=128, linux=1), True) == "Linux brought up 1: expected 128 CPUs"
     assert g.cpu_problem(verdicts.CpuState(firmware=128), True) == "Linux said nothing: expected 128 CPUs"

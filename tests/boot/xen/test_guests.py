@@ -475,7 +475,8 @@ def test_a_disk_dom0_cannot_attach_is_dom0s_failure_in_one_line(tmp_path):
 def test_nightly_guest_specs_name_the_guest_sets_payloads():
     assert guests.parse_guest_spec("hvm-os") == guests.GuestSpec("hvm", "os")
     assert guests.parse_guest_spec("pvh-os-4M") == guests.GuestSpec("pvh", "os", "4M")
-    with pytest.raises(OvmfgenError, match="payloads: shell, os, ud2"):
+    assert guests.parse_guest_spec("hvm-smp-128cpus") == guests.GuestSpec("hvm", "smp", vcpus=128)
+    with pytest.raises(OvmfgenError, match="payloads: shell, os, smp, ud2"):
         guests.parse_guest_spec("pvh-persist")
 
 
@@ -488,6 +489,33 @@ LOG="$OVMFGEN_CONSOLE_DIR/guest-g.log"
 [ "$t" -eq 15 ] && echo 'BdsDxe: Press any key to enter the Boot Manager Menu.' >> "$LOG"
 exit 0
 """
+
+
+# Linux's CPU report at 13, then a kernel that goes on printing (soft lockups) and never runs its init.
+_SMP_AT_13 = """t=$1
+LOG="$OVMFGEN_CONSOLE_DIR/guest-g.log"
+[ "$t" -eq 12 ] && echo '[    0.000000] Linux version 6.1.0-57-amd64' >> "$LOG"
+[ "$t" -eq 13 ] && echo '[   20.512345] smp: Brought up 1 node, 128 CPUs' >> "$LOG"
+[ "$t" -gt 13 ] && echo "[   $t.000000] watchdog: BUG: soft lockup - CPU#5 stuck for 26s!" >> "$LOG"
+exit 0
+"""
+
+
+@pytest.mark.parametrize("payload", ["smp", "os"])
+def test_the_smp_guest_stops_at_linuxs_cpu_report_the_os_guest_waits_for_its_init(tmp_path, payload):
+    g = guests.XenGuest("hvm", payload, Path("x.elf"), vcpus=128)
+    runs = [("g", "g", *guests.WANT[payload])]
+    out, clock = _wait_for_guest(tmp_path, _SMP_AT_13, guests.GuestDeadline(idle_s=30, cap_s=60, tick_s=5), runs)
+    r = verdicts.classify_xen_run(out, verdicts.extract_guest_console(out), 0)
+    if payload == "smp":
+        assert "OVMFGEN-RESULT os" in out and clock == 13, out
+        assert (r.verdict, r.detail) == (Verdict.OS_REACHED, "Linux's report of its CPUs on the guest's console "
+                                                             "(smp: Brought up 1 node, 128 CPUs)")
+        assert r.verdict is g.expected and r.cpus.linux == 128
+    else:
+        # The os guest waits for its init's marker, until the cap: the kernel's banner alone is no pass.
+        assert "OVMFGEN-RESULT timeout" in out and clock >= 60, out
+        assert r.verdict is not Verdict.OS_REACHED
 
 
 @pytest.mark.parametrize("payload", ["sb-refused", "sb-signed", "disk"])

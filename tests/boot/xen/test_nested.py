@@ -210,7 +210,7 @@ def test_qemu_argv_rejects_module_paths_qemu_would_split():
 
 
 def test_boot_xen_command_rejects_an_unknown_mode_before_anything_else(tmp_path):
-    with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'both': expected all, core, hvm, os, persist, pvh, sb$"):
+    with pytest.raises(OvmfgenError, match="unknown Xen boot mode 'both': expected all, core, hvm, os, persist, pvh, sb, smp$"):
         nested.boot_xen_command(tmp_path / "missing.elf", mode="both")
 
 
@@ -267,7 +267,7 @@ def test_invoke_boot_bad_xen_argument_is_one_line(args, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--mode", "kvm"], "error: unknown Xen boot mode 'kvm': expected all, core, hvm, os, persist, pvh, sb"),
+    (["--mode", "kvm"], "error: unknown Xen boot mode 'kvm': expected all, core, hvm, os, persist, pvh, sb, smp"),
     (["--disk", "missing.img"], "error: missing.img: no such disk image"),
     (["--disk", "notes.txt"], "error: notes.txt: not a disk image (no MBR/GPT boot signature 0x55AA at byte 510)"),
     (["--disk", "good.img", "--mode", "os"], "error: --disk boots your disk in --mode all, hvm, pvh, not 'os'"),
@@ -287,8 +287,8 @@ def test_invoke_boot_on_xen_bad_arguments_give_one_line(tmp_path, args, message)
 @pytest.mark.skipif(shutil.which("mcopy") is None or shutil.which("mkfs.fat") is None,
                     reason="mtools and dosfstools (invoke setup) not installed")
 def test_with_disks_gives_each_payload_its_disk(tmp_path, monkeypatch):
-    """os: the cached OS disk (here a stand-in: making the real one downloads Debian packages); persist: a
-    fresh persistence disk per guest; shell and ud2: none; disk: the user's."""
+    """os and smp: the cached OS disk (here a stand-in: making the real one downloads Debian packages); persist:
+    a fresh persistence disk per guest; shell and ud2: none; disk: the user's."""
     os_disk = tmp_path / "os.img"
     monkeypatch.setattr(nested, "prepare_os_disk", lambda: os_disk)
     image = tmp_path / "ovmf.elf"
@@ -305,6 +305,7 @@ def test_with_disks_gives_each_payload_its_disk(tmp_path, monkeypatch):
     with pytest.raises(OvmfgenError, match="needs a disk image"):
         nested.with_disks([guests.XenGuest("pvh", "disk", image)], tmp_path / "out")
     assert nested.with_disks([guests.XenGuest("pvh", "disk", image)], tmp_path, disk=os_disk)[0].disk == os_disk
+    assert nested.with_disks([guests.XenGuest("hvm", "smp", image, vcpus=128)], tmp_path)[0].disk == os_disk
 
 
 def test_each_xen_version_keeps_its_own_outputs_beside_the_firmware(tmp_path):

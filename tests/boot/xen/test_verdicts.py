@@ -322,3 +322,13 @@ def test_linux_smp_is_the_kernels_cpu_report_the_smp_payload_waits_for():
     assert verdicts.secure_boot_state("", log).linux is True
     for one in ("smp: Brought up 1 node, 1 CPU", "smp: Brought up 2 nodes, 128 CPUs"):
         assert subprocess.run(["grep", "-qE", verdicts.LINUX_SMP], input=one, text=True).returncode == 0
+
+
+def test_os_evidence_names_the_strongest_sign_that_the_os_ran():
+    banner = "[    0.000000] Linux version 6.1.0-57-amd64 (debian-kernel@lists.debian.org)\n"
+    smp = "[    0.912345] smp: Brought up 1 node, 128 CPUs\n"
+    assert verdicts.os_evidence(banner) == "the Linux kernel's banner on the guest's console"
+    assert verdicts.os_evidence(banner + smp) == ("Linux's report of its CPUs on the guest's console "
+                                                  "(smp: Brought up 1 node, 128 CPUs)")
+    assert verdicts.os_evidence(banner + smp + f"{verdicts.OS_MARKER} 6.1.0-57-amd64\n") == (
+        f"{verdicts.OS_MARKER} printed by the OS disk's init")
