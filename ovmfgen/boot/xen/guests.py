@@ -103,7 +103,8 @@ MODES = ("pvh", "hvm")
 #: Debian-signed kernel; sb-persist: the signed UKI booted twice, the same disk (its init sets a variable
 #: and tries to append to db; the restart must not see the variable). An sb-* guest that reaches the OS
 #: passes only with Secure Boot on.
-PAYLOADS = ("shell", "os", "smp", "persist", "disk", "ud2", "sb-refused", "sb-signed", "sb-shim", "sb-os", "sb-persist")
+PAYLOADS = ("shell", "os", "smp", "persist", "disk", "ud2", "sb-refused", "sb-signed", "sb-shim", "sb-os",
+            "sb-persist")
 #: The Secure Boot payloads and the disk each boots (``sbdisks.SB_DISK_NAMES``).
 SB_PAYLOAD_DISKS = {"sb-refused": "unsigned", "sb-signed": "signed", "sb-shim": "shim-uki", "sb-os": "shim-grub",
                     "sb-persist": "signed"}
@@ -149,7 +150,8 @@ SERIAL_BYTES = 20
 SHELL_COUNTDOWN = "Press .*ESC.* in [0-9]* seconds"
 #: What dom0 waits for on each payload's console (grep -E), and the event it reports.
 WANT = {"shell": ("Shell>", "shell"), "os": (OS_MARKER, "os"), "smp": (LINUX_SMP, "os"),
-        "persist": (DONE, "persist"), "disk": (f"{OS_MARKER}|{LINUX_BANNER}[0-9]", "os"), "ud2": ("Shell>", "shell"),
+        "persist": (DONE, "persist"), "disk": (f"{OS_MARKER}|{LINUX_BANNER}[0-9]", "os"),
+        "ud2": ("Shell>", "shell"),
         "sb-refused": (SB_REFUSED, "refused"), "sb-signed": (OS_MARKER, "os"), "sb-shim": (OS_MARKER, "os"),
         "sb-os": (OS_MARKER, "os"), "sb-persist": (OS_MARKER, "os")}
 

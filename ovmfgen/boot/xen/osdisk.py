@@ -41,9 +41,9 @@ DISK_TOOLS = {"mkfs.fat": "dosfstools", "mcopy": "mtools", "mmd": "mtools", "obj
 #: 4 of 4 boots, Xen 4.20, after "vgaarb: loaded"), and an HVM guest's emulated UART is logged nowhere
 #: while each character is a trap to dom0's device model (128 vCPUs, Xen 4.17: all CPUs up 192 dom0 s
 #: after xl create with it, 71 without). ``loglevel=7``: the console gets the kernel's info lines too
-#: (~500 with one vCPU), among them the two the verdicts read, as the kernel prints them: its report of the
-#: CPUs it brought up (verdicts.LINUX_SMP, the smp payload's goal, long before the init runs) and its
-#: Secure Boot state; and a kernel that stalls shows where.
+#: (350-430 lines with one vCPU), among them the two the verdicts read, as the kernel prints them: its
+#: report of the CPUs it brought up (verdicts.LINUX_SMP, the smp payload's goal, long before the init
+#: runs) and its Secure Boot state; and a kernel that stalls shows where.
 KERNEL_CMDLINE = "console=hvc0 loglevel=7 panic=-1 rdinit=/init"
 #: Bump when the way the disk is made changes (forces a rebuild of the cache entry).
 OS_DISK_RECIPE = 1
