@@ -197,7 +197,7 @@ class XenGuest:
             return f"the firmware {found}: expected {want} of {self.vcpus} processors"
         if want < self.vcpus and not cpus.over_limit:
             return f"the firmware used {want} of {self.vcpus} processors without saying it left the others halted"
-        if os_reached and self.payload in ("os", "smp", "disk") and cpus.linux != self.vcpus:
+        if os_reached and self.payload in (*OS_DISK_PAYLOADS, "disk") and cpus.linux != self.vcpus:
             found = "said nothing" if cpus.linux is None else f"brought up {cpus.linux}"
             return f"Linux {found}: expected {self.vcpus} CPUs"
         return ""

@@ -49,8 +49,9 @@ SB_REFUSED = (r"rejected probably by Secure Boot"
 LINUX_BANNER = "Linux version "
 #: The kernel's report of the CPUs it brought up (grep -E; ``smp: Brought up 1 node, 128 CPUs``), an info
 #: line: ovmfgen's disks boot Linux with ``loglevel=7`` (osdisk.KERNEL_CMDLINE), which puts info lines on
-#: the console, as they put its Secure Boot line (``secureboot: Secure boot enabled``).
-LINUX_SMP = r"smp: Brought up [0-9]+ nodes?, [0-9]+ CPUs?"
+#: the console, as they put its Secure Boot line (``secureboot: Secure boot enabled``). One pattern for
+#: dom0's grep -E and for Python (its group, the count, is what cpu_state reads).
+LINUX_SMP = r"smp: Brought up [0-9]+ nodes?, ([0-9]+) CPUs?"
 #: OvmfPkg's gXenBusProtocolGuid: a device path through it is a Xen PV device (XenBusDxe's child).
 XENBUS_PROTOCOL_GUID = "3D3CA290-B9A5-11E3-B75D-B8AC6F7D65E6"
 
@@ -285,7 +286,7 @@ _SB_VERIFY_RE = re.compile(r"DxeImageVerificationLib: (.*)")
 _MADT_RE = re.compile(r"XenCpuCountInitialization: (\d+) processors in the MADT")
 _MP_FOUND_RE = re.compile(r"MpInitLib: Find (\d+) processors in system")
 _MP_OVER_RE = re.compile(r"MpInitLib: (\d+ processors woke up, more than .*)")
-_LINUX_SMP_RE = re.compile(r"smp: Brought up [0-9]+ nodes?, ([0-9]+) CPUs?")  # LINUX_SMP, with the count
+_LINUX_SMP_RE = re.compile(LINUX_SMP)
 
 
 def cpu_state(serial_log: str, guest_console: str) -> CpuState:
